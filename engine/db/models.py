@@ -1,0 +1,289 @@
+"""The engine's tables (SQLModel on SQLAlchemy 2.1).
+
+Conventions, all deliberate (../shared/reference/ecosystem.md §5):
+
+- Every ``datetime`` column is sqlmodel's ``UTCDateTime``: it refuses naive values on write and
+  returns timezone-aware UTC on read, on SQLite as well as PostgreSQL.
+- Money is ``Decimal`` in ``NUMERIC(14, 2)`` (yuan), never float.
+- States and kinds are plain strings guarded by CHECK constraints, not native PostgreSQL enums
+  (those store member names and outlive ``alembic downgrade``).
+- Table models do not validate on construction: input is validated before it gets here
+  (:mod:`engine.importer`, the CLI), so a row in these classes is trusted data.
+- Meter passwords are never stored: ``password_ref`` names an entry of the secrets file.
+
+The audit table's name contains ``audit`` (outside checks look for it) and it is
+append-only: triggers created by the migration refuse UPDATE and DELETE.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, CheckConstraint, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from engine.orders_states import STATES, OrderKind
+
+AUDIT_TABLE = "audit_log"
+
+CUSTOMER_CLASSES = ("residential", "commercial", "important")
+PROTOCOLS = ("dlt645-2007", "dlt645-1997", "modbus")
+SECURITY_MODES = ("plain", "encrypted")  # 1CH with a plaintext password, or through the ESAM
+CLOSE_MODES = ("direct", "allowed")  # reconnect with 1CH 直接合闸 or 1BH 合闸允许
+EXEMPTION_STATUSES = ("requested", "approved", "rejected")
+FIELD_ORDER_STATUSES = ("open", "closed")
+RELAY_STATES = ("closed", "open", "armed", "unknown")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def _order_state_check() -> str:
+    parts = [
+        f"(kind = '{kind}' AND {_in('state', states)})" for kind, states in STATES.items()
+    ]
+    return " OR ".join(parts)
+
+
+class Account(SQLModel, table=True):
+    """A customer account from the billing export (户号)."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (
+        CheckConstraint(_in("customer_class", CUSTOMER_CLASSES), name="ck_accounts_class"),
+    )
+
+    account_no: str = Field(primary_key=True, max_length=64)
+    name: str = Field(default="", max_length=200)
+    phone: str = Field(default="", max_length=64)
+    balance: Decimal = Field(default=Decimal("0"), max_digits=14, decimal_places=2)
+    agreement: bool = False  # cost-control (费控) agreement signed
+    customer_class: str = Field(default="residential", max_length=16)
+    humanitarian: bool = False
+    # The meter the billing system binds to this account; the meter row says the converse.
+    meter_no: str | None = Field(default=None, max_length=64, index=True)
+    station: str | None = Field(default=None, max_length=64, index=True)  # 台区 / substation
+    created_at: datetime
+    updated_at: datetime
+
+
+class Meter(SQLModel, table=True):
+    """A meter and how to reach it (link = the bus, gateway or concentrator URL)."""
+
+    __tablename__ = "meters"
+    __table_args__ = (
+        CheckConstraint(_in("protocol", PROTOCOLS), name="ck_meters_protocol"),
+        CheckConstraint(_in("security", SECURITY_MODES), name="ck_meters_security"),
+        CheckConstraint(_in("close_mode", CLOSE_MODES), name="ck_meters_close_mode"),
+        CheckConstraint(_in("relay_state", RELAY_STATES), name="ck_meters_relay_state"),
+        Index("ix_meters_link_address", "link", "address"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    meter_no: str = Field(max_length=64, unique=True)  # 表号, DI 04000402
+    address: str = Field(max_length=32)  # 通信地址: 12 digits (DL/T 645) or a Modbus unit id
+    protocol: str = Field(default="dlt645-2007", max_length=16)
+    link: str = Field(default="", max_length=500)
+    station: str | None = Field(default=None, max_length=64)
+    password_ref: str | None = Field(default=None, max_length=64)  # a name, never the secret
+    security: str = Field(default="plain", max_length=16)
+    close_mode: str = Field(default="direct", max_length=16)
+    account_no: str | None = Field(
+        default=None, foreign_key="accounts.account_no", index=True, max_length=64
+    )
+    # Last relay state read back from the meter (for the "disconnected but paid" sweep).
+    relay_state: str = Field(default="unknown", max_length=16)
+    relay_checked_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Notice(SQLModel, table=True):
+    """A disconnection notice (停电通知); the notice clock starts at delivery, not at issue."""
+
+    __tablename__ = "notices"
+    __table_args__ = (Index("ix_notices_account_issued", "account_no", "issued_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_no: str = Field(foreign_key="accounts.account_no", max_length=64)
+    issued_at: datetime
+    delivered_at: datetime | None = None
+    issued_by: str = Field(default="", max_length=64)
+    source: str = Field(default="cli", max_length=16)  # cli | import | engine
+
+
+class Exemption(SQLModel, table=True):
+    """A power-guarantee exemption (保电): while approved and in force, no disconnection."""
+
+    __tablename__ = "exemptions"
+    __table_args__ = (
+        CheckConstraint(_in("status", EXEMPTION_STATUSES), name="ck_exemptions_status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_no: str = Field(foreign_key="accounts.account_no", index=True, max_length=64)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    starts: datetime
+    until: datetime
+    status: str = Field(default="requested", max_length=16)
+    requested_by: str = Field(max_length=64)
+    requested_at: datetime
+    decided_by: str | None = Field(default=None, max_length=64)
+    decided_at: datetime | None = None
+    decision_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class Approval(SQLModel, table=True):
+    """A supervisor's approval, e.g. to disconnect a humanitarian-flagged account."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (CheckConstraint("kind IN ('disconnect')", name="ck_approvals_kind"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(default="disconnect", max_length=16)
+    account_no: str = Field(foreign_key="accounts.account_no", index=True, max_length=64)
+    approved_by: str = Field(max_length=64)
+    approved_at: datetime
+    valid_until: datetime | None = None
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+class Payment(SQLModel, table=True):
+    """A payment reported by the billing system; ``ref`` makes the hook idempotent."""
+
+    __tablename__ = "payments"
+
+    id: int | None = Field(default=None, primary_key=True)
+    ref: str = Field(max_length=128, unique=True)
+    account_no: str = Field(foreign_key="accounts.account_no", index=True, max_length=64)
+    amount: Decimal = Field(max_digits=14, decimal_places=2)
+    received_at: datetime
+    recorded_by: str = Field(default="", max_length=64)
+    source: str = Field(default="cli", max_length=16)  # cli | hook
+
+
+class SwitchOrder(SQLModel, table=True):
+    """One disconnection or reconnection of one meter, moved by :mod:`engine.orders_states`."""
+
+    __tablename__ = "switch_orders"
+    __table_args__ = (
+        CheckConstraint(
+            _in("kind", tuple(k.value for k in OrderKind)), name="ck_switch_orders_kind"
+        ),
+        CheckConstraint(_order_state_check(), name="ck_switch_orders_state"),
+        Index("ix_switch_orders_open", "terminal", "not_before"),
+        Index("ix_switch_orders_account", "account_no", "kind"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)
+    account_no: str = Field(foreign_key="accounts.account_no", max_length=64)
+    meter_id: int | None = Field(default=None, foreign_key="meters.id", index=True)
+    state: str = Field(max_length=32)
+    reasons: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    batch_id: str | None = Field(default=None, max_length=64, index=True)
+    requested_by: str = Field(default="", max_length=64)
+    created_at: datetime
+    updated_at: datetime
+    not_before: datetime | None = None
+    deadline: datetime | None = None
+    attempts: int = 0
+    version: int = 1  # compare-and-set: UPDATE ... WHERE id = :id AND version = :seen
+    terminal: bool = False
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Dispatch lease: who works on it now (a dead worker's lease expires).
+    claimed_by: str | None = Field(default=None, max_length=128)
+    claimed_at: datetime | None = None
+    # Important customers (两个十五分钟): T-15 warning, instruction at T, execution at T+15.
+    notice_time: datetime | None = None
+    warned_at: datetime | None = None
+    instructed_at: datetime | None = None
+    recipients: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class CommandAttempt(SQLModel, table=True):
+    """One command sent to a meter for an order (the request summary never holds a password)."""
+
+    __tablename__ = "command_attempts"
+    __table_args__ = (UniqueConstraint("order_id", "n", name="uq_command_attempts_order_n"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: int = Field(foreign_key="switch_orders.id", index=True)
+    n: int
+    sent_at: datetime
+    finished_at: datetime | None = None
+    request: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    outcome: str | None = Field(default=None, max_length=32)  # ok | refused | timeout | ...
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    relay_state: str | None = Field(default=None, max_length=16)  # read back after the command
+
+
+class FieldOrder(SQLModel, table=True):
+    """A field work order (现场工单): what remote control could not do, never dropped."""
+
+    __tablename__ = "field_orders"
+    __table_args__ = (
+        CheckConstraint(_in("status", FIELD_ORDER_STATUSES), name="ck_field_orders_status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: int | None = Field(default=None, foreign_key="switch_orders.id", index=True)
+    account_no: str = Field(max_length=64, index=True)
+    meter_address: str | None = Field(default=None, max_length=32)
+    cause: str = Field(max_length=64)
+    evidence: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime
+    status: str = Field(default="open", max_length=16)
+    closed_at: datetime | None = None
+    closed_by: str | None = Field(default=None, max_length=64)
+
+
+class Timer(SQLModel, table=True):
+    """A durable timer owned by the engine (7-day notice clock, T-15/T/T+15, sweeps)."""
+
+    __tablename__ = "timers"
+    __table_args__ = (Index("ix_timers_due", "fired_at", "due_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32)
+    order_id: int | None = Field(default=None, foreign_key="switch_orders.id", index=True)
+    account_no: str | None = Field(default=None, max_length=64)
+    due_at: datetime
+    fired_at: datetime | None = None
+    claimed_by: str | None = Field(default=None, max_length=128)
+    claimed_at: datetime | None = None
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class AuditRecord(SQLModel, table=True):
+    """One link of the hash-chained, append-only audit trail (see :mod:`engine.audit`).
+
+    ``payload`` is stored as the exact canonical JSON text that was hashed, so a database
+    that normalises JSON (jsonb) cannot break verification.
+    """
+
+    __tablename__ = AUDIT_TABLE
+    __table_args__ = (Index("ix_audit_log_subject", "subject"),)
+
+    seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    at: datetime
+    actor: str = Field(max_length=128)
+    action: str = Field(max_length=64)
+    subject: str = Field(default="", max_length=200)
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64, unique=True)
+
+
+class AuditHead(SQLModel, table=True):
+    """The keyed anchor of the chain's last record, so deleting the newest record shows."""
+
+    __tablename__ = "audit_head"
+
+    id: int = Field(default=1, primary_key=True)
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    hash: str = Field(max_length=64)
+    mac: str = Field(max_length=64)

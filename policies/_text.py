@@ -1,0 +1,30 @@
+"""Small formatting helpers for the human sentences in :class:`~policies.facts.Reason`.
+
+Times in messages are shown in the site's zone (what an operator reads on the wall clock),
+with the zone's key rather than an abbreviation: "CST" means China to some and Chicago to
+others.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+
+def local_text(when: datetime, tz: ZoneInfo) -> str:
+    """``2026-03-09 08:00 (Asia/Shanghai)``: ``when`` on the site's wall clock."""
+    return f"{when.astimezone(tz):%Y-%m-%d %H:%M} ({tz.key})"
+
+
+def clock_text(when: datetime, tz: ZoneInfo) -> str:
+    """``08:00``: the local time of day only (for same-day steps)."""
+    return f"{when.astimezone(tz):%H:%M}"
+
+
+def age_text(age: timedelta) -> str:
+    """A rounded-down age in days, or hours under a day (``3 days``, ``5 hours``)."""
+    if age >= timedelta(days=1):
+        days = age.days
+        return f"{days} day" if days == 1 else f"{days} days"
+    hours = max(int(age.total_seconds() // 3600), 0)
+    return f"{hours} hour" if hours == 1 else f"{hours} hours"

@@ -1,0 +1,69 @@
+"""Rule 3, disconnection notice (停电通知书): delivered at least ``notice_days`` ago, not stale.
+
+Seed 002: "对于欠费客户停电七天前张贴停电通知书" (post the notice seven days before the
+disconnection). The clock starts at delivery, not at issue: a notice that was issued but never
+reached the customer does not count (State Grid sets the warning state only on a successful
+SMS receipt, policy_anchors §5). A notice older than ``notice_max_age_days`` no longer warns
+anyone about *this* debt and must be re-issued.
+
+Only the most recent delivered notice counts: a re-delivered notice restarts the clock.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from policies._text import age_text, local_text
+from policies.facts import Case, PolicySettings, Reason, Verdict
+
+RULE = "notice"
+NOTICE_SERVED = "notice_served"
+NOTICE_MISSING = "notice_missing"
+NOTICE_PENDING = "notice_pending"
+NOTICE_STALE = "notice_stale"
+CODES = (NOTICE_SERVED, NOTICE_MISSING, NOTICE_PENDING, NOTICE_STALE)
+
+
+def check_notice(case: Case, settings: PolicySettings, now: datetime) -> Reason:
+    """Allow when the newest delivered notice is ``notice_days`` to ``notice_max_age_days`` old.
+
+    Both ends are inclusive: a notice delivered exactly 7 days ago has matured, and one exactly
+    30 days old is not yet stale.
+    """
+    delivered: datetime | None = None
+    for notice in case.notices:
+        at = notice.delivered_at
+        if at is not None and (delivered is None or at > delivered):
+            delivered = at
+    if delivered is None:
+        if case.notices:
+            return Reason(
+                RULE,
+                Verdict.BLOCK,
+                NOTICE_MISSING,
+                "a notice was issued but never delivered: the "
+                f"{settings.notice_days}-day clock starts at delivery",
+            )
+        return Reason(RULE, Verdict.BLOCK, NOTICE_MISSING, "no disconnection notice delivered")
+    age = now - delivered
+    if age < timedelta(days=settings.notice_days):
+        matures = delivered + timedelta(days=settings.notice_days)
+        return Reason(
+            RULE,
+            Verdict.BLOCK,
+            NOTICE_PENDING,
+            f"notice delivered {local_text(delivered, settings.timezone)}; the "
+            f"{settings.notice_days}-day notice period ends {local_text(matures, settings.timezone)}",
+            not_before=matures,
+        )
+    if age > timedelta(days=settings.notice_max_age_days):
+        return Reason(
+            RULE,
+            Verdict.BLOCK,
+            NOTICE_STALE,
+            f"the newest notice was delivered {age_text(age)} ago, more than the "
+            f"{settings.notice_max_age_days}-day maximum: issue and deliver a new one",
+        )
+    return Reason(
+        RULE, Verdict.ALLOW, NOTICE_SERVED, f"notice delivered {age_text(age)} ago"
+    )
