@@ -108,6 +108,34 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class DispatchConfig:
+    command_validity_minutes: int = 5  # 1CH N3..N8: how long a sent command stays valid
+    max_commands: int = 2  # commands per order; a resend only after a read-back shows it needed
+    readback_polls: int = 3  # relay read-backs after a command before "did not switch"
+    poll_interval_s: float = 1.0
+    backoff_s: float = 2.0  # before a resend, doubled each time
+    max_dispatch_attempts: int = 3  # no reply before any command: retry the order later, then field order
+    retry_delay_s: float = 30.0
+    reconnect_deadline_minutes: int = 120  # after payment; then escalated
+    armed_poll_minutes: int = 5  # how often an armed (1BH) meter is read for the button press
+    lease_s: int = 60  # a bus or order held by a silent process is free after this
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    tick_seconds: int = 15  # how often due timers and due orders are claimed
+    batch_cron: str = ""  # e.g. "0 9 * * mon-fri" (site time zone); empty = no automatic batch
+    sweep_times: list[str] = field(default_factory=lambda: ["06:00", "18:00"])
+    night_starts: str = "20:00"  # reconnections still pending at the evening sweep are escalated
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    outbox_file: str = ""  # also append every notification as a JSON line here
+    important_copy_to: list[str] = field(default_factory=list)  # authorities copied on important-customer notices
+
+
+@dataclass(frozen=True)
 class Config:
     site: SiteConfig = field(default_factory=SiteConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -117,6 +145,9 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     # Not keys: where the file was (for relative paths) and which tables it had.
     source: Path | None = field(default=None, compare=False)
     present_tables: frozenset[str] = field(default_factory=frozenset, compare=False)
@@ -195,7 +226,9 @@ def _validate(config: Config) -> None:
     try:
         config.site.tz  # noqa: B018 - raises on an unknown zone
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(f"config key site.timezone: unknown time zone {config.site.timezone!r}") from exc
+        raise ConfigError(
+            f"config key site.timezone: unknown time zone {config.site.timezone!r}"
+        ) from exc
     if config.dlt645.password_level < 0 or config.dlt645.password_level > 0xFF:
         raise ConfigError("config key dlt645.password_level: must be 0..255")
     if len(config.dlt645.password) != 6 or not config.dlt645.password.isdigit():
@@ -209,7 +242,9 @@ def _validate(config: Config) -> None:
     days = {"mon", "tue", "wed", "thu", "fri", "sat", "sun"}
     for i, day in enumerate(config.policy.window.weekdays):
         if day not in days:
-            raise ConfigError(f"config key policy.window.weekdays[{i}]: {day!r} is not one of {sorted(days)}")
+            raise ConfigError(
+                f"config key policy.window.weekdays[{i}]: {day!r} is not one of {sorted(days)}"
+            )
     for key in ("start", "end"):
         text = getattr(config.policy.window, key)
         if not _is_hhmm(text, allow_24=(key == "end")):
@@ -220,12 +255,17 @@ def _validate(config: Config) -> None:
         try:
             date.fromisoformat(text)
         except ValueError as exc:
-            raise ConfigError(f"config key policy.window.holidays[{i}]: {text!r} is not an ISO date") from exc
+            raise ConfigError(
+                f"config key policy.window.holidays[{i}]: {text!r} is not an ISO date"
+            ) from exc
     if not 0.0 <= config.policy.batch_limit.max_share <= 1.0:
         raise ConfigError("config key policy.batch_limit.max_share: must be between 0 and 1")
     if config.policy.batch_limit.max_count < 0:
         raise ConfigError("config key policy.batch_limit.max_count: must not be negative")
-    if config.policy.notice_days < 0 or config.policy.notice_max_age_days < config.policy.notice_days:
+    if (
+        config.policy.notice_days < 0
+        or config.policy.notice_max_age_days < config.policy.notice_days
+    ):
         raise ConfigError(
             "config key policy.notice_max_age_days: must be at least policy.notice_days"
         )
@@ -254,7 +294,7 @@ def parse_config(text: str, source: Path | None = None) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file is not valid TOML{where}: {exc}") from exc
-    config = _build(Config, data, "")
+    config: Config = _build(Config, data, "")
     config = dataclasses.replace(config, source=source, present_tables=frozenset(data))
     _validate(config)
     return config

@@ -16,7 +16,9 @@ import structlog
 SECRET_KEYS = frozenset({"password", "payment_key", "key", "secret", "audit_key", "signature"})
 
 
-def redact_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def redact_secrets(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """Replace the value of any secret-looking key with ``***``."""
     for key in list(event):
         if key.lower() in SECRET_KEYS or key.lower().endswith(("_password", "_secret", "_key")):

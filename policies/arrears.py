@@ -24,7 +24,10 @@ def check_arrears(case: Case, settings: PolicySettings, now: datetime) -> Reason
     # A NaN balance compares as an error (InvalidOperation); an unknown debt is no debt.
     if not balance.is_finite():
         return Reason(
-            RULE, Verdict.BLOCK, NOT_IN_ARREARS, f"balance {balance} is not a number: arrears unknown"
+            RULE,
+            Verdict.BLOCK,
+            NOT_IN_ARREARS,
+            f"balance {balance} is not a number: arrears unknown",
         )
     if balance < threshold:
         return Reason(

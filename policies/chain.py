@@ -63,7 +63,7 @@ def evaluate(
         raise ValueError("evaluate needs a timezone-aware now (UTC from the engine's clock)")
     reasons: list[Reason] = []
     blocked = scheduled = False
-    block = Verdict.BLOCK
+    allow = Verdict.ALLOW
     schedule = Verdict.SCHEDULE
     for rule in rules:
         try:
@@ -71,10 +71,10 @@ def evaluate(
         except Exception as exc:
             reason = _rule_error(rule, exc)
         verdict = reason.verdict
-        if verdict is block:
-            blocked = True
-        elif verdict is schedule:
+        if verdict is schedule:
             scheduled = True
+        elif verdict is not allow:  # BLOCK, or anything unexpected: fail safe
+            blocked = True
         reasons.append(reason)
     if blocked:
         outcome = Outcome.BLOCKED

@@ -59,8 +59,9 @@ def check_important(case: Case, settings: PolicySettings, now: datetime) -> Reas
             IMPORTANT_TIMELINE_REQUIRED,
             f"important customer (重要客户): schedule the warning (earliest "
             f"{local_text(warn_at, tz)}), the formal instruction (T, earliest "
-            f"{local_text(instruct_at, tz)}) and the execution (T+{settings.important_warning_minutes}"
-            f" min, earliest {local_text(execute_at, tz)}), copying the notice to the authorities",
+            f"{local_text(instruct_at, tz)}) and the execution "
+            f"(T+{settings.important_warning_minutes} min, earliest "
+            f"{local_text(execute_at, tz)}), copying the notice to the authorities",
             not_before=execute_at,
         )
     warn_at, instruct_at, earliest = important_timeline(timeline.notice_time, settings)

@@ -53,7 +53,8 @@ def check_notice(case: Case, settings: PolicySettings, now: datetime) -> Reason:
             Verdict.BLOCK,
             NOTICE_PENDING,
             f"notice delivered {local_text(delivered, settings.timezone)}; the "
-            f"{settings.notice_days}-day notice period ends {local_text(matures, settings.timezone)}",
+            f"{settings.notice_days}-day notice period ends "
+            f"{local_text(matures, settings.timezone)}",
             not_before=matures,
         )
     if age > timedelta(days=settings.notice_max_age_days):
@@ -64,6 +65,4 @@ def check_notice(case: Case, settings: PolicySettings, now: datetime) -> Reason:
             f"the newest notice was delivered {age_text(age)} ago, more than the "
             f"{settings.notice_max_age_days}-day maximum: issue and deliver a new one",
         )
-    return Reason(
-        RULE, Verdict.ALLOW, NOTICE_SERVED, f"notice delivered {age_text(age)} ago"
-    )
+    return Reason(RULE, Verdict.ALLOW, NOTICE_SERVED, f"notice delivered {age_text(age)} ago")

@@ -102,7 +102,10 @@ def window_reason(settings: PolicySettings, now: datetime) -> Reason:
         why = f"before {window.start:%H:%M}"
     else:
         why = "after the window closed"
-    head = f"{local_text(now, tz)} is outside the disconnection window ({describe_window(window)}): {why}"
+    head = (
+        f"{local_text(now, tz)} is outside the disconnection window "
+        f"({describe_window(window)}): {why}"
+    )
     try:
         opening = next_window_opening(now, settings)
     except ConfigError as exc:

@@ -21,7 +21,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, Column, Index, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Index,
+    Integer,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
 
 from engine.orders_states import STATES, OrderKind
@@ -42,9 +52,7 @@ def _in(column: str, values: tuple[str, ...]) -> str:
 
 
 def _order_state_check() -> str:
-    parts = [
-        f"(kind = '{kind}' AND {_in('state', states)})" for kind, states in STATES.items()
-    ]
+    parts = [f"(kind = '{kind}' AND {_in('state', states)})" for kind, states in STATES.items()]
     return " OR ".join(parts)
 
 
@@ -65,6 +73,7 @@ class Account(SQLModel, table=True):
     humanitarian: bool = False
     # The meter the billing system binds to this account; the meter row says the converse.
     meter_no: str | None = Field(default=None, max_length=64, index=True)
+    meter_address: str | None = Field(default=None, max_length=32)
     station: str | None = Field(default=None, max_length=64, index=True)  # 台区 / substation
     created_at: datetime
     updated_at: datetime
@@ -165,10 +174,17 @@ class Payment(SQLModel, table=True):
     source: str = Field(default="cli", max_length=16)  # cli | hook
 
 
+# Compare-and-set: the ORM adds "AND version = <the version read>" to every UPDATE of an order
+# and raises StaleDataError when another worker moved it first. The application bumps the
+# number itself (engine.orders_states.transition), hence version_id_generator=False.
+_ORDER_VERSION = Column("version", Integer, nullable=False, default=1)
+
+
 class SwitchOrder(SQLModel, table=True):
     """One disconnection or reconnection of one meter, moved by :mod:`engine.orders_states`."""
 
     __tablename__ = "switch_orders"
+    __mapper_args__ = {"version_id_col": _ORDER_VERSION, "version_id_generator": False}
     __table_args__ = (
         CheckConstraint(
             _in("kind", tuple(k.value for k in OrderKind)), name="ck_switch_orders_kind"
@@ -191,7 +207,7 @@ class SwitchOrder(SQLModel, table=True):
     not_before: datetime | None = None
     deadline: datetime | None = None
     attempts: int = 0
-    version: int = 1  # compare-and-set: UPDATE ... WHERE id = :id AND version = :seen
+    version: int = Field(default=1, sa_column=_ORDER_VERSION)
     terminal: bool = False
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # Dispatch lease: who works on it now (a dead worker's lease expires).
@@ -287,3 +303,25 @@ class AuditHead(SQLModel, table=True):
     seq: int = Field(sa_column=Column(BigInteger, nullable=False))
     hash: str = Field(max_length=64)
     mac: str = Field(max_length=64)
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core ``Table`` of a table model (typed, for Core statements and bulk work)."""
+    found = getattr(model, "__table__", None)
+    if not isinstance(found, Table):
+        raise TypeError(f"{model.__name__} is not a table model")
+    return found
+
+
+ACCOUNTS = table_of(Account)
+METERS = table_of(Meter)
+NOTICES = table_of(Notice)
+EXEMPTIONS = table_of(Exemption)
+APPROVALS = table_of(Approval)
+PAYMENTS = table_of(Payment)
+SWITCH_ORDERS = table_of(SwitchOrder)
+COMMAND_ATTEMPTS = table_of(CommandAttempt)
+FIELD_ORDERS = table_of(FieldOrder)
+TIMERS = table_of(Timer)
+AUDIT = table_of(AuditRecord)
+AUDIT_HEADS = table_of(AuditHead)

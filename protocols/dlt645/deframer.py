@@ -26,20 +26,26 @@ from protocols.dlt645.frame import (
     START,
     Frame,
     address_from_wire,
-    unscramble,
 )
 from protocols.errors import FrameStructureError
 
+_UNSCRAMBLE = bytes((i - 0x33) & 0xFF for i in range(256))
+
 _MAX_BUFFER = 4096
+_START_BYTE = bytes((START,))
 
 
 class Deframer:
-    """Incremental DL/T 645 frame extractor (sans-I/O)."""
+    """Incremental DL/T 645 frame extractor (sans-I/O).
+
+    Scans by position over one ``bytes`` object per call (no per-byte Python loop, no
+    deletions from the middle of a buffer); only the unfinished tail is kept between calls.
+    """
 
     __slots__ = ("_buf", "bad_frames", "garbage_bytes")
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._buf = b""
         self.garbage_bytes = 0  # bytes skipped that were neither preamble nor part of a frame
         self.bad_frames = 0  # candidates rejected for checksum/end byte/address
 
@@ -50,82 +56,86 @@ class Deframer:
 
     def clear(self) -> None:
         """Forget any partial frame (before a new request on a half-duplex bus)."""
-        self._buf.clear()
+        self._buf = b""
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> list[Frame]:
         """Add bytes; return the frames completed by them, in order."""
-        buf = self._buf
-        buf.extend(chunk)
+        data = self._buf + bytes(chunk) if self._buf else bytes(chunk)
+        size = len(data)
+        pos = 0
         frames: list[Frame] = []
-        while buf:
-            index = buf.find(START)
+        while pos < size:
+            index = data.find(_START_BYTE, pos)
             if index < 0:
-                self._skip(len(buf))
+                self._skip(data, pos, size)
+                pos = size
                 break
-            if index:
-                self._skip(index)
-            status = self._check(0)
-            if status > 0:
-                frame = self._take(status)
-                if frame is not None:
-                    frames.append(frame)
-                continue
-            if status == 0:  # incomplete: a real frame may sit further on
-                later = self._complete_frame_after(1)
+            if index > pos:
+                self._skip(data, pos, index)
+                pos = index
+            total = _check(data, pos)
+            if total > 0:
+                try:
+                    address = address_from_wire(data[pos + 1 : pos + 7])
+                except FrameStructureError:
+                    total = -1
+                else:
+                    frames.append(
+                        Frame(
+                            address,
+                            data[pos + 8],
+                            data[pos + HEADER_LEN : pos + total - 2].translate(_UNSCRAMBLE),
+                        )
+                    )
+                    pos += total
+                    continue
+            if total == 0:  # incomplete: a real frame may sit further on
+                later = _complete_frame_after(data, pos + 1)
                 if later < 0:
                     break
-                self._skip(later)
+                self._skip(data, pos, later)
+                pos = later
                 continue
             self.bad_frames += 1
-            self._skip(1)
-        if len(buf) > _MAX_BUFFER:  # never grow without bound on an endless stream of noise
-            self._skip(len(buf) - _MAX_BUFFER)
+            self._skip(data, pos, pos + 1)
+            pos += 1
+        rest = data[pos:]
+        if len(rest) > _MAX_BUFFER:  # never grow without bound on an endless stream of noise
+            self._skip(rest, 0, len(rest) - _MAX_BUFFER)
+            rest = rest[-_MAX_BUFFER:]
+        self._buf = rest
         return frames
 
-    def _check(self, at: int) -> int:
-        """Return the frame length at ``at`` if valid, 0 if incomplete, -1 if not a frame."""
-        buf = self._buf
-        available = len(buf) - at
-        if available < HEADER_LEN:
-            if available > 7 and buf[at + 7] != START:
-                return -1
-            return 0
-        if buf[at + 7] != START:
-            return -1
-        length = buf[at + 9]
-        if length > MAX_DATA:
-            return -1
-        total = OVERHEAD + length
-        if available < total:
-            return 0
-        if buf[at + total - 1] != END:
-            return -1
-        if sum(buf[at : at + total - 2]) & 0xFF != buf[at + total - 2]:
-            return -1
-        return total
+    def _skip(self, data: bytes, start: int, end: int) -> None:
+        self.garbage_bytes += end - start - data.count(PREAMBLE, start, end)
 
-    def _complete_frame_after(self, start: int) -> int:
-        buf = self._buf
-        index = buf.find(START, start)
-        while index >= 0:
-            if self._check(index) > 0:
-                return index
-            index = buf.find(START, index + 1)
+
+def _check(data: bytes, at: int) -> int:
+    """Return the frame length at ``at`` if valid, 0 if incomplete, -1 if not a frame."""
+    available = len(data) - at
+    if available < HEADER_LEN:
+        if available > 7 and data[at + 7] != START:
+            return -1
+        return 0
+    if data[at + 7] != START:
         return -1
+    length = data[at + 9]
+    if length > MAX_DATA:
+        return -1
+    total = OVERHEAD + length
+    if available < total:
+        return 0
+    if data[at + total - 1] != END:
+        return -1
+    if sum(data[at : at + total - 2]) & 0xFF != data[at + total - 2]:
+        return -1
+    return total
 
-    def _take(self, total: int) -> Frame | None:
-        buf = self._buf
-        try:
-            address = address_from_wire(bytes(buf[1:7]))
-        except FrameStructureError:
-            self.bad_frames += 1
-            self._skip(1)
-            return None
-        frame = Frame(address, buf[8], unscramble(bytes(buf[HEADER_LEN : total - 2])))
-        del buf[:total]
-        return frame
 
-    def _skip(self, count: int) -> None:
-        buf = self._buf
-        self.garbage_bytes += count - buf[:count].count(PREAMBLE)
-        del buf[:count]
+def _complete_frame_after(data: bytes, start: int) -> int:
+    index = data.find(_START_BYTE, start)
+    while index >= 0:
+        if _check(data, index) > 0:
+            return index
+        index = data.find(_START_BYTE, index + 1)
+    return -1

@@ -152,7 +152,12 @@ def encode_frame(address: str, control: int, data: bytes = b"", preamble: int = 
         raise FrameLengthError(f"{len(data)} data bytes exceed the maximum of {MAX_DATA}")
     if not 0 <= control <= 0xFF:
         raise FrameStructureError(f"control byte {control} is out of range")
-    body = b"\x68%s\x68%c%c%s" % (address_to_wire(address), control, len(data), data.translate(_SCRAMBLE))
+    body = b"\x68%s\x68%c%c%s" % (
+        address_to_wire(address),
+        control,
+        len(data),
+        data.translate(_SCRAMBLE),
+    )
     return b"\xfe" * preamble + body + bytes((sum(body) & 0xFF, END))
 
 
@@ -171,7 +176,9 @@ def decode_frame(raw: bytes | bytearray) -> Frame:
         start += 1
     size = total - start
     if size < OVERHEAD:
-        raise FrameLengthError(f"frame too short: {size} bytes after the preamble, at least 12 needed")
+        raise FrameLengthError(
+            f"frame too short: {size} bytes after the preamble, at least 12 needed"
+        )
     if raw[start] != START:
         raise FrameStructureError(f"frame must start with 68H, found {raw[start]:02X}H")
     if raw[start + 7] != START:
@@ -179,9 +186,14 @@ def decode_frame(raw: bytes | bytearray) -> Frame:
     length = raw[start + 9]
     if length > MAX_DATA:
         raise FrameLengthError(f"length byte {length} exceeds the maximum of {MAX_DATA}")
-    if size != OVERHEAD + length:
+    if size < OVERHEAD + length:
         raise FrameLengthError(
-            f"length byte says {length} data bytes but {size - OVERHEAD} are present"
+            f"frame truncated: length byte says {length} data bytes, only {size - OVERHEAD} present"
+        )
+    if size > OVERHEAD + length:
+        raise FrameLengthError(
+            f"{size - OVERHEAD - length} extra bytes after the frame "
+            f"(length byte says {length} data bytes)"
         )
     end = start + OVERHEAD + length
     if raw[end - 1] != END:
@@ -205,8 +217,14 @@ def decode_hex(text: str) -> Frame:
     """
     cleaned = text.replace("0x", "").replace("0X", "")
     cleaned = "".join(ch for ch in cleaned if ch not in " \t\r\n:-,")
-    try:
-        raw = bytes.fromhex(cleaned)
-    except ValueError as exc:
-        raise FrameStructureError(f"not a hex string: {text[:40]!r}") from exc
-    return decode_frame(raw)
+    bad = next((ch for ch in cleaned if ch not in _HEX_DIGITS), None)
+    if bad is not None:
+        raise FrameStructureError(f"not hex: character {bad!r} in {text[:60]!r}")
+    if len(cleaned) % 2:
+        raise FrameStructureError(f"not hex: odd number of digits ({len(cleaned)})")
+    if not cleaned:
+        raise FrameStructureError("no frame given: the hex string is empty")
+    return decode_frame(bytes.fromhex(cleaned))
+
+
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")

@@ -16,6 +16,7 @@ Passwords are held in :class:`Credentials`, whose repr never shows them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn
@@ -110,7 +111,9 @@ def decode_datetime(raw: bytes) -> datetime:
         sec, minute, hour, day, month, year = (int(f"{b:02X}") for b in raw)
         return datetime(2000 + year, month, day, hour, minute, sec)
     except ValueError as exc:
-        raise FrameStructureError(f"date-time bytes {raw.hex().upper()} are not a valid BCD time") from exc
+        raise FrameStructureError(
+            f"date-time bytes {raw.hex().upper()} are not a valid BCD time"
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +133,9 @@ class Credentials:
             raise FrameStructureError(f"operator code {self.operator!r} must be 8 digits")
 
     def __repr__(self) -> str:
-        return f"Credentials(level={self.level:02X}H, password='******', operator={self.operator!r})"
+        return (
+            f"Credentials(level={self.level:02X}H, password='******', operator={self.operator!r})"
+        )
 
     __str__ = __repr__
 
@@ -145,7 +150,9 @@ class Credentials:
     def from_fields(cls, password_field: bytes, operator_field: bytes) -> Credentials:
         try:
             return cls(
-                password_field[0], _bcd_to_digits(password_field[1:4]), _bcd_to_digits(operator_field)
+                password_field[0],
+                _bcd_to_digits(password_field[1:4]),
+                _bcd_to_digits(operator_field),
             )
         except FrameStructureError as exc:
             raise FrameStructureError("password or operator field is not BCD") from exc
@@ -183,7 +190,9 @@ class ReadFollowUpRequest:
     seq: int
 
     def to_frame(self) -> Frame:
-        return Frame(self.address, FunctionCode.READ_FOLLOW_UP, di_to_wire(self.di) + bytes((self.seq,)))
+        return Frame(
+            self.address, FunctionCode.READ_FOLLOW_UP, di_to_wire(self.di) + bytes((self.seq,))
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +334,9 @@ class AbnormalReply:
     def error_names(self) -> tuple[str, ...]:
         if self.width != 1:
             return (f"control_error_word_{self.error_word:04X}",)
-        return tuple(codes.ERROR_NAMES[bit] for bit in codes.ERROR_PRIORITY if self.error_word & bit)
+        return tuple(
+            codes.ERROR_NAMES[bit] for bit in codes.ERROR_PRIORITY if self.error_word & bit
+        )
 
     def exception(self) -> MeterRefused:
         """The named exception for this refusal (most specific bit wins)."""
@@ -371,9 +382,11 @@ def decode_message(frame: Frame) -> Message:
         return AbnormalReply(frame.address, function, int.from_bytes(data[:width], "little"), width)
     decoder = _DECODERS.get((function, frame.is_reply))
     if decoder is None:
-        from protocols.dlt645 import extra_messages
+        # Imported here: both modules build on this one (15H..1BH, and 1997's 01H).
+        from protocols.dlt645 import extra_messages, v1997
 
-        decoder = extra_messages.DECODERS.get((function, frame.is_reply))
+        key = (function, frame.is_reply)
+        decoder = extra_messages.DECODERS.get(key) or v1997.DECODERS.get(key)
     if decoder is None:
         direction = "reply" if frame.is_reply else "request"
         raise FrameStructureError(f"no {direction} message is defined for function {function:02X}H")
@@ -397,7 +410,9 @@ def _follow_request(f: Frame) -> ReadFollowUpRequest:
 
 def _follow_reply(f: Frame) -> ReadFollowUpReply:
     _need(f, 5, "follow-up read reply")
-    return ReadFollowUpReply(f.address, di_from_wire(f.data), f.data[4:-1], f.data[-1], f.has_follow_up)
+    return ReadFollowUpReply(
+        f.address, di_from_wire(f.data), f.data[4:-1], f.data[-1], f.has_follow_up
+    )
 
 
 def _address_reply(f: Frame) -> ReadAddressReply:
@@ -408,7 +423,10 @@ def _address_reply(f: Frame) -> ReadAddressReply:
 def _write_request(f: Frame) -> WriteRequest:
     _need(f, 12, "write request")
     return WriteRequest(
-        f.address, di_from_wire(f.data), Credentials.from_fields(f.data[4:8], f.data[8:12]), f.data[12:]
+        f.address,
+        di_from_wire(f.data),
+        Credentials.from_fields(f.data[4:8], f.data[8:12]),
+        f.data[12:],
     )
 
 
@@ -428,7 +446,7 @@ def _control_request(f: Frame) -> RemoteControlRequest:
     )
 
 
-_DECODERS: dict[tuple[int, bool], Any] = {
+_DECODERS: dict[tuple[int, bool], Callable[[Frame], Any]] = {
     (FunctionCode.READ, False): _read_request,
     (FunctionCode.READ, True): _read_reply,
     (FunctionCode.READ_FOLLOW_UP, False): _follow_request,
@@ -437,7 +455,9 @@ _DECODERS: dict[tuple[int, bool], Any] = {
     (FunctionCode.READ_ADDRESS, True): _address_reply,
     (FunctionCode.WRITE, False): _write_request,
     (FunctionCode.WRITE, True): lambda f: WriteReply(f.address),
-    (FunctionCode.BROADCAST_TIME, False): lambda f: BroadcastTimeSync(decode_datetime(f.data), f.address),
+    (FunctionCode.BROADCAST_TIME, False): lambda f: BroadcastTimeSync(
+        decode_datetime(f.data), f.address
+    ),
     (FunctionCode.REMOTE_CONTROL, False): _control_request,
     (FunctionCode.REMOTE_CONTROL, True): lambda f: RemoteControlReply(f.address, f.data),
 }

@@ -1,0 +1,337 @@
+"""The tamper-evident audit trail: an append-only, HMAC-SHA256 hash chain in the database.
+
+Every state change, command, approval, refusal and import appends one record **in the same
+transaction** as the change (so neither exists without the other). Each record's hash is
+``HMAC(key, prev_hash + "\\n" + canonical JSON of (seq, at, actor, action, subject, payload))``,
+with the key held outside the database (``[audit] key`` / ``key_file``): someone who can write
+to the database cannot recompute the chain after editing it.
+
+:func:`verify` walks the chain and names the first bad record: an edited record (its hash no
+longer matches), a deleted one (a gap in ``seq``, or the keyed head anchor pointing past the
+end), a reordered one (a record's ``prev_hash`` no longer links to its predecessor).
+
+Appends are serialised so two writers cannot both take the same ``seq``: on PostgreSQL with a
+transaction-scoped advisory lock, on SQLite by the ``BEGIN IMMEDIATE`` write lock that every
+:func:`engine.db.transaction` takes. This is the audit trail, not the operational log
+(structlog); payloads never hold secrets: keys that look secret are replaced by ``***``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, or_, select, text, update
+from sqlmodel import Session
+
+from engine.config import AuditConfig, Config, read_secret
+from engine.db.database import audit_key_for, read_session
+from engine.db.models import AUDIT, AUDIT_HEADS, AUDIT_TABLE, AuditHead, AuditRecord
+
+log = logging.getLogger("engine.audit")
+
+GENESIS_HASH = "0" * 64
+# Any 64-bit constant works; it names "the audit chain" among advisory locks.
+_PG_LOCK_ID = 0x6D657465_72617564  # "meteraud"
+_DEFAULT_KEY = AuditConfig().key.encode("utf-8")
+
+_SECRET_NAMES = frozenset(
+    {"password", "passwd", "key", "secret", "token", "signature", "audit_key", "payment_key"}
+)
+
+
+def key_from_config(config: Config) -> bytes:
+    """The chain's HMAC key from ``[audit] key`` or ``key_file`` (the file wins)."""
+    secret = read_secret(config, config.audit.key, "audit.key_file", config.audit.key_file)
+    if not secret:
+        from protocols.errors import ConfigError
+
+        raise ConfigError("config key audit.key: the audit key must not be empty")
+    return secret.encode("utf-8")
+
+
+def _is_secret_name(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in _SECRET_NAMES or lowered.endswith(("_password", "_secret", "_key", "_token"))
+
+
+def scrub(value: Any) -> Any:
+    """A copy of ``value`` with the value of every secret-looking key replaced by ``***``."""
+    if isinstance(value, Mapping):
+        return {str(k): ("***" if _is_secret_name(str(k)) else scrub(v)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v) for v in value]
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat() if value.tzinfo else value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)  # exact: money is never turned into a float in the trail
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    if isinstance(value, bytes):
+        return value.hex().upper()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"cannot put {type(value).__name__} in an audit record")
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON: sorted keys, no spaces, UTF-8 kept (the text that gets hashed)."""
+    return json.dumps(
+        value, default=_json_default, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+
+
+def _digest(key: bytes, prev_hash: str, record: Mapping[str, Any]) -> str:
+    message = prev_hash.encode("ascii") + b"\n" + canonical_json(record).encode("utf-8")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def _record_body(
+    seq: int, at: datetime, actor: str, action: str, subject: str, payload: str
+) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "at": at.astimezone(UTC).isoformat(),
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "payload": payload,
+    }
+
+
+def _head_mac(key: bytes, seq: int, hash_: str) -> str:
+    return hmac.new(key, f"head|{seq}|{hash_}".encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def _session_key(session: Session, key: bytes | None) -> bytes:
+    if key is not None:
+        return key
+    found = session.info.get("audit_key")
+    if isinstance(found, bytes):
+        return found
+    return _DEFAULT_KEY
+
+
+def _lock_chain(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
+    # SQLite: the transaction already holds the database write lock (BEGIN IMMEDIATE).
+
+
+def append(
+    session: Session,
+    actor: str,
+    action: str,
+    subject: str = "",
+    payload: Mapping[str, Any] | None = None,
+    *,
+    at: datetime | None = None,
+    key: bytes | None = None,
+) -> AuditRecord:
+    """Append one record to the chain inside ``session``'s transaction and return it.
+
+    ``subject`` is what the record is about (an account number, an order id, a file name);
+    ``payload`` any JSON-able detail, scrubbed of secret-looking keys. ``at`` defaults to now.
+    """
+    when = (at or datetime.now(UTC)).astimezone(UTC)
+    body_payload = canonical_json(scrub(dict(payload or {})))
+    chain_key = _session_key(session, key)
+    _lock_chain(session)
+    last = session.execute(
+        select(AUDIT.c.seq, AUDIT.c.hash).order_by(AUDIT.c.seq.desc()).limit(1)
+    ).first()
+    seq, prev_hash = (int(last[0]) + 1, str(last[1])) if last else (1, GENESIS_HASH)
+    digest = _digest(
+        chain_key, prev_hash, _record_body(seq, when, actor, action, subject, body_payload)
+    )
+    values = {
+        "seq": seq,
+        "at": when,
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "payload": body_payload,
+        "prev_hash": prev_hash,
+        "hash": digest,
+    }
+    session.execute(insert(AUDIT).values(**values))
+    head = {"seq": seq, "hash": digest, "mac": _head_mac(chain_key, seq, digest)}
+    updated = session.execute(update(AUDIT_HEADS).where(AUDIT_HEADS.c.id == 1).values(**head))
+    if updated.rowcount == 0:  # type: ignore[attr-defined]
+        session.execute(insert(AUDIT_HEADS).values(id=1, **head))
+    log.debug("audit.append seq=%s action=%s subject=%s", seq, action, subject)
+    return AuditRecord.model_validate(values)
+
+
+def record_refusal(engine: Engine, actor: str, action: str, reason: str) -> int | None:
+    """Audit a refused action in its own transaction; returns the record's seq."""
+    from engine.db.database import transaction
+
+    with transaction(engine) as session:
+        return append(session, actor, "refused", action, {"action": action, "reason": reason}).seq
+
+
+# -- verification ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The result of :func:`verify`: ``bad_seq`` is the first record that fails, if any."""
+
+    ok: bool
+    records: int
+    bad_seq: int | None = None
+    problem: str = ""
+
+
+def _chunks(session: Session, size: int) -> Iterator[list[Any]]:
+    after = 0
+    while True:
+        rows = session.execute(
+            select(
+                AUDIT.c.seq,
+                AUDIT.c.at,
+                AUDIT.c.actor,
+                AUDIT.c.action,
+                AUDIT.c.subject,
+                AUDIT.c.payload,
+                AUDIT.c.prev_hash,
+                AUDIT.c.hash,
+            )
+            .where(AUDIT.c.seq > after)
+            .order_by(AUDIT.c.seq)
+            .limit(size)
+        ).all()
+        if not rows:
+            return
+        yield list(rows)
+        after = int(rows[-1][0])
+
+
+def verify_session(session: Session, key: bytes | None = None, chunk: int = 5000) -> Verification:
+    """Walk the chain in ``session`` (bounded memory) and report the first bad record."""
+    chain_key = _session_key(session, key)
+    expected, prev_hash, count = 1, GENESIS_HASH, 0
+    for rows in _chunks(session, chunk):
+        for seq, at, actor, action, subject, payload, stored_prev, stored_hash in rows:
+            if seq != expected:
+                return Verification(
+                    False, count, expected, f"record {expected} is missing (deleted?)"
+                )
+            if stored_prev != prev_hash:
+                return Verification(
+                    False,
+                    count,
+                    seq,
+                    f"record {seq} does not link to record {seq - 1} (reordered or edited)",
+                )
+            body = _record_body(seq, at, actor, action, subject, payload)
+            if not hmac.compare_digest(_digest(chain_key, stored_prev, body), stored_hash):
+                return Verification(
+                    False, count, seq, f"record {seq} does not match its hash (edited)"
+                )
+            prev_hash, expected, count = stored_hash, expected + 1, count + 1
+    head = session.get(AuditHead, 1)
+    last_seq = expected - 1
+    if head is None:
+        if count:
+            return Verification(False, count, last_seq, "the chain's head anchor is missing")
+        return Verification(True, 0)
+    if not hmac.compare_digest(_head_mac(chain_key, head.seq, head.hash), head.mac):
+        return Verification(False, count, head.seq, "the chain's head anchor was altered")
+    if head.seq > last_seq:
+        missing = (
+            f"record {head.seq}"
+            if head.seq == last_seq + 1
+            else f"records {last_seq + 1}..{head.seq}"
+        )
+        return Verification(False, count, last_seq + 1, f"{missing} missing (deleted?)")
+    if head.seq != last_seq or head.hash != prev_hash:
+        return Verification(
+            False, count, head.seq + 1, f"record {head.seq + 1} was appended outside the chain"
+        )
+    return Verification(True, count)
+
+
+def verify(engine: Engine, key: bytes | None = None) -> Verification:
+    """Verify the whole audit chain of ``engine`` (key: the engine's, or the default)."""
+    with read_session(engine) as session:
+        return verify_session(session, key if key is not None else audit_key_for(engine))
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def records(
+    session: Session, *, account: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Audit records oldest first (the newest ``limit`` when given), optionally about one account.
+
+    A record is about an account when its subject is the account number or its payload names
+    it as a JSON string (bulk records list their accounts).
+    """
+    query = select(AUDIT)
+    if account is not None:
+        pattern = f'%"{_escape_like(account)}"%'
+        query = query.where(
+            or_(AUDIT.c.subject == account, AUDIT.c.payload.like(pattern, escape="\\"))
+        )
+    if limit is not None:
+        query = query.order_by(AUDIT.c.seq.desc()).limit(limit)
+    else:
+        query = query.order_by(AUDIT.c.seq)
+    rows = sorted(session.execute(query).mappings(), key=lambda r: int(r["seq"]))
+    return [
+        {
+            "seq": r["seq"],
+            "at": r["at"].astimezone(UTC).isoformat(),
+            "actor": r["actor"],
+            "action": r["action"],
+            "subject": r["subject"],
+            "payload": json.loads(r["payload"]),
+            "hash": r["hash"],
+        }
+        for r in rows
+    ]
+
+
+def count(session: Session) -> int:
+    """Number of records in the trail."""
+    return int(session.execute(select(func.count()).select_from(AUDIT)).scalar_one())
+
+
+__all__ = [
+    "AUDIT_TABLE",
+    "GENESIS_HASH",
+    "Verification",
+    "append",
+    "canonical_json",
+    "count",
+    "key_from_config",
+    "record_refusal",
+    "records",
+    "scrub",
+    "verify",
+    "verify_session",
+]

@@ -1,0 +1,162 @@
+"""Turning a plan into switch orders (the part of ``batch run`` before any frame is sent).
+
+Each account the plan allows gets one disconnect order in ``ready``; an important customer
+the plan schedules gets an order in ``planned`` with its timeline (两个十五分钟): a warning at
+T-15 min, the formal instruction at T, execution at T+15 min, as durable timers that
+``meterctl serve`` fires. An account that already has an open disconnect order gets no second
+one, so re-running an interrupted batch only finishes what is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import islice
+
+from sqlalchemy import Engine, insert, select
+
+from engine import audit
+from engine.config import Config
+from engine.db.database import transaction
+from engine.db.models import ACCOUNTS, METERS, SWITCH_ORDERS, TIMERS, SwitchOrder
+from engine.notify import Notifier
+from engine.orders_states import DisconnectState, OrderKind
+from policies.facts import Decision, Outcome
+
+CHUNK = 500
+TIMELINE_CODE = "important_timeline_required"
+
+
+@dataclass
+class CreatedOrders:
+    batch_id: str
+    ready: list[int] = field(default_factory=list)  # dispatchable now
+    scheduled: list[int] = field(default_factory=list)  # important customers: timeline set
+    already_open: list[str] = field(default_factory=list)  # accounts with an open order
+
+
+def _chunks(items: Iterable[Decision], size: int) -> Iterator[list[Decision]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def create_orders(
+    engine: Engine,
+    decisions: Iterable[Decision],
+    *,
+    batch_id: str,
+    actor: str,
+    now: datetime,
+    config: Config,
+    notifier: Notifier,
+) -> CreatedOrders:
+    """Create orders for the decisions that allow (or schedule) a disconnection."""
+    created = CreatedOrders(batch_id)
+    warn = timedelta(minutes=config.policy.important_warning_minutes)
+    for chunk in _chunks(
+        (d for d in decisions if d.outcome in (Outcome.DISCONNECT, Outcome.SCHEDULE)), CHUNK
+    ):
+        with transaction(engine) as session:
+            numbers = [d.account_no for d in chunk]
+            open_orders = set(
+                session.execute(
+                    select(SWITCH_ORDERS.c.account_no).where(
+                        SWITCH_ORDERS.c.account_no.in_(numbers),
+                        SWITCH_ORDERS.c.kind == OrderKind.DISCONNECT.value,
+                        SWITCH_ORDERS.c.terminal.is_(False),
+                    )
+                ).scalars()
+            )
+            accounts = {
+                r.account_no: r
+                for r in session.execute(select(ACCOUNTS).where(ACCOUNTS.c.account_no.in_(numbers)))
+            }
+            meter_ids = {
+                r.meter_no: r.id
+                for r in session.execute(
+                    select(METERS.c.meter_no, METERS.c.id).where(
+                        METERS.c.meter_no.in_([a.meter_no for a in accounts.values() if a.meter_no])
+                    )
+                )
+            }
+            for decision in chunk:
+                number = decision.account_no
+                account = accounts.get(number)
+                if number in open_orders or account is None:
+                    created.already_open.append(number)
+                    continue
+                codes = [r.code for r in decision.reasons]
+                scheduled = decision.outcome is Outcome.SCHEDULE
+                if scheduled and TIMELINE_CODE not in codes:
+                    created.already_open.append(number)  # its timeline is running
+                    continue
+                notice_time = now + warn if scheduled else None
+                recipients = [account.phone, *config.notify.important_copy_to] if scheduled else []
+                order = SwitchOrder(
+                    kind=OrderKind.DISCONNECT.value,
+                    account_no=number,
+                    meter_id=meter_ids.get(account.meter_no),
+                    state=(DisconnectState.PLANNED if scheduled else DisconnectState.READY).value,
+                    reasons=codes,
+                    batch_id=batch_id,
+                    requested_by=actor,
+                    created_at=now,
+                    updated_at=now,
+                    notice_time=notice_time,
+                    recipients=[r for r in recipients if r],
+                )
+                session.add(order)
+                session.flush()
+                assert order.id is not None
+                audit.append(
+                    session,
+                    actor,
+                    "order.created",
+                    number,
+                    {
+                        "order_id": order.id,
+                        "kind": order.kind,
+                        "state": order.state,
+                        "batch_id": batch_id,
+                        "reasons": codes,
+                    },
+                    at=now,
+                )
+                if scheduled and notice_time is not None:
+                    session.execute(
+                        insert(TIMERS),
+                        [
+                            {
+                                "kind": kind,
+                                "order_id": order.id,
+                                "account_no": number,
+                                "due_at": due,
+                                "payload": {},
+                            }
+                            for kind, due in (
+                                ("important_warn", notice_time - warn),
+                                ("important_instruct", notice_time),
+                                ("important_execute", notice_time + warn),
+                            )
+                        ],
+                    )
+                    notifier.notify(
+                        session,
+                        kind="important_scheduled",
+                        message=(
+                            f"important customer {number}: disconnection for arrears scheduled; "
+                            f"warning at T-{warn.seconds // 60} min, formal instruction at T "
+                            f"({notice_time.astimezone(config.site.tz):%Y-%m-%d %H:%M}), "
+                            f"execution {warn.seconds // 60} min after"
+                        ),
+                        now=now,
+                        account_no=number,
+                        order_id=order.id,
+                        recipients=tuple(order.recipients),
+                    )
+                    created.scheduled.append(order.id)
+                else:
+                    created.ready.append(order.id)
+    return created

@@ -1,0 +1,256 @@
+"""Opening the store: engines, transactions and the schema (alembic) for SQLite and PostgreSQL.
+
+SQLite is the default and must survive several processes at once (the engine, a field
+engineer's CLI, the payment hook): WAL, a busy timeout, foreign keys, and ``BEGIN IMMEDIATE``
+for every writing transaction. A deferred ``BEGIN`` that later upgrades its read lock to a
+write lock fails with "database is locked" whatever the busy timeout (measured: 810 errors
+in 1,000 attempts, 0 with ``BEGIN IMMEDIATE``; ../shared/reference/ecosystem.md §5.7).
+Read-only work (plans, reports, ``audit verify``) uses :func:`read_session`, whose deferred
+``BEGIN`` does not block writers.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session
+
+from protocols.errors import ConfigError, MeterctlError
+
+_HERE = Path(__file__).resolve().parent
+ALEMBIC_INI = _HERE / "alembic.ini"
+MIGRATIONS = _HERE / "migrations"
+
+# Milliseconds a writer waits for another writer's lock before "database is locked".
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+# The audit HMAC key travels with the engine, so every session opened on it can append.
+_AUDIT_KEYS: weakref.WeakKeyDictionary[Engine, bytes] = weakref.WeakKeyDictionary()
+_READ_ENGINES: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+# Every module that defines tables; alembic's env.py and the schema checks import them all so
+# SQLModel.metadata is complete. A new table module must be listed here.
+MODEL_MODULES = ("engine.db.models", "engine.db.coordination")
+
+
+def load_models() -> None:
+    """Import every table module (registers its tables on ``SQLModel.metadata``)."""
+    import importlib
+
+    for name in MODEL_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a module not written yet
+            if exc.name != name:
+                raise
+
+
+class DatabaseNotInitialised(MeterctlError):
+    """The database has no schema (or an older one): ``meterctl db init`` / ``db upgrade``."""
+
+
+def normalise_url(url: str) -> str:
+    """Map the URL forms the config accepts onto SQLAlchemy drivers (psycopg 3 for PostgreSQL)."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    if not url.startswith(("sqlite://", "postgresql+psycopg://")):
+        scheme = url.split("://", 1)[0]
+        raise ConfigError(
+            f"config key database.url: {scheme!r} is not supported "
+            "(use sqlite:///file.db or postgresql://...)"
+        )
+    return url
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    # pysqlite would otherwise emit its own BEGIN; let the "begin" hook below choose the kind.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # safe with WAL; fsync at checkpoints
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_engine(url: str, *, audit_key: str | bytes | None = None, echo: bool = False) -> Engine:
+    """Create an engine for ``url`` with the project's SQLite or PostgreSQL settings.
+
+    ``sqlite:///relative.db`` is relative to the working folder, ``sqlite:////abs.db`` absolute,
+    ``sqlite://`` in memory (one shared connection, for tests). ``postgresql://`` and
+    ``postgresql+psycopg://`` both use psycopg 3. ``audit_key`` is the HMAC key of the audit
+    chain (see :func:`engine.audit.key_from_config`).
+    """
+    url = normalise_url(url)
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {"echo": echo}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    if audit_key is not None:
+        set_audit_key(engine, audit_key)
+    return engine
+
+
+def engine_from_config(config: Any) -> Engine:
+    """The engine for a loaded :class:`engine.config.Config`, with its audit key."""
+    from engine.audit import key_from_config
+
+    return make_engine(config.database.url, audit_key=key_from_config(config))
+
+
+def set_audit_key(engine: Engine, key: str | bytes) -> None:
+    """Attach the audit chain's HMAC key to ``engine`` (kept in memory only)."""
+    _AUDIT_KEYS[engine] = key.encode("utf-8") if isinstance(key, str) else key
+
+
+def audit_key_for(engine: Engine) -> bytes | None:
+    """The key attached by :func:`set_audit_key`, or None."""
+    return _AUDIT_KEYS.get(engine)
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """A writing transaction: commits on success, rolls back on any exception.
+
+    On SQLite it starts with ``BEGIN IMMEDIATE`` (the write lock is taken up front). Audit
+    records appended with :func:`engine.audit.append` in this session commit or roll back
+    together with the change they describe.
+    """
+    with Session(engine, expire_on_commit=False) as session:
+        key = audit_key_for(engine)
+        if key is not None:
+            session.info["audit_key"] = key
+        with session.begin():
+            yield session
+
+
+def _read_engine(engine: Engine) -> Engine:
+    cached = _READ_ENGINES.get(engine)
+    if cached is None:
+        cached = engine.execution_options(sqlite_begin="DEFERRED")
+        _READ_ENGINES[engine] = cached
+    return cached
+
+
+@contextmanager
+def read_session(engine: Engine) -> Iterator[Session]:
+    """A read-only session (a deferred ``BEGIN`` on SQLite, so writers are not blocked).
+
+    Nothing is committed: closing the session rolls its transaction back. Objects read stay
+    usable (detached, still loaded) after the block.
+    """
+    with Session(_read_engine(engine), expire_on_commit=False, autoflush=False) as session:
+        key = audit_key_for(engine)
+        if key is not None:
+            session.info["audit_key"] = key
+        yield session
+
+
+# -- schema ------------------------------------------------------------------------------------
+
+
+def alembic_config(engine: Engine | None = None) -> AlembicConfig:
+    """An alembic config pointing at the packaged migrations (and at ``engine``, if given)."""
+    cfg = AlembicConfig(str(ALEMBIC_INI))
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if engine is not None:
+        cfg.set_main_option(
+            "sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%")
+        )
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest migration this code knows."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "no migrations packaged"
+    return head
+
+
+def _sqlite_file_missing(engine: Engine) -> bool:
+    if not is_sqlite(engine):
+        return False
+    database = engine.url.database
+    return bool(database) and database != ":memory:" and not Path(str(database)).exists()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema revision stored in the database, or None when it was never initialised.
+
+    A missing SQLite file is reported as None without creating it.
+    """
+    if _sqlite_file_missing(engine):
+        return None
+    with _read_engine(engine).connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade_db(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Run the alembic migrations up to ``revision``; returns (before, after)."""
+    before = current_revision(engine)
+    if is_sqlite(engine) and engine.url.database not in (None, "", ":memory:"):
+        Path(str(engine.url.database)).parent.mkdir(parents=True, exist_ok=True)
+    cfg = alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    return before, head_revision() if revision == "head" else revision
+
+
+def init_db(engine: Engine) -> str:
+    """Create the schema at the newest revision (idempotent); returns the revision.
+
+    The CLI's ``meterctl db init`` calls this; tests and the demo call it directly.
+    """
+    _before, after = upgrade_db(engine)
+    return after
+
+
+def require_initialised(engine: Engine) -> None:
+    """Raise :class:`DatabaseNotInitialised` unless the schema is at the head revision."""
+    try:
+        current = current_revision(engine)
+    except Exception as exc:  # cannot connect: say where, not a traceback
+        raise DatabaseNotInitialised(
+            f"cannot open the database {engine.url.render_as_string(hide_password=True)}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
+    if current is None:
+        raise DatabaseNotInitialised("database not initialised: run meterctl db init")
+    head = head_revision()
+    if current != head:
+        raise DatabaseNotInitialised(
+            f"database schema is at revision {current}, this meterctl needs {head}: "
+            "run meterctl db upgrade"
+        )

@@ -1,0 +1,362 @@
+"""The dispatcher: one worker per bus, all buses in parallel, reconnections first.
+
+RS-485 is half duplex, so a bus carries one frame at a time: each bus gets one asyncio task
+that holds the bus lease, claims the bus's next due order (reconnections ahead of
+disconnections), runs the switch procedure and records the outcome, then claims the next.
+Buses run concurrently in one event loop (thousands of idle sockets cost little; see
+docs/architecture.md). Database work runs in worker threads (``asyncio.to_thread``) so a
+slow commit on one bus never stalls the frames of another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy import Engine, func, select
+
+from engine.clock import Clock, SystemClock
+from engine.config import Config
+from engine.db.database import read_session
+from engine.db.models import METERS, SWITCH_ORDERS
+from engine.dispatch.identity import WORKER_ID
+from engine.dispatch.journal import DbJournal
+from engine.dispatch.leases import release_bus, try_acquire_bus
+from engine.dispatch.outcomes import Applied, RetryPolicy, apply_outcome
+from engine.dispatch.queue import ClaimedOrder, claim_next, due_buses, recover_stale
+from engine.notify import Notifier, notifier_from_config
+from engine.orders_states import OrderKind
+from engine.secrets import MeterSecrets, load_secrets
+from engine.store.cases import load_cases
+from engine.switching.drivers import BusPool, CloseMode, LinkSettings
+from engine.switching.procedure import (
+    SwitchOutcome,
+    SwitchSettings,
+    SwitchStatus,
+    run_disconnect,
+    run_reconnect,
+)
+from policies import evaluate, settings_from_config
+from policies.facts import Decision, Outcome, Reason, Verdict
+from protocols.errors import InputError, LinkError
+
+log = structlog.get_logger("engine.dispatch")
+
+
+def switch_settings(config: Config) -> SwitchSettings:
+    d = config.dispatch
+    return SwitchSettings(
+        max_commands=d.max_commands,
+        readback_polls=d.readback_polls,
+        poll_interval_s=d.poll_interval_s,
+        backoff_s=d.backoff_s,
+        validity=timedelta(minutes=d.command_validity_minutes),
+    )
+
+
+def link_settings(config: Config) -> LinkSettings:
+    d = config.dlt645
+    return LinkSettings(
+        baud=d.baud,
+        parity=d.parity,
+        wake_preamble=d.wake_preamble,
+        margin_s=d.link_margin_s,
+        read_retries=d.read_retries,
+    )
+
+
+@dataclass
+class DispatchSummary:
+    results: list[Applied] = field(default_factory=list)
+    busy_buses: list[str] = field(default_factory=list)  # held by another live process
+    recovered: list[int] = field(default_factory=list)  # orders taken back from dead workers
+
+    def count(self, state: str) -> int:
+        return sum(1 for r in self.results if r.state == state)
+
+
+class Dispatcher:
+    """Drive due orders to their meters.
+
+    Args:
+        engine: the store.
+        config: the loaded configuration (dispatch, dlt645, policy, site sections).
+        clock: the engine clock (UTC ``now`` for records, the meters' local time for 1CH).
+        worker_id: this process's lease-holder id.
+        actor: who the audit records name (the OS user, or ``engine``).
+        on_result: called after each order (progress bars).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        worker_id: str = WORKER_ID,
+        actor: str = "engine",
+        pool: BusPool | None = None,
+        notifier: Notifier | None = None,
+        secrets: MeterSecrets | None = None,
+        on_result: Callable[[Applied], None] | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        self.engine = engine
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.worker_id = worker_id
+        self.actor = actor
+        self.pool = pool or BusPool(link_settings(config))
+        self.notifier = notifier or notifier_from_config(config)
+        self.secrets = secrets or load_secrets(config)
+        self.on_result = on_result
+        self.sleep = sleep
+        self.policy = settings_from_config(config.policy, config.site.timezone)
+        self.switching = switch_settings(config)
+        self.retry = RetryPolicy(
+            max_dispatch_attempts=config.dispatch.max_dispatch_attempts,
+            retry_delay=timedelta(seconds=config.dispatch.retry_delay_s),
+        )
+        self.lease = timedelta(seconds=config.dispatch.lease_s)
+        self.tz = config.site.tz
+        self._driving: set[str] = set()
+
+    # -- entry points ----------------------------------------------------------------------
+
+    async def run_until_idle(
+        self,
+        buses: Iterable[str] | None = None,
+        *,
+        wait_for_busy_s: float = 0.0,
+        max_retry_wait_s: float = 900.0,
+    ) -> DispatchSummary:
+        """Dispatch every due order (on ``buses``, or all) until none is left.
+
+        Orders waiting for a bounded retry on a bus are waited for (up to
+        ``max_retry_wait_s``), so each order ends verified, failed or a field order. A bus
+        held by another live process is waited for up to ``wait_for_busy_s``.
+        """
+        summary = DispatchSummary()
+        summary.recovered = await self.recover()
+        targets = (
+            list(buses)
+            if buses is not None
+            else await asyncio.to_thread(due_buses, self.engine, self.clock.now())
+        )
+        await asyncio.gather(
+            *(self._drive_bus(bus, summary, wait_for_busy_s, max_retry_wait_s) for bus in targets)
+        )
+        return summary
+
+    async def serve(self, stop: asyncio.Event, poll_s: float = 1.0) -> None:
+        """Keep dispatching due orders on every bus until ``stop`` is set."""
+        tasks: set[asyncio.Task[None]] = set()
+        summary = DispatchSummary()
+        while not stop.is_set():
+            try:
+                await self.recover()
+                for bus in await asyncio.to_thread(due_buses, self.engine, self.clock.now()):
+                    if bus not in self._driving:
+                        task = asyncio.create_task(self._drive_bus(bus, summary, 0.0, 0.0))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+            except Exception:  # keep serving: a DB hiccup must not stop reconnections
+                log.exception("dispatch.serve_loop_error")
+            summary.results.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=poll_s)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def recover(self) -> list[int]:
+        recovered = await asyncio.to_thread(
+            recover_stale,
+            self.engine,
+            self.clock.now(),
+            lease=self.lease,
+            actor=f"{self.actor}:recovery",
+        )
+        if recovered:
+            log.warning("dispatch.recovered", orders=recovered)
+        return recovered
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    # -- per bus ---------------------------------------------------------------------------
+
+    async def _drive_bus(
+        self, bus: str, summary: DispatchSummary, wait_for_busy_s: float, max_retry_wait_s: float
+    ) -> None:
+        if bus in self._driving:
+            return
+        self._driving.add(bus)
+        try:
+            waited = 0.0
+            while not await asyncio.to_thread(
+                try_acquire_bus, self.engine, bus, self.worker_id, self.clock.now(), self.lease
+            ):
+                if waited >= wait_for_busy_s:
+                    summary.busy_buses.append(bus)
+                    return
+                await self.sleep(0.5)
+                waited += 0.5
+            try:
+                await self._drain_bus(bus, summary, max_retry_wait_s)
+            finally:
+                await asyncio.to_thread(release_bus, self.engine, bus, self.worker_id)
+        finally:
+            self._driving.discard(bus)
+
+    async def _drain_bus(self, bus: str, summary: DispatchSummary, max_retry_wait_s: float) -> None:
+        started = self.clock.monotonic()
+        while True:
+            claimed = await asyncio.to_thread(
+                claim_next, self.engine, bus, self.worker_id, self.clock.now(), actor=self.actor
+            )
+            if claimed is None:
+                retry_at = await asyncio.to_thread(self._next_retry, bus)
+                if retry_at is None:
+                    return
+                wait = (retry_at - self.clock.now()).total_seconds()
+                if self.clock.monotonic() - started + wait > max_retry_wait_s:
+                    return
+                await self.sleep(max(wait, 0.05))
+                continue
+            applied = await self.process(claimed)
+            summary.results.append(applied)
+            if self.on_result is not None:
+                self.on_result(applied)
+            if not await asyncio.to_thread(
+                try_acquire_bus, self.engine, bus, self.worker_id, self.clock.now(), self.lease
+            ):
+                log.error("dispatch.lease_lost", bus=bus)
+                return
+
+    def _next_retry(self, bus: str) -> datetime | None:
+        """When the next order on ``bus`` that is waiting for a bounded retry becomes due."""
+        o, m = SWITCH_ORDERS.c, METERS.c
+        query = (
+            select(func.min(o.not_before))
+            .select_from(SWITCH_ORDERS.join(METERS, m.id == o.meter_id))
+            .where(
+                m.link == bus,
+                o.terminal.is_(False),
+                o.attempts > 0,
+                o.state.in_(("ready", "requested")),
+                o.not_before.is_not(None),
+            )
+        )
+        with read_session(self.engine) as session:
+            value = session.execute(query).scalar()
+        return value if isinstance(value, datetime) else None
+
+    # -- per order -------------------------------------------------------------------------
+
+    def meter_now(self) -> datetime:
+        """The meters' local time (site time zone, naive), for the 1CH validity deadline."""
+        return self.clock.now().astimezone(self.tz).replace(tzinfo=None)
+
+    async def process(self, claimed: ClaimedOrder) -> Applied:
+        """Run the switch procedure for one claimed order and record its outcome."""
+        log_ = log.bind(
+            order=claimed.id, kind=claimed.kind, meter=claimed.address, bus=claimed.link
+        )
+        journal = DbJournal(
+            self.engine,
+            claimed.id,
+            claimed.account_no,
+            self.actor,
+            self.clock,
+            {"meter": claimed.address, "meter_no": claimed.meter_no, "bus": claimed.link},
+        )
+        try:
+            outcome = await self._switch(claimed, journal)
+        except Exception as exc:  # never leave an order dispatching because of a bug
+            log_.exception("dispatch.engine_error")
+            outcome = SwitchOutcome(
+                SwitchStatus.FIELD_ORDER,
+                "engine_error",
+                f"the engine failed while switching: {type(exc).__name__}: {exc}",
+                {},
+                None,
+                journal.commands,
+            )
+        applied = await asyncio.to_thread(
+            apply_outcome,
+            self.engine,
+            claimed,
+            outcome,
+            journal,
+            now=self.clock.now(),
+            actor=self.actor,
+            notifier=self.notifier,
+            retry=self.retry,
+        )
+        log_.info("dispatch.order_done", state=applied.state, cause=applied.cause)
+        return applied
+
+    async def _switch(self, claimed: ClaimedOrder, journal: DbJournal) -> SwitchOutcome:
+        credentials = self.secrets.for_meter(claimed.address, claimed.password_ref)
+        try:
+            driver = await self.pool.driver(
+                protocol=claimed.protocol,
+                link_url=claimed.link,
+                address=claimed.address,
+                credentials=credentials,
+            )
+        except (LinkError, InputError, OSError) as exc:
+            return SwitchOutcome(
+                SwitchStatus.FIELD_ORDER,
+                "no_reply",
+                f"cannot reach the bus {claimed.link}: {exc}",
+                {"link_error": f"{type(exc).__name__}: {exc}"},
+            )
+        if claimed.kind == OrderKind.DISCONNECT.value:
+
+            async def recheck(observed: str | None) -> Decision:
+                return await asyncio.to_thread(self.evaluate_now, claimed.account_no, observed)
+
+            return await run_disconnect(
+                driver,
+                expected_meter_no=claimed.meter_no,
+                recheck=recheck,
+                journal=journal,
+                meter_now=self.meter_now,
+                settings=self.switching,
+                resume_unknown=claimed.resume_unknown,
+                sleep=self.sleep,
+            )
+        return await run_reconnect(
+            driver,
+            expected_meter_no=claimed.meter_no,
+            close_mode=CloseMode(claimed.close_mode),
+            journal=journal,
+            meter_now=self.meter_now,
+            settings=self.switching,
+            resume_unknown=claimed.resume_unknown,
+            sleep=self.sleep,
+        )
+
+    def evaluate_now(self, account_no: str, observed_meter_no: str | None) -> Decision:
+        """The policy chain on fresh data (and the meter number the meter just reported)."""
+        now = self.clock.now()
+        case = next(iter(load_cases(self.engine, accounts=[account_no], now=now)), None)
+        if case is None:
+            reason = Reason(
+                "account",
+                Verdict.BLOCK,
+                "account_missing",
+                f"account {account_no} no longer exists",
+            )
+            return Decision(account_no, Outcome.BLOCKED, (reason,))
+        if observed_meter_no is not None and case.meter is not None:
+            case = dataclasses.replace(
+                case, meter=dataclasses.replace(case.meter, observed_meter_no=observed_meter_no)
+            )
+        return evaluate(case, self.policy, now)

@@ -1,0 +1,139 @@
+"""The command journal of one order: write-ahead before each command (crash safety).
+
+``sending`` commits a ``command_attempts`` row (and its audit record) *before* the frame
+goes out, so after a crash the next worker knows a command may have reached the meter and
+reads the relay before anything else. The immediate result (ack / refused / unknown) and the
+read-back are kept in memory and written in the same transaction as the order's outcome
+(:mod:`engine.dispatch.outcomes`), or before the next command: one write per command plus
+one per order, not one per frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, update
+from sqlmodel import Session
+
+from engine import audit
+from engine.clock import Clock
+from engine.db.database import transaction
+from engine.db.models import COMMAND_ATTEMPTS
+from engine.switching.drivers import RelayReading
+
+
+@dataclass
+class _PendingResult:
+    attempt: int
+    outcome: str | None = None
+    error: str | None = None
+    finished_at: datetime | None = None
+    relay_state: str | None = None
+
+
+def relay_state_name(reading: RelayReading | None) -> str:
+    if reading is None:
+        return "unknown"
+    if not reading.open:
+        return "closed"
+    return "armed" if reading.armed else "open"
+
+
+@dataclass
+class DbJournal:
+    """A :class:`~engine.switching.procedure.Journal` backed by ``command_attempts``."""
+
+    engine: Engine
+    order_id: int
+    account_no: str
+    actor: str
+    clock: Clock
+    request: dict[str, Any]  # what is being switched (never a password)
+    pending: list[_PendingResult] = field(default_factory=list)
+    readings: list[dict[str, Any]] = field(default_factory=list)
+    commands: int = 0
+
+    async def sending(self, command: str) -> int:
+        return await asyncio.to_thread(self._sending, command)
+
+    def _sending(self, command: str) -> int:
+        now = self.clock.now()
+        with transaction(self.engine) as session:
+            self.flush(session)
+            n = (
+                int(
+                    session.execute(
+                        select(func.coalesce(func.max(COMMAND_ATTEMPTS.c.n), 0)).where(
+                            COMMAND_ATTEMPTS.c.order_id == self.order_id
+                        )
+                    ).scalar_one()
+                )
+                + 1
+            )
+            session.execute(
+                insert(COMMAND_ATTEMPTS).values(
+                    order_id=self.order_id,
+                    n=n,
+                    sent_at=now,
+                    request={**self.request, "command": command},
+                )
+            )
+            audit.append(
+                session,
+                self.actor,
+                "command.sending",
+                self.account_no,
+                {"order_id": self.order_id, "attempt": n, "command": command, **self.request},
+                at=now,
+            )
+        self.pending.append(_PendingResult(n))
+        self.commands += 1
+        return n
+
+    async def sent(self, attempt: int, outcome: str, detail: str) -> None:
+        for result in self.pending:
+            if result.attempt == attempt:
+                result.outcome = outcome
+                result.error = None if outcome == "ack" else detail
+                result.finished_at = self.clock.now()
+
+    async def read_back(self, reading: RelayReading | None, detail: str) -> None:
+        state = relay_state_name(reading)
+        self.readings.append({"at": self.clock.now().isoformat(), "relay": state, "detail": detail})
+        if self.pending:
+            self.pending[-1].relay_state = state
+
+    def flush(self, session: Session) -> None:
+        """Write the buffered results and read-backs inside ``session``."""
+        for result in self.pending:
+            session.execute(
+                update(COMMAND_ATTEMPTS)
+                .where(
+                    COMMAND_ATTEMPTS.c.order_id == self.order_id,
+                    COMMAND_ATTEMPTS.c.n == result.attempt,
+                )
+                .values(
+                    outcome=result.outcome or "unknown",
+                    error=result.error,
+                    finished_at=result.finished_at or self.clock.now(),
+                    relay_state=result.relay_state,
+                )
+            )
+            audit.append(
+                session,
+                self.actor,
+                "command.result",
+                self.account_no,
+                {
+                    "order_id": self.order_id,
+                    "attempt": result.attempt,
+                    "outcome": result.outcome or "unknown",
+                    "error": result.error,
+                    "relay_state": result.relay_state,
+                },
+                at=result.finished_at or self.clock.now(),
+            )
+        self.pending.clear()

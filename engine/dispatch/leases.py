@@ -1,0 +1,111 @@
+"""Bus leases and engine nodes (see :mod:`engine.db.coordination`).
+
+A lease row per bus: ``holder`` drives it until ``expires_at``; the holder renews it after
+every order. Another process takes it over when it expired, or at once when the holder is a
+dead process on this host. Works the same on SQLite (``BEGIN IMMEDIATE`` serialises) and
+PostgreSQL (row lock; a concurrent first insert loses on the primary key).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from engine.db.coordination import BUS_LEASES, ENGINE_NODES
+from engine.db.database import read_session, transaction
+from engine.dispatch.identity import holder_alive
+
+DEFAULT_LEASE = timedelta(seconds=60)
+
+
+def try_acquire_bus(
+    engine: Engine, bus_key: str, holder: str, now: datetime, ttl: timedelta = DEFAULT_LEASE
+) -> bool:
+    """Take (or renew) the lease of ``bus_key`` for ``holder``; False if someone alive has it."""
+    try:
+        with transaction(engine) as session:
+            row = session.execute(
+                select(BUS_LEASES).where(BUS_LEASES.c.bus_key == bus_key).with_for_update()
+            ).first()
+            if row is None:
+                session.execute(
+                    insert(BUS_LEASES).values(
+                        bus_key=bus_key, holder=holder, acquired_at=now, expires_at=now + ttl
+                    )
+                )
+                return True
+            if (
+                row.holder != holder
+                and row.expires_at > now
+                and holder_alive(row.holder) is not False
+            ):
+                return False
+            values: dict[str, object] = {"holder": holder, "expires_at": now + ttl}
+            if row.holder != holder:
+                values["acquired_at"] = now
+            session.execute(
+                update(BUS_LEASES).where(BUS_LEASES.c.bus_key == bus_key).values(**values)
+            )
+            return True
+    except IntegrityError:
+        return False  # another process inserted the first lease at the same moment
+
+
+def release_bus(engine: Engine, bus_key: str, holder: str) -> None:
+    """Give the lease back (only if we still hold it)."""
+    with transaction(engine) as session:
+        session.execute(
+            delete(BUS_LEASES).where(BUS_LEASES.c.bus_key == bus_key, BUS_LEASES.c.holder == holder)
+        )
+
+
+def bus_holder(engine: Engine, bus_key: str, now: datetime) -> str | None:
+    """The live holder of ``bus_key``, or None when it is free (or its holder is dead)."""
+    with read_session(engine) as session:
+        row = session.execute(select(BUS_LEASES).where(BUS_LEASES.c.bus_key == bus_key)).first()
+    if row is None or row.expires_at <= now or holder_alive(row.holder) is False:
+        return None
+    return str(row.holder)
+
+
+def register_node(engine: Engine, worker_id: str, role: str, now: datetime) -> None:
+    with transaction(engine) as session:
+        session.execute(delete(ENGINE_NODES).where(ENGINE_NODES.c.worker_id == worker_id))
+        session.execute(
+            insert(ENGINE_NODES).values(
+                worker_id=worker_id,
+                role=role,
+                started_at=now,
+                heartbeat_at=now,
+                scheduler_leader=False,
+            )
+        )
+
+
+def heartbeat(engine: Engine, worker_id: str, now: datetime, *, leader: bool | None = None) -> None:
+    values: dict[str, object] = {"heartbeat_at": now}
+    if leader is not None:
+        values["scheduler_leader"] = leader
+    with transaction(engine) as session:
+        session.execute(
+            update(ENGINE_NODES).where(ENGINE_NODES.c.worker_id == worker_id).values(**values)
+        )
+
+
+def unregister_node(engine: Engine, worker_id: str) -> None:
+    with transaction(engine) as session:
+        session.execute(delete(ENGINE_NODES).where(ENGINE_NODES.c.worker_id == worker_id))
+        session.execute(delete(BUS_LEASES).where(BUS_LEASES.c.holder == worker_id))
+
+
+def server_running(engine: Engine, now: datetime, stale: timedelta = timedelta(seconds=30)) -> bool:
+    """Whether a live ``meterctl serve`` will dispatch new orders."""
+    with read_session(engine) as session:
+        rows = session.execute(
+            select(ENGINE_NODES).where(
+                ENGINE_NODES.c.role == "serve", ENGINE_NODES.c.heartbeat_at > now - stale
+            )
+        ).all()
+    return any(holder_alive(row.worker_id) is not False for row in rows)

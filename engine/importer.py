@@ -1,0 +1,680 @@
+"""The billing export (accounts CSV): validate the whole file, then upsert it in one transaction.
+
+Columns (../shared/CONTRACTS.md): ``account_no, name, phone, balance, agreement,
+customer_class, humanitarian, meter_no, meter_address, protocol, link, notice_delivered_at``,
+in any order, plus the optional ``station``, ``security`` (plain|encrypted), ``close_mode``
+(direct = 1CH 直接合闸, allowed = 1BH 合闸允许) and ``password_ref`` (a name in the secrets
+file, never a password).
+
+Two passes over the file, so a 300,000-row export needs memory for its keys only:
+
+1. **validate** every row, collecting every problem by row and column (row 1 is the header,
+   so row numbers match a spreadsheet), including duplicate ``account_no`` / ``meter_no`` /
+   meter address within the file. Any problem rejects the whole file; nothing is written.
+2. **write** in chunks inside ONE transaction (a crash leaves nothing half-imported): upsert
+   accounts by ``account_no`` and meters by ``meter_no``, bind each meter to its account (a
+   meter the account no longer lists is unbound), and record ``notice_delivered_at`` as a
+   delivered notice. One audit record for the whole import (counts, file name, SHA-256).
+
+Meter addresses: DL/T 645 meters use their 12-digit address (not the broadcast 999999999999);
+Modbus meters use their unit id, a number 1..247, unique on their link.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlmodel import Session
+
+from engine import audit
+from engine.db.database import transaction
+from engine.db.models import (
+    ACCOUNTS,
+    CLOSE_MODES,
+    CUSTOMER_CLASSES,
+    METERS,
+    NOTICES,
+    PROTOCOLS,
+    SECURITY_MODES,
+)
+from engine.store.timeinput import parse_timestamp
+from protocols.errors import InputError
+
+REQUIRED_COLUMNS = (
+    "account_no",
+    "name",
+    "phone",
+    "balance",
+    "agreement",
+    "customer_class",
+    "humanitarian",
+    "meter_no",
+    "meter_address",
+    "protocol",
+    "link",
+    "notice_delivered_at",
+)
+OPTIONAL_COLUMNS = ("station", "security", "close_mode", "password_ref")
+DEFAULT_PROTOCOL = "dlt645-2007"
+CHUNK = 1000
+# A billing clock a little ahead of ours is not an error; a delivery next week is.
+FUTURE_SLACK = timedelta(minutes=5)
+
+_TRUE = {"yes", "y", "true", "1"}
+_FALSE = {"no", "n", "false", "0"}
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
+_PHONE = re.compile(r"^[0-9+\-() ]{0,64}$")
+_MAX_BALANCE = Decimal("1e12")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the file: where (row, column) and what."""
+
+    row: int
+    column: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"row {self.row}" if self.row else "file"
+        return (
+            f"{where}, column {self.column}: {self.message}"
+            if self.column
+            else f"{where}: {self.message}"
+        )
+
+
+class ImportRejected(InputError):
+    """The file has problems; nothing was written. ``problems`` lists every one."""
+
+    def __init__(self, path: Path, problems: list[Problem]) -> None:
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"{path.name}: {len(problems)} {noun}; nothing was imported")
+        self.path = path
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    """One validated row of the export."""
+
+    row: int
+    account_no: str
+    name: str
+    phone: str
+    balance: Decimal
+    agreement: bool
+    customer_class: str
+    humanitarian: bool
+    meter_no: str | None
+    meter_address: str | None
+    protocol: str
+    link: str
+    notice_delivered_at: datetime | None
+    station: str | None
+    security: str | None
+    close_mode: str | None
+    password_ref: str | None
+
+
+@dataclass
+class ImportSummary:
+    """What an import did (or, with ``dry_run``, would do)."""
+
+    file: str
+    sha256: str
+    rows: int
+    accounts_created: int = 0
+    accounts_updated: int = 0
+    meters_created: int = 0
+    meters_updated: int = 0
+    meters_unbound: int = 0
+    notices_recorded: int = 0
+    dry_run: bool = False
+    audit_seq: int | None = None
+    columns: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- pass 1: validation -------------------------------------------------------------------------
+
+
+def _bool(value: str) -> bool | None:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    return None
+
+
+def _balance(value: str) -> tuple[Decimal | None, str | None]:
+    text = value.strip()
+    if not text:
+        return None, "empty; expected the balance in yuan (negative = arrears)"
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        return None, f"{value!r} is not a number"
+    if not amount.is_finite():
+        return None, f"{value!r} is not a finite number"
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -2:
+        return None, f"{value!r} has more than 2 decimal places (fen)"
+    if abs(amount) >= _MAX_BALANCE:
+        return None, f"{value!r} is out of range"
+    return amount.quantize(Decimal("0.01")), None
+
+
+def _address(value: str, protocol: str) -> tuple[str | None, str | None]:
+    text = value.strip()
+    if protocol == "modbus":
+        if not text.isdigit() or not 1 <= int(text) <= 247:
+            return None, f"{value!r} is not a Modbus unit id (1..247)"
+        return str(int(text)), None
+    if len(text) != 12 or not text.isdigit():
+        return None, f"{value!r} is not a 12-digit DL/T 645 meter address"
+    if text == "9" * 12:
+        return None, "999999999999 is the broadcast address, not a meter"
+    return text, None
+
+
+def _text(value: str, limit: int) -> tuple[str, str | None]:
+    text = value.strip()
+    if len(text) > limit:
+        return text, f"longer than {limit} characters"
+    if any(ord(ch) < 32 for ch in text):
+        return text, "contains control characters"
+    return text, None
+
+
+def validate_row(
+    values: dict[str, str], row: int, tz: ZoneInfo, now: datetime
+) -> tuple[AccountRow | None, list[Problem]]:
+    """Check one row; return the typed row (None when it has problems) and its problems."""
+    problems: list[Problem] = []
+
+    def bad(column: str, message: str) -> None:
+        problems.append(Problem(row, column, message))
+
+    account_no, err = _text(values["account_no"], 64)
+    if err:
+        bad("account_no", err)
+    elif not account_no:
+        bad("account_no", "empty; every row needs an account number")
+    name, err = _text(values["name"], 200)
+    if err:
+        bad("name", err)
+    phone = values["phone"].strip()
+    if not _PHONE.match(phone):
+        bad("phone", f"{values['phone']!r} is not a phone number")
+    balance, err = _balance(values["balance"])
+    if err:
+        bad("balance", err)
+    flags: dict[str, bool] = {}
+    for column in ("agreement", "humanitarian"):
+        parsed = _bool(values[column])
+        if parsed is None:
+            bad(column, f"{values[column]!r} is not yes/no (also true/false, 1/0)")
+        else:
+            flags[column] = parsed
+    customer_class = values["customer_class"].strip().lower()
+    if customer_class not in CUSTOMER_CLASSES:
+        bad(
+            "customer_class",
+            f"{values['customer_class']!r} is not one of {', '.join(CUSTOMER_CLASSES)}",
+        )
+    protocol = values["protocol"].strip().lower() or DEFAULT_PROTOCOL
+    if protocol not in PROTOCOLS:
+        bad("protocol", f"{values['protocol']!r} is not one of {', '.join(PROTOCOLS)}")
+    meter_no, err = _text(values["meter_no"], 64)
+    if err:
+        bad("meter_no", err)
+    raw_address = values["meter_address"].strip()
+    link = values["link"].strip()
+    address: str | None = None
+    if meter_no or raw_address:
+        if not meter_no:
+            bad("meter_no", "empty while meter_address is given")
+        if not raw_address:
+            bad("meter_address", "empty while meter_no is given")
+        elif protocol in PROTOCOLS:
+            address, err = _address(raw_address, protocol)
+            if err:
+                bad("meter_address", err)
+        if not link:
+            bad("link", "empty; a meter needs the URL of its bus, gateway or concentrator")
+    if link and (not _SCHEME.match(link) or len(link) > 500):
+        bad("link", f"{link!r} is not a URL such as socket://host:port or serial:///dev/ttyS0")
+    delivered: datetime | None = None
+    if values["notice_delivered_at"].strip():
+        try:
+            delivered = parse_timestamp(
+                values["notice_delivered_at"], tz, what="notice_delivered_at"
+            )
+        except InputError:
+            bad("notice_delivered_at", f"{values['notice_delivered_at']!r} is not an ISO 8601 time")
+        else:
+            if delivered > now + FUTURE_SLACK:
+                bad("notice_delivered_at", f"{values['notice_delivered_at']!r} is in the future")
+    optional: dict[str, str | None] = {}
+    for column, allowed, limit in (
+        ("station", None, 64),
+        ("security", SECURITY_MODES, 16),
+        ("close_mode", CLOSE_MODES, 16),
+        ("password_ref", None, 64),
+    ):
+        if column not in values:
+            optional[column] = None  # column absent: keep what the store has
+            continue
+        text, err = _text(values[column], limit)
+        text = text.lower() if allowed else text
+        if err:
+            bad(column, err)
+        elif allowed and text and text not in allowed:
+            bad(column, f"{values[column]!r} is not one of {', '.join(allowed)}")
+        optional[column] = text or (allowed[0] if allowed else None)
+    if problems:
+        return None, problems
+    assert balance is not None
+    return (
+        AccountRow(
+            row=row,
+            account_no=account_no,
+            name=name,
+            phone=phone,
+            balance=balance,
+            agreement=flags["agreement"],
+            customer_class=customer_class,
+            humanitarian=flags["humanitarian"],
+            meter_no=meter_no or None,
+            meter_address=address,
+            protocol=protocol,
+            link=link,
+            notice_delivered_at=delivered,
+            station=optional["station"],
+            security=optional["security"],
+            close_mode=optional["close_mode"],
+            password_ref=optional["password_ref"],
+        ),
+        [],
+    )
+
+
+def _records(path: Path, encoding: str) -> Iterator[tuple[int, list[str]]]:
+    """(row number, fields) for each non-blank record; row 1 is the header."""
+    with path.open("r", encoding=encoding, newline="") as handle:
+        reader = csv.reader(handle)
+        row = 0
+        for fields in reader:
+            row += 1
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue
+            yield row, fields
+
+
+def _header(path: Path, encoding: str) -> tuple[list[str], list[Problem]]:
+    for _row, fields in _records(path, encoding):
+        columns = [f.strip().lower() for f in fields]
+        problems = []
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            problems.append(Problem(1, None, f"missing column(s): {', '.join(missing)}"))
+        unknown = [c for c in columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+        if unknown:
+            problems.append(
+                Problem(
+                    1,
+                    None,
+                    f"unknown column(s): {', '.join(repr(c) for c in unknown)} "
+                    f"(optional columns: {', '.join(OPTIONAL_COLUMNS)})",
+                )
+            )
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            problems.append(Problem(1, None, f"repeated column(s): {', '.join(repeated)}"))
+        return columns, problems
+    return [], [Problem(0, None, "the file is empty (expected a header row)")]
+
+
+def _rows(
+    path: Path, encoding: str, columns: list[str], tz: ZoneInfo, now: datetime
+) -> Iterator[tuple[int, dict[str, str] | None, AccountRow | None, list[Problem]]]:
+    """(row, raw values, typed row or None, problems) for each data row."""
+    first = True
+    for row, fields in _records(path, encoding):
+        if first:  # the header
+            first = False
+            continue
+        if len(fields) != len(columns):
+            yield (
+                row,
+                None,
+                None,
+                [Problem(row, None, f"expected {len(columns)} fields, found {len(fields)}")],
+            )
+            continue
+        values = dict(zip(columns, fields, strict=True))
+        parsed, problems = validate_row(values, row, tz, now)
+        yield row, values, parsed, problems
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Scan:
+    """The result of the validation pass."""
+
+    columns: list[str]
+    rows: int
+    problems: list[Problem]
+    sha256: str
+
+
+def scan(path: Path, *, tz: ZoneInfo, now: datetime, encoding: str = "utf-8-sig") -> Scan:
+    """Pass 1: validate the whole file; memory holds the keys seen, not the rows."""
+    sha = file_sha256(path)
+    try:
+        columns, problems = _header(path, encoding)
+        if problems:
+            return Scan(columns, 0, problems, sha)
+        accounts: dict[str, int] = {}
+        meters: dict[str, int] = {}
+        addresses: dict[tuple[str, str], int] = {}
+        count = 0
+        for row, values, parsed, row_problems in _rows(path, encoding, columns, tz, now):
+            count += 1
+            problems.extend(row_problems)
+            if values is None:
+                continue
+            # Duplicates are checked on the raw keys, so a bad row still shows its repeats.
+            account_no = values["account_no"].strip()
+            if account_no:
+                first = accounts.setdefault(account_no, row)
+                if first != row:
+                    problems.append(
+                        Problem(row, "account_no", f"{account_no!r} repeats row {first}")
+                    )
+            meter_no = values["meter_no"].strip()
+            if meter_no:
+                first = meters.setdefault(meter_no, row)
+                if first != row:
+                    problems.append(Problem(row, "meter_no", f"{meter_no!r} repeats row {first}"))
+            if parsed is not None and parsed.meter_address:
+                key = (parsed.link, parsed.meter_address)
+                first = addresses.setdefault(key, row)
+                if first != row:
+                    problems.append(
+                        Problem(
+                            row,
+                            "meter_address",
+                            f"{parsed.meter_address!r} on {parsed.link} repeats row {first}",
+                        )
+                    )
+    except UnicodeDecodeError as exc:
+        return Scan(
+            [],
+            0,
+            [
+                Problem(
+                    0,
+                    None,
+                    f"not {encoding} text ({exc.reason} at byte {exc.start}); "
+                    "convert it or pass --encoding (e.g. gb18030)",
+                )
+            ],
+            sha,
+        )
+    except csv.Error as exc:
+        return Scan([], 0, [Problem(0, None, f"not a readable CSV file: {exc}")], sha)
+    return Scan(columns, count, problems, sha)
+
+
+# -- pass 2: writing ----------------------------------------------------------------------------
+
+
+class _DryRun(Exception):
+    """Raised at the end of a dry run to roll the transaction back."""
+
+
+def _write_chunk(
+    session: Session,
+    chunk: list[AccountRow],
+    columns: set[str],
+    now: datetime,
+    summary: ImportSummary,
+) -> None:
+    numbers = [r.account_no for r in chunk]
+    existing = {
+        r[0]
+        for r in session.execute(
+            select(ACCOUNTS.c.account_no).where(ACCOUNTS.c.account_no.in_(numbers))
+        )
+    }
+
+    def account_values(r: AccountRow) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "name": r.name,
+            "phone": r.phone,
+            "balance": r.balance,
+            "agreement": r.agreement,
+            "customer_class": r.customer_class,
+            "humanitarian": r.humanitarian,
+            "meter_no": r.meter_no,
+            "meter_address": r.meter_address,
+            "updated_at": now,
+        }
+        if "station" in columns:
+            values["station"] = r.station
+        return values
+
+    new = [
+        {"account_no": r.account_no, "created_at": now, **account_values(r)}
+        for r in chunk
+        if r.account_no not in existing
+    ]
+    changed = [
+        {"b_account_no": r.account_no, **account_values(r)}
+        for r in chunk
+        if r.account_no in existing
+    ]
+    if new:
+        session.execute(insert(ACCOUNTS), new)
+    if changed:
+        session.execute(
+            update(ACCOUNTS).where(ACCOUNTS.c.account_no == bindparam("b_account_no")), changed
+        )
+    summary.accounts_created += len(new)
+    summary.accounts_updated += len(changed)
+
+    # Meters: upsert by meter_no, bind to the account; unbind meters the accounts dropped.
+    with_meter = [r for r in chunk if r.meter_no]
+    meter_nos = {r.meter_no for r in with_meter}
+    known = (
+        {
+            row[1]: row[0]
+            for row in session.execute(
+                select(METERS.c.id, METERS.c.meter_no).where(METERS.c.meter_no.in_(meter_nos))
+            )
+        }
+        if meter_nos
+        else {}
+    )
+    bound = session.execute(
+        select(METERS.c.id, METERS.c.meter_no).where(METERS.c.account_no.in_(numbers))
+    ).all()
+    dropped = [
+        {"b_id": mid, "account_no": None, "updated_at": now}
+        for mid, mno in bound
+        if mno not in meter_nos
+    ]
+    if dropped:
+        session.execute(update(METERS).where(METERS.c.id == bindparam("b_id")), dropped)
+        summary.meters_unbound += len(dropped)
+
+    def meter_values(r: AccountRow) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "address": r.meter_address,
+            "protocol": r.protocol,
+            "link": r.link,
+            "account_no": r.account_no,
+            "updated_at": now,
+        }
+        for column in ("station", "security", "close_mode", "password_ref"):
+            if column in columns:
+                values[column] = getattr(r, column)
+        return values
+
+    new_meters = []
+    for r in with_meter:
+        if r.meter_no in known:
+            continue
+        values = {
+            "meter_no": r.meter_no,
+            "created_at": now,
+            "security": "plain",
+            "close_mode": "direct",
+            "relay_state": "unknown",
+            **meter_values(r),
+        }
+        new_meters.append(values)
+    changed_meters = [
+        {"b_id": known[r.meter_no], **meter_values(r)} for r in with_meter if r.meter_no in known
+    ]
+    if new_meters:
+        session.execute(insert(METERS), new_meters)
+    if changed_meters:
+        session.execute(update(METERS).where(METERS.c.id == bindparam("b_id")), changed_meters)
+    summary.meters_created += len(new_meters)
+    summary.meters_updated += len(changed_meters)
+
+    _record_deliveries(session, [r for r in chunk if r.notice_delivered_at], summary)
+
+
+def _record_deliveries(session: Session, rows: list[AccountRow], summary: ImportSummary) -> None:
+    """A delivered notice per row: fill in the newest undelivered one or add one; no repeats."""
+    if not rows:
+        return
+    notices: dict[str, list[Any]] = {}
+    for n in session.execute(
+        select(NOTICES.c.id, NOTICES.c.account_no, NOTICES.c.issued_at, NOTICES.c.delivered_at)
+        .where(NOTICES.c.account_no.in_([r.account_no for r in rows]))
+        .order_by(NOTICES.c.issued_at, NOTICES.c.id)
+    ):
+        notices.setdefault(n.account_no, []).append(n)
+    fills, adds = [], []
+    for r in rows:
+        when = r.notice_delivered_at
+        assert when is not None
+        mine = notices.get(r.account_no, [])
+        if any(n.delivered_at == when for n in mine):
+            continue  # the same export imported again
+        pending = [n for n in mine if n.delivered_at is None and n.issued_at <= when]
+        if pending:
+            fills.append({"b_id": pending[-1].id, "delivered_at": when})
+        else:
+            adds.append(
+                {
+                    "account_no": r.account_no,
+                    "issued_at": when,
+                    "delivered_at": when,
+                    "issued_by": "import",
+                    "source": "import",
+                }
+            )
+    if fills:
+        session.execute(update(NOTICES).where(NOTICES.c.id == bindparam("b_id")), fills)
+    if adds:
+        session.execute(insert(NOTICES), adds)
+    summary.notices_recorded += len(fills) + len(adds)
+
+
+def import_accounts(
+    engine: Engine,
+    path: Path,
+    *,
+    actor: str,
+    now: datetime,
+    tz: ZoneInfo,
+    dry_run: bool = False,
+    encoding: str = "utf-8-sig",
+    on_scanned: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ImportSummary:
+    """Validate ``path`` completely, then upsert it in one transaction with one audit record.
+
+    Raises :class:`ImportRejected` (listing every problem) before writing anything when a row
+    is bad. ``on_scanned(rows)`` is called after validation, ``progress(n)`` per written chunk.
+    With ``dry_run`` the writes run and are rolled back, so the counts are exact.
+    """
+    checked = scan(path, tz=tz, now=now, encoding=encoding)
+    if checked.problems:
+        raise ImportRejected(path, checked.problems)
+    if on_scanned is not None:
+        on_scanned(checked.rows)
+    summary = ImportSummary(
+        file=path.name,
+        sha256=checked.sha256,
+        rows=checked.rows,
+        dry_run=dry_run,
+        columns=checked.columns,
+    )
+    columns = set(checked.columns)
+    try:
+        with transaction(engine) as session:
+            chunk: list[AccountRow] = []
+            for row, _values, parsed, problems in _rows(path, encoding, checked.columns, tz, now):
+                if parsed is None:  # the file changed since pass 1
+                    raise ImportRejected(
+                        path, problems or [Problem(row, None, "the file changed while importing")]
+                    )
+                chunk.append(parsed)
+                if len(chunk) >= CHUNK:
+                    _write_chunk(session, chunk, columns, now, summary)
+                    if progress is not None:
+                        progress(len(chunk))
+                    chunk = []
+            if chunk:
+                _write_chunk(session, chunk, columns, now, summary)
+                if progress is not None:
+                    progress(len(chunk))
+            if file_sha256(path) != checked.sha256:
+                raise ImportRejected(
+                    path, [Problem(0, None, "the file changed while it was being imported")]
+                )
+            if dry_run:
+                raise _DryRun
+            record = audit.append(
+                session,
+                actor,
+                "accounts.import",
+                path.name,
+                {
+                    k: v
+                    for k, v in summary.as_dict().items()
+                    if k not in ("audit_seq", "columns", "dry_run")
+                },
+                at=now,
+            )
+            summary.audit_seq = record.seq
+    except _DryRun:
+        pass
+    return summary

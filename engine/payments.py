@@ -1,0 +1,259 @@
+"""Payments: the post-payment hook's core (CLI ``payments record`` and ``POST /payments``).
+
+One transaction per payment, idempotent by its reference: the same ``ref`` twice changes
+nothing. A payment that clears the arrears cancels every pending disconnection of the account
+at once (a disconnect already on the wire is cancelled by the dispatcher's re-check, or
+compensated) and, when the meter is or may be open, creates a reconnection order with a
+deadline; the dispatcher runs reconnections ahead of disconnections. A payment that leaves
+the account in arrears reconnects nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import Engine, insert, select, update
+
+from engine import audit
+from engine.config import Config
+from engine.db.database import transaction
+from engine.db.models import (
+    ACCOUNTS,
+    METERS,
+    PAYMENTS,
+    SWITCH_ORDERS,
+    TIMERS,
+    SwitchOrder,
+)
+from engine.orders_states import DisconnectState, OrderKind, ReconnectState
+from engine.store.accounts import arrears_threshold
+from engine.store.errors import UnknownAccount
+from engine.store.orders import move_order
+from protocols.errors import InputError
+
+_PENDING_DISCONNECT = (
+    DisconnectState.PLANNED.value,
+    DisconnectState.NOTICED.value,
+    DisconnectState.WARNED.value,
+    DisconnectState.INSTRUCTED.value,
+    DisconnectState.READY.value,
+    DisconnectState.FAILED.value,
+)
+
+
+@dataclass
+class PaymentResult:
+    ref: str
+    account_no: str
+    amount: Decimal
+    duplicate: bool
+    balance: Decimal
+    in_arrears: bool
+    cancelled_orders: list[int] = field(default_factory=list)
+    reconnect_order_id: int | None = None
+    meter_link: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ref": self.ref,
+            "account": self.account_no,
+            "amount": str(self.amount),
+            "duplicate": self.duplicate,
+            "balance": str(self.balance),
+            "in_arrears": self.in_arrears,
+            "cancelled_orders": self.cancelled_orders,
+            "order_id": self.reconnect_order_id,
+        }
+
+
+def parse_amount(text: str) -> Decimal:
+    """Yuan with at most 2 decimals, positive.
+
+    Raises:
+        InputError: naming the amount.
+    """
+    try:
+        amount = Decimal(text.strip())
+    except (InvalidOperation, AttributeError) as exc:
+        raise InputError(f"amount {text!r} is not a number") from exc
+    if not amount.is_finite() or amount <= 0:
+        raise InputError(f"amount {text!r} must be a positive number of yuan")
+    if amount != amount.quantize(Decimal("0.01")):
+        raise InputError(f"amount {text!r} has more than 2 decimals")
+    return amount.quantize(Decimal("0.01"))
+
+
+def record_payment(
+    engine: Engine,
+    *,
+    account_no: str,
+    amount: Decimal,
+    ref: str,
+    actor: str,
+    now: datetime,
+    config: Config,
+    source: str = "cli",
+) -> PaymentResult:
+    """Record a payment and trigger what it implies (see the module docstring)."""
+    ref = ref.strip()
+    if not ref:
+        raise InputError("--ref: a payment needs its billing reference")
+    threshold = arrears_threshold(config.policy.arrears_threshold)
+    with transaction(engine) as session:
+        existing = session.execute(select(PAYMENTS).where(PAYMENTS.c.ref == ref)).first()
+        if existing is not None:
+            if existing.account_no != account_no or Decimal(existing.amount) != amount:
+                raise InputError(
+                    f"payment ref {ref!r} was already recorded for account {existing.account_no} "
+                    f"({existing.amount} yuan); a reference is used once"
+                )
+            balance = session.execute(
+                select(ACCOUNTS.c.balance).where(ACCOUNTS.c.account_no == account_no)
+            ).scalar_one()
+            order_id = session.execute(
+                select(SWITCH_ORDERS.c.id).where(SWITCH_ORDERS.c.batch_id == f"payment:{ref}")
+            ).scalar()
+            return PaymentResult(
+                ref,
+                account_no,
+                amount,
+                True,
+                Decimal(balance),
+                Decimal(balance) < threshold,
+                reconnect_order_id=order_id,
+            )
+        account = session.execute(
+            select(ACCOUNTS).where(ACCOUNTS.c.account_no == account_no)
+        ).first()
+        if account is None:
+            raise UnknownAccount(account_no)
+        balance = (Decimal(account.balance) + amount).quantize(Decimal("0.01"))
+        session.execute(
+            update(ACCOUNTS)
+            .where(ACCOUNTS.c.account_no == account_no)
+            .values(balance=balance, updated_at=now)
+        )
+        session.execute(
+            insert(PAYMENTS).values(
+                ref=ref,
+                account_no=account_no,
+                amount=amount,
+                received_at=now,
+                recorded_by=actor,
+                source=source,
+            )
+        )
+        in_arrears = balance < threshold
+        audit.append(
+            session,
+            actor,
+            "payment.recorded",
+            account_no,
+            {
+                "ref": ref,
+                "amount": str(amount),
+                "balance": str(balance),
+                "source": source,
+                "in_arrears": in_arrears,
+            },
+            at=now,
+        )
+        result = PaymentResult(ref, account_no, amount, False, balance, in_arrears)
+        if in_arrears:
+            return result
+
+        disconnects = session.execute(
+            select(SWITCH_ORDERS.c.id, SWITCH_ORDERS.c.state).where(
+                SWITCH_ORDERS.c.account_no == account_no,
+                SWITCH_ORDERS.c.kind == OrderKind.DISCONNECT.value,
+            )
+        ).all()
+        for row in disconnects:
+            if row.state in _PENDING_DISCONNECT:
+                order = session.get(SwitchOrder, row.id)
+                assert order is not None
+                move_order(
+                    session,
+                    order,
+                    DisconnectState.CANCELLED_PAID,
+                    actor=actor,
+                    now=now,
+                    detail={"payment_ref": ref, "balance": str(balance)},
+                )
+                result.cancelled_orders.append(row.id)
+        if result.cancelled_orders:  # their important-customer timers must not fire
+            session.execute(
+                update(TIMERS)
+                .where(TIMERS.c.order_id.in_(result.cancelled_orders), TIMERS.c.fired_at.is_(None))
+                .values(fired_at=now, claimed_by="cancelled:payment")
+            )
+
+        meter = (
+            session.execute(select(METERS).where(METERS.c.meter_no == account.meter_no)).first()
+            if account.meter_no
+            else None
+        )
+        if meter is None:
+            return result
+        result.meter_link = meter.link
+        states = {row.state for row in disconnects}
+        needs = (
+            meter.relay_state in ("open", "armed")
+            or DisconnectState.DISPATCHING.value in states
+            or (meter.relay_state == "unknown" and states & {"verified", "field_order"} != set())
+        )
+        if not needs:
+            return result
+        open_reconnect = session.execute(
+            select(SWITCH_ORDERS.c.id).where(
+                SWITCH_ORDERS.c.meter_id == meter.id,
+                SWITCH_ORDERS.c.kind == OrderKind.RECONNECT.value,
+                SWITCH_ORDERS.c.terminal.is_(False),
+            )
+        ).scalar()
+        if open_reconnect is not None:
+            result.reconnect_order_id = int(open_reconnect)
+            return result
+        deadline = now + timedelta(minutes=config.dispatch.reconnect_deadline_minutes)
+        order = SwitchOrder(
+            kind=OrderKind.RECONNECT.value,
+            account_no=account_no,
+            meter_id=meter.id,
+            state=ReconnectState.REQUESTED.value,
+            reasons=["payment"],
+            batch_id=f"payment:{ref}",
+            requested_by=actor,
+            created_at=now,
+            updated_at=now,
+            deadline=deadline,
+        )
+        session.add(order)
+        session.flush()
+        assert order.id is not None
+        session.execute(
+            insert(TIMERS).values(
+                kind="reconnect_deadline",
+                order_id=order.id,
+                account_no=account_no,
+                due_at=deadline,
+                payload={},
+            )
+        )
+        audit.append(
+            session,
+            actor,
+            "order.created",
+            account_no,
+            {
+                "order_id": order.id,
+                "kind": order.kind,
+                "state": order.state,
+                "payment_ref": ref,
+                "deadline": deadline.isoformat(),
+            },
+            at=now,
+        )
+        result.reconnect_order_id = order.id
+        return result

@@ -1,0 +1,55 @@
+"""Supervisor approvals, e.g. to disconnect a humanitarian-flagged account."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Session
+
+from engine import audit
+from engine.db.models import Approval
+from engine.store.accounts import get_account
+from protocols.errors import InputError
+
+
+def approve_disconnect(
+    session: Session,
+    account_no: str,
+    *,
+    actor: str,
+    now: datetime,
+    valid_until: datetime | None = None,
+    reason: str = "",
+) -> tuple[Approval, bool]:
+    """Record a supervisor's approval to disconnect ``account_no``; audit it.
+
+    Returns the approval and whether the account is humanitarian-flagged (an approval for
+    another account is recorded too, but has nothing to unlock).
+    """
+    account = get_account(session, account_no)
+    if valid_until is not None and valid_until <= now:
+        raise InputError(f"--until: {valid_until.isoformat()} is not in the future")
+    approval = Approval(
+        kind="disconnect",
+        account_no=account_no,
+        approved_by=actor,
+        approved_at=now,
+        valid_until=valid_until,
+        reason=reason.strip(),
+    )
+    session.add(approval)
+    session.flush()
+    audit.append(
+        session,
+        actor,
+        "approval.disconnect",
+        account_no,
+        {
+            "approval_id": approval.id,
+            "valid_until": valid_until,
+            "humanitarian": account.humanitarian,
+            "reason": approval.reason,
+        },
+        at=now,
+    )
+    return approval, account.humanitarian

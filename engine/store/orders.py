@@ -1,0 +1,104 @@
+"""Switch orders in the store: state moves with compare-and-set, each one audited.
+
+The dispatcher, the payment hook and supervisors all move orders through
+:func:`move_order`, so every move is legal (:mod:`engine.orders_states`), atomic with its
+audit record, and lost by whoever was second (``version``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from sqlalchemy.orm.exc import StaleDataError
+from sqlmodel import Session
+
+from engine import audit
+from engine.db.models import SwitchOrder
+from engine.orders_states import (
+    TERMINABLE_STATES,
+    DisconnectState,
+    IllegalTransition,
+    OrderKind,
+    transition,
+)
+from engine.store.errors import StaleOrder, UnknownRecord
+from protocols.errors import InputError
+
+
+def get_order(session: Session, order_id: int) -> SwitchOrder:
+    found = session.get(SwitchOrder, order_id)
+    if found is None:
+        raise UnknownRecord(f"unknown order {order_id}")
+    return found
+
+
+def move_order(
+    session: Session,
+    order: SwitchOrder,
+    to: str | Enum,
+    *,
+    actor: str,
+    now: datetime,
+    detail: Mapping[str, Any] | None = None,
+) -> str:
+    """Move ``order`` to ``to`` and audit it; returns the previous state.
+
+    Raises :class:`~engine.orders_states.IllegalTransition` for an illegal move and
+    :class:`StaleOrder` when another transaction moved the order since it was read.
+    """
+    order_id = order.id  # read before the flush: a failed flush expires the object
+    previous = transition(order, to, now=now)
+    session.add(order)
+    try:
+        session.flush()
+    except StaleDataError as exc:
+        raise StaleOrder(f"order {order_id} was changed by someone else; read it again") from exc
+    audit.append(
+        session,
+        actor,
+        f"order.{order.state}",
+        order.account_no,
+        {
+            "order_id": order.id,
+            "kind": order.kind,
+            "from": previous,
+            "to": order.state,
+            "version": order.version,
+            **dict(detail or {}),
+        },
+        at=now,
+    )
+    return previous
+
+
+def terminate_order(
+    session: Session, order_id: int, *, reason: str, actor: str, now: datetime
+) -> tuple[SwitchOrder, str]:
+    """A supervisor stops a started disconnection flow (→ ``cancelled_approved``)."""
+    order = get_order(session, order_id)
+    if not reason.strip():
+        raise InputError("--reason: terminating an order needs a reason")
+    if order.kind != OrderKind.DISCONNECT:
+        raise InputError(f"order {order_id} is a {order.kind} order; only disconnections end so")
+    if order.state not in TERMINABLE_STATES:
+        if order.state == DisconnectState.DISPATCHING:
+            raise InputError(
+                f"order {order_id} is dispatching (a command may be on the wire); "
+                "terminate it once it is verified or failed"
+            )
+        raise InputError(f"order {order_id} is already {order.state}: nothing to terminate")
+    try:
+        previous = move_order(
+            session,
+            order,
+            DisconnectState.CANCELLED_APPROVED,
+            actor=actor,
+            now=now,
+            detail={"reason": reason.strip()},
+        )
+    except IllegalTransition as exc:  # pragma: no cover - TERMINABLE_STATES comes from the table
+        raise InputError(str(exc)) from exc
+    return order, previous

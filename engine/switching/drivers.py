@@ -1,0 +1,192 @@
+"""One interface to switch any meter: DL/T 645 remote control or a Modbus relay coil.
+
+The procedure in :mod:`engine.switching.procedure` only knows :class:`MeterDriver`; each
+driver keeps its protocol's rules (1CH validity deadline and credentials; Modbus coil +
+discrete input) behind it. A :class:`BusPool` opens one link (and one client) per bus and
+hands out drivers bound to a meter on it, so every order on a bus shares the link whose
+lock keeps one frame in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any, Protocol
+
+from protocols.dlt645.client import Dlt645Client
+from protocols.dlt645.codes import ControlAction
+from protocols.dlt645.messages import Credentials
+from protocols.errors import InputError
+from protocols.links.registry import open_link
+
+
+class CloseMode(str, Enum):
+    DIRECT = "direct"  # 1CH 直接合闸: the meter closes the relay itself
+    ALLOWED = "allowed"  # 1BH 合闸允许: the customer must press the button
+
+
+@dataclass(frozen=True, slots=True)
+class RelayReading:
+    """What the meter says about its relay (the only proof a switch happened).
+
+    Attributes:
+        open: the relay's actual state (status word 3 bit 4; Modbus discrete input 0).
+        command_open: the last command's state (bit 6; coil 0) when the meter reports it.
+        raw: the decoded reading, kept as evidence.
+    """
+
+    open: bool
+    command_open: bool | None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def armed(self) -> bool:
+        """Open but commanded closed: a 1BH close-allowed waiting for the customer's button."""
+        return self.open and self.command_open is False
+
+
+class MeterDriver(Protocol):
+    """Switch and read back one meter."""
+
+    @property
+    def bus_key(self) -> str: ...
+
+    async def read_meter_number(self) -> str: ...
+
+    async def read_relay(self) -> RelayReading: ...
+
+    async def trip(self, valid_until: datetime) -> None: ...
+
+    async def close(self, mode: CloseMode, valid_until: datetime) -> None: ...
+
+
+class Dlt645Driver:
+    """A DL/T 645-2007 meter reached through a :class:`Dlt645Client`."""
+
+    def __init__(self, client: Dlt645Client, address: str, credentials: Credentials) -> None:
+        self.client = client
+        self.address = address
+        self.credentials = credentials
+
+    @property
+    def bus_key(self) -> str:
+        return self.client.link.bus_key
+
+    async def read_meter_number(self) -> str:
+        return await self.client.read_meter_number(self.address)
+
+    async def read_relay(self) -> RelayReading:
+        word = await self.client.read_relay_state(self.address)
+        return RelayReading(
+            open=bool(word["relay_open"]),
+            command_open=bool(word["relay_command_open"]),
+            raw={k: v for k, v in word.items() if isinstance(v, bool | int | str)},
+        )
+
+    async def trip(self, valid_until: datetime) -> None:
+        await self.client.control(self.address, ControlAction.TRIP, self.credentials, valid_until)
+
+    async def close(self, mode: CloseMode, valid_until: datetime) -> None:
+        action = (
+            ControlAction.DIRECT_CLOSE if mode is CloseMode.DIRECT else ControlAction.CLOSE_ALLOWED
+        )
+        await self.client.control(self.address, action, self.credentials, valid_until)
+
+
+class ModbusDriver:
+    """A Modbus relay meter (coil 0 = command, discrete input 0 = actual state)."""
+
+    def __init__(self, client: Any, device_id: int) -> None:
+        self.client = client
+        self.device_id = device_id
+
+    @property
+    def bus_key(self) -> str:
+        return str(self.client.bus_key)
+
+    async def read_meter_number(self) -> str:
+        return str(await self.client.read_meter_number(self.device_id))
+
+    async def read_relay(self) -> RelayReading:
+        reading = await self.client.read_relay(self.device_id)
+        return RelayReading(
+            open=not reading.closed,
+            command_open=not reading.commanded_closed,
+            raw={"closed": reading.closed, "commanded_closed": reading.commanded_closed},
+        )
+
+    async def trip(self, valid_until: datetime) -> None:
+        await self.client.set_relay(self.device_id, False)
+
+    async def close(self, mode: CloseMode, valid_until: datetime) -> None:
+        # A Modbus relay coil has no "close allowed": a close is always direct.
+        await self.client.set_relay(self.device_id, True)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSettings:
+    baud: int = 2400
+    parity: str = "E"
+    wake_preamble: int = 4
+    margin_s: float = 0.5
+    read_retries: int = 2
+
+
+def is_modbus(protocol: str) -> bool:
+    return protocol.lower().startswith("modbus")
+
+
+class BusPool:
+    """Open links and clients per bus URL, reused by every order on that bus."""
+
+    def __init__(self, settings: LinkSettings | None = None) -> None:
+        self.settings = settings or LinkSettings()
+        self._clients: dict[str, Any] = {}
+        self._guard = asyncio.Lock()
+
+    async def _client(self, link_url: str, protocol: str) -> Any:
+        key = f"{protocol}|{link_url}"
+        async with self._guard:
+            client = self._clients.get(key)
+            if client is None:
+                if is_modbus(protocol):
+                    from protocols.modbus.client import ModbusMeterClient
+
+                    client = await ModbusMeterClient.open(link_url)
+                else:
+                    link = open_link(link_url, baud=self.settings.baud, parity=self.settings.parity)
+                    await link.open()
+                    client = Dlt645Client(
+                        link,
+                        baud=self.settings.baud,
+                        wake_preamble=self.settings.wake_preamble,
+                        margin_s=self.settings.margin_s,
+                        read_retries=self.settings.read_retries,
+                    )
+                self._clients[key] = client
+            return client
+
+    async def driver(
+        self, *, protocol: str, link_url: str, address: str, credentials: Credentials
+    ) -> MeterDriver:
+        """A driver for the meter at ``address`` on the bus ``link_url``."""
+        client = await self._client(link_url, protocol)
+        if is_modbus(protocol):
+            try:
+                device_id = int(address)
+            except ValueError as exc:
+                raise InputError(
+                    f"Modbus meter address {address!r} must be a device id 1-247"
+                ) from exc
+            return ModbusDriver(client, device_id)
+        return Dlt645Driver(client, address, credentials)
+
+    async def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            if isinstance(client, Dlt645Client):
+                await client.link.close()
+            else:
+                await client.close()

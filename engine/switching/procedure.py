@@ -1,0 +1,413 @@
+"""The switch procedure for one order, at the moment of sending.
+
+Disconnect (in this order, every time, nothing cached from planning)::
+
+    re-check the policy chain with fresh data        a payment or exemption a second ago wins
+    read the meter number (04000402), compare        a swapped meter is never tripped
+    re-check with the number the meter reported      the balance is re-read right before the command
+    journal "sending"  ─>  1CH trip (short deadline) write-ahead: a crash leaves a trace
+    read status word 3, require the relay-open bit   only a read-back verifies
+
+Reconnect is the same path with a close (1CH direct close, or 1BH close-allowed which ends
+``armed`` until the customer presses the button).
+
+Retries are bounded and only where safe: reads are retried; a command is re-sent only when
+the read-back proves the relay did not move (its effect is then known to be missing).
+A refusal (password, guarantee, deadline) is not retried: it becomes a field order with the
+evidence. A command whose reply was lost is never re-sent before a read-back, and when no
+read-back is possible the order goes to the field instead of risking a blind second trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any, Protocol
+
+from engine.switching.drivers import CloseMode, MeterDriver, RelayReading
+from policies.facts import Decision, Outcome
+from protocols.errors import FrameError, LinkError, MeterRefused, UnexpectedReply
+
+
+class SwitchStatus(str, Enum):
+    VERIFIED = "verified"  # the read-back shows the intended state
+    ARMED = "armed"  # 1BH accepted: open, waiting for the customer's button
+    BLOCKED = "blocked"  # a policy blocks it now
+    CANCELLED_PAID = "cancelled_paid"  # no longer in arrears
+    DEFERRED = "deferred"  # allowed later (important-customer timeline, window)
+    FIELD_ORDER = "field_order"  # needs a person on site (补停 / 现场复电)
+
+
+@dataclass(frozen=True)
+class SwitchOutcome:
+    status: SwitchStatus
+    cause: (
+        str  # stable code: "relay_open", "meter_swapped", "no_reply", "refused:password_error" ...
+    )
+    message: str  # one sentence for operators
+    evidence: dict[str, Any] = field(default_factory=dict)
+    decision: Decision | None = None
+    commands_sent: int = 0
+
+
+@dataclass(frozen=True)
+class SwitchSettings:
+    max_commands: int = 2  # commands per order; a resend only after a read-back showed it needed
+    readback_polls: int = 3  # read-backs after a command before concluding "did not switch"
+    poll_interval_s: float = (
+        1.0  # between read-backs (relays take a moment; GwProxy polls every 5 s)
+    )
+    backoff_s: float = 2.0  # before a resend, doubled each time
+    validity: timedelta = timedelta(minutes=5)  # N3..N8: short, so a delayed frame dies
+
+
+class Journal(Protocol):
+    """Durable trace of the procedure, written before and after each command."""
+
+    async def sending(self, command: str) -> int:
+        """Record that ``command`` is about to be sent (write-ahead); returns the attempt number."""
+        ...
+
+    async def sent(self, attempt: int, outcome: str, detail: str) -> None:
+        """Record the command's immediate outcome: ``ack``, ``refused`` or ``unknown``."""
+        ...
+
+    async def read_back(self, reading: RelayReading | None, detail: str) -> None:
+        """Record a relay read-back (None when the meter did not answer)."""
+        ...
+
+
+Recheck = Callable[[str | None], Awaitable[Decision]]
+Sleep = Callable[[float], Awaitable[object]]
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _refusal_cause(exc: MeterRefused) -> str:
+    return "refused:" + ("+".join(exc.errors) or "unknown")
+
+
+def _decision_outcome(decision: Decision, evidence: dict[str, Any]) -> SwitchOutcome | None:
+    if decision.outcome is Outcome.DISCONNECT:
+        return None
+    codes = [r.code for r in decision.blocked_by]
+    evidence["policy"] = codes
+    if decision.outcome is Outcome.SCHEDULE:
+        later = [r for r in decision.reasons if r.not_before is not None]
+        when = min(r.not_before for r in later if r.not_before) if later else None
+        return SwitchOutcome(
+            SwitchStatus.DEFERRED,
+            "scheduled",
+            "allowed only later: " + "; ".join(r.message for r in later),
+            {**evidence, "not_before": when.isoformat() if when else None},
+            decision,
+        )
+    blocks = decision.blocked_by
+    if blocks and all(r.not_before is not None for r in blocks):
+        # Only "not now" blocks (outside the disconnection window): try again when it opens.
+        when = max(r.not_before for r in blocks if r.not_before is not None)
+        return SwitchOutcome(
+            SwitchStatus.DEFERRED,
+            codes[0],
+            "; ".join(r.message for r in blocks),
+            {**evidence, "not_before": when.isoformat()},
+            decision,
+        )
+    if "not_in_arrears" in codes:
+        return SwitchOutcome(
+            SwitchStatus.CANCELLED_PAID,
+            "not_in_arrears",
+            "no longer in arrears: disconnection cancelled",
+            evidence,
+            decision,
+        )
+    return SwitchOutcome(
+        SwitchStatus.BLOCKED,
+        codes[0],
+        "; ".join(r.message for r in decision.blocked_by),
+        evidence,
+        decision,
+    )
+
+
+async def _read_relay(driver: MeterDriver, journal: Journal) -> tuple[RelayReading | None, str]:
+    try:
+        reading = await driver.read_relay()
+    except (LinkError, FrameError, UnexpectedReply, MeterRefused) as exc:
+        detail = _describe(exc)
+        await journal.read_back(None, detail)
+        return None, detail
+    await journal.read_back(reading, "ok")
+    return reading, "ok"
+
+
+async def _poll_until(
+    driver: MeterDriver,
+    journal: Journal,
+    settings: SwitchSettings,
+    sleep: Sleep,
+    done: Callable[[RelayReading], bool],
+) -> tuple[RelayReading | None, str]:
+    """Read back up to ``readback_polls`` times until ``done``; return the last reading."""
+    reading: RelayReading | None = None
+    detail = "not read"
+    for poll in range(settings.readback_polls):
+        if poll:
+            await sleep(settings.poll_interval_s)
+        reading, detail = await _read_relay(driver, journal)
+        if reading is not None and done(reading):
+            break
+    return reading, detail
+
+
+async def _check_identity(
+    driver: MeterDriver, expected_meter_no: str, evidence: dict[str, Any]
+) -> SwitchOutcome | str:
+    """Read the meter number; return it, or the outcome that ends the order."""
+    try:
+        observed = await driver.read_meter_number()
+    except MeterRefused as exc:
+        evidence["meter_no_error"] = _describe(exc)
+        return SwitchOutcome(
+            SwitchStatus.FIELD_ORDER,
+            _refusal_cause(exc),
+            f"the meter refused to report its number: {exc}",
+            evidence,
+        )
+    except (LinkError, FrameError, UnexpectedReply) as exc:
+        evidence["meter_no_error"] = _describe(exc)
+        return SwitchOutcome(
+            SwitchStatus.FIELD_ORDER,
+            "no_reply",
+            f"the meter did not answer the meter-number read: {exc}",
+            evidence,
+        )
+    evidence["meter_no_observed"] = observed
+    if observed != expected_meter_no:
+        return SwitchOutcome(
+            SwitchStatus.FIELD_ORDER,
+            "meter_swapped",
+            f"the meter at this address reports number {observed}, "
+            f"the account's meter is {expected_meter_no}: not switched",
+            evidence,
+        )
+    return observed
+
+
+async def run_disconnect(
+    driver: MeterDriver,
+    *,
+    expected_meter_no: str,
+    recheck: Recheck,
+    journal: Journal,
+    meter_now: Callable[[], datetime],
+    settings: SwitchSettings | None = None,
+    resume_unknown: bool = False,
+    sleep: Sleep = asyncio.sleep,
+) -> SwitchOutcome:
+    """Disconnect one meter safely (see the module docstring).
+
+    Args:
+        recheck: re-runs the policy chain on fresh data; called with None, then with the
+            meter number the meter reported.
+        meter_now: the meters' local time (site time zone), for the 1CH deadline.
+        resume_unknown: a previous process sent a command whose outcome was never recorded
+            (crash): read the relay first and only send again if it is still closed.
+    """
+    settings = settings or SwitchSettings()
+    evidence: dict[str, Any] = {}
+    sent = 0
+    if resume_unknown:
+        reading, detail = await _read_relay(driver, journal)
+        evidence["resume_read_back"] = reading.raw if reading else detail
+        if reading is not None and reading.open:
+            return SwitchOutcome(
+                SwitchStatus.VERIFIED,
+                "relay_open",
+                "the interrupted trip had taken effect: relay reads open",
+                evidence,
+            )
+        if reading is None:
+            return SwitchOutcome(
+                SwitchStatus.FIELD_ORDER,
+                "no_readback",
+                "an interrupted trip's outcome is unknown and the relay cannot be read: "
+                "not re-sent blindly",
+                evidence,
+            )
+
+    ended = _decision_outcome(await recheck(None), evidence)
+    if ended is not None:
+        return ended
+    identity = await _check_identity(driver, expected_meter_no, evidence)
+    if isinstance(identity, SwitchOutcome):
+        return identity
+    decision = await recheck(identity)
+    ended = _decision_outcome(decision, evidence)
+    if ended is not None:
+        return ended
+
+    last_cause = "no_reply"
+    while sent < settings.max_commands:
+        if sent:
+            await sleep(settings.backoff_s * (2 ** (sent - 1)))
+        attempt = await journal.sending("trip")
+        sent += 1
+        try:
+            await driver.trip(meter_now() + settings.validity)
+            await journal.sent(attempt, "ack", "9CH")
+            acked = True
+        except MeterRefused as exc:
+            await journal.sent(attempt, "refused", _describe(exc))
+            evidence["refusal"] = _describe(exc)
+            return SwitchOutcome(
+                SwitchStatus.FIELD_ORDER,
+                _refusal_cause(exc),
+                f"the meter refused the trip: {exc}",
+                evidence,
+                decision,
+                sent,
+            )
+        except (LinkError, FrameError, UnexpectedReply) as exc:
+            await journal.sent(attempt, "unknown", _describe(exc))
+            evidence[f"command_{sent}"] = _describe(exc)
+            acked = False
+        reading, detail = await _poll_until(driver, journal, settings, sleep, lambda r: r.open)
+        if reading is None:
+            evidence["read_back"] = detail
+            return SwitchOutcome(
+                SwitchStatus.FIELD_ORDER,
+                "no_readback",
+                "the relay state cannot be read back after the trip: not re-sent blindly",
+                evidence,
+                decision,
+                sent,
+            )
+        evidence["read_back"] = reading.raw
+        if reading.open:
+            return SwitchOutcome(
+                SwitchStatus.VERIFIED,
+                "relay_open",
+                "relay reads open (status word 3 bit 4)",
+                evidence,
+                decision,
+                sent,
+            )
+        last_cause = "relay_stuck" if acked else "no_reply"
+    return SwitchOutcome(
+        SwitchStatus.FIELD_ORDER,
+        last_cause,
+        "the relay still reads closed after "
+        f"{sent} trip command(s): field disconnection (补停) needed",
+        evidence,
+        decision,
+        sent,
+    )
+
+
+async def run_reconnect(
+    driver: MeterDriver,
+    *,
+    expected_meter_no: str,
+    close_mode: CloseMode,
+    journal: Journal,
+    meter_now: Callable[[], datetime],
+    settings: SwitchSettings | None = None,
+    resume_unknown: bool = False,
+    sleep: Sleep = asyncio.sleep,
+) -> SwitchOutcome:
+    """Reconnect one meter: identity check, close, read back (``armed`` counts as success)."""
+    settings = settings or SwitchSettings()
+    evidence: dict[str, Any] = {"close_mode": close_mode.value}
+
+    def closed_or_armed(reading: RelayReading) -> bool:
+        return not reading.open or (close_mode is CloseMode.ALLOWED and reading.armed)
+
+    def finished(reading: RelayReading, sent: int) -> SwitchOutcome | None:
+        evidence["read_back"] = reading.raw
+        if not reading.open:
+            return SwitchOutcome(
+                SwitchStatus.VERIFIED, "relay_closed", "relay reads closed", evidence, None, sent
+            )
+        if close_mode is CloseMode.ALLOWED and reading.armed:
+            return SwitchOutcome(
+                SwitchStatus.ARMED,
+                "close_allowed",
+                "close allowed (1BH): waiting for the customer to press the meter button",
+                evidence,
+                None,
+                sent,
+            )
+        return None
+
+    if resume_unknown:
+        reading, detail = await _read_relay(driver, journal)
+        if reading is not None and (done := finished(reading, 0)) is not None:
+            return done
+        evidence["resume_read_back"] = reading.raw if reading else detail
+
+    identity = await _check_identity(driver, expected_meter_no, evidence)
+    if isinstance(identity, SwitchOutcome):
+        return identity
+
+    sent = 0
+    last_cause = "no_reply"
+    while sent < settings.max_commands:
+        if sent:
+            await sleep(settings.backoff_s * (2 ** (sent - 1)))
+        command = "direct_close" if close_mode is CloseMode.DIRECT else "close_allowed"
+        attempt = await journal.sending(command)
+        sent += 1
+        try:
+            await driver.close(close_mode, meter_now() + settings.validity)
+            await journal.sent(attempt, "ack", "9CH")
+            acked = True
+        except MeterRefused as exc:
+            await journal.sent(attempt, "refused", _describe(exc))
+            evidence["refusal"] = _describe(exc)
+            return SwitchOutcome(
+                SwitchStatus.FIELD_ORDER,
+                _refusal_cause(exc),
+                f"the meter refused the close: {exc}: field reconnection (现场复电) needed",
+                evidence,
+                None,
+                sent,
+            )
+        except (LinkError, FrameError, UnexpectedReply) as exc:
+            await journal.sent(attempt, "unknown", _describe(exc))
+            evidence[f"command_{sent}"] = _describe(exc)
+            acked = False
+        reading, detail = await _poll_until(driver, journal, settings, sleep, closed_or_armed)
+        if reading is None:
+            evidence["read_back"] = detail
+            last_cause = "no_readback"
+            continue  # a close is safe to repeat: a second close cannot cut anyone
+        if (done := finished(reading, sent)) is not None:
+            return done
+        last_cause = "relay_stuck" if acked else "no_reply"
+    return SwitchOutcome(
+        SwitchStatus.FIELD_ORDER,
+        last_cause,
+        f"the relay is not closed after {sent} close command(s): field reconnection (现场复电) needed",
+        evidence,
+        None,
+        sent,
+    )
+
+
+async def poll_armed(driver: MeterDriver, journal: Journal) -> SwitchOutcome | None:
+    """For an ``armed`` order: verified once the customer pressed the button, else None."""
+    reading, _detail = await _read_relay(driver, journal)
+    if reading is not None and not reading.open:
+        return SwitchOutcome(
+            SwitchStatus.VERIFIED,
+            "relay_closed",
+            "the customer pressed the button: relay reads closed",
+            {"read_back": reading.raw},
+        )
+    return None

@@ -1,0 +1,103 @@
+"""DL/T 645-2007 (and -1997 reads): pure codec, data identifiers, messages and the client.
+
+Layers, bottom up (each imports only those below it)::
+
+    codes        function codes, control-byte bits, error bits, remote-control actions
+    frame        envelope encode/decode, BCD address, +33H scrambling, checksum
+    deframer     stream of bytes -> frames (preamble, noise, resync)
+    identifiers  data identifiers (DI) and their value formats
+    messages     typed requests/replies of 08H, 11H-14H, 1CH and abnormal replies
+    extra_messages  15H-1BH
+    v1997        DL/T 645-1997 reads (2-byte DIs)
+    client       async request/reply over a ``protocols.links`` Link (the only I/O)
+"""
+
+from typing import Any
+
+from protocols.dlt645.codes import ControlAction, ErrorBits, FunctionCode
+from protocols.dlt645.deframer import Deframer
+from protocols.dlt645.frame import (
+    BROADCAST,
+    WILDCARD,
+    Frame,
+    decode_frame,
+    decode_hex,
+    encode_frame,
+    normalize_address,
+)
+from protocols.dlt645.identifiers import (
+    REGISTRY,
+    DataIdentifier,
+    StatusWord3,
+    decode_value,
+    encode_value,
+    lookup,
+)
+from protocols.dlt645.messages import (
+    AbnormalReply,
+    BroadcastTimeSync,
+    Credentials,
+    ReadAddressReply,
+    ReadAddressRequest,
+    ReadFollowUpReply,
+    ReadFollowUpRequest,
+    ReadReply,
+    ReadRequest,
+    RemoteControlReply,
+    RemoteControlRequest,
+    WriteReply,
+    WriteRequest,
+    decode_message,
+    format_di,
+    parse_di,
+)
+
+# The client imports protocols.links, which imports this package's deframer: load it lazily.
+_LAZY = {"Dlt645Client": "protocols.dlt645.client", "ReadResult": "protocols.dlt645.client"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'protocols.dlt645' has no attribute {name!r}")
+
+
+__all__ = [
+    "BROADCAST",
+    "REGISTRY",
+    "WILDCARD",
+    "AbnormalReply",
+    "BroadcastTimeSync",
+    "ControlAction",
+    "Credentials",
+    "DataIdentifier",
+    "Deframer",
+    "Dlt645Client",
+    "ErrorBits",
+    "Frame",
+    "FunctionCode",
+    "ReadAddressReply",
+    "ReadAddressRequest",
+    "ReadFollowUpReply",
+    "ReadFollowUpRequest",
+    "ReadReply",
+    "ReadRequest",
+    "ReadResult",
+    "RemoteControlReply",
+    "RemoteControlRequest",
+    "StatusWord3",
+    "WriteReply",
+    "WriteRequest",
+    "decode_frame",
+    "decode_hex",
+    "decode_message",
+    "decode_value",
+    "encode_frame",
+    "encode_value",
+    "format_di",
+    "lookup",
+    "normalize_address",
+    "parse_di",
+]

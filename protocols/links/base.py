@@ -1,0 +1,199 @@
+"""The ``Link`` interface: send bytes to a bus, receive whole frames before a deadline.
+
+A link is one path to one physical bus (an RS-485 port, a transparent TCP gateway, a
+concentrator port). Backends only move bytes (python-can's ``BusABC`` split): they implement
+:meth:`Link._open`, :meth:`Link._send` and :meth:`Link._close` and push what arrives into
+:meth:`Link._feed_input`. This class owns the framing (the
+:class:`~protocols.dlt645.deframer.Deframer`: length byte + deadline, never an inter-byte
+timeout, which pyserial does not honour on Linux) and the deadline logic, so every backend
+times out the same way.
+
+Half duplex: one frame in flight per *bus*. :attr:`Link.bus_key` names the physical bus, so
+two links (or two URLs) reaching the same bus serialise on the same key in the engine;
+:attr:`Link.lock` serialises the transactions of the clients sharing one link object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from abc import ABC, abstractmethod
+from collections import deque
+from types import TracebackType
+from typing import Self
+
+from protocols.dlt645.deframer import Deframer
+from protocols.dlt645.frame import Frame
+from protocols.errors import LinkClosed, LinkTimeout
+
+
+class Link(ABC):
+    """An async byte path to one bus, read frame by frame.
+
+    Use as an async context manager (``async with open_link(url) as link``), or call
+    :meth:`open` and :meth:`close`. :meth:`send` reopens a link whose connection dropped.
+    """
+
+    def __init__(self, url: str, bus_key: str) -> None:
+        self.url = url
+        self.bus_key = bus_key
+        self._deframer = Deframer()
+        self._frames: deque[Frame] = deque()
+        self._inbox = bytearray()
+        self._arrived: asyncio.Event | None = None
+        self._eof: str | None = None  # why the input ended, once it has
+        self._open = False
+        self._lock: asyncio.Lock | None = None
+
+    # -- what backends implement -------------------------------------------------------
+
+    @abstractmethod
+    async def _connect(self) -> None:
+        """Open the port or connection and start feeding :meth:`_feed_input`."""
+
+    @abstractmethod
+    async def _write(self, data: bytes) -> None:
+        """Put ``data`` on the wire, exactly those bytes."""
+
+    @abstractmethod
+    async def _disconnect(self) -> None:
+        """Stop reading and release the port or connection (must not raise)."""
+
+    def _drop_pending_input(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Drop bytes the backend holds below us (e.g. the UART's input buffer)."""
+
+    # -- what backends call ------------------------------------------------------------
+
+    def _feed_input(self, chunk: bytes) -> None:
+        """Bytes arrived from the bus (called from the event loop's thread)."""
+        self._inbox.extend(chunk)
+        if self._arrived is not None:
+            self._arrived.set()
+
+    def _input_ended(self, reason: str) -> None:
+        """The port or peer went away; a waiting :meth:`receive` raises LinkClosed."""
+        self._eof = reason
+        if self._arrived is not None:
+            self._arrived.set()
+
+    # -- the interface -----------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._open and self._eof is None
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held by a client for one whole transaction (request and its replies)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    async def open(self) -> None:
+        """Open the link (again, if it was dropped). Does nothing when already open.
+
+        Raises:
+            LinkError: the port or gateway cannot be opened.
+        """
+        if self.is_open:
+            return
+        if self._open:  # dropped: release the old connection before reconnecting
+            await self.close()
+        self._arrived = asyncio.Event()
+        self._eof = None
+        self._reset_input()
+        await self._connect()
+        self._open = True
+
+    async def send(self, data: bytes) -> None:
+        """Write ``data`` (a whole frame, preamble included), reopening a dropped link.
+
+        Raises:
+            LinkError: the write failed.
+        """
+        if not self.is_open:
+            await self.open()
+        await self._write(bytes(data))
+
+    async def receive(self, timeout: float) -> Frame:
+        """The next complete, checksum-valid frame, waiting at most ``timeout`` seconds.
+
+        Noise, FEH preambles and corrupted frames are skipped (counted on
+        :attr:`garbage_bytes` / :attr:`bad_frames`).
+
+        Raises:
+            LinkTimeout: nothing, or only part of a frame, arrived in time (the message
+                says how many bytes came).
+            LinkClosed: the link is closed or the peer closed it.
+        """
+        if not self._open or self._arrived is None:
+            raise LinkClosed(f"link {self.url} is not open")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        arrived = self._arrived
+        while True:
+            if self._frames:
+                return self._frames.popleft()
+            if self._inbox:
+                chunk = bytes(self._inbox)
+                self._inbox.clear()
+                self._frames.extend(self._deframer.feed(chunk))
+                continue
+            if self._eof is not None:
+                partial = self._deframer.pending
+                detail = f" after {partial} bytes of a frame" if partial else ""
+                raise LinkClosed(f"link {self.url} closed{detail}: {self._eof}")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                partial = self._deframer.pending
+                if partial:
+                    raise LinkTimeout(
+                        f"incomplete frame on {self.url}: {partial} bytes within {timeout:.3f} s"
+                    )
+                raise LinkTimeout(f"no reply on {self.url} within {timeout:.3f} s")
+            arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(arrived.wait(), remaining)
+
+    async def discard_input(self) -> None:
+        """Forget everything received so far (stale replies, echoes, partial frames)."""
+        self._reset_input()
+        if self.is_open:
+            self._drop_pending_input()
+
+    async def close(self) -> None:
+        """Release the port or connection. Safe to call twice."""
+        if self._open:
+            self._open = False
+            await self._disconnect()
+        self._reset_input()
+
+    @property
+    def garbage_bytes(self) -> int:
+        """Bytes skipped that were neither preamble nor part of a valid frame."""
+        return self._deframer.garbage_bytes
+
+    @property
+    def bad_frames(self) -> int:
+        """Frame candidates rejected (checksum, end byte, address digits)."""
+        return self._deframer.bad_frames
+
+    def _reset_input(self) -> None:
+        self._inbox.clear()
+        self._frames.clear()
+        self._deframer.clear()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"

@@ -1,0 +1,102 @@
+"""Fixtures shared across the test packages.
+
+``postgres_url``: a PostgreSQL server for the whole session. ``METERCTL_TEST_POSTGRES_URL``
+wins when set; otherwise, when the machine has PostgreSQL binaries
+(``/usr/lib/postgresql/*/bin/initdb``), a throw-away cluster is started in a temporary folder
+(about a second) and removed at the end. Without either, tests that need it are skipped.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+POSTGRES_ENV = "METERCTL_TEST_POSTGRES_URL"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _as_postgres(args: list[str]) -> list[str]:
+    # initdb refuses to run as root: run the server as the postgres user then.
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *args]
+    return args
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A ``postgresql+psycopg://`` URL of a server the tests may create databases on."""
+    given = os.environ.get(POSTGRES_ENV)
+    if given:
+        yield given
+        return
+    initdbs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not initdbs:
+        pytest.skip(f"no PostgreSQL: install it or set {POSTGRES_ENV}")
+    bindir = Path(initdbs[-1]).parent
+    folder = Path(tempfile.mkdtemp(prefix="meterctl-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    data, port = folder / "data", _free_port()
+    try:
+        subprocess.run(
+            _as_postgres(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            _as_postgres(
+                [
+                    str(bindir / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(folder / "log"),
+                    "-w",
+                    "-o",
+                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
+                    "-c synchronous_commit=off -c full_page_writes=off",
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        detail = getattr(exc, "stderr", b"") or b""
+        pytest.skip(f"could not start a throw-away PostgreSQL: {exc} {detail.decode()[-300:]}")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(folder, ignore_errors=True)

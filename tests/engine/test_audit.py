@@ -1,0 +1,144 @@
+"""The hash-chained audit trail: appends, secrets scrubbed, and tampering found."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from engine import audit
+from engine.db import read_session, transaction
+from tests.engine.store_helpers import MONDAY_10_SHANGHAI, db_engine
+
+__all__ = ["db_engine"]
+
+
+def _append(engine: Engine, n: int) -> None:
+    for i in range(1, n + 1):
+        with transaction(engine) as session:
+            audit.append(session, "olga", "test.event", f"A{i}", {"n": i}, at=MONDAY_10_SHANGHAI)
+
+
+def _tamper(engine: Engine, *statements: str) -> None:
+    """Run SQL as a privileged user who first removes the append-only triggers."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("ALTER TABLE audit_log DISABLE TRIGGER USER")
+        else:
+            conn.exec_driver_sql("DROP TRIGGER audit_log_no_update")
+            conn.exec_driver_sql("DROP TRIGGER audit_log_no_delete")
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+
+
+def test_an_untouched_chain_verifies(db_engine: Engine) -> None:
+    _append(db_engine, 5)
+    result = audit.verify(db_engine)
+    assert (result.ok, result.records, result.bad_seq) == (True, 5, None)
+
+
+def test_an_empty_chain_verifies(db_engine: Engine) -> None:
+    assert audit.verify(db_engine).ok
+
+
+@pytest.mark.parametrize(
+    ("tamper", "bad_seq"),
+    [
+        pytest.param(
+            lambda e: _tamper(e, "UPDATE audit_log SET payload = '{\"n\":99}' WHERE seq = 3"),
+            3,
+            id="edited-payload",
+        ),
+        pytest.param(
+            lambda e: _tamper(e, "UPDATE audit_log SET actor = 'mallory' WHERE seq = 2"),
+            2,
+            id="edited-actor",
+        ),
+        pytest.param(lambda e: _tamper(e, "DELETE FROM audit_log WHERE seq = 4"), 4, id="deleted"),
+        pytest.param(
+            lambda e: _tamper(e, "DELETE FROM audit_log WHERE seq = 6"), 6, id="deleted-newest"
+        ),
+        pytest.param(
+            lambda e: _tamper(
+                e,
+                "UPDATE audit_log SET seq = -2 WHERE seq = 2",
+                "UPDATE audit_log SET seq = 2 WHERE seq = 3",
+                "UPDATE audit_log SET seq = 3 WHERE seq = -2",
+            ),
+            2,
+            id="reordered",
+        ),
+    ],
+)
+def test_tampering_is_found_at_the_first_bad_record(
+    db_engine: Engine, tamper: Callable[[Engine], None], bad_seq: int
+) -> None:
+    _append(db_engine, 6)
+    tamper(db_engine)
+    result = audit.verify(db_engine)
+    assert not result.ok
+    assert result.bad_seq == bad_seq, result.problem
+    assert str(bad_seq) in result.problem
+
+
+def test_the_database_refuses_to_change_the_trail(db_engine: Engine) -> None:
+    _append(db_engine, 2)
+    for statement in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log"):
+        with pytest.raises(DBAPIError, match="append-only"), db_engine.begin() as conn:
+            conn.exec_driver_sql(statement)
+    assert audit.verify(db_engine).records == 2
+
+
+def test_a_chain_checked_with_another_key_fails(db_engine: Engine) -> None:
+    _append(db_engine, 2)
+    result = audit.verify(db_engine, key=b"not-the-key")
+    assert (result.ok, result.bad_seq) == (False, 1)
+
+
+def test_records_roll_back_with_their_transaction(db_engine: Engine) -> None:
+    _append(db_engine, 1)
+    with pytest.raises(RuntimeError), transaction(db_engine) as session:
+        audit.append(session, "olga", "doomed", "A9", {})
+        raise RuntimeError("the change failed")
+    _append(db_engine, 1)
+    with read_session(db_engine) as session:
+        rows = audit.records(session)
+    assert [r["action"] for r in rows] == ["test.event", "test.event"]
+    assert audit.verify(db_engine).ok
+
+
+def test_secrets_never_reach_the_trail(db_engine: Engine) -> None:
+    with transaction(db_engine) as session:
+        audit.append(
+            session,
+            "olga",
+            "command.sent",
+            "A1",
+            {
+                "password": "123456",
+                "request": {"meter_password": "654321", "di": "1C"},
+                "hook_key": "k",
+                "password_ref": "meter-7",
+            },
+        )
+    with read_session(db_engine) as session:
+        (row,) = audit.records(session)
+    text = audit.canonical_json(row["payload"])
+    assert "123456" not in text and "654321" not in text
+    assert row["payload"]["request"]["di"] == "1C"
+    assert row["payload"]["password_ref"] == "meter-7"  # a name, not a secret
+
+
+def test_show_filters_by_account_including_bulk_records(db_engine: Engine) -> None:
+    _append(db_engine, 3)
+    with transaction(db_engine) as session:
+        audit.append(
+            session, "olga", "notice.issued_bulk", "all-in-arrears", {"accounts": ["A2", "A20"]}
+        )
+    with read_session(db_engine) as session:
+        about_a2 = audit.records(session, account="A2")
+        newest = audit.records(session, limit=2)
+    assert [r["seq"] for r in about_a2] == [2, 4]
+    assert [r["seq"] for r in newest] == [3, 4]

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+import pytest
+
+from policies import NoticeFacts, Verdict, check_notice
+from tests.policies.builders import NOW, SETTINGS, case, delivered
+
+DAY = timedelta(days=1)
+TICK = timedelta(microseconds=1)
+
+
+@pytest.mark.parametrize(
+    ("ago", "code"),
+    [
+        (7 * DAY, "notice_served"),  # exactly 7 days: matured
+        (7 * DAY - TICK, "notice_pending"),
+        (6 * DAY, "notice_pending"),
+        (30 * DAY, "notice_served"),  # exactly the maximum age: still valid
+        (30 * DAY + TICK, "notice_stale"),
+        (45 * DAY, "notice_stale"),
+        (-DAY, "notice_pending"),  # delivery stamped in the future (clock skew): not yet
+    ],
+)
+def test_notice_age(ago: timedelta, code: str) -> None:
+    reason = check_notice(case(notices=(delivered(ago),)), SETTINGS, NOW)
+    assert reason.rule == "notice"
+    assert reason.code == code
+    assert reason.verdict is (Verdict.ALLOW if code == "notice_served" else Verdict.BLOCK)
+
+
+def test_no_notice_is_missing() -> None:
+    reason = check_notice(case(notices=()), SETTINGS, NOW)
+    assert (reason.verdict, reason.code) == (Verdict.BLOCK, "notice_missing")
+
+
+def test_issued_but_undelivered_is_missing() -> None:
+    # Issued 20 days ago but never delivered: the clock has not started.
+    notice = NoticeFacts(issued_at=NOW - 20 * DAY, delivered_at=None)
+    reason = check_notice(case(notices=(notice,)), SETTINGS, NOW)
+    assert (reason.verdict, reason.code) == (Verdict.BLOCK, "notice_missing")
+    assert "delivery" in reason.message
+
+
+def test_pending_says_when_it_matures() -> None:
+    notice = delivered(2 * DAY)
+    reason = check_notice(case(notices=(notice,)), SETTINGS, NOW)
+    assert notice.delivered_at is not None
+    assert reason.not_before == notice.delivered_at + 7 * DAY
+    # 2026-03-02 02:00 UTC + 7 days = 2026-03-09 10:00 in Shanghai.
+    assert "2026-03-09 10:00 (Asia/Shanghai)" in reason.message
+
+
+def test_newest_delivered_notice_counts() -> None:
+    # A matured notice followed by a fresh re-delivery: the fresh one restarts the clock.
+    reason = check_notice(case(notices=(delivered(10 * DAY), delivered(DAY))), SETTINGS, NOW)
+    assert reason.code == "notice_pending"
+    # A stale notice with a valid newer one is fine; order in the tuple does not matter.
+    reason = check_notice(case(notices=(delivered(10 * DAY), delivered(40 * DAY))), SETTINGS, NOW)
+    assert reason.code == "notice_served"
+    # An undelivered newer notice does not hide a delivered older one.
+    unsent = NoticeFacts(issued_at=NOW - DAY, delivered_at=None)
+    reason = check_notice(case(notices=(delivered(10 * DAY), unsent)), SETTINGS, NOW)
+    assert reason.code == "notice_served"
+
+
+def test_configured_days() -> None:
+    settings = dataclasses.replace(SETTINGS, notice_days=3, notice_max_age_days=5)
+    assert check_notice(case(notices=(delivered(3 * DAY),)), settings, NOW).code == "notice_served"
+    assert check_notice(case(notices=(delivered(6 * DAY),)), settings, NOW).code == "notice_stale"
