@@ -21,15 +21,16 @@ def check_arrears(case: Case, settings: PolicySettings, now: datetime) -> Reason
     """Allow when the balance is strictly below ``settings.arrears_threshold`` (yuan)."""
     balance = case.account.balance
     threshold = settings.arrears_threshold
-    # A NaN balance compares as an error (InvalidOperation); an unknown debt is no debt.
-    if not balance.is_finite():
+    try:
+        in_arrears = balance < threshold
+    except ArithmeticError:  # a NaN balance (InvalidOperation): an unknown debt is no debt
         return Reason(
             RULE,
             Verdict.BLOCK,
             NOT_IN_ARREARS,
             f"balance {balance} is not a number: arrears unknown",
         )
-    if balance < threshold:
+    if in_arrears:
         return Reason(
             RULE,
             Verdict.ALLOW,

@@ -17,6 +17,9 @@ from policies.chain import RULES, Rule, evaluate
 from policies.facts import Case, Decision, Outcome, PolicySettings, Reason, Verdict
 
 
+_NOT_BLOCKING = frozenset({Verdict.ALLOW, Verdict.SCHEDULE})
+
+
 @dataclass(frozen=True, slots=True)
 class BatchPlan:
     """The decisions of one batch and what they add up to."""
@@ -76,22 +79,21 @@ class BatchPlanner:
         self._count(decision)
         return decision
 
+    def extend(self, cases: Iterable[Case]) -> None:
+        """Decide and count every case (the batch path: no per-case method lookups)."""
+        settings, now, rules = self._settings, self._now, self._rules
+        count = self._count
+        for case in cases:
+            count(evaluate(case, settings, now, rules))
+
     def _count(self, decision: Decision) -> None:
         outcome = decision.outcome
         self._counts[outcome] += 1
         if outcome is Outcome.BLOCKED:
-            by_code = self._by_code
-            seen: set[str] = set()
-            for reason in decision.reasons:
-                code = reason.code
-                verdict = reason.verdict
-                if (
-                    verdict is not Verdict.ALLOW
-                    and verdict is not Verdict.SCHEDULE
-                    and code not in seen
-                ):
-                    seen.add(code)
-                    by_code[code] = by_code.get(code, 0) + 1
+            codes = [r.code for r in decision.reasons if r.verdict not in _NOT_BLOCKING]
+            # A code counts once per account, even if a composed chain repeats it.
+            for code in codes if len(codes) == 1 else set(codes):
+                self._by_code[code] = self._by_code.get(code, 0) + 1
         if self._keep:
             self._decisions.append(decision)
 
@@ -121,7 +123,5 @@ def plan_batch(
     With ``keep_decisions=False`` only the totals are kept (for a dry count of a huge scope).
     """
     planner = BatchPlanner(settings, now, rules=rules, keep_decisions=keep_decisions)
-    add = planner.add
-    for case in cases:
-        add(case)
+    planner.extend(cases)
     return planner.finish()

@@ -14,13 +14,13 @@ from enum import Enum
 from zoneinfo import ZoneInfo
 
 
-class CustomerClass(str, Enum):  # noqa: UP042 - kept: the store already builds on it
+class CustomerClass(str, Enum):
     RESIDENTIAL = "residential"
     COMMERCIAL = "commercial"
     IMPORTANT = "important"  # 重要客户: two fifteen-minute warnings before execution
 
 
-class ExemptionStatus(str, Enum):  # noqa: UP042 - kept: the store already builds on it
+class ExemptionStatus(str, Enum):
     REQUESTED = "requested"
     APPROVED = "approved"
     REJECTED = "rejected"
@@ -118,7 +118,7 @@ class PolicySettings:
     batch_max_count: int = 5000
 
 
-class Verdict(str, Enum):  # noqa: UP042 - kept: the store already builds on it
+class Verdict(str, Enum):
     ALLOW = "allow"
     BLOCK = "block"
     SCHEDULE = "schedule"  # allowed, but only at a later time (important-customer timeline)
@@ -133,7 +133,7 @@ class Reason:
     not_before: datetime | None = None  # for SCHEDULE: earliest execution time
 
 
-class Outcome(str, Enum):  # noqa: UP042 - kept: the store already builds on it
+class Outcome(str, Enum):
     DISCONNECT = "disconnect"  # every rule allows: may be disconnected now
     SCHEDULE = "schedule"  # allowed later (important-customer timeline)
     BLOCKED = "blocked"  # at least one rule blocks

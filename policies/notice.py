@@ -24,6 +24,32 @@ NOTICE_STALE = "notice_stale"
 CODES = (NOTICE_SERVED, NOTICE_MISSING, NOTICE_PENDING, NOTICE_STALE)
 
 
+class _Limits:
+    """What the rule derives from (settings, now), computed once per batch, not per account."""
+
+    __slots__ = ("max_age", "min_age", "now", "served", "settings")
+
+    def __init__(self, settings: PolicySettings, now: datetime) -> None:
+        self.settings = settings
+        self.now = now
+        self.min_age = timedelta(days=settings.notice_days)
+        self.max_age = timedelta(days=settings.notice_max_age_days)
+        # The ALLOW answer only varies with the notice's age in whole days (7..30 of them).
+        self.served: dict[int, Reason] = {}
+
+
+_last: _Limits | None = None
+
+
+def _limits(settings: PolicySettings, now: datetime) -> _Limits:
+    global _last
+    last = _last
+    if last is not None and last.settings is settings and last.now == now:
+        return last
+    _last = last = _Limits(settings, now)
+    return last
+
+
 def check_notice(case: Case, settings: PolicySettings, now: datetime) -> Reason:
     """Allow when the newest delivered notice is ``notice_days`` to ``notice_max_age_days`` old.
 
@@ -45,8 +71,9 @@ def check_notice(case: Case, settings: PolicySettings, now: datetime) -> Reason:
                 f"{settings.notice_days}-day clock starts at delivery",
             )
         return Reason(RULE, Verdict.BLOCK, NOTICE_MISSING, "no disconnection notice delivered")
+    limits = _limits(settings, now)
     age = now - delivered
-    if age < timedelta(days=settings.notice_days):
+    if age < limits.min_age:
         matures = delivered + timedelta(days=settings.notice_days)
         return Reason(
             RULE,
@@ -57,7 +84,7 @@ def check_notice(case: Case, settings: PolicySettings, now: datetime) -> Reason:
             f"{local_text(matures, settings.timezone)}",
             not_before=matures,
         )
-    if age > timedelta(days=settings.notice_max_age_days):
+    if age > limits.max_age:
         return Reason(
             RULE,
             Verdict.BLOCK,
@@ -65,4 +92,8 @@ def check_notice(case: Case, settings: PolicySettings, now: datetime) -> Reason:
             f"the newest notice was delivered {age_text(age)} ago, more than the "
             f"{settings.notice_max_age_days}-day maximum: issue and deliver a new one",
         )
-    return Reason(RULE, Verdict.ALLOW, NOTICE_SERVED, f"notice delivered {age_text(age)} ago")
+    served = limits.served.get(age.days)
+    if served is None:
+        served = Reason(RULE, Verdict.ALLOW, NOTICE_SERVED, f"notice delivered {age_text(age)} ago")
+        limits.served[age.days] = served
+    return served

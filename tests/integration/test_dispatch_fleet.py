@@ -1,0 +1,126 @@
+"""The dispatcher against simulated meters over real TCP: the disconnect path end to end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.payments import record_payment
+from simulator.fleet import Fleet
+from simulator.state import RelayState
+from tests.integration.harness import EngineWorld, account_no_for
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[EngineWorld]:
+    with Fleet.generate(meters=6, buses=2, time_scale=0, seed=1) as fleet:
+        yield EngineWorld(tmp_path, fleet)
+
+
+def test_batch_trips_exactly_the_meters_in_arrears_and_verifies_by_read_back(world: EngineWorld) -> None:
+    addresses = world.fleet.addresses
+    paid = addresses[0]
+    world.import_fleet(balances={paid: "30.00"})
+    created = world.plan_and_create()
+    assert len(created.ready) == len(addresses) - 1
+
+    summary = world.dispatch()
+
+    assert summary.count("verified") == len(addresses) - 1
+    for address in addresses:
+        expected = RelayState.CLOSED if address == paid else RelayState.OPEN
+        assert world.fleet.relay(address) is expected, address
+    # Verified means read back: every tripped meter was asked for status word 3 after the trip.
+    for address in addresses[1:]:
+        reads = [e for e in world.fleet.events(address) if e.get("event") == "read" and e.get("di") == "04000503"]
+        assert reads, f"no status-word-3 read-back for {address}"
+    assert world.fleet.events(paid) == [] or all(
+        e.get("action") != "trip" for e in world.fleet.events(paid)
+    )
+
+
+def test_swapped_meter_is_never_tripped_and_becomes_a_field_order(world: EngineWorld) -> None:
+    swapped = world.fleet.addresses[2]
+    world.fleet.inject(swapped, "wrong_meter_no")
+    world.import_fleet()
+    world.plan_and_create()
+
+    world.dispatch()
+
+    assert world.fleet.relay(swapped) is RelayState.CLOSED
+    assert not [e for e in world.fleet.events(swapped) if e.get("action") == "trip"]
+    orders = world.orders()
+    assert orders[account_no_for(swapped)]["state"] == "field_order"
+    (field,) = [f for f in world.field_orders() if f["account_no"] == account_no_for(swapped)]
+    assert field["cause"] == "meter_swapped"
+    assert field["meter_address"] == swapped
+
+
+def test_stuck_relay_is_retried_once_then_goes_to_the_field(world: EngineWorld) -> None:
+    stuck = world.fleet.addresses[1]
+    world.fleet.inject(stuck, "relay_stuck")
+    world.import_fleet()
+    world.plan_and_create()
+
+    world.dispatch()
+
+    trips = [e for e in world.fleet.events(stuck) if e.get("action") == "trip"]
+    assert len(trips) == world.config.dispatch.max_commands
+    order = world.orders()[account_no_for(stuck)]
+    assert order["state"] == "field_order"
+    (field,) = [f for f in world.field_orders() if f["account_no"] == account_no_for(stuck)]
+    assert field["cause"] == "relay_stuck"
+
+
+def test_payment_before_dispatch_cancels_and_nothing_is_sent(world: EngineWorld) -> None:
+    target = world.fleet.addresses[3]
+    world.import_fleet()
+    world.plan_and_create()
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    result = record_payment(
+        world.engine,
+        account_no=account_no_for(target),
+        amount=Decimal("100.00"),
+        ref="PAY-1",
+        actor="billing",
+        now=datetime.now(UTC),
+        config=world.config,
+    )
+    assert result.cancelled_orders and result.reconnect_order_id is None
+
+    world.dispatch()
+
+    assert world.fleet.relay(target) is RelayState.CLOSED
+    assert world.orders()[account_no_for(target)]["state"] == "cancelled_paid"
+    assert not [e for e in world.fleet.events(target) if e.get("action") == "trip"]
+
+
+def test_payment_after_disconnect_reconnects_and_verifies(world: EngineWorld) -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    target = world.fleet.addresses[4]
+    world.import_fleet()
+    world.plan_and_create()
+    world.dispatch()
+    assert world.fleet.relay(target) is RelayState.OPEN
+
+    result = record_payment(
+        world.engine,
+        account_no=account_no_for(target),
+        amount=Decimal("200.00"),
+        ref="PAY-2",
+        actor="billing",
+        now=datetime.now(UTC),
+        config=world.config,
+    )
+    assert result.reconnect_order_id is not None
+    world.dispatch()
+
+    assert world.fleet.relay(target) is RelayState.CLOSED
+    order = world.orders()[account_no_for(target)]
+    assert order["kind"] == "reconnect" and order["state"] == "verified"
