@@ -389,46 +389,81 @@ class Scan:
     sha256: str
 
 
+_KEY_COLUMNS = ("account_no", "meter_no", "meter_address")
+
+
+def _keys(values: dict[str, str], parsed: AccountRow | None) -> Iterator[tuple[str, str, str]]:
+    """(column, key, how to show it) for each key that must be unique within the file.
+
+    Raw account and meter numbers are used, so a row with other problems still shows its
+    repeats; a meter address is unique on its link.
+    """
+    account_no = values["account_no"].strip()
+    if account_no:
+        yield "account_no", account_no, repr(account_no)
+    meter_no = values["meter_no"].strip()
+    if meter_no:
+        yield "meter_no", meter_no, repr(meter_no)
+    if parsed is not None and parsed.meter_address:
+        yield (
+            "meter_address",
+            f"{parsed.link}\x00{parsed.meter_address}",
+            f"{parsed.meter_address!r} on {parsed.link}",
+        )
+
+
+def _repeats(
+    path: Path,
+    encoding: str,
+    columns: list[str],
+    tz: ZoneInfo,
+    now: datetime,
+    suspects: dict[str, set[int]],
+) -> Iterator[Problem]:
+    """Extra pass, only when pass 1 saw a repeated key hash: name the exact repeats."""
+    first_rows: dict[str, dict[str, int]] = {column: {} for column in _KEY_COLUMNS}
+    for row, values, parsed, _problems in _rows(path, encoding, columns, tz, now):
+        if values is None:
+            continue
+        for column, key, shown in _keys(values, parsed):
+            if hash(key) not in suspects[column]:
+                continue
+            first = first_rows[column].setdefault(key, row)
+            if first != row:
+                yield Problem(row, column, f"{shown} repeats row {first}")
+
+
 def scan(path: Path, *, tz: ZoneInfo, now: datetime, encoding: str = "utf-8-sig") -> Scan:
-    """Pass 1: validate the whole file; memory holds the keys seen, not the rows."""
+    """Pass 1: validate the whole file; memory holds key hashes, not rows or keys.
+
+    Repeated keys are found by their hashes (a set of ints per key column, about 60 bytes an
+    account); only if a hash repeats does an extra pass compare the keys themselves, so a
+    hash collision can never reject a good file.
+    """
     sha = file_sha256(path)
     try:
         columns, problems = _header(path, encoding)
         if problems:
             return Scan(columns, 0, problems, sha)
-        accounts: dict[str, int] = {}
-        meters: dict[str, int] = {}
-        addresses: dict[tuple[str, str], int] = {}
+        seen: dict[str, set[int]] = {column: set() for column in _KEY_COLUMNS}
+        suspects: dict[str, set[int]] = {column: set() for column in _KEY_COLUMNS}
         count = 0
-        for row, values, parsed, row_problems in _rows(path, encoding, columns, tz, now):
+        for _row, values, parsed, row_problems in _rows(path, encoding, columns, tz, now):
             count += 1
             problems.extend(row_problems)
             if values is None:
                 continue
-            # Duplicates are checked on the raw keys, so a bad row still shows its repeats.
-            account_no = values["account_no"].strip()
-            if account_no:
-                first = accounts.setdefault(account_no, row)
-                if first != row:
-                    problems.append(
-                        Problem(row, "account_no", f"{account_no!r} repeats row {first}")
-                    )
-            meter_no = values["meter_no"].strip()
-            if meter_no:
-                first = meters.setdefault(meter_no, row)
-                if first != row:
-                    problems.append(Problem(row, "meter_no", f"{meter_no!r} repeats row {first}"))
-            if parsed is not None and parsed.meter_address:
-                key = (parsed.link, parsed.meter_address)
-                first = addresses.setdefault(key, row)
-                if first != row:
-                    problems.append(
-                        Problem(
-                            row,
-                            "meter_address",
-                            f"{parsed.meter_address!r} on {parsed.link} repeats row {first}",
-                        )
-                    )
+            for column, key, _shown in _keys(values, parsed):
+                digest = hash(key)
+                hashes = seen[column]
+                if digest in hashes:
+                    suspects[column].add(digest)
+                else:
+                    hashes.add(digest)
+        del seen
+        if any(suspects.values()):
+            problems.extend(_repeats(path, encoding, columns, tz, now, suspects))
+            problems.sort(key=lambda p: p.row)  # stable: a row's problems keep their order
     except UnicodeDecodeError as exc:
         return Scan(
             [],

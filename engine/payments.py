@@ -10,11 +10,14 @@ the account in arrears reconnects nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
+from sqlmodel import Session
 
 from engine import audit
 from engine.config import Config
@@ -206,54 +209,87 @@ def record_payment(
         )
         if not needs:
             return result
-        open_reconnect = session.execute(
-            select(SWITCH_ORDERS.c.id).where(
-                SWITCH_ORDERS.c.meter_id == meter.id,
-                SWITCH_ORDERS.c.kind == OrderKind.RECONNECT.value,
-                SWITCH_ORDERS.c.terminal.is_(False),
-            )
-        ).scalar()
-        if open_reconnect is not None:
-            result.reconnect_order_id = int(open_reconnect)
-            return result
-        deadline = now + timedelta(minutes=config.dispatch.reconnect_deadline_minutes)
-        order = SwitchOrder(
-            kind=OrderKind.RECONNECT.value,
+        order_id, _created = ensure_reconnect_order(
+            session,
             account_no=account_no,
             meter_id=meter.id,
-            state=ReconnectState.REQUESTED.value,
-            reasons=["payment"],
+            now=now,
+            actor=actor,
+            config=config,
+            reason="payment",
             batch_id=f"payment:{ref}",
-            requested_by=actor,
-            created_at=now,
-            updated_at=now,
-            deadline=deadline,
+            detail={"payment_ref": ref},
         )
-        session.add(order)
-        session.flush()
-        assert order.id is not None
-        session.execute(
-            insert(TIMERS).values(
-                kind="reconnect_deadline",
-                order_id=order.id,
-                account_no=account_no,
-                due_at=deadline,
-                payload={},
-            )
-        )
-        audit.append(
-            session,
-            actor,
-            "order.created",
-            account_no,
-            {
-                "order_id": order.id,
-                "kind": order.kind,
-                "state": order.state,
-                "payment_ref": ref,
-                "deadline": deadline.isoformat(),
-            },
-            at=now,
-        )
-        result.reconnect_order_id = order.id
+        result.reconnect_order_id = order_id
         return result
+
+
+def ensure_reconnect_order(
+    session: Session,
+    *,
+    account_no: str,
+    meter_id: int,
+    now: datetime,
+    actor: str,
+    config: Config,
+    reason: str,
+    batch_id: str,
+    detail: Mapping[str, Any] | None = None,
+) -> tuple[int, bool]:
+    """The meter's open reconnection order, or a new one in ``requested``; (id, created).
+
+    A new order gets a deadline (``[dispatch] reconnect_deadline_minutes``) and a durable
+    ``reconnect_deadline`` timer that escalates it if it is not verified or armed by then.
+    Shared by the payment path and the twice-daily sweep (停电不欠费), so both create the
+    same order in the same way and never a second one for the same meter.
+    """
+    open_reconnect = session.execute(
+        select(SWITCH_ORDERS.c.id).where(
+            SWITCH_ORDERS.c.meter_id == meter_id,
+            SWITCH_ORDERS.c.kind == OrderKind.RECONNECT.value,
+            SWITCH_ORDERS.c.terminal.is_(False),
+        )
+    ).scalar()
+    if open_reconnect is not None:
+        return int(open_reconnect), False
+    deadline = now + timedelta(minutes=config.dispatch.reconnect_deadline_minutes)
+    order = SwitchOrder(
+        kind=OrderKind.RECONNECT.value,
+        account_no=account_no,
+        meter_id=meter_id,
+        state=ReconnectState.REQUESTED.value,
+        reasons=[reason],
+        batch_id=batch_id,
+        requested_by=actor,
+        created_at=now,
+        updated_at=now,
+        deadline=deadline,
+    )
+    session.add(order)
+    session.flush()
+    assert order.id is not None
+    session.execute(
+        insert(TIMERS).values(
+            kind="reconnect_deadline",
+            order_id=order.id,
+            account_no=account_no,
+            due_at=deadline,
+            payload={},
+        )
+    )
+    audit.append(
+        session,
+        actor,
+        "order.created",
+        account_no,
+        {
+            "order_id": order.id,
+            "kind": order.kind,
+            "state": order.state,
+            "reason": reason,
+            **dict(detail or {}),
+            "deadline": deadline.isoformat(),
+        },
+        at=now,
+    )
+    return order.id, True

@@ -8,6 +8,7 @@ payment that arrives between planning and execution blocks the disconnection (se
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from policies.facts import Case, PolicySettings, Reason, Verdict
 
@@ -17,8 +18,33 @@ NOT_IN_ARREARS = "not_in_arrears"
 CODES = (IN_ARREARS, NOT_IN_ARREARS)
 
 
+# Answers by balance text, for one threshold at a time: balances repeat across a county
+# (many accounts sit at the same small debt), and a batch builds one Reason per distinct
+# balance instead of one per account. Keyed by the text so a message never shows another
+# account's spelling of an equal amount ("-10.5" vs "-10.50"). Bounded: cleared when full.
+_MEMO_LIMIT = 50_000
+_memo: tuple[Decimal | None, dict[str, Reason]] = (None, {})
+
+
+def _answer(text: str, threshold: Decimal, in_arrears: bool) -> Reason:
+    if in_arrears:
+        return Reason(
+            RULE,
+            Verdict.ALLOW,
+            IN_ARREARS,
+            f"balance {text} yuan is below the arrears threshold {threshold} yuan",
+        )
+    return Reason(
+        RULE,
+        Verdict.BLOCK,
+        NOT_IN_ARREARS,
+        f"balance {text} yuan is not below the arrears threshold {threshold} yuan",
+    )
+
+
 def check_arrears(case: Case, settings: PolicySettings, now: datetime) -> Reason:
     """Allow when the balance is strictly below ``settings.arrears_threshold`` (yuan)."""
+    global _memo
     balance = case.account.balance
     threshold = settings.arrears_threshold
     try:
@@ -30,16 +56,14 @@ def check_arrears(case: Case, settings: PolicySettings, now: datetime) -> Reason
             NOT_IN_ARREARS,
             f"balance {balance} is not a number: arrears unknown",
         )
-    if in_arrears:
-        return Reason(
-            RULE,
-            Verdict.ALLOW,
-            IN_ARREARS,
-            f"balance {balance} yuan is below the arrears threshold {threshold} yuan",
-        )
-    return Reason(
-        RULE,
-        Verdict.BLOCK,
-        NOT_IN_ARREARS,
-        f"balance {balance} yuan is not below the arrears threshold {threshold} yuan",
-    )
+    memo_threshold, answers = _memo
+    if memo_threshold is not threshold:  # identity: a batch shares one settings object
+        answers = {}
+        _memo = (threshold, answers)
+    text = str(balance)
+    answer = answers.get(text)
+    if answer is None:
+        if len(answers) >= _MEMO_LIMIT:
+            answers.clear()
+        answer = answers[text] = _answer(text, threshold, in_arrears)
+    return answer

@@ -26,6 +26,8 @@ Rule = Callable[[Case, PolicySettings, datetime], Reason]
 """A rule: a pure function of the case, the settings and the time."""
 
 RULE_ERROR = "rule_error"
+_ALLOW = Verdict.ALLOW
+_SCHEDULE = Verdict.SCHEDULE
 
 RULES: tuple[Rule, ...] = (
     check_arrears,
@@ -62,20 +64,19 @@ def evaluate(
     if now.tzinfo is None:
         raise ValueError("evaluate needs a timezone-aware now (UTC from the engine's clock)")
     reasons: list[Reason] = []
-    blocked = scheduled = False
-    allow = Verdict.ALLOW
-    schedule = Verdict.SCHEDULE
+    append = reasons.append
     for rule in rules:
         try:
-            reason = rule(case, settings, now)
+            append(rule(case, settings, now))
         except Exception as exc:
-            reason = _rule_error(rule, exc)
+            append(_rule_error(rule, exc))
+    blocked = scheduled = False
+    for reason in reasons:
         verdict = reason.verdict
-        if verdict is schedule:
+        if verdict is _SCHEDULE:
             scheduled = True
-        elif verdict is not allow:  # BLOCK, or anything unexpected: fail safe
+        elif verdict is not _ALLOW:  # BLOCK, or anything unexpected: fail safe
             blocked = True
-        reasons.append(reason)
     if blocked:
         outcome = Outcome.BLOCKED
     elif scheduled:

@@ -27,15 +27,16 @@ CODES = (NOTICE_SERVED, NOTICE_MISSING, NOTICE_PENDING, NOTICE_STALE)
 class _Limits:
     """What the rule derives from (settings, now), computed once per batch, not per account."""
 
-    __slots__ = ("max_age", "min_age", "now", "served", "settings")
+    __slots__ = ("max_age", "min_age", "now", "served", "settings", "stale")
 
     def __init__(self, settings: PolicySettings, now: datetime) -> None:
         self.settings = settings
         self.now = now
         self.min_age = timedelta(days=settings.notice_days)
         self.max_age = timedelta(days=settings.notice_max_age_days)
-        # The ALLOW answer only varies with the notice's age in whole days (7..30 of them).
+        # The served and stale answers only vary with the notice's age in whole days.
         self.served: dict[int, Reason] = {}
+        self.stale: dict[int, Reason] = {}
 
 
 _last: _Limits | None = None
@@ -85,13 +86,16 @@ def check_notice(case: Case, settings: PolicySettings, now: datetime) -> Reason:
             not_before=matures,
         )
     if age > limits.max_age:
-        return Reason(
-            RULE,
-            Verdict.BLOCK,
-            NOTICE_STALE,
-            f"the newest notice was delivered {age_text(age)} ago, more than the "
-            f"{settings.notice_max_age_days}-day maximum: issue and deliver a new one",
-        )
+        stale = limits.stale.get(age.days)
+        if stale is None:
+            stale = limits.stale[age.days] = Reason(
+                RULE,
+                Verdict.BLOCK,
+                NOTICE_STALE,
+                f"the newest notice was delivered {age_text(age)} ago, more than the "
+                f"{settings.notice_max_age_days}-day maximum: issue and deliver a new one",
+            )
+        return stale
     served = limits.served.get(age.days)
     if served is None:
         served = Reason(RULE, Verdict.ALLOW, NOTICE_SERVED, f"notice delivered {age_text(age)} ago")

@@ -278,7 +278,9 @@ class Bus:
             return None
         targets = self._targets(frame)
         if not targets:
-            self.events.record({"bus": self.name, "event": "no_meter", "frame_address": frame.address})
+            self.events.record(
+                {"bus": self.name, "event": "no_meter", "frame_address": frame.address}
+            )
             return None
         monotonic_now = self.clock.monotonic()
         replies: list[tuple[MeterState, Frame]] = []

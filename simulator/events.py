@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-DEFAULT_LIMIT = 200_000  # newest events kept in memory (the file keeps everything)
+DEFAULT_LIMIT = 50_000  # newest events kept in memory (~40 MB; the file keeps everything)
 
 
 def _utc_stamp(when: datetime) -> str:

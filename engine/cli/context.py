@@ -25,6 +25,7 @@ err_console = Console(stderr=True, highlight=False)
 @dataclass
 class CliState:
     config_path: str | None = None
+    log_level: str | None = None  # --log-level; None = the command's default
     user: str = field(default_factory=current_user)
     _config: Config | None = None
 

@@ -14,6 +14,7 @@ import typer
 
 from engine.cli.context import CliState, err_console
 from engine.cli.exitcodes import ExitCode
+from engine.logging import configure_logging
 from protocols.errors import MeterctlError
 
 app = typer.Typer(
@@ -34,8 +35,10 @@ COMMAND_MODULES = (
     "exemptions",
     "approvals",
     "policy_cmds",
+    "batch_run",
     "audit",
     "orders",
+    "orders_view",
     "payments",
     "status",
     "serve",
@@ -57,9 +60,18 @@ def root(
             show_envvar=True,
         ),
     ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            help="Operational log level on stderr (DEBUG, INFO, WARNING...). Default: WARNING "
+            "for interactive commands; `serve` uses [logging] level.",
+        ),
+    ] = None,
 ) -> None:
     """meterctl: safe remote disconnection and reconnection of prepaid meters."""
-    ctx.obj = CliState(config_path=config)
+    ctx.obj = CliState(config_path=config, log_level=log_level)
+    configure_logging((log_level or "WARNING").upper(), json=False)
 
 
 def _register_all() -> None:

@@ -125,6 +125,8 @@ class Dispatcher:
         self.lease = timedelta(seconds=config.dispatch.lease_s)
         self.tz = config.site.tz
         self._driving: set[str] = set()
+        # Set by serve(): once stopping, a bus finishes its in-flight order and claims no more.
+        self._stop: asyncio.Event | None = None
 
     # -- entry points ----------------------------------------------------------------------
 
@@ -157,6 +159,7 @@ class Dispatcher:
         """Keep dispatching due orders on every bus until ``stop`` is set."""
         tasks: set[asyncio.Task[None]] = set()
         summary = DispatchSummary()
+        self._stop = stop
         while not stop.is_set():
             try:
                 await self.recover()
@@ -216,6 +219,8 @@ class Dispatcher:
     async def _drain_bus(self, bus: str, summary: DispatchSummary, max_retry_wait_s: float) -> None:
         started = self.clock.monotonic()
         while True:
+            if self._stop is not None and self._stop.is_set():
+                return  # graceful stop: the order in flight is done, leave the rest queued
             claimed = await asyncio.to_thread(
                 claim_next, self.engine, bus, self.worker_id, self.clock.now(), actor=self.actor
             )

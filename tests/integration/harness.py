@@ -25,7 +25,7 @@ from engine.clock import SystemClock
 from engine.config import Config, parse_config
 from engine.db import init_db, make_engine
 from engine.db.models import FIELD_ORDERS, SWITCH_ORDERS
-from engine.dispatch.dispatcher import DispatchSummary, Dispatcher
+from engine.dispatch.dispatcher import Dispatcher, DispatchSummary
 from engine.dispatch.identity import new_worker_id
 from engine.importer import import_accounts
 from engine.notify import OutboxNotifier
@@ -55,8 +55,18 @@ link_margin_s = 0.3
 """
 
 HEADER = [
-    "account_no", "name", "phone", "balance", "agreement", "customer_class", "humanitarian",
-    "meter_no", "meter_address", "protocol", "link", "notice_delivered_at",
+    "account_no",
+    "name",
+    "phone",
+    "balance",
+    "agreement",
+    "customer_class",
+    "humanitarian",
+    "meter_no",
+    "meter_address",
+    "protocol",
+    "link",
+    "notice_delivered_at",
 ]
 
 
@@ -113,9 +123,13 @@ class EngineWorld:
                 }
                 row.update((overrides or {}).get(state.address, {}))
                 writer.writerow([row[h] for h in HEADER])
-        import_accounts(self.engine, path, actor="tester", now=datetime.now(UTC), tz=self.config.site.tz)
+        import_accounts(
+            self.engine, path, actor="tester", now=datetime.now(UTC), tz=self.config.site.tz
+        )
 
-    def plan_and_create(self, batch_id: str = "b1", accounts: Iterable[str] | None = None) -> CreatedOrders:
+    def plan_and_create(
+        self, batch_id: str = "b1", accounts: Iterable[str] | None = None
+    ) -> CreatedOrders:
         now = datetime.now(UTC)
         settings = settings_from_config(self.config.policy, self.config.site.timezone)
         plan = plan_batch(load_cases(self.engine, accounts=accounts, now=now), settings, now)

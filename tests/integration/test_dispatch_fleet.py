@@ -19,7 +19,9 @@ def world(tmp_path: Path) -> Iterator[EngineWorld]:
         yield EngineWorld(tmp_path, fleet)
 
 
-def test_batch_trips_exactly_the_meters_in_arrears_and_verifies_by_read_back(world: EngineWorld) -> None:
+def test_batch_trips_exactly_the_meters_in_arrears_and_verifies_by_read_back(
+    world: EngineWorld,
+) -> None:
     addresses = world.fleet.addresses
     paid = addresses[0]
     world.import_fleet(balances={paid: "30.00"})
@@ -34,7 +36,11 @@ def test_batch_trips_exactly_the_meters_in_arrears_and_verifies_by_read_back(wor
         assert world.fleet.relay(address) is expected, address
     # Verified means read back: every tripped meter was asked for status word 3 after the trip.
     for address in addresses[1:]:
-        reads = [e for e in world.fleet.events(address) if e.get("event") == "read" and e.get("di") == "04000503"]
+        reads = [
+            e
+            for e in world.fleet.events(address)
+            if e.get("event") == "read" and e.get("di") == "04000503"
+        ]
         assert reads, f"no status-word-3 read-back for {address}"
     assert world.fleet.events(paid) == [] or all(
         e.get("action") != "trip" for e in world.fleet.events(paid)

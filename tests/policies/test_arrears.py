@@ -30,3 +30,21 @@ def test_arrears_threshold(balance: str, threshold: str, verdict: Verdict, code:
 def test_nan_balance_blocks() -> None:
     reason = check_arrears(case(account=account(balance=Decimal("NaN"))), SETTINGS, NOW)
     assert (reason.verdict, reason.code) == (Verdict.BLOCK, "not_in_arrears")
+
+
+def test_answers_follow_the_settings_in_use() -> None:
+    # The rule memoises answers per threshold; alternating settings must not mix them up.
+    strict = dataclasses.replace(SETTINGS, arrears_threshold=Decimal("-200"))
+    debtor = case(account=account(balance=Decimal("-120.50")))
+    for _ in range(2):
+        assert check_arrears(debtor, SETTINGS, NOW).code == "in_arrears"
+        assert check_arrears(debtor, strict, NOW).code == "not_in_arrears"
+    # Equal amounts spelled differently keep their own spelling in the message.
+    assert (
+        "-10.5 yuan"
+        in check_arrears(case(account=account(balance=Decimal("-10.5"))), SETTINGS, NOW).message
+    )
+    assert (
+        "-10.50 yuan"
+        in check_arrears(case(account=account(balance=Decimal("-10.50"))), SETTINGS, NOW).message
+    )

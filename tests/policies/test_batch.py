@@ -81,3 +81,24 @@ def test_json_views() -> None:
     scheduled = next(d for d in plan.decisions if d.outcome is Outcome.SCHEDULE)
     important = decision_to_dict(scheduled)["reasons"][5]
     assert important["not_before"].endswith("+00:00")
+
+
+def test_planning_restores_the_garbage_collector() -> None:
+    import gc
+
+    assert gc.isenabled()
+    plan_batch(scope(5), SETTINGS, NOW)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        plan_batch(scope(5), SETTINGS, NOW)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_add_and_extend_agree() -> None:
+    one_by_one = BatchPlanner(SETTINGS, NOW)
+    for c in scope(40):
+        one_by_one.add(c)
+    assert one_by_one.finish() == plan_batch(scope(40), SETTINGS, NOW)

@@ -70,3 +70,13 @@ def test_configured_days() -> None:
     settings = dataclasses.replace(SETTINGS, notice_days=3, notice_max_age_days=5)
     assert check_notice(case(notices=(delivered(3 * DAY),)), settings, NOW).code == "notice_served"
     assert check_notice(case(notices=(delivered(6 * DAY),)), settings, NOW).code == "notice_stale"
+
+
+def test_answers_follow_the_settings_in_use() -> None:
+    # The rule derives its limits once per (settings, now); other settings get their own.
+    short = dataclasses.replace(SETTINGS, notice_days=1, notice_max_age_days=3)
+    notice = case(notices=(delivered(5 * DAY),))
+    for _ in range(2):
+        assert check_notice(notice, SETTINGS, NOW).code == "notice_pending"
+        assert check_notice(notice, short, NOW).code == "notice_stale"
+        assert check_notice(notice, SETTINGS, NOW + 3 * DAY).code == "notice_served"
