@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from engine.batch import CreatedOrders, create_orders
 from engine.clock import Clock
 from engine.config import Config
+from engine.db.database import read_session
+from engine.db.models import ACCOUNTS, METERS
 from engine.dispatch.dispatcher import Dispatcher, DispatchSummary
 from engine.dispatch.outcomes import Applied
 from engine.notify import notifier_from_config
@@ -38,6 +40,7 @@ class BatchSelection:
     plan: BatchPlan
     chosen: list[Decision]  # the decisions orders will be created for (after --limit)
     limit_check: Reason
+    already_disconnected: list[str] = field(default_factory=list)  # meter reads open already
 
     @property
     def within_limit(self) -> bool:
@@ -56,8 +59,31 @@ def select_batch(
     settings = settings_from_config(config.policy, config.site.timezone)
     plan = plan_batch(load_cases(engine, station, now=now), settings, now)
     eligible = [d for d in plan.decisions if d.outcome in (Outcome.DISCONNECT, Outcome.SCHEDULE)]
+    # A meter already verified open needs no second trip (a re-run after a crash, a second batch).
+    open_now = _accounts_with_open_relay(engine, [d.account_no for d in eligible])
+    eligible = [d for d in eligible if d.account_no not in open_now]
     chosen = eligible if limit is None else eligible[:limit]
-    return BatchSelection(plan, chosen, check_batch_limit(len(chosen), plan.in_scope, settings))
+    return BatchSelection(
+        plan, chosen, check_batch_limit(len(chosen), plan.in_scope, settings), sorted(open_now)
+    )
+
+
+def _accounts_with_open_relay(engine: Engine, accounts: list[str]) -> set[str]:
+    found: set[str] = set()
+    with read_session(engine) as session:
+        for start in range(0, len(accounts), 1000):
+            chunk = accounts[start : start + 1000]
+            found.update(
+                session.execute(
+                    select(ACCOUNTS.c.account_no)
+                    .join(METERS, METERS.c.meter_no == ACCOUNTS.c.meter_no)
+                    .where(
+                        ACCOUNTS.c.account_no.in_(chunk),
+                        METERS.c.relay_state.in_(("open", "armed")),
+                    )
+                ).scalars()
+            )
+    return found
 
 
 @dataclass
@@ -90,6 +116,8 @@ class BatchResult:
 
     def blocked_by_reason(self) -> dict[str, int]:
         merged = Counter(dict(self.selection.plan.by_block_code))
+        if self.selection.already_disconnected:
+            merged["already_disconnected"] += len(self.selection.already_disconnected)
         for result in self.results:
             if result.state == "blocked":
                 merged[result.cause] += 1

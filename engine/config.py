@@ -133,6 +133,8 @@ class SchedulerConfig:
 class NotifyConfig:
     outbox_file: str = ""  # also append every notification as a JSON line here
     important_copy_to: list[str] = field(default_factory=list)  # authorities copied on important-customer notices
+    # who gets sweep reports, escalations and batch-limit alerts (duty officer, base units' group)
+    duty_recipients: list[str] = field(default_factory=lambda: ["duty-officer"])
 
 
 @dataclass(frozen=True)

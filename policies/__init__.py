@@ -36,6 +36,7 @@ from policies.meter import check_meter
 from policies.notice import check_notice
 from policies.serialize import decision_to_dict, plan_summary_to_dict, reason_to_dict
 from policies.settings import PolicyConfigLike, settings_from_config
+from policies.timing import earliest_execution
 from policies.window import check_window, next_window_opening
 
 REASON_CODES: dict[str, tuple[str, ...]] = {
@@ -82,6 +83,7 @@ __all__ = [
     "check_notice",
     "check_window",
     "decision_to_dict",
+    "earliest_execution",
     "evaluate",
     "important_timeline",
     "next_window_opening",

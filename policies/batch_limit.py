@@ -3,7 +3,7 @@
 This rule looks at the batch, not at an account: if a batch would disconnect more than
 ``batch_max_count`` accounts, or more than ``batch_max_share`` of the accounts in scope, it
 stops and a supervisor decides (the CLI exits 4 and asks for an approval). Uganda's regulator
-forbids mass disconnection outright (policy_anchors §3); CIS practice staggers and reviews
+forbids mass disconnection outright (policy_anchors §3.4); CIS practice staggers and reviews
 large batches (§2.3).
 """
 
@@ -34,21 +34,25 @@ def check_batch_limit(planned: int, in_scope: int, settings: PolicySettings) -> 
         over.append(f"the count limit of {settings.batch_max_count}")
     if planned > share_limit:
         over.append(
-            f"the share limit of {float(share):.2%} of {in_scope} accounts in scope "
-            f"({int(share_limit)} accounts)"
+            f"the share limit of {float(share):.2%} of {_accounts(in_scope)} in scope "
+            f"(at most {int(share_limit)})"
         )
     if over:
         return Reason(
             RULE,
             Verdict.BLOCK,
             BATCH_LIMIT_EXCEEDED,
-            f"the batch would disconnect {planned} accounts, more than {' and '.join(over)}: "
+            f"the batch would disconnect {_accounts(planned)}, more than {' and '.join(over)}: "
             "a supervisor must approve it",
         )
     return Reason(
         RULE,
         Verdict.ALLOW,
         BATCH_WITHIN_LIMIT,
-        f"the batch would disconnect {planned} of {in_scope} accounts, within the limits "
-        f"({settings.batch_max_count} accounts, {float(share):.2%} of the scope)",
+        f"the batch would disconnect {planned} of {_accounts(in_scope)}, within the limits "
+        f"({_accounts(settings.batch_max_count)}, {float(share):.2%} of the scope)",
     )
+
+
+def _accounts(n: int) -> str:
+    return "1 account" if n == 1 else f"{n} accounts"

@@ -20,6 +20,9 @@ Behaviour, as a real remote cost-control meter (远程费控电能表) answers:
   Success is 9CH with L=0. 1AH → open, command bit 6 = 1; 1BH → armed (still open,
   bit 6 = 0) until the button; 1CH → closed; 2AH/2BH alarm; 3AH/3BH guarantee.
 * A frame addressed to another meter → None (silence), checked by the caller and here.
+
+A meter with ``protocol = "dlt645-1997"`` answers 01H reads of 2-byte DIs (81H / C1H) and
+08H time sync only: 1997 has no remote control.
 """
 
 from __future__ import annotations

@@ -34,111 +34,125 @@ from policies.facts import (
 
 DEFAULT_CHUNK = 2000
 
+_CLASSES = {c.value: c for c in CustomerClass}
+_STATUSES = {s.value: s for s in ExemptionStatus}
 
-def _account_facts(row: Any) -> AccountFacts:
-    return AccountFacts(
-        account_no=row.account_no,
-        balance=row.balance if isinstance(row.balance, Decimal) else Decimal(str(row.balance)),
-        agreement_signed=bool(row.agreement),
-        customer_class=CustomerClass(row.customer_class),
-        humanitarian=bool(row.humanitarian),
-        meter_no=row.meter_no,
-        meter_address=row.meter_address,
-        station=row.station,
+# One row per account with its billing meter (if the store has a meter with that number).
+_ACCOUNT_COLUMNS = (
+    ACCOUNTS.c.account_no,
+    ACCOUNTS.c.balance,
+    ACCOUNTS.c.agreement,
+    ACCOUNTS.c.customer_class,
+    ACCOUNTS.c.humanitarian,
+    ACCOUNTS.c.meter_no,
+    ACCOUNTS.c.meter_address,
+    ACCOUNTS.c.station,
+    METERS.c.meter_no.label("m_meter_no"),
+    METERS.c.address.label("m_address"),
+    METERS.c.account_no.label("m_account_no"),
+    METERS.c.protocol.label("m_protocol"),
+    METERS.c.link.label("m_link"),
+)
+_ACCOUNTS_WITH_METERS = ACCOUNTS.outerjoin(METERS, METERS.c.meter_no == ACCOUNTS.c.meter_no)
+
+
+def _case(row: Any, notices: Any, exemptions: Any, approvals: Any, timeline: Any) -> Case:
+    (number, balance, agreement, klass, humanitarian, meter_no, meter_address, station,
+     m_no, m_address, m_account, m_protocol, m_link) = row  # fmt: skip
+    return Case(
+        account=AccountFacts(
+            number,
+            balance if isinstance(balance, Decimal) else Decimal(str(balance)),
+            bool(agreement),
+            _CLASSES[klass],
+            bool(humanitarian),
+            meter_no,
+            meter_address,
+            station,
+        ),
+        meter=None if m_no is None else MeterFacts(m_no, m_address, m_account, m_protocol, m_link),
+        notices=notices,
+        exemptions=exemptions,
+        approvals=approvals,
+        timeline=timeline,
     )
 
 
-def _meter_facts(row: Any) -> MeterFacts:
-    return MeterFacts(
-        meter_no=row.meter_no,
-        address=row.address,
-        account_no=row.account_no,
-        protocol=row.protocol,
-        link=row.link,
-    )
-
-
-def _grouped(session: Session, query: Any, key: str) -> dict[str, list[Any]]:
-    groups: dict[str, list[Any]] = defaultdict(list)
-    for row in session.execute(query):
-        groups[getattr(row, key)].append(row)
-    return groups
+def _in_range(column: Any, low: str, high: str) -> Any:
+    return (column >= low) & (column <= high)
 
 
 def _cases_for(session: Session, accounts: Sequence[Any], now: datetime | None) -> Iterator[Case]:
-    numbers = [a.account_no for a in accounts]
-    meter_nos = [a.meter_no for a in accounts if a.meter_no]
-    meters = (
-        {
-            r.meter_no: r
-            for r in session.execute(select(METERS).where(METERS.c.meter_no.in_(meter_nos)))
-        }
-        if meter_nos
-        else {}
-    )
-    notices = _grouped(
-        session,
+    """The cases of ``accounts`` (rows in account order), with one range query per table.
+
+    Ranges rather than ``IN`` lists: the account-number index serves them directly and the
+    statements stay cached; rows of accounts outside the chunk (another station) are dropped.
+    """
+    if not accounts:
+        return
+    low, high = accounts[0][0], accounts[-1][0]
+    notices: dict[str, list[NoticeFacts]] = defaultdict(list)
+    for number, issued, delivered in session.execute(
         select(NOTICES.c.account_no, NOTICES.c.issued_at, NOTICES.c.delivered_at)
-        .where(NOTICES.c.account_no.in_(numbers))
-        .order_by(NOTICES.c.account_no, NOTICES.c.issued_at, NOTICES.c.id),
-        "account_no",
-    )
-    exemption_query = select(EXEMPTIONS).where(EXEMPTIONS.c.account_no.in_(numbers))
-    approval_query = select(APPROVALS).where(
-        APPROVALS.c.account_no.in_(numbers), APPROVALS.c.kind == "disconnect"
-    )
+        .where(_in_range(NOTICES.c.account_no, low, high))
+        .order_by(NOTICES.c.account_no, NOTICES.c.issued_at, NOTICES.c.id)
+    ):
+        notices[number].append(NoticeFacts(issued, delivered))
+    exemption_query = select(
+        EXEMPTIONS.c.account_no,
+        EXEMPTIONS.c.id,
+        EXEMPTIONS.c.status,
+        EXEMPTIONS.c.until,
+        EXEMPTIONS.c.starts,
+    ).where(_in_range(EXEMPTIONS.c.account_no, low, high))
+    approval_query = select(
+        APPROVALS.c.account_no,
+        APPROVALS.c.approved_by,
+        APPROVALS.c.approved_at,
+        APPROVALS.c.valid_until,
+    ).where(_in_range(APPROVALS.c.account_no, low, high), APPROVALS.c.kind == "disconnect")
     if now is not None:  # long-expired records cannot change a decision: skip them
         exemption_query = exemption_query.where(EXEMPTIONS.c.until > now)
         approval_query = approval_query.where(
             (APPROVALS.c.valid_until.is_(None)) | (APPROVALS.c.valid_until > now)
         )
-    exemptions = _grouped(session, exemption_query.order_by(EXEMPTIONS.c.id), "account_no")
-    approvals = _grouped(session, approval_query.order_by(APPROVALS.c.id), "account_no")
-    timelines = _grouped(
-        session,
-        select(SWITCH_ORDERS)
+    exemptions: dict[str, list[ExemptionFacts]] = defaultdict(list)
+    for number, ident, status, until, starts in session.execute(
+        exemption_query.order_by(EXEMPTIONS.c.id)
+    ):
+        exemptions[number].append(ExemptionFacts(ident, _STATUSES[status], until, starts))
+    approvals: dict[str, list[ApprovalFacts]] = defaultdict(list)
+    for number, by, at, valid_until in session.execute(approval_query.order_by(APPROVALS.c.id)):
+        approvals[number].append(ApprovalFacts(by, at, valid_until))
+    timelines: dict[str, ImportantTimeline] = {}
+    for number, notice_time, warned, instructed, recipients in session.execute(
+        select(
+            SWITCH_ORDERS.c.account_no,
+            SWITCH_ORDERS.c.notice_time,
+            SWITCH_ORDERS.c.warned_at,
+            SWITCH_ORDERS.c.instructed_at,
+            SWITCH_ORDERS.c.recipients,
+        )
         .where(
-            SWITCH_ORDERS.c.account_no.in_(numbers),
+            _in_range(SWITCH_ORDERS.c.account_no, low, high),
             SWITCH_ORDERS.c.kind == OrderKind.DISCONNECT.value,
             SWITCH_ORDERS.c.terminal.is_(False),
             SWITCH_ORDERS.c.notice_time.is_not(None),
         )
-        .order_by(SWITCH_ORDERS.c.id.desc()),
-        "account_no",
-    )
+        .order_by(SWITCH_ORDERS.c.id)  # the newest open order wins
+    ):
+        timelines[number] = ImportantTimeline(
+            notice_time, warned, instructed, tuple(str(r) for r in (recipients or ()))
+        )
+    empty: tuple[Any, ...] = ()
     for row in accounts:
-        number = row.account_no
-        meter = meters.get(row.meter_no) if row.meter_no else None
-        open_orders = timelines.get(number)
-        timeline = None
-        if open_orders:
-            newest = open_orders[0]
-            timeline = ImportantTimeline(
-                notice_time=newest.notice_time,
-                warned_at=newest.warned_at,
-                instructed_at=newest.instructed_at,
-                recipients=tuple(str(r) for r in (newest.recipients or ())),
-            )
-        yield Case(
-            account=_account_facts(row),
-            meter=_meter_facts(meter) if meter is not None else None,
-            notices=tuple(
-                NoticeFacts(issued_at=n.issued_at, delivered_at=n.delivered_at)
-                for n in notices.get(number, ())
-            ),
-            exemptions=tuple(
-                ExemptionFacts(
-                    id=e.id, status=ExemptionStatus(e.status), until=e.until, starts=e.starts
-                )
-                for e in exemptions.get(number, ())
-            ),
-            approvals=tuple(
-                ApprovalFacts(
-                    approved_by=a.approved_by, approved_at=a.approved_at, valid_until=a.valid_until
-                )
-                for a in approvals.get(number, ())
-            ),
-            timeline=timeline,
+        number = row[0]
+        yield _case(
+            row,
+            tuple(notices[number]) if number in notices else empty,
+            tuple(exemptions[number]) if number in exemptions else empty,
+            tuple(approvals[number]) if number in approvals else empty,
+            timelines.get(number),
         )
 
 
@@ -156,28 +170,27 @@ def load_cases(
     ended before it are left out (they cannot change a decision). Read-only; on SQLite it
     does not block writers.
     """
-    wanted = sorted(set(accounts)) if accounts is not None else None
+    base = select(*_ACCOUNT_COLUMNS).select_from(_ACCOUNTS_WITH_METERS)
+    if station is not None:
+        base = base.where(ACCOUNTS.c.station == station)
     with read_session(engine) as session:
-        if wanted is not None:
+        if accounts is not None:
+            wanted = sorted(set(accounts))
             for start in range(0, len(wanted), chunk_size):
                 rows = session.execute(
-                    select(ACCOUNTS)
-                    .where(ACCOUNTS.c.account_no.in_(wanted[start : start + chunk_size]))
-                    .order_by(ACCOUNTS.c.account_no)
+                    base.where(
+                        ACCOUNTS.c.account_no.in_(wanted[start : start + chunk_size])
+                    ).order_by(ACCOUNTS.c.account_no)
                 ).all()
-                if station is not None:
-                    rows = [r for r in rows if r.station == station]
                 yield from _cases_for(session, rows, now)
             return
         after: str | None = None
         while True:
-            query = select(ACCOUNTS).order_by(ACCOUNTS.c.account_no).limit(chunk_size)
-            if station is not None:
-                query = query.where(ACCOUNTS.c.station == station)
+            query = base.order_by(ACCOUNTS.c.account_no).limit(chunk_size)
             if after is not None:
                 query = query.where(ACCOUNTS.c.account_no > after)
             rows = session.execute(query).all()
             if not rows:
                 return
             yield from _cases_for(session, rows, now)
-            after = rows[-1].account_no
+            after = rows[-1][0]

@@ -298,7 +298,9 @@ async def run_disconnect(
                 decision,
                 sent,
             )
-        last_cause = "relay_stuck" if acked else "no_reply"
+        # An acknowledged trip that left the relay closed is evidence of a stuck relay,
+        # whatever happened to the other attempts.
+        last_cause = "relay_stuck" if acked or last_cause == "relay_stuck" else "no_reply"
     return SwitchOutcome(
         SwitchStatus.FIELD_ORDER,
         last_cause,
@@ -389,7 +391,7 @@ async def run_reconnect(
             continue  # a close is safe to repeat: a second close cannot cut anyone
         if (done := finished(reading, sent)) is not None:
             return done
-        last_cause = "relay_stuck" if acked else "no_reply"
+        last_cause = "relay_stuck" if acked or last_cause == "relay_stuck" else "no_reply"
     return SwitchOutcome(
         SwitchStatus.FIELD_ORDER,
         last_cause,

@@ -23,7 +23,7 @@ from sqlalchemy import Engine, select
 from engine.batch import CreatedOrders, create_orders
 from engine.clock import SystemClock
 from engine.config import Config, parse_config
-from engine.db import init_db, make_engine
+from engine.db import engine_from_config, init_db
 from engine.db.models import FIELD_ORDERS, SWITCH_ORDERS
 from engine.dispatch.dispatcher import Dispatcher, DispatchSummary
 from engine.dispatch.identity import new_worker_id
@@ -52,6 +52,8 @@ retry_delay_s = 0.2
 readback_polls = 2
 [dlt645]
 link_margin_s = 0.3
+[audit]
+key = "it-audit-key"
 """
 
 HEADER = [
@@ -88,7 +90,7 @@ class EngineWorld:
         text = CONFIG.format(url=url) + self.extra_config
         (self.tmp / "config.toml").write_text(text, encoding="utf-8")
         self.config = parse_config(text, source=self.tmp / "config.toml")
-        self.engine = make_engine(url, audit_key=b"it-audit-key")
+        self.engine = engine_from_config(self.config)
         init_db(self.engine)
 
     @property

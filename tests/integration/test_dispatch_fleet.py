@@ -130,3 +130,18 @@ def test_payment_after_disconnect_reconnects_and_verifies(world: EngineWorld) ->
     assert world.fleet.relay(target) is RelayState.CLOSED
     order = world.orders()[account_no_for(target)]
     assert order["kind"] == "reconnect" and order["state"] == "verified"
+
+
+def test_second_batch_does_not_trip_meters_already_open(world: EngineWorld) -> None:
+    from engine.batch_run import select_batch
+
+    world.import_fleet()
+    world.plan_and_create()
+    world.dispatch()
+    from datetime import UTC, datetime
+
+    selection = select_batch(world.engine, world.config, now=datetime.now(UTC))
+    assert selection.chosen == []
+    assert sorted(selection.already_disconnected) == sorted(
+        account_no_for(a) for a in world.fleet.addresses
+    )

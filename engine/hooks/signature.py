@@ -1,0 +1,116 @@
+"""Signed payment calls: ``X-Meterctl-Signature: sha256=HEX(HMAC-SHA256(key, ts + "." + body))``.
+
+The billing system signs the timestamp (``X-Meterctl-Timestamp``, unix seconds) together with
+the exact raw body, so neither can be changed, and a call is accepted only within
+``[hooks] max_clock_skew_s`` of the engine's clock. A signature seen before (within that same
+window) is a replay and refused; older ones need not be remembered, because the timestamp
+check refuses them anyway. The memory of seen signatures lives in the serving process: with
+several ``serve`` processes behind one address, a replay sent to another process passes this
+check but still changes nothing, since payments are idempotent by their ``ref``
+(docs/operations.md).
+
+Nothing here logs or returns the key or a signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections import OrderedDict
+from dataclasses import dataclass
+
+TIMESTAMP_HEADER = "X-Meterctl-Timestamp"
+SIGNATURE_HEADER = "X-Meterctl-Signature"
+SCHEME = "sha256="
+
+
+class SignatureRefused(Exception):
+    """A call that is not accepted as signed by the billing system; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def sign(key: bytes, timestamp: str | int, body: bytes) -> str:
+    """The ``X-Meterctl-Signature`` value for ``body`` sent at ``timestamp``."""
+    message = str(timestamp).encode("ascii") + b"." + body
+    return SCHEME + hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+@dataclass
+class ReplayGuard:
+    """Signatures accepted within the skew window (bounded memory, oldest forgotten first)."""
+
+    window_s: float
+    max_entries: int = 100_000
+
+    def __post_init__(self) -> None:
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def _forget_old(self, now: float) -> None:
+        # Entries are in arrival order; the window is measured from each call's own
+        # timestamp, so keep anything that could still pass the timestamp check.
+        horizon = now - 2 * self.window_s
+        while self._seen:
+            _sig, seen_ts = next(iter(self._seen.items()))
+            if seen_ts >= horizon and len(self._seen) <= self.max_entries:
+                break
+            self._seen.popitem(last=False)
+
+    def seen(self, digest: str, now: float) -> bool:
+        self._forget_old(now)
+        return digest in self._seen
+
+    def remember(self, digest: str, timestamp: float) -> None:
+        self._seen[digest] = timestamp
+
+
+def verify(
+    key: bytes,
+    headers_timestamp: str | None,
+    headers_signature: str | None,
+    body: bytes,
+    *,
+    now: float,
+    max_skew_s: float,
+    guard: ReplayGuard,
+) -> None:
+    """Accept a signed call or raise :class:`SignatureRefused` naming the problem.
+
+    Checks, in order: both headers present; a numeric timestamp within ``max_skew_s`` of
+    ``now``; the signature matches (constant-time compare); not a replay. Only a call that
+    passes all of them is remembered as seen.
+    """
+    if not headers_timestamp or not headers_signature:
+        missing = [
+            name
+            for name, value in (
+                (TIMESTAMP_HEADER, headers_timestamp),
+                (SIGNATURE_HEADER, headers_signature),
+            )
+            if not value
+        ]
+        raise SignatureRefused(f"unsigned call: missing header {' and '.join(missing)}")
+    stamp = headers_timestamp.strip()
+    try:
+        timestamp = int(stamp)
+    except ValueError:
+        raise SignatureRefused(
+            f"header {TIMESTAMP_HEADER} must be unix seconds (an integer)"
+        ) from None
+    if abs(now - timestamp) > max_skew_s:
+        raise SignatureRefused(
+            f"header {TIMESTAMP_HEADER} is {int(now - timestamp)} s away from the engine's clock "
+            f"(more than the allowed {int(max_skew_s)} s): stale or replayed call"
+        )
+    given = headers_signature.strip()
+    if not given.lower().startswith(SCHEME):
+        raise SignatureRefused(f"header {SIGNATURE_HEADER} must be 'sha256=<hex>'")
+    expected = sign(key, stamp, body)
+    if not hmac.compare_digest(given.lower().encode("ascii", "replace"), expected.encode("ascii")):
+        raise SignatureRefused(f"bad signature in header {SIGNATURE_HEADER}")
+    digest = hashlib.sha256(expected.encode("ascii")).hexdigest()  # never keep the signature
+    if guard.seen(digest, now):
+        raise SignatureRefused("replayed call: this signature was already accepted")
+    guard.remember(digest, float(timestamp))
