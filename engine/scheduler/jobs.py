@@ -288,7 +288,7 @@ class SchedulerJobs:
             coalesce=True,
             max_instances=1,
             misfire_grace_time=tick,
-            next_run_time=datetime.now(tz),  # noqa: DTZ005 - APScheduler runs on wall time
+            next_run_time=datetime.now(tz),  # APScheduler schedules on wall time: first tick now
         )
         trigger = batch_trigger(self.config)
         if trigger is not None:

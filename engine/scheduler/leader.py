@@ -100,5 +100,5 @@ class LeaderElection:
             try:
                 conn.invalidate()  # never back to the pool: it may still hold the lock
                 conn.close()
-            except Exception:  # noqa: S110 - closing a broken connection
+            except Exception:  # closing a broken connection: nothing more to do
                 pass
