@@ -7,6 +7,7 @@ gracefully: in-flight orders finish, leases and the node registration are given 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from typing import Annotated
 
@@ -32,14 +33,14 @@ def serve(
         typer.Option(
             "--listen",
             metavar="HOST:PORT",
-            help="Where the payment hook listens (default: [hooks] listen).",
+            help="Where the payment hook listens (default: the config's hooks.listen).",
         ),
     ] = None,
     json_logs: Annotated[
         bool | None,
         typer.Option(
             "--json-logs/--no-json-logs",
-            help="JSON log lines on stderr (default: [logging] json).",
+            help="JSON log lines on stderr (default: the config's logging.json).",
         ),
     ] = None,
 ) -> None:
@@ -56,7 +57,9 @@ def serve(
         evening_sweep_time(config)
     except ValueError as exc:
         fail(str(exc), ExitCode.BAD_INPUT)
-    configure_logging(config.logging.level, json=config.logging.json if json_logs is None else json_logs)
+    configure_logging(
+        config.logging.level, json=config.logging.json if json_logs is None else json_logs
+    )
     engine = open_store(st)
     try:
         server = EngineServer(
@@ -83,10 +86,8 @@ async def _serve(server: EngineServer) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
-            pass
     try:
         await server.start_hook()
     except OSError as exc:
@@ -103,10 +104,8 @@ async def _serve(server: EngineServer) -> int:
         await server.run(stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-            except (NotImplementedError, RuntimeError):
-                pass
     note("meterctl serve: stopped")
     return 0
 

@@ -34,8 +34,17 @@ KILLS = 4
 
 def _engine_process(world: EngineWorld) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "engine.cli.main", "--config", str(world.config_path),
-         "batch", "run", "--yes", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "engine.cli.main",
+            "--config",
+            str(world.config_path),
+            "batch",
+            "run",
+            "--yes",
+            "--json",
+        ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -45,12 +54,14 @@ def _engine_process(world: EngineWorld) -> subprocess.Popen[str]:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_never_double_trips_and_every_order_finishes(tmp_path: Path) -> None:
+def test_sigkill_at_random_points_never_double_trips_and_every_order_finishes(
+    tmp_path: Path,
+) -> None:
     rng = random.Random(int(os.environ.get("METERCTL_CRASH_SEED", "645")))
     with Fleet.generate(meters=METERS, buses=BUSES, time_scale=0.02, seed=5) as fleet:
         world = EngineWorld(tmp_path, fleet)
         paid = set(rng.sample(fleet.addresses, METERS // 10))
-        world.import_fleet(balances={a: "25.00" for a in paid})
+        world.import_fleet(balances=dict.fromkeys(paid, "25.00"))
 
         kills: list[dict[str, object]] = []
         for _ in range(KILLS):
@@ -61,9 +72,18 @@ def test_sigkill_at_random_points_never_double_trips_and_every_order_finishes(tm
                 os.kill(proc.pid, signal.SIGKILL)
             proc.wait(30)
             with world.engine.connect() as conn:
-                states = Counter(dict(conn.execute(
-                    select(SWITCH_ORDERS.c.state, func.count()).group_by(SWITCH_ORDERS.c.state)).all()))
-            kills.append({"after_s": round(delay, 2), "returncode": proc.returncode, "states": dict(states)})
+                states = Counter(
+                    dict(
+                        conn.execute(
+                            select(SWITCH_ORDERS.c.state, func.count()).group_by(
+                                SWITCH_ORDERS.c.state
+                            )
+                        ).all()
+                    )
+                )
+            kills.append(
+                {"after_s": round(delay, 2), "returncode": proc.returncode, "states": dict(states)}
+            )
 
         final = _engine_process(world)
         out, err = final.communicate(timeout=600)
@@ -90,16 +110,31 @@ def test_sigkill_at_random_points_never_double_trips_and_every_order_finishes(tm
                 assert len(trips) == 1, f"meter {address} received {len(trips)} trips"
 
         audit = subprocess.run(
-            [sys.executable, "-m", "engine.cli.main", "--config", str(world.config_path), "audit", "verify"],
-            capture_output=True, text=True, cwd=world.tmp, check=False,
+            [
+                sys.executable,
+                "-m",
+                "engine.cli.main",
+                "--config",
+                str(world.config_path),
+                "audit",
+                "verify",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=world.tmp,
+            check=False,
         )
         assert audit.returncode == 0, audit.stdout + audit.stderr
 
         resumed = sum(1 for a in attempts if a["n"] > 1)
         report = {
-            "meters": METERS, "buses": BUSES, "kills": kills,
-            "final_counts": summary["counts"], "recovered_in_final_run": summary["recovered_orders"],
-            "command_attempts": len(attempts), "orders_with_a_second_attempt": resumed,
+            "meters": METERS,
+            "buses": BUSES,
+            "kills": kills,
+            "final_counts": summary["counts"],
+            "recovered_in_final_run": summary["recovered_orders"],
+            "command_attempts": len(attempts),
+            "orders_with_a_second_attempt": resumed,
         }
         print(json.dumps(report))
         out_file = os.environ.get("METERCTL_CRASH_REPORT")

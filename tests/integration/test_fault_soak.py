@@ -62,7 +62,9 @@ def test_fault_soak_every_outcome_correct_and_explained(tmp_path: Path) -> None:
                 assert relay is RelayState.CLOSED
                 assert field["cause"] in ("relay_stuck", "no_reply", "no_readback"), field["cause"]
             elif address == swapped:
-                assert field["cause"] == "meter_swapped" and not trips and relay is RelayState.CLOSED
+                assert (
+                    field["cause"] == "meter_swapped" and not trips and relay is RelayState.CLOSED
+                )
             else:  # a meter that stayed silent: its evidence says so, and it was never left half-done
                 assert field["cause"] in ("no_reply", "no_readback"), field["cause"]
                 if not trips:

@@ -49,14 +49,21 @@ def _order_state(world: EngineWorld, account: str, kind: str = "disconnect") -> 
 
 def _pay(world: EngineWorld, account: str, ref: str) -> int | None:
     result = record_payment(
-        world.engine, account_no=account, amount=Decimal("500.00"), ref=ref,
-        actor="billing", now=datetime.now(UTC), config=world.config,
+        world.engine,
+        account_no=account,
+        amount=Decimal("500.00"),
+        ref=ref,
+        actor="billing",
+        now=datetime.now(UTC),
+        config=world.config,
     )
     return result.reconnect_order_id
 
 
 @pytest.mark.parametrize("moment", ["before_trip", "after_trip_ack"])
-def test_payment_mid_disconnect_ends_reconnected_and_verified(world: EngineWorld, moment: str) -> None:
+def test_payment_mid_disconnect_ends_reconnected_and_verified(
+    world: EngineWorld, moment: str
+) -> None:
     target = world.fleet.addresses[1]
     account = account_no_for(target)
     world.import_fleet()
@@ -67,9 +74,12 @@ def test_payment_mid_disconnect_ends_reconnected_and_verified(world: EngineWorld
     if moment == "before_trip":
         _wait_for(lambda: _order_state(world, account) == "dispatching")
     else:
-        _wait_for(lambda: any(
-            e.get("action") == "trip" and e.get("result") == "ok" for e in world.fleet.events(target)
-        ))
+        _wait_for(
+            lambda: any(
+                e.get("action") == "trip" and e.get("result") == "ok"
+                for e in world.fleet.events(target)
+            )
+        )
     order_id = _pay(world, account, f"PAY-{moment}")
     batch.join(120)
     assert not batch.is_alive()
