@@ -6,6 +6,7 @@ set -euo pipefail
 need=()
 command -v socat >/dev/null 2>&1 || need+=(socat)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the report's headless-browser test
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "system-packages: missing ${need[*]} and not root; tests needing them will be skipped" >&2

@@ -135,6 +135,13 @@ def _lock_chain(session: Session) -> None:
     # SQLite: the transaction already holds the database write lock (BEGIN IMMEDIATE).
 
 
+# Built once: appends happen several times per dispatched order, and building a statement
+# (and its cache key) costs more CPU than the database takes to run it.
+_LAST_RECORD = select(AUDIT.c.seq, AUDIT.c.hash).order_by(AUDIT.c.seq.desc()).limit(1)
+_INSERT_RECORD = insert(AUDIT)
+_UPDATE_HEAD = update(AUDIT_HEADS).where(AUDIT_HEADS.c.id == 1)
+
+
 def append(
     session: Session,
     actor: str,
@@ -154,9 +161,7 @@ def append(
     body_payload = canonical_json(scrub(dict(payload or {})))
     chain_key = _session_key(session, key)
     _lock_chain(session)
-    last = session.execute(
-        select(AUDIT.c.seq, AUDIT.c.hash).order_by(AUDIT.c.seq.desc()).limit(1)
-    ).first()
+    last = session.execute(_LAST_RECORD).first()
     seq, prev_hash = (int(last[0]) + 1, str(last[1])) if last else (1, GENESIS_HASH)
     digest = _digest(
         chain_key, prev_hash, _record_body(seq, when, actor, action, subject, body_payload)
@@ -171,9 +176,9 @@ def append(
         "prev_hash": prev_hash,
         "hash": digest,
     }
-    session.execute(insert(AUDIT).values(**values))
+    session.execute(_INSERT_RECORD, values)
     head = {"seq": seq, "hash": digest, "mac": _head_mac(chain_key, seq, digest)}
-    updated = session.execute(update(AUDIT_HEADS).where(AUDIT_HEADS.c.id == 1).values(**head))
+    updated = session.execute(_UPDATE_HEAD, head)
     if updated.rowcount == 0:  # type: ignore[attr-defined]
         session.execute(insert(AUDIT_HEADS).values(id=1, **head))
     log.debug("audit.append seq=%s action=%s subject=%s", seq, action, subject)

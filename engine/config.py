@@ -53,6 +53,9 @@ class Dlt645Config:
     # Extra seconds allowed on top of the standard's timing for gateway/TCP latency.
     link_margin_s: float = 0.5
     read_retries: int = 2
+    # Encrypted control (meters with security = "encrypted"): the security module and its keys.
+    security_module: str = "software"
+    security_key_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,9 @@ class DispatchConfig:
     readback_polls: int = 3  # relay read-backs after a command before "did not switch"
     poll_interval_s: float = 1.0
     backoff_s: float = 2.0  # before a resend, doubled each time
-    max_dispatch_attempts: int = 3  # no reply before any command: retry the order later, then field order
+    max_dispatch_attempts: int = (
+        3  # no reply before any command: retry the order later, then field order
+    )
     retry_delay_s: float = 30.0
     reconnect_deadline_minutes: int = 120  # after payment; then escalated
     armed_poll_minutes: int = 5  # how often an armed (1BH) meter is read for the button press
@@ -132,7 +137,9 @@ class SchedulerConfig:
 @dataclass(frozen=True)
 class NotifyConfig:
     outbox_file: str = ""  # also append every notification as a JSON line here
-    important_copy_to: list[str] = field(default_factory=list)  # authorities copied on important-customer notices
+    important_copy_to: list[str] = field(
+        default_factory=list
+    )  # authorities copied on important-customer notices
     # who gets sweep reports, escalations and batch-limit alerts (duty officer, base units' group)
     duty_recipients: list[str] = field(default_factory=lambda: ["duty-officer"])
 

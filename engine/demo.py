@@ -373,31 +373,60 @@ class Demo:
         )
 
     def _pay_through_hook(self, account_no: str, amount: str, ref: str) -> float:
-        """Post a signed payment to the engine's hook and dispatch the reconnection."""
+        """Post a signed payment to the engine's HTTP hook; the engine dispatches the reconnection."""
         started = time.monotonic()
-        response = asyncio.run(self._hook_call(account_no, amount, ref))
-        self.out.print(f"  hook answered: {response}")
+        answer, replay = asyncio.run(self._hook_call(account_no, amount, ref))
+        self.out.print(
+            f"  hook answered 200: order {answer['order_id']}, balance {answer['balance']}"
+        )
+        self.out.print(f"  the same signed call replayed: {replay[0]} {replay[1].get('error')}")
+        _check(replay[0] == 401, "a replayed hook call was not refused")
         return time.monotonic() - started
 
-    async def _hook_call(self, account_no: str, amount: str, ref: str) -> dict[str, Any]:
-        from engine.payments import parse_amount, record_payment
+    async def _hook_call(
+        self, account_no: str, amount: str, ref: str
+    ) -> tuple[dict[str, Any], tuple[int, dict[str, Any]]]:
+        import json
 
-        result = record_payment(
-            self.engine,
-            account_no=account_no,
-            amount=parse_amount(amount),
-            ref=ref,
-            actor="billing-hook",
-            now=self.clock.now(),
-            config=self.config,
-            source="hook",
-        )
+        import aiohttp
+
+        from engine.hooks.payments import PaymentHook, payment_key, start_hook
+        from engine.hooks.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+
+        key = payment_key(self.config)
+        assert key is not None
         dispatcher = Dispatcher(self.engine, self.config, clock=self.clock, actor="engine")
+        woken = asyncio.Event()
+        hook = PaymentHook(
+            self.engine,
+            self.config,
+            key=key,
+            clock=self.clock,
+            on_payment=lambda _result: woken.set(),
+        )
+        runner, url = await start_hook(hook, "127.0.0.1", 0)
+        self.out.print(f"  hook listening on {url}")
+        body = json.dumps({"account": account_no, "amount": amount, "ref": ref}).encode()
+        stamp = str(int(self.clock.now().timestamp()))
+        headers = {
+            TIMESTAMP_HEADER: stamp,
+            SIGNATURE_HEADER: sign(key, stamp, body),
+            "Content-Type": "application/json",
+        }
         try:
-            await dispatcher.run_until_idle()
+            async with aiohttp.ClientSession() as http:
+                async with http.post(url, data=body, headers=headers) as response:
+                    answer = await response.json()
+                    _check(response.status == 200, f"hook refused the payment: {answer}")
+                # What `meterctl serve` does when the hook wakes it: dispatch at once.
+                await asyncio.wait_for(woken.wait(), 5)
+                await dispatcher.run_until_idle()
+                async with http.post(url, data=body, headers=headers) as response:
+                    replay = (response.status, await response.json())
         finally:
+            await runner.cleanup()
             await dispatcher.close()
-        return result.to_dict()
+        return answer, replay
 
 
 def run_demo(

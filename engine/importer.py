@@ -73,6 +73,7 @@ FUTURE_SLACK = timedelta(minutes=5)
 _TRUE = {"yes", "y", "true", "1"}
 _FALSE = {"no", "n", "false", "0"}
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PHONE = re.compile(r"^[0-9+\-() ]{0,64}$")
 _MAX_BALANCE = Decimal("1e12")
 
@@ -195,7 +196,7 @@ def _text(value: str, limit: int) -> tuple[str, str | None]:
     text = value.strip()
     if len(text) > limit:
         return text, f"longer than {limit} characters"
-    if any(ord(ch) < 32 for ch in text):
+    if _CONTROL.search(text):
         return text, "contains control characters"
     return text, None
 

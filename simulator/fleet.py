@@ -32,8 +32,10 @@ from zoneinfo import ZoneInfo
 from engine.clock import Clock, SystemClock
 from engine.config import Config
 from protocols.dlt645.frame import normalize_address
+from protocols.dlt645.security import SecurityKeys
 from protocols.errors import FrameError, InputError
 from simulator.bus import Bus, BusTiming, clamp_reply_delay
+from simulator.concentrator import ConcentratorPool
 from simulator.events import EventLog
 from simulator.faults import STATE_KINDS, FaultPlan, check_kind
 from simulator.fleetfile import MeterSpec, generate_fleet, load_fleet, parse_link
@@ -58,6 +60,7 @@ _UPDATABLE = frozenset(
         "supports_direct_close",
         "reply_delay_s",
         "meter_no",
+        "security",
     }
 )
 
@@ -145,6 +148,12 @@ class Fleet:
         self.event_log = EventLog(event_log, now=self.clock.now)
         self.control_port = control_port
         self.control_url: str | None = None
+        # Keys of the simulated meters' ESAM stand-in: the config's key file, else test keys.
+        key_file = self.config.dlt645.security_key_file
+        self.security_keys = (
+            SecurityKeys.from_file(self.config.resolve_path(key_file)) if key_file else None
+        )
+        self.concentrators = ConcentratorPool(self.event_log, self.clock, self.tz)
         self._meters: dict[str, MeterState] = {}
         self._bus_of: dict[str, _BusEntry] = {}
         self._entries: dict[str, _BusEntry] = {}
@@ -208,6 +217,8 @@ class Fleet:
         family = "modbus" if spec.protocol == PROTOCOL_MODBUS else "dlt645"
         if family == "modbus" and link.kind == "pty":
             raise InputError(f"meter {spec.address}: Modbus meters are served on TCP only")
+        if family == "modbus" and link.kind == "concentrator":
+            raise InputError(f"meter {spec.address}: a concentrator forwards DL/T 645 only")
         if reply_delay_s is None:
             low, high = DEFAULT_DELAY_RANGE_S
             delay = random.Random(f"{self.seed}:delay:{spec.address}").uniform(low, high)
@@ -224,6 +235,8 @@ class Fleet:
             protocol=spec.protocol,
             reply_delay_s=clamp_reply_delay(delay),
             faults=spec.faults.copy(),
+            security=spec.security,
+            esam_keys=self.security_keys,
         )
         skew = state.faults.values.get("clock_skew")
         if skew is not None:
@@ -346,7 +359,12 @@ class Fleet:
                 )
                 bus.start()
                 entry.bus = bus
-                entry.server = PtyGateway(bus) if entry.is_pty else TcpGateway(bus, port=entry.port)
+                if parse_link(entry.key).kind == "concentrator":
+                    entry.server = self.concentrators.serve(entry.key, bus)
+                elif entry.is_pty:
+                    entry.server = PtyGateway(bus)
+                else:
+                    entry.server = TcpGateway(bus, port=entry.port)
             entry.url = await entry.server.start()
             if entry.bus is not None:
                 entry.bus.url = entry.url

@@ -1,6 +1,6 @@
 """The fleet CSV: which meters exist, on which bus, in which state, with which faults.
 
-Columns (exactly these, any order)::
+Columns (these, any order, plus the optional ``security``)::
 
     meter_address, meter_no, link, relay, balance, password, protocol, faults
 
@@ -9,12 +9,18 @@ Columns (exactly these, any order)::
 * ``link``: ``socket://127.0.0.1:PORT`` (port 0 = any free port) or ``pty``. Rows with the
   same link text share one bus. For several buses on free ports or ptys add a label:
   ``socket://127.0.0.1:0#b2``, ``pty#b3`` (the label only tells buses apart).
+  ``concentrator://127.0.0.1:PORT?terminal=RRRRTTTT&port=N``: the bus is serial port N of
+  a simulated Q/GDW 1376.1 concentrator (:mod:`simulator.concentrator`); links with the
+  same TCP port, terminal and label are ports of one concentrator. Other query keys
+  (``meter_timeout``, ``timeout``...) are passed on to the URL the engine gets.
 * ``relay``: ``closed`` (default when empty), ``open`` or ``armed``.
 * ``balance``: the meter's own money register; negative = overdraft. Default 0.
 * ``password``: 6 digits for level 02, or ``LL:PPPPPP`` (e.g. ``04:123456``); several
   levels separated by ``|``. Empty = the config's ``[dlt645] password`` at its level.
 * ``protocol``: ``dlt645-2007`` (default when empty), ``dlt645-1997`` or ``modbus``.
 * ``faults``: empty, or ``;``-separated ``kind`` / ``kind=value`` (see :mod:`simulator.faults`).
+* ``security`` (optional column): ``plain`` (default) or ``encrypted`` (the meter refuses a
+  plaintext trip with ERR 04H and needs 03H authentication + PA=98H).
 
 A bad file raises :class:`~protocols.errors.InputError` naming the row (the file's line
 number; the header is row 1) and the column.
@@ -44,6 +50,8 @@ COLUMNS = (
     "protocol",
     "faults",
 )
+OPTIONAL_COLUMNS = ("security",)
+SECURITY_MODES = ("plain", "encrypted")
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 
@@ -51,7 +59,7 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost")
 class LinkSpec:
     """A parsed ``link`` cell: a TCP gateway port or a pty, plus an optional label."""
 
-    kind: str  # "socket" or "pty"
+    kind: str  # "socket", "pty" or "concentrator" (port = the concentrator's TCP port)
     port: int = 0
     label: str = ""
 
@@ -73,6 +81,7 @@ class MeterSpec:
     protocol: str = PROTOCOL_DLT645_2007
     faults: FaultPlan = field(default_factory=FaultPlan)
     row: int = 0
+    security: str = "plain"
 
 
 def parse_link(text: str) -> LinkSpec:
@@ -98,7 +107,15 @@ def parse_link(text: str) -> LinkSpec:
         if port is None:
             raise InputError(f"link {value!r}: a port is needed (0 = any free port)")
         return LinkSpec("socket", port, label)
-    raise InputError(f"link {value!r} must be socket://127.0.0.1:PORT or pty")
+    if base.startswith("concentrator://"):
+        from simulator.concentrator import parse_concentrator_link
+
+        spec = parse_concentrator_link(value)
+        return LinkSpec("concentrator", spec.tcp_port, label)
+    raise InputError(
+        f"link {value!r} must be socket://127.0.0.1:PORT, pty or "
+        "concentrator://127.0.0.1:PORT?terminal=RRRRTTTT&port=N"
+    )
 
 
 def parse_passwords(text: str, default_level: int, default_password: str) -> dict[int, str]:
@@ -171,7 +188,7 @@ def load_fleet(
     missing = [c for c in COLUMNS if c not in header]
     if missing:
         raise InputError(f"{file} row 1: missing column {', '.join(missing)}")
-    unknown = [h for h in header if h not in COLUMNS]
+    unknown = [h for h in header if h not in COLUMNS + OPTIONAL_COLUMNS]
     if unknown:
         raise InputError(
             f"{file} row 1: unknown column {', '.join(unknown)} (columns: {', '.join(COLUMNS)})"
@@ -233,8 +250,24 @@ def load_fleet(
             faults = parse_faults(row["faults"])
         except InputError as exc:
             raise bad("faults", str(exc)) from None
+        security = (row.get("security") or "").strip().lower() or "plain"
+        if security not in SECURITY_MODES:
+            raise bad("security", f"{security!r} is not plain or encrypted")
+        if security == "encrypted" and protocol != PROTOCOL_DLT645_2007:
+            raise bad("security", f"only dlt645-2007 meters have the encrypted path ({protocol})")
         specs.append(
-            MeterSpec(address, meter_no, link, relay, balance, passwords, protocol, faults, index)
+            MeterSpec(
+                address,
+                meter_no,
+                link,
+                relay,
+                balance,
+                passwords,
+                protocol,
+                faults,
+                index,
+                security,
+            )
         )
     if not specs:
         raise InputError(f"{file}: no meters (the file has only a header)")
@@ -245,9 +278,10 @@ def write_fleet(path: str | Path, specs: list[MeterSpec]) -> None:
     """Write specs as a fleet CSV (passwords at level 02 as 6 digits, others as LL:PPPPPP)."""
     file = Path(path)
     file.parent.mkdir(parents=True, exist_ok=True)
+    secure = any(spec.security != "plain" for spec in specs)
     with file.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
+        writer.writerow(COLUMNS + (OPTIONAL_COLUMNS if secure else ()))
         for spec in specs:
             passwords = "|".join(
                 p if level == DEFAULT_PASSWORD_LEVEL else f"{level:02X}:{p}"
@@ -263,6 +297,7 @@ def write_fleet(path: str | Path, specs: list[MeterSpec]) -> None:
                     passwords,
                     spec.protocol,
                     format_faults(spec.faults),
+                    *((spec.security,) if secure else ()),
                 )
             )
 

@@ -19,6 +19,12 @@ Behaviour, as a real remote cost-control meter (远程费控电能表) answers:
        direct close on a meter without it → ERR 01H.
   Success is 9CH with L=0. 1AH → open, command bit 6 = 1; 1BH → armed (still open,
   bit 6 = 0) until the button; 1CH → closed; 2AH/2BH alarm; 3AH/3BH guarantee.
+  A meter with ``security = "encrypted"`` takes only 1BH/1CH in plaintext; anything else
+  (a trip) gets ERR 04H after a correct password.
+* 03H identity authentication and 1CH with PA=98H go to the meter's ESAM, the software
+  stand-in of :mod:`protocols.dlt645.security` (SM4): a wrong cipher1 → C3H with SERR
+  bit 3; a 98H command without a fresh authentication or with a wrong MAC → DCH ERR 04H;
+  an opened command then passes steps 2-3 above.
 * A frame addressed to another meter → None (silence), checked by the caller and here.
 
 A meter with ``protocol = "dlt645-1997"`` answers 01H reads of 2-byte DIs (81H / C1H) and
@@ -37,6 +43,7 @@ from protocols.dlt645.frame import BROADCAST, Frame
 from protocols.dlt645.messages import (
     AbnormalReply,
     BroadcastTimeSync,
+    Credentials,
     ReadAddressReply,
     ReadAddressRequest,
     ReadReply,
@@ -46,6 +53,15 @@ from protocols.dlt645.messages import (
     decode_datetime,
     decode_message,
     format_di,
+)
+from protocols.dlt645.security import (
+    PA_ENCRYPTED,
+    SERR_AUTH_FAILED,
+    AuthenticationReply,
+    AuthenticationRequest,
+    SealedControlRequest,
+    SoftwareEsam,
+    is_sealed_control,
 )
 from protocols.errors import FrameError
 from simulator.faults import changed_password, swapped_meter_no
@@ -69,6 +85,12 @@ ACTION_NAMES: dict[ControlAction, str] = {
     ControlAction.GUARANTEE: "guarantee",
     ControlAction.GUARANTEE_RELEASE: "guarantee_release",
 }
+
+
+_ACTION_CODES = frozenset(int(a) for a in ControlAction)
+SECURITY_ENCRYPTED = "encrypted"
+# What an encrypted-only meter still accepts in plaintext (caokx/3jiliang fnDl645B_Unpack1C).
+PLAINTEXT_ACTIONS = frozenset({ControlAction.CLOSE_ALLOWED, ControlAction.DIRECT_CLOSE})
 
 
 def _never(_kind: str) -> bool:
@@ -129,6 +151,11 @@ def handle(
             return _handle_1997(state, frame, broadcast, meter_now, fault)
         if state.protocol != PROTOCOL_DLT645_2007:
             return Outcome()
+        if frame.function == FunctionCode.SECURITY or is_sealed_control(frame):
+            # 03H identity authentication and 1CH PA=98H go to the meter's ESAM.
+            if broadcast or frame.address != state.address:
+                return Outcome(events=[{"event": "ignored", "reason": "wildcard_security"}])
+            return _secure(state, frame, meter_now, fault)
         try:
             message = decode_message(frame)
         except FrameError as exc:
@@ -246,8 +273,69 @@ def _read(
     return Outcome(ReadReply(state.address, di, value).to_frame(), events)
 
 
+def _esam(state: MeterState) -> SoftwareEsam:
+    if state.esam is None:
+        state.esam = SoftwareEsam(state.address, state.esam_keys)
+    esam: SoftwareEsam = state.esam
+    return esam
+
+
+def _secure(state: MeterState, frame: Frame, meter_now: datetime, fault: FaultCheck) -> Outcome:
+    """03H identity authentication, or 1CH with PA=98H opened by the (software) ESAM."""
+    esam = _esam(state)
+    if frame.function == FunctionCode.SECURITY:
+        try:
+            request = AuthenticationRequest.from_frame(frame)
+        except FrameError as exc:
+            return _abnormal(state, frame.function, ErrorBits.OTHER, "malformed", str(exc))
+        session = esam.authenticate(request)
+        if session is None:
+            reply = AbnormalReply(
+                state.address, FunctionCode.SECURITY, SERR_AUTH_FAILED, width=2
+            ).to_frame()
+            event = {"event": "identity_auth", "result": "refused", "operator": request.operator}
+            return Outcome(reply, [event])
+        event = {"event": "identity_auth", "result": "ok", "operator": request.operator}
+        return Outcome(AuthenticationReply(state.address, session).to_frame(), [event])
+    try:
+        sealed = SealedControlRequest.from_frame(frame)
+    except FrameError as exc:
+        return _abnormal(state, frame.function, ErrorBits.OTHER, "malformed", str(exc))
+    authenticated = esam.authenticated
+    opened = esam.open_control(sealed)
+    if opened is None or opened.action not in _ACTION_CODES:
+        reason = "mac_error" if authenticated else "not_authenticated"  # 身份认证超时/MAC 错
+        entry = {
+            "event": "command",
+            "meter_time": meter_now.isoformat(timespec="seconds"),
+            "operator": sealed.operator,
+            "level": f"{PA_ENCRYPTED:02X}",
+            "result": "refused",
+            "reason": reason,
+            "error": f"{int(ErrorBits.PASSWORD):02X}",
+        }
+        state.log_operator({k: v for k, v in entry.items() if k != "event"})
+        reply = AbnormalReply(
+            state.address, FunctionCode.REMOTE_CONTROL, int(ErrorBits.PASSWORD)
+        ).to_frame()
+        return Outcome(reply, [entry])
+    message = RemoteControlRequest(
+        state.address,
+        Credentials(PA_ENCRYPTED, "000000", sealed.operator),
+        ControlAction(opened.action),
+        opened.valid_until,
+        opened.n2,
+    )
+    return _control(state, message, meter_now, fault, sealed=True)
+
+
 def _control(
-    state: MeterState, message: RemoteControlRequest, meter_now: datetime, fault: FaultCheck
+    state: MeterState,
+    message: RemoteControlRequest,
+    meter_now: datetime,
+    fault: FaultCheck,
+    *,
+    sealed: bool = False,
 ) -> Outcome:
     action = message.action
     name = ACTION_NAMES[action]
@@ -266,8 +354,12 @@ def _control(
         reply = AbnormalReply(state.address, FunctionCode.REMOTE_CONTROL, int(error)).to_frame()
         return Outcome(reply, [{"event": "command", **entry}])
 
-    if effective_password(state, credentials.level) != credentials.password:
-        return refuse(ErrorBits.PASSWORD, "password")
+    if not sealed:
+        if effective_password(state, credentials.level) != credentials.password:
+            return refuse(ErrorBits.PASSWORD, "password")
+        if state.security == SECURITY_ENCRYPTED and action not in PLAINTEXT_ACTIONS:
+            # An ESAM meter only closes on a plaintext command; a trip needs PA=98H.
+            return refuse(ErrorBits.PASSWORD, "plaintext_refused")
     if message.valid_until < meter_now:
         return refuse(ErrorBits.OTHER, "deadline_passed")
     if action is ControlAction.TRIP and state.guarantee:

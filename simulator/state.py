@@ -91,6 +91,11 @@ class MeterState:
     last_trip_at: datetime | None = None  # meter-local time of the last trip (1D000101)
     last_close_at: datetime | None = None  # meter-local time of the last close (1E000101)
     button_presses: int = 0
+    # "plain": accepts plaintext (PA 02/04) and encrypted (PA 98H) control; "encrypted": a
+    # plaintext trip gets DCH ERR 04H, as SGCC cost-control meters answer (see security.py).
+    security: str = "plain"
+    esam: Any = field(default=None, repr=False, compare=False)  # SoftwareEsam, made on first use
+    esam_keys: Any = field(default=None, repr=False, compare=False)  # SecurityKeys; None = test
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -143,6 +148,7 @@ class MeterState:
             "address": self.address,
             "meter_no": self.meter_no,
             "protocol": self.protocol,
+            "security": self.security,
             "relay": self.relay.value,
             "relay_command_open": self.relay_command_open,
             "alarm": self.alarm,

@@ -41,6 +41,7 @@ COMMAND_MODULES = (
     "orders_view",
     "payments",
     "status",
+    "exceptions",
     "serve",
     "simulate",
     "demo",
@@ -65,7 +66,7 @@ def root(
         typer.Option(
             "--log-level",
             help="Operational log level on stderr (DEBUG, INFO, WARNING...). Default: WARNING "
-            "for interactive commands; `serve` uses [logging] level.",
+            "for interactive commands; `serve` uses the config's logging.level.",
         ),
     ] = None,
 ) -> None:

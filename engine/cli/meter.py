@@ -76,7 +76,8 @@ def _run_or_exit(what: str, coro: Any) -> Any:
     except MeterRefused as exc:
         fail(f"{what}: the meter refused: {', '.join(exc.errors) or exc}", ExitCode.PARTIAL)
     except (LinkError, UnexpectedReply) as exc:
-        fail(f"{what}: {exc}", ExitCode.PARTIAL)
+        text = str(exc)  # the client's messages already say what was asked of whom
+        fail(text if text.startswith(what.split()[0]) else f"{what}: {text}", ExitCode.PARTIAL)
     except FrameError as exc:
         fail(f"{what}: the meter's answer is not valid: {exc}", ExitCode.PARTIAL)
 
@@ -149,7 +150,16 @@ def address(ctx: typer.Context, link_url: LinkOpt, as_json: JsonOpt = False) -> 
         async with link:
             return await _client(link, baud, cfg).read_address()
 
-    found: str = _run_or_exit("read address", run())
+    try:
+        found: str = _run_or_exit("read address", run())
+    except typer.Exit as exit_:
+        if exit_.exit_code == ExitCode.PARTIAL:
+            # 13H to AAAAAAAAAAAA works with one meter on the line: several answer at once.
+            err_console.print(
+                "hint: read address needs a point-to-point link (a single meter on the bus)",
+                markup=False,
+            )
+        raise
     if as_json:
         print_json({"address": found})
     else:

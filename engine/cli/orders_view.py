@@ -1,4 +1,4 @@
-"""Read-only views of the engine's work: ``orders list/show``, ``field-orders list``, ``status``.
+"""Read-only views of the engine's work: ``orders list/show``, ``field-orders list``.
 
 Anyone with the operator role may look; nothing here changes the store. ``--json`` prints one
 document on stdout; tables go to stderr.
@@ -11,10 +11,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from engine import audit
-from engine.cli import db as cli_db
 from engine.cli.context import err_console, fail, print_json, require_role, state
 from engine.cli.db import open_store, store_errors
 from engine.cli.exitcodes import ExitCode
@@ -227,71 +226,3 @@ def list_field_orders(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(field_orders_app, name="field-orders")
-
-    @app.command("status")
-    def status(
-        ctx: typer.Context,
-        as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
-    ) -> None:
-        """Orders by state, the oldest pending reconnection, open field orders."""
-        st = state(ctx)
-        require_role(st, Role.OPERATOR, "status")
-        engine = open_store(st)
-        now = cli_db.clock.now()
-        o = SWITCH_ORDERS.c
-        with store_errors(st, engine), read_session(engine) as session:
-            by_state = [
-                {"kind": r.kind, "state": r.state, "count": int(r.n)}
-                for r in session.execute(
-                    select(o.kind, o.state, func.count().label("n")).group_by(o.kind, o.state)
-                )
-            ]
-            oldest = session.execute(
-                select(o.id, o.account_no, o.created_at, o.deadline, o.state)
-                .where(
-                    o.kind == "reconnect",
-                    o.state.in_(("requested", "dispatching", "armed", "failed")),
-                )
-                .order_by(o.created_at)
-                .limit(1)
-            ).first()
-            open_fields = int(
-                session.execute(
-                    select(func.count())
-                    .select_from(FIELD_ORDERS)
-                    .where(FIELD_ORDERS.c.status == "open")
-                ).scalar_one()
-            )
-        pending = None
-        if oldest is not None:
-            pending = {
-                "order_id": oldest.id,
-                "account_no": oldest.account_no,
-                "state": oldest.state,
-                "since": oldest.created_at,
-                "age_s": round((now - oldest.created_at).total_seconds()),
-                "deadline": oldest.deadline,
-                "overdue": bool(oldest.deadline and oldest.deadline < now),
-            }
-        doc = {
-            "at": now,
-            "orders_by_state": by_state,
-            "oldest_pending_reconnection": pending,
-            "open_field_orders": open_fields,
-        }
-        if as_json:
-            print_json(doc)
-            return
-        table = Table("kind", "state", "orders", title="orders by state")
-        for r in by_state:
-            table.add_row(r["kind"], r["state"], str(r["count"]))
-        err_console.print(table)
-        if pending:
-            err_console.print(
-                f"oldest pending reconnection: order {pending['order_id']} ({pending['account_no']}), "
-                f"{pending['state']} for {pending['age_s']} s"
-                + (" — OVERDUE" if pending["overdue"] else "")
-            )
-        else:
-            err_console.print("no reconnection pending")
-        err_console.print(f"open field orders: {open_fields}")

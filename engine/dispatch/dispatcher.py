@@ -4,8 +4,19 @@ RS-485 is half duplex, so a bus carries one frame at a time: each bus gets one a
 that holds the bus lease, claims the bus's next due order (reconnections ahead of
 disconnections), runs the switch procedure and records the outcome, then claims the next.
 Buses run concurrently in one event loop (thousands of idle sockets cost little; see
-docs/architecture.md). Database work runs in worker threads (``asyncio.to_thread``) so a
-slow commit on one bus never stalls the frames of another.
+docs/architecture.md). Database work runs on the dispatcher's own threads so a slow commit on
+one bus never stalls the frames of another: one thread on SQLite (a single writer anyway;
+two threads of one process would only meet in SQLite's busy handler, which sleeps
+milliseconds), several on PostgreSQL (commits of different buses overlap their WAL flushes).
+
+Per order the database sees three short writing transactions and one read, each next to the
+frame it guards (docs/performance.md has the figures):
+
+1. claim (audited), reading the meter, the attempts so far and the account's case, which
+   serves the first policy re-check;
+2. after the meter-number read: the policy re-check on fresh data (a read);
+3. write-ahead of the command (audited), just before the frame;
+4. the outcome with every command result and read-back (audited), renewing the bus lease.
 """
 
 from __future__ import annotations
@@ -13,26 +24,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import Engine, func, select
 
 from engine.clock import Clock, SystemClock
 from engine.config import Config
-from engine.db.database import read_session
+from engine.db.database import is_sqlite, read_session
 from engine.db.models import METERS, SWITCH_ORDERS
 from engine.dispatch.identity import WORKER_ID
 from engine.dispatch.journal import DbJournal
 from engine.dispatch.leases import release_bus, try_acquire_bus
-from engine.dispatch.outcomes import Applied, RetryPolicy, apply_outcome
+from engine.dispatch.outcomes import Applied, LeaseRenewal, RetryPolicy, apply_outcome
 from engine.dispatch.queue import ClaimedOrder, claim_next, due_buses, recover_stale
 from engine.notify import Notifier, notifier_from_config
 from engine.orders_states import OrderKind
 from engine.secrets import MeterSecrets, load_secrets
-from engine.store.cases import load_cases
+from engine.store.cases import case_for
 from engine.switching.drivers import BusPool, CloseMode, LinkSettings
 from engine.switching.procedure import (
     SwitchOutcome,
@@ -42,10 +56,16 @@ from engine.switching.procedure import (
     run_reconnect,
 )
 from policies import evaluate, settings_from_config
-from policies.facts import Decision, Outcome, Reason, Verdict
-from protocols.errors import InputError, LinkError
+from policies.facts import Case, Decision, Outcome, Reason, Verdict
+from protocols.errors import ConfigError, InputError, LinkError
 
 log = structlog.get_logger("engine.dispatch")
+
+T = TypeVar("T")
+
+# Database threads per dispatcher on PostgreSQL (each holds one pooled connection at a time;
+# SQLAlchemy's default pool has 5 + 10 overflow).
+POSTGRES_DB_THREADS = 8
 
 
 def switch_settings(config: Config) -> SwitchSettings:
@@ -67,6 +87,10 @@ def link_settings(config: Config) -> LinkSettings:
         wake_preamble=d.wake_preamble,
         margin_s=d.link_margin_s,
         read_retries=d.read_retries,
+        security_module=d.security_module,
+        security_key_file=(
+            str(config.resolve_path(d.security_key_file)) if d.security_key_file else ""
+        ),
     )
 
 
@@ -90,6 +114,7 @@ class Dispatcher:
         worker_id: this process's lease-holder id.
         actor: who the audit records name (the OS user, or ``engine``).
         on_result: called after each order (progress bars).
+        db_threads: threads for database work (default: 1 on SQLite, 8 on PostgreSQL).
     """
 
     def __init__(
@@ -105,6 +130,7 @@ class Dispatcher:
         secrets: MeterSecrets | None = None,
         on_result: Callable[[Applied], None] | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        db_threads: int | None = None,
     ) -> None:
         self.engine = engine
         self.config = config
@@ -125,10 +151,17 @@ class Dispatcher:
         self.lease = timedelta(seconds=config.dispatch.lease_s)
         self.tz = config.site.tz
         self._driving: set[str] = set()
+        threads = db_threads or (1 if is_sqlite(engine) else POSTGRES_DB_THREADS)
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dispatch-db")
         # Set by serve(): once stopping, a bus finishes its in-flight order and claims no more.
         self._stop: asyncio.Event | None = None
 
     # -- entry points ----------------------------------------------------------------------
+
+    async def db(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking database call on the dispatcher's database threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(func, *args, **kwargs))
 
     async def run_until_idle(
         self,
@@ -148,7 +181,7 @@ class Dispatcher:
         targets = (
             list(buses)
             if buses is not None
-            else await asyncio.to_thread(due_buses, self.engine, self.clock.now())
+            else await self.db(due_buses, self.engine, self.clock.now())
         )
         await asyncio.gather(
             *(self._drive_bus(bus, summary, wait_for_busy_s, max_retry_wait_s) for bus in targets)
@@ -163,7 +196,7 @@ class Dispatcher:
         while not stop.is_set():
             try:
                 await self.recover()
-                for bus in await asyncio.to_thread(due_buses, self.engine, self.clock.now()):
+                for bus in await self.db(due_buses, self.engine, self.clock.now()):
                     if bus not in self._driving:
                         task = asyncio.create_task(self._drive_bus(bus, summary, 0.0, 0.0))
                         tasks.add(task)
@@ -176,20 +209,23 @@ class Dispatcher:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def recover(self) -> list[int]:
-        recovered = await asyncio.to_thread(
+    async def recover(self, bus: str | None = None) -> list[int]:
+        """Put back orders of dead workers (on ``bus``, or everywhere) for a resume."""
+        recovered = await self.db(
             recover_stale,
             self.engine,
             self.clock.now(),
             lease=self.lease,
             actor=f"{self.actor}:recovery",
+            bus_key=bus,
         )
         if recovered:
-            log.warning("dispatch.recovered", orders=recovered)
+            log.warning("dispatch.recovered", orders=recovered, bus=bus)
         return recovered
 
     async def close(self) -> None:
         await self.pool.close()
+        self._executor.shutdown(wait=False)
 
     # -- per bus ---------------------------------------------------------------------------
 
@@ -201,7 +237,7 @@ class Dispatcher:
         self._driving.add(bus)
         try:
             waited = 0.0
-            while not await asyncio.to_thread(
+            while not await self.db(
                 try_acquire_bus, self.engine, bus, self.worker_id, self.clock.now(), self.lease
             ):
                 if waited >= wait_for_busy_s:
@@ -212,20 +248,29 @@ class Dispatcher:
             try:
                 await self._drain_bus(bus, summary, max_retry_wait_s)
             finally:
-                await asyncio.to_thread(release_bus, self.engine, bus, self.worker_id)
+                await self.db(release_bus, self.engine, bus, self.worker_id)
         finally:
             self._driving.discard(bus)
 
     async def _drain_bus(self, bus: str, summary: DispatchSummary, max_retry_wait_s: float) -> None:
         started = self.clock.monotonic()
+        # The bus may have been taken over from a process that died while it was dispatching
+        # here: its in-flight orders go back to the queue first (a resume reads the meter).
+        await self.recover(bus)
         while True:
             if self._stop is not None and self._stop.is_set():
                 return  # graceful stop: the order in flight is done, leave the rest queued
-            claimed = await asyncio.to_thread(
-                claim_next, self.engine, bus, self.worker_id, self.clock.now(), actor=self.actor
+            claimed = await self.db(
+                claim_next,
+                self.engine,
+                bus,
+                self.worker_id,
+                self.clock.now(),
+                actor=self.actor,
+                with_case=True,
             )
             if claimed is None:
-                retry_at = await asyncio.to_thread(self._next_retry, bus)
+                retry_at = await self.db(self._next_retry, bus)
                 if retry_at is None:
                     return
                 wait = (retry_at - self.clock.now()).total_seconds()
@@ -233,11 +278,13 @@ class Dispatcher:
                     return
                 await self.sleep(max(wait, 0.05))
                 continue
-            applied = await self.process(claimed)
+            applied = await self.process(
+                claimed, lease=LeaseRenewal(bus, self.worker_id, self.clock.now() + self.lease)
+            )
             summary.results.append(applied)
             if self.on_result is not None:
                 self.on_result(applied)
-            if not await asyncio.to_thread(
+            if not applied.lease_kept and not await self.db(
                 try_acquire_bus, self.engine, bus, self.worker_id, self.clock.now(), self.lease
             ):
                 log.error("dispatch.lease_lost", bus=bus)
@@ -267,8 +314,11 @@ class Dispatcher:
         """The meters' local time (site time zone, naive), for the 1CH validity deadline."""
         return self.clock.now().astimezone(self.tz).replace(tzinfo=None)
 
-    async def process(self, claimed: ClaimedOrder) -> Applied:
-        """Run the switch procedure for one claimed order and record its outcome."""
+    async def process(self, claimed: ClaimedOrder, *, lease: LeaseRenewal | None = None) -> Applied:
+        """Run the switch procedure for one claimed order and record its outcome.
+
+        With ``lease`` the bus lease is renewed in the outcome's transaction.
+        """
         log_ = log.bind(
             order=claimed.id, kind=claimed.kind, meter=claimed.address, bus=claimed.link
         )
@@ -279,6 +329,8 @@ class Dispatcher:
             self.actor,
             self.clock,
             {"meter": claimed.address, "meter_no": claimed.meter_no, "bus": claimed.link},
+            last_attempt=claimed.last_attempt,
+            offload=self.db,
         )
         try:
             outcome = await self._switch(claimed, journal)
@@ -292,7 +344,7 @@ class Dispatcher:
                 None,
                 journal.commands,
             )
-        applied = await asyncio.to_thread(
+        applied = await self.db(
             apply_outcome,
             self.engine,
             claimed,
@@ -302,6 +354,7 @@ class Dispatcher:
             actor=self.actor,
             notifier=self.notifier,
             retry=self.retry,
+            lease=lease,
         )
         log_.info("dispatch.order_done", state=applied.state, cause=applied.cause)
         return applied
@@ -314,8 +367,9 @@ class Dispatcher:
                 link_url=claimed.link,
                 address=claimed.address,
                 credentials=credentials,
+                security=claimed.security,
             )
-        except (LinkError, InputError, OSError) as exc:
+        except (LinkError, InputError, ConfigError, OSError) as exc:
             return SwitchOutcome(
                 SwitchStatus.FIELD_ORDER,
                 "no_reply",
@@ -323,9 +377,14 @@ class Dispatcher:
                 {"link_error": f"{type(exc).__name__}: {exc}"},
             )
         if claimed.kind == OrderKind.DISCONNECT.value:
+            # The first re-check (before the meter-number read) uses the case read in the
+            # claim's transaction a moment ago; the one right before the command reads again.
+            claim_case = [claimed.case] if claimed.case is not None else []
 
             async def recheck(observed: str | None) -> Decision:
-                return await asyncio.to_thread(self.evaluate_now, claimed.account_no, observed)
+                if observed is None and claim_case:
+                    return self.evaluate_case(claim_case.pop(), claimed.account_no, None)
+                return await self.db(self.evaluate_now, claimed.account_no, observed)
 
             return await run_disconnect(
                 driver,
@@ -351,7 +410,19 @@ class Dispatcher:
     def evaluate_now(self, account_no: str, observed_meter_no: str | None) -> Decision:
         """The policy chain on fresh data (and the meter number the meter just reported)."""
         now = self.clock.now()
-        case = next(iter(load_cases(self.engine, accounts=[account_no], now=now)), None)
+        with read_session(self.engine) as session:
+            case = case_for(session, account_no, now)
+        return self.evaluate_case(case, account_no, observed_meter_no, now)
+
+    def evaluate_case(
+        self,
+        case: Case | None,
+        account_no: str,
+        observed_meter_no: str | None,
+        now: datetime | None = None,
+    ) -> Decision:
+        """The policy chain on ``case`` (None: the account no longer exists)."""
+        now = now or self.clock.now()
         if case is None:
             reason = Reason(
                 "account",

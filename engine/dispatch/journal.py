@@ -11,11 +11,12 @@ one per order, not one per frame.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlmodel import Session
 
 from engine import audit
@@ -23,6 +24,16 @@ from engine.clock import Clock
 from engine.db.database import transaction
 from engine.db.models import COMMAND_ATTEMPTS
 from engine.switching.drivers import RelayReading
+
+# Built once: constructing a statement costs more CPU than SQLite takes to run it.
+_LAST_ATTEMPT = select(func.coalesce(func.max(COMMAND_ATTEMPTS.c.n), 0)).where(
+    COMMAND_ATTEMPTS.c.order_id == bindparam("order")
+)
+_INSERT_ATTEMPT = insert(COMMAND_ATTEMPTS)
+_UPDATE_ATTEMPT = update(COMMAND_ATTEMPTS).where(
+    COMMAND_ATTEMPTS.c.order_id == bindparam("b_order"),
+    COMMAND_ATTEMPTS.c.n == bindparam("b_n"),
+)
 
 
 @dataclass
@@ -55,31 +66,34 @@ class DbJournal:
     pending: list[_PendingResult] = field(default_factory=list)
     readings: list[dict[str, Any]] = field(default_factory=list)
     commands: int = 0
+    # The highest attempt number already recorded (known from the claim), else read each time.
+    # The order is ours while dispatching, so nobody else adds attempts; the unique
+    # (order_id, n) constraint would refuse a clash rather than let it pass.
+    last_attempt: int | None = None
+    # Runs the blocking database call off the event loop (the dispatcher's own executor).
+    offload: Callable[..., Awaitable[Any]] | None = None
 
     async def sending(self, command: str) -> int:
+        if self.offload is not None:
+            return int(await self.offload(self._sending, command))
         return await asyncio.to_thread(self._sending, command)
 
     def _sending(self, command: str) -> int:
         now = self.clock.now()
         with transaction(self.engine) as session:
             self.flush(session)
-            n = (
-                int(
-                    session.execute(
-                        select(func.coalesce(func.max(COMMAND_ATTEMPTS.c.n), 0)).where(
-                            COMMAND_ATTEMPTS.c.order_id == self.order_id
-                        )
-                    ).scalar_one()
-                )
-                + 1
-            )
+            if self.last_attempt is None:
+                n = int(session.execute(_LAST_ATTEMPT, {"order": self.order_id}).scalar_one()) + 1
+            else:
+                n = self.last_attempt + 1
             session.execute(
-                insert(COMMAND_ATTEMPTS).values(
-                    order_id=self.order_id,
-                    n=n,
-                    sent_at=now,
-                    request={**self.request, "command": command},
-                )
+                _INSERT_ATTEMPT,
+                {
+                    "order_id": self.order_id,
+                    "n": n,
+                    "sent_at": now,
+                    "request": {**self.request, "command": command},
+                },
             )
             audit.append(
                 session,
@@ -91,6 +105,8 @@ class DbJournal:
             )
         self.pending.append(_PendingResult(n))
         self.commands += 1
+        if self.last_attempt is not None:
+            self.last_attempt = n
         return n
 
     async def sent(self, attempt: int, outcome: str, detail: str) -> None:
@@ -110,17 +126,15 @@ class DbJournal:
         """Write the buffered results and read-backs inside ``session``."""
         for result in self.pending:
             session.execute(
-                update(COMMAND_ATTEMPTS)
-                .where(
-                    COMMAND_ATTEMPTS.c.order_id == self.order_id,
-                    COMMAND_ATTEMPTS.c.n == result.attempt,
-                )
-                .values(
-                    outcome=result.outcome or "unknown",
-                    error=result.error,
-                    finished_at=result.finished_at or self.clock.now(),
-                    relay_state=result.relay_state,
-                )
+                _UPDATE_ATTEMPT,
+                {
+                    "b_order": self.order_id,
+                    "b_n": result.attempt,
+                    "outcome": result.outcome or "unknown",
+                    "error": result.error,
+                    "finished_at": result.finished_at or self.clock.now(),
+                    "relay_state": result.relay_state,
+                },
             )
             audit.append(
                 session,

@@ -1,17 +1,21 @@
 """Bus leases and engine nodes (see :mod:`engine.db.coordination`).
 
 A lease row per bus: ``holder`` drives it until ``expires_at``; the holder renews it after
-every order. Another process takes it over when it expired, or at once when the holder is a
-dead process on this host. Works the same on SQLite (``BEGIN IMMEDIATE`` serialises) and
-PostgreSQL (row lock; a concurrent first insert loses on the primary key).
+every order (:func:`renew_bus`, inside the transaction that records the order's outcome).
+Another process takes it over when it expired, or at once when the holder is a dead process
+on this host. Works the same on SQLite (``BEGIN IMMEDIATE`` serialises) and PostgreSQL:
+``SELECT ... FOR UPDATE`` on the lease row serialises two processes racing for it (the
+second one reads the first one's committed row, after it committed), and a concurrent first
+insert loses on the primary key (``IntegrityError`` → not acquired).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 
 from engine.db.coordination import BUS_LEASES, ENGINE_NODES
 from engine.db.database import read_session, transaction
@@ -51,6 +55,26 @@ def try_acquire_bus(
             return True
     except IntegrityError:
         return False  # another process inserted the first lease at the same moment
+
+
+_RENEW = (
+    update(BUS_LEASES)
+    .where(BUS_LEASES.c.bus_key == bindparam("b_bus"), BUS_LEASES.c.holder == bindparam("b_holder"))
+    .values(expires_at=bindparam("b_expires"))
+)
+
+
+def renew_bus(session: Session, bus_key: str, holder: str, expires_at: datetime) -> bool:
+    """Extend ``holder``'s lease of ``bus_key`` inside ``session``; False if it is not ours.
+
+    One UPDATE, so it can ride along in the transaction that records an order's outcome.
+    False means another process took the bus over (we were silent past the lease, or looked
+    dead): the caller stops driving it, or asks :func:`try_acquire_bus` again.
+    """
+    result = session.execute(
+        _RENEW, {"b_bus": bus_key, "b_holder": holder, "b_expires": expires_at}
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def release_bus(engine: Engine, bus_key: str, holder: str) -> None:

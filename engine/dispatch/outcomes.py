@@ -13,14 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 
 from engine.db.database import transaction
 from engine.db.models import ACCOUNTS, FIELD_ORDERS, METERS, SwitchOrder
 from engine.dispatch.journal import DbJournal
+from engine.dispatch.leases import renew_bus
 from engine.dispatch.queue import ClaimedOrder
 from engine.notify import Notifier
 from engine.orders_states import DisconnectState, OrderKind, ReconnectState
+from engine.scheduler.escalation import close_escalations
 from engine.store.orders import move_order
 from engine.switching.procedure import SwitchOutcome, SwitchStatus
 
@@ -42,6 +44,16 @@ class Applied:
     cause: str
     field_order_id: int | None = None
     not_before: datetime | None = None
+    lease_kept: bool | None = None  # with ``lease``: whether the bus lease was still ours
+
+
+@dataclass(frozen=True)
+class LeaseRenewal:
+    """Renew this bus lease in the outcome's transaction (one transaction less per order)."""
+
+    bus_key: str
+    holder: str
+    expires_at: datetime
 
 
 def _jsonable(value: Any) -> Any:
@@ -64,8 +76,13 @@ def apply_outcome(
     actor: str,
     notifier: Notifier,
     retry: RetryPolicy,
+    lease: LeaseRenewal | None = None,
 ) -> Applied:
-    """Record ``outcome`` for ``claimed`` and move the order on; returns where it ended."""
+    """Record ``outcome`` for ``claimed`` and move the order on; returns where it ended.
+
+    With ``lease`` the bus lease is renewed in the same transaction
+    (:attr:`Applied.lease_kept` says whether it was still ours).
+    """
     disconnect = claimed.kind == OrderKind.DISCONNECT.value
     evidence = _jsonable(
         {
@@ -81,6 +98,11 @@ def apply_outcome(
     )
     with transaction(engine) as session:
         journal.flush(session)
+        lease_kept = (
+            None
+            if lease is None
+            else renew_bus(session, lease.bus_key, lease.holder, lease.expires_at)
+        )
         order = session.get(SwitchOrder, claimed.id)
         assert order is not None
         order.claimed_by = None
@@ -133,6 +155,10 @@ def apply_outcome(
                 detail={**detail, "read_back": evidence.get("read_back")},
             )
             state = order.state
+            if not disconnect:  # an overdue escalation is moot once power is back
+                close_escalations(
+                    session, order_id=claimed.id, now=now, actor=actor, why="relay reads closed"
+                )
             notifier.notify(
                 session,
                 kind="disconnected" if disconnect else "reconnected",
@@ -213,21 +239,24 @@ def apply_outcome(
                 order_id=claimed.id,
                 recipients=("field-crew",),
             )
-    return Applied(claimed.id, claimed.kind, state, outcome.cause, field_order_id, not_before)
-
-
-def _set_relay(session: Any, meter_id: int, state: str, now: datetime) -> None:
-    session.execute(
-        update(METERS)
-        .where(METERS.c.id == meter_id)
-        .values(relay_state=state, relay_checked_at=now)
+    return Applied(
+        claimed.id, claimed.kind, state, outcome.cause, field_order_id, not_before, lease_kept
     )
 
 
-def _customer(session: Any, account_no: str) -> tuple[str, ...]:
-    from sqlalchemy import select
+# Built once (see engine/store/cases.py): statement construction is the costly part.
+_SET_RELAY = (
+    update(METERS)
+    .where(METERS.c.id == bindparam("b_meter"))
+    .values(relay_state=bindparam("b_state"), relay_checked_at=bindparam("b_at"))
+)
+_PHONE = select(ACCOUNTS.c.phone).where(ACCOUNTS.c.account_no == bindparam("account"))
 
-    phone = session.execute(
-        select(ACCOUNTS.c.phone).where(ACCOUNTS.c.account_no == account_no)
-    ).scalar()
+
+def _set_relay(session: Any, meter_id: int, state: str, now: datetime) -> None:
+    session.execute(_SET_RELAY, {"b_meter": meter_id, "b_state": state, "b_at": now})
+
+
+def _customer(session: Any, account_no: str) -> tuple[str, ...]:
+    phone = session.execute(_PHONE, {"account": account_no}).scalar()
     return (str(phone),) if phone else ()

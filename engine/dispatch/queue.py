@@ -1,24 +1,35 @@
 """The order queue of a bus: claim the next due order, recover orders of dead workers.
 
 Orders are claimed one at a time per bus (the bus lease makes this process the only one
-driving the bus), reconnections ahead of disconnections, oldest first. Claiming moves the
-order to ``dispatching`` with a compare-and-set on its version, so two workers never both
-take it, and records who took it (``claimed_by``) for recovery.
+driving the bus), reconnections ahead of disconnections, oldest first. A claim is ONE
+transaction: pick the bus's next due order, move it to ``dispatching`` with a
+compare-and-set on its version (audited), record who took it (``claimed_by``) for recovery,
+and read what the dispatcher needs (the meter, the attempts made so far, the account's
+case for the first policy re-check).
+
+On PostgreSQL the candidate is picked with ``SELECT ... FOR UPDATE OF switch_orders SKIP
+LOCKED``: a row another transaction holds (a payment cancelling it, a supervisor, a second
+process that took over the bus after a lease expiry) is skipped, never waited for and never
+taken twice. On SQLite the ``BEGIN IMMEDIATE`` write lock serialises claims instead (the
+locking clause is not rendered there).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, and_, case, func, or_, select
+from sqlalchemy import Engine, and_, bindparam, case, func, or_, select
+from sqlmodel import Session
 
 from engine.db.database import read_session, transaction
 from engine.db.models import COMMAND_ATTEMPTS, METERS, SWITCH_ORDERS, SwitchOrder
 from engine.dispatch.identity import holder_alive
 from engine.orders_states import DisconnectState, OrderKind, ReconnectState
+from engine.store.cases import case_for
 from engine.store.errors import StaleOrder
 from engine.store.orders import move_order
+from policies.facts import Case
 
 _O = SWITCH_ORDERS.c
 _M = METERS.c
@@ -49,9 +60,12 @@ class ClaimedOrder:
     attempts: int
     resume_unknown: bool  # commands were sent before (a crash): read the meter before any resend
     deadline: datetime | None
+    last_attempt: int = 0  # the highest command attempt number recorded for the order
+    # The account's case read in the claim's transaction: the first policy re-check.
+    case: Case | None = field(default=None, compare=False, repr=False)
 
 
-def _due(now: datetime) -> object:
+def _due(now: datetime | object) -> object:
     return and_(
         _O.terminal.is_(False),
         _DUE_STATE,
@@ -82,93 +96,127 @@ def pending_on_bus(engine: Engine, bus_key: str, now: datetime) -> int:
         return int(session.execute(query).scalar_one())
 
 
+# Built once (statement construction costs more CPU than running it; see cases.py).
+_CANDIDATES = (
+    select(_O.id)
+    .select_from(SWITCH_ORDERS.join(METERS, _M.id == _O.meter_id))
+    .where(_M.link == bindparam("bus"), _due(bindparam("now")))  # type: ignore[arg-type]
+    .order_by(_PRIORITY, _O.id)
+    .limit(4)
+    .with_for_update(of=SWITCH_ORDERS, skip_locked=True)
+)
+_METER_AND_ATTEMPTS = select(
+    METERS,
+    select(func.coalesce(func.max(COMMAND_ATTEMPTS.c.n), 0))
+    .where(COMMAND_ATTEMPTS.c.order_id == bindparam("order"))
+    .scalar_subquery()
+    .label("last_attempt"),
+).where(_M.id == bindparam("meter"))
+
+
 def claim_next(
-    engine: Engine, bus_key: str, holder: str, now: datetime, *, actor: str
+    engine: Engine,
+    bus_key: str,
+    holder: str,
+    now: datetime,
+    *,
+    actor: str,
+    with_case: bool = False,
 ) -> ClaimedOrder | None:
-    """Move the next due order on ``bus_key`` to ``dispatching`` for ``holder``."""
-    query = (
-        select(_O.id)
-        .select_from(SWITCH_ORDERS.join(METERS, _M.id == _O.meter_id))
-        .where(_M.link == bus_key, _due(now))  # type: ignore[arg-type]
-        .order_by(_PRIORITY, _O.id)
-        .limit(8)
-    )
-    for _ in range(3):  # a candidate taken meanwhile (payment, supervisor) → look again
-        with read_session(engine) as session:
-            candidates = list(session.execute(query).scalars())
-        if not candidates:
-            return None
-        for order_id in candidates:
-            try:
-                claimed = _claim(engine, order_id, holder, now, actor)
-            except StaleOrder:
-                continue
-            if claimed is not None:
-                return claimed
+    """Move the next due order on ``bus_key`` to ``dispatching`` for ``holder``.
+
+    With ``with_case`` the account's case is read in the same transaction
+    (:attr:`ClaimedOrder.case`).
+    """
+    for _ in range(3):  # a candidate changed meanwhile (payment, supervisor) → look again
+        try:
+            with transaction(engine) as session:
+                candidates = list(
+                    session.execute(_CANDIDATES, {"bus": bus_key, "now": now}).scalars()
+                )
+                if not candidates:
+                    return None
+                for order_id in candidates:
+                    claimed = _claim(session, order_id, holder, now, actor, with_case)
+                    if claimed is not None:
+                        return claimed
+                return None
+        except StaleOrder:
+            continue
     return None
 
 
 def _claim(
-    engine: Engine, order_id: int, holder: str, now: datetime, actor: str
+    session: Session, order_id: int, holder: str, now: datetime, actor: str, with_case: bool
 ) -> ClaimedOrder | None:
-    with transaction(engine) as session:
-        order = session.get(SwitchOrder, order_id)
-        if order is None or order.terminal or order.meter_id is None:
-            return None
-        due_state = (
-            DisconnectState.READY.value
-            if order.kind == OrderKind.DISCONNECT.value
-            else ReconnectState.REQUESTED.value
-        )
-        if order.state != due_state or (order.not_before is not None and order.not_before > now):
-            return None
-        meter = session.execute(select(METERS).where(_M.id == order.meter_id)).one()
-        sent_before = session.execute(
-            select(func.count()).where(COMMAND_ATTEMPTS.c.order_id == order_id)
-        ).scalar_one()
-        order.claimed_by = holder
-        order.claimed_at = now
-        move_order(
-            session,
-            order,
-            DisconnectState.DISPATCHING
-            if order.kind == OrderKind.DISCONNECT.value
-            else ReconnectState.DISPATCHING,
-            actor=actor,
-            now=now,
-            detail={"bus": meter.link, "meter": meter.address, "worker": holder},
-        )
-        assert order.id is not None
-        return ClaimedOrder(
-            id=order.id,
-            kind=order.kind,
-            account_no=order.account_no,
-            meter_id=meter.id,
-            meter_no=meter.meter_no,
-            address=meter.address,
-            protocol=meter.protocol,
-            link=meter.link,
-            password_ref=meter.password_ref,
-            security=meter.security,
-            close_mode=meter.close_mode,
-            attempts=order.attempts,
-            resume_unknown=int(sent_before) > 0,
-            deadline=order.deadline,
-        )
+    order = session.get(SwitchOrder, order_id)
+    if order is None or order.terminal or order.meter_id is None:
+        return None
+    due_state = (
+        DisconnectState.READY.value
+        if order.kind == OrderKind.DISCONNECT.value
+        else ReconnectState.REQUESTED.value
+    )
+    if order.state != due_state or (order.not_before is not None and order.not_before > now):
+        return None
+    meter = session.execute(_METER_AND_ATTEMPTS, {"order": order_id, "meter": order.meter_id}).one()
+    order.claimed_by = holder
+    order.claimed_at = now
+    move_order(
+        session,
+        order,
+        DisconnectState.DISPATCHING
+        if order.kind == OrderKind.DISCONNECT.value
+        else ReconnectState.DISPATCHING,
+        actor=actor,
+        now=now,
+        detail={"bus": meter.link, "meter": meter.address, "worker": holder},
+    )
+    assert order.id is not None
+    last_attempt = int(meter.last_attempt or 0)
+    return ClaimedOrder(
+        id=order.id,
+        kind=order.kind,
+        account_no=order.account_no,
+        meter_id=meter.id,
+        meter_no=meter.meter_no,
+        address=meter.address,
+        protocol=meter.protocol,
+        link=meter.link,
+        password_ref=meter.password_ref,
+        security=meter.security,
+        close_mode=meter.close_mode,
+        attempts=order.attempts,
+        resume_unknown=last_attempt > 0,
+        deadline=order.deadline,
+        last_attempt=last_attempt,
+        case=case_for(session, order.account_no, now) if with_case else None,
+    )
 
 
-def recover_stale(engine: Engine, now: datetime, *, lease: timedelta, actor: str) -> list[int]:
+def recover_stale(
+    engine: Engine,
+    now: datetime,
+    *,
+    lease: timedelta,
+    actor: str,
+    bus_key: str | None = None,
+) -> list[int]:
     """Put back orders left ``dispatching`` by a dead worker (or one silent past ``lease``).
 
     They return to ``ready`` / ``requested``; their earlier command attempts make the next
-    claim a *resume*: the meter is read before any command is sent again.
+    claim a *resume*: the meter is read before any command is sent again. A holder on this
+    host whose process is gone is dead at once; a holder on another host only when its
+    claim is older than ``lease`` (it cannot be asked). ``bus_key`` limits it to one bus
+    (a process that just took over a dead holder's bus).
     """
+    query = select(_O.id, _O.claimed_by, _O.claimed_at).where(
+        _O.state == DisconnectState.DISPATCHING.value, _O.terminal.is_(False)
+    )
+    if bus_key is not None:
+        query = query.join(METERS, _M.id == _O.meter_id).where(_M.link == bus_key)
     with read_session(engine) as session:
-        rows = session.execute(
-            select(_O.id, _O.claimed_by, _O.claimed_at).where(
-                _O.state == DisconnectState.DISPATCHING.value, _O.terminal.is_(False)
-            )
-        ).all()
+        rows = session.execute(query).all()
     recovered: list[int] = []
     for row in rows:
         alive = holder_alive(row.claimed_by)

@@ -83,9 +83,11 @@ class LeaderElection:
         return try_acquire_bus(self.engine, LEADER_KEY, self.holder, now, self.ttl)
 
     def _check_pg(self) -> bool:
-        if self._conn is None:
+        held = self.is_leader
+        if self._conn is None:  # a new connection holds no lock, whatever we held before
             self._conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        if self.is_leader:
+            held = False
+        if held:
             # The lock lives as long as this connection: if it answers, we still hold it.
             self._conn.execute(text("SELECT 1"))
             return True

@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, select
 from sqlmodel import Session
 
 from engine.db.database import read_session
@@ -78,8 +78,64 @@ def _case(row: Any, notices: Any, exemptions: Any, approvals: Any, timeline: Any
     )
 
 
-def _in_range(column: Any, low: str, high: str) -> Any:
-    return (column >= low) & (column <= high)
+def _in_range(column: Any) -> Any:
+    return (column >= bindparam("low")) & (column <= bindparam("high"))
+
+
+# The statements are built once: building a SELECT and its cache key costs more CPU than
+# SQLite takes to run it, and the dispatcher loads one case twice per order.
+_NOTICES = (
+    select(NOTICES.c.account_no, NOTICES.c.issued_at, NOTICES.c.delivered_at)
+    .where(_in_range(NOTICES.c.account_no))
+    .order_by(NOTICES.c.account_no, NOTICES.c.issued_at, NOTICES.c.id)
+)
+_EXEMPTIONS_ALL = (
+    select(
+        EXEMPTIONS.c.account_no,
+        EXEMPTIONS.c.id,
+        EXEMPTIONS.c.status,
+        EXEMPTIONS.c.until,
+        EXEMPTIONS.c.starts,
+    )
+    .where(_in_range(EXEMPTIONS.c.account_no))
+    .order_by(EXEMPTIONS.c.id)
+)
+# Long-expired records cannot change a decision: with ``now`` they are skipped.
+_EXEMPTIONS_LIVE = _EXEMPTIONS_ALL.where(EXEMPTIONS.c.until > bindparam("now"))
+_APPROVALS_ALL = (
+    select(
+        APPROVALS.c.account_no,
+        APPROVALS.c.approved_by,
+        APPROVALS.c.approved_at,
+        APPROVALS.c.valid_until,
+    )
+    .where(_in_range(APPROVALS.c.account_no), APPROVALS.c.kind == "disconnect")
+    .order_by(APPROVALS.c.id)
+)
+_APPROVALS_LIVE = _APPROVALS_ALL.where(
+    (APPROVALS.c.valid_until.is_(None)) | (APPROVALS.c.valid_until > bindparam("now"))
+)
+_TIMELINES = (
+    select(
+        SWITCH_ORDERS.c.account_no,
+        SWITCH_ORDERS.c.notice_time,
+        SWITCH_ORDERS.c.warned_at,
+        SWITCH_ORDERS.c.instructed_at,
+        SWITCH_ORDERS.c.recipients,
+    )
+    .where(
+        _in_range(SWITCH_ORDERS.c.account_no),
+        SWITCH_ORDERS.c.kind == OrderKind.DISCONNECT.value,
+        SWITCH_ORDERS.c.terminal.is_(False),
+        SWITCH_ORDERS.c.notice_time.is_not(None),
+    )
+    .order_by(SWITCH_ORDERS.c.id)  # the newest open order wins
+)
+_ONE_ACCOUNT = (
+    select(*_ACCOUNT_COLUMNS)
+    .select_from(_ACCOUNTS_WITH_METERS)
+    .where(ACCOUNTS.c.account_no == bindparam("account"))
+)
 
 
 def _cases_for(session: Session, accounts: Sequence[Any], now: datetime | None) -> Iterator[Case]:
@@ -90,57 +146,22 @@ def _cases_for(session: Session, accounts: Sequence[Any], now: datetime | None) 
     """
     if not accounts:
         return
-    low, high = accounts[0][0], accounts[-1][0]
+    params: dict[str, Any] = {"low": accounts[0][0], "high": accounts[-1][0], "now": now}
     notices: dict[str, list[NoticeFacts]] = defaultdict(list)
-    for number, issued, delivered in session.execute(
-        select(NOTICES.c.account_no, NOTICES.c.issued_at, NOTICES.c.delivered_at)
-        .where(_in_range(NOTICES.c.account_no, low, high))
-        .order_by(NOTICES.c.account_no, NOTICES.c.issued_at, NOTICES.c.id)
-    ):
+    for number, issued, delivered in session.execute(_NOTICES, params):
         notices[number].append(NoticeFacts(issued, delivered))
-    exemption_query = select(
-        EXEMPTIONS.c.account_no,
-        EXEMPTIONS.c.id,
-        EXEMPTIONS.c.status,
-        EXEMPTIONS.c.until,
-        EXEMPTIONS.c.starts,
-    ).where(_in_range(EXEMPTIONS.c.account_no, low, high))
-    approval_query = select(
-        APPROVALS.c.account_no,
-        APPROVALS.c.approved_by,
-        APPROVALS.c.approved_at,
-        APPROVALS.c.valid_until,
-    ).where(_in_range(APPROVALS.c.account_no, low, high), APPROVALS.c.kind == "disconnect")
-    if now is not None:  # long-expired records cannot change a decision: skip them
-        exemption_query = exemption_query.where(EXEMPTIONS.c.until > now)
-        approval_query = approval_query.where(
-            (APPROVALS.c.valid_until.is_(None)) | (APPROVALS.c.valid_until > now)
-        )
     exemptions: dict[str, list[ExemptionFacts]] = defaultdict(list)
     for number, ident, status, until, starts in session.execute(
-        exemption_query.order_by(EXEMPTIONS.c.id)
+        _EXEMPTIONS_ALL if now is None else _EXEMPTIONS_LIVE, params
     ):
         exemptions[number].append(ExemptionFacts(ident, _STATUSES[status], until, starts))
     approvals: dict[str, list[ApprovalFacts]] = defaultdict(list)
-    for number, by, at, valid_until in session.execute(approval_query.order_by(APPROVALS.c.id)):
+    for number, by, at, valid_until in session.execute(
+        _APPROVALS_ALL if now is None else _APPROVALS_LIVE, params
+    ):
         approvals[number].append(ApprovalFacts(by, at, valid_until))
     timelines: dict[str, ImportantTimeline] = {}
-    for number, notice_time, warned, instructed, recipients in session.execute(
-        select(
-            SWITCH_ORDERS.c.account_no,
-            SWITCH_ORDERS.c.notice_time,
-            SWITCH_ORDERS.c.warned_at,
-            SWITCH_ORDERS.c.instructed_at,
-            SWITCH_ORDERS.c.recipients,
-        )
-        .where(
-            _in_range(SWITCH_ORDERS.c.account_no, low, high),
-            SWITCH_ORDERS.c.kind == OrderKind.DISCONNECT.value,
-            SWITCH_ORDERS.c.terminal.is_(False),
-            SWITCH_ORDERS.c.notice_time.is_not(None),
-        )
-        .order_by(SWITCH_ORDERS.c.id)  # the newest open order wins
-    ):
+    for number, notice_time, warned, instructed, recipients in session.execute(_TIMELINES, params):
         timelines[number] = ImportantTimeline(
             notice_time, warned, instructed, tuple(str(r) for r in (recipients or ()))
         )
@@ -154,6 +175,18 @@ def _cases_for(session: Session, accounts: Sequence[Any], now: datetime | None) 
             tuple(approvals[number]) if number in approvals else empty,
             timelines.get(number),
         )
+
+
+def case_for(session: Session, account_no: str, now: datetime | None) -> Case | None:
+    """The case of one account read inside ``session`` (None when it does not exist).
+
+    The dispatcher re-checks an order's account with this right before each command, inside
+    the transaction it already has open (the same data :func:`load_cases` reads).
+    """
+    row = session.execute(_ONE_ACCOUNT, {"account": account_no}).first()
+    if row is None:
+        return None
+    return next(_cases_for(session, [row], now), None)
 
 
 def load_cases(

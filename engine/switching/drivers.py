@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from protocols.dlt645.client import Dlt645Client
 from protocols.dlt645.codes import ControlAction
 from protocols.dlt645.messages import Credentials
+from protocols.dlt645.security import SecurityModule, load_security_module, send_control
 from protocols.errors import InputError
 from protocols.links.registry import open_link
 
@@ -63,12 +64,44 @@ class MeterDriver(Protocol):
 
 
 class Dlt645Driver:
-    """A DL/T 645-2007 meter reached through a :class:`Dlt645Client`."""
+    """A DL/T 645-2007 meter reached through a :class:`Dlt645Client`.
 
-    def __init__(self, client: Dlt645Client, address: str, credentials: Credentials) -> None:
+    ``security`` is the meter's ``meters.security``: ``plain`` sends 1CH with the password
+    (PA 02/04); ``encrypted`` authenticates (03H) and sends 1CH with PA=98H sealed by
+    ``security_module`` (docs/security-module.md). Reads are the same either way.
+    """
+
+    def __init__(
+        self,
+        client: Dlt645Client,
+        address: str,
+        credentials: Credentials,
+        *,
+        security: str = "plain",
+        security_module: SecurityModule | None = None,
+    ) -> None:
+        if security not in ("plain", "encrypted"):
+            raise InputError(f"meter {address}: security {security!r} is not plain or encrypted")
+        if security == "encrypted" and security_module is None:
+            raise InputError(f"meter {address}: encrypted control needs a security module")
         self.client = client
         self.address = address
         self.credentials = credentials
+        self.security = security
+        self.security_module = security_module
+
+    async def _control(self, action: ControlAction, valid_until: datetime) -> None:
+        if self.security == "encrypted" and self.security_module is not None:
+            await send_control(
+                self.client,
+                self.security_module,
+                self.address,
+                action,
+                valid_until,
+                operator=self.credentials.operator,
+            )
+            return
+        await self.client.control(self.address, action, self.credentials, valid_until)
 
     @property
     def bus_key(self) -> str:
@@ -86,13 +119,13 @@ class Dlt645Driver:
         )
 
     async def trip(self, valid_until: datetime) -> None:
-        await self.client.control(self.address, ControlAction.TRIP, self.credentials, valid_until)
+        await self._control(ControlAction.TRIP, valid_until)
 
     async def close(self, mode: CloseMode, valid_until: datetime) -> None:
         action = (
             ControlAction.DIRECT_CLOSE if mode is CloseMode.DIRECT else ControlAction.CLOSE_ALLOWED
         )
-        await self.client.control(self.address, action, self.credentials, valid_until)
+        await self._control(action, valid_until)
 
 
 class ModbusDriver:
@@ -132,6 +165,8 @@ class LinkSettings:
     wake_preamble: int = 4
     margin_s: float = 0.5
     read_retries: int = 2
+    security_module: str = "software"  # [dlt645] security_module
+    security_key_file: str = ""  # resolved path, or empty for the stand-in's test keys
 
 
 def is_modbus(protocol: str) -> bool:
@@ -141,10 +176,22 @@ def is_modbus(protocol: str) -> bool:
 class BusPool:
     """Open links and clients per bus URL, reused by every order on that bus."""
 
-    def __init__(self, settings: LinkSettings | None = None) -> None:
+    def __init__(
+        self, settings: LinkSettings | None = None, security_module: SecurityModule | None = None
+    ) -> None:
         self.settings = settings or LinkSettings()
         self._clients: dict[str, Any] = {}
         self._guard = asyncio.Lock()
+        self._security_module = security_module
+
+    @property
+    def security_module(self) -> SecurityModule:
+        """The module for encrypted meters, loaded from the settings on first use."""
+        if self._security_module is None:
+            self._security_module = load_security_module(
+                self.settings.security_module, self.settings.security_key_file or None
+            )
+        return self._security_module
 
     async def _client(self, link_url: str, protocol: str) -> Any:
         key = f"{protocol}|{link_url}"
@@ -169,9 +216,19 @@ class BusPool:
             return client
 
     async def driver(
-        self, *, protocol: str, link_url: str, address: str, credentials: Credentials
+        self,
+        *,
+        protocol: str,
+        link_url: str,
+        address: str,
+        credentials: Credentials,
+        security: str = "plain",
     ) -> MeterDriver:
-        """A driver for the meter at ``address`` on the bus ``link_url``."""
+        """A driver for the meter at ``address`` on the bus ``link_url``.
+
+        ``security`` (``meters.security``): ``encrypted`` switches through the security
+        module (03H + PA=98H), ``plain`` with the password.
+        """
         client = await self._client(link_url, protocol)
         if is_modbus(protocol):
             try:
@@ -181,7 +238,15 @@ class BusPool:
                     f"Modbus meter address {address!r} must be a device id 1-247"
                 ) from exc
             return ModbusDriver(client, device_id)
-        return Dlt645Driver(client, address, credentials)
+        if security == "encrypted":
+            return Dlt645Driver(
+                client,
+                address,
+                credentials,
+                security=security,
+                security_module=self.security_module,
+            )
+        return Dlt645Driver(client, address, credentials, security=security)
 
     async def close(self) -> None:
         clients, self._clients = list(self._clients.values()), {}

@@ -18,7 +18,6 @@ from typing import Any
 
 from protocols.dlt645 import extra_messages as extra
 from protocols.dlt645 import identifiers, v1997
-from protocols.dlt645.codes import FunctionCode
 from protocols.dlt645.frame import Frame
 from protocols.dlt645.messages import (
     AbnormalReply,
@@ -35,8 +34,8 @@ from protocols.dlt645.messages import (
     WriteReply,
     WriteRequest,
     decode_message,
+    has_message,
 )
-from protocols.errors import FrameStructureError
 
 MASK = "******"
 
@@ -70,9 +69,6 @@ _MESSAGE_NAMES: dict[type, str] = {
     v1997.Read1997Request: "read",
     v1997.Read1997Reply: "read_reply",
 }
-
-# Function codes that have a message type here (so that others are reported, not refused).
-_KNOWN_FUNCTIONS = {int(f) for f in FunctionCode} - {FunctionCode.SECURITY} | {0x01}
 
 
 def _di(out: dict[str, Any], di: int, raw: bytes | None, *, old: bool = False) -> None:
@@ -111,18 +107,11 @@ def describe(frame: Frame) -> dict[str, Any]:
         "follow_up": frame.has_follow_up,
         "length": len(frame.data),
     }
-    if frame.function not in _KNOWN_FUNCTIONS and not frame.is_abnormal:
+    if not has_message(frame):  # e.g. a reply to 08H, a vendor function: the frame is fine
         out["message"] = "unknown"
         out["data"] = frame.data.hex().upper()
         return out
-    try:
-        message = decode_message(frame)
-    except FrameStructureError as exc:
-        if str(exc).startswith("no "):  # e.g. a reply to 08H: nothing defined, frame is fine
-            out["message"] = "unknown"
-            out["data"] = frame.data.hex().upper()
-            return out
-        raise
+    message = decode_message(frame)
     out["message"] = _MESSAGE_NAMES.get(type(message), type(message).__name__)
     secret = False
     match message:

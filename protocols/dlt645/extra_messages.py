@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from protocols.dlt645 import codes
+from protocols.dlt645._fastinit import fast_frozen_init
 from protocols.dlt645.codes import FunctionCode
 from protocols.dlt645.frame import WILDCARD, Frame, address_from_wire, address_to_wire
 from protocols.dlt645.messages import Credentials, di_from_wire, di_to_wire
@@ -82,6 +83,7 @@ def _auth(credentials: Credentials) -> bytes:
 # --- 15H write address ------------------------------------------------------------------
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class WriteAddressRequest:
     """15H: give the (only) meter on a point-to-point link a new address (写通信地址)."""
@@ -93,6 +95,7 @@ class WriteAddressRequest:
         return Frame(self.address, FunctionCode.WRITE_ADDRESS, address_to_wire(self.new_address))
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class WriteAddressReply:
     """95H from the meter, already under its new address."""
@@ -122,6 +125,7 @@ def _freeze_field(byte: int, what: str) -> int | None:
     return (byte >> 4) * 10 + (byte & 0x0F)
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class FreezeRequest:
     """16H freeze (冻结命令). None fields are 99 ("every"); all None freezes immediately."""
@@ -148,6 +152,7 @@ class FreezeRequest:
         return Frame(self.address, FunctionCode.FREEZE, data)
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class FreezeReply:
     address: str
@@ -159,6 +164,7 @@ class FreezeReply:
 # --- 17H change baud --------------------------------------------------------------------
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ChangeBaudRequest:
     """17H: switch the port to ``baud`` (更改通信速率); the reply still uses the old rate."""
@@ -170,6 +176,7 @@ class ChangeBaudRequest:
         return Frame(self.address, FunctionCode.CHANGE_BAUD, bytes((baud_code(self.baud),)))
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ChangeBaudReply:
     address: str
@@ -189,6 +196,7 @@ def password_di(level: int) -> int:
     return PASSWORD_DI_BASE + level
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ChangePasswordRequest:
     """18H: replace the password of level ``new.level`` (修改密码), authorised by ``old``.
@@ -212,6 +220,7 @@ class ChangePasswordRequest:
         )
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ChangePasswordReply:
     address: str
@@ -231,6 +240,7 @@ def _password_only(field: bytes) -> Credentials:
 # --- 19H / 1AH / 1BH clears -------------------------------------------------------------
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ClearDemandRequest:
     """19H: clear maximum demand (最大需量清零)."""
@@ -242,6 +252,7 @@ class ClearDemandRequest:
         return Frame(self.address, FunctionCode.CLEAR_DEMAND, _auth(self.credentials))
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ClearDemandReply:
     address: str
@@ -250,6 +261,7 @@ class ClearDemandReply:
         return Frame(self.address, REPLY | FunctionCode.CLEAR_DEMAND, b"")
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ClearMeterRequest:
     """1AH: clear the meter's energy and records (电表清零). Irreversible."""
@@ -261,6 +273,7 @@ class ClearMeterRequest:
         return Frame(self.address, FunctionCode.CLEAR_METER, _auth(self.credentials))
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ClearMeterReply:
     address: str
@@ -269,6 +282,7 @@ class ClearMeterReply:
         return Frame(self.address, REPLY | FunctionCode.CLEAR_METER, b"")
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ClearEventRequest:
     """1BH: clear event records (事件清零); ``event_di`` FFFFFFFF clears them all."""
@@ -285,6 +299,7 @@ class ClearEventRequest:
         )
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ClearEventReply:
     address: str

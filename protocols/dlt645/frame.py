@@ -25,8 +25,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from protocols.dlt645._fastinit import fast_frozen_init
 from protocols.dlt645.codes import ABNORMAL, DIRECTION_REPLY, FOLLOW_UP, FUNCTION_MASK
-from protocols.errors import FrameChecksumError, FrameLengthError, FrameStructureError
+from protocols.errors import (
+    FrameChecksumError,
+    FrameError,
+    FrameLengthError,
+    FrameStructureError,
+)
 
 START = 0x68
 END = 0x16
@@ -109,6 +115,7 @@ def normalize_address(address: str) -> str:
     return address_from_wire(address_to_wire(address))
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One DL/T 645 frame. ``data`` is unscrambled (33H already removed)."""
@@ -158,7 +165,14 @@ def encode_frame(address: str, control: int, data: bytes = b"", preamble: int = 
         len(data),
         data.translate(_SCRAMBLE),
     )
-    return b"\xfe" * preamble + body + bytes((sum(body) & 0xFF, END))
+    tail = _TAILS[sum(body) & 0xFF]
+    if preamble:
+        return (_PREAMBLES[preamble] if preamble < 5 else b"\xfe" * preamble) + body + tail
+    return body + tail
+
+
+_TAILS = [bytes((cs, END)) for cs in range(256)]  # CS + 16H, prebuilt for every checksum
+_PREAMBLES = [b"\xfe" * n for n in range(5)]
 
 
 def decode_frame(raw: bytes | bytearray) -> Frame:
@@ -169,43 +183,58 @@ def decode_frame(raw: bytes | bytearray) -> Frame:
         FrameStructureError: a missing 68H/16H or a non-BCD address.
         FrameChecksumError: the checksum does not match.
     """
-    raw = bytes(raw)
+    if type(raw) is not bytes:
+        raw = bytes(raw)
     start = 0
-    total = len(raw)
-    while start < total and raw[start] == PREAMBLE:
-        start += 1
-    size = total - start
+    if raw[:1] == b"\xfe":
+        start = len(raw) - len(raw.lstrip(b"\xfe"))
+    end = len(raw)
+    # Fast path: one test of everything; the slow path below says what exactly is wrong.
+    if (
+        end - start >= OVERHEAD
+        and raw[start] == START
+        and raw[start + 7] == START
+        and end - start == OVERHEAD + raw[start + 9]
+        and raw[start + 9] <= MAX_DATA
+        and raw[end - 1] == END
+        and sum(raw[start : end - 2]) & 0xFF == raw[end - 2]
+    ):
+        return Frame(
+            address_from_wire(raw[start + 1 : start + 7]),
+            raw[start + 8],
+            raw[start + HEADER_LEN : end - 2].translate(_UNSCRAMBLE),
+        )
+    raise _frame_error(raw, start)
+
+
+def _frame_error(raw: bytes, start: int) -> FrameError:
+    """Name the first thing wrong with a frame that failed the fast checks."""
+    size = len(raw) - start
     if size < OVERHEAD:
-        raise FrameLengthError(
+        return FrameLengthError(
             f"frame too short: {size} bytes after the preamble, at least 12 needed"
         )
     if raw[start] != START:
-        raise FrameStructureError(f"frame must start with 68H, found {raw[start]:02X}H")
+        return FrameStructureError(f"frame must start with 68H, found {raw[start]:02X}H")
     if raw[start + 7] != START:
-        raise FrameStructureError(f"second start byte must be 68H, found {raw[start + 7]:02X}H")
+        return FrameStructureError(f"second start byte must be 68H, found {raw[start + 7]:02X}H")
     length = raw[start + 9]
     if length > MAX_DATA:
-        raise FrameLengthError(f"length byte {length} exceeds the maximum of {MAX_DATA}")
+        return FrameLengthError(f"length byte {length} exceeds the maximum of {MAX_DATA}")
     if size < OVERHEAD + length:
-        raise FrameLengthError(
+        return FrameLengthError(
             f"frame truncated: length byte says {length} data bytes, only {size - OVERHEAD} present"
         )
     if size > OVERHEAD + length:
-        raise FrameLengthError(
+        return FrameLengthError(
             f"{size - OVERHEAD - length} extra bytes after the frame "
             f"(length byte says {length} data bytes)"
         )
     end = start + OVERHEAD + length
     if raw[end - 1] != END:
-        raise FrameStructureError(f"frame must end with 16H, found {raw[end - 1]:02X}H")
+        return FrameStructureError(f"frame must end with 16H, found {raw[end - 1]:02X}H")
     expected = sum(raw[start : end - 2]) & 0xFF
-    if raw[end - 2] != expected:
-        raise FrameChecksumError(f"checksum is {raw[end - 2]:02X}H, expected {expected:02X}H")
-    return Frame(
-        address_from_wire(raw[start + 1 : start + 7]),
-        raw[start + 8],
-        raw[start + 10 : end - 2].translate(_UNSCRAMBLE),
-    )
+    return FrameChecksumError(f"checksum is {raw[end - 2]:02X}H, expected {expected:02X}H")
 
 
 def decode_hex(text: str) -> Frame:

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from protocols.dlt645 import codes
+from protocols.dlt645._fastinit import fast_frozen_init
 from protocols.dlt645.codes import ControlAction, ErrorBits, FunctionCode
 from protocols.dlt645.frame import (
     BROADCAST,
@@ -161,6 +162,7 @@ class Credentials:
 # --- read -----------------------------------------------------------------------------
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ReadRequest:
     address: str
@@ -171,6 +173,7 @@ class ReadRequest:
         return Frame(self.address, FunctionCode.READ, di_to_wire(self.di) + self.extra)
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ReadReply:
     address: str
@@ -183,6 +186,7 @@ class ReadReply:
         return Frame(self.address, control, di_to_wire(self.di) + self.raw)
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ReadFollowUpRequest:
     address: str
@@ -195,6 +199,7 @@ class ReadFollowUpRequest:
         )
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ReadFollowUpReply:
     address: str
@@ -208,6 +213,7 @@ class ReadFollowUpReply:
         return Frame(self.address, control, di_to_wire(self.di) + self.raw + bytes((self.seq,)))
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ReadAddressRequest:
     address: str = WILDCARD
@@ -216,6 +222,7 @@ class ReadAddressRequest:
         return Frame(self.address, FunctionCode.READ_ADDRESS, b"")
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ReadAddressReply:
     address: str
@@ -227,6 +234,7 @@ class ReadAddressReply:
 # --- write ----------------------------------------------------------------------------
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class WriteRequest:
     address: str
@@ -246,6 +254,7 @@ class WriteRequest:
         return Frame(self.address, FunctionCode.WRITE, payload)
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class WriteReply:
     address: str
@@ -254,6 +263,7 @@ class WriteReply:
         return Frame(self.address, REPLY | FunctionCode.WRITE, b"")
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class BroadcastTimeSync:
     """08H: set every meter's clock on the bus (broadcast, never answered)."""
@@ -268,6 +278,7 @@ class BroadcastTimeSync:
 # --- remote control (1CH) ---------------------------------------------------------------
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class RemoteControlRequest:
     """1CH: trip, close allowed, direct close, alarm, power guarantee.
@@ -293,6 +304,7 @@ class RemoteControlRequest:
         )
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class RemoteControlReply:
     address: str
@@ -314,6 +326,7 @@ _ERROR_CLASSES: dict[int, type[MeterRefused]] = {
 }
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class AbnormalReply:
     """C | C0H: the meter refused. ``error_word`` is ERR (L=1) or a 2-byte word (L=2)."""
@@ -372,35 +385,72 @@ def decode_message(frame: Frame) -> Message:
         FrameError: the data does not fit the function's layout.
         FrameStructureError: an unknown function code (the frame itself stays usable).
     """
-    function = frame.function
-    data = frame.data
-    if frame.is_abnormal:
-        if not frame.is_reply:
+    control = frame.control
+    if control & codes.ABNORMAL:
+        if not control & REPLY:
             raise FrameStructureError("abnormal flag set on a master-to-slave frame")
+        data = frame.data
         _need(frame, 1, "abnormal reply")
         width = 2 if len(data) >= 2 else 1
-        return AbnormalReply(frame.address, function, int.from_bytes(data[:width], "little"), width)
-    decoder = _DECODERS.get((function, frame.is_reply))
+        return AbnormalReply(
+            frame.address,
+            control & codes.FUNCTION_MASK,
+            int.from_bytes(data[:width], "little"),
+            width,
+        )
+    decoder = _TABLE.get(control & _KEY_MASK)
+    if decoder is None:  # new decoders may have been registered since (e.g. security's 03H)
+        decoder = _build_table().get(control & _KEY_MASK)
     if decoder is None:
-        # Imported here: both modules build on this one (15H..1BH, and 1997's 01H).
-        from protocols.dlt645 import extra_messages, v1997
-
-        key = (function, frame.is_reply)
-        decoder = extra_messages.DECODERS.get(key) or v1997.DECODERS.get(key)
-    if decoder is None:
-        direction = "reply" if frame.is_reply else "request"
-        raise FrameStructureError(f"no {direction} message is defined for function {function:02X}H")
+        direction = "reply" if control & REPLY else "request"
+        raise FrameStructureError(
+            f"no {direction} message is defined for function {control & codes.FUNCTION_MASK:02X}H"
+        )
     return decoder(frame)
 
 
+_KEY_MASK = REPLY | codes.FUNCTION_MASK  # direction + function: the follow-up bit is data
+_TABLE: dict[int, Callable[[Frame], Any]] = {}
+
+
+def reload_decoders() -> None:
+    """Forget the merged decoder table (after replacing or removing a registered decoder)."""
+    _TABLE.clear()
+
+
+def has_message(frame: Frame) -> bool:
+    """Whether :func:`decode_message` knows a message type for this frame's function."""
+    key = frame.control & _KEY_MASK
+    return bool(frame.control & codes.ABNORMAL) or key in _TABLE or key in _build_table()
+
+
+def _build_table() -> dict[int, Callable[[Frame], Any]]:
+    """Merge this module's decoders with 15H..1BH and 1997's (imported late: they import us).
+
+    Modules may add entries to ``extra_messages.DECODERS`` at import; a miss rebuilds.
+    """
+    from protocols.dlt645 import extra_messages, v1997
+
+    for table in (v1997.DECODERS, extra_messages.DECODERS, _DECODERS):
+        for (function, is_reply), decoder in table.items():
+            _TABLE[function | (REPLY if is_reply else 0)] = decoder
+    return _TABLE
+
+
 def _read_request(f: Frame) -> ReadRequest:
-    _need(f, 4, "read request")
-    return ReadRequest(f.address, di_from_wire(f.data), f.data[4:])
+    data = f.data
+    if len(data) < 4:
+        _need(f, 4, "read request")
+    return ReadRequest(f.address, int.from_bytes(data[:4], "little"), data[4:])
 
 
 def _read_reply(f: Frame) -> ReadReply:
-    _need(f, 4, "read reply")
-    return ReadReply(f.address, di_from_wire(f.data), f.data[4:], f.has_follow_up)
+    data = f.data
+    if len(data) < 4:
+        _need(f, 4, "read reply")
+    return ReadReply(
+        f.address, int.from_bytes(data[:4], "little"), data[4:], bool(f.control & codes.FOLLOW_UP)
+    )
 
 
 def _follow_request(f: Frame) -> ReadFollowUpRequest:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocols.dlt645 import codes
+from protocols.dlt645._fastinit import fast_frozen_init
 from protocols.dlt645.codes import Function1997
 from protocols.dlt645.frame import Frame
 from protocols.dlt645.identifiers import (
@@ -128,6 +129,7 @@ def encode_value(di: int, value: Any) -> bytes:
     return result
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Read1997Request:
     """01H: read a 2-byte identifier from a 1997 meter."""
@@ -139,6 +141,7 @@ class Read1997Request:
         return Frame(self.address, Function1997.READ, di_to_wire(self.di))
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Read1997Reply:
     """81H (A1H with more frames): the identifier and its value bytes (low byte first)."""

@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError
 
 from engine import audit
 from engine.db import read_session, transaction
-from tests.engine.store_helpers import MONDAY_10_SHANGHAI, db_engine
+from tests.engine.store_helpers import AUDIT_KEY, MONDAY_10_SHANGHAI, db_engine
 
 __all__ = ["db_engine"]
 
@@ -142,3 +142,25 @@ def test_show_filters_by_account_including_bulk_records(db_engine: Engine) -> No
         newest = audit.records(session, limit=2)
     assert [r["seq"] for r in about_a2] == [2, 4]
     assert [r["seq"] for r in newest] == [3, 4]
+
+
+def _append_from_process(url: str, worker: int, count: int) -> None:
+    from engine.db import make_engine
+
+    engine = make_engine(url, audit_key=AUDIT_KEY)
+    for i in range(count):
+        with transaction(engine) as session:
+            audit.append(session, f"w{worker}", "concurrent", f"A{worker}", {"i": i})
+    engine.dispose()
+
+
+def test_concurrent_writers_keep_one_unbroken_chain(db_engine: Engine) -> None:
+    """Appends from several processes are serialised (BEGIN IMMEDIATE / advisory lock)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    url = db_engine.url.render_as_string(hide_password=False)
+    with ProcessPoolExecutor(max_workers=4) as pool:
+        for future in [pool.submit(_append_from_process, url, w, 15) for w in range(4)]:
+            future.result()
+    result = audit.verify(db_engine)
+    assert (result.ok, result.records) == (True, 60), result.problem

@@ -17,8 +17,9 @@ from engine.notify import OutboxNotifier
 from engine.payments import record_payment
 from engine.store.cases import load_cases
 from engine.timers import claim_due_timers, fire_due_timers
-from policies import evaluate, settings_from_config
-from policies.facts import Outcome
+from policies import check_important, settings_from_config
+from policies.facts import Verdict
+from tests.engine import store_helpers
 from tests.engine.scheduler_helpers import (
     audit_actions,
     field_orders,
@@ -29,12 +30,15 @@ from tests.engine.scheduler_helpers import (
     set_meter,
     timers,
 )
-from tests.engine.store_helpers import (  # noqa: F401 - fixtures
+from tests.engine.store_helpers import (
     MONDAY_10_SHANGHAI,
     add_account,
-    db_engine,
-    sqlite_engine,
 )
+
+# Fixtures (module attributes, so pytest finds them).
+db_engine = store_helpers.db_engine
+sqlite_engine = store_helpers.sqlite_engine
+
 
 T0 = MONDAY_10_SHANGHAI
 STEP = timedelta(minutes=15)
@@ -79,11 +83,11 @@ def test_important_timeline_moves_at_the_right_times(sqlite_engine: Engine) -> N
     (instruction,) = notifications(sqlite_engine, "instruction")
     assert "2026-06-01 10:30" in instruction["message"]
 
-    # The policy still says "not yet" a minute before execution...
+    # The important rule still says "not yet" a minute before execution...
     settings = settings_from_config(config.policy, config.site.timezone)
     (case,) = load_cases(sqlite_engine, accounts=["IMP1"], now=clock.now())
-    early = evaluate(case, settings, T0 + 2 * STEP - timedelta(minutes=1))
-    assert early.outcome is Outcome.SCHEDULE
+    early = check_important(case, settings, T0 + 2 * STEP - timedelta(minutes=1))
+    assert early.verdict is Verdict.SCHEDULE
 
     clock.set(T0 + 2 * STEP)
     assert tick(sqlite_engine, clock) == ["important_execute:ready"]
@@ -92,11 +96,12 @@ def test_important_timeline_moves_at_the_right_times(sqlite_engine: Engine) -> N
     assert len(notifications(sqlite_engine, "execution")) == 1
     # ...and allows it now: the dispatcher's re-check lets the order through.
     (case,) = load_cases(sqlite_engine, accounts=["IMP1"], now=clock.now())
-    assert evaluate(case, settings, clock.now()).outcome is Outcome.DISCONNECT
+    due = check_important(case, settings, clock.now())
+    assert (due.verdict, due.code) == (Verdict.ALLOW, "important_timeline_due")
 
-    moves = [
-        (r["action"], r["at"]) for r in audit_actions(sqlite_engine, "order.warned")
-    ] + [(r["action"], r["at"]) for r in audit_actions(sqlite_engine, "order.instructed")]
+    moves = [(r["action"], r["at"]) for r in audit_actions(sqlite_engine, "order.warned")] + [
+        (r["action"], r["at"]) for r in audit_actions(sqlite_engine, "order.instructed")
+    ]
     assert moves == [("order.warned", T0), ("order.instructed", T0 + STEP)]
     assert all(t["fired_at"] is not None for t in timers(sqlite_engine, order_id).values())
     assert audit.verify(sqlite_engine).ok
@@ -190,19 +195,18 @@ def test_claims_of_live_holders_are_respected_and_dead_ones_taken_over(
 ) -> None:
     now = T0
     with transaction(sqlite_engine) as session:
-        session.execute(
-            insert(TIMERS),
-            [
-                {"kind": "x", "due_at": now, "payload": {}, "claimed_by": None},
-                {"kind": "x", "due_at": now, "payload": {}, "claimed_by": DEAD_HOLDER,
-                 "claimed_at": now},
-                {"kind": "x", "due_at": now, "payload": {}, "claimed_by": new_worker_id(),
-                 "claimed_at": now},
-                {"kind": "x", "due_at": now, "payload": {}, "claimed_by": "other-host:1:a",
-                 "claimed_at": now - timedelta(minutes=5)},
-                {"kind": "x", "due_at": now + timedelta(seconds=1), "payload": {}},
-            ],
-        )  # fmt: skip
+        for claimed_by, claimed_at, due in (
+            (None, None, now),
+            (DEAD_HOLDER, now, now),  # a dead process on this host: taken over at once
+            (new_worker_id(), now, now),  # a live one (this process): left alone
+            ("other-host:1:a", now - timedelta(minutes=5), now),  # expired claim
+            (None, None, now + timedelta(seconds=1)),  # not due yet
+        ):
+            session.execute(
+                insert(TIMERS).values(
+                    kind="x", due_at=due, payload={}, claimed_by=claimed_by, claimed_at=claimed_at
+                )
+            )
     claimed = claim_due_timers(sqlite_engine, now, "me", lease=timedelta(seconds=60))
     # unclaimed, dead holder's, expired claim; not the live holder's, not the future one
     assert sorted(t.id for t in claimed) == [1, 2, 4]
@@ -263,9 +267,7 @@ def test_reconnect_deadline_escalates_once(sqlite_engine: Engine) -> None:
     assert order(sqlite_engine, order_id)["state"] == "requested"
 
     with transaction(sqlite_engine) as session:  # fire it again: no second field order
-        session.execute(
-            update(TIMERS).where(TIMERS.c.order_id == order_id).values(fired_at=None)
-        )
+        session.execute(update(TIMERS).where(TIMERS.c.order_id == order_id).values(fired_at=None))
     clock.advance(120)
     assert tick(sqlite_engine, clock) == ["reconnect_deadline:already_escalated"]
     assert len(field_orders(sqlite_engine)) == 1

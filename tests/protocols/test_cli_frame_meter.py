@@ -217,3 +217,15 @@ class TestMeterCommands:
         result = runner.invoke(app, ["meter", "read", *args])
         assert result.exit_code == 2
         assert message in result.output
+
+
+def test_unknown_function_is_reported_not_refused(app: typer.Typer) -> None:
+    from protocols.dlt645.frame import encode_frame
+
+    wire = encode_frame("000000000001", 0x1E, b"\x01\x02").hex()
+    result = runner.invoke(app, ["frame", "decode", wire, "--json"])
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    assert doc["message"] == "unknown"
+    assert doc["function"] == "1E"
+    assert doc["data"] == "0102"

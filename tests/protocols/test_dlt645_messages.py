@@ -27,6 +27,7 @@ from protocols.dlt645.messages import (
     WriteReply,
     WriteRequest,
     decode_message,
+    reload_decoders,
 )
 from protocols.errors import (
     FrameError,
@@ -227,3 +228,20 @@ def test_change_password_di_is_checked() -> None:
     bad = Frame("000000000001", 0x18, bytes.fromhex("06 0C 00 04") + request.to_frame().data[4:])
     with pytest.raises(FrameStructureError, match="04000C06"):
         decode_message(bad)
+
+
+def test_decoders_registered_later_are_found() -> None:
+    """Modules (e.g. the ESAM security one) add decoders at import, after first use."""
+    decode_message(Frame("000000000001", 0x11, b"\x00\x00\x01\x00"))  # builds the table
+    key = (0x1E, False)  # a vendor extension function nobody defines
+    frame = Frame("000000000001", 0x1E, b"\x01")
+    with pytest.raises(FrameStructureError, match="1EH"):
+        decode_message(frame)
+    extra_messages.DECODERS[key] = lambda f: ("vendor", f.data)
+    try:
+        assert decode_message(frame) == ("vendor", b"\x01")
+    finally:
+        del extra_messages.DECODERS[key]
+        reload_decoders()
+    with pytest.raises(FrameStructureError, match="1EH"):
+        decode_message(frame)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tty
 from collections.abc import AsyncIterator
@@ -11,38 +12,36 @@ import pytest
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from protocols.errors import LinkTimeout
 from protocols.modbus import ModbusMeterClient
 
 
-def _raw_pty() -> tuple[int, str]:
+def _raw_pty() -> tuple[int, int, str]:
     master, slave = os.openpty()
     tty.setraw(slave)
-    name = os.ttyname(slave)
-    os.close(slave)  # reopened by whoever uses the path
-    return master, name
+    # Non-blocking master: a full buffer drops bytes instead of freezing the loop. The
+    # slave stays open here too, so the master never reads EIO while nobody has the path.
+    os.set_blocking(master, False)
+    return master, slave, os.ttyname(slave)
 
 
 @pytest.fixture
 async def null_modem() -> AsyncIterator[tuple[str, str]]:
-    """Two pty paths wired back to back (what socat -d pty pty would give)."""
+    """Two pty paths wired back to back (what ``socat pty pty`` would give)."""
     loop = asyncio.get_running_loop()
-    master_a, path_a = _raw_pty()
-    master_b, path_b = _raw_pty()
+    master_a, slave_a, path_a = _raw_pty()
+    master_b, slave_b, path_b = _raw_pty()
 
     def pump(src: int, dst: int) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.write(dst, os.read(src, 4096))
-        except OSError:
-            pass
 
     loop.add_reader(master_a, pump, master_a, master_b)
     loop.add_reader(master_b, pump, master_b, master_a)
     yield path_a, path_b
     loop.remove_reader(master_a)
     loop.remove_reader(master_b)
-    os.close(master_a)
-    os.close(master_b)
+    for fd in (master_a, slave_a, master_b, slave_b):
+        os.close(fd)
 
 
 @pytest.fixture

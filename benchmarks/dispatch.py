@@ -1,0 +1,295 @@
+"""Dispatch benchmark: a disconnect batch against the buses' physical limit.
+
+2,000 disconnections (one per meter, every account in arrears) over 100 simulated buses at
+2400 baud. The simulator runs in its own process (``meterctl simulate``), so its CPU is not
+the engine's. The engine runs in ``--processes N`` worker processes (each one a
+:class:`engine.dispatch.dispatcher.Dispatcher` doing ``run_until_idle``, exactly what
+``meterctl batch run`` does after planning), all released at the same moment.
+
+The bus limit: a bus carries one frame at a time, so it cannot finish its orders sooner than
+the sum of its frames' wire time (bytes x 11 bits / baud, preambles included) plus its meters'
+reply delays. The simulator counts exactly that per bus (``busy_s``); the limit of the batch
+is the busiest bus. ``ratio`` = wall time / bus limit (1.0 = the engine adds nothing).
+
+The engine's CPU per order is the workers' process CPU time (user + system) divided by the
+orders; on PostgreSQL the server's CPU is reported separately.
+
+Usage::
+
+    .venv/bin/python benchmarks/dispatch.py [--meters 2000] [--buses 100]
+        [--db-url postgresql://user@host/postgres] [--processes 1]
+
+With ``--db-url`` a fresh database is created on that server (and dropped afterwards);
+without it the store is a SQLite file. Progress goes to stderr; the figures are one JSON
+object on the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from support import (
+    ROOT,
+    Simulator,
+    database,
+    db_kind,
+    emit,
+    log,
+    machine,
+    postgres_cpu_s,
+    process_cpu_s,
+    write_config,
+)
+
+BAUD = 2400
+HEADER = [
+    "account_no", "name", "phone", "balance", "agreement", "customer_class", "humanitarian",
+    "meter_no", "meter_address", "protocol", "link", "notice_delivered_at",
+]  # fmt: skip
+
+
+# -- the worker process ------------------------------------------------------------------------
+
+
+def worker(config_path: Path) -> None:
+    """One engine process: wait for "go" on stdin, dispatch until idle, print its figures."""
+    from engine.clock import SystemClock
+    from engine.config import load_config
+    from engine.db import engine_from_config
+    from engine.dispatch.dispatcher import Dispatcher
+    from engine.dispatch.identity import new_worker_id
+    from engine.logging import configure_logging
+
+    configure_logging("WARNING", json=False)  # what `meterctl batch run` configures
+    config = load_config(config_path)
+    engine = engine_from_config(config)
+    dispatcher = Dispatcher(
+        engine, config, clock=SystemClock(), worker_id=new_worker_id(), actor="bench"
+    )
+    print("ready", flush=True)
+    sys.stdin.readline()
+    started, cpu_before = time.time(), process_cpu_s()
+
+    async def run() -> Any:
+        try:
+            return await dispatcher.run_until_idle()
+        finally:
+            await dispatcher.close()
+
+    summary = asyncio.run(run())
+    finished, cpu_after = time.time(), process_cpu_s()
+    print(
+        json.dumps(
+            {
+                "started": started,
+                "finished": finished,
+                "cpu_s": cpu_after - cpu_before,
+                "orders": len(summary.results),
+                "states": dict(Counter(r.state for r in summary.results)),
+                "busy_buses": len(summary.busy_buses),
+            }
+        ),
+        flush=True,
+    )
+
+
+# -- the benchmark -----------------------------------------------------------------------------
+
+
+def _write_accounts(sim: Simulator, path: Path) -> int:
+    links = sim.link_of()
+    delivered = (datetime.now(UTC) - timedelta(days=8)).isoformat()
+    rows = 0
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(HEADER)
+        for meter in sim.meters():
+            address = meter["address"]
+            writer.writerow(
+                [f"A{address}", f"Customer {address[-4:]}", f"138{address[-8:]}", "-50.00",
+                 "yes", "residential", "no", meter["meter_no"], address, "dlt645-2007",
+                 links[address], delivered]
+            )  # fmt: skip
+            rows += 1
+    return rows
+
+
+def _prepare(url: str, config_path: Path, accounts_csv: Path) -> dict[str, float]:
+    """Import the accounts and create the batch's orders (as ``batch run`` does)."""
+    from engine.batch import create_orders
+    from engine.batch_run import select_batch
+    from engine.config import load_config
+    from engine.db import engine_from_config
+    from engine.importer import import_accounts
+    from engine.notify import OutboxNotifier
+
+    config = load_config(config_path)
+    engine = engine_from_config(config)
+    now = datetime.now(UTC)
+    t0 = time.perf_counter()
+    import_accounts(engine, accounts_csv, actor="bench", now=now, tz=config.site.tz)
+    t1 = time.perf_counter()
+    selection = select_batch(engine, config, now=now)
+    created = create_orders(
+        engine,
+        selection.chosen,
+        batch_id="bench",
+        actor="bench",
+        now=now,
+        config=config,
+        notifier=OutboxNotifier(),
+    )
+    t2 = time.perf_counter()
+    engine.dispose()
+    log(f"imported in {t1 - t0:.2f} s; planned and created {len(created.ready)} orders "
+        f"in {t2 - t1:.2f} s")  # fmt: skip
+    return {"import_s": t1 - t0, "plan_and_create_s": t2 - t1, "orders": len(created.ready)}
+
+
+def _order_states(url: str, config_path: Path) -> Counter[str]:
+    from sqlalchemy import func, select
+
+    from engine.config import load_config
+    from engine.db import engine_from_config
+    from engine.db.models import SWITCH_ORDERS
+
+    engine = engine_from_config(load_config(config_path))
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(SWITCH_ORDERS.c.state, func.count()).group_by(SWITCH_ORDERS.c.state)
+        ).all()
+    engine.dispose()
+    return Counter({str(state): int(count) for state, count in rows})
+
+
+def _busy(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, float]]:
+    out = {}
+    for bus, stats in after.items():
+        prior = before.get(bus, {})
+        out[bus] = {
+            key: stats[key] - prior.get(key, 0)
+            for key in ("busy_s", "frames_in", "frames_out", "bytes_in", "bytes_out", "silent")
+        }
+    return out
+
+
+def bench(meters: int, buses: int, db_url: str | None, processes: int, seed: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="meterctl-bench-dispatch-") as tmp:
+        folder = Path(tmp)
+        with database(db_url, folder) as url:
+            config_path = write_config(folder, url)
+            log(f"store: {db_kind(url)}; starting the simulator: {meters} meters on {buses} buses")
+            with Simulator(
+                folder, "--meters", str(meters), "--buses", str(buses), "--time-scale", "1",
+                "--baud", str(BAUD), "--seed", str(seed), config=config_path,
+            ) as sim:  # fmt: skip
+                accounts = folder / "accounts.csv"
+                _write_accounts(sim, accounts)
+                prepared = _prepare(url, config_path, accounts)
+                orders = int(prepared["orders"])
+                workers = [
+                    subprocess.Popen(
+                        [sys.executable, str(Path(__file__).resolve()), "--worker",
+                         str(config_path)],
+                        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                    )  # fmt: skip
+                    for _ in range(processes)
+                ]
+                for proc in workers:
+                    assert proc.stdout is not None
+                    if proc.stdout.readline().strip() != "ready":
+                        raise RuntimeError("a worker failed to start")
+                stats_before = sim.bus_stats()
+                sim_cpu_before = sim.cpu_s()
+                pg_cpu_before = postgres_cpu_s(url) if db_kind(url) == "postgresql" else None
+                log(f"dispatching {orders} orders with {processes} engine process(es) ...")
+                for proc in workers:
+                    assert proc.stdin is not None
+                    proc.stdin.write("go\n")
+                    proc.stdin.flush()
+                reports = []
+                for proc in workers:
+                    out, _ = proc.communicate(timeout=3600)
+                    if proc.returncode != 0:
+                        raise RuntimeError(f"a worker failed (exit {proc.returncode})")
+                    reports.append(json.loads(out.strip().splitlines()[-1]))
+                sim_cpu = sim.cpu_s() - sim_cpu_before
+                pg_cpu_after = postgres_cpu_s(url) if pg_cpu_before is not None else None
+                per_bus = _busy(stats_before, sim.bus_stats())
+                relays = Counter(m["relay"] for m in sim.meters())
+            states = _order_states(url, config_path)
+    wall = max(r["finished"] for r in reports) - min(r["started"] for r in reports)
+    busiest = max(per_bus, key=lambda b: per_bus[b]["busy_s"])
+    limit = per_bus[busiest]["busy_s"]
+    cpu = sum(r["cpu_s"] for r in reports)
+    frames = sum(b["frames_in"] for b in per_bus.values())
+    figures: dict[str, Any] = {
+        "orders": orders,
+        "buses": len(per_bus),
+        "wall_s": round(wall, 3),
+        "bus_limit_s": round(limit, 3),
+        "ratio": round(wall / limit, 3),
+        "cpu_ms_per_order": round(1000 * cpu / max(orders, 1), 2),
+        "db": db_kind(url),
+        "processes": processes,
+        "meters": meters,
+        "baud": BAUD,
+        "busiest_bus": busiest,
+        "frames_per_order": round(frames / max(orders, 1), 2),
+        "mean_bus_busy_s": round(sum(b["busy_s"] for b in per_bus.values()) / len(per_bus), 3),
+        "orders_per_s": round(orders / wall, 1),
+        "engine_cpu_s": round(cpu, 2),
+        "engine_cpu_share_of_wall": round(cpu / wall, 3),
+        "simulator_cpu_ms_per_order": round(1000 * sim_cpu / max(orders, 1), 2),
+        "db_server_cpu_ms_per_order": (
+            round(1000 * (pg_cpu_after - pg_cpu_before) / max(orders, 1), 2)
+            if pg_cpu_before is not None and pg_cpu_after is not None
+            else None
+        ),
+        "per_process": [
+            {"orders": r["orders"], "cpu_s": round(r["cpu_s"], 2),
+             "wall_s": round(r["finished"] - r["started"], 2)}
+            for r in reports
+        ],  # fmt: skip
+        "order_states": dict(states),
+        "meter_relays": dict(relays),
+        "prepare": {k: round(v, 3) for k, v in prepared.items()},
+        "machine": machine(),
+    }
+    log(f"{orders} orders in {wall:.2f} s; bus limit {limit:.2f} s (ratio {wall / limit:.3f}); "
+        f"engine CPU {figures['cpu_ms_per_order']} ms/order; states {dict(states)}")  # fmt: skip
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--meters", type=int, default=2000)
+    parser.add_argument("--buses", type=int, default=100)
+    parser.add_argument("--db-url", default=None, help="a PostgreSQL server (fresh database)")
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker is not None:
+        worker(args.worker)
+        return
+    if args.processes < 1:
+        parser.error("--processes must be at least 1")
+    if args.processes > 1 and (args.db_url is None or args.db_url.startswith("sqlite")):
+        parser.error("--processes > 1 needs --db-url (PostgreSQL): SQLite is one process")
+    emit(bench(args.meters, args.buses, args.db_url, args.processes, args.seed))
+
+
+if __name__ == "__main__":
+    main()
