@@ -260,7 +260,9 @@ class ConcentratorTerminal:
         sink = _ForwardSink()
         # One request per forward: the master sends one DL/T 645 frame at a time.
         bus.submit(Request(frames[0], len(request.content), loop.time(), sink))
-        return await sink.collect(request.message_timeout_s, request.byte_timeout_s)
+        # The message timeout runs from the end of our own transmission on the line.
+        sending = bus.timing.wire_s(len(request.content)) * bus.timing.time_scale
+        return await sink.collect(request.message_timeout_s + sending, request.byte_timeout_s)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,13 @@ from engine.db.models import METERS, SWITCH_ORDERS
 from engine.dispatch.identity import WORKER_ID
 from engine.dispatch.journal import DbJournal
 from engine.dispatch.leases import release_bus, try_acquire_bus
-from engine.dispatch.outcomes import Applied, LeaseRenewal, RetryPolicy, apply_outcome
+from engine.dispatch.outcomes import (
+    Applied,
+    LeaseRenewal,
+    RetryPolicy,
+    apply_and_claim,
+    apply_outcome,
+)
 from engine.dispatch.queue import ClaimedOrder, claim_next, due_buses, recover_stale
 from engine.notify import Notifier, notifier_from_config
 from engine.orders_states import OrderKind
@@ -257,18 +263,21 @@ class Dispatcher:
         # The bus may have been taken over from a process that died while it was dispatching
         # here: its in-flight orders go back to the queue first (a resume reads the meter).
         await self.recover(bus)
+        claimed: ClaimedOrder | None = None
+        look = True  # whether the queue must be asked (the outcome's transaction may have)
         while True:
-            if self._stop is not None and self._stop.is_set():
-                return  # graceful stop: the order in flight is done, leave the rest queued
-            claimed = await self.db(
-                claim_next,
-                self.engine,
-                bus,
-                self.worker_id,
-                self.clock.now(),
-                actor=self.actor,
-                with_case=True,
-            )
+            if claimed is None and look:
+                if self._stopping():
+                    return  # graceful stop: the order in flight is done, leave the rest queued
+                claimed = await self.db(
+                    claim_next,
+                    self.engine,
+                    bus,
+                    self.worker_id,
+                    self.clock.now(),
+                    actor=self.actor,
+                    with_case=True,
+                )
             if claimed is None:
                 retry_at = await self.db(self._next_retry, bus)
                 if retry_at is None:
@@ -277,9 +286,12 @@ class Dispatcher:
                 if self.clock.monotonic() - started + wait > max_retry_wait_s:
                     return
                 await self.sleep(max(wait, 0.05))
+                look = True
                 continue
-            applied = await self.process(
-                claimed, lease=LeaseRenewal(bus, self.worker_id, self.clock.now() + self.lease)
+            applied, following, look = await self._process(
+                claimed,
+                lease=LeaseRenewal(bus, self.worker_id, self.clock.now() + self.lease),
+                claim_following=not self._stopping(),
             )
             summary.results.append(applied)
             if self.on_result is not None:
@@ -289,6 +301,11 @@ class Dispatcher:
             ):
                 log.error("dispatch.lease_lost", bus=bus)
                 return
+            claimed = following
+            look = look or not applied.lease_kept or self._stopping()
+
+    def _stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
 
     def _next_retry(self, bus: str) -> datetime | None:
         """When the next order on ``bus`` that is waiting for a bounded retry becomes due."""
@@ -297,8 +314,7 @@ class Dispatcher:
             select(func.min(o.not_before))
             .select_from(SWITCH_ORDERS.join(METERS, m.id == o.meter_id))
             .where(
-                m.link == bus,
-                o.terminal.is_(False),
+                m.link == bus,  # the due states imply not terminal (see queue._CANDIDATES)
                 o.attempts > 0,
                 o.state.in_(("ready", "requested")),
                 o.not_before.is_not(None),
@@ -318,6 +334,17 @@ class Dispatcher:
         """Run the switch procedure for one claimed order and record its outcome.
 
         With ``lease`` the bus lease is renewed in the outcome's transaction.
+        """
+        applied, _following, _look = await self._process(
+            claimed, lease=lease, claim_following=False
+        )
+        return applied
+
+    async def _process(
+        self, claimed: ClaimedOrder, *, lease: LeaseRenewal | None, claim_following: bool
+    ) -> tuple[Applied, ClaimedOrder | None, bool]:
+        """:meth:`process`; with ``claim_following`` (and a lease) the outcome's transaction
+        also claims the bus's next order. Returns (applied, next order, ask the queue again).
         """
         log_ = log.bind(
             order=claimed.id, kind=claimed.kind, meter=claimed.address, bus=claimed.link
@@ -344,20 +371,36 @@ class Dispatcher:
                 None,
                 journal.commands,
             )
-        applied = await self.db(
-            apply_outcome,
-            self.engine,
-            claimed,
-            outcome,
-            journal,
-            now=self.clock.now(),
-            actor=self.actor,
-            notifier=self.notifier,
-            retry=self.retry,
-            lease=lease,
-        )
+        following: ClaimedOrder | None = None
+        look = True
+        if lease is not None and claim_following:
+            applied, following, look = await self.db(
+                apply_and_claim,
+                self.engine,
+                claimed,
+                outcome,
+                journal,
+                now=self.clock.now(),
+                actor=self.actor,
+                notifier=self.notifier,
+                retry=self.retry,
+                lease=lease,
+            )
+        else:
+            applied = await self.db(
+                apply_outcome,
+                self.engine,
+                claimed,
+                outcome,
+                journal,
+                now=self.clock.now(),
+                actor=self.actor,
+                notifier=self.notifier,
+                retry=self.retry,
+                lease=lease,
+            )
         log_.info("dispatch.order_done", state=applied.state, cause=applied.cause)
-        return applied
+        return applied, following, look
 
     async def _switch(self, claimed: ClaimedOrder, journal: DbJournal) -> SwitchOutcome:
         credentials = self.secrets.for_meter(claimed.address, claimed.password_ref)

@@ -1,7 +1,7 @@
 """Turn a switch outcome into the order's next state, in one transaction.
 
 Everything about the result is written together: the journal's buffered command results and
-read-backs, the order's state (audited by :func:`engine.store.orders.move_order`), the meter's
+read-backs, the order's state (audited by :func:`engine.dispatch.order_rows.move_row`), the meter's
 last known relay state, a field work order with the evidence when remote control could not
 do it (补停 / 现场复电), and the customer / staff notification. Nothing is dropped silently:
 every outcome ends in a state, and every failure either gets a bounded retry or a field order.
@@ -14,16 +14,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlmodel import Session
 
 from engine.db.database import transaction
-from engine.db.models import ACCOUNTS, FIELD_ORDERS, METERS, SwitchOrder
+from engine.db.models import ACCOUNTS, FIELD_ORDERS, METERS
 from engine.dispatch.journal import DbJournal
 from engine.dispatch.leases import renew_bus
-from engine.dispatch.queue import ClaimedOrder
+from engine.dispatch.order_rows import load_order, move_row
+from engine.dispatch.queue import ClaimedOrder, claim_in
 from engine.notify import Notifier
 from engine.orders_states import DisconnectState, OrderKind, ReconnectState
 from engine.scheduler.escalation import close_escalations
-from engine.store.orders import move_order
+from engine.store.errors import StaleOrder
 from engine.switching.procedure import SwitchOutcome, SwitchStatus
 
 # Causes where nothing reached the meter yet, so trying the whole order again later is safe.
@@ -83,6 +85,75 @@ def apply_outcome(
     With ``lease`` the bus lease is renewed in the same transaction
     (:attr:`Applied.lease_kept` says whether it was still ours).
     """
+    with transaction(engine) as session:
+        return record_outcome(
+            session,
+            claimed,
+            outcome,
+            journal,
+            now=now,
+            actor=actor,
+            notifier=notifier,
+            retry=retry,
+            lease=lease,
+        )
+
+
+def apply_and_claim(
+    engine: Engine,
+    claimed: ClaimedOrder,
+    outcome: SwitchOutcome,
+    journal: DbJournal,
+    *,
+    now: datetime,
+    actor: str,
+    notifier: Notifier,
+    retry: RetryPolicy,
+    lease: LeaseRenewal,
+) -> tuple[Applied, ClaimedOrder | None, bool]:
+    """:func:`apply_outcome`, then claim the bus's next order in the same transaction.
+
+    One transaction (and one trip to the database thread) per order less. The claim runs in
+    a savepoint: if it fails, the outcome still commits. Returns (applied, the next order or
+    None, whether the claim must be tried again on its own). No claim when the lease was lost.
+    """
+    with transaction(engine) as session:
+        applied = record_outcome(
+            session,
+            claimed,
+            outcome,
+            journal,
+            now=now,
+            actor=actor,
+            notifier=notifier,
+            retry=retry,
+            lease=lease,
+        )
+        if not applied.lease_kept:
+            return applied, None, False
+        try:
+            with session.begin_nested():
+                following = claim_in(
+                    session, lease.bus_key, lease.holder, now, actor=actor, with_case=True
+                )
+        except StaleOrder:
+            return applied, None, True
+    return applied, following, False
+
+
+def record_outcome(
+    session: Session,
+    claimed: ClaimedOrder,
+    outcome: SwitchOutcome,
+    journal: DbJournal,
+    *,
+    now: datetime,
+    actor: str,
+    notifier: Notifier,
+    retry: RetryPolicy,
+    lease: LeaseRenewal | None = None,
+) -> Applied:
+    """:func:`apply_outcome` inside ``session``'s transaction."""
     disconnect = claimed.kind == OrderKind.DISCONNECT.value
     evidence = _jsonable(
         {
@@ -96,149 +167,144 @@ def apply_outcome(
             "bus": claimed.link,
         }
     )
-    with transaction(engine) as session:
-        journal.flush(session)
-        lease_kept = (
-            None
-            if lease is None
-            else renew_bus(session, lease.bus_key, lease.holder, lease.expires_at)
-        )
-        order = session.get(SwitchOrder, claimed.id)
-        assert order is not None
-        order.claimed_by = None
-        order.claimed_at = None
-        order.last_error = None if outcome.status is SwitchStatus.VERIFIED else outcome.message
-        if outcome.decision is not None:
-            order.reasons = [r.code for r in outcome.decision.reasons]
-        status = outcome.status
-        field_order_id: int | None = None
-        not_before: datetime | None = None
-        detail: dict[str, Any] = {"cause": outcome.cause, "message": outcome.message}
+    journal.flush(session)
+    lease_kept = (
+        None if lease is None else renew_bus(session, lease.bus_key, lease.holder, lease.expires_at)
+    )
+    order = load_order(session, claimed.id)
+    assert order is not None
+    order.claimed_by = None
+    order.claimed_at = None
+    order.last_error = None if outcome.status is SwitchStatus.VERIFIED else outcome.message
+    if outcome.decision is not None:
+        order.reasons = [r.code for r in outcome.decision.reasons]
+    status = outcome.status
+    field_order_id: int | None = None
+    not_before: datetime | None = None
+    detail: dict[str, Any] = {"cause": outcome.cause, "message": outcome.message}
 
-        retry_later = (
-            status is SwitchStatus.FIELD_ORDER
-            and outcome.commands_sent == 0
-            and outcome.cause in RETRYABLE_BEFORE_COMMAND
-            and claimed.attempts + 1 < retry.max_dispatch_attempts
+    retry_later = (
+        status is SwitchStatus.FIELD_ORDER
+        and outcome.commands_sent == 0
+        and outcome.cause in RETRYABLE_BEFORE_COMMAND
+        and claimed.attempts + 1 < retry.max_dispatch_attempts
+    )
+    if retry_later or status is SwitchStatus.DEFERRED:
+        order.attempts += 1 if retry_later else 0
+        if status is SwitchStatus.DEFERRED:
+            when = outcome.evidence.get("not_before")
+            not_before = (
+                datetime.fromisoformat(when) if isinstance(when, str) else now + retry.retry_delay
+            )
+        else:
+            not_before = now + retry.retry_delay * (2**claimed.attempts)
+        order.not_before = not_before
+        back = DisconnectState.READY if disconnect else ReconnectState.REQUESTED
+        move_row(
+            session,
+            order,
+            back,
+            actor=actor,
+            now=now,
+            detail={**detail, "not_before": not_before.isoformat(), "attempt": order.attempts},
         )
-        if retry_later or status is SwitchStatus.DEFERRED:
-            order.attempts += 1 if retry_later else 0
-            if status is SwitchStatus.DEFERRED:
-                when = outcome.evidence.get("not_before")
-                not_before = (
-                    datetime.fromisoformat(when)
-                    if isinstance(when, str)
-                    else now + retry.retry_delay
-                )
-            else:
-                not_before = now + retry.retry_delay * (2**claimed.attempts)
-            order.not_before = not_before
-            back = DisconnectState.READY if disconnect else ReconnectState.REQUESTED
-            move_order(
-                session,
-                order,
-                back,
-                actor=actor,
-                now=now,
-                detail={**detail, "not_before": not_before.isoformat(), "attempt": order.attempts},
+        state = back.value
+    elif status is SwitchStatus.VERIFIED:
+        relay = "open" if disconnect else "closed"
+        _set_relay(session, claimed.meter_id, relay, now)
+        move_row(
+            session,
+            order,
+            DisconnectState.VERIFIED if disconnect else ReconnectState.VERIFIED,
+            actor=actor,
+            now=now,
+            detail={**detail, "read_back": evidence.get("read_back")},
+        )
+        state = order.state
+        if not disconnect:  # an overdue escalation is moot once power is back
+            close_escalations(
+                session, order_id=claimed.id, now=now, actor=actor, why="relay reads closed"
             )
-            state = back.value
-        elif status is SwitchStatus.VERIFIED:
-            relay = "open" if disconnect else "closed"
-            _set_relay(session, claimed.meter_id, relay, now)
-            move_order(
-                session,
-                order,
-                DisconnectState.VERIFIED if disconnect else ReconnectState.VERIFIED,
-                actor=actor,
-                now=now,
-                detail={**detail, "read_back": evidence.get("read_back")},
-            )
-            state = order.state
-            if not disconnect:  # an overdue escalation is moot once power is back
-                close_escalations(
-                    session, order_id=claimed.id, now=now, actor=actor, why="relay reads closed"
-                )
-            notifier.notify(
-                session,
-                kind="disconnected" if disconnect else "reconnected",
-                message=(
-                    f"account {claimed.account_no}: supply {'disconnected' if disconnect else 'restored'} "
-                    f"(meter {claimed.meter_no}, verified by read-back)"
-                ),
-                now=now,
-                account_no=claimed.account_no,
+        notifier.notify(
+            session,
+            kind="disconnected" if disconnect else "reconnected",
+            message=(
+                f"account {claimed.account_no}: supply {'disconnected' if disconnect else 'restored'} "
+                f"(meter {claimed.meter_no}, verified by read-back)"
+            ),
+            now=now,
+            account_no=claimed.account_no,
+            order_id=claimed.id,
+            recipients=_customer(session, claimed.account_no),
+        )
+    elif status is SwitchStatus.ARMED:
+        _set_relay(session, claimed.meter_id, "armed", now)
+        move_row(session, order, ReconnectState.ARMED, actor=actor, now=now, detail=detail)
+        state = order.state
+        notifier.notify(
+            session,
+            kind="press_button",
+            message=(
+                f"account {claimed.account_no}: payment received; press and hold the button on "
+                f"meter {claimed.meter_no} for 3 seconds to restore supply"
+            ),
+            now=now,
+            account_no=claimed.account_no,
+            order_id=claimed.id,
+            recipients=_customer(session, claimed.account_no),
+        )
+    elif status is SwitchStatus.BLOCKED:
+        move_row(
+            session,
+            order,
+            DisconnectState.BLOCKED,
+            actor=actor,
+            now=now,
+            detail={**detail, "policy": outcome.evidence.get("policy")},
+        )
+        state = order.state
+    elif status is SwitchStatus.CANCELLED_PAID:
+        move_row(
+            session, order, DisconnectState.CANCELLED_PAID, actor=actor, now=now, detail=detail
+        )
+        state = order.state
+    else:  # FIELD_ORDER
+        if outcome.commands_sent and disconnect:
+            _set_relay(session, claimed.meter_id, "unknown", now)
+        result = session.execute(
+            insert(FIELD_ORDERS).values(
                 order_id=claimed.id,
-                recipients=_customer(session, claimed.account_no),
-            )
-        elif status is SwitchStatus.ARMED:
-            _set_relay(session, claimed.meter_id, "armed", now)
-            move_order(session, order, ReconnectState.ARMED, actor=actor, now=now, detail=detail)
-            state = order.state
-            notifier.notify(
-                session,
-                kind="press_button",
-                message=(
-                    f"account {claimed.account_no}: payment received; press and hold the button on "
-                    f"meter {claimed.meter_no} for 3 seconds to restore supply"
-                ),
-                now=now,
                 account_no=claimed.account_no,
-                order_id=claimed.id,
-                recipients=_customer(session, claimed.account_no),
+                meter_address=claimed.address,
+                cause=outcome.cause,
+                evidence=evidence,
+                created_at=now,
+                status="open",
             )
-        elif status is SwitchStatus.BLOCKED:
-            move_order(
-                session,
-                order,
-                DisconnectState.BLOCKED,
-                actor=actor,
-                now=now,
-                detail={**detail, "policy": outcome.evidence.get("policy")},
-            )
-            state = order.state
-        elif status is SwitchStatus.CANCELLED_PAID:
-            move_order(
-                session, order, DisconnectState.CANCELLED_PAID, actor=actor, now=now, detail=detail
-            )
-            state = order.state
-        else:  # FIELD_ORDER
-            if outcome.commands_sent and disconnect:
-                _set_relay(session, claimed.meter_id, "unknown", now)
-            result = session.execute(
-                insert(FIELD_ORDERS).values(
-                    order_id=claimed.id,
-                    account_no=claimed.account_no,
-                    meter_address=claimed.address,
-                    cause=outcome.cause,
-                    evidence=evidence,
-                    created_at=now,
-                    status="open",
-                )
-            )
-            field_order_id = int(result.inserted_primary_key[0])  # type: ignore[attr-defined]
-            move_order(
-                session,
-                order,
-                DisconnectState.FIELD_ORDER if disconnect else ReconnectState.FIELD_ORDER,
-                actor=actor,
-                now=now,
-                detail={**detail, "field_order_id": field_order_id, "evidence": evidence},
-            )
-            state = order.state
-            work = "补停 field disconnection" if disconnect else "现场复电 field reconnection"
-            notifier.notify(
-                session,
-                kind="escalation",
-                message=(
-                    f"field order {field_order_id} ({work}) for account {claimed.account_no}, "
-                    f"meter {claimed.meter_no} at {claimed.address}: {outcome.message}"
-                ),
-                now=now,
-                account_no=claimed.account_no,
-                order_id=claimed.id,
-                recipients=("field-crew",),
-            )
+        )
+        field_order_id = int(result.inserted_primary_key[0])  # type: ignore[attr-defined]
+        move_row(
+            session,
+            order,
+            DisconnectState.FIELD_ORDER if disconnect else ReconnectState.FIELD_ORDER,
+            actor=actor,
+            now=now,
+            detail={**detail, "field_order_id": field_order_id, "evidence": evidence},
+        )
+        state = order.state
+        work = "补停 field disconnection" if disconnect else "现场复电 field reconnection"
+        notifier.notify(
+            session,
+            kind="escalation",
+            message=(
+                f"field order {field_order_id} ({work}) for account {claimed.account_no}, "
+                f"meter {claimed.meter_no} at {claimed.address}: {outcome.message}"
+            ),
+            now=now,
+            account_no=claimed.account_no,
+            order_id=claimed.id,
+            recipients=("field-crew",),
+        )
     return Applied(
         claimed.id, claimed.kind, state, outcome.cause, field_order_id, not_before, lease_kept
     )

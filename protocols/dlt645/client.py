@@ -424,7 +424,9 @@ class Dlt645Client:
         what: str, request: Frame, timeout: float, skipped: list[str], detail: str = ""
     ) -> str:
         text = f"{what}: meter {request.address} did not reply within {timeout:.2f} s"
-        if detail and "incomplete" in detail:
+        # Keep what the link knows beyond "nothing came" (a partial frame; a concentrator
+        # saying the meter was silent, or being silent itself).
+        if detail and not detail.startswith("no reply on "):
             text += f" ({detail})"
         if skipped:
             text += f"; ignored {len(skipped)} other frame(s): {skipped[-1]}"

@@ -115,7 +115,8 @@ class Bcd:
 
     @property
     def pattern(self) -> str:
-        digits = self.width * 2 - (1 if self.signed else 0)
+        # With a sign, bit 7 of the top byte is the sign and the top digit is 0..7.
+        digits = self.width * 2
         whole = "X" * (digits - self.decimals)
         text = whole + ("." + "X" * self.decimals if self.decimals else "")
         return ("±" if self.signed else "") + text
@@ -139,7 +140,8 @@ class Bcd:
         negative = scaled < 0
         if negative and not self.signed:
             raise FrameStructureError(f"{value} is negative; {self.pattern} is unsigned")
-        limit = 10 ** (self.width * 2 - (1 if self.signed else 0))
+        # Sign-magnitude keeps the top digit's low 3 bits: the largest magnitude is 7999..9.
+        limit = 8 * 10 ** (self.width * 2 - 1) if self.signed else 10 ** (self.width * 2)
         if magnitude >= limit:
             raise FrameStructureError(f"{value} does not fit {self.pattern}")
         out = _int_bcd(magnitude, self.width)

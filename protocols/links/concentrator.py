@@ -210,6 +210,11 @@ class ConcentratorLink(Link):
             url=url,
         )
 
+    @property
+    def baud(self) -> int:
+        """The meter bus rate (the client times its deadlines with it)."""
+        return self.serial.baud
+
     # -- connection ----------------------------------------------------------------------
 
     async def _connect(self) -> None:

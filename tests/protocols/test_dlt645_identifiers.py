@@ -163,8 +163,9 @@ def test_numeric_round_trip(di: int, data: st.DataObject) -> None:
     """Every numeric DI: encode(decode(x)) == x for any valid BCD bytes."""
     fmt = REGISTRY[di].fmt
     assert isinstance(fmt, Bcd)
-    digits = fmt.width * 2 - (1 if fmt.signed else 0)
-    magnitude = data.draw(st.integers(0, 10**digits - 1))
+    # Sign-magnitude: bit 7 of the top byte is the sign, so the top digit is 0..7.
+    largest = 8 * 10 ** (fmt.width * 2 - 1) - 1 if fmt.signed else 10 ** (fmt.width * 2) - 1
+    magnitude = data.draw(st.integers(0, largest))
     negative = fmt.signed and magnitude != 0 and data.draw(st.booleans())
     value = Decimal(-magnitude if negative else magnitude).scaleb(-fmt.decimals)
     raw = encode_value(di, value)
@@ -197,3 +198,12 @@ def test_decode_never_raises_foreign_errors(raw: bytes, di: int) -> None:
         return
     if lookup(di) is None:
         assert value == raw.hex().upper()
+
+
+def test_power_factor_reaches_one() -> None:
+    """X.XXX with a sign bit holds 1.000 (a purely resistive load) and -1.000."""
+    for text in ("1.000", "-1.000", "7.999"):
+        raw = encode_value(0x02060000, Decimal(text))
+        assert decode_value(0x02060000, raw) == Decimal(text)
+    with pytest.raises(FrameStructureError):
+        encode_value(0x02060000, Decimal("8.000"))
