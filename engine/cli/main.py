@@ -77,13 +77,7 @@ def root(
 
 def _register_all() -> None:
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"engine.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"engine.cli.{name}":
-                continue  # group not built yet
-            raise
-        module.register(app)
+        importlib.import_module(f"engine.cli.{name}").register(app)
 
 
 _register_all()
