@@ -72,8 +72,6 @@ def worker(config_path: Path) -> None:
     from engine.logging import configure_logging
 
     configure_logging("WARNING", json=False)  # what `meterctl batch run` configures
-    if __import__("os").environ.get("H6_SWITCH"):
-        sys.setswitchinterval(float(__import__("os").environ["H6_SWITCH"]))
     config = load_config(config_path)
     engine = engine_from_config(config)
     dispatcher = Dispatcher(

@@ -33,7 +33,7 @@ from engine.config import Config, parse_config
 from engine.db import init_db, make_engine, transaction
 from engine.db.models import SwitchOrder
 from engine.dispatch.dispatcher import Dispatcher
-from engine.importer import import_accounts
+from engine.importer import REQUIRED_COLUMNS, import_accounts
 from engine.store.exemptions import decide_exemption, request_exemption
 from simulator.fleet import Fleet
 from simulator.state import RelayState
@@ -285,22 +285,7 @@ class Demo:
         now = self.clock.now()
         with path.open("w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out)
-            writer.writerow(
-                [
-                    "account_no",
-                    "name",
-                    "phone",
-                    "balance",
-                    "agreement",
-                    "customer_class",
-                    "humanitarian",
-                    "meter_no",
-                    "meter_address",
-                    "protocol",
-                    "link",
-                    "notice_delivered_at",
-                ]
-            )
+            writer.writerow(REQUIRED_COLUMNS)
             for customer in CUSTOMERS:
                 address = self.meter_of[customer.account_no]
                 state = self.fleet.meter(address)

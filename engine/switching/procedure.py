@@ -165,6 +165,30 @@ async def _poll_until(
     return reading, detail
 
 
+async def _send_once(
+    journal: Journal,
+    command: str,
+    send: Callable[[], Awaitable[object]],
+    evidence: dict[str, Any],
+    number: int,
+) -> tuple[bool, MeterRefused | None]:
+    """Send one command, journaled before it goes out; (acknowledged, refusal)."""
+    attempt = await journal.sending(command)
+    try:
+        await send()
+    except MeterRefused as exc:
+        await journal.sent(attempt, "refused", _describe(exc))
+        evidence["refusal"] = _describe(exc)
+        return False, exc
+    except (LinkError, FrameError, UnexpectedReply) as exc:
+        # The frame may or may not have reached the meter: only a read-back can tell.
+        await journal.sent(attempt, "unknown", _describe(exc))
+        evidence[f"command_{number}"] = _describe(exc)
+        return False, None
+    await journal.sent(attempt, "ack", "9CH")
+    return True, None
+
+
 async def _check_identity(
     driver: MeterDriver, expected_meter_no: str, evidence: dict[str, Any]
 ) -> SwitchOutcome | str:
@@ -256,27 +280,19 @@ async def run_disconnect(
     while sent < settings.max_commands:
         if sent:
             await sleep(settings.backoff_s * (2 ** (sent - 1)))
-        attempt = await journal.sending("trip")
         sent += 1
-        try:
-            await driver.trip(meter_now() + settings.validity)
-            await journal.sent(attempt, "ack", "9CH")
-            acked = True
-        except MeterRefused as exc:
-            await journal.sent(attempt, "refused", _describe(exc))
-            evidence["refusal"] = _describe(exc)
+        acked, refusal = await _send_once(
+            journal, "trip", lambda: driver.trip(meter_now() + settings.validity), evidence, sent
+        )
+        if refusal is not None:
             return SwitchOutcome(
                 SwitchStatus.FIELD_ORDER,
-                _refusal_cause(exc),
-                f"the meter refused the trip: {exc}",
+                _refusal_cause(refusal),
+                f"the meter refused the trip: {refusal}",
                 evidence,
                 decision,
                 sent,
             )
-        except (LinkError, FrameError, UnexpectedReply) as exc:
-            await journal.sent(attempt, "unknown", _describe(exc))
-            evidence[f"command_{sent}"] = _describe(exc)
-            acked = False
         reading, detail = await _poll_until(driver, journal, settings, sleep, lambda r: r.open)
         if reading is None:
             evidence["read_back"] = detail
@@ -363,27 +379,23 @@ async def run_reconnect(
         if sent:
             await sleep(settings.backoff_s * (2 ** (sent - 1)))
         command = "direct_close" if close_mode is CloseMode.DIRECT else "close_allowed"
-        attempt = await journal.sending(command)
         sent += 1
-        try:
-            await driver.close(close_mode, meter_now() + settings.validity)
-            await journal.sent(attempt, "ack", "9CH")
-            acked = True
-        except MeterRefused as exc:
-            await journal.sent(attempt, "refused", _describe(exc))
-            evidence["refusal"] = _describe(exc)
+        acked, refusal = await _send_once(
+            journal,
+            command,
+            lambda: driver.close(close_mode, meter_now() + settings.validity),
+            evidence,
+            sent,
+        )
+        if refusal is not None:
             return SwitchOutcome(
                 SwitchStatus.FIELD_ORDER,
-                _refusal_cause(exc),
-                f"the meter refused the close: {exc}: field reconnection (现场复电) needed",
+                _refusal_cause(refusal),
+                f"the meter refused the close: {refusal}: field reconnection (现场复电) needed",
                 evidence,
                 None,
                 sent,
             )
-        except (LinkError, FrameError, UnexpectedReply) as exc:
-            await journal.sent(attempt, "unknown", _describe(exc))
-            evidence[f"command_{sent}"] = _describe(exc)
-            acked = False
         reading, detail = await _poll_until(driver, journal, settings, sleep, closed_or_armed)
         if reading is None:
             evidence["read_back"] = detail

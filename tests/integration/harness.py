@@ -27,7 +27,7 @@ from engine.db import engine_from_config, init_db
 from engine.db.models import FIELD_ORDERS, SWITCH_ORDERS
 from engine.dispatch.dispatcher import Dispatcher, DispatchSummary
 from engine.dispatch.identity import new_worker_id
-from engine.importer import import_accounts
+from engine.importer import REQUIRED_COLUMNS, import_accounts
 from engine.notify import OutboxNotifier
 from engine.store.cases import load_cases
 from policies import plan_batch, settings_from_config
@@ -56,20 +56,7 @@ link_margin_s = 0.3
 key = "it-audit-key"
 """
 
-HEADER = [
-    "account_no",
-    "name",
-    "phone",
-    "balance",
-    "agreement",
-    "customer_class",
-    "humanitarian",
-    "meter_no",
-    "meter_address",
-    "protocol",
-    "link",
-    "notice_delivered_at",
-]
+HEADER = list(REQUIRED_COLUMNS)
 
 
 def account_no_for(address: str) -> str:
