@@ -82,8 +82,8 @@ def worker(config_path: Path) -> None:
     started, cpu_before = time.time(), process_cpu_s()
 
     async def run() -> Any:
-        try:
-            return await dispatcher.run_until_idle()
+        try:  # as `meterctl batch run` does
+            return await dispatcher.run_until_idle(wait_for_busy_s=config.dispatch.lease_s)
         finally:
             await dispatcher.close()
 
@@ -200,10 +200,17 @@ def bench(meters: int, buses: int, db_url: str | None, processes: int, seed: int
                 orders = int(prepared["orders"])
                 workers = [
                     subprocess.Popen(
-                        [sys.executable, str(Path(__file__).resolve()), "--worker",
-                         str(config_path)],
-                        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                    )  # fmt: skip
+                        [
+                            sys.executable,
+                            str(Path(__file__).resolve()),
+                            "--worker",
+                            str(config_path),
+                        ],
+                        cwd=ROOT,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        text=True,
+                    )
                     for _ in range(processes)
                 ]
                 for proc in workers:
@@ -258,10 +265,13 @@ def bench(meters: int, buses: int, db_url: str | None, processes: int, seed: int
             else None
         ),
         "per_process": [
-            {"orders": r["orders"], "cpu_s": round(r["cpu_s"], 2),
-             "wall_s": round(r["finished"] - r["started"], 2)}
+            {
+                "orders": r["orders"],
+                "cpu_s": round(r["cpu_s"], 2),
+                "wall_s": round(r["finished"] - r["started"], 2),
+            }
             for r in reports
-        ],  # fmt: skip
+        ],
         "order_states": dict(states),
         "meter_relays": dict(relays),
         "prepare": {k: round(v, 3) for k, v in prepared.items()},

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import platform
@@ -94,7 +93,7 @@ def _as_postgres(args: list[str]) -> list[str]:
 @contextlib.contextmanager
 def throwaway_postgres(*, durable: bool = True) -> Iterator[str]:
     """Start a PostgreSQL cluster in a temp folder; yield its admin URL; remove it after."""
-    initdbs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    initdbs = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     if not initdbs:
         raise RuntimeError("no PostgreSQL binaries (apt-get install postgresql)")
     bindir = Path(initdbs[-1]).parent
@@ -136,6 +135,22 @@ def throwaway_postgres(*, durable: bool = True) -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _postmaster_of(url: str) -> int | None:
+    """The server's postmaster pid, from its data directory (a server on this machine)."""
+    import sqlalchemy as sa
+
+    try:
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            folder = conn.exec_driver_sql("SHOW data_directory").scalar()
+        engine.dispose()
+        pid = int((Path(str(folder)) / "postmaster.pid").read_text().splitlines()[0])
+    except Exception:  # another machine, no permission: the server's CPU is not reported
+        return None
+    _POSTMASTERS[url.rsplit("/", 1)[0]] = pid
+    return pid
+
+
 def postgres_cpu_s(url: str) -> float | None:
     """CPU seconds the server behind ``url`` used so far (None when it is not ours).
 
@@ -144,7 +159,7 @@ def postgres_cpu_s(url: str) -> float | None:
     """
     import psutil
 
-    pid = _POSTMASTERS.get(url.rsplit("/", 1)[0])
+    pid = _POSTMASTERS.get(url.rsplit("/", 1)[0]) or _postmaster_of(url)
     if pid is None:
         return None
     try:

@@ -60,6 +60,18 @@ def create_orders(
     ):
         with transaction(engine) as session:
             numbers = [d.account_no for d in chunk]
+            # Lock the accounts first (PostgreSQL; SQLite's BEGIN IMMEDIATE already
+            # serialises): two engine processes planning at once must not both see "no open
+            # order" and each create one.
+            accounts = {
+                r.account_no: r
+                for r in session.execute(
+                    select(ACCOUNTS)
+                    .where(ACCOUNTS.c.account_no.in_(numbers))
+                    .order_by(ACCOUNTS.c.account_no)
+                    .with_for_update()
+                )
+            }
             open_orders = set(
                 session.execute(
                     select(SWITCH_ORDERS.c.account_no).where(
@@ -69,10 +81,6 @@ def create_orders(
                     )
                 ).scalars()
             )
-            accounts = {
-                r.account_no: r
-                for r in session.execute(select(ACCOUNTS).where(ACCOUNTS.c.account_no.in_(numbers)))
-            }
             meter_ids = {
                 r.meter_no: r.id
                 for r in session.execute(

@@ -45,7 +45,9 @@ class Notification(SQLModel, table=True):
     __table_args__ = (Index("ix_notifications_unsent", "sent_at", "id"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    kind: str = Field(max_length=48)  # notice | warning | instruction | escalation | reconnected ...
+    kind: str = Field(
+        max_length=48
+    )  # notice | warning | instruction | escalation | reconnected ...
     account_no: str | None = Field(default=None, max_length=64, index=True)
     order_id: int | None = Field(default=None, index=True)
     recipients: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))

@@ -41,6 +41,7 @@ from engine.db.models import METERS, SWITCH_ORDERS
 from engine.dispatch.identity import WORKER_ID
 from engine.dispatch.journal import DbJournal
 from engine.dispatch.leases import release_bus, try_acquire_bus
+from engine.dispatch.membership import announce, live_dispatchers, owner, withdraw
 from engine.dispatch.outcomes import (
     Applied,
     LeaseRenewal,
@@ -68,6 +69,12 @@ from protocols.errors import ConfigError, InputError, LinkError
 log = structlog.get_logger("engine.dispatch")
 
 T = TypeVar("T")
+
+# How long a view of the live dispatchers is used before it is read again.
+MEMBERS_TTL_S = 2.0
+# run_until_idle: passes in a row that dispatched nothing before it gives up, and the pause.
+MAX_IDLE_PASSES = 20
+IDLE_PASS_S = 0.5
 
 # Database threads per dispatcher on PostgreSQL (each holds one pooled connection at a time;
 # SQLAlchemy's default pool has 5 + 10 overflow).
@@ -157,6 +164,11 @@ class Dispatcher:
         self.lease = timedelta(seconds=config.dispatch.lease_s)
         self.tz = config.site.tz
         self._driving: set[str] = set()
+        # Live dispatchers sharing the buses (membership.py), refreshed every MEMBERS_TTL_S.
+        self._members: tuple[str, ...] = (worker_id,)
+        self._members_at = float("-inf")
+        self._announced_at = float("-inf")
+        self._joined = 0
         threads = db_threads or (1 if is_sqlite(engine) else POSTGRES_DB_THREADS)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dispatch-db")
         # Set by serve(): once stopping, a bus finishes its in-flight order and claims no more.
@@ -183,37 +195,113 @@ class Dispatcher:
         held by another live process is waited for up to ``wait_for_busy_s``.
         """
         summary = DispatchSummary()
-        summary.recovered = await self.recover()
-        targets = (
-            list(buses)
-            if buses is not None
-            else await self.db(due_buses, self.engine, self.clock.now())
-        )
-        await asyncio.gather(
-            *(self._drive_bus(bus, summary, wait_for_busy_s, max_retry_wait_s) for bus in targets)
-        )
-        return summary
+        await self._join()
+        try:
+            summary.recovered = await self.recover()
+            if buses is not None:
+                await asyncio.gather(
+                    *(
+                        self._drive_bus(bus, summary, wait_for_busy_s, max_retry_wait_s)
+                        for bus in buses
+                    )
+                )
+                return summary
+            # Pass after pass over this process's share of the due buses, until none is left:
+            # the share changes while it runs (a dispatcher joins and takes its share over, one
+            # dies and leaves its buses to the others). A bus still busy after
+            # ``wait_for_busy_s`` is reported, not waited for again.
+            busy: set[str] = set()
+            idle_passes = 0
+            while True:
+                due = await self.db(due_buses, self.engine, self.clock.now())
+                await self._refresh_members()
+                todo = [
+                    bus
+                    for bus in due
+                    if bus not in busy and bus not in self._driving and self.owns(bus)
+                ]
+                if not todo or idle_passes >= MAX_IDLE_PASSES:
+                    return summary
+                done_before = len(summary.results)
+                await asyncio.gather(
+                    *(
+                        self._drive_bus(bus, summary, wait_for_busy_s, max_retry_wait_s)
+                        for bus in todo
+                    )
+                )
+                busy.update(summary.busy_buses)
+                if len(summary.results) == done_before:
+                    # Nothing moved (orders locked by a payment just now, a bus yielded twice):
+                    # look again shortly, a bounded number of times.
+                    idle_passes += 1
+                    await self.sleep(IDLE_PASS_S)
+                else:
+                    idle_passes = 0
+        finally:
+            await self._leave()
 
     async def serve(self, stop: asyncio.Event, poll_s: float = 1.0) -> None:
         """Keep dispatching due orders on every bus until ``stop`` is set."""
         tasks: set[asyncio.Task[None]] = set()
         summary = DispatchSummary()
         self._stop = stop
-        while not stop.is_set():
+        await self._join()
+        try:
+            while not stop.is_set():
+                try:
+                    await self._refresh_members()
+                    await self.recover()
+                    for bus in await self.db(due_buses, self.engine, self.clock.now()):
+                        if bus not in self._driving and self.owns(bus):
+                            task = asyncio.create_task(self._drive_bus(bus, summary, 0.0, 0.0))
+                            tasks.add(task)
+                            task.add_done_callback(tasks.discard)
+                except Exception:  # keep serving: a DB hiccup must not stop reconnections
+                    log.exception("dispatch.serve_loop_error")
+                summary.results.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=poll_s)
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await self._leave()
+
+    # -- sharing the buses with other engine processes -------------------------------------
+
+    def owns(self, bus: str) -> bool:
+        """Whether ``bus`` is this dispatcher's share (as of the last membership refresh)."""
+        return owner(bus, self._members) == self.worker_id
+
+    async def _join(self) -> None:
+        """Announce this dispatcher (once, however many runs overlap) and read the members."""
+        self._joined += 1
+        if self._joined == 1:
+            self._announced_at = float("-inf")
+        await self._refresh_members(force=True)
+
+    async def _leave(self) -> None:
+        self._joined -= 1
+        if self._joined == 0:
             try:
-                await self.recover()
-                for bus in await self.db(due_buses, self.engine, self.clock.now()):
-                    if bus not in self._driving:
-                        task = asyncio.create_task(self._drive_bus(bus, summary, 0.0, 0.0))
-                        tasks.add(task)
-                        task.add_done_callback(tasks.discard)
-            except Exception:  # keep serving: a DB hiccup must not stop reconnections
-                log.exception("dispatch.serve_loop_error")
-            summary.results.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=poll_s)
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+                await self.db(withdraw, self.engine, self.worker_id)
+            except Exception:  # the presence expires anyway
+                log.exception("dispatch.withdraw_failed")
+
+    async def _refresh_members(self, *, force: bool = False) -> None:
+        """Renew this dispatcher's presence and re-read the live dispatchers (cached)."""
+        now_m = self.clock.monotonic()
+        if not force and now_m - self._members_at < MEMBERS_TTL_S:
+            return
+        now = self.clock.now()
+        if now_m - self._announced_at > self.lease.total_seconds() / 3:
+            await self.db(announce, self.engine, self.worker_id, now, self.lease)
+            self._announced_at = now_m
+        live = await self.db(live_dispatchers, self.engine, now)
+        members = tuple(sorted({*live, self.worker_id}))
+        if members != self._members:
+            log.info("dispatch.members", members=len(members), me=self.worker_id)
+        self._members = members
+        self._members_at = now_m
 
     async def recover(self, bus: str | None = None) -> list[int]:
         """Put back orders of dead workers (on ``bus``, or everywhere) for a resume."""
@@ -285,13 +373,23 @@ class Dispatcher:
                 wait = (retry_at - self.clock.now()).total_seconds()
                 if self.clock.monotonic() - started + wait > max_retry_wait_s:
                     return
-                await self.sleep(max(wait, 0.05))
+                # In steps, renewing the bus lease and the presence: a long wait must not let
+                # either expire (another process would take the bus over).
+                await self.sleep(min(max(wait, 0.05), self.lease.total_seconds() / 3))
+                if not await self.db(
+                    try_acquire_bus, self.engine, bus, self.worker_id, self.clock.now(), self.lease
+                ):
+                    log.error("dispatch.lease_lost", bus=bus)
+                    return
+                await self._refresh_members()
                 look = True
                 continue
+            await self._refresh_members()
+            keep = self.owns(bus)  # another dispatcher's share now: yield after this order
             applied, following, look = await self._process(
                 claimed,
                 lease=LeaseRenewal(bus, self.worker_id, self.clock.now() + self.lease),
-                claim_following=not self._stopping(),
+                claim_following=keep and not self._stopping(),
             )
             summary.results.append(applied)
             if self.on_result is not None:
@@ -300,6 +398,9 @@ class Dispatcher:
                 try_acquire_bus, self.engine, bus, self.worker_id, self.clock.now(), self.lease
             ):
                 log.error("dispatch.lease_lost", bus=bus)
+                return
+            if not keep and following is None:
+                log.info("dispatch.bus_yielded", bus=bus, owner=owner(bus, self._members))
                 return
             claimed = following
             look = look or not applied.lease_kept or self._stopping()

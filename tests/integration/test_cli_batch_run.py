@@ -12,13 +12,17 @@ from typer.testing import CliRunner
 from engine.cli.main import app
 from simulator.fleet import Fleet
 from simulator.state import RelayState
+from tests.integration.databases import world_db_url
 from tests.integration.harness import EngineWorld, account_no_for
+
+__all__ = ["world_db_url"]
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[EngineWorld]:
+def world(tmp_path: Path, world_db_url: str | None) -> Iterator[EngineWorld]:
+    """The CLI on SQLite and, when a server is available, on PostgreSQL."""
     with Fleet.generate(meters=5, buses=2, time_scale=0, seed=3) as fleet:
-        yield EngineWorld(tmp_path, fleet)
+        yield EngineWorld(tmp_path, fleet, db_url=world_db_url)
 
 
 def meterctl(world: EngineWorld, *args: str, input: str | None = None) -> tuple[int, str, str]:

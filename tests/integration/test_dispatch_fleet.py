@@ -10,13 +10,17 @@ import pytest
 from engine.payments import record_payment
 from simulator.fleet import Fleet
 from simulator.state import RelayState
+from tests.integration.databases import world_db_url
 from tests.integration.harness import EngineWorld, account_no_for
+
+__all__ = ["world_db_url"]
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[EngineWorld]:
+def world(tmp_path: Path, world_db_url: str | None) -> Iterator[EngineWorld]:
+    """The fleet and the engine on SQLite and, when a server is available, on PostgreSQL."""
     with Fleet.generate(meters=6, buses=2, time_scale=0, seed=1) as fleet:
-        yield EngineWorld(tmp_path, fleet)
+        yield EngineWorld(tmp_path, fleet, db_url=world_db_url)
 
 
 def test_batch_trips_exactly_the_meters_in_arrears_and_verifies_by_read_back(

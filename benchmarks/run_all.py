@@ -1,0 +1,273 @@
+"""Run every benchmark and write their figures into docs/performance.md (``make bench``).
+
+Each benchmark runs as its own process (its progress goes to stderr, its figures are the
+JSON object on its last stdout line). PostgreSQL runs use a throw-away cluster started here
+(``initdb`` + ``pg_ctl``, as the ``postgres`` user when run as root) with durable commits.
+
+docs/performance.md keeps its hand-written text: this script only replaces the blocks
+between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` markers, each with the exact
+command, the machine, the date, the figures and their comparison with the baseline measured
+in the same run (the wire time, the bus limit, the read floor, the peers, one process). A
+section without its block gets one appended (a new section at the end of the file).
+
+Usage::
+
+    .venv/bin/python benchmarks/run_all.py [--only plan,dispatch] [--no-write] [--quick]
+
+``--quick`` runs smaller sizes (a smoke test of the scripts; figures are not written).
+The last stdout line is one JSON object with every benchmark's figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from support import ROOT, emit, log, machine, throwaway_postgres
+
+DOC = ROOT / "docs" / "performance.md"
+PY = ".venv/bin/python"
+
+
+def run(script: str, *args: str) -> dict[str, Any]:
+    """Run ``benchmarks/<script>`` and return its figures (the last stdout line)."""
+    command = [sys.executable, str(ROOT / "benchmarks" / script), *args]
+    log(f"\n=== {PY} benchmarks/{script} {' '.join(args)}")
+    started = time.monotonic()
+    proc = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmarks/{script} failed (exit {proc.returncode})")
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    figures = dict(json.loads(lines[-1]))
+    figures["_elapsed_s"] = round(time.monotonic() - started, 1)
+    return figures
+
+
+def command(script: str, *args: str) -> str:
+    return " ".join([PY, f"benchmarks/{script}", *args])
+
+
+def _machine_line(m: dict[str, Any]) -> str:
+    return (
+        f"{m['cpus']} vCPU {m['cpu_model'] or ''}, {m['memory_gb']} GB, CPython {m['python']}, "
+        f"{m['system']}; measured {m['date']} (shared machine: other jobs were running)"
+    )
+
+
+def _block(name: str, commands: list[str], body: list[str], when: dict[str, Any]) -> str:
+    lines = [
+        f"<!-- bench:{name} -->",
+        f"Latest `make bench` run ({_machine_line(when)}):",
+        "",
+        "```",
+        *commands,
+        "```",
+        "",
+        *body,
+        f"<!-- /bench:{name} -->",
+    ]
+    return "\n".join(lines)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{key} {value:,}" for key, value in counts.items())
+
+
+# -- the sections ------------------------------------------------------------------------------
+
+
+def simulator_block(f: dict[str, Any], m: dict[str, Any]) -> str:
+    tcp, pty, cap = f["exchange_1ch"]["tcp_gateway"], f["exchange_1ch"]["pty_paced"], f["capacity"]
+    body = [
+        "| figure | this run | baseline (same run) |",
+        "|---|---|---|",
+        f"| 1CH exchange over a TCP gateway, median | {tcp['median_ms']} ms "
+        f"| wire time predicted from the bytes: {tcp['predicted_ms']} ms "
+        f"({tcp['median_error_ms']:+} ms) |",
+        f"| 1CH exchange over a paced pty, median | {pty['median_ms']} ms "
+        f"| predicted {pty['predicted_ms']} ms ({pty['median_error_ms']:+} ms) |",
+        f"| {cap['meters']:,} meters on {cap['buses']} buses, all buses busy "
+        f"| {cap['transactions_per_s']} transactions/s, bus utilisation "
+        f"{cap['bus_utilisation_mean']:.1%} | 100 % = the buses' own limit |",
+        f"| simulator CPU / RSS while all buses are busy | {cap['cpu_percent_of_one_core']} % "
+        f"of a core / {cap['rss_busy_mb']} MB | - |",
+    ]
+    return _block("simulator", [command("simulator_timing.py")], body, m)
+
+
+def codec_block(f: dict[str, Any], m: dict[str, Any]) -> str:
+    body = [
+        "| operation (ops/s, median) | meterctl frame | meterctl typed | best peer | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for op, row in (f.get("operations") or {}).items():
+        best = row.get("best_peer")
+        best_ops = row.get(best) if best else None
+        body.append(
+            f"| {op.replace('_', ' ')} | {row.get('meterctl') or 0:,} "
+            f"| {row.get('meterctl_typed') or 0:,} "
+            f"| {f'{best} {best_ops:,}' if best and best_ops else '-'} "
+            f"| {str(row['ratio']) + 'x' if 'ratio' in row else '-'} |"
+        )
+    body += ["", f"`ratio_vs_best_peer` = **{f.get('ratio_vs_best_peer')}** (goal: at least 2)."]
+    return _block("codec", [command("codec.py")], body, m)
+
+
+def plan_block(f: dict[str, Any], m: dict[str, Any]) -> str:
+    body = [
+        "| figure | this run |",
+        "|---|---|",
+        f"| accounts | {f['accounts']:,} ({f['csv_mb']} MB CSV; {f['mix']['arrears']:,} in "
+        f"arrears, {f['mix']['important']:,} important, {f['mix']['humanitarian']:,} "
+        "humanitarian) |",
+        f"| import (`meterctl accounts import`, validate + write) | {f['import_s']} s "
+        f"({f['import_accounts_per_s']:,} accounts/s) |",
+        f"| peak RSS of the import process | **{f['peak_rss_mb']} MB** |",
+        f"| plan (`load_cases` + the policy chain, every account) | **{f['plan_s']} s** "
+        f"(runs: {', '.join(map(str, f['plan_runs_s']))}) |",
+        f"| read floor (the same rows, plain Core SELECTs) | {f['read_floor_s']} s "
+        f"(runs: {', '.join(map(str, f['read_floor_runs_s']))}) |",
+        f"| ratio plan / floor (goal <= 3) | **{f['ratio']}** |",
+        f"| decisions | {_counts(f['plan']['outcomes'])} |",
+    ]
+    return _block("plan", [command("plan.py")], body, m)
+
+
+def dispatch_block(runs: list[tuple[str, dict[str, Any]]], m: dict[str, Any]) -> str:
+    body = [
+        "| store, processes | orders / buses | wall | bus limit | ratio (goal <= 1.15) "
+        "| engine CPU / order | DB server CPU / order |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    commands = []
+    for cmd, f in runs:
+        commands.append(cmd)
+        db_cpu = f.get("db_server_cpu_ms_per_order")
+        body.append(
+            f"| {f['db']}, {f['processes']} | {f['orders']:,} / {f['buses']} | {f['wall_s']} s "
+            f"| {f['bus_limit_s']} s | **{f['ratio']}** | {f['cpu_ms_per_order']} ms "
+            f"| {f'{db_cpu} ms' if db_cpu is not None else '-'} |"
+        )
+    first = runs[0][1]
+    body += [
+        "",
+        f"Bus limit: the busiest bus's own time (frame bytes x 11 bits / {first['baud']} baud + "
+        f"the meters' reply delays, counted by the simulator): {first['frames_per_order']} "
+        "frames per order (meter number, 1CH trip, status word 3). Every order ended verified "
+        "by read-back in every run: "
+        + "; ".join(f"{f['db']} x{f['processes']}: {_counts(f['order_states'])}" for _c, f in runs)
+        + ".",
+    ]
+    return _block("dispatch", commands, body, m)
+
+
+def reconnect_block(f: dict[str, Any], m: dict[str, Any]) -> str:
+    stages = f["stages_p50_p99_s"]
+    body = [
+        "| figure | this run |",
+        "|---|---|",
+        f"| payments during the batch | {f['payments']} ({f['via']}) |",
+        f"| latency p50 / p99 / max | **{f['p50_s']} s / {f['p99_s']} s** / {f['max_s']} s |",
+        f"| goal: p99 < 2 s + one bus transaction ({f['bus_transaction_s']} s) "
+        f"| < {f['goal_s']} s: **{'met' if f['met'] else 'NOT met'}** |",
+        f"| hook to order created, p50 / p99 | {stages['hook_s'][0]} / {stages['hook_s'][1]} s |",
+        f"| waiting for the bus (the order in flight), p50 / p99 | {stages['queue_s'][0]} / "
+        f"{stages['queue_s'][1]} s |",
+        f"| switching (identity, 1CH close, read-back), p50 / p99 | {stages['switch_s'][0]} / "
+        f"{stages['switch_s'][1]} s |",
+    ]
+    return _block("reconnect", [command("reconnect.py")], body, m)
+
+
+# -- writing docs/performance.md ---------------------------------------------------------------
+
+SECTIONS = {  # block name -> the heading of the section it belongs to
+    "simulator": "## Simulator",
+    "codec": "## Codec",
+    "plan": "## Planning a county",
+    "dispatch": "## Dispatch against the bus limit (and scale-out on PostgreSQL)",
+    "reconnect": "## Reconnection latency",
+}
+
+
+def write_doc(blocks: dict[str, str], path: Path = DOC) -> None:
+    """Replace each block in ``path`` (or add it at the end of its section)."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Performance\n"
+    for name, block in blocks.items():
+        pattern = re.compile(rf"<!-- bench:{name} -->.*?<!-- /bench:{name} -->", re.DOTALL)
+        if pattern.search(text):
+            text = pattern.sub(lambda _m, block=block: block, text)
+            continue
+        heading = SECTIONS[name]
+        at = text.find(heading + "\n")
+        if at < 0:
+            text = text.rstrip("\n") + f"\n\n{heading}\n\n{block}\n"
+            continue
+        following = text.find("\n## ", at + len(heading))
+        end = len(text) if following < 0 else following + 1
+        text = (
+            text[:end].rstrip("\n")
+            + f"\n\n{block}\n"
+            + ("\n" + text[end:] if following >= 0 else "")
+        )
+    path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="comma-separated: simulator,codec,plan,...")
+    parser.add_argument("--no-write", action="store_true", help="do not touch the docs")
+    parser.add_argument("--quick", action="store_true", help="small sizes; nothing written")
+    args = parser.parse_args()
+    only = {name for name in args.only.split(",") if name}
+    wanted: Callable[[str], bool] = lambda name: not only or name in only  # noqa: E731
+    quick = args.quick
+    m = machine()
+    figures: dict[str, Any] = {"machine": m}
+    blocks: dict[str, str] = {}
+
+    if wanted("simulator"):
+        extra = ("--seconds", "5", "--exchanges", "5") if quick else ()
+        figures["simulator"] = run("simulator_timing.py", *extra)
+        blocks["simulator"] = simulator_block(figures["simulator"], m)
+    if wanted("codec"):
+        extra = ("--repeats", "2", "--no-peers") if quick else ()
+        figures["codec"] = run("codec.py", *extra)
+        blocks["codec"] = codec_block(figures["codec"], m)
+    if wanted("plan"):
+        extra = ("--accounts", "20000", "--repeat", "1") if quick else ()
+        figures["plan"] = run("plan.py", *extra)
+        blocks["plan"] = plan_block(figures["plan"], m)
+    if wanted("dispatch"):
+        size = ("--meters", "400", "--buses", "20") if quick else ()
+        runs = [(command("dispatch.py", *size), run("dispatch.py", *size))]
+        try:
+            with throwaway_postgres() as server:
+                shown = "--db-url postgresql://postgres@127.0.0.1:PORT/postgres"
+                for n in ("1", "3"):
+                    f = run("dispatch.py", *size, "--db-url", server, "--processes", n)
+                    runs.append((command("dispatch.py", *size, shown, "--processes", n), f))
+        except RuntimeError as exc:  # no PostgreSQL on this machine: SQLite only
+            log(f"PostgreSQL runs skipped: {exc}")
+        figures["dispatch"] = [f for _c, f in runs]
+        blocks["dispatch"] = dispatch_block(runs, m)
+
+    if wanted("reconnect"):
+        extra = ("--meters", "200", "--buses", "10", "--payments", "10") if quick else ()
+        figures["reconnect"] = run("reconnect.py", *extra)
+        blocks["reconnect"] = reconnect_block(figures["reconnect"], m)
+    if blocks and not args.no_write and not quick:
+        write_doc(blocks)
+        log(f"wrote {len(blocks)} section(s) of {DOC.relative_to(ROOT)}")
+    emit(figures)
+
+
+if __name__ == "__main__":
+    main()
