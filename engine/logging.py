@@ -36,9 +36,16 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         redact_secrets,
     ]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # Drop an event below the level before any processor formats it (the client logs
+        # every frame at debug).
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
+        # Not cached: tests swap the processors (structlog.testing.capture_logs).
         cache_logger_on_first_use=False,
     )
     renderer: Any = (
