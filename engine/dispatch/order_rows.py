@@ -20,10 +20,10 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
-from engine import audit
 from engine.db.models import SWITCH_ORDERS
 from engine.orders_states import transition
 from engine.store.errors import StaleOrder
+from engine.store.orders import audit_move
 
 _O = SWITCH_ORDERS.c
 
@@ -120,19 +120,5 @@ def move_row(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise StaleOrder(f"order {order.id} was changed by someone else; read it again")
-    audit.append(
-        session,
-        actor,
-        f"order.{order.state}",
-        order.account_no,
-        {
-            "order_id": order.id,
-            "kind": order.kind,
-            "from": previous,
-            "to": order.state,
-            "version": order.version,
-            **dict(detail or {}),
-        },
-        at=now,
-    )
+    audit_move(session, order, previous, actor=actor, now=now, detail=detail)
     return previous

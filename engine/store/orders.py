@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session
@@ -56,6 +56,35 @@ def move_order(
         session.flush()
     except StaleDataError as exc:
         raise StaleOrder(f"order {order_id} was changed by someone else; read it again") from exc
+    audit_move(session, order, previous, actor=actor, now=now, detail=detail)
+    return previous
+
+
+class MovedOrder(Protocol):
+    """What the audit record of a move needs (a ``SwitchOrder`` or a Core order row)."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def account_no(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+
+
+def audit_move(
+    session: Session,
+    order: MovedOrder,
+    previous: str,
+    *,
+    actor: str,
+    now: datetime,
+    detail: Mapping[str, Any] | None = None,
+) -> None:
+    """The audit record of one order move (the same for the ORM and the Core paths)."""
     audit.append(
         session,
         actor,
@@ -71,7 +100,6 @@ def move_order(
         },
         at=now,
     )
-    return previous
 
 
 def terminate_order(
