@@ -34,7 +34,7 @@ from protocols.dlt645.codes import FunctionCode
 from protocols.dlt645.deframer import Deframer
 from protocols.dlt645.frame import BROADCAST, OVERHEAD, Frame
 from simulator.events import EventLog
-from simulator.faults import FaultPlan, fires
+from simulator.faults import FaultPlan, Transmission, apply_line_faults, fires
 from simulator.meter import addressed_to, handle
 from simulator.state import MeterState
 
@@ -104,16 +104,6 @@ class Request:
     wire_bytes: int  # bytes received for this frame, preamble and noise included
     arrived: float  # loop time of its first byte
     sink: ReplySink
-
-
-@dataclass
-class Transmission:
-    """What goes back on the line for one request."""
-
-    data: bytes
-    reply_delay_s: float
-    extra_delay_s: float = 0.0  # late_reply: real seconds, not scaled
-    drop_after: int | None = None  # drop_connection: close after this many bytes
 
 
 @dataclass
@@ -319,29 +309,17 @@ class Bus:
                 {"bus": self.name, "meter": address, "event": "fault", "kind": kind, **extra}
             )
 
-        if check("lost_reply"):
-            note("lost_reply")
+        tx = apply_line_faults(
+            data,
+            check=check,
+            note=note,
+            rng=self.rng,
+            late_reply_s=self.timing.late_reply_s,
+            checksum_index=-2,
+            reply_delay_s=delay,
+        )
+        if tx is None:
             return None
-        tx = Transmission(data, delay)
-        if check("bad_checksum"):
-            body = bytearray(tx.data)
-            body[-2] = (body[-2] + 1 + self.rng.randrange(255)) & 0xFF
-            tx.data = bytes(body)
-            note("bad_checksum")
-        if check("truncated"):
-            keep = max(1, len(tx.data) * 2 // 3)
-            tx.data = tx.data[:keep]
-            note("truncated", kept=keep)
-        if check("garbage"):
-            noise = self.rng.randbytes(self.rng.randint(3, 12))
-            tx.data = noise + tx.data
-            note("garbage", bytes=len(noise))
-        if check("late_reply"):
-            tx.extra_delay_s = self.timing.late_reply_s
-            note("late_reply", extra_s=self.timing.late_reply_s)
-        if check("drop_connection"):
-            tx.drop_after = max(1, len(tx.data) // 2)
-            note("drop_connection", sent=tx.drop_after)
         self.events.record(
             {"bus": self.name, "meter": address, "event": "reply", "bytes": len(tx.data)}
         )

@@ -36,7 +36,7 @@ password_changed   password   the meter's password was changed on site: commands
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from protocols.errors import InputError
@@ -227,3 +227,55 @@ def swapped_meter_no(meter_no: str) -> str:
 def changed_password(password: str) -> str:
     """The password a meter has after ``password_changed`` without a value: every digit +1."""
     return "".join(str((int(ch) + 1) % 10) for ch in password) if password.isdigit() else "111111"
+
+
+@dataclass
+class Transmission:
+    """What goes back on the line for one request, after the line faults."""
+
+    data: bytes
+    reply_delay_s: float = 0.0
+    extra_delay_s: float = 0.0  # late_reply: real seconds, not scaled
+    drop_after: int | None = None  # drop_connection: close after this many bytes
+
+
+def apply_line_faults(
+    data: bytes,
+    *,
+    check: Callable[[str], bool],
+    note: Callable[..., None],
+    rng: random.Random,
+    late_reply_s: float,
+    checksum_index: int,
+    reply_delay_s: float = 0.0,
+) -> Transmission | None:
+    """Apply the line faults (``LINE_KINDS``, in order) to a reply; None = the reply is lost.
+
+    ``check(kind)`` says whether a fault fires now, ``note(kind, **detail)`` records it;
+    ``checksum_index`` is the byte a ``bad_checksum`` corrupts (DL/T 645: CS, before 16H;
+    Modbus RTU: the CRC's high byte).
+    """
+    if check("lost_reply"):
+        note("lost_reply")
+        return None
+    tx = Transmission(data, reply_delay_s)
+    if check("bad_checksum"):
+        body = bytearray(tx.data)
+        body[checksum_index] = (body[checksum_index] + 1 + rng.randrange(255)) & 0xFF
+        tx.data = bytes(body)
+        note("bad_checksum")
+    if check("truncated"):
+        keep = max(1, len(tx.data) * 2 // 3)
+        tx.data = tx.data[:keep]
+        note("truncated", kept=keep)
+    if check("garbage"):
+        noise = rng.randbytes(rng.randint(3, 12))
+        tx.data = noise + tx.data
+        note("garbage", bytes=len(noise))
+    if check("late_reply"):
+        tx.extra_delay_s = late_reply_s
+        note("late_reply", extra_s=late_reply_s)
+    if check("drop_connection"):
+        tx.drop_after = max(1, len(tx.data) // 2)
+        note("drop_connection", sent=tx.drop_after)
+    return tx

@@ -56,7 +56,7 @@ from protocols.errors import InputError
 from protocols.modbus.registers import parse_device_id
 from simulator.bus import BusStats, BusTiming
 from simulator.events import EventLog
-from simulator.faults import FaultPlan, fires
+from simulator.faults import FaultPlan, Transmission, apply_line_faults, fires
 from simulator.modbus_meter import ModbusMeter
 from simulator.state import MeterState
 
@@ -69,13 +69,6 @@ _RTU_OVERHEAD = 4  # device id + function code + CRC-16 around the PDU data
 def _rtu_size(pdu: ModbusPDU) -> int:
     """Bytes the PDU occupies on the RS-485 side (RTU frame), whatever the TCP framing."""
     return _RTU_OVERHEAD + len(pdu.encode())
-
-
-@dataclass
-class _Transmission:
-    data: bytes
-    extra_delay_s: float = 0.0
-    drop_after: int | None = None
 
 
 @dataclass
@@ -365,35 +358,22 @@ class ModbusBus:
 
     def _line_faults(
         self, meter: MeterState, data: bytes, check: Callable[[str], bool]
-    ) -> _Transmission | None:
+    ) -> Transmission | None:
         def note(kind: str, **extra: Any) -> None:
             self._record(meter, {"event": "fault", "kind": kind, **extra})
 
-        if check("lost_reply"):
-            note("lost_reply")
+        # Modbus RTU's CRC high byte is the last one; Modbus TCP has no checksum, so the
+        # last byte is data then, which the client sees as a wrong value or a bad length.
+        tx = apply_line_faults(
+            data,
+            check=check,
+            note=note,
+            rng=self.rng,
+            late_reply_s=self.timing.late_reply_s,
+            checksum_index=-1,
+        )
+        if tx is None:
             return None
-        tx = _Transmission(data)
-        if check("bad_checksum"):
-            # RTU: the CRC's high byte. Modbus TCP has no checksum; the last byte is a
-            # data byte then, which the client sees as a wrong value or a bad length.
-            body = bytearray(tx.data)
-            body[-1] = (body[-1] + 1 + self.rng.randrange(255)) & 0xFF
-            tx.data = bytes(body)
-            note("bad_checksum")
-        if check("truncated"):
-            keep = max(1, len(tx.data) * 2 // 3)
-            tx.data = tx.data[:keep]
-            note("truncated", kept=keep)
-        if check("garbage"):
-            noise = self.rng.randbytes(self.rng.randint(3, 12))
-            tx.data = noise + tx.data
-            note("garbage", bytes=len(noise))
-        if check("late_reply"):
-            tx.extra_delay_s = self.timing.late_reply_s
-            note("late_reply", extra_s=self.timing.late_reply_s)
-        if check("drop_connection"):
-            tx.drop_after = max(1, len(tx.data) // 2)
-            note("drop_connection", sent=tx.drop_after)
         self._record(meter, {"event": "reply", "bytes": len(tx.data)})
         return tx
 
