@@ -54,7 +54,7 @@ from engine.notify import Notifier, notifier_from_config
 from engine.orders_states import OrderKind
 from engine.secrets import MeterSecrets, load_secrets
 from engine.store.cases import case_for
-from engine.switching.drivers import BusPool, CloseMode, LinkSettings
+from engine.switching.drivers import BusPool, CloseMode, LinkSettings, MeterDriver
 from engine.switching.procedure import (
     SwitchOutcome,
     SwitchSettings,
@@ -474,43 +474,49 @@ class Dispatcher:
             )
         following: ClaimedOrder | None = None
         look = True
+        recording = {
+            "now": self.clock.now(),
+            "actor": self.actor,
+            "notifier": self.notifier,
+            "retry": self.retry,
+            "lease": lease,
+        }
         if lease is not None and claim_following:
             applied, following, look = await self.db(
-                apply_and_claim,
-                self.engine,
-                claimed,
-                outcome,
-                journal,
-                now=self.clock.now(),
-                actor=self.actor,
-                notifier=self.notifier,
-                retry=self.retry,
-                lease=lease,
+                apply_and_claim, self.engine, claimed, outcome, journal, **recording
             )
         else:
             applied = await self.db(
-                apply_outcome,
-                self.engine,
-                claimed,
-                outcome,
-                journal,
-                now=self.clock.now(),
-                actor=self.actor,
-                notifier=self.notifier,
-                retry=self.retry,
-                lease=lease,
+                apply_outcome, self.engine, claimed, outcome, journal, **recording
             )
         log_.info("dispatch.order_done", state=applied.state, cause=applied.cause)
         return applied, following, look
 
+    async def open_driver(
+        self,
+        *,
+        protocol: str,
+        link: str,
+        address: str,
+        password_ref: str | None,
+        security: str = "plain",
+    ) -> MeterDriver:
+        """A driver for one meter on its bus, with its credentials from the secrets file."""
+        return await self.pool.driver(
+            protocol=protocol,
+            link_url=link,
+            address=address,
+            credentials=self.secrets.for_meter(address, password_ref),
+            security=security,
+        )
+
     async def _switch(self, claimed: ClaimedOrder, journal: DbJournal) -> SwitchOutcome:
-        credentials = self.secrets.for_meter(claimed.address, claimed.password_ref)
         try:
-            driver = await self.pool.driver(
+            driver = await self.open_driver(
                 protocol=claimed.protocol,
-                link_url=claimed.link,
+                link=claimed.link,
                 address=claimed.address,
-                credentials=credentials,
+                password_ref=claimed.password_ref,
                 security=claimed.security,
             )
         except (LinkError, InputError, ConfigError, OSError) as exc:

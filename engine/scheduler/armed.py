@@ -131,11 +131,11 @@ async def _poll_one(dispatcher: Dispatcher, order: ArmedOrder, actor: str) -> Ar
         {"meter": order.address, "meter_no": order.meter_no, "bus": order.link},
     )
     try:
-        driver = await dispatcher.pool.driver(
+        driver = await dispatcher.open_driver(
             protocol=order.protocol,
-            link_url=order.link,
+            link=order.link,
             address=order.address,
-            credentials=dispatcher.secrets.for_meter(order.address, order.password_ref),
+            password_ref=order.password_ref,
         )
         outcome = await poll_armed(driver, journal)
     except (LinkError, InputError, OSError) as exc:
