@@ -52,11 +52,10 @@ from support import (
     write_config,
 )
 
+from engine.importer import REQUIRED_COLUMNS
+
 BAUD = 2400
-HEADER = [
-    "account_no", "name", "phone", "balance", "agreement", "customer_class", "humanitarian",
-    "meter_no", "meter_address", "protocol", "link", "notice_delivered_at",
-]  # fmt: skip
+HEADER = list(REQUIRED_COLUMNS)
 
 
 # -- the worker process ------------------------------------------------------------------------

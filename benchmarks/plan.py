@@ -39,13 +39,12 @@ from typing import Any
 
 from support import ROOT, database, db_kind, emit, log, machine, write_config
 
+from engine.importer import REQUIRED_COLUMNS
+
 COUNTY = 308_519
 STATIONS = 300
 METERS_PER_BUS = 100
-HEADER = [
-    "account_no", "name", "phone", "balance", "agreement", "customer_class", "humanitarian",
-    "meter_no", "meter_address", "protocol", "link", "notice_delivered_at", "station",
-]  # fmt: skip
+HEADER = [*REQUIRED_COLUMNS, "station"]
 
 
 def write_county(path: Path, accounts: int, now: datetime, seed: int = 308519) -> dict[str, int]:

@@ -40,12 +40,11 @@ from typing import Any
 
 from support import ROOT, Simulator, database, emit, free_port, log, machine, write_config
 
+from engine.importer import REQUIRED_COLUMNS
+
 BAUD = 2400
 KEY = "bench-hook-key"
-HEADER = [
-    "account_no", "name", "phone", "balance", "agreement", "customer_class", "humanitarian",
-    "meter_no", "meter_address", "protocol", "link", "notice_delivered_at",
-]  # fmt: skip
+HEADER = list(REQUIRED_COLUMNS)
 
 
 def _write_accounts(sim: Simulator, path: Path) -> list[str]:
