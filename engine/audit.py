@@ -30,12 +30,14 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, or_, select, text, update
+from sqlalchemy import Engine, event, func, insert, or_, select, text, update
+from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session
 
 from engine.config import AuditConfig, Config, read_secret
 from engine.db.database import audit_key_for, read_session
-from engine.db.models import AUDIT, AUDIT_HEADS, AUDIT_TABLE, AuditHead, AuditRecord
+from engine.db.models import AUDIT, AUDIT_HEADS, AUDIT_TABLE, AuditHead
 
 log = logging.getLogger("engine.audit")
 
@@ -120,7 +122,7 @@ def _head_mac(key: bytes, seq: int, hash_: str) -> str:
     return hmac.new(key, f"head|{seq}|{hash_}".encode("ascii"), hashlib.sha256).hexdigest()
 
 
-def _session_key(session: Session, key: bytes | None) -> bytes:
+def _session_key(session: OrmSession, key: bytes | None) -> bytes:
     if key is not None:
         return key
     found = session.info.get("audit_key")
@@ -129,8 +131,12 @@ def _session_key(session: Session, key: bytes | None) -> bytes:
     return _DEFAULT_KEY
 
 
-def _lock_chain(session: Session) -> None:
-    if session.get_bind().dialect.name == "postgresql":
+def _is_postgres(session: OrmSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _lock_chain(session: OrmSession) -> None:
+    if _is_postgres(session):
         session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
     # SQLite: the transaction already holds the database write lock (BEGIN IMMEDIATE).
 
@@ -140,6 +146,64 @@ def _lock_chain(session: Session) -> None:
 _LAST_RECORD = select(AUDIT.c.seq, AUDIT.c.hash).order_by(AUDIT.c.seq.desc()).limit(1)
 _INSERT_RECORD = insert(AUDIT)
 _UPDATE_HEAD = update(AUDIT_HEADS).where(AUDIT_HEADS.c.id == 1)
+
+# session.info keys: the chain's tail as this session last saw it, and the root transaction
+# whose commit must move the head anchor.
+_TAIL = "audit_tail"
+_HEAD_DUE = "audit_head_due"
+
+
+@dataclass(frozen=True, slots=True)
+class AppendedRecord:
+    """The record :func:`append` wrote (the columns of ``audit_log``)."""
+
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    subject: str
+    payload: str
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Tail:
+    """The chain's last record as seen inside ``transaction`` (with the chain locked)."""
+
+    transaction: SessionTransaction
+    seq: int
+    hash: str
+
+
+def _innermost(session: OrmSession) -> SessionTransaction:
+    current = session.get_nested_transaction() or session.get_transaction()
+    assert current is not None, "audit.append needs a transaction (engine.db.transaction)"
+    return current
+
+
+def _known_tail(session: OrmSession, current: SessionTransaction) -> _Tail | None:
+    """The cached tail if it is still the chain's tail inside ``current``.
+
+    It is when it was seen in ``current`` or in a transaction enclosing it: nothing else can
+    append meanwhile (the chain is locked until commit). Seen in a savepoint that has ended
+    since (released or rolled back), it is not trusted: the chain is read again.
+    """
+    tail = session.info.get(_TAIL)
+    if not isinstance(tail, _Tail):
+        return None
+    scope: SessionTransaction | None = current
+    while scope is not None:
+        if scope is tail.transaction:
+            return tail
+        scope = scope.parent
+    return None
+
+
+def _read_tail(session: OrmSession) -> tuple[int, str]:
+    _lock_chain(session)
+    last = session.execute(_LAST_RECORD).first()
+    return (int(last[0]), str(last[1])) if last else (0, GENESIS_HASH)
 
 
 def append(
@@ -151,38 +215,75 @@ def append(
     *,
     at: datetime | None = None,
     key: bytes | None = None,
-) -> AuditRecord:
+) -> AppendedRecord:
     """Append one record to the chain inside ``session``'s transaction and return it.
 
     ``subject`` is what the record is about (an account number, an order id, a file name);
     ``payload`` any JSON-able detail, scrubbed of secret-looking keys. ``at`` defaults to now.
+
+    The chain's tail is read (and locked) once per transaction, and the head anchor is
+    written once, when the transaction commits (:func:`_move_head`): a dispatched order
+    appends four records in two transactions.
     """
     when = (at or datetime.now(UTC)).astimezone(UTC)
     body_payload = canonical_json(scrub(dict(payload or {})))
     chain_key = _session_key(session, key)
-    _lock_chain(session)
-    last = session.execute(_LAST_RECORD).first()
-    seq, prev_hash = (int(last[0]) + 1, str(last[1])) if last else (1, GENESIS_HASH)
+    current = _innermost(session)
+    tail = _known_tail(session, current)
+    last_seq, prev_hash = (tail.seq, tail.hash) if tail is not None else _read_tail(session)
+    seq = last_seq + 1
     digest = _digest(
         chain_key, prev_hash, _record_body(seq, when, actor, action, subject, body_payload)
     )
-    values = {
-        "seq": seq,
-        "at": when,
-        "actor": actor,
-        "action": action,
-        "subject": subject,
-        "payload": body_payload,
-        "prev_hash": prev_hash,
-        "hash": digest,
-    }
-    session.execute(_INSERT_RECORD, values)
-    head = {"seq": seq, "hash": digest, "mac": _head_mac(chain_key, seq, digest)}
+    record = AppendedRecord(seq, when, actor, action, subject, body_payload, prev_hash, digest)
+    session.execute(
+        _INSERT_RECORD,
+        {
+            "seq": seq,
+            "at": when,
+            "actor": actor,
+            "action": action,
+            "subject": subject,
+            "payload": body_payload,
+            "prev_hash": prev_hash,
+            "hash": digest,
+        },
+    )
+    session.info[_TAIL] = _Tail(current, seq, digest)
+    session.info[_HEAD_DUE] = (session.get_transaction(), chain_key)
+    log.debug("audit.append seq=%s action=%s subject=%s", seq, action, subject)
+    return record
+
+
+@event.listens_for(OrmSession, "before_commit")
+def _move_head(session: OrmSession) -> None:
+    """Point the keyed head anchor at the chain's last record, just before the commit.
+
+    Once per transaction instead of once per record. SQLAlchemy calls this for savepoint
+    releases too: the records of a released savepoint become its parent's, so the cached
+    tail moves up and the commit needs no second read. When the last append's savepoint was
+    rolled back, the tail is read again. (A savepoint must be closed before its transaction
+    commits, as ``with session.begin_nested()`` always does.)
+    """
+    committing = _innermost(session)
+    if committing.nested:
+        tail = session.info.get(_TAIL)
+        if isinstance(tail, _Tail) and tail.transaction is committing and committing.parent:
+            session.info[_TAIL] = _Tail(committing.parent, tail.seq, tail.hash)
+        return
+    due = session.info.pop(_HEAD_DUE, None)
+    if due is None or due[0] is not committing:
+        return  # nothing appended in this transaction
+    chain_key = due[1]
+    tail = _known_tail(session, committing)
+    seq, last_hash = (tail.seq, tail.hash) if tail is not None else _read_tail(session)
+    session.info.pop(_TAIL, None)
+    if seq == 0:
+        return  # every append was rolled back with its savepoint, on an empty chain
+    head = {"seq": seq, "hash": last_hash, "mac": _head_mac(chain_key, seq, last_hash)}
     updated = session.execute(_UPDATE_HEAD, head)
     if updated.rowcount == 0:  # type: ignore[attr-defined]
         session.execute(insert(AUDIT_HEADS).values(id=1, **head))
-    log.debug("audit.append seq=%s action=%s subject=%s", seq, action, subject)
-    return AuditRecord.model_validate(values)
 
 
 def record_refusal(engine: Engine, actor: str, action: str, reason: str) -> int | None:
@@ -329,6 +430,7 @@ def count(session: Session) -> int:
 __all__ = [
     "AUDIT_TABLE",
     "GENESIS_HASH",
+    "AppendedRecord",
     "Verification",
     "append",
     "canonical_json",

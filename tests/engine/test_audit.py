@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import Engine
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import DBAPIError
 
 from engine import audit
 from engine.db import read_session, transaction
-from tests.engine.store_helpers import AUDIT_KEY, MONDAY_10_SHANGHAI, db_engine
+from tests.engine.store_helpers import AUDIT_KEY, MONDAY_10_SHANGHAI, db_engine, sqlite_engine
 
-__all__ = ["db_engine"]
+__all__ = ["db_engine", "sqlite_engine"]
 
 
 def _append(engine: Engine, n: int) -> None:
@@ -164,3 +166,112 @@ def test_concurrent_writers_keep_one_unbroken_chain(db_engine: Engine) -> None:
             future.result()
     result = audit.verify(db_engine)
     assert (result.ok, result.records) == (True, 60), result.problem
+
+
+# -- one tail read and one head write per transaction, savepoints included ----------------------
+
+
+def _chain(engine: Engine) -> list[tuple[int, str]]:
+    with read_session(engine) as session:
+        return [(r["seq"], r["action"]) for r in audit.records(session)]
+
+
+def test_a_transaction_reads_the_tail_once_and_moves_the_head_once(db_engine: Engine) -> None:
+    _append(db_engine, 2)
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    event.listen(db_engine, "before_cursor_execute", seen)
+    try:
+        with transaction(db_engine) as session:
+            for i in range(3):
+                audit.append(session, "olga", "batch.step", f"A{i}", {"i": i})
+            with session.begin_nested():  # as the dispatcher claims the next order
+                audit.append(session, "olga", "batch.step", "A3", {"i": 3})
+    finally:
+        event.remove(db_engine, "before_cursor_execute", seen)
+    tail_reads = [s for s in statements if s.startswith("SELECT audit_log.seq, audit_log.hash")]
+    head_writes = [s for s in statements if s.startswith("UPDATE audit_head")]
+    inserts = [s for s in statements if s.startswith("INSERT INTO audit_log")]
+    assert (len(tail_reads), len(head_writes), len(inserts)) == (1, 1, 4)
+    assert audit.verify(db_engine).ok
+    assert [seq for seq, _ in _chain(db_engine)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_savepoint_rolled_back_after_appending_leaves_the_chain_whole(db_engine: Engine) -> None:
+    _append(db_engine, 1)
+    with transaction(db_engine) as session:
+        audit.append(session, "olga", "outer.before", "A1", {})
+        with pytest.raises(RuntimeError), session.begin_nested():
+            audit.append(session, "olga", "inner.doomed", "A2", {})
+            raise RuntimeError("the claim failed")
+        # The cached tail (seq 3, rolled back) must not be used: the next record is seq 3.
+        audit.append(session, "olga", "outer.after", "A1", {})
+        with session.begin_nested():
+            audit.append(session, "olga", "inner.kept", "A3", {})
+        audit.append(session, "olga", "outer.last", "A1", {})
+    assert _chain(db_engine) == [
+        (1, "test.event"),
+        (2, "outer.before"),
+        (3, "outer.after"),
+        (4, "inner.kept"),
+        (5, "outer.last"),
+    ]
+    result = audit.verify(db_engine)
+    assert (result.ok, result.records) == (True, 5), result.problem
+
+
+def test_the_head_follows_a_rollback_of_the_last_append(db_engine: Engine) -> None:
+    """The head is written at commit: when the last append's savepoint rolled back, the
+    head must name the record before it, or verify would report a deletion."""
+    with transaction(db_engine) as session:
+        audit.append(session, "olga", "kept", "A1", {})
+        with pytest.raises(RuntimeError), session.begin_nested():
+            audit.append(session, "olga", "doomed", "A2", {})
+            raise RuntimeError("no")
+    assert _chain(db_engine) == [(1, "kept")]
+    assert audit.verify(db_engine).ok
+    _append(db_engine, 1)
+    assert audit.verify(db_engine).ok
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.sampled_from(["append", "begin", "release", "rollback"]), max_size=14))
+def test_any_mix_of_savepoints_and_appends_keeps_a_valid_chain(
+    sqlite_engine: Engine, steps: list[str]
+) -> None:
+    """Whatever savepoints commit or roll back, the chain is contiguous and verifies, and it
+    holds exactly the records whose savepoints all committed."""
+    with read_session(sqlite_engine) as session:
+        before = audit.count(session)
+    expected: list[str] = []
+    with transaction(sqlite_engine) as session:
+        # A stack of (savepoint, records appended inside it and not yet settled).
+        stack: list[tuple[object, list[str]]] = []
+        pending: list[str] = expected  # the list records go to while no savepoint is open
+        for n, step in enumerate(steps):
+            if step == "append":
+                audit.append(session, "olga", f"step{n}", "A1", {})
+                (stack[-1][1] if stack else pending).append(f"step{n}")
+            elif step == "begin":
+                stack.append((session.begin_nested(), []))
+            elif stack:
+                savepoint, records = stack.pop()
+                if step == "release":
+                    savepoint.commit()  # type: ignore[attr-defined]
+                    (stack[-1][1] if stack else pending).extend(records)
+                else:
+                    savepoint.rollback()  # type: ignore[attr-defined]
+        while stack:
+            savepoint, records = stack.pop()
+            savepoint.commit()  # type: ignore[attr-defined]
+            (stack[-1][1] if stack else pending).extend(records)
+    with read_session(sqlite_engine) as session:
+        rows = audit.records(session)[before:]
+    assert [r["action"] for r in rows] == expected
+    assert [r["seq"] for r in rows] == list(range(before + 1, before + 1 + len(expected)))
+    assert audit.verify(sqlite_engine).ok
