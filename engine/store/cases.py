@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, select
+from sqlalchemy import Engine, Select, bindparam, select
 from sqlmodel import Session
 
 from engine.db.database import read_session
@@ -111,55 +112,85 @@ def _in_range(column: Any) -> Any:
     return (column >= bindparam("low")) & (column <= bindparam("high"))
 
 
+def _is_low(column: Any) -> Any:
+    return column == bindparam("low")
+
+
+@dataclass(frozen=True)
+class _SideQueries:
+    """The per-table SELECTs of a set of accounts (notices, exemptions, ...; see _cases_for)."""
+
+    notices: Select[Any]
+    exemptions_all: Select[Any]
+    exemptions_live: Select[Any]  # long-expired records cannot change a decision
+    approvals_all: Select[Any]
+    approvals_live: Select[Any]
+    timelines: Select[Any]
+
+
+def _side_queries(account_is: Callable[[Any], Any]) -> _SideQueries:
+    """The side SELECTs where each table's ``account_no`` satisfies ``account_is``."""
+    exemptions = (
+        select(
+            EXEMPTIONS.c.account_no,
+            EXEMPTIONS.c.id,
+            EXEMPTIONS.c.status,
+            EXEMPTIONS.c.until,
+            EXEMPTIONS.c.starts,
+        )
+        .where(account_is(EXEMPTIONS.c.account_no))
+        .order_by(EXEMPTIONS.c.id)
+    )
+    approvals = (
+        select(
+            APPROVALS.c.account_no,
+            APPROVALS.c.approved_by,
+            APPROVALS.c.approved_at,
+            APPROVALS.c.valid_until,
+        )
+        .where(account_is(APPROVALS.c.account_no), APPROVALS.c.kind == "disconnect")
+        .order_by(APPROVALS.c.id)
+    )
+    return _SideQueries(
+        notices=(
+            select(NOTICES.c.account_no, NOTICES.c.issued_at, NOTICES.c.delivered_at)
+            .where(account_is(NOTICES.c.account_no))
+            .order_by(NOTICES.c.account_no, NOTICES.c.issued_at, NOTICES.c.id)
+        ),
+        exemptions_all=exemptions,
+        exemptions_live=exemptions.where(EXEMPTIONS.c.until > bindparam("now")),
+        approvals_all=approvals,
+        approvals_live=approvals.where(
+            (APPROVALS.c.valid_until.is_(None)) | (APPROVALS.c.valid_until > bindparam("now"))
+        ),
+        timelines=(
+            select(
+                SWITCH_ORDERS.c.account_no,
+                SWITCH_ORDERS.c.notice_time,
+                SWITCH_ORDERS.c.warned_at,
+                SWITCH_ORDERS.c.instructed_at,
+                SWITCH_ORDERS.c.recipients,
+            )
+            .where(
+                account_is(SWITCH_ORDERS.c.account_no),
+                SWITCH_ORDERS.c.kind == OrderKind.DISCONNECT.value,
+                SWITCH_ORDERS.c.terminal.is_(False),
+                SWITCH_ORDERS.c.notice_time.is_not(None),
+            )
+            .order_by(SWITCH_ORDERS.c.id)  # the newest open order wins
+        ),
+    )
+
+
 # The statements are built once: building a SELECT and its cache key costs more CPU than
 # SQLite takes to run it, and the dispatcher loads one case twice per order.
-_NOTICES = (
-    select(NOTICES.c.account_no, NOTICES.c.issued_at, NOTICES.c.delivered_at)
-    .where(_in_range(NOTICES.c.account_no))
-    .order_by(NOTICES.c.account_no, NOTICES.c.issued_at, NOTICES.c.id)
-)
-_EXEMPTIONS_ALL = (
-    select(
-        EXEMPTIONS.c.account_no,
-        EXEMPTIONS.c.id,
-        EXEMPTIONS.c.status,
-        EXEMPTIONS.c.until,
-        EXEMPTIONS.c.starts,
-    )
-    .where(_in_range(EXEMPTIONS.c.account_no))
-    .order_by(EXEMPTIONS.c.id)
-)
-# Long-expired records cannot change a decision: with ``now`` they are skipped.
-_EXEMPTIONS_LIVE = _EXEMPTIONS_ALL.where(EXEMPTIONS.c.until > bindparam("now"))
-_APPROVALS_ALL = (
-    select(
-        APPROVALS.c.account_no,
-        APPROVALS.c.approved_by,
-        APPROVALS.c.approved_at,
-        APPROVALS.c.valid_until,
-    )
-    .where(_in_range(APPROVALS.c.account_no), APPROVALS.c.kind == "disconnect")
-    .order_by(APPROVALS.c.id)
-)
-_APPROVALS_LIVE = _APPROVALS_ALL.where(
-    (APPROVALS.c.valid_until.is_(None)) | (APPROVALS.c.valid_until > bindparam("now"))
-)
-_TIMELINES = (
-    select(
-        SWITCH_ORDERS.c.account_no,
-        SWITCH_ORDERS.c.notice_time,
-        SWITCH_ORDERS.c.warned_at,
-        SWITCH_ORDERS.c.instructed_at,
-        SWITCH_ORDERS.c.recipients,
-    )
-    .where(
-        _in_range(SWITCH_ORDERS.c.account_no),
-        SWITCH_ORDERS.c.kind == OrderKind.DISCONNECT.value,
-        SWITCH_ORDERS.c.terminal.is_(False),
-        SWITCH_ORDERS.c.notice_time.is_not(None),
-    )
-    .order_by(SWITCH_ORDERS.c.id)  # the newest open order wins
-)
+# A chunk of accounts: ranges rather than ``IN`` lists, so the account-number indexes serve them.
+_BY_RANGE = _side_queries(_in_range)
+# One account (the dispatcher's re-checks): equality, so SQLite (no statistics) takes the
+# (account_no, kind) index for the open orders instead of scanning every open order of the
+# county through ``terminal`` (measured: 200 µs a case through ``terminal`` with 2,000 open
+# orders, a few µs by account).
+_BY_ACCOUNT = _side_queries(_is_low)
 _ONE_ACCOUNT = (
     select(*_ACCOUNT_COLUMNS)
     .select_from(_ACCOUNTS_WITH_METERS)
@@ -176,21 +207,24 @@ def _cases_for(session: Session, accounts: Sequence[Any], now: datetime | None) 
     if not accounts:
         return
     params: dict[str, Any] = {"low": accounts[0][0], "high": accounts[-1][0], "now": now}
+    queries = _BY_ACCOUNT if len(accounts) == 1 else _BY_RANGE
     notices: dict[str, list[NoticeFacts]] = defaultdict(list)
-    for number, issued, delivered in session.execute(_NOTICES, params):
+    for number, issued, delivered in session.execute(queries.notices, params):
         notices[number].append(NoticeFacts(issued, delivered))
     exemptions: dict[str, list[ExemptionFacts]] = defaultdict(list)
     for number, ident, status, until, starts in session.execute(
-        _EXEMPTIONS_ALL if now is None else _EXEMPTIONS_LIVE, params
+        queries.exemptions_all if now is None else queries.exemptions_live, params
     ):
         exemptions[number].append(ExemptionFacts(ident, _STATUSES[status], until, starts))
     approvals: dict[str, list[ApprovalFacts]] = defaultdict(list)
     for number, by, at, valid_until in session.execute(
-        _APPROVALS_ALL if now is None else _APPROVALS_LIVE, params
+        queries.approvals_all if now is None else queries.approvals_live, params
     ):
         approvals[number].append(ApprovalFacts(by, at, valid_until))
     timelines: dict[str, ImportantTimeline] = {}
-    for number, notice_time, warned, instructed, recipients in session.execute(_TIMELINES, params):
+    for number, notice_time, warned, instructed, recipients in session.execute(
+        queries.timelines, params
+    ):
         timelines[number] = ImportantTimeline(
             notice_time, warned, instructed, tuple(str(r) for r in (recipients or ()))
         )
