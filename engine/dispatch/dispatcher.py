@@ -9,14 +9,19 @@ one bus never stalls the frames of another: one thread on SQLite (a single write
 two threads of one process would only meet in SQLite's busy handler, which sleeps
 milliseconds), several on PostgreSQL (commits of different buses overlap their WAL flushes).
 
-Per order the database sees three short writing transactions and one read, each next to the
-frame it guards (docs/performance.md has the figures):
+Per order the database sees four short jobs, each next to the frame it guards
+(docs/performance.md has the figures):
 
 1. claim (audited), reading the meter, the attempts so far and the account's case, which
-   serves the first policy re-check;
-2. after the meter-number read: the policy re-check on fresh data (a read);
-3. write-ahead of the command (audited), just before the frame;
-4. the outcome with every command result and read-back (audited), renewing the bus lease.
+   serves the first policy re-check (for a bus's first order; later ones are claimed by 4);
+2. after the meter-number read: the policy re-check on fresh data;
+3. write-ahead of the command (audited), committed before the frame goes out;
+4. the outcome with every command result and read-back (audited), renewing the bus lease
+   and claiming the bus's next order.
+
+These jobs go through a :class:`~engine.dispatch.group_commit.GroupCommitter`: the jobs of
+different buses that are waiting at the same moment share one transaction (each in its own
+savepoint), so a hundred buses finishing together do not queue for a hundred commits.
 """
 
 from __future__ import annotations
@@ -33,11 +38,13 @@ from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import Engine, func, select
+from sqlmodel import Session
 
 from engine.clock import Clock, SystemClock
 from engine.config import Config
 from engine.db.database import is_sqlite, read_session
 from engine.db.models import METERS, SWITCH_ORDERS
+from engine.dispatch.group_commit import GroupCommitter
 from engine.dispatch.identity import WORKER_ID
 from engine.dispatch.journal import DbJournal
 from engine.dispatch.leases import release_bus, try_acquire_bus
@@ -46,10 +53,10 @@ from engine.dispatch.outcomes import (
     Applied,
     LeaseRenewal,
     RetryPolicy,
-    apply_and_claim,
-    apply_outcome,
+    apply_and_claim_in,
+    record_outcome,
 )
-from engine.dispatch.queue import ClaimedOrder, claim_next, due_buses, recover_stale
+from engine.dispatch.queue import ClaimedOrder, claim_next_in, due_buses, recover_stale
 from engine.notify import Notifier, notifier_from_config
 from engine.orders_states import OrderKind
 from engine.secrets import MeterSecrets, load_secrets
@@ -171,6 +178,9 @@ class Dispatcher:
         self._joined = 0
         threads = db_threads or (1 if is_sqlite(engine) else POSTGRES_DB_THREADS)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dispatch-db")
+        # The per-order jobs (claim, re-check, write-ahead, outcome) share transactions when
+        # they queue up (group commit); one group at a time per database thread.
+        self.group = GroupCommitter(engine, self._executor, drainers=threads)
         # Set by serve(): once stopping, a bus finishes its in-flight order and claims no more.
         self._stop: asyncio.Event | None = None
 
@@ -357,14 +367,15 @@ class Dispatcher:
             if claimed is None and look:
                 if self._stopping():
                     return  # graceful stop: the order in flight is done, leave the rest queued
-                claimed = await self.db(
-                    claim_next,
-                    self.engine,
-                    bus,
-                    self.worker_id,
-                    self.clock.now(),
-                    actor=self.actor,
-                    with_case=True,
+                claimed = await self.group.run(
+                    functools.partial(
+                        claim_next_in,
+                        bus_key=bus,
+                        holder=self.worker_id,
+                        now=self.clock.now(),
+                        actor=self.actor,
+                        with_case=True,
+                    )
                 )
             if claimed is None:
                 retry_at = await self.db(self._next_retry, bus)
@@ -458,7 +469,7 @@ class Dispatcher:
             self.clock,
             {"meter": claimed.address, "meter_no": claimed.meter_no, "bus": claimed.link},
             last_attempt=claimed.last_attempt,
-            offload=self.db,
+            run_in_transaction=self.group.run,
         )
         try:
             outcome = await self._switch(claimed, journal)
@@ -474,20 +485,35 @@ class Dispatcher:
             )
         following: ClaimedOrder | None = None
         look = True
-        recording = {
-            "now": self.clock.now(),
-            "actor": self.actor,
-            "notifier": self.notifier,
-            "retry": self.retry,
-            "lease": lease,
-        }
+        now = self.clock.now()
         if lease is not None and claim_following:
-            applied, following, look = await self.db(
-                apply_and_claim, self.engine, claimed, outcome, journal, **recording
+            renewal = lease  # (narrowed for the closure)
+            applied, following, look = await self.group.run(
+                lambda session: apply_and_claim_in(
+                    session,
+                    claimed,
+                    outcome,
+                    journal,
+                    now=now,
+                    actor=self.actor,
+                    notifier=self.notifier,
+                    retry=self.retry,
+                    lease=renewal,
+                )
             )
         else:
-            applied = await self.db(
-                apply_outcome, self.engine, claimed, outcome, journal, **recording
+            applied = await self.group.run(
+                lambda session: record_outcome(
+                    session,
+                    claimed,
+                    outcome,
+                    journal,
+                    now=now,
+                    actor=self.actor,
+                    notifier=self.notifier,
+                    retry=self.retry,
+                    lease=lease,
+                )
             )
         log_.info("dispatch.order_done", state=applied.state, cause=applied.cause)
         return applied, following, look
@@ -534,7 +560,9 @@ class Dispatcher:
             async def recheck(observed: str | None) -> Decision:
                 if observed is None and claim_case:
                     return self.evaluate_case(claim_case.pop(), claimed.account_no, None)
-                return await self.db(self.evaluate_now, claimed.account_no, observed)
+                return await self.group.run(
+                    lambda session: self.evaluate_in(session, claimed.account_no, observed)
+                )
 
             return await run_disconnect(
                 driver,
@@ -559,10 +587,17 @@ class Dispatcher:
 
     def evaluate_now(self, account_no: str, observed_meter_no: str | None) -> Decision:
         """The policy chain on fresh data (and the meter number the meter just reported)."""
-        now = self.clock.now()
         with read_session(self.engine) as session:
-            case = case_for(session, account_no, now)
-        return self.evaluate_case(case, account_no, observed_meter_no, now)
+            return self.evaluate_in(session, account_no, observed_meter_no)
+
+    def evaluate_in(
+        self, session: Session, account_no: str, observed_meter_no: str | None
+    ) -> Decision:
+        """:meth:`evaluate_now` reading inside ``session`` (the write-ahead's group)."""
+        now = self.clock.now()
+        return self.evaluate_case(
+            case_for(session, account_no, now), account_no, observed_meter_no, now
+        )
 
     def evaluate_case(
         self,

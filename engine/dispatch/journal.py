@@ -11,6 +11,7 @@ one per order, not one per frame.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -70,44 +71,61 @@ class DbJournal:
     # The order is ours while dispatching, so nobody else adds attempts; the unique
     # (order_id, n) constraint would refuse a clash rather than let it pass.
     last_attempt: int | None = None
-    # Runs the blocking database call off the event loop (the dispatcher's own executor).
-    offload: Callable[..., Awaitable[Any]] | None = None
+    # Runs ``job(session)`` in a transaction off the event loop and returns its result once
+    # committed (the dispatcher's :class:`~engine.dispatch.group_commit.GroupCommitter`).
+    run_in_transaction: Callable[[Callable[[Session], int]], Awaitable[int]] | None = None
 
     async def sending(self, command: str) -> int:
-        if self.offload is not None:
-            return int(await self.offload(self._sending, command))
-        return await asyncio.to_thread(self._sending, command)
+        """Record that ``command`` is about to be sent; returns its attempt number.
 
-    def _sending(self, command: str) -> int:
+        Returns only once the record is committed (write-ahead: a crash after this leaves
+        the next worker knowing a command may have reached the meter).
+        """
         now = self.clock.now()
+        job = functools.partial(self._write_ahead, command=command, now=now)
+        if self.run_in_transaction is not None:
+            n = await self.run_in_transaction(job)
+        else:
+            n = await asyncio.to_thread(self._write_ahead_alone, command, now)
+        self._recorded(n)
+        return n
+
+    def _write_ahead_alone(self, command: str, now: datetime) -> int:
         with transaction(self.engine) as session:
-            self.flush(session)
-            if self.last_attempt is None:
-                n = int(session.execute(_LAST_ATTEMPT, {"order": self.order_id}).scalar_one()) + 1
-            else:
-                n = self.last_attempt + 1
-            session.execute(
-                _INSERT_ATTEMPT,
-                {
-                    "order_id": self.order_id,
-                    "n": n,
-                    "sent_at": now,
-                    "request": {**self.request, "command": command},
-                },
-            )
-            audit.append(
-                session,
-                self.actor,
-                "command.sending",
-                self.account_no,
-                {"order_id": self.order_id, "attempt": n, "command": command, **self.request},
-                at=now,
-            )
+            return self._write_ahead(session, command=command, now=now)
+
+    def _write_ahead(self, session: Session, *, command: str, now: datetime) -> int:
+        """The write-ahead record of ``command`` (and the results buffered so far)."""
+        self.flush(session)
+        if self.last_attempt is None:
+            n = int(session.execute(_LAST_ATTEMPT, {"order": self.order_id}).scalar_one()) + 1
+        else:
+            n = self.last_attempt + 1
+        session.execute(
+            _INSERT_ATTEMPT,
+            {
+                "order_id": self.order_id,
+                "n": n,
+                "sent_at": now,
+                "request": {**self.request, "command": command},
+            },
+        )
+        audit.append(
+            session,
+            self.actor,
+            "command.sending",
+            self.account_no,
+            {"order_id": self.order_id, "attempt": n, "command": command, **self.request},
+            at=now,
+        )
+        return n
+
+    def _recorded(self, n: int) -> None:
+        """Once the write-ahead of attempt ``n`` is committed: expect its result."""
         self.pending.append(_PendingResult(n))
         self.commands += 1
         if self.last_attempt is not None:
             self.last_attempt = n
-        return n
 
     async def sent(self, attempt: int, outcome: str, detail: str) -> None:
         for result in self.pending:

@@ -118,7 +118,7 @@ def apply_and_claim(
     None, whether the claim must be tried again on its own). No claim when the lease was lost.
     """
     with transaction(engine) as session:
-        applied = record_outcome(
+        return apply_and_claim_in(
             session,
             claimed,
             outcome,
@@ -129,15 +129,41 @@ def apply_and_claim(
             retry=retry,
             lease=lease,
         )
-        if not applied.lease_kept:
-            return applied, None, False
-        try:
-            with session.begin_nested():
-                following = claim_in(
-                    session, lease.bus_key, lease.holder, now, actor=actor, with_case=True
-                )
-        except StaleOrder:
-            return applied, None, True
+
+
+def apply_and_claim_in(
+    session: Session,
+    claimed: ClaimedOrder,
+    outcome: SwitchOutcome,
+    journal: DbJournal,
+    *,
+    now: datetime,
+    actor: str,
+    notifier: Notifier,
+    retry: RetryPolicy,
+    lease: LeaseRenewal,
+) -> tuple[Applied, ClaimedOrder | None, bool]:
+    """:func:`apply_and_claim` inside ``session``'s transaction."""
+    applied = record_outcome(
+        session,
+        claimed,
+        outcome,
+        journal,
+        now=now,
+        actor=actor,
+        notifier=notifier,
+        retry=retry,
+        lease=lease,
+    )
+    if not applied.lease_kept:
+        return applied, None, False
+    try:
+        with session.begin_nested():
+            following = claim_in(
+                session, lease.bus_key, lease.holder, now, actor=actor, with_case=True
+            )
+    except StaleOrder:
+        return applied, None, True
     return applied, following, False
 
 

@@ -136,9 +136,23 @@ def claim_next(
     With ``with_case`` the account's case is read in the same transaction
     (:attr:`ClaimedOrder.case`).
     """
+    with transaction(engine) as session:
+        return claim_next_in(session, bus_key, holder, now, actor=actor, with_case=with_case)
+
+
+def claim_next_in(
+    session: Session,
+    bus_key: str,
+    holder: str,
+    now: datetime,
+    *,
+    actor: str,
+    with_case: bool = False,
+) -> ClaimedOrder | None:
+    """:func:`claim_next` inside ``session``'s transaction: each try in a savepoint."""
     for _ in range(3):  # a candidate changed meanwhile (payment, supervisor) → look again
         try:
-            with transaction(engine) as session:
+            with session.begin_nested():
                 return claim_in(session, bus_key, holder, now, actor=actor, with_case=with_case)
         except StaleOrder:
             continue

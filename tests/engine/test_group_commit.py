@@ -1,0 +1,126 @@
+"""Group commit: jobs that queue up share a transaction; each job's failure stays its own."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import Engine, event
+from sqlmodel import Session
+
+from engine import audit
+from engine.db import read_session
+from engine.dispatch.group_commit import GroupCommitter
+from tests.engine.store_helpers import db_engine
+
+__all__ = ["db_engine"]
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-db")
+    yield pool
+    pool.shutdown(wait=True)
+
+
+def _actions(engine: Engine) -> list[str]:
+    with read_session(engine) as session:
+        return [r["action"] for r in audit.records(session)]
+
+
+Job = Callable[[Session], int]
+
+
+def _append(action: str) -> Job:
+    def job(session: Session) -> int:
+        return audit.append(session, "olga", action, "A1", {}).seq
+
+    return job
+
+
+def _failing(action: str) -> Job:
+    def job(session: Session) -> int:
+        audit.append(session, "olga", action, "A1", {})
+        raise ValueError(f"{action} failed after writing")
+
+    return job
+
+
+async def _queued(
+    group: GroupCommitter, executor: ThreadPoolExecutor, jobs: list[Job]
+) -> list[int | BaseException]:
+    """Run ``jobs`` while the database thread is busy, so they all wait together."""
+    gate = threading.Event()
+    executor.submit(gate.wait)
+    tasks = [asyncio.ensure_future(group.run(job)) for job in jobs]
+    for _ in range(3):
+        await asyncio.sleep(0)  # every job is queued
+    gate.set()
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_jobs_that_wait_together_share_one_transaction(
+    db_engine: Engine, executor: ThreadPoolExecutor
+) -> None:
+    group = GroupCommitter(db_engine, executor)
+    results = await _queued(group, executor, [_append(f"job{i}") for i in range(5)])
+    assert results == [1, 2, 3, 4, 5]
+    assert (group.groups, group.jobs) == (1, 5)
+    assert _actions(db_engine) == [f"job{i}" for i in range(5)]
+    assert audit.verify(db_engine).ok
+
+
+async def test_a_lone_job_runs_alone(db_engine: Engine, executor: ThreadPoolExecutor) -> None:
+    group = GroupCommitter(db_engine, executor)
+    assert await group.run(_append("first")) == 1
+    assert await group.run(_append("second")) == 2
+    assert (group.groups, group.jobs) == (2, 2)
+
+
+async def test_a_failing_job_rolls_back_alone(
+    db_engine: Engine, executor: ThreadPoolExecutor
+) -> None:
+    group = GroupCommitter(db_engine, executor)
+    results = await _queued(group, executor, [_append("a"), _failing("b"), _append("c")])
+    assert results[0] == 1 and results[2] == 2
+    assert isinstance(results[1], ValueError)
+    assert group.groups == 1
+    assert _actions(db_engine) == ["a", "c"]  # b's record went with its savepoint
+    assert audit.verify(db_engine).ok
+
+
+async def test_a_failed_commit_fails_every_job_of_the_group(
+    db_engine: Engine, executor: ThreadPoolExecutor
+) -> None:
+    group = GroupCommitter(db_engine, executor)
+
+    def disk_full(_conn: object) -> None:
+        raise OSError("disk I/O error")
+
+    event.listen(db_engine, "commit", disk_full)
+    try:
+        results = await _queued(group, executor, [_append("a"), _append("b")])
+    finally:
+        event.remove(db_engine, "commit", disk_full)
+    assert all(isinstance(r, OSError) for r in results), results
+    assert _actions(db_engine) == []
+    # The committer carries on with the next group.
+    assert await group.run(_append("after")) == 1
+    assert audit.verify(db_engine).ok
+
+
+async def test_a_group_holds_at_most_max_group_jobs(
+    db_engine: Engine, executor: ThreadPoolExecutor
+) -> None:
+    group = GroupCommitter(db_engine, executor, max_group=2)
+    results = await _queued(group, executor, [_append(f"job{i}") for i in range(5)])
+    assert results == [1, 2, 3, 4, 5]
+    assert (group.groups, group.jobs) == (3, 5)
+
+
+def test_drainers_and_group_size_must_be_positive(db_engine: Engine) -> None:
+    with ThreadPoolExecutor(1) as pool, pytest.raises(ValueError, match="at least 1"):
+        GroupCommitter(db_engine, pool, drainers=0)
