@@ -97,6 +97,8 @@ def worker(config_path: Path) -> None:
                 "orders": len(summary.results),
                 "states": dict(Counter(r.state for r in summary.results)),
                 "busy_buses": len(summary.busy_buses),
+                "db_jobs": dispatcher.group.jobs,
+                "db_job_transactions": dispatcher.group.groups,
             }
         ),
         flush=True,
@@ -180,7 +182,21 @@ def _busy(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, 
             key: stats[key] - prior.get(key, 0)
             for key in ("busy_s", "frames_in", "frames_out", "bytes_in", "bytes_out", "silent")
         }
+        out[bus]["first_at"] = stats.get("first_at") or 0.0
+        out[bus]["last_at"] = stats.get("last_at") or 0.0
     return out
+
+
+def _where_the_time_went(
+    bus: dict[str, float], started: float, finished: float
+) -> dict[str, float]:
+    """Split the wall time of one bus: waiting for its first frame, idle between its frames
+    (the engine's time between a reply and the next request), and after its last one."""
+    return {
+        "before_first_frame_s": round(bus["first_at"] - started, 3),
+        "idle_between_frames_s": round(bus["last_at"] - bus["first_at"] - bus["busy_s"], 3),
+        "after_last_frame_s": round(finished - bus["last_at"], 3),
+    }
 
 
 def bench(meters: int, buses: int, db_url: str | None, processes: int, seed: int) -> dict[str, Any]:
@@ -235,9 +251,15 @@ def bench(meters: int, buses: int, db_url: str | None, processes: int, seed: int
                 per_bus = _busy(stats_before, sim.bus_stats())
                 relays = Counter(m["relay"] for m in sim.meters())
             states = _order_states(url, config_path)
-    wall = max(r["finished"] for r in reports) - min(r["started"] for r in reports)
+    started = min(r["started"] for r in reports)
+    finished = max(r["finished"] for r in reports)
+    wall = finished - started
     busiest = max(per_bus, key=lambda b: per_bus[b]["busy_s"])
     limit = per_bus[busiest]["busy_s"]
+    idle = [
+        _where_the_time_went(bus, started, finished)["idle_between_frames_s"]
+        for bus in per_bus.values()
+    ]
     cpu = sum(r["cpu_s"] for r in reports)
     frames = sum(b["frames_in"] for b in per_bus.values())
     figures: dict[str, Any] = {
@@ -252,11 +274,23 @@ def bench(meters: int, buses: int, db_url: str | None, processes: int, seed: int
         "meters": meters,
         "baud": BAUD,
         "busiest_bus": busiest,
+        "busiest_bus_time": _where_the_time_went(per_bus[busiest], started, finished),
+        "idle_between_frames_s_per_bus": {
+            "median": round(sorted(idle)[len(idle) // 2], 3),
+            "max": round(max(idle), 3),
+        },
         "frames_per_order": round(frames / max(orders, 1), 2),
         "mean_bus_busy_s": round(sum(b["busy_s"] for b in per_bus.values()) / len(per_bus), 3),
         "orders_per_s": round(orders / wall, 1),
         "engine_cpu_s": round(cpu, 2),
         "engine_cpu_share_of_wall": round(cpu / wall, 3),
+        # Group commit (engine/dispatch/group_commit.py): the per-order database jobs and the
+        # transactions they shared.
+        "db_jobs_per_transaction": round(
+            sum(r["db_jobs"] for r in reports)
+            / max(sum(r["db_job_transactions"] for r in reports), 1),
+            2,
+        ),
         "simulator_cpu_ms_per_order": round(1000 * sim_cpu / max(orders, 1), 2),
         "db_server_cpu_ms_per_order": (
             round(1000 * (pg_cpu_after - pg_cpu_before) / max(orders, 1), 2)

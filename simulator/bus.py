@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -118,6 +119,10 @@ class BusStats:
     busy_s: float = 0.0  # model seconds the line was occupied (wire + reply delays)
     max_queue: int = 0
     faults: int = 0
+    # Wall-clock (epoch) start of the first request and end of the last exchange: with
+    # ``busy_s`` they show how long the line sat idle between frames (benchmarks/dispatch.py).
+    first_at: float | None = None
+    last_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -129,6 +134,8 @@ class BusStats:
             "busy_s": round(self.busy_s, 4),
             "max_queue": self.max_queue,
             "faults": self.faults,
+            "first_at": self.first_at,
+            "last_at": self.last_at,
         }
 
 
@@ -203,6 +210,9 @@ class Bus:
         start = max(request.arrived, self._free_at)
         request_s = timing.wire_s(request.wire_bytes)
         request_end = start + request_s * scale
+        to_wall = time.time() - loop.time()
+        if self.stats.first_at is None:
+            self.stats.first_at = start + to_wall
         await _sleep_until(loop, request_end)
         self.stats.frames_in += 1
         self.stats.bytes_in += request.wire_bytes
@@ -210,12 +220,14 @@ class Bus:
         if tx is None:
             self.stats.silent += 1
             self.stats.busy_s += request_s
+            self.stats.last_at = request_end + to_wall
             self._free_at = request_end
             return
         reply_s = timing.wire_s(len(tx.data))
         tx_start = request_end + tx.reply_delay_s * scale + tx.extra_delay_s
         tx_end = tx_start + reply_s * scale
         self.stats.busy_s += request_s + tx.reply_delay_s + tx.extra_delay_s + reply_s
+        self.stats.last_at = tx_end + to_wall
         data = tx.data if tx.drop_after is None else tx.data[: tx.drop_after]
         sink = request.sink
         if timing.pace and scale > 0:
