@@ -109,6 +109,12 @@ def register_node(engine: Engine, worker_id: str, role: str, now: datetime) -> N
 
 
 def heartbeat(engine: Engine, worker_id: str, now: datetime, *, leader: bool | None = None) -> None:
+    """Renew ``worker_id``'s row; with ``leader``, record whether it leads the scheduler.
+
+    The leader (it holds the leadership lock, so there is one) also clears the flag on every
+    other row: a leader that was killed never cleared its own, and ``engine_nodes`` must name
+    one leader.
+    """
     values: dict[str, object] = {"heartbeat_at": now}
     if leader is not None:
         values["scheduler_leader"] = leader
@@ -116,6 +122,15 @@ def heartbeat(engine: Engine, worker_id: str, now: datetime, *, leader: bool | N
         session.execute(
             update(ENGINE_NODES).where(ENGINE_NODES.c.worker_id == worker_id).values(**values)
         )
+        if leader:
+            session.execute(
+                update(ENGINE_NODES)
+                .where(
+                    ENGINE_NODES.c.worker_id != worker_id,
+                    ENGINE_NODES.c.scheduler_leader.is_(True),
+                )
+                .values(scheduler_leader=False)
+            )
 
 
 def unregister_node(engine: Engine, worker_id: str) -> None:
