@@ -53,8 +53,7 @@ from engine.dispatch.outcomes import (
     Applied,
     LeaseRenewal,
     RetryPolicy,
-    apply_and_claim_in,
-    record_outcome,
+    record_and_claim,
 )
 from engine.dispatch.queue import ClaimedOrder, claim_next_in, due_buses, recover_stale
 from engine.notify import Notifier, notifier_from_config
@@ -483,38 +482,20 @@ class Dispatcher:
                 None,
                 journal.commands,
             )
-        following: ClaimedOrder | None = None
-        look = True
-        now = self.clock.now()
-        if lease is not None and claim_following:
-            renewal = lease  # (narrowed for the closure)
-            applied, following, look = await self.group.run(
-                lambda session: apply_and_claim_in(
-                    session,
-                    claimed,
-                    outcome,
-                    journal,
-                    now=now,
-                    actor=self.actor,
-                    notifier=self.notifier,
-                    retry=self.retry,
-                    lease=renewal,
-                )
+        applied, following, look = await self.group.run(
+            functools.partial(
+                record_and_claim,
+                claimed=claimed,
+                outcome=outcome,
+                journal=journal,
+                now=self.clock.now(),
+                actor=self.actor,
+                notifier=self.notifier,
+                retry=self.retry,
+                lease=lease,
+                claim_following=claim_following,
             )
-        else:
-            applied = await self.group.run(
-                lambda session: record_outcome(
-                    session,
-                    claimed,
-                    outcome,
-                    journal,
-                    now=now,
-                    actor=self.actor,
-                    notifier=self.notifier,
-                    retry=self.retry,
-                    lease=lease,
-                )
-            )
+        )
         log_.info("dispatch.order_done", state=applied.state, cause=applied.cause)
         return applied, following, look
 

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import Session
 
-from engine.db.database import transaction
 from engine.db.models import ACCOUNTS, FIELD_ORDERS, METERS
 from engine.dispatch.journal import DbJournal
 from engine.dispatch.leases import renew_bus
@@ -68,70 +67,7 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def apply_outcome(
-    engine: Engine,
-    claimed: ClaimedOrder,
-    outcome: SwitchOutcome,
-    journal: DbJournal,
-    *,
-    now: datetime,
-    actor: str,
-    notifier: Notifier,
-    retry: RetryPolicy,
-    lease: LeaseRenewal | None = None,
-) -> Applied:
-    """Record ``outcome`` for ``claimed`` and move the order on; returns where it ended.
-
-    With ``lease`` the bus lease is renewed in the same transaction
-    (:attr:`Applied.lease_kept` says whether it was still ours).
-    """
-    with transaction(engine) as session:
-        return record_outcome(
-            session,
-            claimed,
-            outcome,
-            journal,
-            now=now,
-            actor=actor,
-            notifier=notifier,
-            retry=retry,
-            lease=lease,
-        )
-
-
-def apply_and_claim(
-    engine: Engine,
-    claimed: ClaimedOrder,
-    outcome: SwitchOutcome,
-    journal: DbJournal,
-    *,
-    now: datetime,
-    actor: str,
-    notifier: Notifier,
-    retry: RetryPolicy,
-    lease: LeaseRenewal,
-) -> tuple[Applied, ClaimedOrder | None, bool]:
-    """:func:`apply_outcome`, then claim the bus's next order in the same transaction.
-
-    One transaction (and one trip to the database thread) per order less. The claim runs in
-    a savepoint: if it fails, the outcome still commits. Returns (applied, the next order or
-    None, whether the claim must be tried again on its own). No claim when the lease was lost.
-    """
-    with transaction(engine) as session:
-        return apply_and_claim_in(
-            session,
-            claimed,
-            outcome,
-            journal,
-            now=now,
-            actor=actor,
-            notifier=notifier,
-            retry=retry,
-            lease=lease,
-        )
-
-
-def apply_and_claim_in(
+def record_and_claim(
     session: Session,
     claimed: ClaimedOrder,
     outcome: SwitchOutcome,
@@ -141,9 +77,16 @@ def apply_and_claim_in(
     actor: str,
     notifier: Notifier,
     retry: RetryPolicy,
-    lease: LeaseRenewal,
+    lease: LeaseRenewal | None = None,
+    claim_following: bool = False,
 ) -> tuple[Applied, ClaimedOrder | None, bool]:
-    """:func:`apply_and_claim` inside ``session``'s transaction."""
+    """Record ``outcome`` for ``claimed`` and, with ``claim_following`` and ``lease``, claim
+    the bus's next order in the same transaction.
+
+    One transaction (and one trip to the database thread) per order less. The claim runs in
+    a savepoint: if it fails, the outcome still commits. Returns (applied, the next order or
+    None, whether the queue must be asked again on its own). No claim when the lease was lost.
+    """
     applied = record_outcome(
         session,
         claimed,
@@ -155,6 +98,8 @@ def apply_and_claim_in(
         retry=retry,
         lease=lease,
     )
+    if lease is None or not claim_following:
+        return applied, None, True
     if not applied.lease_kept:
         return applied, None, False
     try:
@@ -179,7 +124,11 @@ def record_outcome(
     retry: RetryPolicy,
     lease: LeaseRenewal | None = None,
 ) -> Applied:
-    """:func:`apply_outcome` inside ``session``'s transaction."""
+    """Record ``outcome`` for ``claimed`` and move the order on, in ``session``'s transaction.
+
+    With ``lease`` the bus lease is renewed in the same transaction
+    (:attr:`Applied.lease_kept` says whether it was still ours).
+    """
     disconnect = claimed.kind == OrderKind.DISCONNECT.value
     evidence = _jsonable(
         {
