@@ -32,6 +32,7 @@ from engine.notify import OutboxNotifier
 from engine.store.cases import load_cases
 from policies import plan_batch, settings_from_config
 from simulator.fleet import Fleet
+from simulator.state import RelayState
 
 CONFIG = """
 [site]
@@ -160,3 +161,20 @@ class EngineWorld:
 
 def balance(value: str) -> Decimal:
     return Decimal(value)
+
+
+def assert_tripped_once_each(fleet: Fleet, paid: set[str], disconnected: Iterable[str]) -> None:
+    """Each meter in arrears tripped exactly once and reads open; no paid meter touched.
+
+    ``disconnected`` are the accounts that got a disconnection order.
+    """
+    ordered = set(disconnected)
+    for address in fleet.addresses:
+        trips = [e for e in fleet.events(address) if e.get("action") == "trip"]
+        if address in paid:
+            assert not trips, f"paid account's meter {address} was tripped"
+            assert fleet.relay(address) is RelayState.CLOSED
+            assert account_no_for(address) not in ordered
+        else:
+            assert len(trips) == 1, f"meter {address} received {len(trips)} trips"
+            assert fleet.relay(address) is RelayState.OPEN

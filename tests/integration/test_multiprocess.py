@@ -28,9 +28,8 @@ from sqlalchemy import func, select
 
 from engine.db.models import AUDIT, COMMAND_ATTEMPTS, SWITCH_ORDERS
 from simulator.fleet import Fleet
-from simulator.state import RelayState
 from tests.integration.databases import postgres_db_url
-from tests.integration.harness import EngineWorld, account_no_for
+from tests.integration.harness import EngineWorld, assert_tripped_once_each
 
 __all__ = ["postgres_db_url"]
 
@@ -121,15 +120,7 @@ def test_three_processes_one_killed_every_order_done_exactly_once(
         assert {o["state"] for o in orders} == {"verified"}
 
         # Each meter in arrears tripped exactly once and reads open; no paid meter touched.
-        for address in fleet.addresses:
-            trips = [e for e in fleet.events(address) if e.get("action") == "trip"]
-            if address in paid:
-                assert not trips, f"paid account's meter {address} was tripped"
-                assert fleet.relay(address) is RelayState.CLOSED
-                assert account_no_for(address) not in per_account
-            else:
-                assert len(trips) == 1, f"meter {address} received {len(trips)} trips"
-                assert fleet.relay(address) is RelayState.OPEN
+        assert_tripped_once_each(fleet, paid, per_account)
         # A second command only for an order the victim had in flight (its write-ahead was
         # committed, the frame may or may not have gone out): recovered, read, then resent.
         per_order = Counter(a["order_id"] for a in attempts)

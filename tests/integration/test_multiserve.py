@@ -49,7 +49,7 @@ from engine.scheduler.leader import PG_LEADER_LOCK
 from simulator.fleet import Fleet
 from simulator.state import RelayState
 from tests.integration.databases import postgres_db_url
-from tests.integration.harness import EngineWorld, account_no_for
+from tests.integration.harness import EngineWorld, account_no_for, assert_tripped_once_each
 
 __all__ = ["postgres_db_url"]
 
@@ -348,15 +348,7 @@ def test_three_serve_processes_leader_killed_mid_batch(
             assert {order for order, n in attempts.items() if n > 1} <= in_flight
 
             # Each meter in arrears tripped exactly once and reads open; no paid meter touched.
-            for address in fleet.addresses:
-                trips = [e for e in fleet.events(address) if e.get("action") == "trip"]
-                if address in paid:
-                    assert not trips, f"paid account's meter {address} was tripped"
-                    assert fleet.relay(address) is RelayState.CLOSED
-                    assert account_no_for(address) not in per_account
-                else:
-                    assert len(trips) == 1, f"meter {address} received {len(trips)} trips"
-                    assert fleet.relay(address) is RelayState.OPEN
+            assert_tripped_once_each(fleet, paid, per_account)
 
             # A payment through a survivor's signed hook reconnects a meter on a bus the dead
             # leader drove.
