@@ -57,7 +57,8 @@ def command(script: str, *args: str) -> str:
 def _machine_line(m: dict[str, Any]) -> str:
     return (
         f"{m['cpus']} vCPU {m['cpu_model'] or ''}, {m['memory_gb']} GB, CPython {m['python']}, "
-        f"{m['system']}; measured {m['date']} (shared machine: other jobs were running)"
+        f"{m['system']}; measured {m['date']} (a shared virtual machine: repeated runs "
+        "differ by up to about 10 %)"
     )
 
 
@@ -143,17 +144,21 @@ def plan_block(f: dict[str, Any], m: dict[str, Any]) -> str:
 def dispatch_block(runs: list[tuple[str, dict[str, Any]]], m: dict[str, Any]) -> str:
     body = [
         "| store, processes | orders / buses | wall | bus limit | ratio (goal <= 1.15) "
-        "| engine CPU / order | DB server CPU / order |",
-        "|---|---|---|---|---|---|---|",
+        "| engine CPU / order | DB server CPU / order | busiest bus idle between frames "
+        "| DB jobs / transaction |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     commands = []
     for cmd, f in runs:
         commands.append(cmd)
         db_cpu = f.get("db_server_cpu_ms_per_order")
+        busiest = f.get("busiest_bus_time", {})
         body.append(
             f"| {f['db']}, {f['processes']} | {f['orders']:,} / {f['buses']} | {f['wall_s']} s "
             f"| {f['bus_limit_s']} s | **{f['ratio']}** | {f['cpu_ms_per_order']} ms "
-            f"| {f'{db_cpu} ms' if db_cpu is not None else '-'} |"
+            f"| {f'{db_cpu} ms' if db_cpu is not None else '-'} "
+            f"| {busiest.get('idle_between_frames_s', '-')} s "
+            f"| {f.get('db_jobs_per_transaction', '-')} |"
         )
     first = runs[0][1]
     body += [
