@@ -26,6 +26,7 @@ share a transaction, so none holds SQLite's write lock for long.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -92,8 +93,22 @@ class GroupCommitter:
             if start:
                 self._running += 1
         if start:
-            self.executor.submit(self._drain)
+            self._submit_drainer()
         return await future
+
+    def _submit_drainer(self) -> None:
+        """Start a drainer on the executor; when it cannot run (the executor was shut down),
+        fail the waiting jobs instead of leaving them waiting for ever."""
+        try:
+            self.executor.submit(self._drain)
+        except RuntimeError as exc:
+            with self._lock:
+                self._running -= 1
+                stranded = [] if self._running else list(self._waiting)
+                if stranded:
+                    self._waiting.clear()
+            for job in stranded:
+                _settle_from_thread(job, False, exc)
 
     def _take(self) -> list[_Job[Any]]:
         with self._lock:
@@ -118,7 +133,7 @@ class GroupCommitter:
                 if not more:
                     self._running -= 1
             if more:
-                self.executor.submit(self._drain)
+                self._submit_drainer()
 
     def _run_group(self, group: list[_Job[Any]]) -> None:
         outcomes: list[tuple[bool, Any]] = []
@@ -142,7 +157,13 @@ class GroupCommitter:
         self.groups += 1
         self.jobs += len(group)
         for job, (ok, value) in zip(group, outcomes, strict=True):
-            job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
+            _settle_from_thread(job, ok, value)
+
+
+def _settle_from_thread(job: _Job[Any], ok: bool, value: Any) -> None:
+    # RuntimeError: its event loop is closed, nobody waits for the answer any more.
+    with contextlib.suppress(RuntimeError):
+        job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:

@@ -124,3 +124,12 @@ async def test_a_group_holds_at_most_max_group_jobs(
 def test_drainers_and_group_size_must_be_positive(db_engine: Engine) -> None:
     with ThreadPoolExecutor(1) as pool, pytest.raises(ValueError, match="at least 1"):
         GroupCommitter(db_engine, pool, drainers=0)
+
+
+async def test_a_shut_down_executor_fails_the_job_instead_of_hanging(db_engine: Engine) -> None:
+    pool = ThreadPoolExecutor(max_workers=1)
+    pool.shutdown(wait=True)
+    group = GroupCommitter(db_engine, pool)
+    with pytest.raises(RuntimeError, match="shutdown"):
+        await asyncio.wait_for(group.run(_append("late")), timeout=5)
+    assert _actions(db_engine) == []
