@@ -50,7 +50,13 @@ class EventLog:
         self._now = now or (lambda: datetime.now(UTC))
         self._file: IO[str] | None = None
         self.path = Path(path) if path is not None else None
-        if self.path is not None:
+        self.open()
+
+    def open(self) -> None:
+        """Open the mirror file for appending (again, after :meth:`close`; idempotent)."""
+        with self._lock:
+            if self.path is None or self._file is not None:
+                return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Line-buffered: a test (or `tail -f`) sees each event as soon as it happens.
             self._file = self.path.open("a", encoding="utf-8", buffering=1)

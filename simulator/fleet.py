@@ -275,6 +275,7 @@ class Fleet:
         """
         if self._thread is not None:
             raise RuntimeError("the fleet is already running")
+        self.event_log.open()  # closed by a previous stop()
         self._ready.clear()
         self._startup_error = None
         self._loop = asyncio.new_event_loop()

@@ -67,6 +67,19 @@ def test_inspection_and_updates(tmp_path: Path) -> None:
     assert records[-1]["event"] == "button" and records[-1]["closed"] is True
 
 
+def test_a_restarted_fleet_keeps_writing_its_event_log(tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    fleet = Fleet(mixed()[:1], time_scale=0, event_log=log)
+    with fleet:
+        fleet.update("000000000001", relay="armed")
+        fleet.press_button("000000000001")
+    with fleet:  # stopped (the file closed), then started again
+        fleet.update("000000000001", relay="armed")
+        fleet.press_button("000000000001")
+    buttons = [r for r in map(json.loads, log.read_text().splitlines()) if r["event"] == "button"]
+    assert len(buttons) == 2
+
+
 def test_a_taken_port_fails_start_cleanly() -> None:
     with Fleet(mixed()[:1], time_scale=0) as first:
         port = int(first.link_of("000000000001").rsplit(":", 1)[1])
