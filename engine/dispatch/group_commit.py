@@ -4,11 +4,11 @@ A hundred buses finish their orders at about the same moment, and each order nee
 short database jobs on the bus's critical path (the policy re-check, the write-ahead of the
 command, the outcome with the next claim). Run one transaction each, they queue behind each
 other on SQLite's single writer, every one paying its own BEGIN, COMMIT, fsync and audit
-chain anchor, and the buses sit idle waiting for them (measured: 170 ms a order in the
+chain anchor, and the buses sit idle waiting for them (measured: 170 ms an order in the
 queue, docs/performance.md).
 
 :class:`GroupCommitter` runs the jobs that are waiting when its thread gets to them in ONE
-transaction, each job in its own savepoint:
+transaction, each job in its own savepoint (a job alone runs in the bare transaction):
 
 - a job's result is handed back only after the transaction committed, so the write-ahead
   record of a command is durable before the frame goes out, as before;
@@ -136,17 +136,23 @@ class GroupCommitter:
                 self._submit_drainer()
 
     def _run_group(self, group: list[_Job[Any]]) -> None:
+        # A job alone needs no savepoint: the transaction is its own (two statements less).
+        alone = len(group) == 1
         outcomes: list[tuple[bool, Any]] = []
         try:
             with transaction(self.engine) as session:
                 for job in group:
+                    if alone:
+                        outcomes.append((True, job.run(session)))
+                        continue
                     try:
                         with session.begin_nested():
                             outcomes.append((True, job.run(session)))
                     except Exception as exc:  # the job's own failure, reported to it alone
                         outcomes.append((False, exc))
-        except BaseException as exc:  # the commit failed: none of the group was written
-            log.error("dispatch.group_commit_failed", jobs=len(group), error=repr(exc))
+        except BaseException as exc:  # the job alone failed, or the commit: nothing written
+            if not alone:
+                log.error("dispatch.group_commit_failed", jobs=len(group), error=repr(exc))
             outcomes = [(False, exc)] * len(group)
             if not isinstance(exc, Exception):  # interpreter exit: settle, then go on
                 self._settle_all(group, outcomes)

@@ -73,11 +73,27 @@ async def test_jobs_that_wait_together_share_one_transaction(
     assert audit.verify(db_engine).ok
 
 
-async def test_a_lone_job_runs_alone(db_engine: Engine, executor: ThreadPoolExecutor) -> None:
+async def test_a_lone_job_runs_alone_without_a_savepoint(
+    db_engine: Engine, executor: ThreadPoolExecutor
+) -> None:
     group = GroupCommitter(db_engine, executor)
-    assert await group.run(_append("first")) == 1
-    assert await group.run(_append("second")) == 2
-    assert (group.groups, group.jobs) == (2, 2)
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(db_engine, "before_cursor_execute", seen)
+    try:
+        assert await group.run(_append("first")) == 1
+        with pytest.raises(ValueError, match="second failed"):
+            await group.run(_failing("second"))
+        assert await group.run(_append("third")) == 2
+    finally:
+        event.remove(db_engine, "before_cursor_execute", seen)
+    assert (group.groups, group.jobs) == (3, 3)
+    assert not [s for s in statements if "SAVEPOINT" in s.upper()]
+    assert _actions(db_engine) == ["first", "third"]
+    assert audit.verify(db_engine).ok
 
 
 async def test_a_failing_job_rolls_back_alone(
