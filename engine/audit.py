@@ -177,8 +177,10 @@ class _Tail:
 
 
 def _innermost(session: OrmSession) -> SessionTransaction:
+    if session.get_transaction() is None:
+        session.connection()  # autobegin, as the INSERT would
     current = session.get_nested_transaction() or session.get_transaction()
-    assert current is not None, "audit.append needs a transaction (engine.db.transaction)"
+    assert current is not None
     return current
 
 
@@ -262,8 +264,9 @@ def _move_head(session: OrmSession) -> None:
     Once per transaction instead of once per record. SQLAlchemy calls this for savepoint
     releases too: the records of a released savepoint become its parent's, so the cached
     tail moves up and the commit needs no second read. When the last append's savepoint was
-    rolled back, the tail is read again. (A savepoint must be closed before its transaction
-    commits, as ``with session.begin_nested()`` always does.)
+    rolled back, the tail is read again. A savepoint still open when its transaction commits
+    is committed first by :func:`engine.db.transaction` (SQLAlchemy would commit it after
+    this hook, when the head is already written).
     """
     committing = _innermost(session)
     if committing.nested:

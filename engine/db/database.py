@@ -157,6 +157,10 @@ def transaction(engine: Engine) -> Iterator[Session]:
             session.info["audit_key"] = key
         with session.begin():
             yield session
+            # A savepoint left open is part of the commit: close it first, so the commit's
+            # hooks (the audit head anchor) see everything that is committed.
+            while (savepoint := session.get_nested_transaction()) is not None:
+                savepoint.commit()
 
 
 def _read_engine(engine: Engine) -> Engine:

@@ -275,3 +275,13 @@ def test_any_mix_of_savepoints_and_appends_keeps_a_valid_chain(
     assert [r["action"] for r in rows] == expected
     assert [r["seq"] for r in rows] == list(range(before + 1, before + 1 + len(expected)))
     assert audit.verify(sqlite_engine).ok
+
+
+def test_a_savepoint_left_open_is_committed_with_the_head_on_it(db_engine: Engine) -> None:
+    with transaction(db_engine) as session:
+        audit.append(session, "olga", "outer", "A1", {})
+        session.begin_nested()  # never closed by the caller
+        audit.append(session, "olga", "inner", "A1", {})
+    assert _chain(db_engine) == [(1, "outer"), (2, "inner")]
+    result = audit.verify(db_engine)
+    assert result.ok, result.problem
