@@ -566,15 +566,11 @@ class Dispatcher:
             sleep=self.sleep,
         )
 
-    def evaluate_now(self, account_no: str, observed_meter_no: str | None) -> Decision:
-        """The policy chain on fresh data (and the meter number the meter just reported)."""
-        with read_session(self.engine) as session:
-            return self.evaluate_in(session, account_no, observed_meter_no)
-
     def evaluate_in(
         self, session: Session, account_no: str, observed_meter_no: str | None
     ) -> Decision:
-        """:meth:`evaluate_now` reading inside ``session`` (the write-ahead's group)."""
+        """The policy chain on fresh data read inside ``session`` (and the meter number the
+        meter just reported)."""
         now = self.clock.now()
         return self.evaluate_case(
             case_for(session, account_no, now), account_no, observed_meter_no, now
