@@ -34,6 +34,9 @@ class CreatedOrders:
     ready: list[int] = field(default_factory=list)  # dispatchable now
     scheduled: list[int] = field(default_factory=list)  # important customers: timeline set
     already_open: list[str] = field(default_factory=list)  # accounts with an open order
+    # Accounts whose meter reads open (or armed) by now: another engine process planned the
+    # same accounts and its order was verified after this plan was read.
+    already_disconnected: list[str] = field(default_factory=list)
 
 
 def _chunks(items: Iterable[Decision], size: int) -> Iterator[list[Decision]]:
@@ -81,10 +84,13 @@ def create_orders(
                     )
                 ).scalars()
             )
-            meter_ids = {
-                r.meter_no: r.id
+            # Read after the open orders: an order of another process that was verified
+            # meanwhile left its meter open in the same transaction, so one of the two reads
+            # sees it (open order, or relay open) and no second trip is ordered.
+            meters = {
+                r.meter_no: r
                 for r in session.execute(
-                    select(METERS.c.meter_no, METERS.c.id).where(
+                    select(METERS.c.meter_no, METERS.c.id, METERS.c.relay_state).where(
                         METERS.c.meter_no.in_([a.meter_no for a in accounts.values() if a.meter_no])
                     )
                 )
@@ -94,6 +100,10 @@ def create_orders(
                 account = accounts.get(number)
                 if number in open_orders or account is None:
                     created.already_open.append(number)
+                    continue
+                meter = meters.get(account.meter_no)
+                if meter is not None and meter.relay_state in ("open", "armed"):
+                    created.already_disconnected.append(number)
                     continue
                 codes = [r.code for r in decision.reasons]
                 scheduled = decision.outcome is Outcome.SCHEDULE
@@ -105,7 +115,7 @@ def create_orders(
                 order = SwitchOrder(
                     kind=OrderKind.DISCONNECT.value,
                     account_no=number,
-                    meter_id=meter_ids.get(account.meter_no),
+                    meter_id=meter.id if meter is not None else None,
                     state=(DisconnectState.PLANNED if scheduled else DisconnectState.READY).value,
                     reasons=codes,
                     batch_id=batch_id,

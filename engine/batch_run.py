@@ -116,8 +116,10 @@ class BatchResult:
 
     def blocked_by_reason(self) -> dict[str, int]:
         merged = Counter(dict(self.selection.plan.by_block_code))
-        if self.selection.already_disconnected:
-            merged["already_disconnected"] += len(self.selection.already_disconnected)
+        already = len(self.selection.already_disconnected)
+        already += len(self.created.already_disconnected) if self.created else 0
+        if already:
+            merged["already_disconnected"] += already
         for result in self.results:
             if result.state == "blocked":
                 merged[result.cause] += 1

@@ -146,6 +146,7 @@ def run_batch_job(
                 "ready": len(created.ready),
                 "scheduled": len(created.scheduled),
                 "already_open": len(created.already_open),
+                "already_disconnected": len(created.already_disconnected),
             },
             at=now,
         )

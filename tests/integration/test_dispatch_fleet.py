@@ -149,3 +149,37 @@ def test_second_batch_does_not_trip_meters_already_open(world: EngineWorld) -> N
     assert sorted(selection.already_disconnected) == sorted(
         account_no_for(a) for a in world.fleet.addresses
     )
+
+
+def test_a_plan_read_before_another_processs_trip_orders_no_second_trip(
+    world: EngineWorld,
+) -> None:
+    """Two engine processes plan the same accounts; one creates and verifies its orders
+    before the other creates its own from the plan it read earlier (seen once in 30 runs of
+    tests/integration/test_multiprocess.py: a second order, so a second trip). The late one
+    finds the meters open under its lock and orders nothing."""
+    from datetime import UTC, datetime
+
+    from engine.batch import create_orders
+    from engine.notify import OutboxNotifier
+    from engine.store.cases import load_cases
+    from policies import plan_batch, settings_from_config
+
+    world.import_fleet()
+    now = datetime.now(UTC)
+    settings = settings_from_config(world.config.policy, world.config.site.timezone)
+    stale_plan = plan_batch(load_cases(world.engine, now=now), settings, now).decisions
+    world.plan_and_create("first")
+    world.dispatch()  # every order verified, every meter open
+
+    late = create_orders(
+        world.engine, stale_plan, batch_id="late", actor="t", now=now, config=world.config,
+        notifier=OutboxNotifier(),
+    )  # fmt: skip
+    accounts = sorted(account_no_for(a) for a in world.fleet.addresses)
+    assert (late.ready, late.scheduled) == ([], [])
+    assert sorted(late.already_disconnected) == accounts
+    world.dispatch()
+    for address in world.fleet.addresses:
+        trips = [e for e in world.fleet.events(address) if e.get("action") == "trip"]
+        assert len(trips) == 1, f"meter {address} received {len(trips)} trips"
