@@ -128,9 +128,12 @@ def test_three_processes_one_killed_every_order_done_exactly_once(
         assert resent <= _recovered_orders(world), resent
         assert max(per_order.values()) <= 2
 
-        # All three processes dispatched; the survivors finished what the victim left.
+        # The buses were shared (the victim and at least one survivor dispatched; a process
+        # that starts last on a busy machine may find every bus held until the batch is
+        # done, seen once in 20 runs), and the survivors finished what the victim left.
         claims = _claims_by_pid(world)
-        assert set(claims) == {p.pid for p in processes}, claims
+        assert set(claims) <= {p.pid for p in processes}, claims
+        assert victim.pid in claims and len(claims) >= 2, claims
         assert verified_at_kill < arrears
         survivors_done = sum(o["counts"]["verified"] for o in outputs)
         assert survivors_done >= arrears - verified_at_kill
