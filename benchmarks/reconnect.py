@@ -87,19 +87,14 @@ def _prepare(config_path: Path, accounts_csv: Path) -> int:
 
 
 def _pay(url: str, account: str, ref: str) -> dict[str, Any]:
-    from engine.hooks.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+    from engine.hooks.signature import signed_headers
 
     body = json.dumps({"account": account, "amount": "100.00", "ref": ref}).encode()
-    stamp = str(int(time.time()))
     request = urllib.request.Request(
         url,
         data=body,
         method="POST",
-        headers={
-            "Content-Type": "application/json",
-            TIMESTAMP_HEADER: stamp,
-            SIGNATURE_HEADER: sign(KEY.encode(), stamp, body),
-        },
+        headers=signed_headers(KEY.encode(), body, int(time.time())),
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return dict(json.loads(response.read()))

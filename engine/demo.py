@@ -376,7 +376,7 @@ class Demo:
         import aiohttp
 
         from engine.hooks.payments import PaymentHook, payment_key, start_hook
-        from engine.hooks.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+        from engine.hooks.signature import signed_headers
 
         key = payment_key(self.config)
         assert key is not None
@@ -392,12 +392,7 @@ class Demo:
         runner, url = await start_hook(hook, "127.0.0.1", 0)
         self.out.print(f"  hook listening on {url}")
         body = json.dumps({"account": account_no, "amount": amount, "ref": ref}).encode()
-        stamp = str(int(self.clock.now().timestamp()))
-        headers = {
-            TIMESTAMP_HEADER: stamp,
-            SIGNATURE_HEADER: sign(key, stamp, body),
-            "Content-Type": "application/json",
-        }
+        headers = signed_headers(key, body, int(self.clock.now().timestamp()))
         try:
             async with aiohttp.ClientSession() as http:
                 async with http.post(url, data=body, headers=headers) as response:

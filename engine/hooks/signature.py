@@ -38,6 +38,15 @@ def sign(key: bytes, timestamp: str | int, body: bytes) -> str:
     return SCHEME + hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
+def signed_headers(key: bytes, body: bytes, timestamp: int) -> dict[str, str]:
+    """The HTTP headers of a signed JSON call carrying ``body`` (the caller's side)."""
+    return {
+        "Content-Type": "application/json",
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: sign(key, timestamp, body),
+    }
+
+
 @dataclass
 class ReplayGuard:
     """Signatures accepted within the skew window (bounded memory, oldest forgotten first)."""

@@ -17,7 +17,15 @@ from engine import audit
 from engine.clock import FrozenClock
 from engine.db.models import AUDIT
 from engine.hooks.payments import PaymentHook, parse_listen, parse_payment, start_hook
-from engine.hooks.signature import ReplayGuard, SignatureRefused, sign, verify
+from engine.hooks.signature import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    ReplayGuard,
+    SignatureRefused,
+    sign,
+    signed_headers,
+    verify,
+)
 from engine.payments import PaymentResult
 from tests.engine import store_helpers
 from tests.engine.scheduler_helpers import make_config, rows, set_meter
@@ -226,3 +234,28 @@ def test_hook_repr_hides_the_key(sqlite_engine: Engine) -> None:
     hook = PaymentHook(sqlite_engine, make_config(), key=KEY)
     assert KEY.decode() not in repr(hook) and "set" in repr(hook)
     assert timedelta(seconds=hook.max_skew_s) == timedelta(minutes=5)
+
+
+def test_signed_headers_are_what_the_hook_accepts() -> None:
+    body = b'{"account": "A1", "amount": "10.00", "ref": "R1"}'
+    headers = signed_headers(KEY, body, 1000)
+    assert headers["Content-Type"] == "application/json"
+    verify(
+        KEY,
+        headers[TIMESTAMP_HEADER],
+        headers[SIGNATURE_HEADER],
+        body,
+        now=1000.0,
+        max_skew_s=300,
+        guard=ReplayGuard(300),
+    )
+    with pytest.raises(SignatureRefused):
+        verify(
+            b"another key",
+            headers[TIMESTAMP_HEADER],
+            headers[SIGNATURE_HEADER],
+            body,
+            now=1000.0,
+            max_skew_s=300,
+            guard=ReplayGuard(300),
+        )

@@ -42,7 +42,7 @@ from sqlalchemy import func, select, text
 from engine.db.coordination import BUS_LEASES, ENGINE_NODES
 from engine.db.models import AUDIT, COMMAND_ATTEMPTS, SWITCH_ORDERS
 from engine.dispatch.membership import PRESENCE_PREFIX, owner
-from engine.hooks.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from engine.hooks.signature import signed_headers
 from engine.notify import OutboxNotifier
 from engine.scheduler.jobs import run_batch_job
 from engine.scheduler.leader import PG_LEADER_LOCK
@@ -217,16 +217,11 @@ def _claimed_by_owner(claims: list[tuple[str, str]], members: list[str]) -> bool
 
 def _pay(url: str, account: str, amount: str, ref: str) -> dict[str, Any]:
     body = json.dumps({"account": account, "amount": amount, "ref": ref}).encode()
-    stamp = int(time.time())
     request = urllib.request.Request(
         url,
         data=body,
         method="POST",
-        headers={
-            "Content-Type": "application/json",
-            TIMESTAMP_HEADER: str(stamp),
-            SIGNATURE_HEADER: sign(KEY.encode(), stamp, body),
-        },
+        headers=signed_headers(KEY.encode(), body, int(time.time())),
     )
     with urllib.request.urlopen(request, timeout=10) as answer:
         assert answer.status == 200
