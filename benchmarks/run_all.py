@@ -57,8 +57,8 @@ def command(script: str, *args: str) -> str:
 def _machine_line(m: dict[str, Any]) -> str:
     return (
         f"{m['cpus']} vCPU {m['cpu_model'] or ''}, {m['memory_gb']} GB, CPython {m['python']}, "
-        f"{m['system']}; measured {m['date']} (a shared virtual machine: repeated runs "
-        "differ by up to about 10 %)"
+        f"{m['system']}; measured {m['date']} (a shared virtual machine: its speed "
+        "varies between runs, see the text)"
     )
 
 
