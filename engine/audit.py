@@ -30,20 +30,18 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Engine, event, func, insert, or_, select, text, update
+from sqlalchemy import Engine, event, func, insert, or_, select, update
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session
 
 from engine.config import AuditConfig, Config, read_secret
-from engine.db.database import audit_key_for, read_session
+from engine.db.database import audit_key_for, lock_audit_chain, read_session
 from engine.db.models import AUDIT, AUDIT_HEADS, AUDIT_TABLE, AuditHead
 
 log = logging.getLogger("engine.audit")
 
 GENESIS_HASH = "0" * 64
-# Any 64-bit constant works; it names "the audit chain" among advisory locks.
-_PG_LOCK_ID = 0x6D657465_72617564  # "meteraud"
 _DEFAULT_KEY = AuditConfig().key.encode("utf-8")
 
 _SECRET_NAMES = frozenset(
@@ -131,14 +129,10 @@ def _session_key(session: OrmSession, key: bytes | None) -> bytes:
     return _DEFAULT_KEY
 
 
-def _is_postgres(session: OrmSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def _lock_chain(session: OrmSession) -> None:
-    if _is_postgres(session):
-        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
-    # SQLite: the transaction already holds the database write lock (BEGIN IMMEDIATE).
+    # PostgreSQL: usually taken already, first thing in engine.db.transaction. SQLite: the
+    # transaction already holds the database write lock (BEGIN IMMEDIATE).
+    lock_audit_chain(session)
 
 
 # Built once: appends happen several times per dispatched order, and building a statement

@@ -21,8 +21,9 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
@@ -143,19 +144,52 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+# The audit chain's lock on PostgreSQL (a transaction-scoped advisory lock; any 64-bit
+# constant names "the audit chain" among advisory locks). SQLite needs none: every writing
+# transaction holds the database write lock from BEGIN IMMEDIATE.
+AUDIT_CHAIN_LOCK_ID = 0x6D657465_72617564  # "meteraud"
+_CHAIN_LOCKED = "audit_chain_locked"  # session.info: the transaction that took the lock
+
+
+def lock_audit_chain(session: OrmSession) -> None:
+    """Take the audit chain's lock for the rest of the transaction (PostgreSQL; reentrant).
+
+    Appends take it anyway; :func:`transaction` takes it *first*, before any row lock, so
+    every audited transaction locks in the same order (chain, then rows). Taken at the first
+    append instead, a transaction holding the chain and waiting for an order row deadlocks
+    with one holding that row and waiting for the chain (a payment against an outcome:
+    tests/engine/test_audit.py).
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    current = session.get_nested_transaction() or session.get_transaction()
+    taken = session.info.get(_CHAIN_LOCKED)
+    scope = current
+    while scope is not None:  # held if taken here or in an enclosing transaction
+        if scope is taken:
+            return
+        scope = scope.parent
+    session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": AUDIT_CHAIN_LOCK_ID})
+    session.info[_CHAIN_LOCKED] = session.get_nested_transaction() or session.get_transaction()
+
+
 @contextmanager
-def transaction(engine: Engine) -> Iterator[Session]:
+def transaction(engine: Engine, *, audited: bool = True) -> Iterator[Session]:
     """A writing transaction: commits on success, rolls back on any exception.
 
     On SQLite it starts with ``BEGIN IMMEDIATE`` (the write lock is taken up front). Audit
     records appended with :func:`engine.audit.append` in this session commit or roll back
-    together with the change they describe.
+    together with the change they describe. On PostgreSQL an ``audited`` transaction takes
+    the audit chain's lock first (:func:`lock_audit_chain`); coordination that never
+    appends (bus leases, presence) passes ``audited=False`` and does not wait for it.
     """
     with Session(engine, expire_on_commit=False) as session:
         key = audit_key_for(engine)
         if key is not None:
             session.info["audit_key"] = key
         with session.begin():
+            if audited:
+                lock_audit_chain(session)
             yield session
             # A savepoint left open is part of the commit: close it first, so the commit's
             # hooks (the audit head anchor) see everything that is committed.

@@ -29,7 +29,7 @@ def try_acquire_bus(
 ) -> bool:
     """Take (or renew) the lease of ``bus_key`` for ``holder``; False if someone alive has it."""
     try:
-        with transaction(engine) as session:
+        with transaction(engine, audited=False) as session:
             row = session.execute(
                 select(BUS_LEASES).where(BUS_LEASES.c.bus_key == bus_key).with_for_update()
             ).first()
@@ -79,7 +79,7 @@ def renew_bus(session: Session, bus_key: str, holder: str, expires_at: datetime)
 
 def release_bus(engine: Engine, bus_key: str, holder: str) -> None:
     """Give the lease back (only if we still hold it)."""
-    with transaction(engine) as session:
+    with transaction(engine, audited=False) as session:
         session.execute(
             delete(BUS_LEASES).where(BUS_LEASES.c.bus_key == bus_key, BUS_LEASES.c.holder == holder)
         )
@@ -95,7 +95,7 @@ def bus_holder(engine: Engine, bus_key: str, now: datetime) -> str | None:
 
 
 def register_node(engine: Engine, worker_id: str, role: str, now: datetime) -> None:
-    with transaction(engine) as session:
+    with transaction(engine, audited=False) as session:
         session.execute(delete(ENGINE_NODES).where(ENGINE_NODES.c.worker_id == worker_id))
         session.execute(
             insert(ENGINE_NODES).values(
@@ -118,7 +118,7 @@ def heartbeat(engine: Engine, worker_id: str, now: datetime, *, leader: bool | N
     values: dict[str, object] = {"heartbeat_at": now}
     if leader is not None:
         values["scheduler_leader"] = leader
-    with transaction(engine) as session:
+    with transaction(engine, audited=False) as session:
         session.execute(
             update(ENGINE_NODES).where(ENGINE_NODES.c.worker_id == worker_id).values(**values)
         )
@@ -134,7 +134,7 @@ def heartbeat(engine: Engine, worker_id: str, now: datetime, *, leader: bool | N
 
 
 def unregister_node(engine: Engine, worker_id: str) -> None:
-    with transaction(engine) as session:
+    with transaction(engine, audited=False) as session:
         session.execute(delete(ENGINE_NODES).where(ENGINE_NODES.c.worker_id == worker_id))
         session.execute(delete(BUS_LEASES).where(BUS_LEASES.c.holder == worker_id))
 

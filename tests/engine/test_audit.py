@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import DBAPIError
 
 from engine import audit
 from engine.db import read_session, transaction
-from tests.engine.store_helpers import AUDIT_KEY, MONDAY_10_SHANGHAI, db_engine, sqlite_engine
+from tests.engine.store_helpers import (
+    AUDIT_KEY,
+    MONDAY_10_SHANGHAI,
+    add_account,
+    db_engine,
+    sqlite_engine,
+)
 
 __all__ = ["db_engine", "sqlite_engine"]
 
@@ -285,3 +292,42 @@ def test_a_savepoint_left_open_is_committed_with_the_head_on_it(db_engine: Engin
     assert _chain(db_engine) == [(1, "outer"), (2, "inner")]
     result = audit.verify(db_engine)
     assert result.ok, result.problem
+
+
+def test_chain_then_row_does_not_deadlock_with_row_then_chain(db_engine: Engine) -> None:
+    """One transaction appends, then updates a row (an outcome: command result, then the
+    order); another updates that row, then appends (a payment cancelling the order). On
+    PostgreSQL, with the chain locked only at the first append, the two deadlocked and the
+    server aborted one of them. Every audited transaction now takes the chain first."""
+    add_account(db_engine, "A1")
+    appended, row_locked = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def outcome() -> None:
+        try:
+            with transaction(db_engine) as session:
+                audit.append(session, "engine", "command.result", "A1", {})
+                appended.set()
+                row_locked.wait(1.0)  # let the payment take the row first, if it can
+                session.execute(text("UPDATE accounts SET name = 'o' WHERE account_no = 'A1'"))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def payment() -> None:
+        try:
+            appended.wait(5)
+            with transaction(db_engine) as session:
+                session.execute(text("UPDATE accounts SET name = 'p' WHERE account_no = 'A1'"))
+                row_locked.set()
+                audit.append(session, "billing", "payment.recorded", "A1", {})
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=outcome), threading.Thread(target=payment)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    assert [action for _seq, action in _chain(db_engine)] == ["command.result", "payment.recorded"]
+    assert audit.verify(db_engine).ok
