@@ -2,9 +2,9 @@
 
 A hundred buses finish their orders at about the same moment, and each order needs three
 short database jobs on the bus's critical path (the policy re-check, the write-ahead of the
-command, the outcome with the next claim). Run one transaction each, they queue behind each
-other on SQLite's single writer, every one paying its own BEGIN, COMMIT, fsync and audit
-chain anchor, and the buses sit idle waiting for them (measured: 170 ms an order in the
+command, the outcome with the next claim). Each in a transaction of its own, they queue
+behind each other on SQLite's single writer, every one paying its own BEGIN, COMMIT, fsync
+and audit chain anchor, and the buses sit idle waiting for them (measured: 170 ms an order in the
 queue, docs/performance.md).
 
 :class:`GroupCommitter` runs the jobs that are waiting when its thread gets to them in ONE
