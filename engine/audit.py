@@ -36,7 +36,13 @@ from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session
 
 from engine.config import AuditConfig, Config, read_secret
-from engine.db.database import audit_key_for, lock_audit_chain, read_session
+from engine.db.database import (
+    audit_key_for,
+    encloses,
+    innermost_transaction,
+    lock_audit_chain,
+    read_session,
+)
 from engine.db.models import AUDIT, AUDIT_HEADS, AUDIT_TABLE, AuditHead
 
 log = logging.getLogger("engine.audit")
@@ -129,12 +135,6 @@ def _session_key(session: OrmSession, key: bytes | None) -> bytes:
     return _DEFAULT_KEY
 
 
-def _lock_chain(session: OrmSession) -> None:
-    # PostgreSQL: usually taken already, first thing in engine.db.transaction. SQLite: the
-    # transaction already holds the database write lock (BEGIN IMMEDIATE).
-    lock_audit_chain(session)
-
-
 # Built once: appends happen several times per dispatched order, and building a statement
 # (and its cache key) costs more CPU than the database takes to run it.
 _LAST_RECORD = select(AUDIT.c.seq, AUDIT.c.hash).order_by(AUDIT.c.seq.desc()).limit(1)
@@ -170,14 +170,6 @@ class _Tail:
     hash: str
 
 
-def _innermost(session: OrmSession) -> SessionTransaction:
-    if session.get_transaction() is None:
-        session.connection()  # autobegin, as the INSERT would
-    current = session.get_nested_transaction() or session.get_transaction()
-    assert current is not None
-    return current
-
-
 def _known_tail(session: OrmSession, current: SessionTransaction) -> _Tail | None:
     """The cached tail if it is still the chain's tail inside ``current``.
 
@@ -186,18 +178,15 @@ def _known_tail(session: OrmSession, current: SessionTransaction) -> _Tail | Non
     since (released or rolled back), it is not trusted: the chain is read again.
     """
     tail = session.info.get(_TAIL)
-    if not isinstance(tail, _Tail):
-        return None
-    scope: SessionTransaction | None = current
-    while scope is not None:
-        if scope is tail.transaction:
-            return tail
-        scope = scope.parent
+    if isinstance(tail, _Tail) and encloses(tail.transaction, current):
+        return tail
     return None
 
 
 def _read_tail(session: OrmSession) -> tuple[int, str]:
-    _lock_chain(session)
+    # PostgreSQL: usually locked already, first thing in engine.db.transaction. SQLite: the
+    # transaction already holds the database write lock (BEGIN IMMEDIATE).
+    lock_audit_chain(session)
     last = session.execute(_LAST_RECORD).first()
     return (int(last[0]), str(last[1])) if last else (0, GENESIS_HASH)
 
@@ -224,7 +213,7 @@ def append(
     when = (at or datetime.now(UTC)).astimezone(UTC)
     body_payload = canonical_json(scrub(dict(payload or {})))
     chain_key = _session_key(session, key)
-    current = _innermost(session)
+    current = innermost_transaction(session)
     tail = _known_tail(session, current)
     last_seq, prev_hash = (tail.seq, tail.hash) if tail is not None else _read_tail(session)
     seq = last_seq + 1
@@ -262,7 +251,7 @@ def _move_head(session: OrmSession) -> None:
     is committed first by :func:`engine.db.transaction` (SQLAlchemy would commit it after
     this hook, when the head is already written).
     """
-    committing = _innermost(session)
+    committing = innermost_transaction(session)
     if committing.nested:
         tail = session.info.get(_TAIL)
         if isinstance(tail, _Tail) and tail.transaction is committing and committing.parent:

@@ -24,6 +24,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import SessionTransaction
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
@@ -151,6 +152,30 @@ AUDIT_CHAIN_LOCK_ID = 0x6D657465_72617564  # "meteraud"
 _CHAIN_LOCKED = "audit_chain_locked"  # session.info: the transaction that took the lock
 
 
+def innermost_transaction(session: OrmSession) -> SessionTransaction:
+    """The transaction ``session`` works in now: its open savepoint, else its root
+    (begun if none is: the next statement would begin it anyway)."""
+    if session.get_transaction() is None:
+        session.connection()
+    current = session.get_nested_transaction() or session.get_transaction()
+    assert current is not None
+    return current
+
+
+def encloses(outer: object, inner: SessionTransaction | None) -> bool:
+    """Whether ``outer`` is ``inner`` or a transaction ``inner`` is nested in.
+
+    What a transaction saw or took (a lock, the audit chain's tail) still holds in it and in
+    the savepoints it encloses; not after a savepoint that saw it has ended.
+    """
+    scope = inner
+    while scope is not None:
+        if scope is outer:
+            return True
+        scope = scope.parent
+    return False
+
+
 def lock_audit_chain(session: OrmSession) -> None:
     """Take the audit chain's lock for the rest of the transaction (PostgreSQL; reentrant).
 
@@ -162,15 +187,11 @@ def lock_audit_chain(session: OrmSession) -> None:
     """
     if session.get_bind().dialect.name != "postgresql":
         return
-    current = session.get_nested_transaction() or session.get_transaction()
-    taken = session.info.get(_CHAIN_LOCKED)
-    scope = current
-    while scope is not None:  # held if taken here or in an enclosing transaction
-        if scope is taken:
-            return
-        scope = scope.parent
+    current = innermost_transaction(session)
+    if encloses(session.info.get(_CHAIN_LOCKED), current):
+        return  # taken here or in an enclosing transaction
     session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": AUDIT_CHAIN_LOCK_ID})
-    session.info[_CHAIN_LOCKED] = session.get_nested_transaction() or session.get_transaction()
+    session.info[_CHAIN_LOCKED] = current
 
 
 @contextmanager
