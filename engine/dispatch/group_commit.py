@@ -160,8 +160,9 @@ class GroupCommitter:
         self._settle_all(group, outcomes)
 
     def _settle_all(self, group: list[_Job[Any]], outcomes: list[tuple[bool, Any]]) -> None:
-        self.groups += 1
-        self.jobs += len(group)
+        with self._lock:  # several drainers on PostgreSQL
+            self.groups += 1
+            self.jobs += len(group)
         for job, (ok, value) in zip(group, outcomes, strict=True):
             _settle_from_thread(job, ok, value)
 
