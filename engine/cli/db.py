@@ -94,40 +94,48 @@ def store_errors(st: CliState, engine: Engine | None = None) -> Iterator[None]:
 db_app = typer.Typer(help="Create or upgrade the database schema (admin).", no_args_is_help=True)
 
 
-@db_app.command("init")
-def init(ctx: typer.Context) -> None:
-    """Create the database at the newest schema (idempotent)."""
+def _migrate(ctx: typer.Context, action: str) -> tuple[Engine, str | None, str]:
+    """Run the migrations for ``db init`` / ``db upgrade`` (admin); audit a change.
+
+    Returns (engine, revision before, revision after): equal when nothing changed.
+    """
     st = state(ctx)
-    require_role(st, Role.ADMIN, "db init")
+    require_role(st, Role.ADMIN, f"db {action}")
     engine = open_store(st, initialised=False)
     with store_errors(st, engine):
         before, after = upgrade_db(engine)
         if before == after:
-            note(f"database {_safe_url(engine)} is already initialised (revision {after})")
-            return
+            return engine, before, after
         with transaction(engine) as session:
             audit.append(
-                session, st.user, "db.init", "database", {"from": before, "to": after}, at=now()
+                session,
+                st.user,
+                f"db.{action}",
+                "database",
+                {"from": before, "to": after},
+                at=now(),
             )
-    note(f"database {_safe_url(engine)} initialised at revision {after}")
+    return engine, before, after
+
+
+@db_app.command("init")
+def init(ctx: typer.Context) -> None:
+    """Create the database at the newest schema (idempotent)."""
+    engine, before, after = _migrate(ctx, "init")
+    if before == after:
+        note(f"database {_safe_url(engine)} is already initialised (revision {after})")
+    else:
+        note(f"database {_safe_url(engine)} initialised at revision {after}")
 
 
 @db_app.command("upgrade")
 def upgrade(ctx: typer.Context) -> None:
     """Migrate the database schema to the newest revision."""
-    st = state(ctx)
-    require_role(st, Role.ADMIN, "db upgrade")
-    engine = open_store(st, initialised=False)
-    with store_errors(st, engine):
-        before, after = upgrade_db(engine)
-        if before == after:
-            note(f"database schema is up to date (revision {after})")
-            return
-        with transaction(engine) as session:
-            audit.append(
-                session, st.user, "db.upgrade", "database", {"from": before, "to": after}, at=now()
-            )
-    note(f"database schema upgraded from {before or 'nothing'} to {after}")
+    _engine, before, after = _migrate(ctx, "upgrade")
+    if before == after:
+        note(f"database schema is up to date (revision {after})")
+    else:
+        note(f"database schema upgraded from {before or 'nothing'} to {after}")
 
 
 @db_app.command("status")
