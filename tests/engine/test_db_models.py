@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -211,6 +213,25 @@ def test_sqlite_writers_take_the_lock_up_front(sqlite_engine: Engine) -> None:
         session.execute(sa.text("SELECT 1"))
     begins = [s for s in statements if s.startswith("BEGIN")]
     assert begins == ["BEGIN IMMEDIATE", "BEGIN DEFERRED"]
+
+
+def test_an_engine_is_freed_once_its_owner_drops_it(tmp_path: Path) -> None:
+    """Reading and writing leave nothing behind that keeps the engine (and its pool) alive."""
+
+    def use_and_drop() -> weakref.ref[Engine]:
+        engine = make_engine(f"sqlite:///{tmp_path / 'gone.db'}", audit_key="k")
+        init_db(engine)
+        with transaction(engine) as session:
+            session.execute(sa.text("SELECT 1"))
+        with read_session(engine) as session:
+            session.execute(sa.text("SELECT 1"))
+        assert current_revision(engine) == head_revision()
+        engine.dispose()
+        return weakref.ref(engine)
+
+    alive = use_and_drop()
+    gc.collect()
+    assert alive() is None
 
 
 @pytest.mark.parametrize(
