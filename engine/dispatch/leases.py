@@ -94,6 +94,10 @@ def bus_holder(engine: Engine, bus_key: str, now: datetime) -> str | None:
     return str(row.holder)
 
 
+# Far longer than any heartbeat interval or ``payments record`` run: such a row is a dead process.
+NODE_FORGOTTEN_AFTER = timedelta(hours=1)
+
+
 def register_node(engine: Engine, worker_id: str, role: str, now: datetime) -> None:
     with transaction(engine, audited=False) as session:
         session.execute(delete(ENGINE_NODES).where(ENGINE_NODES.c.worker_id == worker_id))
@@ -111,9 +115,10 @@ def register_node(engine: Engine, worker_id: str, role: str, now: datetime) -> N
 def heartbeat(engine: Engine, worker_id: str, now: datetime, *, leader: bool | None = None) -> None:
     """Renew ``worker_id``'s row; with ``leader``, record whether it leads the scheduler.
 
-    The leader (it holds the leadership lock, so there is one) also clears the flag on every
-    other row: a leader that was killed never cleared its own, and ``engine_nodes`` must name
-    one leader.
+    The leader (it holds the leadership lock, so there is one) also tidies the other rows: it
+    clears their flag (a leader that was killed never cleared its own, and ``engine_nodes``
+    must name one leader) and deletes the rows of processes silent for
+    :data:`NODE_FORGOTTEN_AFTER` (killed ones never unregister).
     """
     values: dict[str, object] = {"heartbeat_at": now}
     if leader is not None:
@@ -130,6 +135,9 @@ def heartbeat(engine: Engine, worker_id: str, now: datetime, *, leader: bool | N
                     ENGINE_NODES.c.scheduler_leader.is_(True),
                 )
                 .values(scheduler_leader=False)
+            )
+            session.execute(
+                delete(ENGINE_NODES).where(ENGINE_NODES.c.heartbeat_at < now - NODE_FORGOTTEN_AFTER)
             )
 
 

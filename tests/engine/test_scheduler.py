@@ -20,7 +20,13 @@ from engine.db.database import transaction
 from engine.db.models import NOTICES, SWITCH_ORDERS
 from engine.dispatch.dispatcher import Dispatcher
 from engine.dispatch.identity import HOST, new_worker_id
-from engine.dispatch.leases import bus_holder, server_running
+from engine.dispatch.leases import (
+    NODE_FORGOTTEN_AFTER,
+    bus_holder,
+    heartbeat,
+    register_node,
+    server_running,
+)
 from engine.notify import OutboxNotifier
 from engine.scheduler.jobs import SchedulerJobs, batch_trigger, run_batch_job
 from engine.scheduler.leader import LEADER_KEY, LeaderElection
@@ -117,6 +123,18 @@ async def test_two_servers_one_scheduler_and_takeover(sqlite_engine: Engine) -> 
             event.set()
         await asyncio.gather(*tasks)
     assert not server_running(sqlite_engine, SystemClock().now())
+
+
+def test_the_leader_forgets_nodes_silent_for_an_hour(db_engine: Engine) -> None:
+    """Killed processes never unregister; the leader's heartbeat deletes their rows."""
+    register_node(db_engine, "leader", "serve", T0)
+    register_node(db_engine, "killed", "serve", T0 - NODE_FORGOTTEN_AFTER - timedelta(seconds=1))
+    register_node(db_engine, "quiet", "payments", T0 - NODE_FORGOTTEN_AFTER + timedelta(minutes=1))
+
+    heartbeat(db_engine, "leader", T0, leader=False)  # only the leader tidies
+    assert {n["worker_id"] for n in rows(db_engine, ENGINE_NODES)} == {"leader", "killed", "quiet"}
+    heartbeat(db_engine, "leader", T0, leader=True)
+    assert {n["worker_id"] for n in rows(db_engine, ENGINE_NODES)} == {"leader", "quiet"}
 
 
 def _leader_flag(engine: Engine) -> bool:
