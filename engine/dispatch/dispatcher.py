@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -47,7 +47,7 @@ from engine.db.models import METERS, SWITCH_ORDERS
 from engine.dispatch.group_commit import GroupCommitter
 from engine.dispatch.identity import WORKER_ID
 from engine.dispatch.journal import DbJournal
-from engine.dispatch.leases import release_bus, try_acquire_bus
+from engine.dispatch.leases import release_bus, try_acquire_bus, try_acquire_buses
 from engine.dispatch.membership import announce, live_dispatchers, owner, withdraw
 from engine.dispatch.outcomes import (
     Applied,
@@ -208,10 +208,14 @@ class Dispatcher:
         try:
             summary.recovered = await self.recover()
             if buses is not None:
+                chosen = list(dict.fromkeys(buses))
+                leased = await self._take_buses(chosen)
                 await asyncio.gather(
                     *(
-                        self._drive_bus(bus, summary, wait_for_busy_s, max_retry_wait_s)
-                        for bus in buses
+                        self._drive_bus(
+                            bus, summary, wait_for_busy_s, max_retry_wait_s, leased=bus in leased
+                        )
+                        for bus in chosen
                     )
                 )
                 return summary
@@ -232,9 +236,12 @@ class Dispatcher:
                 if not todo or idle_passes >= MAX_IDLE_PASSES:
                     return summary
                 done_before = len(summary.results)
+                leased = await self._take_buses(todo)
                 await asyncio.gather(
                     *(
-                        self._drive_bus(bus, summary, wait_for_busy_s, max_retry_wait_s)
+                        self._drive_bus(
+                            bus, summary, wait_for_busy_s, max_retry_wait_s, leased=bus in leased
+                        )
                         for bus in todo
                     )
                 )
@@ -260,11 +267,15 @@ class Dispatcher:
                 try:
                     await self._refresh_members()
                     await self.recover()
-                    for bus in await self.db(due_buses, self.engine, self.clock.now()):
-                        if bus not in self._driving and self.owns(bus):
-                            task = asyncio.create_task(self._drive_bus(bus, summary, 0.0, 0.0))
-                            tasks.add(task)
-                            task.add_done_callback(tasks.discard)
+                    due = await self.db(due_buses, self.engine, self.clock.now())
+                    todo = [bus for bus in due if bus not in self._driving and self.owns(bus)]
+                    leased = await self._take_buses(todo)
+                    for bus in todo:
+                        task = asyncio.create_task(
+                            self._drive_bus(bus, summary, 0.0, 0.0, leased=bus in leased)
+                        )
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
                 except Exception:  # keep serving: a DB hiccup must not stop reconnections
                     log.exception("dispatch.serve_loop_error")
                 summary.results.clear()
@@ -312,18 +323,22 @@ class Dispatcher:
         self._members = members
         self._members_at = now_m
 
-    async def recover(self, bus: str | None = None) -> list[int]:
-        """Put back orders of dead workers (on ``bus``, or everywhere) for a resume."""
+    async def recover(self, buses: Collection[str] | None = None) -> list[int]:
+        """Put back orders of dead workers (on ``buses``, or everywhere) for a resume."""
         recovered = await self.db(
             recover_stale,
             self.engine,
             self.clock.now(),
             lease=self.lease,
             actor=f"{self.actor}:recovery",
-            bus_key=bus,
+            buses=buses,
         )
         if recovered:
-            log.warning("dispatch.recovered", orders=recovered, bus=bus)
+            log.warning(
+                "dispatch.recovered",
+                orders=recovered,
+                buses=None if buses is None else sorted(buses),
+            )
         return recovered
 
     async def close(self) -> None:
@@ -332,22 +347,50 @@ class Dispatcher:
 
     # -- per bus ---------------------------------------------------------------------------
 
+    async def _take_buses(self, buses: list[str]) -> set[str]:
+        """Lease ``buses`` and put back what dead holders left on them, all at once.
+
+        Bus by bus, each bus waits for the commits of all the buses before it: a dispatcher
+        starting on thousands of buses would idle seconds before the last one's first frame.
+        A bus not taken here (held by a live process) is waited for by :meth:`_drive_bus`.
+        """
+        if not buses:
+            return set()
+        leased = await self.db(
+            try_acquire_buses, self.engine, buses, self.worker_id, self.clock.now(), self.lease
+        )
+        if leased:
+            # Taken over, maybe from a holder that died dispatching here: its in-flight
+            # orders go back to the queue first (a resume reads the meter).
+            await self.recover(leased)
+        return leased
+
     async def _drive_bus(
-        self, bus: str, summary: DispatchSummary, wait_for_busy_s: float, max_retry_wait_s: float
+        self,
+        bus: str,
+        summary: DispatchSummary,
+        wait_for_busy_s: float,
+        max_retry_wait_s: float,
+        *,
+        leased: bool = False,
     ) -> None:
+        """Drain ``bus`` under its lease.
+
+        ``leased``: whether :meth:`_take_buses` just took it. If not, another live process
+        holds it: it is asked for again every half second for up to ``wait_for_busy_s``.
+        """
         if bus in self._driving:
             return
         self._driving.add(bus)
         try:
             waited = 0.0
-            while not await self.db(
-                try_acquire_bus, self.engine, bus, self.worker_id, self.clock.now(), self.lease
-            ):
+            while not leased:
                 if waited >= wait_for_busy_s:
                     summary.busy_buses.append(bus)
                     return
                 await self.sleep(0.5)
                 waited += 0.5
+                leased = bool(await self._take_buses([bus]))
             try:
                 await self._drain_bus(bus, summary, max_retry_wait_s)
             finally:
@@ -357,9 +400,6 @@ class Dispatcher:
 
     async def _drain_bus(self, bus: str, summary: DispatchSummary, max_retry_wait_s: float) -> None:
         started = self.clock.monotonic()
-        # The bus may have been taken over from a process that died while it was dispatching
-        # here: its in-flight orders go back to the queue first (a resume reads the meter).
-        await self.recover(bus)
         claimed: ClaimedOrder | None = None
         look = True  # whether the queue must be asked (the outcome's transaction may have)
         while True:

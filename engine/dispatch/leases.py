@@ -11,6 +11,7 @@ insert loses on the primary key (``IntegrityError`` → not acquired).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, bindparam, delete, insert, select, update
@@ -28,33 +29,66 @@ def try_acquire_bus(
     engine: Engine, bus_key: str, holder: str, now: datetime, ttl: timedelta = DEFAULT_LEASE
 ) -> bool:
     """Take (or renew) the lease of ``bus_key`` for ``holder``; False if someone alive has it."""
+    return bus_key in try_acquire_buses(engine, [bus_key], holder, now, ttl)
+
+
+def try_acquire_buses(
+    engine: Engine,
+    bus_keys: Iterable[str],
+    holder: str,
+    now: datetime,
+    ttl: timedelta = DEFAULT_LEASE,
+) -> set[str]:
+    """Take (or renew) the leases of ``bus_keys`` in one transaction; returns those taken.
+
+    One transaction for many buses: a dispatcher starting on thousands of buses would wait a
+    commit per bus before its last bus sends its first frame. Rows are locked and inserted
+    in key order, the same in every process, so two processes taking overlapping sets wait
+    for each other instead of deadlocking.
+    """
+    keys = sorted(set(bus_keys))
+    taken: set[str] = set()
     try:
         with transaction(engine, audited=False) as session:
-            row = session.execute(
-                select(BUS_LEASES).where(BUS_LEASES.c.bus_key == bus_key).with_for_update()
-            ).first()
-            if row is None:
-                session.execute(
-                    insert(BUS_LEASES).values(
-                        bus_key=bus_key, holder=holder, acquired_at=now, expires_at=now + ttl
-                    )
+            rows = {
+                row.bus_key: row
+                for row in session.execute(
+                    select(BUS_LEASES)
+                    .where(BUS_LEASES.c.bus_key.in_(keys))
+                    .order_by(BUS_LEASES.c.bus_key)
+                    .with_for_update()
                 )
-                return True
-            if (
-                row.holder != holder
-                and row.expires_at > now
-                and holder_alive(row.holder) is not False
-            ):
-                return False
-            values: dict[str, object] = {"holder": holder, "expires_at": now + ttl}
-            if row.holder != holder:
-                values["acquired_at"] = now
-            session.execute(
-                update(BUS_LEASES).where(BUS_LEASES.c.bus_key == bus_key).values(**values)
-            )
-            return True
+            }
+            for key in keys:
+                row = rows.get(key)
+                if row is None:
+                    session.execute(
+                        insert(BUS_LEASES).values(
+                            bus_key=key, holder=holder, acquired_at=now, expires_at=now + ttl
+                        )
+                    )
+                elif (
+                    row.holder != holder
+                    and row.expires_at > now
+                    and holder_alive(row.holder) is not False
+                ):
+                    continue
+                else:
+                    values: dict[str, object] = {"holder": holder, "expires_at": now + ttl}
+                    if row.holder != holder:
+                        values["acquired_at"] = now
+                    session.execute(
+                        update(BUS_LEASES).where(BUS_LEASES.c.bus_key == key).values(**values)
+                    )
+                taken.add(key)
     except IntegrityError:
-        return False  # another process inserted the first lease at the same moment
+        # Another process inserted a first lease of one of them at the same moment (the
+        # PostgreSQL race; SQLite's BEGIN IMMEDIATE serialises): nothing was taken. Alone, the
+        # bus is simply not ours; in a group, ask again for each so one race costs one bus.
+        if len(keys) == 1:
+            return set()
+        return {key for key in keys if try_acquire_bus(engine, key, holder, now, ttl)}
+    return taken
 
 
 _RENEW = (

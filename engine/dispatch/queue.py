@@ -16,6 +16,7 @@ locking clause is not rendered there).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -234,21 +235,21 @@ def recover_stale(
     *,
     lease: timedelta,
     actor: str,
-    bus_key: str | None = None,
+    buses: Collection[str] | None = None,
 ) -> list[int]:
     """Put back orders left ``dispatching`` by a dead worker (or one silent past ``lease``).
 
     They return to ``ready`` / ``requested``; their earlier command attempts make the next
     claim a *resume*: the meter is read before any command is sent again. A holder on this
     host whose process is gone is dead at once; a holder on another host only when its
-    claim is older than ``lease`` (it cannot be asked). ``bus_key`` limits it to one bus
-    (a process that just took over a dead holder's bus).
+    claim is older than ``lease`` (it cannot be asked). ``buses`` limits it to those buses
+    (a process that just took them over, maybe from a dead holder).
     """
     query = select(_O.id, _O.claimed_by, _O.claimed_at).where(
         _O.state == DisconnectState.DISPATCHING.value, _O.terminal.is_(False)
     )
-    if bus_key is not None:
-        query = query.join(METERS, _M.id == _O.meter_id).where(_M.link == bus_key)
+    if buses is not None:
+        query = query.join(METERS, _M.id == _O.meter_id).where(_M.link.in_(list(buses)))
     with read_session(engine) as session:
         rows = session.execute(query).all()
     recovered: list[int] = []

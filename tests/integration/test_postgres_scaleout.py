@@ -18,7 +18,7 @@ from sqlalchemy import select, text
 
 from engine.db.models import AUDIT, SWITCH_ORDERS
 from engine.dispatch.identity import HOST, new_worker_id
-from engine.dispatch.leases import bus_holder, try_acquire_bus
+from engine.dispatch.leases import bus_holder, try_acquire_bus, try_acquire_buses
 from engine.dispatch.membership import announce, live_dispatchers, owner, withdraw
 from engine.dispatch.queue import claim_next
 from simulator.fleet import Fleet
@@ -111,6 +111,33 @@ def test_racing_processes_never_both_get_a_bus_lease(world: EngineWorld) -> None
             t.join(30)
         assert len(won) == 1, (bus, won)
         assert bus_holder(world.engine, bus, now) == won[0]
+
+
+def test_racing_batches_share_out_every_bus_once(world: EngineWorld) -> None:
+    """Processes taking the same buses many at once: each bus goes to exactly one of them."""
+    now = datetime.now(UTC)
+    buses = [f"bus:{i}" for i in range(40)]
+    orphaned = buses[::4]
+    for bus in orphaned:  # a quarter left by a dead holder, the rest never leased
+        assert try_acquire_bus(world.engine, bus, _dead_holder(), now, LEASE)
+    holders = [new_worker_id() for _ in range(6)]
+    barrier = threading.Barrier(len(holders))
+    won: dict[str, set[str]] = {}
+
+    def race(holder: str) -> None:
+        barrier.wait()
+        won[holder] = try_acquire_buses(world.engine, buses, holder, now, LEASE)
+
+    threads = [threading.Thread(target=race, args=(h,)) for h in holders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    taken = Counter(bus for got in won.values() for bus in got)
+    assert set(taken) == set(buses) and set(taken.values()) == {1}, taken
+    for holder, got in won.items():
+        for bus in got:
+            assert bus_holder(world.engine, bus, now) == holder
 
 
 def test_presence_of_a_dead_dispatcher_is_ignored(world: EngineWorld) -> None:
