@@ -18,7 +18,7 @@ from sqlalchemy import Engine, insert, select
 
 from engine import audit
 from engine.config import Config
-from engine.db.database import transaction
+from engine.db.database import lock_rows, transaction
 from engine.db.models import ACCOUNTS, METERS, SWITCH_ORDERS, TIMERS, SwitchOrder
 from engine.notify import Notifier
 from engine.orders_states import DisconnectState, OrderKind
@@ -66,15 +66,7 @@ def create_orders(
             # Lock the accounts first (PostgreSQL; SQLite's BEGIN IMMEDIATE already
             # serialises): two engine processes planning at once must not both see "no open
             # order" and each create one.
-            accounts = {
-                r.account_no: r
-                for r in session.execute(
-                    select(ACCOUNTS)
-                    .where(ACCOUNTS.c.account_no.in_(numbers))
-                    .order_by(ACCOUNTS.c.account_no)
-                    .with_for_update()
-                )
-            }
+            accounts = lock_rows(session, ACCOUNTS.c.account_no, numbers)
             open_orders = set(
                 session.execute(
                     select(SWITCH_ORDERS.c.account_no).where(

@@ -12,7 +12,7 @@ Read-only work (plans, reports, ``audit verify``) uses :func:`read_session`, who
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Column, Engine, Row, create_engine, event, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import SessionTransaction
@@ -191,6 +191,18 @@ def lock_audit_chain(session: OrmSession) -> None:
         return  # taken here or in an enclosing transaction
     session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": AUDIT_CHAIN_LOCK_ID})
     session.info[_CHAIN_LOCKED] = current
+
+
+def lock_rows(session: OrmSession, key: Column[Any], keys: Collection[Any]) -> dict[Any, Row[Any]]:
+    """The rows of ``key``'s table whose ``key`` is in ``keys``, by key, locked until the end
+    of the transaction (``SELECT ... FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` already
+    holds the whole database).
+
+    Locked in key order, the same in every process, so two transactions locking overlapping
+    sets wait for each other instead of deadlocking.
+    """
+    query = select(key.table).where(key.in_(keys)).order_by(key).with_for_update()
+    return {row._mapping[key]: row for row in session.execute(query)}
 
 
 @contextmanager

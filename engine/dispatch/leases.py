@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from engine.db.coordination import BUS_LEASES, ENGINE_NODES
-from engine.db.database import read_session, transaction
+from engine.db.database import lock_rows, read_session, transaction
 from engine.dispatch.identity import holder_alive
 
 DEFAULT_LEASE = timedelta(seconds=60)
@@ -42,23 +42,15 @@ def try_acquire_buses(
     """Take (or renew) the leases of ``bus_keys`` in one transaction; returns those taken.
 
     One transaction for many buses: a dispatcher starting on thousands of buses would wait a
-    commit per bus before its last bus sends its first frame. Rows are locked and inserted
-    in key order, the same in every process, so two processes taking overlapping sets wait
-    for each other instead of deadlocking.
+    commit per bus before its last bus sends its first frame. Rows are locked
+    (:func:`~engine.db.database.lock_rows`) and inserted in key order, the same in every
+    process, so two processes taking overlapping sets wait instead of deadlocking.
     """
     keys = sorted(set(bus_keys))
     taken: set[str] = set()
     try:
         with transaction(engine, audited=False) as session:
-            rows = {
-                row.bus_key: row
-                for row in session.execute(
-                    select(BUS_LEASES)
-                    .where(BUS_LEASES.c.bus_key.in_(keys))
-                    .order_by(BUS_LEASES.c.bus_key)
-                    .with_for_update()
-                )
-            }
+            rows = lock_rows(session, BUS_LEASES.c.bus_key, keys)
             for key in keys:
                 row = rows.get(key)
                 if row is None:
