@@ -26,7 +26,8 @@ from engine.dispatch.dispatcher import Dispatcher, DispatchSummary
 from engine.dispatch.outcomes import Applied
 from engine.notify import notifier_from_config
 from engine.store.cases import load_cases
-from policies import BatchPlan, check_batch_limit, plan_batch, settings_from_config
+from engine.workcalendar import policy_settings
+from policies import BatchPlan, check_batch_limit, plan_batch
 from policies.facts import Decision, Outcome, Reason, Verdict
 from policies.serialize import decision_to_dict, plan_summary_to_dict, reason_to_dict
 
@@ -56,7 +57,7 @@ def select_batch(
     limit: int | None = None,
 ) -> BatchSelection:
     """Plan every account in scope and choose what the batch would disconnect."""
-    settings = settings_from_config(config.policy, config.site.timezone)
+    settings = policy_settings(config)
     plan = plan_batch(load_cases(engine, station, now=now), settings, now)
     eligible = [d for d in plan.decisions if d.outcome in (Outcome.DISCONNECT, Outcome.SCHEDULE)]
     # A meter already verified open needs no second trip (a re-run after a crash, a second batch).

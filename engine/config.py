@@ -64,6 +64,19 @@ class WindowConfig:
     start: str = "08:00"
     end: str = "16:00"
     holidays: list[str] = field(default_factory=list)
+    # No disconnection on the working day before a public holiday from this time; "" = off.
+    holiday_eve_after: str = "12:00"
+    # The statutory calendar wins over weekdays: a make-up (调休) Saturday is a working day.
+    statutory_wins: bool = True
+
+
+@dataclass(frozen=True)
+class CalendarConfig:
+    # Public holidays and 调休 make-up working days of the PRC (the chinese_calendar library).
+    statutory: bool = True
+    # Site days before the library has them (next year's schedule) or local ones (extreme
+    # weather): TOML or CSV with date, kind (holiday | workday | no_disconnect), name.
+    file: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,6 +163,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     dlt645: Dlt645Config = field(default_factory=Dlt645Config)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    calendar: CalendarConfig = field(default_factory=CalendarConfig)
     roles: RolesConfig = field(default_factory=RolesConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
@@ -254,8 +268,10 @@ def _validate(config: Config) -> None:
             raise ConfigError(
                 f"config key policy.window.weekdays[{i}]: {day!r} is not one of {sorted(days)}"
             )
-    for key in ("start", "end"):
+    for key in ("start", "end", "holiday_eve_after"):
         text = getattr(config.policy.window, key)
+        if key == "holiday_eve_after" and text == "":
+            continue
         if not _is_hhmm(text, allow_24=(key == "end")):
             raise ConfigError(f"config key policy.window.{key}: {text!r} is not HH:MM")
     from datetime import date

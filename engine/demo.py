@@ -54,6 +54,9 @@ notice_days = 7
 weekdays = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 start = "00:00"
 end = "24:00"
+# Open on public holidays too (the statutory calendar would shut them).
+[calendar]
+statutory = false
 [policy.batch_limit]
 max_share = 0.5
 max_count = 100

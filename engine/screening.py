@@ -45,7 +45,8 @@ from engine.orders_states import OrderKind
 from engine.store.accounts import arrears_threshold
 from engine.store.cases import load_cases
 from engine.sweeps import disconnected_but_paid
-from policies import evaluate, settings_from_config
+from engine.workcalendar import policy_settings
+from policies import evaluate
 from policies.facts import Decision, Outcome
 
 SCREENING_KEYS = (
@@ -144,7 +145,7 @@ def _failed_commands(session: Session, order_ids: Sequence[int]) -> dict[int, in
 def _decisions(
     engine: Engine, config: Config, accounts: Sequence[str], now: datetime
 ) -> Iterator[Decision]:
-    settings = settings_from_config(config.policy, config.site.timezone)
+    settings = policy_settings(config)
     for case in load_cases(engine, accounts=accounts, now=now):
         yield evaluate(case, settings, now)
 

@@ -13,6 +13,8 @@ from decimal import Decimal
 from enum import Enum
 from zoneinfo import ZoneInfo
 
+from policies.calendar import WorkCalendar
+
 
 class CustomerClass(str, Enum):
     RESIDENTIAL = "residential"
@@ -104,6 +106,12 @@ class WindowSettings:
     start: time = time(8, 0)
     end: time | None = time(16, 0)  # exclusive; None = end of day ("24:00")
     holidays: frozenset[date] = frozenset()
+    # The statutory calendar (public holidays, 调休 make-up days, local days); None = off.
+    calendar: WorkCalendar | None = None
+    # No disconnection on the working day before a public holiday at or after this time.
+    holiday_eve_after: time | None = time(12, 0)
+    # A make-up Saturday opens even when ``weekdays`` leaves Saturday out.
+    statutory_wins: bool = True
 
 
 @dataclass(frozen=True, slots=True)

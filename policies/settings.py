@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from policies.calendar import WorkCalendar
 from policies.facts import PolicySettings, WindowSettings
 from protocols.errors import ConfigError
 
@@ -71,7 +72,7 @@ def parse_clock(text: str, key: str, *, allow_24: bool = False) -> time | None:
     raise ConfigError(f"config key {key}: {text!r} is not HH:MM")
 
 
-def _window(config: WindowConfigLike) -> WindowSettings:
+def _window(config: WindowConfigLike, calendar: WorkCalendar | None) -> WindowSettings:
     weekdays: set[int] = set()
     for i, name in enumerate(config.weekdays):
         try:
@@ -96,13 +97,29 @@ def _window(config: WindowConfigLike) -> WindowSettings:
             raise ConfigError(
                 f"config key policy.window.holidays[{i}]: {text!r} is not an ISO date (YYYY-MM-DD)"
             ) from None
+    # Keys added with the statutory calendar; an older duck-typed config may lack them.
+    eve_text = str(getattr(config, "holiday_eve_after", "12:00"))
+    eve = parse_clock(eve_text, "policy.window.holiday_eve_after") if eve_text else None
     return WindowSettings(
-        weekdays=frozenset(weekdays), start=start, end=end, holidays=frozenset(holidays)
+        weekdays=frozenset(weekdays),
+        start=start,
+        end=end,
+        holidays=frozenset(holidays),
+        calendar=calendar,
+        holiday_eve_after=eve,
+        statutory_wins=bool(getattr(config, "statutory_wins", True)),
     )
 
 
-def settings_from_config(policy_config: PolicyConfigLike, site_timezone: str) -> PolicySettings:
+def settings_from_config(
+    policy_config: PolicyConfigLike,
+    site_timezone: str,
+    calendar: WorkCalendar | None = None,
+) -> PolicySettings:
     """Convert ``[policy]`` (and ``[site] timezone``) into :class:`PolicySettings`.
+
+    ``calendar`` is the statutory calendar the engine built from its library and the site's
+    file (``engine.workcalendar.policy_settings`` does both); None leaves it off.
 
     Raises :class:`~protocols.errors.ConfigError` naming the key on a value the rules cannot
     use. The threshold goes through ``str`` so ``-0.1`` becomes ``Decimal("-0.1")``, not the
@@ -144,7 +161,7 @@ def settings_from_config(policy_config: PolicyConfigLike, site_timezone: str) ->
         notice_days=notice_days,
         notice_max_age_days=max_age,
         important_warning_minutes=policy_config.important_warning_minutes,
-        window=_window(policy_config.window),
+        window=_window(policy_config.window, calendar),
         batch_max_share=float(limit.max_share),
         batch_max_count=limit.max_count,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 
 from policies._text import clock_text, local_text
+from policies.calendar import CalendarDay
 from policies.facts import Case, PolicySettings, Reason, Verdict, WindowSettings
 from protocols.errors import ConfigError
 
@@ -30,37 +31,88 @@ _SEARCH_DAYS = 800
 _DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
+def _closed_why(day: date, window: WindowSettings) -> str | None:
+    """Why ``day`` (site date) is closed all day, or None when it is a disconnection day.
+
+    With the statutory calendar: a local no-disconnection day (extreme weather) and a public
+    holiday are closed; a make-up working day (调休) is open even on a Saturday left out of
+    ``weekdays`` (``statutory_wins``); a year without a published schedule is closed.
+    """
+    calendar = window.calendar
+    if calendar is not None:
+        local = calendar.no_disconnect(day)
+        if local is not None:
+            return f"a no-disconnection day ({local.name}; {local.source})"
+        if not calendar.covers(day):
+            return (
+                f"no statutory calendar for {day.year} yet: add the State Council's schedule "
+                "to the [calendar] file"
+            )
+        holiday = calendar.holiday(day)
+        if holiday is not None:
+            return f"a public holiday ({holiday.name}; {holiday.source})"
+        if window.statutory_wins and calendar.makeup_workday(day) is not None:
+            return None
+    if day in window.holidays:
+        return "a holiday"
+    if day.weekday() not in window.weekdays:
+        return f"a {_DAY_NAMES[day.weekday()]}, not a disconnection day"
+    return None
+
+
+def _eve_of(day: date, window: WindowSettings) -> CalendarDay | None:
+    """The public holiday ``day`` is the last working day before, when its cut-off applies."""
+    calendar = window.calendar
+    if calendar is None or window.holiday_eve_after is None:
+        return None
+    return calendar.holiday_ahead(day)
+
+
+def _end_on(day: date, window: WindowSettings) -> time | None:
+    """The window's (exclusive) end on ``day``: earlier on the eve of a public holiday."""
+    end = window.end
+    eve = window.holiday_eve_after
+    if eve is not None and (end is None or eve < end) and _eve_of(day, window) is not None:
+        return eve
+    return end
+
+
 def _open_on(day: date, window: WindowSettings) -> bool:
-    return day.weekday() in window.weekdays and day not in window.holidays
+    return _closed_why(day, window) is None
 
 
-def _inside_hours(clock: time, window: WindowSettings) -> bool:
-    return window.start <= clock and (window.end is None or clock < window.end)
+def _inside_hours(clock: time, window: WindowSettings, end: time | None) -> bool:
+    return window.start <= clock and (end is None or clock < end)
 
 
 def next_window_opening(now: datetime, settings: PolicySettings) -> datetime:
     """Return the earliest instant at or after ``now`` when the window is open (UTC).
 
     ``now`` itself when the window is open now. Raises :class:`~protocols.errors.ConfigError`
-    when the configured window never opens (no weekday, ``end <= start``, or holidays
-    covering the next two years).
+    when the configured window never opens (no weekday, ``end <= start``, holidays covering
+    the next two years, or a year the statutory calendar does not cover yet).
     """
     window = settings.window
     tz = settings.timezone
     local = now.astimezone(tz)
-    if _open_on(local.date(), window) and _inside_hours(local.time(), window):
+    day = local.date()
+    if _open_on(day, window) and _inside_hours(local.time(), window, _end_on(day, window)):
         return now
     if window.end is not None and window.end <= window.start:
         raise ConfigError(
             f"policy.window: the window never opens (end {window.end:%H:%M} is not after "
             f"start {window.start:%H:%M})"
         )
-    day = local.date()
     if local.time() >= window.start:
         day += timedelta(days=1)  # today's opening is behind us
     for _ in range(_SEARCH_DAYS):
-        if _open_on(day, window):
-            return datetime.combine(day, window.start, tzinfo=tz).astimezone(UTC)
+        why = _closed_why(day, window)
+        if why is None:
+            end = _end_on(day, window)
+            if end is None or window.start < end:
+                return datetime.combine(day, window.start, tzinfo=tz).astimezone(UTC)
+        elif window.calendar is not None and not window.calendar.covers(day):
+            raise ConfigError(f"policy.window: {day:%Y-%m-%d} is {why}")
         day += timedelta(days=1)
     raise ConfigError(
         f"policy.window: no opening within {_SEARCH_DAYS} days (check weekdays and holidays)"
@@ -75,7 +127,9 @@ def describe_window(window: WindowSettings) -> str:
     else:
         day_text = ",".join(_DAY_NAMES[d] for d in days) or "no day"
     end = "24:00" if window.end is None else f"{window.end:%H:%M}"
-    return f"{day_text} {window.start:%H:%M}-{end}, not on holidays"
+    if window.calendar is None:
+        return f"{day_text} {window.start:%H:%M}-{end}, not on holidays"
+    return f"{day_text} {window.start:%H:%M}-{end} and 调休 make-up days, not on public holidays"
 
 
 def window_reason(settings: PolicySettings, now: datetime) -> Reason:
@@ -85,23 +139,37 @@ def window_reason(settings: PolicySettings, now: datetime) -> Reason:
     local = now.astimezone(tz)
     day = local.date()
     clock = local.time()
-    if _open_on(day, window) and _inside_hours(clock, window):
-        closes = "end of day" if window.end is None else f"{window.end:%H:%M}"
+    end = _end_on(day, window)
+    why = _closed_why(day, window)
+    if why is None and _inside_hours(clock, window, end):
+        closes = "end of day" if end is None else f"{end:%H:%M}"
+        notes = ""
+        makeup = window.calendar.makeup_workday(day) if window.calendar is not None else None
+        if makeup is not None:
+            notes += f"; a make-up working day (调休, {makeup.name})"
+        if end != window.end:
+            eve = _eve_of(day, window)
+            assert eve is not None  # the end moves only on the eve of a holiday
+            notes += f"; the working day before a public holiday ({eve.name} {eve.day:%Y-%m-%d})"
         return Reason(
             RULE,
             Verdict.ALLOW,
             INSIDE_WINDOW,
             f"{local_text(now, tz)} is inside the disconnection window "
-            f"({describe_window(window)}); it closes at {closes}",
+            f"({describe_window(window)}); it closes at {closes}{notes}",
         )
-    if day in window.holidays:
-        why = "a holiday"
-    elif day.weekday() not in window.weekdays:
-        why = f"a {_DAY_NAMES[day.weekday()]}, not a disconnection day"
-    elif clock < window.start:
-        why = f"before {window.start:%H:%M}"
-    else:
-        why = "after the window closed"
+    if why is None:
+        if clock < window.start:
+            why = f"before {window.start:%H:%M}"
+        elif end != window.end:
+            eve = _eve_of(day, window)
+            assert eve is not None
+            why = (
+                f"at or after {end:%H:%M} on the working day before a public holiday "
+                f"({eve.name} {eve.day:%Y-%m-%d})"
+            )
+        else:
+            why = "after the window closed"
     head = (
         f"{local_text(now, tz)} is outside the disconnection window "
         f"({describe_window(window)}): {why}"

@@ -46,6 +46,7 @@ COMMAND_MODULES = (
     "simulate",
     "demo",
     "report",
+    "calendar_cmds",
 )
 
 

@@ -17,7 +17,7 @@ from engine.db.database import transaction
 from engine.roles import Role
 from engine.store.notices import issue_notice, issue_notices_in_arrears, record_delivery
 from engine.store.timeinput import local, parse_timestamp
-from policies import settings_from_config
+from engine.workcalendar import policy_settings
 from protocols.errors import MeterctlError
 
 notices_app = typer.Typer(help="Disconnection notices (停电通知).", no_args_is_help=True)
@@ -57,7 +57,7 @@ def issue(
             }
         else:
             try:
-                settings = settings_from_config(st.config.policy, st.config.site.timezone)
+                settings = policy_settings(st.config)
             except MeterctlError as exc:
                 fail(str(exc), ExitCode.BAD_INPUT)
             result = issue_notices_in_arrears(

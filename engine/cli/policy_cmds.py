@@ -23,12 +23,12 @@ from engine.db.database import read_session
 from engine.db.models import ACCOUNTS
 from engine.roles import Role
 from engine.store.cases import load_cases
+from engine.workcalendar import policy_settings
 from policies import (
     BatchPlanner,
     Outcome,
     decision_to_dict,
     plan_summary_to_dict,
-    settings_from_config,
 )
 from policies.facts import Decision
 from protocols.errors import MeterctlError
@@ -65,7 +65,7 @@ def plan(
     st = state(ctx)
     require_role(st, Role.OPERATOR, "batch plan")
     try:
-        settings = settings_from_config(st.config.policy, st.config.site.timezone)
+        settings = policy_settings(st.config)
     except MeterctlError as exc:
         fail(str(exc), ExitCode.BAD_INPUT)
     engine = open_store(st)

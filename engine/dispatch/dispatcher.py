@@ -68,7 +68,8 @@ from engine.switching.procedure import (
     run_disconnect,
     run_reconnect,
 )
-from policies import evaluate, settings_from_config
+from engine.workcalendar import policy_settings
+from policies import evaluate
 from policies.facts import Case, Decision, Outcome, Reason, Verdict
 from protocols.errors import ConfigError, InputError, LinkError
 
@@ -161,7 +162,7 @@ class Dispatcher:
         self.secrets = secrets or load_secrets(config)
         self.on_result = on_result
         self.sleep = sleep
-        self.policy = settings_from_config(config.policy, config.site.timezone)
+        self.policy = policy_settings(config)
         self.switching = switch_settings(config)
         self.retry = RetryPolicy(
             max_dispatch_attempts=config.dispatch.max_dispatch_attempts,

@@ -47,7 +47,8 @@ from engine.sweeps import (
     sweep_times,
 )
 from engine.timers import TimerResult, fire_due_timers
-from policies import plan_batch, settings_from_config
+from engine.workcalendar import policy_settings
+from policies import plan_batch
 
 log = structlog.get_logger("engine.scheduler")
 
@@ -90,7 +91,7 @@ def run_batch_job(
     engine: Engine, config: Config, *, now: datetime, actor: str, notifier: Notifier
 ) -> BatchJobResult:
     """Plan every account and create the orders (the cron's ``batch``); audited."""
-    settings = settings_from_config(config.policy, config.site.timezone)
+    settings = policy_settings(config)
     plan = plan_batch(load_cases(engine, now=now), settings, now)
     batch_id = f"cron:{now.astimezone(config.site.tz):%Y%m%d-%H%M}"
     if not plan.within_limit:

@@ -1,0 +1,146 @@
+"""The statutory calendar from its library and the site file, and ``meterctl calendar show``.
+
+The library cases pinned here are the reasons it was chosen (docs/policies.md, "The statutory
+calendar"): it has the 调休 make-up working days, and it does not count the days off a group
+only gets (Women's Day 3/8, Children's Day 6/1, Army Day 8/1) as public holidays.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from engine.config import parse_config
+from engine.workcalendar import build_calendar, policy_settings, read_site_days
+from policies import Verdict, check_window
+from policies.calendar import DayKind, WorkCalendar
+from protocols.errors import ConfigError
+from tests.engine.store_helpers import Cli, cli  # noqa: F401 - fixture
+from tests.policies.builders import case, shanghai
+
+
+@pytest.fixture(scope="module")
+def library() -> WorkCalendar:
+    calendar = build_calendar(parse_config(""))
+    assert calendar is not None
+    return calendar
+
+
+@pytest.mark.parametrize(
+    ("day", "kind"),
+    [
+        (date(2026, 10, 1), DayKind.HOLIDAY),  # National Day
+        (date(2026, 2, 16), DayKind.HOLIDAY),  # 除夕, inside the Spring Festival run
+        (date(2026, 1, 4), DayKind.WORKDAY),  # Sunday, 调休 for New Year
+        (date(2026, 2, 14), DayKind.WORKDAY),  # Saturday, 调休 for Spring Festival
+        (date(2026, 10, 10), DayKind.WORKDAY),  # Saturday, 调休 for National Day
+    ],
+)
+def test_library_has_holidays_and_makeup_days(
+    library: WorkCalendar, day: date, kind: DayKind
+) -> None:
+    entry = library.holiday(day) or library.makeup_workday(day)
+    assert entry is not None and entry.kind is kind
+    assert library.is_working_day(day) is (kind is DayKind.WORKDAY)
+
+
+@pytest.mark.parametrize(
+    "day",
+    [
+        date(2024, 3, 8),  # Friday, Women's Day: a half day off for women only
+        date(2026, 6, 1),  # Monday, Children's Day: for children under 14 only
+        date(2025, 8, 1),  # Friday, Army Day: for serving soldiers only
+    ],
+)
+def test_group_only_days_off_are_working_days(library: WorkCalendar, day: date) -> None:
+    assert library.holiday(day) is None
+    assert library.is_working_day(day)
+    settings = policy_settings(parse_config(""))
+    assert check_window(case(), settings, shanghai(day.year, day.month, day.day, 10)).verdict is (
+        Verdict.ALLOW
+    )
+
+
+def test_next_year_from_the_site_file(tmp_path: Path) -> None:
+    # 2027 as the State Council might publish it, before the library has it.
+    (tmp_path / "days.csv").write_text(
+        "date,kind,name\n"
+        "2027-01-01,holiday,元旦\n"
+        "2027-02-06,holiday,春节\n"
+        "2027-02-20,workday,春节调休\n"
+        "2027-07-20,no_disconnect,暴雨红色预警\n",
+        encoding="utf-8",
+    )
+    config = parse_config('[calendar]\nfile = "days.csv"\n', source=tmp_path / "c.toml")
+    settings = policy_settings(config)
+    calendar = settings.window.calendar
+    assert calendar is not None and calendar.covers(date(2027, 3, 3))
+    assert check_window(case(), settings, shanghai(2027, 1, 1, 10)).verdict is Verdict.BLOCK
+    assert check_window(case(), settings, shanghai(2027, 2, 20, 10)).verdict is Verdict.ALLOW
+    weather = check_window(case(), settings, shanghai(2027, 7, 20, 10))
+    assert weather.verdict is Verdict.BLOCK and "暴雨红色预警" in weather.message
+    assert "site file days.csv" in weather.message
+
+
+def test_site_file_in_toml_overrides_the_library(tmp_path: Path) -> None:
+    (tmp_path / "days.toml").write_text(
+        '[[day]]\ndate = 2026-10-10\nkind = "holiday"\nname = "changed by the site"\n'
+        '[[day]]\ndate = "2026-11-11"\nkind = "no_disconnect"\nname = "台风"\n',
+        encoding="utf-8",
+    )
+    config = parse_config('[calendar]\nfile = "days.toml"\n', source=tmp_path / "c.toml")
+    calendar = build_calendar(config)
+    assert calendar is not None
+    assert calendar.holiday(date(2026, 10, 10)) is not None  # was a make-up day
+    assert calendar.no_disconnect(date(2026, 11, 11)) is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("date,kind,name\n2027-13-01,holiday,x\n", "row 2, column date: '2027-13-01'"),
+        ("date,kind,name\n2027-01-01,vacation,x\n", "row 2, column kind: 'vacation'"),
+        ("day,kind,name\n2027-01-01,holiday,x\n", "header"),
+    ],
+)
+def test_bad_site_file_names_row_and_value(tmp_path: Path, text: str, named: str) -> None:
+    path = tmp_path / "days.csv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=named.replace("(", r"\(")):
+        read_site_days(path)
+
+
+def test_calendar_off(tmp_path: Path) -> None:
+    config = parse_config("[calendar]\nstatutory = false\n")
+    assert build_calendar(config) is None
+    assert check_window(case(), policy_settings(config), shanghai(2026, 10, 1, 10)).verdict is (
+        Verdict.ALLOW
+    )
+
+
+def test_calendar_show_json_and_text(cli: Cli, tmp_path: Path) -> None:  # noqa: F811
+    doc = cli.json("anyone", "calendar", "show", "--year", "2026")
+    by_date = {d["date"]: d for d in doc["days"]}
+    assert by_date["2026-10-01"]["kind"] == "holiday"
+    assert by_date["2026-10-01"]["source"].startswith("chinese_calendar")
+    assert (
+        by_date["2026-10-10"] | {"kind": "workday", "disconnection_allowed": True}
+        == (by_date["2026-10-10"])
+    )
+    assert "2026-06-01" not in by_date  # Children's Day is no public holiday
+    assert doc["covered"] is True
+    missing = cli("anyone", "calendar", "show", "--year", "2027")
+    assert missing.exit_code == 0
+    assert "no statutory schedule for 2027" in missing.stderr
+
+
+def test_calendar_show_bad_file_exits_2(cli: Cli, tmp_path: Path) -> None:  # noqa: F811
+    (tmp_path / "bad.csv").write_text("date,kind,name\nsoon,holiday,x\n", encoding="utf-8")
+    with cli.config.open("a", encoding="utf-8") as f:
+        f.write('[calendar]\nfile = "bad.csv"\n')
+    result = cli("anyone", "calendar", "show")
+    assert result.exit_code == 2
+    assert "row 2, column date: 'soon'" in result.stderr
+    assert "Traceback" not in result.output
