@@ -11,10 +11,11 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from policies.batch_limit import check_batch_limit
 from policies.chain import RULES, Rule, evaluate
+from policies.execution import judge_at_execution
 from policies.facts import Case, Decision, Outcome, PolicySettings, Reason, Verdict
 
 _BLOCK = Verdict.BLOCK
@@ -59,6 +60,7 @@ class BatchPlanner:
         "_decisions",
         "_disconnect",
         "_keep",
+        "_lead",
         "_now",
         "_rules",
         "_schedule",
@@ -72,7 +74,11 @@ class BatchPlanner:
         *,
         rules: tuple[Rule, ...] = RULES,
         keep_decisions: bool = True,
+        execution_lead: timedelta | None = None,
     ) -> None:
+        """``execution_lead``: judge the window when each command would execute (from the
+        execution time to ``lead`` later, :func:`~policies.execution.judge_at_execution`);
+        None judges it at ``now`` only, as the dispatcher does right before a command."""
         if now.tzinfo is None:
             raise ValueError(
                 "BatchPlanner needs a timezone-aware now (UTC from the engine's clock)"
@@ -81,6 +87,7 @@ class BatchPlanner:
         self._now = now
         self._rules = rules
         self._keep = keep_decisions
+        self._lead = execution_lead
         self._decisions: list[Decision] = []
         # Plain counters: an Enum's __hash__ is Python code, too slow to key 300k updates on.
         self._disconnect = self._schedule = self._blocked = 0
@@ -89,6 +96,8 @@ class BatchPlanner:
     def add(self, case: Case) -> Decision:
         """Decide one case, count it and return its decision."""
         decision = evaluate(case, self._settings, self._now, self._rules)
+        if self._lead is not None:
+            decision = judge_at_execution(decision, self._settings, self._now, self._lead)
         outcome = decision.outcome
         if outcome is _BLOCKED:
             self._blocked += 1
@@ -103,7 +112,7 @@ class BatchPlanner:
 
     def extend(self, cases: Iterable[Case]) -> None:
         """Decide and count every case: :meth:`add` for a whole scope, with less overhead."""
-        settings, now, rules = self._settings, self._now, self._rules
+        settings, now, rules, lead = self._settings, self._now, self._rules, self._lead
         keep = self._decisions.append if self._keep else None
         count_codes = self._count_codes
         disconnect = schedule = blocked = 0
@@ -115,6 +124,8 @@ class BatchPlanner:
         try:
             for case in cases:
                 decision = evaluate(case, settings, now, rules)
+                if lead is not None:
+                    decision = judge_at_execution(decision, settings, now, lead)
                 outcome = decision.outcome
                 if outcome is _BLOCKED:
                     blocked += 1

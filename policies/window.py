@@ -23,7 +23,8 @@ from protocols.errors import ConfigError
 RULE = "window"
 INSIDE_WINDOW = "inside_window"
 OUTSIDE_WINDOW = "outside_window"
-CODES = (INSIDE_WINDOW, OUTSIDE_WINDOW)
+HELD_TO_WINDOW = "held_to_window"  # set by policies.execution (plan: judged at execution)
+CODES = (INSIDE_WINDOW, OUTSIDE_WINDOW, HELD_TO_WINDOW)
 
 # Far enough to cross any sensible run of holidays; a window that stays shut this long is
 # a configuration mistake, reported as such rather than searched forever.

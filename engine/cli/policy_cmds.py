@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
@@ -23,6 +24,7 @@ from engine.db.database import read_session
 from engine.db.models import ACCOUNTS
 from engine.roles import Role
 from engine.store.cases import load_cases
+from engine.store.timeinput import local, parse_timestamp
 from engine.workcalendar import policy_settings
 from policies import (
     BatchPlanner,
@@ -60,20 +62,39 @@ def plan(
         str | None, typer.Option("--station", help="Only accounts at this station (台区).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            help="Plan as of this time (ISO 8601, e.g. 2026-10-01T10:00+08:00; past or future).",
+        ),
+    ] = None,
 ) -> None:
-    """Show every account in scope with its decision and all its reasons; send nothing."""
+    """Show every account in scope with its decision and all its reasons; send nothing.
+
+    The window is judged when each command would execute: from now (or ``--at``) until its
+    1CH command's validity ends (``[dispatch] command_validity_minutes``), or at an important
+    customer's T+15; an order that would execute after the window closes is held to the
+    next opening (reason ``held_to_window``).
+    """
     st = state(ctx)
     require_role(st, Role.OPERATOR, "batch plan")
     try:
         settings = policy_settings(st.config)
     except MeterctlError as exc:
         fail(str(exc), ExitCode.BAD_INPUT)
-    engine = open_store(st)
     when = now()
+    if at is not None:
+        try:
+            when = parse_timestamp(at, st.config.site.tz, what="--at")
+        except MeterctlError as exc:
+            fail(str(exc), ExitCode.BAD_INPUT)
+    lead = timedelta(minutes=st.config.dispatch.command_validity_minutes)
+    engine = open_store(st)
     out = sys.stdout
     with store_errors(st, engine):
         total = _count_in_scope(engine, station)
-        planner = BatchPlanner(settings, when, keep_decisions=False)
+        planner = BatchPlanner(settings, when, keep_decisions=False, execution_lead=lead)
         progress = Progress(
             TextColumn("planning"),
             BarColumn(),
@@ -86,7 +107,12 @@ def plan(
         with progress:
             task = progress.add_task("plan", total=total)
             if as_json:
-                head = {"generated_at": when.isoformat(), "station": station}
+                head = {
+                    "generated_at": when.isoformat(),
+                    "as_of": when.isoformat(),
+                    "as_of_given": at is not None,
+                    "station": station,
+                }
                 out.write("{\n" + json.dumps(head)[1:-1] + ',\n"decisions": [')
             first = True
             for n, case in enumerate(load_cases(engine, station, now=when), start=1):
@@ -124,6 +150,8 @@ def plan(
         out.write(f"batch limit: {limit.verdict.value} ({limit.code}): {limit.message}\n")
     if not result.within_limit:
         note("note: this batch exceeds the batch limit; batch run would stop and ask a supervisor")
+    if at is not None:
+        note(f"plan as of {local(when, st.config.site.tz)} (--at)")
     note("plan only: nothing was sent and nothing was written")
 
 
