@@ -96,6 +96,13 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class ImportConfig:
+    # A header as it appears in the billing export -> the column it means ("户号" = "account_no").
+    # Built-in Chinese names (engine/import_formats.py) are matched too; this table wins.
+    columns: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RolesConfig:
     operator: list[str] = field(default_factory=list)
     supervisor: list[str] = field(default_factory=list)
@@ -164,6 +171,8 @@ class Config:
     dlt645: Dlt645Config = field(default_factory=Dlt645Config)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     calendar: CalendarConfig = field(default_factory=CalendarConfig)
+    # ``[import]`` in the file (``import`` is a Python keyword).
+    import_: ImportConfig = field(default_factory=ImportConfig, metadata={"toml": "import"})
     roles: RolesConfig = field(default_factory=RolesConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
@@ -203,6 +212,11 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(key: str, tp: Any, value: Any) -> Any:
     origin = typing.get_origin(tp)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key}: expected a table, got {value!r}")
+        _, inner = typing.get_args(tp)
+        return {str(k): _coerce(f"{key}.{k}", inner, v) for k, v in value.items()}
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -227,7 +241,12 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
 
 def _build(cls: type[Any], data: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls) if f.name not in _META_FIELDS}
+    # A field's TOML name is its own, or metadata["toml"] when the name is a Python keyword.
+    known = {
+        f.metadata.get("toml", f.name): f
+        for f in dataclasses.fields(cls)
+        if f.name not in _META_FIELDS
+    }
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
@@ -235,13 +254,14 @@ def _build(cls: type[Any], data: dict[str, Any], prefix: str) -> Any:
             raise ConfigError(
                 f"unknown config key {dotted!r} (known in this table: {', '.join(sorted(known))})"
             )
-        tp = hints[key]
+        name = known[key].name
+        tp = hints[name]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key {dotted}: expected a table, got {value!r}")
-            kwargs[key] = _build(typing.cast(type[Any], tp), value, f"{dotted}.")
+            kwargs[name] = _build(typing.cast(type[Any], tp), value, f"{dotted}.")
         else:
-            kwargs[key] = _coerce(dotted, tp, value)
+            kwargs[name] = _coerce(dotted, tp, value)
     return cls(**kwargs)
 
 
@@ -294,6 +314,15 @@ def _validate(config: Config) -> None:
         raise ConfigError(
             "config key policy.notice_max_age_days: must be at least policy.notice_days"
         )
+    if config.import_.columns:
+        from engine.importer import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
+
+        for header, column in config.import_.columns.items():
+            if column not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS:
+                raise ConfigError(
+                    f"config key import.columns.{header!r}: {column!r} is not a column "
+                    f"({', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)})"
+                )
     url = config.database.url
     if not url.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
         raise ConfigError(

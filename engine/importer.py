@@ -25,7 +25,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -46,6 +46,13 @@ from engine.db.models import (
     NOTICES,
     PROTOCOLS,
     SECURITY_MODES,
+)
+from engine.import_formats import (
+    FileFormat,
+    locate_decode_error,
+    map_header,
+    records,
+    resolve_format,
 )
 from engine.store.timeinput import parse_timestamp
 from protocols.errors import InputError
@@ -70,8 +77,16 @@ CHUNK = 1000
 # A billing clock a little ahead of ours is not an error; a delivery next week is.
 FUTURE_SLACK = timedelta(minutes=5)
 
-_TRUE = {"yes", "y", "true", "1"}
-_FALSE = {"no", "n", "false", "0"}
+_TRUE = {"yes", "y", "true", "1", "是", "有"}
+_FALSE = {"no", "n", "false", "0", "否", "无"}
+# Customer classes as Chinese billing systems write them.
+CLASS_NAMES = {
+    "居民": "residential",
+    "商业": "commercial",
+    "一般工商业": "commercial",
+    "重要": "important",
+    "重要客户": "important",
+}
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PHONE = re.compile(r"^[0-9+\-() ]{0,64}$")
@@ -144,6 +159,7 @@ class ImportSummary:
     dry_run: bool = False
     audit_seq: int | None = None
     columns: list[str] = field(default_factory=list)
+    format: str = ""  # "csv, gb18030", "xlsx, first sheet"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -232,6 +248,7 @@ def validate_row(
         else:
             flags[column] = parsed
     customer_class = values["customer_class"].strip().lower()
+    customer_class = CLASS_NAMES.get(customer_class, customer_class)
     if customer_class not in CUSTOMER_CLASSES:
         bad(
             "customer_class",
@@ -314,48 +331,51 @@ def validate_row(
     )
 
 
-def _records(path: Path, encoding: str) -> Iterator[tuple[int, list[str]]]:
+def _records(path: Path, fmt: FileFormat) -> Iterator[tuple[int, list[str]]]:
     """(row number, fields) for each non-blank record; row 1 is the header."""
-    with path.open("r", encoding=encoding, newline="") as handle:
-        reader = csv.reader(handle)
-        row = 0
-        for fields in reader:
-            row += 1
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue
-            yield row, fields
+    return records(path, fmt)
 
 
-def _header(path: Path, encoding: str) -> tuple[list[str], list[Problem]]:
-    for _row, fields in _records(path, encoding):
-        columns = [f.strip().lower() for f in fields]
+def _header(path: Path, fmt: FileFormat) -> tuple[list[str], list[Problem]]:
+    for _row, fields in _records(path, fmt):
+        columns = map_header(fields, fmt)  # Chinese names and [import.columns] too
+        written = dict(zip(columns, fields, strict=True))
         problems = []
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
             problems.append(Problem(1, None, f"missing column(s): {', '.join(missing)}"))
         unknown = [c for c in columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
         if unknown:
+            hint = (
+                f"; the file was read as {fmt.encoding}: if the names look garbled, pass --encoding"
+                if fmt.kind == "csv"
+                else ""
+            )
             problems.append(
                 Problem(
                     1,
                     None,
-                    f"unknown column(s): {', '.join(repr(c) for c in unknown)} "
-                    f"(optional columns: {', '.join(OPTIONAL_COLUMNS)})",
+                    f"unknown column(s): {', '.join(repr(written[c]) for c in unknown)} "
+                    f"(optional columns: {', '.join(OPTIONAL_COLUMNS)}; other names can be "
+                    f"mapped in [import.columns]{hint})",
                 )
             )
         repeated = sorted({c for c in columns if columns.count(c) > 1})
-        if repeated:
-            problems.append(Problem(1, None, f"repeated column(s): {', '.join(repeated)}"))
+        for column in repeated:
+            headers = [repr(h) for c, h in zip(columns, fields, strict=True) if c == column]
+            problems.append(
+                Problem(1, column, f"repeated column: {' and '.join(headers)} both mean {column}")
+            )
         return columns, problems
     return [], [Problem(0, None, "the file is empty (expected a header row)")]
 
 
 def _rows(
-    path: Path, encoding: str, columns: list[str], tz: ZoneInfo, now: datetime
+    path: Path, fmt: FileFormat, columns: list[str], tz: ZoneInfo, now: datetime
 ) -> Iterator[tuple[int, dict[str, str] | None, AccountRow | None, list[Problem]]]:
     """(row, raw values, typed row or None, problems) for each data row."""
     first = True
-    for row, fields in _records(path, encoding):
+    for row, fields in _records(path, fmt):
         if first:  # the header
             first = False
             continue
@@ -388,6 +408,7 @@ class Scan:
     rows: int
     problems: list[Problem]
     sha256: str
+    format: FileFormat | None = None  # how the file was read (None: not even that far)
 
 
 _KEY_COLUMNS = ("account_no", "meter_no", "meter_address")
@@ -415,7 +436,7 @@ def _keys(values: dict[str, str], parsed: AccountRow | None) -> Iterator[tuple[s
 
 def _repeats(
     path: Path,
-    encoding: str,
+    fmt: FileFormat,
     columns: list[str],
     tz: ZoneInfo,
     now: datetime,
@@ -423,7 +444,7 @@ def _repeats(
 ) -> Iterator[Problem]:
     """Extra pass, only when pass 1 saw a repeated key hash: name the exact repeats."""
     first_rows: dict[str, dict[str, int]] = {column: {} for column in _KEY_COLUMNS}
-    for row, values, parsed, _problems in _rows(path, encoding, columns, tz, now):
+    for row, values, parsed, _problems in _rows(path, fmt, columns, tz, now):
         if values is None:
             continue
         for column, key, shown in _keys(values, parsed):
@@ -434,22 +455,37 @@ def _repeats(
                 yield Problem(row, column, f"{shown} repeats row {first}")
 
 
-def scan(path: Path, *, tz: ZoneInfo, now: datetime, encoding: str = "utf-8-sig") -> Scan:
+def scan(
+    path: Path,
+    *,
+    tz: ZoneInfo,
+    now: datetime,
+    encoding: str | None = None,
+    sheet: str | None = None,
+    column_names: Mapping[str, str] | None = None,
+) -> Scan:
     """Pass 1: validate the whole file; memory holds key hashes, not rows or keys.
 
+    ``encoding`` None detects it (UTF-8 with or without BOM, else GB18030); an .xlsx file is
+    read from ``sheet`` (default the first); ``column_names`` is ``[import.columns]``.
     Repeated keys are found by their hashes (a set of ints per key column, about 60 bytes an
     account); only if a hash repeats does an extra pass compare the keys themselves, so a
     hash collision can never reject a good file.
     """
     sha = file_sha256(path)
     try:
-        columns, problems = _header(path, encoding)
+        fmt = resolve_format(path, encoding=encoding, sheet=sheet, column_names=column_names)
+    except InputError as exc:
+        return Scan([], 0, [Problem(0, None, str(exc))], sha)
+    columns: list[str] = []
+    try:
+        columns, problems = _header(path, fmt)
         if problems:
-            return Scan(columns, 0, problems, sha)
+            return Scan(columns, 0, problems, sha, fmt)
         seen: dict[str, set[int]] = {column: set() for column in _KEY_COLUMNS}
         suspects: dict[str, set[int]] = {column: set() for column in _KEY_COLUMNS}
         count = 0
-        for _row, values, parsed, row_problems in _rows(path, encoding, columns, tz, now):
+        for _row, values, parsed, row_problems in _rows(path, fmt, columns, tz, now):
             count += 1
             problems.extend(row_problems)
             if values is None:
@@ -463,25 +499,41 @@ def scan(path: Path, *, tz: ZoneInfo, now: datetime, encoding: str = "utf-8-sig"
                     hashes.add(digest)
         del seen
         if any(suspects.values()):
-            problems.extend(_repeats(path, encoding, columns, tz, now, suspects))
+            problems.extend(_repeats(path, fmt, columns, tz, now, suspects))
             problems.sort(key=lambda p: p.row)  # stable: a row's problems keep their order
-    except UnicodeDecodeError as exc:
-        return Scan(
-            [],
-            0,
-            [
-                Problem(
-                    0,
-                    None,
-                    f"not {encoding} text ({exc.reason} at byte {exc.start}); "
-                    "convert it or pass --encoding (e.g. gb18030)",
-                )
-            ],
-            sha,
-        )
+    except UnicodeDecodeError:
+        return Scan([], 0, [_decode_problem(path, fmt, columns)], sha, fmt)
     except csv.Error as exc:
-        return Scan([], 0, [Problem(0, None, f"not a readable CSV file: {exc}")], sha)
-    return Scan(columns, count, problems, sha)
+        return Scan([], 0, [Problem(0, None, f"not a readable CSV file: {exc}")], sha, fmt)
+    except InputError as exc:  # an unreadable workbook or a missing sheet
+        return Scan([], 0, [Problem(0, None, str(exc))], sha, fmt)
+    return Scan(columns, count, problems, sha, fmt)
+
+
+def _decode_problem(path: Path, fmt: FileFormat, columns: list[str]) -> Problem:
+    """The first byte that does not decode, by row, column and the cell's raw bytes."""
+    encoding = fmt.encoding
+    found = locate_decode_error(path, encoding)
+    if found is not None and found[0] > 1 and not columns:
+        # The reader decodes ahead, so the header may not have been read yet: read it alone.
+        with path.open("rb") as handle:
+            first = handle.readline()
+        try:
+            columns = map_header(next(csv.reader([first.decode(encoding)])), fmt)
+        except (UnicodeDecodeError, StopIteration, csv.Error):
+            columns = []
+    advice = "convert the file or pass --encoding (utf-8, gb18030)"
+    if found is None:  # pragma: no cover - the reader failed, so the decoder fails too
+        return Problem(0, None, f"not {encoding} text; {advice}")
+    row, index, cell, reason = found
+    shown = "utf-8" if encoding == "utf-8-sig" else encoding
+    column = columns[index] if row > 1 and index < len(columns) else None
+    where = f"field {index + 1}" if column is None else None
+    return Problem(
+        row,
+        column,
+        f"{where + ': ' if where else ''}{cell!r} is not {shown} text ({reason}); {advice}",
+    )
 
 
 # -- pass 2: writing ----------------------------------------------------------------------------
@@ -651,7 +703,9 @@ def import_accounts(
     now: datetime,
     tz: ZoneInfo,
     dry_run: bool = False,
-    encoding: str = "utf-8-sig",
+    encoding: str | None = None,
+    sheet: str | None = None,
+    column_names: Mapping[str, str] | None = None,
     on_scanned: Callable[[int], None] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ImportSummary:
@@ -661,9 +715,11 @@ def import_accounts(
     is bad. ``on_scanned(rows)`` is called after validation, ``progress(n)`` per written chunk.
     With ``dry_run`` the writes run and are rolled back, so the counts are exact.
     """
-    checked = scan(path, tz=tz, now=now, encoding=encoding)
+    checked = scan(path, tz=tz, now=now, encoding=encoding, sheet=sheet, column_names=column_names)
     if checked.problems:
         raise ImportRejected(path, checked.problems)
+    fmt = checked.format
+    assert fmt is not None  # a scan without problems got as far as reading the file
     if on_scanned is not None:
         on_scanned(checked.rows)
     summary = ImportSummary(
@@ -672,12 +728,13 @@ def import_accounts(
         rows=checked.rows,
         dry_run=dry_run,
         columns=checked.columns,
+        format=fmt.describe(),
     )
     columns = set(checked.columns)
     try:
         with transaction(engine) as session:
             chunk: list[AccountRow] = []
-            for row, _values, parsed, problems in _rows(path, encoding, checked.columns, tz, now):
+            for row, _values, parsed, problems in _rows(path, fmt, checked.columns, tz, now):
                 if parsed is None:  # the file changed since pass 1
                     raise ImportRejected(
                         path, problems or [Problem(row, None, "the file changed while importing")]
@@ -706,7 +763,7 @@ def import_accounts(
                 {
                     k: v
                     for k, v in summary.as_dict().items()
-                    if k not in ("audit_seq", "columns", "dry_run")
+                    if k not in ("audit_seq", "columns", "dry_run", "format")
                 },
                 at=now,
             )

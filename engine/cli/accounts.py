@@ -1,4 +1,9 @@
-"""``meterctl accounts import FILE.csv [--dry-run] [--json]``: the billing export (operator)."""
+"""``meterctl accounts import FILE [--dry-run] [--json]``: the billing export (operator).
+
+FILE is a CSV (UTF-8, UTF-8 with BOM or GB18030/GBK, detected; ``--encoding`` forces one) or an
+.xlsx workbook (first sheet, or ``--sheet``); headers in English or Chinese, plus
+``[import.columns]`` (engine/import_formats.py).
+"""
 
 from __future__ import annotations
 
@@ -25,14 +30,23 @@ _SHOWN_PROBLEMS = 200
 @accounts_app.command("import")
 def import_(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="The billing export (CSV, UTF-8).")],
+    file: Annotated[
+        Path, typer.Argument(help="The billing export (.csv in UTF-8 or GB18030/GBK, or .xlsx).")
+    ],
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Validate and count, write nothing.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary.")] = False,
     encoding: Annotated[
-        str, typer.Option("--encoding", help="Text encoding of the file (e.g. gb18030).")
-    ] = "utf-8-sig",
+        str | None,
+        typer.Option(
+            "--encoding",
+            help="Text encoding of a CSV file (e.g. gb18030, utf-8). Default: detected.",
+        ),
+    ] = None,
+    sheet: Annotated[
+        str | None, typer.Option("--sheet", help="The sheet of an .xlsx file (default: first).")
+    ] = None,
 ) -> None:
     """Validate the whole file, then upsert accounts and meters in one transaction.
 
@@ -43,10 +57,6 @@ def import_(
     require_role(st, Role.OPERATOR, "accounts import")
     if not file.is_file():
         fail(f"FILE: {file} does not exist or is not a file", ExitCode.BAD_INPUT)
-    try:
-        "".encode(encoding)
-    except LookupError:
-        fail(f"--encoding: unknown encoding {encoding!r}", ExitCode.BAD_INPUT)
     engine = open_store(st)
     progress = Progress(
         TextColumn("importing {task.description}"),
@@ -76,6 +86,8 @@ def import_(
                 tz=st.config.site.tz,
                 dry_run=dry_run,
                 encoding=encoding,
+                sheet=sheet,
+                column_names=st.config.import_.columns,
                 on_scanned=scanned,
                 progress=advance,
             )

@@ -26,17 +26,18 @@ def _keys(cls: type, prefix: str = "") -> set[str]:
         if f.name in ("source", "present_tables"):
             continue
         tp = hints[f.name]
+        name = f.metadata.get("toml", f.name)
         if dataclasses.is_dataclass(tp):
-            keys |= _keys(typing.cast(type, tp), f"{prefix}{f.name}.")
+            keys |= _keys(typing.cast(type, tp), f"{prefix}{name}.")
         else:
-            keys.add(f"{prefix}{f.name}")
+            keys.add(f"{prefix}{name}")
     return keys
 
 
 def _flatten(data: dict[str, object], prefix: str = "") -> set[str]:
     keys: set[str] = set()
     for key, value in data.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             keys |= _flatten(value, f"{prefix}{key}.")
         else:
             keys.add(f"{prefix}{key}")

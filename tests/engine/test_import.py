@@ -193,10 +193,16 @@ def test_scan_holds_keys_not_rows(tmp_path: Path) -> None:
     assert not hasattr(result, "accounts")
 
 
-def test_non_utf8_files_are_a_clear_problem(sqlite_engine: Engine, tmp_path: Path) -> None:
+def test_gbk_is_detected_and_a_forced_wrong_encoding_names_the_cell(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
     path = tmp_path / "gbk.csv"
     path.write_bytes(csv_text("A1,张三,,1,yes,residential,no,,,,,").encode("gbk"))
     with pytest.raises(ImportRejected, match="1 problem") as caught:
-        _import(sqlite_engine, path)
-    assert "--encoding" in caught.value.problems[0].message
-    assert _import(sqlite_engine, path, encoding="gb18030").accounts_created == 1
+        _import(sqlite_engine, path, encoding="utf-8")
+    (problem,) = caught.value.problems
+    assert (problem.row, problem.column) == (2, "name")
+    assert repr("张三".encode("gbk")) in problem.message and "--encoding" in problem.message
+    assert _count(sqlite_engine, ACCOUNTS) == 0
+    summary = _import(sqlite_engine, path)  # detected
+    assert (summary.accounts_created, summary.format) == (1, "csv, gb18030")
