@@ -27,7 +27,24 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from protocols.errors import InputError
+from base.errors import InputError
+
+# The importer's columns (../shared/CONTRACTS.md "CSV"), by the names headers map to.
+REQUIRED_COLUMNS = (
+    "account_no",
+    "name",
+    "phone",
+    "balance",
+    "agreement",
+    "customer_class",
+    "humanitarian",
+    "meter_no",
+    "meter_address",
+    "protocol",
+    "link",
+    "notice_delivered_at",
+)
+OPTIONAL_COLUMNS = ("station", "security", "close_mode", "password_ref")
 
 AUTO = "auto"
 UTF8_BOM = "utf-8-sig"

@@ -36,6 +36,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlmodel import Session
 
+from base.errors import InputError
 from engine import audit
 from engine.db.database import transaction
 from engine.db.models import (
@@ -48,6 +49,12 @@ from engine.db.models import (
     SECURITY_MODES,
 )
 from engine.import_formats import (
+    OPTIONAL_COLUMNS as OPTIONAL_COLUMNS,  # re-exported: the importer's columns
+)
+from engine.import_formats import (
+    REQUIRED_COLUMNS as REQUIRED_COLUMNS,
+)
+from engine.import_formats import (
     FileFormat,
     locate_decode_error,
     map_header,
@@ -55,23 +62,7 @@ from engine.import_formats import (
     resolve_format,
 )
 from engine.store.timeinput import parse_timestamp
-from protocols.errors import InputError
 
-REQUIRED_COLUMNS = (
-    "account_no",
-    "name",
-    "phone",
-    "balance",
-    "agreement",
-    "customer_class",
-    "humanitarian",
-    "meter_no",
-    "meter_address",
-    "protocol",
-    "link",
-    "notice_delivered_at",
-)
-OPTIONAL_COLUMNS = ("station", "security", "close_mode", "password_ref")
 DEFAULT_PROTOCOL = "dlt645-2007"
 CHUNK = 1000
 # A billing clock a little ahead of ours is not an error; a delivery next week is.

@@ -26,10 +26,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from base.errors import ConfigError
 from engine.config import Config
 from policies import PolicySettings, settings_from_config
 from policies.calendar import CalendarDay, DayKind, WorkCalendar
-from protocols.errors import ConfigError
 
 FILE_COLUMNS = ("date", "kind", "name")
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, time
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from base.errors import ConfigError
 from policies.calendar import WorkCalendar
 from policies.facts import PolicySettings, WindowSettings
-from protocols.errors import ConfigError
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -121,7 +121,7 @@ def settings_from_config(
     ``calendar`` is the statutory calendar the engine built from its library and the site's
     file (``engine.workcalendar.policy_settings`` does both); None leaves it off.
 
-    Raises :class:`~protocols.errors.ConfigError` naming the key on a value the rules cannot
+    Raises :class:`~base.errors.ConfigError` naming the key on a value the rules cannot
     use. The threshold goes through ``str`` so ``-0.1`` becomes ``Decimal("-0.1")``, not the
     float's binary expansion.
     """
@@ -165,11 +165,3 @@ def settings_from_config(
         batch_max_share=float(limit.max_share),
         batch_max_count=limit.max_count,
     )
-
-
-if TYPE_CHECKING:
-    from engine.config import PolicyConfig
-
-    def _engine_config_fits(config: PolicyConfig) -> PolicyConfigLike:
-        # Checked by mypy only: the engine's dataclass must keep matching the protocol.
-        return config

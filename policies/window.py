@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
+from base.errors import ConfigError
 from policies._text import clock_text, local_text
 from policies.calendar import CalendarDay
 from policies.facts import Case, PolicySettings, Reason, Verdict, WindowSettings
-from protocols.errors import ConfigError
 
 RULE = "window"
 INSIDE_WINDOW = "inside_window"
@@ -89,7 +89,7 @@ def _inside_hours(clock: time, window: WindowSettings, end: time | None) -> bool
 def next_window_opening(now: datetime, settings: PolicySettings) -> datetime:
     """Return the earliest instant at or after ``now`` when the window is open (UTC).
 
-    ``now`` itself when the window is open now. Raises :class:`~protocols.errors.ConfigError`
+    ``now`` itself when the window is open now. Raises :class:`~base.errors.ConfigError`
     when the configured window never opens (no weekday, ``end <= start``, holidays covering
     the next two years, or a year the statutory calendar does not cover yet).
     """

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from base.errors import ConfigError
 from engine.config import parse_config
 from engine.workcalendar import build_calendar, policy_settings, read_site_days
 from policies import Verdict, check_window
 from policies.calendar import DayKind, WorkCalendar
-from protocols.errors import ConfigError
 from tests.engine.store_helpers import Cli, cli  # noqa: F401 - fixture
 from tests.policies.builders import case, shanghai
 

@@ -11,9 +11,9 @@ from datetime import date, time
 
 import pytest
 
+from base.errors import ConfigError
 from policies import PolicySettings, Verdict, check_window, next_window_opening
 from policies.calendar import CalendarDay, DayKind, WorkCalendar
-from protocols.errors import ConfigError
 from tests.policies.builders import SETTINGS, case, shanghai
 
 LIB = "test library"
