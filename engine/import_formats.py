@@ -21,7 +21,7 @@ import codecs
 import csv
 import unicodedata
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
@@ -103,6 +103,9 @@ class FileFormat:
     encoding: str = UTF8_BOM  # resolved (never "auto") for CSV
     sheet: str | None = None
     column_names: Mapping[str, str] = field(default_factory=dict)  # [import.columns]
+    # .xlsx: the sheet copied once into a temporary UTF-8 CSV (see spool_workbook); the
+    # file is removed when the last FileFormat holding it is gone.
+    spool: Any = field(default=None, compare=False, repr=False)
 
     def describe(self) -> str:
         if self.kind == "xlsx":
@@ -281,5 +284,33 @@ def xlsx_records(path: Path, sheet: str | None) -> Iterator[tuple[int, list[str]
 def records(path: Path, fmt: FileFormat) -> Iterator[tuple[int, list[str]]]:
     """(row number, fields) for each non-blank record of the file, header first."""
     if fmt.kind == "xlsx":
+        if fmt.spool is not None:
+            return csv_records(Path(fmt.spool.name), "utf-8")
         return xlsx_records(path, fmt.sheet)
     return csv_records(path, fmt.encoding)
+
+
+def spool_workbook(path: Path, fmt: FileFormat) -> FileFormat:
+    """For .xlsx, copy the sheet once into a temporary UTF-8 CSV and read that from then on.
+
+    The importer reads a file two or three times (header, validation, writing); parsing the
+    workbook's XML is the slow part, so it is done once. Row numbers are kept (a blank line
+    for each blank row), so problems still name the spreadsheet's rows. CSV is returned as is.
+    """
+    if fmt.kind != "xlsx" or fmt.spool is not None:
+        return fmt
+    import tempfile
+
+    spool = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the FileFormat
+        mode="w", encoding="utf-8", newline="", suffix=".csv", prefix="meterctl-xlsx-"
+    )
+    writer = csv.writer(spool)
+    expected = 1
+    for number, cells in xlsx_records(path, fmt.sheet):
+        while expected < number:
+            spool.write("\r\n")  # a blank row: keeps the spreadsheet's numbering
+            expected += 1
+        writer.writerow(cells)
+        expected += 1
+    spool.flush()
+    return replace(fmt, spool=spool)

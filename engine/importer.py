@@ -60,6 +60,7 @@ from engine.import_formats import (
     map_header,
     records,
     resolve_format,
+    spool_workbook,
 )
 from engine.store.timeinput import parse_timestamp
 
@@ -470,6 +471,7 @@ def scan(
         return Scan([], 0, [Problem(0, None, str(exc))], sha)
     columns: list[str] = []
     try:
+        fmt = spool_workbook(path, fmt)  # .xlsx: parsed once, read from a CSV copy after
         columns, problems = _header(path, fmt)
         if problems:
             return Scan(columns, 0, problems, sha, fmt)
