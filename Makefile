@@ -8,9 +8,27 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench lint format clean venv
+.PHONY: demo test bench lint format clean venv i18n
 
-venv: $(STAMP)
+# Translations: the .po catalogs are in git, the .mo files are built from them here (and
+# compiled in memory at run time when missing or older, see base/i18n.py).
+LOCALE := base/locale
+PO := $(wildcard $(LOCALE)/*/LC_MESSAGES/meterctl.po)
+MO := $(PO:.po=.mo)
+
+venv: $(STAMP) $(MO)
+
+$(LOCALE)/%/LC_MESSAGES/meterctl.mo: $(LOCALE)/%/LC_MESSAGES/meterctl.po $(STAMP)
+	@$(VENV)/bin/pybabel compile --statistics -D meterctl -d $(LOCALE) -l $* >/dev/null
+
+# After wrapping new strings in _(): extract them, merge them into the catalogs (translate
+# the new entries in the .po, tests/interfaces/test_i18n.py fails until you do), compile.
+i18n: $(STAMP)
+	$(VENV)/bin/pybabel extract -F babel.cfg -k _ -k N_ -k ngettext:1,2 --no-location \
+		--sort-output --project meterctl -o $(LOCALE)/meterctl.pot .
+	$(VENV)/bin/pybabel update -D meterctl -i $(LOCALE)/meterctl.pot -d $(LOCALE) \
+		--no-fuzzy-matching --ignore-obsolete
+	$(VENV)/bin/pybabel compile --statistics -D meterctl -d $(LOCALE)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,10 +36,10 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install --quiet -e '.[dev,bench]'
 	@touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) $(MO)
 	$(VENV)/bin/meterctl demo
 
-lint: $(STAMP)
+lint: $(STAMP) $(MO)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -37,7 +55,7 @@ test: lint
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests: failing" >&2; exit 1; fi; \
 	exit $$rc
 
-bench: $(STAMP)
+bench: $(STAMP) $(MO)
 	$(PY) benchmarks/run_all.py
 
 clean:

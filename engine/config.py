@@ -31,6 +31,8 @@ CONFIG_ENV = "METERCTL_CONFIG"
 class SiteConfig:
     timezone: str = "Asia/Shanghai"
     name: str = "meterctl"
+    # "zh-CN" or "en"; --lang and the locale variables (LANG=zh_CN.UTF-8) override it.
+    language: str = "en"
 
     @property
     def tz(self) -> ZoneInfo:
@@ -273,6 +275,13 @@ def _validate(config: Config) -> None:
         raise ConfigError(
             f"config key site.timezone: unknown time zone {config.site.timezone!r}"
         ) from exc
+    from base.i18n import LANGUAGES, normalise
+
+    if normalise(config.site.language) not in LANGUAGES:
+        raise ConfigError(
+            f"config key site.language: {config.site.language!r} is not one of "
+            f"{', '.join(LANGUAGES)}"
+        )
     if config.dlt645.password_level < 0 or config.dlt645.password_level > 0xFF:
         raise ConfigError("config key dlt645.password_level: must be 0..255")
     if len(config.dlt645.password) != 6 or not config.dlt645.password.isdigit():

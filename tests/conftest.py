@@ -22,6 +22,12 @@ import pytest
 
 POSTGRES_ENV = "METERCTL_TEST_POSTGRES_URL"
 
+# The suite asserts English text unless a test asks for Chinese (--lang zh-CN, or LANG in a
+# subprocess's own environment): a developer's zh_CN locale must not change the answers.
+for _variable in ("LC_ALL", "LC_MESSAGES"):
+    os.environ.pop(_variable, None)
+os.environ["LANG"] = "C.UTF-8"
+
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Take what is imported and collected out of the cycle collector's sight.

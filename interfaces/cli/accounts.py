@@ -13,39 +13,50 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from base.i18n import _, ngettext
 from engine.importer import ImportRejected, import_accounts
+from engine.importer import Problem as ImportProblem
 from engine.roles import Role
 from interfaces.cli.context import err_console, fail, note, print_json, require_role, state
 from interfaces.cli.db import now, open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
 
 accounts_app = typer.Typer(
-    help="Accounts and meters from the billing system.", no_args_is_help=True
+    help=_("Accounts and meters from the billing system."), no_args_is_help=True
 )
 
 # Enough to see what is wrong without flooding a terminal; --json lists every problem.
 _SHOWN_PROBLEMS = 200
 
 
-@accounts_app.command("import")
+@accounts_app.command(
+    "import",
+    help=_(
+        "Validate the whole file, then upsert accounts and meters in one transaction. Any "
+        "bad row rejects the file with every problem listed by row and column (exit 2) and "
+        "nothing is written."
+    ),
+)
 def import_(
     ctx: typer.Context,
     file: Annotated[
-        Path, typer.Argument(help="The billing export (.csv in UTF-8 or GB18030/GBK, or .xlsx).")
+        Path,
+        typer.Argument(help=_("The billing export (.csv in UTF-8 or GB18030/GBK, or .xlsx).")),
     ],
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Validate and count, write nothing.")
+        bool, typer.Option("--dry-run", help=_("Validate and count, write nothing."))
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=_("Print one JSON summary."))] = False,
     encoding: Annotated[
         str | None,
         typer.Option(
             "--encoding",
-            help="Text encoding of a CSV file (e.g. gb18030, utf-8). Default: detected.",
+            help=_("Text encoding of a CSV file (e.g. gb18030, utf-8). Default: detected."),
         ),
     ] = None,
     sheet: Annotated[
-        str | None, typer.Option("--sheet", help="The sheet of an .xlsx file (default: first).")
+        str | None,
+        typer.Option("--sheet", help=_("The sheet of an .xlsx file (default: first).")),
     ] = None,
 ) -> None:
     """Validate the whole file, then upsert accounts and meters in one transaction.
@@ -105,23 +116,60 @@ def import_(
                     }
                 )
             for problem in exc.problems[:_SHOWN_PROBLEMS]:
-                note(f"{file.name}: {problem}")
+                note(f"{file.name}: {_problem_text(problem)}")
             if len(exc.problems) > _SHOWN_PROBLEMS:
-                note(f"... and {len(exc.problems) - _SHOWN_PROBLEMS} more (--json lists all)")
-            fail(str(exc), ExitCode.BAD_INPUT)
+                more = len(exc.problems) - _SHOWN_PROBLEMS
+                note(_("... and {count} more (--json lists all)").format(count=more))
+            fail(
+                ngettext(
+                    "{file}: {count} problem; nothing was imported",
+                    "{file}: {count} problems; nothing was imported",
+                    len(exc.problems),
+                ).format(file=file.name, count=len(exc.problems)),
+                ExitCode.BAD_INPUT,
+            )
         finally:
             progress.stop()
     document = {"ok": True, **summary.as_dict()}
     if as_json:
         print_json(document)
-    verb = "would import" if dry_run else "imported"
-    note(
-        f"{verb} {summary.rows} rows from {file.name}: accounts {summary.accounts_created} new, "
-        f"{summary.accounts_updated} updated; meters {summary.meters_created} new, "
-        f"{summary.meters_updated} updated, {summary.meters_unbound} unbound; "
-        f"{summary.notices_recorded} notice deliveries recorded"
-        + (" (dry run: nothing written)" if dry_run else f" (audit record {summary.audit_seq})")
+    counts = {
+        "rows": summary.rows,
+        "file": file.name,
+        "accounts_created": summary.accounts_created,
+        "accounts_updated": summary.accounts_updated,
+        "meters_created": summary.meters_created,
+        "meters_updated": summary.meters_updated,
+        "meters_unbound": summary.meters_unbound,
+        "notices": summary.notices_recorded,
+        "seq": summary.audit_seq,
+    }
+    text = (
+        _(
+            "would import {rows} rows from {file}: accounts {accounts_created} new, "
+            "{accounts_updated} updated; meters {meters_created} new, {meters_updated} updated, "
+            "{meters_unbound} unbound; {notices} notice deliveries recorded (dry run: nothing "
+            "written)"
+        )
+        if dry_run
+        else _(
+            "imported {rows} rows from {file}: accounts {accounts_created} new, "
+            "{accounts_updated} updated; meters {meters_created} new, {meters_updated} updated, "
+            "{meters_unbound} unbound; {notices} notice deliveries recorded (audit record {seq})"
+        )
     )
+    note(text.format(**counts))
+
+
+def _problem_text(problem: ImportProblem) -> str:
+    """``row 3, column balance: ...`` in the user's language (the detail stays as written)."""
+    if problem.row and problem.column:
+        return _("row {row}, column {column}: {message}").format(
+            row=problem.row, column=problem.column, message=problem.message
+        )
+    if problem.row:
+        return _("row {row}: {message}").format(row=problem.row, message=problem.message)
+    return _("file: {message}").format(message=problem.message)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import typer
 
+from base.i18n import _
+
 batch_app = typer.Typer(
-    help="Plan (and run) a disconnection batch for the accounts in arrears.",
+    help=_("Plan (and run) a disconnection batch for the accounts in arrears."),
     no_args_is_help=True,
 )

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from base.errors import MeterctlError
+from base.i18n import N_, _
 from engine.workcalendar import policy_settings
 from interfaces.cli.context import fail, note, print_json, state
 from interfaces.cli.db import now
@@ -23,11 +24,26 @@ from policies.calendar import DayKind
 from policies.settings import WEEKDAYS
 
 calendar_app = typer.Typer(
-    help="The statutory calendar: public holidays, 调休 make-up working days, site days.",
+    help=_("The statutory calendar: public holidays, 调休 make-up working days, site days."),
     no_args_is_help=True,
 )
 
 CONFIG_HOLIDAY = "config_holiday"  # a date from [policy.window] holidays
+KIND_TEXT = {
+    "holiday": N_("public holiday"),
+    "workday": N_("make-up working day"),
+    "no_disconnect": N_("no-disconnection day"),
+    CONFIG_HOLIDAY: N_("holiday (config)"),
+}
+WEEKDAY_TEXT = {
+    "mon": N_("Mon"),
+    "tue": N_("Tue"),
+    "wed": N_("Wed"),
+    "thu": N_("Thu"),
+    "fri": N_("Fri"),
+    "sat": N_("Sat"),
+    "sun": N_("Sun"),
+}
 
 
 def calendar_document(config: Any, year: int) -> dict[str, Any]:
@@ -76,13 +92,14 @@ def calendar_document(config: Any, year: int) -> dict[str, Any]:
     }
 
 
-@calendar_app.command("show")
+@calendar_app.command("show", help=_("Print the days the engine will treat as non-working."))
 def show(
     ctx: typer.Context,
     year: Annotated[
-        int | None, typer.Option("--year", min=1900, max=2999, help="Year (default: this year).")
+        int | None,
+        typer.Option("--year", min=1900, max=2999, help=_("Year (default: this year).")),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=_("Print one JSON document."))] = False,
 ) -> None:
     """Print the days the engine will treat as non-working, and where each came from."""
     st = state(ctx)
@@ -95,22 +112,35 @@ def show(
     if as_json:
         print_json(doc)
         return
-    table = Table(title=f"{year}: non-working days and make-up working days", title_justify="left")
-    for column in ("date", "day", "kind", "name", "source"):
-        table.add_column(column)
+    table = Table(
+        title=_("{year}: non-working days and make-up working days").format(year=year),
+        title_justify="left",
+    )
+    for column in (N_("date"), N_("day"), N_("kind"), N_("name"), N_("source")):
+        table.add_column(_(column))
     for d in doc["days"]:
-        table.add_row(d["date"], d["weekday"], d["kind"], d["name"], d["source"])
+        kind = _(KIND_TEXT.get(d["kind"], d["kind"]))
+        day = _(WEEKDAY_TEXT[d["weekday"]])
+        table.add_row(d["date"], day, kind, d["name"], d["source"])
     Console(highlight=False, soft_wrap=True).print(table)
-    days = ", ".join(doc["weekdays"]) or "none"
-    note(f"disconnection days: {days}, except the holidays above; make-up days above are open")
+    days = ", ".join(_(WEEKDAY_TEXT[d]) for d in doc["weekdays"]) or _("none")
+    note(
+        _(
+            "disconnection days: {days}, except the holidays above; make-up days above are open"
+        ).format(days=days)
+    )
     if doc["holiday_eve_after"]:
         note(
-            f"no disconnection from {doc['holiday_eve_after']} on the working day before a holiday"
+            _("no disconnection from {time} on the working day before a holiday").format(
+                time=doc["holiday_eve_after"]
+            )
         )
     if not doc["covered"]:
         note(
-            f"warning: no statutory schedule for {year}: the window stays shut on its days "
-            "until its holidays are added to the [calendar] file"
+            _(
+                "warning: no statutory schedule for {year}: the window stays shut on its days "
+                "until its holidays are added to the [calendar] file"
+            ).format(year=year)
         )
 
 

@@ -49,7 +49,12 @@ def state(ctx: typer.Context) -> CliState:
 
 def fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> NoReturn:
     """Print ``message`` on stderr and exit with ``code`` (never a traceback)."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    from rich.markup import escape
+
+    from base.i18n import _
+
+    label = escape(_("error:"))
+    err_console.print(f"[bold red]{label}[/] {escape(message)}", markup=True, soft_wrap=True)
     raise typer.Exit(int(code))
 
 

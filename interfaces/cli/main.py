@@ -12,14 +12,20 @@ from typing import Annotated
 
 import typer
 
+from base import i18n
 from base.errors import MeterctlError
+from base.i18n import _
 from engine.logging import configure_logging
 from interfaces.cli.context import CliState, err_console
 from interfaces.cli.exitcodes import ExitCode
 
+# Help texts are translated as the commands are defined, so the language is chosen first,
+# from the command line itself (--lang, --config), the locale variables and the config.
+i18n.setup_from_command_line(sys.argv)
+
 app = typer.Typer(
     name="meterctl",
-    help="Prepaid-metering disconnect/reconnect control engine (DL/T 645-2007).",
+    help=_("Prepaid-metering disconnect/reconnect control engine (DL/T 645-2007)."),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -58,7 +64,7 @@ def root(
         typer.Option(
             "--config",
             envvar="METERCTL_CONFIG",
-            help="Config file (TOML). Default: built-in defaults, SQLite in the working folder.",
+            help=_("Config file (TOML). Default: built-in defaults, SQLite in the working folder."),
             show_envvar=True,
         ),
     ] = None,
@@ -66,14 +72,41 @@ def root(
         str | None,
         typer.Option(
             "--log-level",
-            help="Operational log level on stderr (DEBUG, INFO, WARNING...). Default: WARNING "
-            "for interactive commands; `serve` uses the config's logging.level.",
+            help=_(
+                "Operational log level on stderr (DEBUG, INFO, WARNING...). Default: WARNING "
+                "for interactive commands; `serve` uses the config's logging.level."
+            ),
+        ),
+    ] = None,
+    lang: Annotated[
+        str | None,
+        typer.Option(
+            "--lang",
+            help=_(
+                "Language: zh-CN or en. Default: LANG, else site.language in the config, else en."
+            ),
         ),
     ] = None,
 ) -> None:
     """meterctl: safe remote disconnection and reconnection of prepaid meters."""
     ctx.obj = CliState(config_path=config, log_level=log_level)
+    _choose_language(ctx.obj, lang)
     configure_logging((log_level or "WARNING").upper(), json=False)
+
+
+def _choose_language(st: CliState, lang: str | None) -> None:
+    """Set the language for this command (its messages are translated as they are made)."""
+    import os
+
+    try:
+        site: str | None = st.config.site.language
+    except MeterctlError:
+        site = None  # the command reports the bad config in the chosen language
+    try:
+        i18n.set_language(i18n.choose(lang, os.environ, site))
+    except ValueError as exc:
+        err_console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
 
 
 def _register_all() -> None:

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import func, select
 
 from base.errors import MeterctlError
+from base.i18n import N_, _
 from engine.db.database import read_session
 from engine.db.models import ACCOUNTS
 from engine.roles import Role
@@ -44,29 +45,75 @@ def _count_in_scope(engine: Any, station: str | None) -> int:
         return int(session.execute(query).scalar_one())
 
 
+# What each reason code means, in a few words an operator reads (translated when shown; the
+# codes themselves and the JSON stay as they are).
+REASON_TEXT = {
+    "in_arrears": N_("in arrears"),
+    "not_in_arrears": N_("not in arrears"),
+    "agreement_signed": N_("cost-control agreement signed"),
+    "no_agreement": N_("no cost-control agreement"),
+    "notice_served": N_("notice served"),
+    "notice_missing": N_("no notice delivered"),
+    "notice_pending": N_("notice period not over"),
+    "notice_stale": N_("notice too old"),
+    "inside_window": N_("inside the disconnection window"),
+    "outside_window": N_("outside the disconnection window"),
+    "held_to_window": N_("would execute after the window closes: held to the next opening"),
+    "not_important": N_("not an important customer"),
+    "important_timeline_required": N_("important customer: warning and instruction first"),
+    "important_timeline_pending": N_("important customer: waiting for the timeline"),
+    "important_timeline_due": N_("important customer: execution due"),
+    "meter_bound": N_("the right meter, bound to the account"),
+    "meter_missing": N_("no meter"),
+    "meter_not_bound": N_("meter not bound to this account"),
+    "meter_mismatch": N_("meter number differs from the account's"),
+    "meter_swapped": N_("the meter answered with another number"),
+    "no_exemption": N_("no power guarantee"),
+    "exemption_active": N_("power guarantee (保电) in force"),
+    "humanitarian_needs_approval": N_("humanitarian case: needs a supervisor's approval"),
+    "humanitarian_approved": N_("humanitarian case approved by a supervisor"),
+    "batch_within_limit": N_("within the batch limit"),
+    "batch_limit_exceeded": N_("batch limit exceeded"),
+    "rule_error": N_("a rule failed: blocked to be safe"),
+}
+OUTCOME_TEXT = {
+    "disconnect": N_("disconnect"),
+    "schedule": N_("scheduled"),
+    "blocked": N_("blocked"),
+}
+
+
 def _human(decision: Decision) -> str:
     blocked = ", ".join(r.code for r in decision.blocked_by)
-    head = f"{decision.account_no:<16} {decision.outcome.value:<10} {blocked}".rstrip()
+    outcome = _(OUTCOME_TEXT[decision.outcome.value])
+    head = f"{decision.account_no:<16} {outcome:<10} {blocked}".rstrip()
     lines = [head]
     for reason in decision.reasons:
-        lines.append(
-            f"    {reason.verdict.value:<8} {reason.rule:<12} {reason.code}: {reason.message}"
-        )
+        meaning = REASON_TEXT.get(reason.code)
+        said = f"{_(meaning)}: {reason.message}" if meaning else reason.message
+        lines.append(f"    {reason.verdict.value:<8} {reason.rule:<12} {reason.code}: {said}")
     return "\n".join(lines)
 
 
-@batch_app.command("plan")
+@batch_app.command(
+    "plan",
+    help=_(
+        "Show every account in scope with its decision and all its reasons; send nothing. "
+        "With --at, plan as of that moment; the window is judged when each command would "
+        "execute."
+    ),
+)
 def plan(
     ctx: typer.Context,
     station: Annotated[
-        str | None, typer.Option("--station", help="Only accounts at this station (台区).")
+        str | None, typer.Option("--station", help=_("Only accounts at this station (台区)."))
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=_("Print one JSON document."))] = False,
     at: Annotated[
         str | None,
         typer.Option(
             "--at",
-            help="Plan as of this time (ISO 8601, e.g. 2026-10-01T10:00+08:00; past or future).",
+            help=_("Plan as of this time (ISO 8601, e.g. 2026-10-01T10:00+08:00; past or future)."),
         ),
     ] = None,
 ) -> None:
@@ -96,7 +143,7 @@ def plan(
         total = _count_in_scope(engine, station)
         planner = BatchPlanner(settings, when, keep_decisions=False, execution_lead=lead)
         progress = Progress(
-            TextColumn("planning"),
+            TextColumn(_("planning")),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -143,16 +190,27 @@ def plan(
         out.flush()
     else:
         out.write(
-            f"\n{counts['in_scope']} accounts in scope: {counts['disconnect']} disconnect now, "
-            f"{counts['schedule']} scheduled, {counts['blocked']} blocked\n"
+            "\n"
+            + _(
+                "{in_scope} accounts in scope: {disconnect} disconnect now, "
+                "{schedule} scheduled, {blocked} blocked"
+            ).format(**counts)
+            + "\n"
         )
         limit = result.limit
-        out.write(f"batch limit: {limit.verdict.value} ({limit.code}): {limit.message}\n")
+        out.write(
+            _("batch limit: {verdict} ({code}): {message}").format(
+                verdict=limit.verdict.value, code=limit.code, message=limit.message
+            )
+            + "\n"
+        )
     if not result.within_limit:
-        note("note: this batch exceeds the batch limit; batch run would stop and ask a supervisor")
+        note(
+            _("note: this batch exceeds the batch limit; batch run would stop and ask a supervisor")
+        )
     if at is not None:
-        note(f"plan as of {local(when, st.config.site.tz)} (--at)")
-    note("plan only: nothing was sent and nothing was written")
+        note(_("plan as of {time} (--at)").format(time=local(when, st.config.site.tz)))
+    note(_("plan only: nothing was sent and nothing was written"))
 
 
 def register(app: typer.Typer) -> None:

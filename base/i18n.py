@@ -1,0 +1,186 @@
+"""Languages: gettext catalogs (managed with Babel), the language choice, money and dates.
+
+Every string a person reads is wrapped in ``_()`` where it is written; ``pybabel extract``
+collects them into ``base/locale/meterctl.pot`` and the Chinese catalog
+``base/locale/zh_CN/LC_MESSAGES/meterctl.po`` holds their translations (``make i18n``).
+The ``.mo`` file is compiled by ``make venv``; when it is missing or older than its ``.po``
+(a fresh clone run without make, an edited catalog) the ``.po`` is compiled in memory with
+Babel at first use, so a translation is never silently lost.
+
+The language: ``--lang``, else the locale variables (``LC_ALL``, ``LC_MESSAGES``, ``LANG``:
+``zh_CN.UTF-8`` means Chinese), else ``[site] language``, else English. JSON keys, enum values,
+exit codes and audit records are never translated.
+"""
+
+from __future__ import annotations
+
+import gettext
+import io
+import os
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+DOMAIN = "meterctl"
+LOCALE_DIR = Path(__file__).parent / "locale"
+LANGUAGES = ("en", "zh-CN")
+DEFAULT = "en"
+# A language name as people and locales write it -> ours.
+_ALIASES = {"en": "en", "zh": "zh-CN", "zh-cn": "zh-CN", "zh_cn": "zh-CN", "zh-hans": "zh-CN"}
+_CATALOG_LOCALE = {"zh-CN": "zh_CN"}
+
+_current = DEFAULT
+_translations: dict[str, gettext.NullTranslations] = {}
+
+
+def normalise(name: str) -> str | None:
+    """``zh_CN.UTF-8`` / ``zh-CN`` / ``zh`` -> ``zh-CN``; ``en_US`` -> ``en``; else None."""
+    text = name.strip().split(".")[0].split("@")[0].lower()
+    if not text or text in ("c", "posix"):
+        return None
+    if text in _ALIASES:
+        return _ALIASES[text]
+    head = text.replace("-", "_").split("_")[0]
+    if head == "zh":
+        return "zh-CN"
+    if head == "en":
+        return "en"
+    return None
+
+
+def choose(cli: str | None, environ: Mapping[str, str], site: str | None = None) -> str:
+    """The language by precedence: ``--lang``, locale variables, ``[site] language``, English."""
+    if cli:
+        chosen = normalise(cli)
+        if chosen is None:
+            raise ValueError(f"--lang: {cli!r} is not one of {', '.join(LANGUAGES)}")
+        return chosen
+    for variable in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = environ.get(variable, "")
+        if value:
+            chosen = normalise(value)
+            if chosen is not None:
+                return chosen
+            break  # a set but neutral locale (C, POSIX) ends the search like gettext does
+    if site:
+        chosen = normalise(site)
+        if chosen is not None:
+            return chosen
+    return DEFAULT
+
+
+def _compile_po(po_path: Path) -> gettext.GNUTranslations:
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
+    with po_path.open("rb") as handle:
+        catalog = read_po(handle)
+    buffer = io.BytesIO()
+    write_mo(buffer, catalog)
+    buffer.seek(0)
+    return gettext.GNUTranslations(buffer)
+
+
+def translations(language: str) -> gettext.NullTranslations:
+    """The catalog for ``language`` (English: the source strings themselves)."""
+    found = _translations.get(language)
+    if found is not None:
+        return found
+    folder = _CATALOG_LOCALE.get(language)
+    result: gettext.NullTranslations = gettext.NullTranslations()
+    if folder is not None:
+        base = LOCALE_DIR / folder / "LC_MESSAGES"
+        po, mo = base / f"{DOMAIN}.po", base / f"{DOMAIN}.mo"
+        if mo.exists() and (not po.exists() or mo.stat().st_mtime >= po.stat().st_mtime):
+            with mo.open("rb") as handle:
+                result = gettext.GNUTranslations(handle)
+        elif po.exists():
+            result = _compile_po(po)
+    _translations[language] = result
+    return result
+
+
+def set_language(language: str) -> None:
+    global _current
+    _current = language if language in LANGUAGES else DEFAULT
+
+
+def current() -> str:
+    return _current
+
+
+def _(message: str) -> str:
+    """``message`` in the current language (the English source when it has no translation)."""
+    if _current == DEFAULT:
+        return message
+    return translations(_current).gettext(message)
+
+
+def N_(message: str) -> str:
+    """Mark ``message`` for the catalog without translating it yet (translated when shown)."""
+    return message
+
+
+def ngettext(singular: str, plural: str, n: int) -> str:
+    if _current == DEFAULT:
+        return singular if n == 1 else plural
+    return translations(_current).ngettext(singular, plural, n)
+
+
+def money(amount: Decimal | float | int) -> str:
+    """Yuan with two decimals: ``-120.50 元`` (English: ``CNY -120.50``)."""
+    value = Decimal(str(amount)).quantize(Decimal("0.01"))
+    return f"{value} 元" if _current == "zh-CN" else f"CNY {value}"
+
+
+def local_time(when: datetime, tz: ZoneInfo) -> str:
+    """``2026-12-06 14:05``: the site's wall clock, as Chinese staff write it."""
+    return f"{when.astimezone(tz):%Y-%m-%d %H:%M}"
+
+
+def language_from_argv(argv: Sequence[str]) -> str | None:
+    """The value of ``--lang`` in a command line (read before the CLI is built, for --help)."""
+    for i, arg in enumerate(argv):
+        if arg == "--lang" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--lang="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def site_language_from_file(path: str | None) -> str | None:
+    """``[site] language`` of a config file, read leniently (the command reports errors)."""
+    if not path:
+        return None
+    import tomllib
+
+    try:
+        data = tomllib.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    site = data.get("site")
+    language = site.get("language") if isinstance(site, dict) else None
+    return language if isinstance(language, str) else None
+
+
+def config_path_from_argv(argv: Sequence[str], environ: Mapping[str, str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return environ.get("METERCTL_CONFIG") or None
+
+
+def setup_from_command_line(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> str:
+    """Choose and set the language from a command line and the environment; return it."""
+    env = os.environ if environ is None else environ
+    site = site_language_from_file(config_path_from_argv(argv, env))
+    try:
+        language = choose(language_from_argv(argv), env, site)
+    except ValueError:
+        language = choose(None, env, site)  # the CLI reports the bad --lang itself
+    set_language(language)
+    return language
