@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from base.clock import SystemClock
+from base.i18n import N_, _, money
 from engine import audit
 from engine.batch_run import run_batch, select_batch
 from engine.config import Config, parse_config
@@ -93,20 +94,25 @@ CUSTOMERS = (
         "-56.20",
         9,
         expect="cut",
-        why="in arrears, notice delivered 9 days ago",
+        why=N_("in arrears, notice delivered 9 days ago"),
     ),
     Customer(
-        "D-1002", "Li Na", "-120.00", 8, expect="cut", why="in arrears; pays later through the hook"
+        "D-1002",
+        "Li Na",
+        "-120.00",
+        8,
+        expect="cut",
+        why=N_("in arrears; pays later through the hook"),
     ),
-    Customer("D-1003", "Wang Fang", "35.50", 8, why="paid up"),
-    Customer("D-1004", "Liu Yang", "-18.00", 3, why="notice delivered only 3 days ago"),
+    Customer("D-1003", "Wang Fang", "35.50", 8, why=N_("paid up")),
+    Customer("D-1004", "Liu Yang", "-18.00", 3, why=N_("notice delivered only 3 days ago")),
     Customer(
         "D-1005",
         "Chen Jie",
         "-42.00",
         10,
         humanitarian=True,
-        why="home oxygen: needs a supervisor's approval",
+        why=N_("home oxygen: needs a supervisor's approval"),
     ),
     Customer(
         "D-1006",
@@ -114,7 +120,7 @@ CUSTOMERS = (
         "-77.00",
         9,
         expect="field_order",
-        why="the meter on the line is another customer's (swapped)",
+        why=N_("the meter on the line is another customer's (swapped)"),
     ),
     Customer(
         "D-1007",
@@ -123,10 +129,10 @@ CUSTOMERS = (
         9,
         customer_class="important",
         expect="scheduled",
-        why="important customer: warning T-15, instruction T, execution T+15",
+        why=N_("important customer: warning T-15, instruction T, execution T+15"),
     ),
     Customer(
-        "D-1008", "Sun Li", "-33.00", 9, why="power guarantee (保电) approved by a supervisor"
+        "D-1008", "Sun Li", "-33.00", 9, why=N_("power guarantee (保电) approved by a supervisor")
     ),
 )
 
@@ -185,13 +191,16 @@ class Demo:
                 self.fleet.stop()
             self.engine.dispose()
             if self.keep:
-                self.out.print(f"[dim]demo files kept in {self.folder}[/]")
+                kept = _("demo files kept in {folder}").format(folder=self.folder)
+                self.out.print(f"[dim]{kept}[/]")
             else:
                 shutil.rmtree(self.folder, ignore_errors=True)
-        self.out.print(f"[bold green]demo passed[/] in {time.monotonic() - started:.1f} s")
+        passed = _("demo passed")
+        seconds = _("in {seconds} s").format(seconds=f"{time.monotonic() - started:.1f}")
+        self.out.print(f"[bold green]{passed}[/] {seconds}")
 
     def _run(self) -> None:
-        self.step("1. A fleet of simulated meters on two RS-485 buses (TCP gateways, 2400 baud)")
+        self.step(_("1. A fleet of simulated meters on two RS-485 buses (TCP gateways, 2400 baud)"))
         self.fleet = Fleet.generate(
             meters=len(CUSTOMERS),
             buses=2,
@@ -204,21 +213,29 @@ class Demo:
         swapped = self.meter_of["D-1006"]
         self.fleet.inject(swapped, "wrong_meter_no")
         for bus in self.fleet.bus_info():
-            self.out.print(f"  bus {bus['link']}: meters {', '.join(bus['meters'])}")
-        self.out.print(f"  meter {swapped} is wired to the wrong customer (a swapped meter)")
+            line = _("bus {link}: meters {meters}").format(
+                link=bus["link"], meters=", ".join(bus["meters"])
+            )
+            self.out.print(f"  {line}")
+        swapped_line = _("meter {meter} is wired to the wrong customer (a swapped meter)")
+        self.out.print("  " + swapped_line.format(meter=swapped))
 
-        self.step("2. Import the billing export")
+        self.step(_("2. Import the billing export"))
         init_db(self.engine)
         csv_path = self._write_accounts()
         summary = import_accounts(
             self.engine, csv_path, actor="operator-li", now=self.clock.now(), tz=self.config.site.tz
         )
+        imported = _("{rows} accounts imported from {file} (audit record {seq})")
         self.out.print(
-            f"  {summary.rows} accounts imported from {csv_path.name} (audit record {summary.audit_seq})"
+            "  " + imported.format(rows=summary.rows, file=csv_path.name, seq=summary.audit_seq)
         )
 
         self.step(
-            "3. Power guarantee (保电) for D-1008: requested by an operator, approved by a supervisor"
+            _(
+                "3. Power guarantee (保电) for D-1008: requested by an operator, approved by a "
+                "supervisor"
+            )
         )
         now = self.clock.now()
         with transaction(self.engine) as session:
@@ -234,11 +251,13 @@ class Demo:
         with transaction(self.engine) as session:
             assert exemption_id is not None
             decide_exemption(session, exemption_id, approve=True, actor="supervisor-wang", now=now)
-        self.out.print("  exemption approved by supervisor-wang (the requester may not approve it)")
+        self.out.print(
+            "  " + _("exemption approved by supervisor-wang (the requester may not approve it)")
+        )
 
-        self.step("4. Plan the batch: every account, every reason (nothing is sent)")
+        self.step(_("4. Plan the batch: every account, every reason (nothing is sent)"))
         selection = select_batch(self.engine, self.config, now=self.clock.now())
-        table = Table("account", "customer", "decision", "reasons (blocking first)")
+        table = Table(_("account"), _("customer"), _("decision"), _("reasons (blocking first)"))
         names = {c.account_no: c.name for c in CUSTOMERS}
         for decision in selection.plan.decisions:
             blocks = [r.code for r in decision.blocked_by]
@@ -253,12 +272,12 @@ class Demo:
         self._expect_plan(selection)
 
         self.step(
-            "5. Run the batch: re-check, read the meter number, trip (1CH), read status word 3"
+            _("5. Run the batch: re-check, read the meter number, trip (1CH), read status word 3")
         )
         result = asyncio.run(
             run_batch(self.engine, self.config, selection, actor="operator-li", clock=self.clock)
         )
-        table = Table("account", "expected", "order", "relay on the meter", "why")
+        table = Table(_("account"), _("expected"), _("order"), _("relay on the meter"), _("why"))
         for customer in CUSTOMERS:
             order = self.order_of(customer.account_no)
             table.add_row(
@@ -266,13 +285,17 @@ class Demo:
                 customer.expect,
                 order.state if order else "-",
                 self.relay(customer.account_no).value,
-                customer.why,
+                _(customer.why),
             )
         self.out.print(table)
-        self.out.print(f"  counts: {result.counts()}")
+        self.out.print("  " + _("counts: {counts}").format(counts=result.counts()))
         self._expect_cuts()
 
-        self.step("6. D-1002 pays 200.00 yuan: the billing system calls the signed hook")
+        self.step(
+            _("6. D-1002 pays {amount}: the billing system calls the signed hook").format(
+                amount=money(Decimal("200.00"))
+            )
+        )
         latency = self._pay_through_hook("D-1002", "200.00", "BANK-20261129-0001")
         _check(self.relay("D-1002") is RelayState.CLOSED, "D-1002 paid but its relay is not closed")
         order = self.order_of("D-1002", "reconnect")
@@ -280,12 +303,14 @@ class Demo:
             order is not None and order.state == "verified",
             f"reconnect order not verified: {order}",
         )
-        self.out.print(f"  reconnection verified by read-back {latency:.2f} s after the hook call")
+        verified = _("reconnection verified by read-back {seconds} s after the hook call")
+        self.out.print("  " + verified.format(seconds=f"{latency:.2f}"))
 
-        self.step("7. Verify the audit chain")
+        self.step(_("7. Verify the audit chain"))
         verification = audit.verify(self.engine)
         _check(verification.ok, f"audit chain broken at record {verification.bad_seq}")
-        self.out.print(f"  {verification.records} audit records, hash chain intact")
+        intact = _("{records} audit records, hash chain intact")
+        self.out.print("  " + intact.format(records=verification.records))
 
     def _write_accounts(self) -> Path:
         assert self.fleet is not None
@@ -369,10 +394,12 @@ class Demo:
         """Post a signed payment to the engine's HTTP hook; the engine dispatches the reconnection."""
         started = time.monotonic()
         answer, replay = asyncio.run(self._hook_call(account_no, amount, ref))
+        answered = _("hook answered 200: order {order}, balance {balance}")
         self.out.print(
-            f"  hook answered 200: order {answer['order_id']}, balance {answer['balance']}"
+            "  " + answered.format(order=answer["order_id"], balance=money(answer["balance"]))
         )
-        self.out.print(f"  the same signed call replayed: {replay[0]} {replay[1].get('error')}")
+        replayed = _("the same signed call replayed: {status} {error}")
+        self.out.print("  " + replayed.format(status=replay[0], error=replay[1].get("error")))
         _check(replay[0] == 401, "a replayed hook call was not refused")
         return time.monotonic() - started
 
@@ -398,7 +425,7 @@ class Demo:
             on_payment=lambda _result: woken.set(),
         )
         runner, url = await start_hook(hook, "127.0.0.1", 0)
-        self.out.print(f"  hook listening on {url}")
+        self.out.print("  " + _("hook listening on {url}").format(url=url))
         body = json.dumps({"account": account_no, "amount": amount, "ref": ref}).encode()
         headers = signed_headers(key, body, int(self.clock.now().timestamp()))
         try:
@@ -429,7 +456,8 @@ def run_demo(
     try:
         Demo(console, keep=keep, time_scale=time_scale).run()
     except DemoFailed as exc:
-        console.print(f"[bold red]demo FAILED:[/] {exc}")
+        failed = _("demo FAILED:")
+        console.print(f"[bold red]{failed}[/] {exc}")
         if on_error:
             on_error(str(exc))
         return False
