@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.table import Table
 
+from base.i18n import _
 from engine.roles import Role
 from engine.screening import ScreeningOptions, screen
 from interfaces.cli import db as cli_db
@@ -30,12 +31,15 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
     def more(name: str) -> None:
         extra = len(doc[name]) - limit
         if extra > 0:
-            err_console.print(f"  ... and {extra} more (--limit, or --json for all)")
+            err_console.print(
+                "  " + _("... and {count} more (--limit, or --json for all)").format(count=extra)
+            )
 
     a = doc["in_arrears_not_disconnected"]
     table = Table(
-        "account", "balance", "station", "meter", "relay", "why",
-        title=f"in arrears but not disconnected (欠费未停电): {len(a)}", title_justify="left",
+        _("account"), _("balance"), _("station"), _("meter"), _("relay"), _("why"),
+        title=_("in arrears but not disconnected (欠费未停电): {count}").format(count=len(a)),
+        title_justify="left",
     )  # fmt: skip
     for item in a[:limit]:
         table.add_row(
@@ -51,8 +55,9 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
 
     b = doc["disconnected_not_in_arrears"]
     table = Table(
-        "account", "balance", "meter", "relay", "being done",
-        title=f"disconnected but not in arrears (停电不欠费): {len(b)}", title_justify="left",
+        _("account"), _("balance"), _("meter"), _("relay"), _("being done"),
+        title=_("disconnected but not in arrears (停电不欠费): {count}").format(count=len(b)),
+        title_justify="left",
     )  # fmt: skip
     for item in b[:limit]:
         table.add_row(
@@ -67,8 +72,11 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
 
     c = doc["state_mismatch"]
     table = Table(
-        "meter", "account", "order", "intended", "observed", "read at", "field order",
-        title=f"meter state differs from the engine's (费控执行状态异常): {len(c)}",
+        _("meter"), _("account"), _("order"), _("intended"), _("observed"), _("read at"),
+        _("field order"),
+        title=_("meter state differs from the engine's (费控执行状态异常): {count}").format(
+            count=len(c)
+        ),
         title_justify="left",
     )  # fmt: skip
     for item in c[:limit]:
@@ -87,10 +95,11 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
 
     d = doc["failing_buses"]
     table = Table(
-        "bus", "failed commands", "field orders", "meters", "last failure",
+        _("bus"), _("failed commands"), _("field orders"), _("meters"), _("last failure"),
         title=(
-            f"buses with at least {doc['min_failures']} failures in the last "
-            f"{doc['window_hours']:g} h: {len(d)}"
+            _("buses with at least {min} failures in the last {hours} h: {count}").format(
+                min=doc["min_failures"], hours=f"{doc['window_hours']:g}", count=len(d)
+            )
         ),
         title_justify="left",
     )  # fmt: skip
@@ -107,20 +116,28 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("exceptions")
+    @app.command(
+        "exceptions",
+        help=_(
+            "The screening lists: in arrears but not disconnected (and why), disconnected but "
+            "not in arrears, meter state differing from the engine's, buses failing repeatedly."
+        ),
+    )
     def exceptions(
         ctx: typer.Context,
-        as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+        as_json: Annotated[
+            bool, typer.Option("--json", help=_("Print one JSON document."))
+        ] = False,
         window_hours: Annotated[
             float,
-            typer.Option("--window-hours", min=0.1, help="Look-back for failing buses (hours)."),
+            typer.Option("--window-hours", min=0.1, help=_("Look-back for failing buses (hours).")),
         ] = 24.0,
         min_failures: Annotated[
             int,
-            typer.Option("--min-failures", min=1, help="List a bus from this many failures."),
+            typer.Option("--min-failures", min=1, help=_("List a bus from this many failures.")),
         ] = 2,
         limit: Annotated[
-            int, typer.Option("--limit", min=1, help="Rows per table on the terminal.")
+            int, typer.Option("--limit", min=1, help=_("Rows per table on the terminal."))
         ] = 50,
     ) -> None:
         """The screening lists: in arrears but not disconnected (and why), disconnected but

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 
+from base.i18n import _
 from engine.reports.status import status_snapshot
 from engine.roles import Role
 from interfaces.cli import db as cli_db
@@ -34,7 +35,7 @@ def _local(value: Any, tz: ZoneInfo) -> str:
 
 
 def _age(seconds: float) -> str:
-    minutes, _ = divmod(int(seconds), 60)
+    minutes = int(seconds) // 60
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m"
 
@@ -42,25 +43,33 @@ def _age(seconds: float) -> str:
 def render_status(doc: dict[str, Any], tz: ZoneInfo) -> RenderableType:
     """The status document as rich tables (what ``status`` and ``status --watch`` show)."""
     parts: list[RenderableType] = [
-        Text(f"meterctl status at {_local(doc['at'], tz)} ({tz.key})", style="bold")
+        Text(
+            _("meterctl status at {time} ({zone})").format(time=_local(doc["at"], tz), zone=tz.key),
+            style="bold",
+        )
     ]
-    orders = Table("kind", "state", "orders", title="orders by state", title_justify="left")
+    orders = Table(
+        _("kind"), _("state"), _("orders"), title=_("orders by state"), title_justify="left"
+    )
     for r in doc["orders_by_state"]:
         orders.add_row(r["kind"], r["state"], str(r["count"]))
-    parts.append(orders if doc["orders_by_state"] else Text("no orders yet"))
+    parts.append(orders if doc["orders_by_state"] else Text(_("no orders yet")))
 
     limit = doc["reconnect_deadline_minutes"]
     pending = Table(
-        "order",
-        "account",
-        "state",
-        "since",
-        "age",
-        "deadline",
-        "left",
-        title=(
-            f"reconnections pending: {doc['pending_reconnections_count']} "
-            f"({doc['overdue_reconnections']} overdue; promised within {limit} min)"
+        _("order"),
+        _("account"),
+        _("state"),
+        _("since"),
+        _("age"),
+        _("deadline"),
+        _("left"),
+        title=_(
+            "reconnections pending: {count} ({overdue} overdue; promised within {limit} min)"
+        ).format(
+            count=doc["pending_reconnections_count"],
+            overdue=doc["overdue_reconnections"],
+            limit=limit,
         ),
         title_justify="left",
     )
@@ -73,37 +82,48 @@ def render_status(doc: dict[str, Any], tz: ZoneInfo) -> RenderableType:
             _local(p["since"], tz),
             _age(p["age_s"]),
             _local(p["deadline"], tz),
-            "OVERDUE" if p["overdue"] else f"{p['minutes_left']:g} min",
+            _("OVERDUE")
+            if p["overdue"]
+            else _("{minutes} min").format(minutes=f"{p['minutes_left']:g}"),
             style=style,
         )
-    parts.append(pending if doc["pending_reconnections"] else Text("no reconnection pending"))
+    parts.append(pending if doc["pending_reconnections"] else Text(_("no reconnection pending")))
 
     causes = ", ".join(f"{c} {n}" for c, n in doc["open_field_orders_by_cause"].items())
     parts.append(
-        Text(f"open field orders: {doc['open_field_orders']}" + (f" ({causes})" if causes else ""))
+        Text(
+            _("open field orders: {count}").format(count=doc["open_field_orders"])
+            + (f" ({causes})" if causes else "")
+        )
     )
 
     sweep = doc["last_sweep"]
     if sweep is None:
-        parts.append(Text("last sweep: none recorded"))
+        parts.append(Text(_("last sweep: none recorded")))
     else:
         counts = sweep["counts"]
         parts.append(
             Text(
-                f"last sweep: {sweep['sweep']} at {_local(sweep['at'], tz)}: "
-                f"{counts.get('disconnected_paid', 0)} disconnected but not in arrears, "
-                f"{counts.get('reconnect_ordered', 0)} reconnection(s) ordered, "
-                f"{counts.get('escalated', 0)} escalated"
+                _(
+                    "last sweep: {sweep} at {time}: {paid} disconnected but not in arrears, "
+                    "{ordered} reconnection(s) ordered, {escalated} escalated"
+                ).format(
+                    sweep=sweep["sweep"],
+                    time=_local(sweep["at"], tz),
+                    paid=counts.get("disconnected_paid", 0),
+                    ordered=counts.get("reconnect_ordered", 0),
+                    escalated=counts.get("escalated", 0),
+                )
             )
         )
 
     buses = Table(
-        "bus",
-        "failed commands",
-        "field orders",
-        "meters",
-        "last failure",
-        title=f"buses with failures (last {doc['window_hours']:g} h)",
+        _("bus"),
+        _("failed commands"),
+        _("field orders"),
+        _("meters"),
+        _("last failure"),
+        title=_("buses with failures (last {hours} h)").format(hours=f"{doc['window_hours']:g}"),
         title_justify="left",
     )
     for b in doc["failing_buses"]:
@@ -114,25 +134,34 @@ def render_status(doc: dict[str, Any], tz: ZoneInfo) -> RenderableType:
             str(len(b["meters"])),
             _local(b["last_failure_at"], tz),
         )
-    parts.append(buses if doc["failing_buses"] else Text("no bus failures in the window"))
+    parts.append(buses if doc["failing_buses"] else Text(_("no bus failures in the window")))
     return Group(*parts)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("status")
+    @app.command(
+        "status",
+        help=_(
+            "Orders by state, pending reconnections against their deadline, field orders, "
+            "sweeps, buses."
+        ),
+    )
     def status(
         ctx: typer.Context,
         watch: Annotated[
-            bool, typer.Option("--watch", help="Keep a live view, refreshed until Ctrl-C.")
+            bool, typer.Option("--watch", help=_("Keep a live view, refreshed until Ctrl-C."))
         ] = False,
         interval: Annotated[
-            float, typer.Option("--interval", min=0.1, help="Seconds between refreshes (--watch).")
+            float,
+            typer.Option("--interval", min=0.1, help=_("Seconds between refreshes (--watch).")),
         ] = 5.0,
         window_hours: Annotated[
             float,
-            typer.Option("--window-hours", min=0.1, help="Look-back for bus failures (hours)."),
+            typer.Option("--window-hours", min=0.1, help=_("Look-back for bus failures (hours).")),
         ] = 24.0,
-        as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+        as_json: Annotated[
+            bool, typer.Option("--json", help=_("Print one JSON document."))
+        ] = False,
         refreshes: Annotated[
             int | None, typer.Option("--refreshes", hidden=True, min=1)
         ] = None,  # stop --watch after N refreshes (tests)
@@ -142,7 +171,7 @@ def register(app: typer.Typer) -> None:
         require_role(st, Role.OPERATOR, "status")
         if watch and as_json:
             fail(
-                "--watch and --json do not go together: --json prints one document",
+                _("--watch and --json do not go together: --json prints one document"),
                 ExitCode.BAD_INPUT,
             )
         engine = open_store(st)
@@ -172,7 +201,10 @@ def register(app: typer.Typer) -> None:
                         view: RenderableType = render_status(snapshot(), tz)
                     except SQLAlchemyError as exc:  # keep watching through a database blip
                         first = str(exc).splitlines()[0]
-                        view = Text(f"database error (retrying): {first}", style="bold red")
+                        view = Text(
+                            _("database error (retrying): {error}").format(error=first),
+                            style="bold red",
+                        )
                     live.update(view, refresh=True)
                     shown += 1
         except KeyboardInterrupt:

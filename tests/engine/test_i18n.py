@@ -177,3 +177,16 @@ def test_help_follows_lang_env() -> None:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert "Prepaid-metering disconnect/reconnect control engine" in english.stdout
+
+
+def test_status_and_calendar_in_chinese(cli: Cli) -> None:
+    from interfaces.cli.main import app
+
+    assert cli("ada", "db", "init").exit_code == 0
+    base = ["--config", str(cli.config), "--lang", "zh-CN"]
+    status = cli.runner.invoke(app, [*base, "status"])
+    assert status.exit_code == 0, status.stderr
+    assert "meterctl 运行状态" in status.stderr and "暂无工单" in status.stderr
+    calendar = cli.runner.invoke(app, [*base, "calendar", "show", "--year", "2026"])
+    assert "法定节假日" in calendar.stdout and "调休上班日" in calendar.stdout
+    assert "国庆节 National Day" in calendar.stdout  # the library's name, with its Chinese
