@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import Session
 
+from base.i18n import _
 from engine.db.models import ACCOUNTS, FIELD_ORDERS, METERS
 from engine.dispatch.journal import DbJournal
 from engine.dispatch.leases import renew_bus
@@ -204,9 +205,10 @@ def record_outcome(
             session,
             kind="disconnected" if disconnect else "reconnected",
             message=(
-                f"account {claimed.account_no}: supply {'disconnected' if disconnect else 'restored'} "
-                f"(meter {claimed.meter_no}, verified by read-back)"
-            ),
+                _("account {account}: supply disconnected (meter {meter}, verified by read-back)")
+                if disconnect
+                else _("account {account}: supply restored (meter {meter}, verified by read-back)")
+            ).format(account=claimed.account_no, meter=claimed.meter_no),
             now=now,
             account_no=claimed.account_no,
             order_id=claimed.id,
@@ -219,10 +221,10 @@ def record_outcome(
         notifier.notify(
             session,
             kind="press_button",
-            message=(
-                f"account {claimed.account_no}: payment received; press and hold the button on "
-                f"meter {claimed.meter_no} for 3 seconds to restore supply"
-            ),
+            message=_(
+                "account {account}: payment received; press and hold the button on meter "
+                "{meter} for 3 seconds to restore supply"
+            ).format(account=claimed.account_no, meter=claimed.meter_no),
             now=now,
             account_no=claimed.account_no,
             order_id=claimed.id,
@@ -267,13 +269,19 @@ def record_outcome(
             detail={**detail, "field_order_id": field_order_id, "evidence": evidence},
         )
         state = order.state
-        work = "补停 field disconnection" if disconnect else "现场复电 field reconnection"
+        work = _("补停 field disconnection") if disconnect else _("现场复电 field reconnection")
         notifier.notify(
             session,
             kind="escalation",
-            message=(
-                f"field order {field_order_id} ({work}) for account {claimed.account_no}, "
-                f"meter {claimed.meter_no} at {claimed.address}: {outcome.message}"
+            message=_(
+                "field order {id} ({work}) for account {account}, meter {meter} at {address}: {why}"
+            ).format(
+                id=field_order_id,
+                work=work,
+                account=claimed.account_no,
+                meter=claimed.meter_no,
+                address=claimed.address,
+                why=outcome.message,
             ),
             now=now,
             account_no=claimed.account_no,
