@@ -45,6 +45,8 @@ CLOSE_MODES = ("direct", "allowed")  # reconnect with 1CH 直接合闸 or 1BH �
 EXEMPTION_STATUSES = ("requested", "approved", "rejected")
 FIELD_ORDER_STATUSES = ("open", "closed")
 RELAY_STATES = ("closed", "open", "armed", "unknown")
+GUARANTEE_STATES = ("on", "off", "unknown")  # 保电 at the meter (status word 3 bit 12)
+DEVIATION_SOURCES = ("order", "survey")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -106,6 +108,14 @@ class Meter(SQLModel, table=True):
     # Last relay state read back from the meter (for the "disconnected but paid" sweep).
     relay_state: str = Field(default="unknown", max_length=16)
     relay_checked_at: datetime | None = None
+    # 保电 and the pre-trip alarm as last read back from status word 3 (bits 12 and 7).
+    guarantee_state: str = Field(
+        default="unknown", max_length=16, sa_column_kwargs={"server_default": "unknown"}
+    )
+    alarm_state: str = Field(
+        default="unknown", max_length=16, sa_column_kwargs={"server_default": "unknown"}
+    )
+    status_checked_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -257,6 +267,30 @@ class FieldOrder(SQLModel, table=True):
     closed_by: str | None = Field(default=None, max_length=64)
 
 
+class MeterDeviation(SQLModel, table=True):
+    """A reply that departed from the DL/T 645 tables (a vendor's quirk), kept for operators.
+
+    The engine decided on what it could interpret; ``kind`` is one of
+    :data:`protocols.dlt645.tolerant.KINDS`.
+    """
+
+    __tablename__ = "meter_deviations"
+    __table_args__ = (
+        CheckConstraint(_in("source", DEVIATION_SOURCES), name="ck_meter_deviations_source"),
+        Index("ix_meter_deviations_meter", "meter_id", "seen_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    meter_id: int | None = Field(default=None, foreign_key="meters.id")
+    meter_address: str = Field(default="", max_length=32)
+    order_id: int | None = Field(default=None, foreign_key="switch_orders.id", index=True)
+    source: str = Field(default="order", max_length=16)
+    di: str = Field(default="", max_length=8)
+    kind: str = Field(max_length=32)
+    detail: str = Field(sa_column=Column(Text, nullable=False))
+    seen_at: datetime
+
+
 class Timer(SQLModel, table=True):
     """A durable timer owned by the engine (7-day notice clock, T-15/T/T+15, sweeps)."""
 
@@ -323,5 +357,6 @@ SWITCH_ORDERS = table_of(SwitchOrder)
 COMMAND_ATTEMPTS = table_of(CommandAttempt)
 FIELD_ORDERS = table_of(FieldOrder)
 TIMERS = table_of(Timer)
+METER_DEVIATIONS = table_of(MeterDeviation)
 AUDIT = table_of(AuditRecord)
 AUDIT_HEADS = table_of(AuditHead)

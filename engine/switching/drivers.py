@@ -15,8 +15,9 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Protocol
 
-from protocols.dlt645.client import Dlt645Client
+from protocols.dlt645.client import Dlt645Client, ReadResult
 from protocols.dlt645.codes import ControlAction
+from protocols.dlt645.identifiers import StatusWord3
 from protocols.dlt645.messages import Credentials
 from protocols.dlt645.security import SecurityModule, load_security_module, send_control
 from protocols.errors import InputError
@@ -89,6 +90,15 @@ class Dlt645Driver:
         self.credentials = credentials
         self.security = security
         self.security_module = security_module
+        # Where this meter's replies departed from the DL/T 645 tables (a vendor's quirk):
+        # decided on what could be interpreted, recorded on the order (``deviations``).
+        self.deviations: list[dict[str, Any]] = []
+
+    def _note(self, result: ReadResult) -> None:
+        for item in result.deviations:
+            entry = {"di": f"{result.di:08X}", "kind": item.kind, "detail": item.detail}
+            if entry not in self.deviations:
+                self.deviations.append(entry)
 
     async def _control(self, action: ControlAction, valid_until: datetime) -> None:
         if self.security == "encrypted" and self.security_module is not None:
@@ -108,14 +118,21 @@ class Dlt645Driver:
         return self.client.link.bus_key
 
     async def read_meter_number(self) -> str:
-        return await self.client.read_meter_number(self.address)
+        result = await self.client.read(self.address, 0x04000402)
+        self._note(result)
+        return str(result.require_value("meter number"))
 
     async def read_relay(self) -> RelayReading:
-        word = await self.client.read_relay_state(self.address)
+        result = await self.client.read(self.address, StatusWord3.DI)
+        self._note(result)
+        word: dict[str, Any] = result.require_value("status word 3")
+        raw: dict[str, Any] = {k: v for k, v in word.items() if isinstance(v, bool | int | str)}
+        if result.deviations:
+            raw["deviations"] = "; ".join(str(d) for d in result.deviations)
         return RelayReading(
             open=bool(word["relay_open"]),
             command_open=bool(word["relay_command_open"]),
-            raw={k: v for k, v in word.items() if isinstance(v, bool | int | str)},
+            raw=raw,
         )
 
     async def trip(self, valid_until: datetime) -> None:

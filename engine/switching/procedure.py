@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Protocol
@@ -412,6 +412,19 @@ async def run_reconnect(
         None,
         sent,
     )
+
+
+def with_deviations(outcome: SwitchOutcome, driver: object) -> SwitchOutcome:
+    """``outcome`` with the protocol deviations the driver met (``evidence["deviations"]``).
+
+    A vendor's quirk (a status word with a trailing byte, FFH fill) does not stop the order:
+    the procedure decided on what could be interpreted; the deviations stay visible to
+    operators on the order, its field order and ``exceptions``.
+    """
+    found = list(getattr(driver, "deviations", None) or [])
+    if not found:
+        return outcome
+    return replace(outcome, evidence={**outcome.evidence, "deviations": found})
 
 
 async def poll_armed(driver: MeterDriver, journal: Journal) -> SwitchOutcome | None:

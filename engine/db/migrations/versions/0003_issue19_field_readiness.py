@@ -1,0 +1,56 @@
+"""Field readiness (issue 19): protocol deviations, 保电/alarm state at the meter.
+
+Revision ID: 0003_issue19
+Revises: 0002
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+import sqlmodel.sql.sqltypes
+from alembic import op
+
+revision: str = "0003_issue19"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_TS = sqlmodel.sql.sqltypes.UTCDateTime
+_STR = sqlmodel.sql.sqltypes.AutoString
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("meters") as batch:
+        batch.add_column(
+            sa.Column("guarantee_state", _STR(length=16), nullable=False, server_default="unknown")
+        )
+        batch.add_column(
+            sa.Column("alarm_state", _STR(length=16), nullable=False, server_default="unknown")
+        )
+        batch.add_column(sa.Column("status_checked_at", _TS(), nullable=True))
+    op.create_table(
+        "meter_deviations",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("meter_id", sa.Integer(), nullable=True),
+        sa.Column("meter_address", _STR(length=32), nullable=False),
+        sa.Column("order_id", sa.Integer(), nullable=True),
+        sa.Column("source", _STR(length=16), nullable=False),
+        sa.Column("di", _STR(length=8), nullable=False),
+        sa.Column("kind", _STR(length=32), nullable=False),
+        sa.Column("detail", sa.Text(), nullable=False),
+        sa.Column("seen_at", _TS(), nullable=False),
+        sa.CheckConstraint("source IN ('order', 'survey')", name="ck_meter_deviations_source"),
+        sa.ForeignKeyConstraint(["meter_id"], ["meters.id"]),
+        sa.ForeignKeyConstraint(["order_id"], ["switch_orders.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_meter_deviations_meter", "meter_deviations", ["meter_id", "seen_at"])
+    op.create_index("ix_meter_deviations_order_id", "meter_deviations", ["order_id"])
+
+
+def downgrade() -> None:
+    op.drop_table("meter_deviations")
+    with op.batch_alter_table("meters") as batch:
+        batch.drop_column("status_checked_at")
+        batch.drop_column("alarm_state")
+        batch.drop_column("guarantee_state")
