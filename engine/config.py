@@ -124,6 +124,9 @@ class DispatchConfig:
     reconnect_deadline_minutes: int = 120  # after payment; then escalated
     armed_poll_minutes: int = 5  # how often an armed (1BH) meter is read for the button press
     lease_s: int = 60  # a bus or order held by a silent process is free after this
+    # Pre-trip alarm (2AH) at the meter this many minutes before an ordinary disconnection
+    # is due (0: off). Important customers always get it at their T-15 warning.
+    alarm_before_minutes: int = 0
 
 
 @dataclass(frozen=True)

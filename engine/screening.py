@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, and_, func, or_, select
 from sqlmodel import Session
 
 from engine.config import Config
@@ -52,6 +52,7 @@ from engine.db.models import (
 from engine.orders_states import OrderKind
 from engine.store.accounts import arrears_threshold
 from engine.store.cases import load_cases
+from engine.store.exemptions import guarantee_in_force
 from engine.sweeps import disconnected_but_paid
 from policies import evaluate, settings_from_config
 from policies.facts import Decision, Outcome
@@ -62,6 +63,7 @@ SCREENING_KEYS = (
     "state_mismatch",
     "failing_buses",
     "protocol_deviations",
+    "guarantee_mismatch",
 )
 """The lists of :func:`screen`'s document (stable keys)."""
 
@@ -523,6 +525,36 @@ def protocol_deviations(engine: Engine, *, since: datetime) -> list[dict[str, An
     return sorted(grouped.values(), key=lambda e: (e["meter_address"], e["di"], e["kind"]))
 
 
+def guarantee_mismatch(engine: Engine, now: datetime) -> list[dict[str, Any]]:
+    """Meters whose 保电 read back differs from the database (``exceptions``): a guarantee
+    with no approved exemption in force, or an exemption whose meter never confirmed it."""
+    m = METERS.c
+    wanted = guarantee_in_force(now)
+    query = (
+        select(m.address, m.meter_no, m.account_no, m.link, m.guarantee_state,
+               m.status_checked_at, wanted.label("wanted"))
+        .where(
+            m.protocol == "dlt645-2007",
+            or_(and_(wanted, m.guarantee_state != "on"), and_(~wanted, m.guarantee_state == "on")),
+        )
+        .order_by(m.address)
+    )  # fmt: skip
+    with read_session(engine) as session:
+        return [
+            {
+                "meter_address": row.address,
+                "meter_no": row.meter_no,
+                "account_no": row.account_no,
+                "bus": row.link,
+                "meter_guarantee": row.guarantee_state,
+                "exemption_in_force": bool(row.wanted),
+                "why": "exemption_not_confirmed" if row.wanted else "guarantee_without_exemption",
+                "checked_at": row.status_checked_at,
+            }
+            for row in session.execute(query)
+        ]
+
+
 def screen(
     engine: Engine,
     config: Config,
@@ -540,6 +572,7 @@ def screen(
             engine, since=now - options.window, min_failures=options.min_failures
         ),
         "protocol_deviations": protocol_deviations(engine, since=now - options.window),
+        "guarantee_mismatch": guarantee_mismatch(engine, now),
     }
     return {
         "at": now,

@@ -46,7 +46,7 @@ EXEMPTION_STATUSES = ("requested", "approved", "rejected")
 FIELD_ORDER_STATUSES = ("open", "closed")
 RELAY_STATES = ("closed", "open", "armed", "unknown")
 GUARANTEE_STATES = ("on", "off", "unknown")  # 保电 at the meter (status word 3 bit 12)
-DEVIATION_SOURCES = ("order", "survey")
+DEVIATION_SOURCES = ("order", "signal", "survey")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:

@@ -6,12 +6,13 @@ Four eyes: whoever requested an exemption may not approve or reject it.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlmodel import Session
 
 from engine import audit
-from engine.db.models import EXEMPTIONS, Exemption
+from engine.db.models import EXEMPTIONS, METERS, Exemption
 from engine.store.accounts import get_account
 from engine.store.errors import Refused, UnknownRecord
 from protocols.errors import InputError
@@ -125,3 +126,17 @@ def list_exemptions(
         query = query.where(EXEMPTIONS.c.status == status)
     query = query.order_by(EXEMPTIONS.c.requested_at.desc(), EXEMPTIONS.c.id.desc())
     return list(session.execute(query).scalars())
+
+
+def guarantee_in_force(now: datetime) -> Any:
+    """SQL: the meter row's account has an approved exemption (保电) in force at ``now``.
+
+    For queries over ``meters``: what the meter's own guarantee (3AH) should follow.
+    """
+    e = EXEMPTIONS.c
+    return exists().where(
+        e.account_no == METERS.c.account_no,
+        e.status == "approved",
+        e.starts <= now,
+        e.until > now,
+    )

@@ -42,11 +42,23 @@ class RelayReading:
     open: bool
     command_open: bool | None
     raw: dict[str, Any] = field(default_factory=dict)
+    alarm: bool | None = None  # status word 3 bit 7 (预跳闸报警); None: not reported
+    guarantee: bool | None = None  # status word 3 bit 12 (保电, SGCC); None: not reported
 
     @property
     def armed(self) -> bool:
         """Open but commanded closed: a 1BH close-allowed waiting for the customer's button."""
         return self.open and self.command_open is False
+
+
+SIGNAL_ACTIONS = frozenset(
+    {
+        ControlAction.ALARM,
+        ControlAction.ALARM_RELEASE,
+        ControlAction.GUARANTEE,
+        ControlAction.GUARANTEE_RELEASE,
+    }
+)
 
 
 class MeterDriver(Protocol):
@@ -133,10 +145,18 @@ class Dlt645Driver:
             open=bool(word["relay_open"]),
             command_open=bool(word["relay_command_open"]),
             raw=raw,
+            alarm=bool(word["pre_trip_alarm"]),
+            guarantee=bool(word["power_guarantee"]),
         )
 
     async def trip(self, valid_until: datetime) -> None:
         await self._control(ControlAction.TRIP, valid_until)
+
+    async def signal(self, action: ControlAction, valid_until: datetime) -> None:
+        """A 1CH command that does not move the relay: 2AH/2BH alarm, 3AH/3BH 保电."""
+        if action not in SIGNAL_ACTIONS:
+            raise InputError(f"{action.name} is not an alarm or power-guarantee command")
+        await self._control(action, valid_until)
 
     async def close(self, mode: CloseMode, valid_until: datetime) -> None:
         action = (

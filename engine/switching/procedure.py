@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from engine.switching.drivers import CloseMode, MeterDriver, RelayReading
 from policies.facts import Decision, Outcome
+from protocols.dlt645.codes import ControlAction
 from protocols.errors import FrameError, LinkError, MeterRefused, UnexpectedReply
 
 
@@ -408,6 +409,87 @@ async def run_reconnect(
         SwitchStatus.FIELD_ORDER,
         last_cause,
         f"the relay is not closed after {sent} close command(s): field reconnection (现场复电) needed",
+        evidence,
+        None,
+        sent,
+    )
+
+
+# What each signal command should read back from status word 3 (bit 7 alarm, bit 12 保电).
+SIGNAL_READBACK: dict[ControlAction, tuple[str, bool]] = {
+    ControlAction.ALARM: ("alarm", True),
+    ControlAction.ALARM_RELEASE: ("alarm", False),
+    ControlAction.GUARANTEE: ("guarantee", True),
+    ControlAction.GUARANTEE_RELEASE: ("guarantee", False),
+}
+
+
+async def run_signal(
+    driver: Any,
+    action: ControlAction,
+    *,
+    journal: Journal,
+    meter_now: Callable[[], datetime],
+    settings: SwitchSettings | None = None,
+    sleep: Sleep = asyncio.sleep,
+) -> SwitchOutcome:
+    """Send an alarm (2AH/2BH) or power-guarantee (3AH/3BH) command and read it back.
+
+    Like a trip: journaled before it goes out, sent once (a resend only after a read-back
+    showed the bit did not follow), verified only by status word 3 (bit 7 / bit 12). These
+    commands never move the relay, so there is no meter-number check to protect anyone; a
+    refusal or a bit that never follows is reported, not forced.
+    """
+    settings = settings or SwitchSettings()
+    flag, wanted = SIGNAL_READBACK[action]
+    command = action.name.lower()
+    evidence: dict[str, Any] = {"command": command, "expect": {flag: wanted}}
+
+    def done(reading: RelayReading) -> bool:
+        return getattr(reading, flag) is wanted
+
+    sent = 0
+    last_cause = "no_reply"
+    while sent < settings.max_commands:
+        if sent:
+            await sleep(settings.backoff_s * (2 ** (sent - 1)))
+        sent += 1
+        acked, refusal = await _send_once(
+            journal,
+            command,
+            lambda: driver.signal(action, meter_now() + settings.validity),
+            evidence,
+            sent,
+        )
+        if refusal is not None:
+            return SwitchOutcome(
+                SwitchStatus.FIELD_ORDER,
+                _refusal_cause(refusal),
+                f"the meter refused {command}: {refusal}",
+                evidence,
+                None,
+                sent,
+            )
+        reading, detail = await _poll_until(driver, journal, settings, sleep, done)
+        if reading is None:
+            evidence["read_back"] = detail
+            last_cause = "no_readback"
+            continue  # an alarm or guarantee command is safe to repeat
+        evidence["read_back"] = reading.raw
+        if done(reading):
+            return SwitchOutcome(
+                SwitchStatus.VERIFIED,
+                f"{flag}_{'on' if wanted else 'off'}",
+                f"status word 3 reads {flag} {'on' if wanted else 'off'}",
+                evidence,
+                None,
+                sent,
+            )
+        last_cause = "not_confirmed" if acked else "no_reply"
+    return SwitchOutcome(
+        SwitchStatus.FIELD_ORDER,
+        last_cause,
+        f"status word 3 does not confirm {command} after {sent} command(s)",
         evidence,
         None,
         sent,

@@ -39,7 +39,7 @@ def upgrade() -> None:
         sa.Column("kind", _STR(length=32), nullable=False),
         sa.Column("detail", sa.Text(), nullable=False),
         sa.Column("seen_at", _TS(), nullable=False),
-        sa.CheckConstraint("source IN ('order', 'survey')", name="ck_meter_deviations_source"),
+        sa.CheckConstraint("source IN ('order', 'signal', 'survey')", name="ck_meter_deviations_source"),
         sa.ForeignKeyConstraint(["meter_id"], ["meters.id"]),
         sa.ForeignKeyConstraint(["order_id"], ["switch_orders.id"]),
         sa.PrimaryKeyConstraint("id"),
