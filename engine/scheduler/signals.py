@@ -35,6 +35,7 @@ import structlog
 from sqlalchemy import Engine, and_, exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
+from base.errors import ConfigError, InputError
 from engine import audit
 from engine.db.database import read_session, transaction
 from engine.db.models import METERS, SWITCH_ORDERS
@@ -47,7 +48,7 @@ from engine.store.exemptions import guarantee_in_force
 from engine.switching.drivers import RelayReading
 from engine.switching.procedure import SwitchOutcome, SwitchStatus, run_signal, with_deviations
 from protocols.dlt645.codes import ControlAction
-from protocols.errors import ConfigError, InputError, LinkError
+from protocols.errors import LinkError
 
 log = structlog.get_logger("engine.signals")
 

@@ -11,11 +11,11 @@ from typing import Any
 from sqlalchemy import exists, select
 from sqlmodel import Session
 
+from base.errors import InputError
 from engine import audit
 from engine.db.models import EXEMPTIONS, METERS, Exemption
 from engine.store.accounts import get_account
 from engine.store.errors import Refused, UnknownRecord
-from protocols.errors import InputError
 
 
 def request_exemption(

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from protocols.errors import InputError
+from base.errors import InputError
 
 PW_LENGTH = 16
 

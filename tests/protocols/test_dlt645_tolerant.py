@@ -42,7 +42,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def app() -> typer.Typer:
-    from engine.cli.main import app as cli_app
+    from interfaces.cli.main import app as cli_app
 
     return cli_app
 

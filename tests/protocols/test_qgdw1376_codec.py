@@ -307,7 +307,7 @@ def test_control_forward_round_trips_and_hides_the_password() -> None:
 
 
 def test_pw_comes_from_a_pluggable_authenticator() -> None:
-    from protocols.errors import InputError
+    from base.errors import InputError
     from protocols.links.concentrator import ConcentratorLink
     from protocols.qgdw1376.auth import (
         ZeroPw,

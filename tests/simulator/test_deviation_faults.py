@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.switching.drivers import Dlt645Driver
-from protocols.dlt645.client import Dlt645Client
+from protocols.client.dlt645 import Dlt645Client
 from protocols.dlt645.codes import ControlAction
 from protocols.dlt645.frame import decode_frame
 from protocols.dlt645.messages import Credentials
