@@ -291,6 +291,35 @@ class MeterDeviation(SQLModel, table=True):
     seen_at: datetime
 
 
+class Survey(SQLModel, table=True):
+    """A read-only survey of meters before a campaign (``meterctl survey``)."""
+
+    __tablename__ = "surveys"
+
+    id: str = Field(primary_key=True, max_length=64)
+    scope: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    started_at: datetime
+    finished_at: datetime | None = None
+    actor: str = Field(default="", max_length=64)
+
+
+class SurveyResult(SQLModel, table=True):
+    """What one meter answered in one survey, and what would stop a campaign on it."""
+
+    __tablename__ = "survey_results"
+    __table_args__ = (UniqueConstraint("survey_id", "meter_id", name="uq_survey_results_meter"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    survey_id: str = Field(foreign_key="surveys.id", max_length=64, index=True)
+    meter_id: int = Field(foreign_key="meters.id")
+    meter_address: str = Field(max_length=32)
+    link: str = Field(default="", max_length=500)
+    status: str = Field(max_length=16)  # ok | problem | silent
+    problems: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    observed: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    surveyed_at: datetime
+
+
 class Timer(SQLModel, table=True):
     """A durable timer owned by the engine (7-day notice clock, T-15/T/T+15, sweeps)."""
 
@@ -358,5 +387,7 @@ COMMAND_ATTEMPTS = table_of(CommandAttempt)
 FIELD_ORDERS = table_of(FieldOrder)
 TIMERS = table_of(Timer)
 METER_DEVIATIONS = table_of(MeterDeviation)
+SURVEYS = table_of(Survey)
+SURVEY_RESULTS = table_of(SurveyResult)
 AUDIT = table_of(AuditRecord)
 AUDIT_HEADS = table_of(AuditHead)

@@ -1,4 +1,4 @@
-"""Field readiness (issue 19): protocol deviations, 保电/alarm state at the meter.
+"""Field readiness (issue 19): protocol deviations, 保电/alarm state at the meter, surveys.
 
 Revision ID: 0003_issue19
 Revises: 0002
@@ -46,9 +46,37 @@ def upgrade() -> None:
     )
     op.create_index("ix_meter_deviations_meter", "meter_deviations", ["meter_id", "seen_at"])
     op.create_index("ix_meter_deviations_order_id", "meter_deviations", ["order_id"])
+    op.create_table(
+        "surveys",
+        sa.Column("id", _STR(length=64), nullable=False),
+        sa.Column("scope", sa.JSON(), nullable=False),
+        sa.Column("started_at", _TS(), nullable=False),
+        sa.Column("finished_at", _TS(), nullable=True),
+        sa.Column("actor", _STR(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_table(
+        "survey_results",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("survey_id", _STR(length=64), nullable=False),
+        sa.Column("meter_id", sa.Integer(), nullable=False),
+        sa.Column("meter_address", _STR(length=32), nullable=False),
+        sa.Column("link", _STR(length=500), nullable=False),
+        sa.Column("status", _STR(length=16), nullable=False),
+        sa.Column("problems", sa.JSON(), nullable=False),
+        sa.Column("observed", sa.JSON(), nullable=False),
+        sa.Column("surveyed_at", _TS(), nullable=False),
+        sa.ForeignKeyConstraint(["survey_id"], ["surveys.id"]),
+        sa.ForeignKeyConstraint(["meter_id"], ["meters.id"]),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("survey_id", "meter_id", name="uq_survey_results_meter"),
+    )
+    op.create_index("ix_survey_results_survey_id", "survey_results", ["survey_id"])
 
 
 def downgrade() -> None:
+    op.drop_table("survey_results")
+    op.drop_table("surveys")
     op.drop_table("meter_deviations")
     with op.batch_alter_table("meters") as batch:
         batch.drop_column("status_checked_at")
