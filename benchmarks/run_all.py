@@ -191,6 +191,22 @@ def reconnect_block(f: dict[str, Any], m: dict[str, Any]) -> str:
     return _block("reconnect", [command("reconnect.py")], body, m)
 
 
+def survey_block(f: dict[str, Any], m: dict[str, Any]) -> str:
+    body = [
+        "| figure | this run |",
+        "|---|---|",
+        f"| meters / buses / baud | {f['meters']} / {f['buses']} / {f['baud']} |",
+        f"| reads per meter | {f['reads_per_meter']} ({f['frames_on_buses']} frames on the buses) |",
+        f"| wall time | {f['wall_s']} s |",
+        f"| bus limit (busiest bus's wire time + reply delays) | {f['bus_limit_s']} s |",
+        f"| ratio (goal <= {f['goal_ratio']}) | **{f['ratio']}**: "
+        f"{'met' if f['within_goal'] else 'NOT met'} |",
+        f"| engine CPU per meter | {f['engine_cpu_ms_per_meter']} ms |",
+        f"| results | {_counts(f['statuses'])} |",
+    ]
+    return _block("survey", [command("survey.py")], body, m)
+
+
 # -- writing docs/performance.md ---------------------------------------------------------------
 
 SECTIONS = {  # block name -> the heading of the section it belongs to
@@ -199,6 +215,7 @@ SECTIONS = {  # block name -> the heading of the section it belongs to
     "plan": "## Planning a county",
     "dispatch": "## Dispatch against the bus limit (and scale-out on PostgreSQL)",
     "reconnect": "## Reconnection latency",
+    "survey": "## Read-only survey against the bus limit",
 }
 
 
@@ -268,6 +285,10 @@ def main() -> None:
         extra = ("--meters", "200", "--buses", "10", "--payments", "10") if quick else ()
         figures["reconnect"] = run("reconnect.py", *extra)
         blocks["reconnect"] = reconnect_block(figures["reconnect"], m)
+    if wanted("survey"):
+        extra = ("--meters", "200", "--buses", "10") if quick else ()
+        figures["survey"] = run("survey.py", *extra)
+        blocks["survey"] = survey_block(figures["survey"], m)
     if blocks and not args.no_write and not quick:
         write_doc(blocks)
         log(f"wrote {len(blocks)} section(s) of {DOC.relative_to(ROOT)}")
