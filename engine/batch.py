@@ -58,6 +58,9 @@ def create_orders(
     """Create orders for the decisions that allow (or schedule) a disconnection."""
     created = CreatedOrders(batch_id)
     warn = timedelta(minutes=config.policy.important_warning_minutes)
+    # [dispatch] alarm_before_minutes: ordinary disconnections wait that long after the
+    # meter's pre-trip alarm (2AH, sent by serve's tick: engine/scheduler/signals.py).
+    alarm_before = timedelta(minutes=config.dispatch.alarm_before_minutes)
     for chunk in _chunks(
         (d for d in decisions if d.outcome in (Outcome.DISCONNECT, Outcome.SCHEDULE)), CHUNK
     ):
@@ -116,6 +119,7 @@ def create_orders(
                     updated_at=now,
                     notice_time=notice_time,
                     recipients=[r for r in recipients if r],
+                    not_before=now + alarm_before if alarm_before and not scheduled else None,
                 )
                 session.add(order)
                 session.flush()

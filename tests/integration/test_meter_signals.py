@@ -173,6 +173,29 @@ def test_warning_sends_the_alarm_and_a_payment_releases_it(world: EngineWorld) -
     assert world.fleet.relay(warned).is_open is False
 
 
+def test_alarm_before_holds_ordinary_disconnections_back_for_the_alarm(
+    world: EngineWorld,
+) -> None:
+    import dataclasses
+
+    due = world.fleet.addresses[2]
+    config = world.config
+    world.config = dataclasses.replace(
+        config, dispatch=dataclasses.replace(config.dispatch, alarm_before_minutes=10)
+    )
+    world.import_fleet()
+    world.plan_and_create(accounts=[account_no_for(due)])
+
+    assert world.dispatch().results == []  # not due yet: the alarm comes first
+    assert world.fleet.relay(due).is_open is False
+    (alarm,) = sync(world, alarm_before=timedelta(minutes=10))
+    assert (alarm.address, alarm.command, alarm.verified) == (due, "alarm", True)
+    order = world.orders()[account_no_for(due)]
+    assert order["not_before"] is not None
+    left = order["not_before"] - datetime.now(UTC)
+    assert timedelta(minutes=9) < left <= timedelta(minutes=10)
+
+
 def test_ordinary_disconnections_can_be_preceded_by_an_alarm(world: EngineWorld) -> None:
     due = world.fleet.addresses[1]
     world.import_fleet()

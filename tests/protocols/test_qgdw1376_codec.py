@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocols.errors import FrameChecksumError, FrameLengthError, FrameStructureError
@@ -341,3 +341,32 @@ def test_pw_comes_from_a_pluggable_authenticator() -> None:
 
     with pytest.raises(InputError, match="returned 1 bytes"):
         checked_pw(Short(), "32010001", 0x10, 1, b"")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    fn=st.sampled_from([10, 11]),
+    port=st.integers(1, 31),
+    target=st.from_regex(r"[0-9]{12}", fullmatch=True),
+    relays=st.lists(st.from_regex(r"[0-9]{12}", fullmatch=True), max_size=3),
+    flag=st.integers(0, 255),
+    password=st.binary(max_size=16),
+    pw=st.binary(min_size=16, max_size=16),
+    seq=st.integers(0, 15),
+)
+def test_control_forward_requests_round_trip(
+    fn: int,
+    port: int,
+    target: str,
+    relays: list[str],
+    flag: int,
+    password: bytes,
+    pw: bytes,
+    seq: int,
+) -> None:
+    from protocols.qgdw1376.frame import Deframer, TerminalAddress
+    from protocols.qgdw1376.messages import ControlForwardRequest, decode_control_forward_request
+
+    request = ControlForwardRequest(fn, port, target, flag, password, tuple(relays), pw)
+    (frame,) = Deframer().feed(request.to_frame(TerminalAddress.parse("32010001"), seq).encode())
+    assert decode_control_forward_request(frame) == request
