@@ -72,7 +72,11 @@ def test_every_field_vector_names_its_source() -> None:
     assert sum(v["origin"] == "captured" for v in FIELD) >= 4
 
 
-@pytest.mark.parametrize("vector", FIELD, ids=[v["meaning"][:50] for v in FIELD])
+WELL_FRAMED = [v for v in FIELD if "framing_error" not in v]
+BROKEN = [v for v in FIELD if "framing_error" in v]
+
+
+@pytest.mark.parametrize("vector", WELL_FRAMED, ids=[v["meaning"][:50] for v in WELL_FRAMED])
 def test_field_vectors_decode_with_their_deviations(
     app: typer.Typer, vector: dict[str, Any]
 ) -> None:
@@ -86,6 +90,15 @@ def test_field_vectors_decode_with_their_deviations(
     elif vector["deviations"] and doc["message"] == "read_reply":
         # Nothing interpretable is shown as nothing, never as a guess.
         assert "value" not in doc or vector["deviations"] == ["unknown_di"]
+
+
+@pytest.mark.parametrize("vector", BROKEN, ids=[v["meaning"][:50] for v in BROKEN])
+def test_captured_broken_frames_still_exit_2_naming_the_byte(
+    app: typer.Typer, vector: dict[str, Any]
+) -> None:
+    result = runner.invoke(app, ["frame", "decode", vector["hex"]])
+    assert result.exit_code == 2
+    assert vector["framing_error"] in result.output and "at byte" in result.output
 
 
 @pytest.mark.parametrize("vector", REFERENCE, ids=[v["hex"][:24] for v in REFERENCE])
