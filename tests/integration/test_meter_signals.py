@@ -22,6 +22,7 @@ from engine.store.exemptions import decide_exemption, request_exemption
 from engine.store.orders import move_order
 from simulator.fleet import Fleet
 from simulator.fleetfile import MeterSpec
+from tests.integration.databases import world_db_url
 from tests.integration.harness import EngineWorld, account_no_for
 
 CONCENTRATOR = "concentrator://127.0.0.1:0?terminal=32010001&meter_timeout=0.5&timeout=5&port=2"
@@ -38,9 +39,10 @@ def _fleet(kind: str) -> Fleet:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[EngineWorld]:
+def world(tmp_path: Path, world_db_url: str | None) -> Iterator[EngineWorld]:
+    """TCP meters; the store on SQLite and, when a server is available, on PostgreSQL."""
     with _fleet("tcp") as fleet:
-        yield EngineWorld(tmp_path, fleet)
+        yield EngineWorld(tmp_path, fleet, db_url=world_db_url)
 
 
 @pytest.fixture(params=["tcp", "serial", "concentrator"])
@@ -208,3 +210,6 @@ def test_ordinary_disconnections_can_be_preceded_by_an_alarm(world: EngineWorld)
     assert world.fleet.relay(due).is_open
     (release,) = sync(world, alarm_before=timedelta(minutes=30))
     assert release.command == "alarm_release"
+
+
+__all__ = ["world_db_url"]

@@ -17,13 +17,15 @@ from engine.store.exemptions import decide_exemption, request_exemption
 from interfaces.cli.main import app
 from simulator.fleet import Fleet
 from simulator.state import RelayState
+from tests.integration.databases import world_db_url
 from tests.integration.harness import EngineWorld, account_no_for
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[EngineWorld]:
+def world(tmp_path: Path, world_db_url: str | None) -> Iterator[EngineWorld]:
+    """The store on SQLite and, when a server is available, on PostgreSQL."""
     with Fleet.generate(meters=8, buses=2, time_scale=0, seed=4) as fleet:
-        yield EngineWorld(tmp_path, fleet)
+        yield EngineWorld(tmp_path, fleet, db_url=world_db_url)
 
 
 def survey(world: EngineWorld, *args: str) -> tuple[int, dict[str, Any]]:
@@ -119,3 +121,6 @@ def test_survey_needs_a_scope_and_a_known_link(world: EngineWorld) -> None:
     link = world.fleet.link_of(world.fleet.addresses[0])
     code, doc = survey(world, "--link", link, "--json")
     assert code == 0 and doc["surveyed"] == doc["in_scope"] == 4
+
+
+__all__ = ["world_db_url"]
