@@ -118,6 +118,27 @@ def test_an_approved_exemption_is_pushed_to_the_meter_and_released_when_it_ends(
         assert len(audited.all()) == 2
 
 
+def test_a_revoked_exemption_releases_the_meter(world: EngineWorld) -> None:
+    from engine.store.exemptions import revoke_exemption
+
+    guarded = world.fleet.addresses[1]
+    world.import_fleet()
+    exemption_id = approve_exemption(world, account_no_for(guarded))
+    assert [r.command for r in sync(world)] == ["guarantee"]
+    with transaction(world.engine) as session:
+        revoke_exemption(
+            session, exemption_id, actor="carol", now=datetime.now(UTC), reason="paid up"
+        )
+
+    (release,) = sync(world)
+
+    assert (release.command, release.verified) == ("guarantee_release", True)
+    assert world.fleet.meter(guarded).guarantee is False
+    with world.engine.connect() as conn:
+        actions = [r[0] for r in conn.execute(select(AUDIT.c.action))]
+    assert "exemption.revoked" in actions
+
+
 def test_a_meter_that_never_confirms_the_guarantee_is_named_in_exceptions(
     world: EngineWorld,
 ) -> None:
@@ -213,3 +234,20 @@ def test_ordinary_disconnections_can_be_preceded_by_an_alarm(world: EngineWorld)
 
 
 __all__ = ["world_db_url"]
+
+
+def test_exemptions_revoke_cli(world: EngineWorld) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from interfaces.cli.main import app
+
+    world.import_fleet()
+    exemption_id = approve_exemption(world, account_no_for(world.fleet.addresses[0]))
+    base = ["--config", str(world.config_path), "exemptions", "revoke", str(exemption_id)]
+    result = CliRunner().invoke(app, [*base, "--reason", "no longer needed", "--json"])
+    assert result.exit_code == 0, result.output
+    assert datetime.fromisoformat(json.loads(result.stdout)["until"]) <= datetime.now(UTC)
+    again = CliRunner().invoke(app, [*base, "--reason", "twice"])
+    assert again.exit_code == 2 and "already ended" in again.output
