@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -56,6 +57,7 @@ CLIENT_HEADER = "X-Meterctl-Client"
 CONTROLS = "/cim/v1/EndDeviceControls"
 DEVICES = "/cim/v1/EndDevices"
 OPENAPI = "/openapi.json"
+READ_GUARD_PATHS = 10_000  # paths whose read signatures are remembered (oldest forgotten)
 MAX_BODY = 16 * 1024 * 1024  # 10,000 devices take about 1 MB; a 50 MB body is refused
 
 
@@ -95,6 +97,9 @@ class IntegrationApi:
         self.on_accepted = on_accepted
         self.max_skew_s = float(config.hooks.max_clock_skew_s)
         self.guard = ReplayGuard(self.max_skew_s)
+        # A GET is signed over an empty body, so two reads in the same second carry the same
+        # signature: replays of reads are remembered per path instead (a read changes nothing).
+        self._read_guards: OrderedDict[str, ReplayGuard] = OrderedDict()
         self._openapi = openapi_document()
 
     def __repr__(self) -> str:
@@ -107,6 +112,16 @@ class IntegrationApi:
         app.router.add_get(OPENAPI, self.get_openapi)
 
     # -- identity ---------------------------------------------------------------------------
+
+    def _guard_for(self, request: web.Request) -> ReplayGuard:
+        if request.method == "POST":
+            return self.guard
+        path = request.path
+        guard = self._read_guards.pop(path, None) or ReplayGuard(self.max_skew_s, max_entries=1000)
+        self._read_guards[path] = guard
+        while len(self._read_guards) > READ_GUARD_PATHS:
+            self._read_guards.popitem(last=False)
+        return guard
 
     def _authenticate(self, request: web.Request, body: bytes) -> ApiClient:
         name = (request.headers.get(CLIENT_HEADER) or "").strip()
@@ -123,7 +138,7 @@ class IntegrationApi:
                 body,
                 now=self.clock.now().timestamp(),
                 max_skew_s=self.max_skew_s,
-                guard=self.guard,
+                guard=self._guard_for(request),
             )
         except SignatureRefused as exc:
             raise Unauthorised(exc.reason, name) from None
