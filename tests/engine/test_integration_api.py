@@ -30,7 +30,8 @@ from tests.engine import store_helpers
 from tests.engine.scheduler_helpers import make_config
 from tests.engine.store_helpers import MONDAY_10_SHANGHAI, add_account
 
-sqlite_engine = store_helpers.sqlite_engine  # fixture
+sqlite_engine = store_helpers.sqlite_engine  # fixtures
+db_engine = store_helpers.db_engine
 
 KEY = b"cis-key-0123456789"
 VIEW_KEY = b"viewer-key-0123456789"
@@ -112,7 +113,8 @@ class Api:
 
 
 @pytest.fixture
-async def api(sqlite_engine: Engine) -> AsyncIterator[Api]:
+async def api(db_engine: Engine) -> AsyncIterator[Api]:
+    sqlite_engine = db_engine  # SQLite, and PostgreSQL when a server is available
     for n in ("A1", "A2", "A3"):
         add_account(sqlite_engine, n, balance="-30.00" if n != "A2" else "50.00")
         with transaction(sqlite_engine) as session:

@@ -26,11 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
+from engine.db.integration import API_MESSAGES
+from engine.db.models import SWITCH_ORDERS
 from simulator.fleet import Fleet
 from simulator.state import RelayState
+from tests.integration.databases import postgres_db_url
 from tests.integration.harness import EngineWorld, account_no_for
 from tests.integration.test_multiserve import Serve, _until
+
+__all__ = ["postgres_db_url"]
 
 KEY = "cis-integration-key"
 EXTRA = f"""
@@ -296,6 +302,54 @@ def test_serve_sigkilled_between_request_and_callback_still_delivers_every_event
         finally:
             for s in (first, second):
                 if s is not None and s.proc.poll() is None:
+                    s.proc.send_signal(signal.SIGTERM)
+                    s.proc.wait(30)
+            receiver.close()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_one_message_posted_to_two_serve_processes_on_postgresql_is_taken_once(
+    tmp_path: Path, postgres_db_url: str
+) -> None:
+    with Fleet.generate(meters=6, buses=2, time_scale=0.1, seed=23) as fleet:
+        world = EngineWorld(tmp_path, fleet, db_url=postgres_db_url, extra_config=EXTRA)
+        world.import_fleet()
+        meters = [fleet.meter(a).meter_no for a in fleet.addresses]
+        receiver = Receiver()
+        servers = [Serve(world, n) for n in (1, 2)]
+        try:
+            _until("both listening", lambda: all(s.hook_url() for s in servers), 30, servers)
+            doc = controls("twice", OPEN, meters, receiver.url)
+            answers: list[tuple[int, Any]] = []
+            threads = [
+                threading.Thread(
+                    target=lambda s=s: answers.append(
+                        call(base_url(s), "POST", "/cim/v1/EndDeviceControls", doc)
+                    )
+                )
+                for s in servers
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            assert [status for status, _ in answers] == [200, 200]
+            assert answers[0][1] == answers[1][1]
+            events = _until(
+                "every event", lambda: complete(receiver, "twice", len(meters)), 90, servers
+            )
+            assert summary(events) == "SUCCESSFUL"
+            with world.engine.connect() as conn:
+                taken = conn.execute(select(func.count()).select_from(API_MESSAGES)).scalar_one()
+                orders = conn.execute(select(func.count()).select_from(SWITCH_ORDERS)).scalar_one()
+            assert (taken, orders) == (1, len(meters))
+            for address in fleet.addresses:
+                trips = [e for e in fleet.events(address) if e.get("action") == "trip"]
+                assert len(trips) == 1, address
+        finally:
+            for s in servers:
+                if s.proc.poll() is None:
                     s.proc.send_signal(signal.SIGTERM)
                     s.proc.wait(30)
             receiver.close()
