@@ -43,21 +43,18 @@ from dispatch import BAUD, _busy, _write_accounts
 from support import ROOT, Simulator, database, db_kind, emit, free_port, log, machine, write_config
 
 KEY = "bench-cis-key"
-EXTRA = (
-    """
+EXTRA = """
 [hooks]
 payment_key = "bench-pay-key"
 listen = "127.0.0.1:{port}"
 [api.clients.cis]
-key = "%s"
+key = "{key}"
 role = "operator"
 [scheduler]
 sweep_times = []
 [logging]
 level = "WARNING"
 """
-    % KEY
-)
 
 
 class Receiver:
@@ -71,7 +68,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 at = time.time()
                 stamp = self.headers.get("X-Meterctl-Timestamp", "")
@@ -163,7 +160,7 @@ def bench(meters: int, buses: int, devices: int, seed: int) -> dict[str, Any]:
         folder = Path(tmp)
         with database(None, folder) as url:
             port = free_port()
-            config_path = write_config(folder, url, EXTRA.format(port=port))
+            config_path = write_config(folder, url, EXTRA.format(port=port, key=KEY))
             log(f"starting the simulator: {meters} meters on {buses} buses")
             with Simulator(
                 folder, "--meters", str(meters), "--buses", str(buses), "--time-scale", "1",

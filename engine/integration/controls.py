@@ -21,7 +21,7 @@ Three steps, each one transaction:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -54,8 +54,9 @@ from engine.payments import ensure_reconnect_order
 from engine.store.cases import load_cases
 from engine.store.orders import move_order
 from policies import check_batch_limit, plan_batch, settings_from_config
-from policies.facts import Outcome, Verdict
+from policies.facts import Decision, Outcome, Reason, Verdict
 
+ORDER_CHUNK = 200  # accounts whose orders are created in one transaction
 CHUNK = 900  # IN-list size (SQLite allows 32766 variables; keep statements small anyway)
 
 # Disconnect states a cancel (or a reconnection request) may still stop: nothing on the wire.
@@ -330,9 +331,18 @@ def _refusal(decision: Any) -> str:
 
 
 def materialize_pending(
-    engine: Engine, config: Config, *, now: datetime, notifier: Notifier, max_messages: int = 20
+    engine: Engine,
+    config: Config,
+    *,
+    now: datetime,
+    notifier: Notifier,
+    max_messages: int = 20,
+    on_buses: Callable[[set[str]], None] | None = None,
 ) -> Materialized:
-    """Turn accepted devices into orders (or ERROR outcomes); any process may run it."""
+    """Turn accepted devices into orders (or ERROR outcomes); any process may run it.
+
+    ``on_buses`` is called with the buses that have new orders after each committed chunk.
+    """
     done = Materialized()
     with read_session(engine) as session:
         pending = list(
@@ -345,7 +355,9 @@ def materialize_pending(
             ).scalars()
         )
     for message_pk in pending:
-        _materialize_message(engine, config, message_pk, now=now, notifier=notifier, done=done)
+        _materialize_message(
+            engine, config, message_pk, now=now, notifier=notifier, done=done, on_buses=on_buses
+        )
     return done
 
 
@@ -374,6 +386,7 @@ def _materialize_message(
     now: datetime,
     notifier: Notifier,
     done: Materialized,
+    on_buses: Callable[[set[str]], None] | None,
 ) -> None:
     with read_session(engine) as session:
         rows = session.execute(
@@ -392,7 +405,41 @@ def _materialize_message(
     decisions = {d.account_no: d for d in plan.decisions}
     eligible = [d for d in plan.decisions if d.outcome in (Outcome.DISCONNECT, Outcome.SCHEDULE)]
     limit = check_batch_limit(len(eligible), in_scope, settings)
+    # Orders are created a chunk of accounts per transaction and their buses woken after
+    # each, so the first meters are switching while the rest are still being created. (A
+    # crash between chunks leaves the rest accepted; the next pass plans them again, with a
+    # batch limit counted on fewer accounts than the one that already passed.)
+    by_account: dict[str, list[Any]] = {}
+    for r in rows:
+        by_account.setdefault(r.account_no, []).append(r)
+    accounts = sorted(by_account)
+    for start in range(0, len(accounts), ORDER_CHUNK):
+        chunk = [r for a in accounts[start : start + ORDER_CHUNK] for r in by_account[a]]
+        wanted = {r.account_no for r in chunk}
+        woken = set(done.buses)
+        _materialize_chunk(
+            engine, config, message_pk, chunk, decisions,
+            [d for d in eligible if d.account_no in wanted], limit,
+            now=now, notifier=notifier, done=done,
+        )  # fmt: skip
+        if on_buses is not None and done.buses - woken:
+            on_buses(done.buses - woken)
 
+
+def _materialize_chunk(
+    engine: Engine,
+    config: Config,
+    message_pk: int,
+    rows: list[Any],
+    decisions: dict[str, Decision],
+    eligible: list[Decision],
+    limit: Reason,
+    *,
+    now: datetime,
+    notifier: Notifier,
+    done: Materialized,
+) -> None:
+    disconnect_accounts = sorted({r.account_no for r in rows if r.action == Action.DISCONNECT})
     with transaction(engine) as session:
         message = lock_rows(session, API_MESSAGES.c.id, [message_pk]).get(message_pk)
         if message is None:

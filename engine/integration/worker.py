@@ -61,6 +61,11 @@ class IntegrationWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         sending = asyncio.create_task(self._send_loop(stop)) if self.send is not None else None
+        loop = asyncio.get_running_loop()
+
+        def woken(buses: set[str]) -> None:  # from the database thread, after each chunk
+            loop.call_soon_threadsafe(self.wake_buses, sorted(buses))
+
         try:
             while not stop.is_set():
                 self._work.clear()
@@ -71,9 +76,8 @@ class IntegrationWorker:
                         self.config,
                         now=self.clock.now(),
                         notifier=self.notifier,
+                        on_buses=woken,
                     )
-                    if made.buses:
-                        self.wake_buses(sorted(made.buses))
                     if made.devices:
                         log.info("api.ordered", devices=made.devices, orders=len(made.orders))
                     finished = await asyncio.to_thread(
