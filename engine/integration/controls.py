@@ -390,9 +390,9 @@ def _materialize_message(
 ) -> None:
     with read_session(engine) as session:
         rows = session.execute(
-            select(*_DEVICE_COLUMNS).where(
-                API_DEVICES.c.message_pk == message_pk, API_DEVICES.c.stage == "accepted"
-            )
+            select(*_DEVICE_COLUMNS, METERS.c.link)
+            .outerjoin(METERS, METERS.c.meter_no == API_DEVICES.c.meter_no)
+            .where(API_DEVICES.c.message_pk == message_pk, API_DEVICES.c.stage == "accepted")
         ).all()
         in_scope = int(session.execute(select(func.count()).select_from(ACCOUNTS)).scalar_one())
     if not rows:
@@ -412,7 +412,7 @@ def _materialize_message(
     by_account: dict[str, list[Any]] = {}
     for r in rows:
         by_account.setdefault(r.account_no, []).append(r)
-    accounts = sorted(by_account)
+    accounts = _across_buses({a: devices[0].link or "" for a, devices in by_account.items()})
     for start in range(0, len(accounts), ORDER_CHUNK):
         chunk = [r for a in accounts[start : start + ORDER_CHUNK] for r in by_account[a]]
         wanted = {r.account_no for r in chunk}
@@ -424,6 +424,19 @@ def _materialize_message(
         )  # fmt: skip
         if on_buses is not None and done.buses - woken:
             on_buses(done.buses - woken)
+
+
+def _across_buses(bus_of: dict[str, str]) -> list[str]:
+    """Accounts ordered one bus after another (round robin), so each chunk of orders gives
+    work to every bus instead of a few buses all of it."""
+    per_bus: dict[str, list[str]] = {}
+    for account in sorted(bus_of):
+        per_bus.setdefault(bus_of[account], []).append(account)
+    queues = [per_bus[bus] for bus in sorted(per_bus)]
+    ordered: list[str] = []
+    for i in range(max((len(q) for q in queues), default=0)):
+        ordered.extend(q[i] for q in queues if i < len(q))
+    return ordered
 
 
 def _materialize_chunk(
