@@ -173,7 +173,7 @@ def bench(meters: int, buses: int, devices: int, seed: int) -> dict[str, Any]:
                 receiver = Receiver()
                 stderr = (folder / "serve.log").open("wb")
                 serve = subprocess.Popen(
-                    [sys.executable, "-m", "engine.cli.main", "--config", str(config_path),
+                    [sys.executable, "-m", "interfaces.cli.main", "--config", str(config_path),
                      "serve", "--no-json-logs"],
                     cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr, stdin=subprocess.DEVNULL,
                 )  # fmt: skip

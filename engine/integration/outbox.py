@@ -13,7 +13,7 @@ callback_backoff_s`` doubling up to ``callback_max_backoff_s``) and given up aft
 ``callback_retry_hours`` (audited; its events stay readable with GET).
 
 The HTTP side is not here: the server passes a ``post`` function (see
-:mod:`engine.hooks.cim`). Only the scheduler leader delivers, so one process sends at a time.
+:mod:`interfaces.http.cim`). Only the scheduler leader delivers, so one process sends at a time.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 import structlog
 from sqlalchemy import Engine
 
-from engine.clock import Clock
+from base.clock import Clock
 from engine.config import Config
 from engine.integration import outbox
 from engine.integration.controls import materialize_pending

@@ -13,19 +13,19 @@ import aiohttp
 import pytest
 from sqlalchemy import Engine, func, select, update
 
-from engine.clock import FrozenClock
+from base.clock import FrozenClock
 from engine.db import transaction
 from engine.db.integration import API_CALLBACKS, API_DEVICES, API_MESSAGES
 from engine.db.models import AUDIT, SWITCH_ORDERS, Notice, SwitchOrder
-from engine.hooks.cim import IntegrationApi
-from engine.hooks.payments import PaymentHook, start_hook
-from engine.hooks.signature import sign
 from engine.integration import outbox
 from engine.integration.controls import materialize_pending
 from engine.integration.events import collect_finished, event_id
 from engine.notify import OutboxNotifier
 from engine.orders_states import DisconnectState
 from engine.store import move_order
+from interfaces.http.cim import IntegrationApi
+from interfaces.http.payments import PaymentHook, start_hook
+from interfaces.http.signature import sign
 from tests.engine import store_helpers
 from tests.engine.scheduler_helpers import make_config
 from tests.engine.store_helpers import MONDAY_10_SHANGHAI, add_account

@@ -1,4 +1,4 @@
-"""The OpenAPI document (engine/hooks/openapi.json) matches the server: schemathesis generates
+"""The OpenAPI document (interfaces/http/openapi.json) matches the server: schemathesis generates
 requests from it (valid and invalid bodies, odd path parameters), each signed like a real
 client's, and checks every answer: never a 5xx, only documented status codes and content
 types, and bodies that match the documented schemas."""
@@ -24,9 +24,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from engine.db import init_db, make_engine
-from engine.hooks.cim import IntegrationApi, openapi_document
-from engine.hooks.payments import PaymentHook, start_hook
-from engine.hooks.signature import sign
+from interfaces.http.cim import IntegrationApi, openapi_document
+from interfaces.http.payments import PaymentHook, start_hook
+from interfaces.http.signature import sign
 from tests.engine.scheduler_helpers import make_config
 from tests.engine.store_helpers import add_account
 
