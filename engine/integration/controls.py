@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, func, insert, select, update
@@ -212,6 +212,11 @@ def accept_message(
             )
         elif control.EndDeviceGroups:
             problem = "EndDeviceGroups are not supported: name each device in EndDevices"
+        elif _later(control.scheduledInterval, now):
+            problem = (
+                "scheduledInterval.start in the future is not supported: "
+                "send the control when it is to be carried out"
+            )
         elif not control.EndDevices:
             problem = "the control names no EndDevices"
         if problem is not None:
@@ -294,6 +299,15 @@ def accept_message(
             raise
         return _duplicate(client, header.MessageID, taken)
     return Accepted(reply, accepted_devices=accepted)
+
+
+def _later(interval: Any, now: datetime) -> bool:
+    start = interval.start if interval is not None else None
+    if start is None:
+        return False
+    if start.tzinfo is None:  # an ISO time without offset: UTC, as CIM timestamps are
+        start = start.replace(tzinfo=UTC)
+    return bool(start > now + timedelta(minutes=1))
 
 
 def _device_ids(session: Any, message_pk: int, seqs: list[int]) -> dict[int, int]:

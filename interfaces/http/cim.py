@@ -19,7 +19,7 @@ import asyncio
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -106,9 +106,9 @@ class IntegrationApi:
         return f"IntegrationApi(clients={sorted(self.clients)})"
 
     def install(self, app: web.Application) -> None:
-        app.router.add_post(CONTROLS, self.post_controls)
-        app.router.add_get(CONTROLS + "/{message_id}", self.get_controls)
-        app.router.add_get(DEVICES + "/{meter_no}", self.get_device)
+        app.router.add_post(CONTROLS, _no_database_errors(self.post_controls))
+        app.router.add_get(CONTROLS + "/{message_id}", _no_database_errors(self.get_controls))
+        app.router.add_get(DEVICES + "/{meter_no}", _no_database_errors(self.get_device))
         app.router.add_get(OPENAPI, self.get_openapi)
 
     # -- identity ---------------------------------------------------------------------------
@@ -193,23 +193,19 @@ class IntegrationApi:
                 status=403,
             )
         now = self.clock.now()
-        try:
-            if header.Verb == "cancel":
-                taken = await asyncio.to_thread(
-                    cancel_message,
-                    self.engine,
-                    header.MessageID,
-                    client=client,
-                    now=now,
-                    correlation_id=header.CorrelationID,
-                )
-            else:
-                taken = await asyncio.to_thread(
-                    accept_message, self.engine, message, client=client, now=now
-                )
-        except SQLAlchemyError as exc:
-            log.error("api.database_error", error=type(exc).__name__)
-            return _error(503, "the message could not be recorded (database error); retry", "body")
+        if header.Verb == "cancel":
+            taken = await asyncio.to_thread(
+                cancel_message,
+                self.engine,
+                header.MessageID,
+                client=client,
+                now=now,
+                correlation_id=header.CorrelationID,
+            )
+        else:
+            taken = await asyncio.to_thread(
+                accept_message, self.engine, message, client=client, now=now
+            )
         log.info(
             "api.message",
             client=client.name,
@@ -248,6 +244,22 @@ class IntegrationApi:
 
     async def get_openapi(self, _request: web.Request) -> web.Response:
         return web.json_response(self._openapi)
+
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _no_database_errors(handler: Handler) -> Handler:
+    """A database that is down is a 503 (nothing recorded, retry), never a 500."""
+
+    async def guarded(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except SQLAlchemyError as exc:
+            log.error("api.database_error", error=type(exc).__name__, path=request.path)
+            return _error(503, "the database is unavailable; nothing was recorded, retry", "body")
+
+    return guarded
 
 
 def _error(status: int, message: str, field: str) -> web.Response:

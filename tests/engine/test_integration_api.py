@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 
 from base.clock import FrozenClock
-from engine.db import transaction
+from engine.db import make_engine, transaction
 from engine.db.integration import API_CALLBACKS, API_DEVICES, API_MESSAGES
 from engine.db.models import AUDIT, SWITCH_ORDERS, Notice, SwitchOrder
 from engine.integration import outbox
@@ -411,3 +412,33 @@ def test_failed_callbacks_back_off_then_are_given_up_and_audited(sqlite_engine: 
             select(AUDIT).where(AUDIT.c.action == "api.callback.given_up")
         ).all()
     assert len(given_up) == 1
+
+
+async def test_a_control_scheduled_for_later_is_refused_not_silently_run_now(api: Api) -> None:
+    body = message("m-later", ("c-now", OPEN, ["MA1"]), ("c-later", OPEN, ["MA3"]))
+    later = (api.clock.now() + timedelta(hours=3)).isoformat()
+    body["Payload"]["EndDeviceControls"][1]["scheduledInterval"] = {"start": later}
+    status, reply = await api.post(body)
+    assert (status, reply["Reply"]["Result"]) == (200, "PARTIAL")
+    assert reply["Reply"]["Error"][0]["ref"] == "c-later"
+    assert "scheduledInterval" in reply["Reply"]["Error"][0]["details"]
+
+
+async def test_a_database_that_is_down_is_a_503_never_a_500(tmp_path: Path) -> None:
+    broken = make_engine(f"sqlite:///{tmp_path / 'missing' / 'dir' / 'x.db'}")
+    config = make_config(EXTRA)
+    clock = FrozenClock(MONDAY_10_SHANGHAI)
+    cim = IntegrationApi(broken, config, clock=clock)
+    hook = PaymentHook(broken, config, key=b"pay", clock=clock)
+    app = hook.app(client_max_size=64 * 1024 * 1024)
+    cim.install(app)
+    runner, url = await start_hook(hook, "127.0.0.1", 0, app=app)
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = Api(url.rsplit("/", 1)[0], clock, broken, session, [])
+            status, answer = await api.post(message("m-db", ("c1", OPEN, ["MA1"])))
+            assert status == 503, answer
+            status, answer = await api.call("GET", "/cim/v1/EndDevices/MA1")
+            assert status == 503, answer
+    finally:
+        await runner.cleanup()
