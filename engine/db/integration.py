@@ -60,7 +60,8 @@ class ApiDevice(SQLModel, table=True):
     status: str | None = Field(default=None, max_length=16)
     reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     relay: str | None = Field(default=None, max_length=16)  # Opened | Closed | Armed
-    event_id: str = Field(max_length=64, unique=True)
+    # The event's ID is not stored: it is derived from the message ID and ``seq``
+    # (engine.integration.events.event_id).
     finished_at: datetime | None = None
 
 

@@ -237,7 +237,6 @@ def accept_message(
                     "meter_no": resolved.meter_no,
                     "account_no": resolved.account_no,
                     "stage": "accepted" if problem is None else "done",
-                    "event_id": event_id(header.MessageID, seq),
                 }
             )  # fmt: skip
             if problem is not None:
@@ -717,7 +716,7 @@ def message_state(engine: Engine, message_id: str, *, client: ApiClient) -> dict
             "EndDeviceControlType": {"ref": r.control_code},
             "stage": r.stage,
             "status": r.status,
-            "event": r.event_id,
+            "event": event_id(message.message_id, r.seq),
             "order": {"id": r.order_id, "state": r.order_state} if r.order_id else None,
         }
         if r.reason:

@@ -68,13 +68,11 @@ def upgrade() -> None:
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=True),
     sa.Column('reason', sa.Text(), nullable=True),
     sa.Column('relay', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=True),
-    sa.Column('event_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('finished_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.CheckConstraint("stage IN ('accepted', 'ordered', 'done')", name='ck_api_devices_stage'),
     sa.ForeignKeyConstraint(['message_pk'], ['api_messages.id'], ),
     sa.ForeignKeyConstraint(['order_id'], ['switch_orders.id'], ),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('event_id')
+    sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('api_devices', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_api_devices_message_pk'), ['message_pk'], unique=False)
