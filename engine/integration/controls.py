@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 
 from engine import audit
 from engine.batch import CreatedOrders, create_orders_in
+from engine.batch_run import accounts_with_open_relay
 from engine.config import Config
 from engine.db.database import lock_rows, read_session, transaction
 from engine.db.integration import API_DEVICES, API_MESSAGES
@@ -417,7 +418,11 @@ def _materialize_message(
     plan = plan_batch(load_cases(engine, accounts=disconnect_accounts, now=now), settings, now)
     decisions = {d.account_no: d for d in plan.decisions}
     eligible = [d for d in plan.decisions if d.outcome in (Outcome.DISCONNECT, Outcome.SCHEDULE)]
-    limit = check_batch_limit(len(eligible), in_scope, settings)
+    # As select_batch: a meter already read back open needs no trip and does not count.
+    open_now = accounts_with_open_relay(engine, [d.account_no for d in eligible])
+    limit = check_batch_limit(
+        sum(1 for d in eligible if d.account_no not in open_now), in_scope, settings
+    )
     # Orders are created a chunk of accounts per transaction and their buses woken after
     # each, so the first meters are switching while the rest are still being created. (A
     # crash between chunks leaves the rest accepted; the next pass plans them again, with a

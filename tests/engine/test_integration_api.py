@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 
 from base.clock import FrozenClock
+from engine.config import parse_config
 from engine.db import make_engine, transaction
 from engine.db.integration import API_CALLBACKS, API_DEVICES, API_MESSAGES
 from engine.db.models import AUDIT, SWITCH_ORDERS, Notice, SwitchOrder
@@ -28,7 +29,7 @@ from interfaces.http.cim import IntegrationApi
 from interfaces.http.payments import PaymentHook, start_hook
 from interfaces.http.signature import sign
 from tests.engine import store_helpers
-from tests.engine.scheduler_helpers import make_config
+from tests.engine.scheduler_helpers import BASE_CONFIG, make_config
 from tests.engine.store_helpers import MONDAY_10_SHANGHAI, add_account
 
 sqlite_engine = store_helpers.sqlite_engine  # fixtures
@@ -442,3 +443,17 @@ async def test_a_database_that_is_down_is_a_503_never_a_500(tmp_path: Path) -> N
             assert status == 503, answer
     finally:
         await runner.cleanup()
+
+
+async def test_the_batch_limit_holds_for_a_message_as_for_a_batch(api: Api) -> None:
+    await api.post(message("m-limit", ("c-open", OPEN, ["MA1", "MA3"])))
+    strict = parse_config(
+        '[database]\nurl = "sqlite:///unused.db"\n'
+        + BASE_CONFIG.replace("max_count = 100000", "max_count = 1")
+        + EXTRA
+    )
+    materialize_pending(api.engine, strict, now=api.clock.now(), notifier=OutboxNotifier())
+    assert count(api.engine, SWITCH_ORDERS) == 0
+    got = events(api.engine)
+    assert [e["status"]["value"] for e in got] == ["ERROR", "ERROR", "FAILED"]
+    assert all("batch_limit/" in e["reason"] for e in got[:2])
