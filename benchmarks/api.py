@@ -131,6 +131,23 @@ def _import(config_path: Path, accounts: Path) -> None:
     engine.dispose()
 
 
+def _orders_created(config_path: Path) -> tuple[float, float]:
+    """When the first and the last order of the message were created (unix seconds)."""
+    from sqlalchemy import func, select
+
+    from engine.config import load_config
+    from engine.db import engine_from_config
+    from engine.db.models import SWITCH_ORDERS
+
+    engine = engine_from_config(load_config(config_path))
+    with engine.connect() as conn:
+        first, last = conn.execute(
+            select(func.min(SWITCH_ORDERS.c.created_at), func.max(SWITCH_ORDERS.c.created_at))
+        ).one()
+    engine.dispose()
+    return first.timestamp(), last.timestamp()
+
+
 def _verified_at(config_path: Path) -> dict[str, float]:
     """meter number → when its order was verified (the order's last update)."""
     from sqlalchemy import select
@@ -208,6 +225,7 @@ def bench(meters: int, buses: int, devices: int, seed: int) -> dict[str, Any]:
                     serve.wait(60)
                     stderr.close()
                 verified = _verified_at(config_path)
+                first_order, last_order = _orders_created(config_path)
     arrivals = {
         e["EndDevice"]["mRID"]: at
         for at, e in receiver.arrived.values()
@@ -229,6 +247,8 @@ def bench(meters: int, buses: int, devices: int, seed: int) -> dict[str, Any]:
         "last_callback_s": round(last - posted, 3),
         "bus_limit_s": round(limit, 3),
         "ratio": round((last - posted) / limit, 3),
+        # Orders are created after the reply, a chunk per transaction (first, last).
+        "orders_created_s": [round(first_order - posted, 3), round(last_order - posted, 3)],
         "callback_latency_s": {
             "p50": round(_quantile(latencies, 0.5), 3),
             "p99": round(_quantile(latencies, 0.99), 3),

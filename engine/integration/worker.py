@@ -43,6 +43,7 @@ class IntegrationWorker:
         send: Sender | None,
         is_leader: Callable[[], bool],
         poll_s: float = 0.5,
+        min_gap_s: float = 0.2,
     ) -> None:
         self.engine = engine
         self.config = config
@@ -52,6 +53,7 @@ class IntegrationWorker:
         self.send = send
         self.is_leader = is_leader
         self.poll_s = poll_s
+        self.min_gap_s = min_gap_s
         self._work = asyncio.Event()
         self._deliver = asyncio.Event()
 
@@ -87,6 +89,10 @@ class IntegrationWorker:
                         self._deliver.set()
                 except Exception:  # a database hiccup: the next pass retries
                     log.exception("api.worker_error")
+                # Orders finish many per second: one pass per gap takes them together, in one
+                # transaction per message, instead of competing with the dispatcher's
+                # commits for the database's write lock once per order.
+                await _wait(stop, stop, self.min_gap_s)
                 await _wait(self._work, stop, self.poll_s)
         finally:
             if sending is not None:
@@ -104,6 +110,7 @@ class IntegrationWorker:
                         await asyncio.gather(*(self._drain(h, stop) for h in due))
             except Exception:
                 log.exception("api.sender_error")
+            await _wait(stop, stop, self.min_gap_s)
             await _wait(self._deliver, stop, self.poll_s)
 
     async def _drain(self, callback: Callback | None, stop: asyncio.Event) -> None:
