@@ -131,18 +131,18 @@ def _import(config_path: Path, accounts: Path) -> None:
     engine.dispose()
 
 
-def _orders_created(config_path: Path) -> tuple[float, float]:
-    """When the first and the last order of the message were created (unix seconds)."""
+def _commands_sent(config_path: Path) -> tuple[float, float]:
+    """When the first and the last command went out (unix seconds)."""
     from sqlalchemy import func, select
 
     from engine.config import load_config
     from engine.db import engine_from_config
-    from engine.db.models import SWITCH_ORDERS
+    from engine.db.models import COMMAND_ATTEMPTS
 
     engine = engine_from_config(load_config(config_path))
     with engine.connect() as conn:
         first, last = conn.execute(
-            select(func.min(SWITCH_ORDERS.c.created_at), func.max(SWITCH_ORDERS.c.created_at))
+            select(func.min(COMMAND_ATTEMPTS.c.sent_at), func.max(COMMAND_ATTEMPTS.c.sent_at))
         ).one()
     engine.dispose()
     return first.timestamp(), last.timestamp()
@@ -225,7 +225,7 @@ def bench(meters: int, buses: int, devices: int, seed: int) -> dict[str, Any]:
                     serve.wait(60)
                     stderr.close()
                 verified = _verified_at(config_path)
-                first_order, last_order = _orders_created(config_path)
+                first_command, last_command = _commands_sent(config_path)
     arrivals = {
         e["EndDevice"]["mRID"]: at
         for at, e in receiver.arrived.values()
@@ -247,8 +247,8 @@ def bench(meters: int, buses: int, devices: int, seed: int) -> dict[str, Any]:
         "last_callback_s": round(last - posted, 3),
         "bus_limit_s": round(limit, 3),
         "ratio": round((last - posted) / limit, 3),
-        # Orders are created after the reply, a chunk per transaction (first, last).
-        "orders_created_s": [round(first_order - posted, 3), round(last_order - posted, 3)],
+        # From the post to the first and to the last command sent to a meter.
+        "commands_sent_s": [round(first_command - posted, 3), round(last_command - posted, 3)],
         "callback_latency_s": {
             "p50": round(_quantile(latencies, 0.5), 3),
             "p99": round(_quantile(latencies, 0.99), 3),
