@@ -554,9 +554,17 @@ def _materialize_chunk(
                     outcomes.append(_outcome(r, ERROR, "the meter is no longer known"))
                     continue
                 if r.meter_no not in per_meter:
-                    _terminate_disconnects(
-                        session, r.account_no, actor=actor, now=now, message=message
+                    foreign = _terminate_disconnects(
+                        session,
+                        r.account_no,
+                        actor=actor,
+                        now=now,
+                        message=message,
+                        supervisor=_role(config, message.client) == "supervisor",
                     )
+                    if foreign:
+                        outcomes.append(_outcome(r, ERROR, _needs_supervisor(foreign)))
+                        continue
                     order_id, created_new = ensure_reconnect_order(
                         session,
                         account_no=r.account_no,
@@ -571,7 +579,8 @@ def _materialize_chunk(
                     per_meter[r.meter_no] = order_id
                     if created_new:
                         done.orders.append(order_id)
-                links[r.id] = per_meter[r.meter_no]
+                if r.meter_no in per_meter:
+                    links[r.id] = per_meter[r.meter_no]
 
         if links:
             session.execute(_LINK, [{"b_id": d, "b_order": o} for d, o in links.items()])
@@ -589,20 +598,43 @@ def _materialize_chunk(
         done.devices += len(rows)
 
 
-def _terminate_disconnects(
-    session: Any, account_no: str, *, actor: str, now: datetime, message: Any
-) -> list[int]:
-    """Terminate the account's disconnections not yet on the wire (a reconnection wins)."""
-    ids = list(
-        session.execute(
-            select(SWITCH_ORDERS.c.id).where(
-                SWITCH_ORDERS.c.account_no == account_no,
-                SWITCH_ORDERS.c.kind == OrderKind.DISCONNECT.value,
-                SWITCH_ORDERS.c.state.in_(NOT_SENT),
-            )
-        ).scalars()
+def _role(config: Config, client: str) -> str:
+    entry = config.api.clients.get(client)
+    return entry.role if entry is not None else "operator"
+
+
+def _api_made(batch_id: str | None) -> bool:
+    return bool(batch_id and batch_id.startswith("api:"))
+
+
+def _needs_supervisor(orders: list[tuple[int, str | None]]) -> str:
+    shown = ", ".join(f"order {i} (batch {b})" for i, b in orders)
+    return (
+        f"a disconnection not made through the API is pending ({shown}): only a supervisor "
+        "may terminate it (meterctl orders terminate, or a client with the supervisor role)"
     )
-    for order_id in ids:
+
+
+def _terminate_disconnects(
+    session: Any, account_no: str, *, actor: str, now: datetime, message: Any, supervisor: bool
+) -> list[tuple[int, str | None]]:
+    """Terminate the account's disconnections not yet on the wire (a reconnection wins).
+
+    Terminating an order is a supervisor's decision (``orders terminate``); an operator
+    client may only terminate orders the API made. Returns the pending orders it may not
+    terminate (then it terminates none).
+    """
+    pending = session.execute(
+        select(SWITCH_ORDERS.c.id, SWITCH_ORDERS.c.batch_id).where(
+            SWITCH_ORDERS.c.account_no == account_no,
+            SWITCH_ORDERS.c.kind == OrderKind.DISCONNECT.value,
+            SWITCH_ORDERS.c.state.in_(NOT_SENT),
+        )
+    ).all()
+    foreign = [(int(i), b) for i, b in pending if not (supervisor or _api_made(b))]
+    if foreign:
+        return foreign
+    for order_id, _batch in pending:
         _terminate(
             session,
             order_id,
@@ -610,7 +642,7 @@ def _terminate_disconnects(
             now=now,
             why=f"reconnection requested by message {message.message_id}",
         )
-    return ids
+    return []
 
 
 def _terminate(session: Any, order_id: int, *, actor: str, now: datetime, why: str) -> None:
@@ -656,19 +688,35 @@ def cancel_message(
                 API_DEVICES.c.message_pk == found.id, API_DEVICES.c.stage != "done"
             )
         ).all()
-        states = dict(
-            session.execute(
-                select(SWITCH_ORDERS.c.id, SWITCH_ORDERS.c.state).where(
+        orders = {
+            o.id: o
+            for o in session.execute(
+                select(SWITCH_ORDERS.c.id, SWITCH_ORDERS.c.state, SWITCH_ORDERS.c.batch_id).where(
                     SWITCH_ORDERS.c.id.in_([r.order_id for r in rows if r.order_id is not None])
                 )
-            ).all()
-        )
+            )
+        }
+        states = {i: o.state for i, o in orders.items()}
+        own = f"api:{found.id}"
         outcomes: list[DeviceOutcome] = []
         errors: list[dict[str, str]] = []
         terminated: set[int] = set()
         for r in rows:
             if r.stage == "accepted":
                 outcomes.append(_outcome(r, CANCELLED, f"cancelled by {client.name}"))
+            elif (
+                r.action == Action.DISCONNECT
+                and states.get(r.order_id) in NOT_SENT
+                and orders[r.order_id].batch_id != own
+                and client.role != "supervisor"
+            ):
+                errors.append(
+                    {
+                        "code": "not_this_request",
+                        "details": _needs_supervisor([(r.order_id, orders[r.order_id].batch_id)]),
+                        "ref": r.meter_no,
+                    }
+                )
             elif r.action == Action.DISCONNECT and states.get(r.order_id) in NOT_SENT:
                 if r.order_id not in terminated:
                     _terminate(

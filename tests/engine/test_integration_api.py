@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 
 from base.clock import FrozenClock
+from engine.batch import create_orders
 from engine.config import parse_config
 from engine.db import make_engine, transaction
 from engine.db.integration import API_CALLBACKS, API_DEVICES, API_MESSAGES
@@ -25,9 +26,11 @@ from engine.integration.events import collect_finished, event_id
 from engine.notify import OutboxNotifier
 from engine.orders_states import DisconnectState
 from engine.store import move_order
+from engine.store.cases import load_cases
 from interfaces.http.cim import IntegrationApi
 from interfaces.http.payments import PaymentHook, start_hook
 from interfaces.http.signature import sign
+from policies import plan_batch, settings_from_config
 from tests.engine import store_helpers
 from tests.engine.scheduler_helpers import BASE_CONFIG, make_config
 from tests.engine.store_helpers import MONDAY_10_SHANGHAI, add_account
@@ -457,3 +460,30 @@ async def test_the_batch_limit_holds_for_a_message_as_for_a_batch(api: Api) -> N
     got = events(api.engine)
     assert [e["status"]["value"] for e in got] == ["ERROR", "ERROR", "FAILED"]
     assert all("batch_limit/" in e["reason"] for e in got[:2])
+
+
+async def test_an_operator_client_cannot_terminate_an_operators_batch_order(api: Api) -> None:
+    """Terminating a disconnection is a supervisor's decision: neither a reconnection nor a
+    cancel through the API may end an order the API did not make."""
+    now = api.clock.now()
+    settings = settings_from_config(make_config(EXTRA).policy, "Asia/Shanghai")
+    plan = plan_batch(load_cases(api.engine, accounts=["A1"], now=now), settings, now)
+    create_orders(
+        api.engine, plan.decisions, batch_id="batch-ops", actor="operator-li", now=now,
+        config=make_config(EXTRA), notifier=OutboxNotifier(),
+    )  # fmt: skip
+    await api.post(message("m-open", ("c-open", OPEN, ["MA1"])))  # joins the batch's order
+    materialize(api)
+    status, reply = await api.post(message("m-open", verb="cancel"))
+    assert (status, reply["Reply"]["Result"]) == (200, "FAILED")
+    assert reply["Reply"]["Error"][0]["code"] == "not_this_request"
+    await api.post(message("m-close", ("c-close", CLOSE, ["MA1"])))
+    materialize(api)
+    with api.engine.connect() as conn:
+        orders = conn.execute(select(SWITCH_ORDERS).order_by(SWITCH_ORDERS.c.id)).mappings().all()
+    assert [(o["kind"], o["state"]) for o in orders] == [("disconnect", "ready")]
+    (refused,) = [
+        e for e in events(api.engine) if e.get("EndDeviceControl", {}).get("mRID") == "c-close"
+    ]
+    assert refused["status"]["value"] == "ERROR"
+    assert "only a supervisor" in refused["reason"] and "batch-ops" in refused["reason"]
