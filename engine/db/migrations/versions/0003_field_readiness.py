@@ -1,6 +1,6 @@
 """Field readiness (issue 19): protocol deviations, 保电/alarm state at the meter, surveys.
 
-Revision ID: 0003_issue19
+Revision ID: 0003
 Revises: 0002
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 import sqlmodel.sql.sqltypes
 from alembic import op
 
-revision: str = "0003_issue19"
+revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
