@@ -48,6 +48,7 @@ COMMAND_MODULES = (
     "payments",
     "status",
     "exceptions",
+    "survey",
     "serve",
     "simulate",
     "demo",
