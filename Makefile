@@ -22,7 +22,7 @@ $(LOCALE)/%/LC_MESSAGES/meterctl.mo: $(LOCALE)/%/LC_MESSAGES/meterctl.po $(STAMP
 	@$(VENV)/bin/pybabel compile --statistics -D meterctl -d $(LOCALE) -l $* >/dev/null
 
 # After wrapping new strings in _(): extract them, merge them into the catalogs (translate
-# the new entries in the .po, tests/interfaces/test_i18n.py fails until you do), compile.
+# the new entries in the .po, tests/engine/test_i18n.py fails until you do), compile.
 i18n: $(STAMP)
 	$(VENV)/bin/pybabel extract -F babel.cfg -k _ -k N_ -k ngettext:1,2 --no-location \
 		--sort-output --project meterctl -o $(LOCALE)/meterctl.pot .
