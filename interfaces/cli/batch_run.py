@@ -15,6 +15,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from base.i18n import N_, _
 from engine import audit
 from engine.batch import CreatedOrders
 from engine.batch_run import BatchResult, new_batch_id, run_batch, select_batch
@@ -27,47 +28,68 @@ from interfaces.cli.context import err_console, fail, note, print_json, require_
 from interfaces.cli.db import open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
 
+# The English labels are the keys as they always read ("blocked at dispatch").
+COUNT_TEXT = {
+    "planned": N_("planned"),
+    "created": N_("created"),
+    "scheduled": N_("scheduled"),
+    "verified": N_("verified"),
+    "armed": N_("armed"),
+    "blocked_at_dispatch": N_("blocked at dispatch"),
+    "cancelled_paid": N_("cancelled paid"),
+    "deferred": N_("deferred"),
+    "field_orders": N_("field orders"),
+    "already_disconnected": N_("already disconnected"),
+}
+
 
 def _reasons_table(result: BatchResult) -> Table:
-    table = Table("blocked by", "accounts", title="not disconnected, and why")
+    table = Table(_("blocked by"), _("accounts"), title=_("not disconnected, and why"))
     for code, count in result.blocked_by_reason().items():
         table.add_row(code, str(count))
     return table
 
 
 def _summary_table(result: BatchResult) -> Table:
-    table = Table("outcome", "count", title=f"batch {result.batch_id}")
+    table = Table(_("outcome"), _("count"), title=_("batch {id}").format(id=result.batch_id))
     for key, value in result.counts().items():
-        table.add_row(key.replace("_", " "), str(value))
+        label = COUNT_TEXT.get(key)
+        table.add_row(_(label) if label else key.replace("_", " "), str(value))
     for cause, count in result.field_orders_by_cause().items():
-        table.add_row(f"field order: {cause}", str(count))
+        table.add_row(_("field order: {cause}").format(cause=cause), str(count))
     for bus in result.dispatch.busy_buses if result.dispatch else []:
-        table.add_row(f"bus busy (another process): {bus}", "-")
+        table.add_row(_("bus busy (another process): {bus}").format(bus=bus), "-")
     return table
 
 
-@batch_app.command("run")
+@batch_app.command(
+    "run",
+    help=_("Disconnect the accounts in arrears that pass every policy, verified by read-back."),
+)
 def run(
     ctx: typer.Context,
     station: Annotated[
-        str | None, typer.Option("--station", help="Only accounts at this station (台区).")
+        str | None, typer.Option("--station", help=_("Only accounts at this station (台区)."))
     ] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="Disconnect at most N accounts this run.")
+        int | None,
+        typer.Option("--limit", min=1, help=_("Disconnect at most N accounts this run.")),
     ] = None,
     dry_run: Annotated[
         bool,
-        typer.Option("--dry-run", help="Plan and show what would be done; send and write nothing."),
-    ] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    override_limit: Annotated[
-        bool,
         typer.Option(
-            "--override-limit", help="Supervisor: run a batch above [policy.batch_limit]."
+            "--dry-run", help=_("Plan and show what would be done; send and write nothing.")
         ),
     ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help=_("Do not ask for confirmation."))
+    ] = False,
+    override_limit: Annotated[
+        bool,
+        typer.Option("--override-limit", help=_("Supervisor: run a batch above the batch limit.")),
+    ] = False,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON document on stdout.")
+        bool, typer.Option("--json", help=_("Print one JSON document on stdout."))
     ] = False,
 ) -> None:
     """Disconnect the accounts in arrears that pass every policy, verified by read-back."""
@@ -84,8 +106,10 @@ def run(
     if not as_json:
         important = sum(1 for d in selection.chosen if d.outcome.value == "schedule")
         note(
-            f"{selection.plan.in_scope} accounts in scope; {planned} to disconnect "
-            f"({important} important customer(s) on the two-warning timeline)"
+            _(
+                "{in_scope} accounts in scope; {planned} to disconnect ({important} important "
+                "customer(s) on the two-warning timeline)"
+            ).format(in_scope=selection.plan.in_scope, planned=planned, important=important)
         )
         err_console.print(_reasons_table(result))
 
@@ -124,11 +148,13 @@ def run(
                 as_json,
                 "refusing to disconnect without --yes on a non-interactive stdin",
             )
-        if not typer.confirm(f"Disconnect {planned} account(s) now?", err=True):
+        if not typer.confirm(
+            _("Disconnect {count} account(s) now?").format(count=planned), err=True
+        ):
             _refuse(st, engine, result, as_json, "not confirmed")
 
     progress = Progress(
-        TextColumn("dispatching"),
+        TextColumn(_("dispatching")),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
