@@ -130,9 +130,9 @@ def ngettext(singular: str, plural: str, n: int) -> str:
 
 
 def money(amount: Decimal | float | int) -> str:
-    """Yuan with two decimals: ``-120.50 元`` (English: ``CNY -120.50``)."""
+    """Yuan with two decimals: ``-120.50 元`` (English: ``-120.50 yuan``)."""
     value = Decimal(str(amount)).quantize(Decimal("0.01"))
-    return f"{value} 元" if _current == "zh-CN" else f"CNY {value}"
+    return f"{value} 元" if _current == "zh-CN" else f"{value} yuan"
 
 
 def local_time(when: datetime, tz: ZoneInfo) -> str:

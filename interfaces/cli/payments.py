@@ -26,6 +26,7 @@ import typer
 from sqlalchemy import Engine, select
 
 from base.errors import InputError, MeterctlError
+from base.i18n import _, money
 from engine.config import Config
 from engine.db.database import read_session
 from engine.db.models import FIELD_ORDERS, SWITCH_ORDERS
@@ -40,7 +41,7 @@ from interfaces.cli.context import fail, note, print_json, require_role, state
 from interfaces.cli.db import open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
 
-payments_app = typer.Typer(help="Payments from the billing system (post-payment reconnection).")
+payments_app = typer.Typer(help=_("Payments from the billing system (post-payment reconnection)."))
 
 DONE_STATES = (
     ReconnectState.VERIFIED.value,
@@ -105,21 +106,21 @@ async def _dispatch_here(
 @payments_app.command("record")
 def record(
     ctx: typer.Context,
-    account: Annotated[str, typer.Argument(metavar="ACCOUNT", help="The account number.")],
+    account: Annotated[str, typer.Argument(metavar="ACCOUNT", help=_("The account number."))],
     amount_text: Annotated[
-        str, typer.Argument(metavar="AMOUNT", help="Yuan, at most 2 decimals (e.g. 120.50).")
+        str, typer.Argument(metavar="AMOUNT", help=_("Yuan, at most 2 decimals (e.g. 120.50)."))
     ],
     ref: Annotated[
-        str, typer.Option("--ref", help="The billing system's payment reference (used once).")
+        str, typer.Option("--ref", help=_("The billing system's payment reference (used once)."))
     ],
     no_wait: Annotated[
-        bool, typer.Option("--no-wait", help="Return once recorded; do not wait for the meter.")
+        bool, typer.Option("--no-wait", help=_("Return once recorded; do not wait for the meter."))
     ] = False,
     timeout: Annotated[
         float,
-        typer.Option("--timeout", metavar="SECONDS", help="How long to wait for the meter."),
+        typer.Option("--timeout", metavar="SECONDS", help=_("How long to wait for the meter.")),
     ] = 300.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=_("Print one JSON document."))] = False,
 ) -> None:
     """Record a payment; when it clears the arrears, reconnect the meter and wait for the result."""
     st = state(ctx)
@@ -149,60 +150,80 @@ def record(
     if result.duplicate:
         if order_id is not None:
             document.update(_order_state(engine, order_id))
-        message = f"payment {result.ref} already recorded, nothing changed"
+        message = _("payment {ref} already recorded, nothing changed").format(ref=result.ref)
     elif result.in_arrears:
-        message = (
-            f"payment {result.ref} recorded: account {result.account_no} is still in arrears "
-            f"(balance {result.balance}): no reconnection"
-        )
+        message = _(
+            "payment {ref} recorded: account {account} is still in arrears (balance {balance}): "
+            "no reconnection"
+        ).format(ref=result.ref, account=result.account_no, balance=money(result.balance))
     elif order_id is None:
         cancelled = (
-            f"; cancelled disconnection order(s) {', '.join(map(str, result.cancelled_orders))}"
+            _("; cancelled disconnection order(s) {orders}").format(
+                orders=", ".join(map(str, result.cancelled_orders))
+            )
             if result.cancelled_orders
             else ""
         )
         message = (
-            f"payment {result.ref} recorded: account {result.account_no} no longer in arrears "
-            f"(balance {result.balance}); the meter is not disconnected, no reconnection "
-            f"needed{cancelled}"
+            _(
+                "payment {ref} recorded: account {account} no longer in arrears (balance "
+                "{balance}); the meter is not disconnected, no reconnection needed"
+            ).format(ref=result.ref, account=result.account_no, balance=money(result.balance))
+            + cancelled
         )
     elif no_wait:
         document.update(_order_state(engine, order_id))
-        message = (
-            f"payment {result.ref} recorded: reconnection order {order_id} created"
-            f"{' (a running meterctl serve dispatches it)' if server_running(engine, cli_db.now()) else ''}"
+        message = _("payment {ref} recorded: reconnection order {order} created").format(
+            ref=result.ref, order=order_id
+        ) + (
+            _(" (a running meterctl serve dispatches it)")
+            if server_running(engine, cli_db.now())
+            else ""
         )
     else:
         try:
             if server_running(engine, cli_db.now()):
-                note(f"reconnection order {order_id}: meterctl serve is dispatching it; waiting")
+                note(
+                    _(
+                        "reconnection order {order}: meterctl serve is dispatching it; waiting"
+                    ).format(order=order_id)
+                )
                 found = asyncio.run(_wait_for(engine, order_id, time.monotonic() + timeout))
             else:
-                note(f"reconnection order {order_id}: dispatching on {result.meter_link}")
+                note(
+                    _("reconnection order {order}: dispatching on {link}").format(
+                        order=order_id, link=result.meter_link
+                    )
+                )
                 found = asyncio.run(_dispatch_here(engine, st.config, result, st.user, timeout))
         except MeterctlError as exc:  # e.g. an unreadable secrets file
             fail(str(exc), ExitCode.BAD_INPUT)
         document.update(found)
         state_now = found["state"]
         if state_now == ReconnectState.VERIFIED.value:
-            message = f"reconnected: order {order_id} verified, the relay reads closed"
-        elif state_now == ReconnectState.ARMED.value:
-            message = (
-                f"armed: the customer must press the meter button (order {order_id}, "
-                "close allowed / 合闸允许)"
+            message = _("reconnected: order {order} verified, the relay reads closed").format(
+                order=order_id
             )
+        elif state_now == ReconnectState.ARMED.value:
+            message = _(
+                "armed: the customer must press the meter button (order {order}, close allowed / "
+                "合闸允许)"
+            ).format(order=order_id)
         elif state_now == ReconnectState.FIELD_ORDER.value:
             code = ExitCode.PARTIAL
-            message = (
-                f"reconnection order {order_id} became field order {found['field_order_id']} "
-                f"(现场复电): {found['last_error'] or 'remote reconnection failed'}"
+            message = _(
+                "reconnection order {order} became field order {field_order} (现场复电): {why}"
+            ).format(
+                order=order_id,
+                field_order=found["field_order_id"],
+                why=found["last_error"] or _("remote reconnection failed"),
             )
         else:
             code = ExitCode.PARTIAL
-            message = (
-                f"reconnection order {order_id} is still {state_now} after {timeout:g} s; "
-                "it stays queued (meterctl serve or the next run dispatches it)"
-            )
+            message = _(
+                "reconnection order {order} is still {state} after {seconds} s; it stays queued "
+                "(meterctl serve or the next run dispatches it)"
+            ).format(order=order_id, state=state_now, seconds=f"{timeout:g}")
     document["message"] = message
     if as_json:
         print_json(document)

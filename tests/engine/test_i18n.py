@@ -118,6 +118,9 @@ def test_money_and_time_formats() -> None:
     i18n.set_language("zh-CN")
     assert i18n.money(Decimal("-120.5")) == "-120.50 元"
     assert i18n.money(3) == "3.00 元"
+    i18n.set_language("en")
+    assert i18n.money(Decimal("80")) == "80.00 yuan"
+    i18n.set_language("zh-CN")
     when = datetime(2026, 12, 6, 6, 5, tzinfo=UTC)
     assert i18n.local_time(when, ZoneInfo("Asia/Shanghai")) == "2026-12-06 14:05"
 
