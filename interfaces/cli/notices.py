@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from base.errors import MeterctlError
+from base.i18n import _
 from engine.db.database import transaction
 from engine.roles import Role
 from engine.store.notices import issue_notice, issue_notices_in_arrears, record_delivery
@@ -20,22 +21,22 @@ from interfaces.cli.context import fail, note, print_json, require_role, state
 from interfaces.cli.db import now, open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
 
-notices_app = typer.Typer(help="Disconnection notices (停电通知).", no_args_is_help=True)
+notices_app = typer.Typer(help=_("Disconnection notices (停电通知)."), no_args_is_help=True)
 
-_JSON = typer.Option("--json", help="Print one JSON document.")
+_JSON = typer.Option("--json", help=_("Print one JSON document."))
 
 
-@notices_app.command("issue")
+@notices_app.command("issue", help=_("Record notices as issued (not yet delivered)."))
 def issue(
     ctx: typer.Context,
     account: Annotated[
-        str | None, typer.Option("--account", help="Issue a notice to this account.")
+        str | None, typer.Option("--account", help=_("Issue a notice to this account."))
     ] = None,
     all_in_arrears: Annotated[
         bool,
         typer.Option(
             "--all-in-arrears",
-            help="Issue to every account in arrears without a current notice.",
+            help=_("Issue to every account in arrears without a current notice."),
         ),
     ] = False,
     as_json: Annotated[bool, _JSON] = False,
@@ -43,7 +44,7 @@ def issue(
     """Record notices as issued (not yet delivered)."""
     st = state(ctx)
     if (account is None) == (not all_in_arrears):
-        fail("give exactly one of --account A or --all-in-arrears", ExitCode.BAD_INPUT)
+        fail(_("give exactly one of --account A or --all-in-arrears"), ExitCode.BAD_INPUT)
     require_role(st, Role.OPERATOR, "notices issue")
     engine = open_store(st)
     when = now()
@@ -72,24 +73,28 @@ def issue(
     if as_json:
         print_json(document)
     note(
-        f"issued {len(document['issued'])} notice(s)"
+        _("issued {count} notice(s)").format(count=len(document["issued"]))
         + (
-            f"; {len(document['already_noticed'])} account(s) in arrears already hold a "
-            "current notice"
+            _("; {count} account(s) in arrears already hold a current notice").format(
+                count=len(document["already_noticed"])
+            )
             if document["already_noticed"]
             else ""
         )
-        + ". The notice period starts when delivery is recorded (meterctl notices delivered)."
+        + _(". The notice period starts when delivery is recorded (meterctl notices delivered).")
     )
 
 
-@notices_app.command("delivered")
+@notices_app.command(
+    "delivered",
+    help=_("Record when the account's notice was delivered (this starts the notice clock)."),
+)
 def delivered(
     ctx: typer.Context,
-    account: Annotated[str, typer.Argument(help="The account whose notice was delivered.")],
+    account: Annotated[str, typer.Argument(help=_("The account whose notice was delivered."))],
     at: Annotated[
         str,
-        typer.Option("--at", help="Delivery time, ISO 8601; without an offset it is site time."),
+        typer.Option("--at", help=_("Delivery time, ISO 8601; without an offset it is site time.")),
     ],
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
@@ -103,7 +108,7 @@ def delivered(
         fail(str(exc), ExitCode.BAD_INPUT)
     current = now()
     if when > current:
-        fail(f"--at: {at} is in the future", ExitCode.BAD_INPUT)
+        fail(_("--at: {at} is in the future").format(at=at), ExitCode.BAD_INPUT)
     engine = open_store(st)
     with store_errors(st, engine), transaction(engine) as session:
         delivery = record_delivery(session, account, when, actor=st.user, now=current)
@@ -119,10 +124,18 @@ def delivered(
             }
         )
     if delivery.created:
-        note(f"no notice of {account} was awaiting delivery: recorded one delivered then")
+        note(
+            _("no notice of {account} was awaiting delivery: recorded one delivered then").format(
+                account=account
+            )
+        )
     if delivery.before_issue:
-        note("note: the delivery time is earlier than the recorded issue time")
-    note(f"notice {notice.id} of {account} delivered {local(when, tz)}")
+        note(_("note: the delivery time is earlier than the recorded issue time"))
+    note(
+        _("notice {id} of {account} delivered {time}").format(
+            id=notice.id, account=account, time=local(when, tz)
+        )
+    )
 
 
 def register(app: typer.Typer) -> None:
