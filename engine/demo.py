@@ -34,6 +34,7 @@ from engine.db import init_db, make_engine, transaction
 from engine.db.models import SwitchOrder
 from engine.dispatch.dispatcher import Dispatcher
 from engine.importer import REQUIRED_COLUMNS, import_accounts
+from engine.store.accounts import arrears_threshold
 from engine.store.exemptions import decide_exemption, request_exemption
 from simulator.fleet import Fleet
 from simulator.state import RelayState
@@ -203,7 +204,12 @@ class Demo:
         init_db(self.engine)
         csv_path = self._write_accounts()
         summary = import_accounts(
-            self.engine, csv_path, actor="operator-li", now=self.clock.now(), tz=self.config.site.tz
+            self.engine,
+            csv_path,
+            actor="operator-li",
+            now=self.clock.now(),
+            tz=self.config.site.tz,
+            arrears_threshold=arrears_threshold(self.config.policy.arrears_threshold),
         )
         self.out.print(
             f"  {summary.rows} accounts imported from {csv_path.name} (audit record {summary.audit_seq})"

@@ -42,11 +42,15 @@ from engine.db.models import (
     ACCOUNTS,
     CLOSE_MODES,
     CUSTOMER_CLASSES,
+    FIELD_ORDERS,
     METERS,
     NOTICES,
     PROTOCOLS,
     SECURITY_MODES,
+    SWITCH_ORDERS,
 )
+from engine.notify import OutboxNotifier
+from engine.store.standdown import stand_down_cuts
 from engine.store.timeinput import parse_timestamp
 from protocols.errors import InputError
 
@@ -141,6 +145,9 @@ class ImportSummary:
     meters_updated: int = 0
     meters_unbound: int = 0
     notices_recorded: int = 0
+    # Cuts stood down because the export says the account is no longer in arrears.
+    orders_cancelled: int = 0
+    field_orders_cancelled: int = 0
     dry_run: bool = False
     audit_seq: int | None = None
     columns: list[str] = field(default_factory=list)
@@ -497,6 +504,9 @@ def _write_chunk(
     columns: set[str],
     now: datetime,
     summary: ImportSummary,
+    *,
+    actor: str,
+    threshold: Decimal,
 ) -> None:
     numbers = [r.account_no for r in chunk]
     existing = {
@@ -540,6 +550,13 @@ def _write_chunk(
         )
     summary.accounts_created += len(new)
     summary.accounts_updated += len(changed)
+    _stand_down_paid(
+        session,
+        [r.account_no for r in chunk if r.account_no in existing and r.balance >= threshold],
+        actor=actor,
+        now=now,
+        summary=summary,
+    )
 
     # Meters: upsert by meter_no, bind to the account; unbind meters the accounts dropped.
     with_meter = [r for r in chunk if r.meter_no]
@@ -605,6 +622,41 @@ def _write_chunk(
     _record_deliveries(session, [r for r in chunk if r.notice_delivered_at], summary)
 
 
+def _stand_down_paid(
+    session: Session, accounts: list[str], *, actor: str, now: datetime, summary: ImportSummary
+) -> None:
+    """Stop every cut of the accounts the export says are no longer in arrears."""
+    if not accounts:
+        return
+    pending = set(
+        session.execute(
+            select(SWITCH_ORDERS.c.account_no).where(
+                SWITCH_ORDERS.c.account_no.in_(accounts),
+                SWITCH_ORDERS.c.kind == "disconnect",
+                SWITCH_ORDERS.c.terminal.is_(False),
+            )
+        ).scalars()
+    ) | set(
+        session.execute(
+            select(FIELD_ORDERS.c.account_no).where(
+                FIELD_ORDERS.c.account_no.in_(accounts), FIELD_ORDERS.c.status == "open"
+            )
+        ).scalars()
+    )
+    for account_no in sorted(pending):
+        stood = stand_down_cuts(
+            session,
+            account_no,
+            actor=actor,
+            now=now,
+            why="account no longer in arrears (billing export)",
+            detail={"source": "import"},
+            notifier=OutboxNotifier(),
+        )
+        summary.orders_cancelled += len(stood.cancelled_orders)
+        summary.field_orders_cancelled += len(stood.cancelled_field_orders)
+
+
 def _record_deliveries(session: Session, rows: list[AccountRow], summary: ImportSummary) -> None:
     """A delivered notice per row: fill in the newest undelivered one or add one; no repeats."""
     if not rows:
@@ -654,6 +706,7 @@ def import_accounts(
     encoding: str = "utf-8-sig",
     on_scanned: Callable[[int], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    arrears_threshold: Decimal = Decimal("0.00"),
 ) -> ImportSummary:
     """Validate ``path`` completely, then upsert it in one transaction with one audit record.
 
@@ -684,12 +737,22 @@ def import_accounts(
                     )
                 chunk.append(parsed)
                 if len(chunk) >= CHUNK:
-                    _write_chunk(session, chunk, columns, now, summary)
+                    _write_chunk(
+                        session,
+                        chunk,
+                        columns,
+                        now,
+                        summary,
+                        actor=actor,
+                        threshold=arrears_threshold,
+                    )
                     if progress is not None:
                         progress(len(chunk))
                     chunk = []
             if chunk:
-                _write_chunk(session, chunk, columns, now, summary)
+                _write_chunk(
+                    session, chunk, columns, now, summary, actor=actor, threshold=arrears_threshold
+                )
                 if progress is not None:
                     progress(len(chunk))
             if file_sha256(path) != checked.sha256:

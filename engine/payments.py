@@ -1,9 +1,9 @@
 """Payments: the post-payment hook's core (CLI ``payments record`` and ``POST /payments``).
 
 One transaction per payment, idempotent by its reference: the same ``ref`` twice changes
-nothing. A payment that clears the arrears cancels every pending disconnection of the account
-at once (a disconnect already on the wire is cancelled by the dispatcher's re-check, or
-compensated) and, when the meter is or may be open, creates a reconnection order with a
+nothing. A payment that clears the arrears stops every path that could still cut the account
+(:mod:`engine.store.standdown`: queued orders, timeline timers, field disconnection orders; a
+disconnect already on the wire is cancelled by the dispatcher's re-check, or compensated) and, when the meter is or may be open, creates a reconnection order with a
 deadline; the dispatcher runs reconnections ahead of disconnections. A payment that leaves
 the account in arrears reconnects nothing.
 """
@@ -30,20 +30,12 @@ from engine.db.models import (
     TIMERS,
     SwitchOrder,
 )
+from engine.notify import notifier_from_config
 from engine.orders_states import DisconnectState, OrderKind, ReconnectState
 from engine.store.accounts import arrears_threshold
 from engine.store.errors import UnknownAccount
-from engine.store.orders import move_order
+from engine.store.standdown import stand_down_cuts
 from protocols.errors import InputError
-
-_PENDING_DISCONNECT = (
-    DisconnectState.PLANNED.value,
-    DisconnectState.NOTICED.value,
-    DisconnectState.WARNED.value,
-    DisconnectState.INSTRUCTED.value,
-    DisconnectState.READY.value,
-    DisconnectState.FAILED.value,
-)
 
 
 @dataclass
@@ -55,6 +47,7 @@ class PaymentResult:
     balance: Decimal
     in_arrears: bool
     cancelled_orders: list[int] = field(default_factory=list)
+    cancelled_field_orders: list[int] = field(default_factory=list)
     reconnect_order_id: int | None = None
     meter_link: str | None = None
 
@@ -67,6 +60,7 @@ class PaymentResult:
             "balance": str(self.balance),
             "in_arrears": self.in_arrears,
             "cancelled_orders": self.cancelled_orders,
+            "cancelled_field_orders": self.cancelled_field_orders,
             "order_id": self.reconnect_order_id,
         }
 
@@ -167,31 +161,25 @@ def record_payment(
         if in_arrears:
             return result
 
-        disconnects = session.execute(
-            select(SWITCH_ORDERS.c.id, SWITCH_ORDERS.c.state).where(
-                SWITCH_ORDERS.c.account_no == account_no,
-                SWITCH_ORDERS.c.kind == OrderKind.DISCONNECT.value,
-            )
-        ).all()
-        for row in disconnects:
-            if row.state in _PENDING_DISCONNECT:
-                order = session.get(SwitchOrder, row.id)
-                assert order is not None
-                move_order(
-                    session,
-                    order,
-                    DisconnectState.CANCELLED_PAID,
-                    actor=actor,
-                    now=now,
-                    detail={"payment_ref": ref, "balance": str(balance)},
-                )
-                result.cancelled_orders.append(row.id)
-        if result.cancelled_orders:  # their important-customer timers must not fire
+        stood = stand_down_cuts(
+            session,
+            account_no,
+            actor=actor,
+            now=now,
+            why=f"account no longer in arrears (payment {ref})",
+            detail={"payment_ref": ref, "balance": str(balance)},
+            notifier=notifier_from_config(config),
+        )
+        result.cancelled_orders = stood.cancelled_orders
+        result.cancelled_field_orders = stood.cancelled_field_orders
+        states = set(
             session.execute(
-                update(TIMERS)
-                .where(TIMERS.c.order_id.in_(result.cancelled_orders), TIMERS.c.fired_at.is_(None))
-                .values(fired_at=now, claimed_by="cancelled:payment")
-            )
+                select(SWITCH_ORDERS.c.state).where(
+                    SWITCH_ORDERS.c.account_no == account_no,
+                    SWITCH_ORDERS.c.kind == OrderKind.DISCONNECT.value,
+                )
+            ).scalars()
+        )
 
         meter = (
             session.execute(select(METERS).where(METERS.c.meter_no == account.meter_no)).first()
@@ -201,7 +189,6 @@ def record_payment(
         if meter is None:
             return result
         result.meter_link = meter.link
-        states = {row.state for row in disconnects}
         needs = (
             meter.relay_state in ("open", "armed")
             or DisconnectState.DISPATCHING.value in states

@@ -17,7 +17,12 @@ the twice-daily "停电不欠费" watch. :func:`screen` answers them from the st
     meter now reads closed; a mismatch whose field order a crew has closed is settled;
 (d) ``failing_buses``: per bus/gateway (the meter's link), failed commands (no answer,
     refused, or acknowledged but the relay did not move) and field orders in the recent
-    window, when there are at least ``min_failures``.
+    window, when there are at least ``min_failures``;
+(e) ``field_disconnections_not_in_arrears``: OPEN field disconnection orders (补停) whose
+    account is not in arrears: a crew sent out from that list would cut a customer who owes
+    nothing (payments and billing exports cancel them, so any entry here is an alarm);
+(f) ``cancelled_field_orders``: field orders cancelled in the recent window, with why (a crew
+    holding a printed list must see that the job is off).
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ SCREENING_KEYS = (
     "disconnected_not_in_arrears",
     "state_mismatch",
     "failing_buses",
+    "field_disconnections_not_in_arrears",
+    "cancelled_field_orders",
 )
 """The lists of :func:`screen`'s document (stable keys)."""
 
@@ -466,6 +473,62 @@ def failing_buses(
     ]
 
 
+_FIELD_COLUMNS = (
+    FIELD_ORDERS.c.id,
+    FIELD_ORDERS.c.order_id,
+    FIELD_ORDERS.c.account_no,
+    FIELD_ORDERS.c.meter_address,
+    FIELD_ORDERS.c.cause,
+    FIELD_ORDERS.c.status,
+    FIELD_ORDERS.c.created_at,
+    FIELD_ORDERS.c.closed_at,
+    FIELD_ORDERS.c.closed_by,
+    FIELD_ORDERS.c.closed_reason,
+    SWITCH_ORDERS.c.kind,
+    ACCOUNTS.c.balance,
+)
+
+
+def _field_rows(session: Session, *conditions: Any) -> list[dict[str, Any]]:
+    query = (
+        select(*_FIELD_COLUMNS)
+        .select_from(
+            FIELD_ORDERS.outerjoin(
+                SWITCH_ORDERS, SWITCH_ORDERS.c.id == FIELD_ORDERS.c.order_id
+            ).outerjoin(ACCOUNTS, ACCOUNTS.c.account_no == FIELD_ORDERS.c.account_no)
+        )
+        .where(*conditions)
+        .order_by(FIELD_ORDERS.c.id)
+    )
+    rows = []
+    for r in session.execute(query).mappings():
+        row = dict(r)
+        row["balance"] = None if row["balance"] is None else str(row["balance"])
+        row["work"] = "补停 field disconnection" if row["kind"] == "disconnect" else "现场复电"
+        rows.append(row)
+    return rows
+
+
+def field_disconnections_not_in_arrears(engine: Engine, config: Config) -> list[dict[str, Any]]:
+    """Open 补停 field orders whose account is not in arrears (never to be carried out)."""
+    threshold = arrears_threshold(config.policy.arrears_threshold)
+    with read_session(engine) as session:
+        return _field_rows(
+            session,
+            FIELD_ORDERS.c.status == "open",
+            SWITCH_ORDERS.c.kind == OrderKind.DISCONNECT.value,
+            ACCOUNTS.c.balance >= threshold,
+        )
+
+
+def cancelled_field_orders(engine: Engine, *, since: datetime) -> list[dict[str, Any]]:
+    """Field orders cancelled since ``since``, with who cancelled them and why."""
+    with read_session(engine) as session:
+        return _field_rows(
+            session, FIELD_ORDERS.c.status == "cancelled", FIELD_ORDERS.c.closed_at >= since
+        )
+
+
 def screen(
     engine: Engine,
     config: Config,
@@ -473,7 +536,7 @@ def screen(
     now: datetime,
     options: ScreeningOptions | None = None,
 ) -> dict[str, Any]:
-    """All four lists in one document (keys :data:`SCREENING_KEYS`, plus ``at`` and counts)."""
+    """All the lists in one document (keys :data:`SCREENING_KEYS`, plus ``at`` and counts)."""
     options = options or ScreeningOptions()
     lists: dict[str, list[dict[str, Any]]] = {
         "in_arrears_not_disconnected": in_arrears_not_disconnected(engine, config, now=now),
@@ -482,6 +545,8 @@ def screen(
         "failing_buses": failing_buses(
             engine, since=now - options.window, min_failures=options.min_failures
         ),
+        "field_disconnections_not_in_arrears": field_disconnections_not_in_arrears(engine, config),
+        "cancelled_field_orders": cancelled_field_orders(engine, since=now - options.window),
     }
     return {
         "at": now,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -37,8 +38,10 @@ from engine.dispatch.identity import holder_alive
 from engine.notify import Notifier
 from engine.orders_states import DisconnectState, OrderKind, ReconnectState
 from engine.scheduler.escalation import RECONNECT_OVERDUE, escalate
+from engine.store.accounts import arrears_threshold
 from engine.store.errors import StaleOrder
 from engine.store.orders import move_order
+from engine.store.standdown import stand_down_cuts
 
 log = structlog.get_logger("engine.timers")
 
@@ -290,6 +293,18 @@ def _important(session: Session, row: Timer, ctx: TimerContext) -> _Outcome:
     done = _STEP_OF_STATE.get(order.state)
     if done is None:  # paid (cancelled_paid), terminated, blocked, or already ready/executed
         return _Done(f"nothing_to_do:{order.state}")
+    if _not_in_arrears(session, order.account_no, ctx):
+        # Paid by a path that did not stand the order down (or a race with it): no warning, no
+        # instruction, no cut for a customer who owes nothing.
+        stand_down_cuts(
+            session,
+            order.account_no,
+            actor=ctx.actor,
+            now=ctx.now,
+            detail={"timer": row.kind},
+            notifier=ctx.notifier,
+        )
+        return _Done("cancelled_not_in_arrears")
     target = _TARGET_STEP[row.kind]
     if done >= target:  # fired twice, or an earlier timer caught up: the step is recorded
         return _Done("already_done")
@@ -301,6 +316,15 @@ def _important(session: Session, row: Timer, ctx: TimerContext) -> _Outcome:
         return _Done(action)
     # An earlier step was missing and has just been done; this timer's own step comes later.
     return _Later(action, _next_step_due(order, ctx.step))
+
+
+def _not_in_arrears(session: Session, account_no: str, ctx: TimerContext) -> bool:
+    balance = session.execute(
+        select(ACCOUNTS.c.balance).where(ACCOUNTS.c.account_no == account_no)
+    ).scalar()
+    return balance is not None and Decimal(balance) >= arrears_threshold(
+        ctx.config.policy.arrears_threshold
+    )
 
 
 def _recipients(session: Session, order: SwitchOrder, ctx: TimerContext) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from engine.cli.db import now, open_store, store_errors
 from engine.cli.exitcodes import ExitCode
 from engine.importer import ImportRejected, import_accounts
 from engine.roles import Role
+from engine.store.accounts import arrears_threshold
 
 accounts_app = typer.Typer(
     help="Accounts and meters from the billing system.", no_args_is_help=True
@@ -74,6 +75,7 @@ def import_(
                 actor=st.user,
                 now=now(),
                 tz=st.config.site.tz,
+                arrears_threshold=arrears_threshold(st.config.policy.arrears_threshold),
                 dry_run=dry_run,
                 encoding=encoding,
                 on_scanned=scanned,

@@ -2,8 +2,9 @@
 
 See :mod:`engine.screening`. Read-only; an operator runs it (seed 002 §2.4: twice a day).
 ``--json`` prints one document with the keys ``in_arrears_not_disconnected``,
-``disconnected_not_in_arrears``, ``state_mismatch`` and ``failing_buses``; otherwise tables
-go to stderr.
+``disconnected_not_in_arrears``, ``state_mismatch``, ``failing_buses``,
+``field_disconnections_not_in_arrears`` and ``cancelled_field_orders``; otherwise tables go
+to stderr.
 """
 
 from __future__ import annotations
@@ -104,6 +105,46 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
         )
     err_console.print(table)
     more("failing_buses")
+
+    e = doc["field_disconnections_not_in_arrears"]
+    table = Table(
+        "field order", "order", "account", "balance", "meter", "cause",
+        title=(
+            f"OPEN field disconnection orders (补停) of accounts NOT in arrears: {len(e)}"
+            + (" — do not carry them out" if e else "")
+        ),
+        title_justify="left",
+    )  # fmt: skip
+    for item in e[:limit]:
+        table.add_row(
+            str(item["id"]),
+            str(item["order_id"]),
+            item["account_no"],
+            item["balance"] or "-",
+            item["meter_address"] or "-",
+            item["cause"],
+        )
+    err_console.print(table)
+    more("field_disconnections_not_in_arrears")
+
+    f = doc["cancelled_field_orders"]
+    table = Table(
+        "field order", "account", "work", "cause", "cancelled", "by", "why",
+        title=f"field orders CANCELLED in the last {doc['window_hours']:g} h: {len(f)}",
+        title_justify="left",
+    )  # fmt: skip
+    for item in f[:limit]:
+        table.add_row(
+            str(item["id"]),
+            item["account_no"],
+            item["work"],
+            item["cause"],
+            _local(item["closed_at"], tz),
+            item["closed_by"] or "-",
+            item["closed_reason"] or "",
+        )
+    err_console.print(table)
+    more("cancelled_field_orders")
 
 
 def register(app: typer.Typer) -> None:

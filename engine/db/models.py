@@ -43,7 +43,8 @@ PROTOCOLS = ("dlt645-2007", "dlt645-1997", "modbus")
 SECURITY_MODES = ("plain", "encrypted")  # 1CH with a plaintext password, or through the ESAM
 CLOSE_MODES = ("direct", "allowed")  # reconnect with 1CH 直接合闸 or 1BH 合闸允许
 EXEMPTION_STATUSES = ("requested", "approved", "rejected")
-FIELD_ORDER_STATUSES = ("open", "closed")
+# cancelled: the work must not be done any more (a 补停 whose customer paid); never deleted.
+FIELD_ORDER_STATUSES = ("open", "closed", "cancelled")
 RELAY_STATES = ("closed", "open", "armed", "unknown")
 
 
@@ -253,8 +254,10 @@ class FieldOrder(SQLModel, table=True):
     evidence: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime
     status: str = Field(default="open", max_length=16)
-    closed_at: datetime | None = None
+    closed_at: datetime | None = None  # closed or cancelled at
     closed_by: str | None = Field(default=None, max_length=64)
+    # Why it was cancelled (e.g. "account no longer in arrears"), shown to crews and supervisors.
+    closed_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class Timer(SQLModel, table=True):

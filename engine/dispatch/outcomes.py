@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
@@ -25,6 +26,7 @@ from engine.notify import Notifier
 from engine.orders_states import DisconnectState, OrderKind, ReconnectState
 from engine.scheduler.escalation import close_escalations
 from engine.store.errors import StaleOrder
+from engine.store.standdown import cancel_field_disconnections
 from engine.switching.procedure import SwitchOutcome, SwitchStatus
 
 # Causes where nothing reached the meter yet, so trying the whole order again later is safe.
@@ -35,6 +37,9 @@ RETRYABLE_BEFORE_COMMAND = frozenset({"no_reply"})
 class RetryPolicy:
     max_dispatch_attempts: int = 3
     retry_delay: timedelta = timedelta(seconds=30)
+    # A field disconnection order (补停) opened for an account whose balance is (by now) not
+    # below this is cancelled at once: the customer paid while the command was on the wire.
+    arrears_threshold: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -267,6 +272,17 @@ def record_outcome(
             detail={**detail, "field_order_id": field_order_id, "evidence": evidence},
         )
         state = order.state
+        if disconnect and _paid_meanwhile(session, claimed.account_no, retry.arrears_threshold):
+            cancel_field_disconnections(
+                session,
+                claimed.account_no,
+                actor=actor,
+                now=now,
+                why="account no longer in arrears (paid while the command was on the wire)",
+            )
+            return Applied(
+                claimed.id, claimed.kind, state, outcome.cause, field_order_id, None, lease_kept
+            )
         work = "补停 field disconnection" if disconnect else "现场复电 field reconnection"
         notifier.notify(
             session,
@@ -292,6 +308,15 @@ _SET_RELAY = (
     .values(relay_state=bindparam("b_state"), relay_checked_at=bindparam("b_at"))
 )
 _PHONE = select(ACCOUNTS.c.phone).where(ACCOUNTS.c.account_no == bindparam("account"))
+
+
+def _paid_meanwhile(session: Any, account_no: str, threshold: Decimal | None) -> bool:
+    if threshold is None:
+        return False
+    balance = session.execute(
+        select(ACCOUNTS.c.balance).where(ACCOUNTS.c.account_no == account_no)
+    ).scalar()
+    return balance is not None and Decimal(balance) >= threshold
 
 
 def _set_relay(session: Any, meter_id: int, state: str, now: datetime) -> None:

@@ -37,6 +37,7 @@ REPORT_KEYS = (
     "reconnection_times",
     "blocked_by_reason",
     "field_orders_by_cause",
+    "field_orders_cancelled",
     "per_station",
     "important_timeline",
     "overdue",
@@ -321,6 +322,7 @@ def compute_figures(history: History) -> dict[str, Any]:
     ]
     blocked = list(first_events(window, ("blocked",)).values())
     cancelled_paid = list(first_events(window, ("cancelled_paid",)).values())
+    cancelled_fields = [f for f in history.field_orders if f.status == "cancelled"]
     done = reconnections(history)
     timeline = important_timeline(history)
     late = overdue(history, done, timeline)
@@ -377,6 +379,7 @@ def compute_figures(history: History) -> dict[str, Any]:
             "reconnections": len(done),
             "reconnections_armed": sum(1 for r in done if r.state == "armed"),
             "field_orders": len(history.field_orders),
+            "field_orders_cancelled": len(cancelled_fields),
             "blocked_orders": len(blocked),
             "cancelled_paid": len(cancelled_paid),
             "payments": len(history.payments_in_period),
@@ -395,6 +398,19 @@ def compute_figures(history: History) -> dict[str, Any]:
             "as_of": _iso(history.now, history),
         },
         "field_orders_by_cause": _sorted_counts(Counter(f.cause for f in history.field_orders)),
+        "field_orders_cancelled": [
+            {
+                "id": f.id,
+                "order_id": f.order_id,
+                "account_no": f.account_no,
+                "cause": f.cause,
+                "status": f.status,
+                "created_at": _iso(f.created_at, history),
+                "cancelled_at": _iso(f.closed_at, history),
+                "reason": f.closed_reason,
+            }
+            for f in cancelled_fields
+        ],
         "per_station": per_station,
         "important_timeline": timeline,
         "overdue": late,

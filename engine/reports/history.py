@@ -79,6 +79,7 @@ class FieldOrderInfo:
     created_at: datetime
     status: str
     closed_at: datetime | None = None
+    closed_reason: str | None = None  # why it was cancelled (a 补停 whose customer paid)
 
 
 @dataclass
@@ -195,6 +196,7 @@ def _field_orders(session: Session, period: Period) -> list[FieldOrderInfo]:
             f.created_at,
             f.status,
             f.closed_at,
+            f.closed_reason,
             SWITCH_ORDERS.c.kind,
             ACCOUNTS.c.station.label("a_station"),
             METERS.c.station.label("m_station"),
@@ -220,6 +222,7 @@ def _field_orders(session: Session, period: Period) -> list[FieldOrderInfo]:
             created_at=r.created_at,
             status=r.status,
             closed_at=r.closed_at,
+            closed_reason=r.closed_reason,
         )
         for r in session.execute(query)
     ]

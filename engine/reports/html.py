@@ -200,6 +200,22 @@ def render_html(doc: dict[str, Any], *, title: str = "meterctl operations report
                 ["cause", "field orders"],
                 list(doc["field_orders_by_cause"].items()),
                 empty="No field order in this period.",
+            )
+            + "<h3>Cancelled field orders (do not carry out)</h3>"
+            + table(
+                ["field order", "account", "cause", "status", "cancelled at", "why"],
+                [
+                    (
+                        f["id"],
+                        f["account_no"],
+                        f["cause"],
+                        f["status"],
+                        short(f["cancelled_at"]) or "-",
+                        f["reason"] or "",
+                    )
+                    for f in doc["field_orders_cancelled"]
+                ],
+                empty="No field order was cancelled.",
             ),
         ),
         _section(

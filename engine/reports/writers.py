@@ -66,6 +66,9 @@ def csv_rows(doc: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
         yield "blocked_by_reason", code, "accounts_now", _cell(n)
     for cause, n in doc["field_orders_by_cause"].items():
         yield "field_orders_by_cause", cause, "field_orders", _cell(n)
+    for item in doc["field_orders_cancelled"]:
+        for measure in ("account_no", "cause", "status", "cancelled_at", "reason"):
+            yield "field_orders_cancelled", str(item["id"]), measure, _cell(item[measure])
     for row in doc["per_station"]:
         for measure, value in row.items():
             if measure != "station":
