@@ -87,6 +87,9 @@ class RolesConfig:
     operator: list[str] = field(default_factory=list)
     supervisor: list[str] = field(default_factory=list)
     admin: list[str] = field(default_factory=list)
+    # OS accounts several people use (through sudo -u / su): the identity is then the person
+    # who logged in (the kernel's login uid), never the shared name (docs/security.md).
+    shared_accounts: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

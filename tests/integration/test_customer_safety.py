@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -80,3 +84,48 @@ def test_a_customer_who_pays_after_a_failed_trip_is_never_cut_by_a_crew(
     }
     # The customer in arrears all along was cut; the stuck meters were never re-tripped.
     assert world.fleet.relay(world.fleet.addresses[2]) is RelayState.OPEN
+
+
+def run_as_process(world: EngineWorld, env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """``meterctl`` as a separate process, the way an operator runs it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli.main", "--config", str(world.config_path), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        cwd=world.tmp,
+        timeout=120,
+        check=False,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_no_environment_variable_lets_one_person_approve_their_own_request(
+    tmp_path: Path,
+) -> None:
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    roles = f'\n[roles]\noperator = ["{me}", "sue"]\nsupervisor = ["{me}", "sue"]\n'
+    with Fleet.generate(meters=1, buses=1, time_scale=0, seed=2) as fleet:
+        world = EngineWorld(tmp_path, fleet, extra_config=roles)
+        world.import_fleet()
+        account = account_no_for(fleet.addresses[0])
+        code, out, err = run_as_process(
+            world, {}, "exemptions", "request", account, "--reason", "dialysis",
+            "--until", "2099-01-01", "--json",
+        )  # fmt: skip
+        assert code == 0, err
+        exemption_id = str(json.loads(out)["id"])
+
+        for forged in (
+            {"USER": "sue", "LOGNAME": "sue", "LNAME": "sue", "USERNAME": "sue"},
+            {"SUDO_USER": "sue", "SUDO_UID": "4242"},
+        ):
+            code, _out, err = run_as_process(world, forged, "exemptions", "approve", exemption_id)
+            assert code == 4, err
+            assert "four eyes" in err and me in err
+
+        code, out, _ = run_as_process(world, {}, "audit", "show", "--json")
+        actors = {r["actor"] for r in json.loads(out)["records"]}
+        assert "sue" not in actors
+        code, out, _ = run_as_process(world, {}, "exemptions", "list", "--json")
+        assert json.loads(out)["exemptions"][0]["status"] == "requested"
