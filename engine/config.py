@@ -77,6 +77,9 @@ class PolicyConfig:
     arrears_threshold: float = 0.0
     notice_days: int = 7
     notice_max_age_days: int = 30
+    # A delivery recorded (CLI or billing export) more than this many days after it happened
+    # is refused: evidence written down weeks later is no evidence.
+    notice_backdate_max_days: int = 14
     important_warning_minutes: int = 15
     window: WindowConfig = field(default_factory=WindowConfig)
     batch_limit: BatchLimitConfig = field(default_factory=BatchLimitConfig)
@@ -281,6 +284,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(
             "config key policy.notice_max_age_days: must be at least policy.notice_days"
         )
+    if config.policy.notice_backdate_max_days < 0:
+        raise ConfigError("config key policy.notice_backdate_max_days: must not be negative")
     url = config.database.url
     if not url.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
         raise ConfigError(

@@ -210,6 +210,7 @@ class Demo:
             now=self.clock.now(),
             tz=self.config.site.tz,
             arrears_threshold=arrears_threshold(self.config.policy.arrears_threshold),
+            max_backdate=timedelta(days=self.config.policy.notice_backdate_max_days),
         )
         self.out.print(
             f"  {summary.rows} accounts imported from {csv_path.name} (audit record {summary.audit_seq})"

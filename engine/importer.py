@@ -51,7 +51,7 @@ from engine.db.models import (
 )
 from engine.notify import OutboxNotifier
 from engine.store.standdown import stand_down_cuts
-from engine.store.timeinput import parse_timestamp
+from engine.store.timeinput import check_delivery, parse_delivery
 from protocols.errors import InputError
 
 REQUIRED_COLUMNS = (
@@ -72,7 +72,8 @@ OPTIONAL_COLUMNS = ("station", "security", "close_mode", "password_ref")
 DEFAULT_PROTOCOL = "dlt645-2007"
 CHUNK = 1000
 # A billing clock a little ahead of ours is not an error; a delivery next week is.
-FUTURE_SLACK = timedelta(minutes=5)
+# A delivery older than this is refused ([policy] notice_backdate_max_days).
+DEFAULT_BACKDATE = timedelta(days=14)
 
 _TRUE = {"yes", "y", "true", "1"}
 _FALSE = {"no", "n", "false", "0"}
@@ -209,7 +210,11 @@ def _text(value: str, limit: int) -> tuple[str, str | None]:
 
 
 def validate_row(
-    values: dict[str, str], row: int, tz: ZoneInfo, now: datetime
+    values: dict[str, str],
+    row: int,
+    tz: ZoneInfo,
+    now: datetime,
+    max_backdate: timedelta = DEFAULT_BACKDATE,
 ) -> tuple[AccountRow | None, list[Problem]]:
     """Check one row; return the typed row (None when it has problems) and its problems."""
     problems: list[Problem] = []
@@ -269,14 +274,15 @@ def validate_row(
     delivered: datetime | None = None
     if values["notice_delivered_at"].strip():
         try:
-            delivered = parse_timestamp(
-                values["notice_delivered_at"], tz, what="notice_delivered_at"
+            delivered = parse_delivery(
+                values["notice_delivered_at"], tz, now=now, what="notice_delivered_at"
             )
-        except InputError:
-            bad("notice_delivered_at", f"{values['notice_delivered_at']!r} is not an ISO 8601 time")
-        else:
-            if delivered > now + FUTURE_SLACK:
-                bad("notice_delivered_at", f"{values['notice_delivered_at']!r} is in the future")
+            check_delivery(
+                delivered, now=now, max_backdate=max_backdate, tz=tz, what="notice_delivered_at"
+            )
+        except InputError as exc:
+            bad("notice_delivered_at", str(exc).removeprefix("notice_delivered_at: "))
+            delivered = None
     optional: dict[str, str | None] = {}
     for column, allowed, limit in (
         ("station", None, 64),
@@ -358,7 +364,12 @@ def _header(path: Path, encoding: str) -> tuple[list[str], list[Problem]]:
 
 
 def _rows(
-    path: Path, encoding: str, columns: list[str], tz: ZoneInfo, now: datetime
+    path: Path,
+    encoding: str,
+    columns: list[str],
+    tz: ZoneInfo,
+    now: datetime,
+    max_backdate: timedelta = DEFAULT_BACKDATE,
 ) -> Iterator[tuple[int, dict[str, str] | None, AccountRow | None, list[Problem]]]:
     """(row, raw values, typed row or None, problems) for each data row."""
     first = True
@@ -375,7 +386,7 @@ def _rows(
             )
             continue
         values = dict(zip(columns, fields, strict=True))
-        parsed, problems = validate_row(values, row, tz, now)
+        parsed, problems = validate_row(values, row, tz, now, max_backdate)
         yield row, values, parsed, problems
 
 
@@ -441,7 +452,14 @@ def _repeats(
                 yield Problem(row, column, f"{shown} repeats row {first}")
 
 
-def scan(path: Path, *, tz: ZoneInfo, now: datetime, encoding: str = "utf-8-sig") -> Scan:
+def scan(
+    path: Path,
+    *,
+    tz: ZoneInfo,
+    now: datetime,
+    encoding: str = "utf-8-sig",
+    max_backdate: timedelta = DEFAULT_BACKDATE,
+) -> Scan:
     """Pass 1: validate the whole file; memory holds key hashes, not rows or keys.
 
     Repeated keys are found by their hashes (a set of ints per key column, about 60 bytes an
@@ -456,7 +474,9 @@ def scan(path: Path, *, tz: ZoneInfo, now: datetime, encoding: str = "utf-8-sig"
         seen: dict[str, set[int]] = {column: set() for column in _KEY_COLUMNS}
         suspects: dict[str, set[int]] = {column: set() for column in _KEY_COLUMNS}
         count = 0
-        for _row, values, parsed, row_problems in _rows(path, encoding, columns, tz, now):
+        for _row, values, parsed, row_problems in _rows(
+            path, encoding, columns, tz, now, max_backdate
+        ):
             count += 1
             problems.extend(row_problems)
             if values is None:
@@ -537,16 +557,34 @@ def _write_chunk(
         for r in chunk
         if r.account_no not in existing
     ]
+    # Accounts in arrears before this export that it says are paid up: the episode ends.
+    was_in_arrears = {
+        str(number)
+        for number in session.execute(
+            select(ACCOUNTS.c.account_no).where(
+                ACCOUNTS.c.account_no.in_(numbers), ACCOUNTS.c.balance < threshold
+            )
+        ).scalars()
+    }
     changed = [
         {"b_account_no": r.account_no, **account_values(r)}
         for r in chunk
         if r.account_no in existing
+    ]
+    cleared = [
+        r.account_no for r in chunk if r.account_no in was_in_arrears and r.balance >= threshold
     ]
     if new:
         session.execute(insert(ACCOUNTS), new)
     if changed:
         session.execute(
             update(ACCOUNTS).where(ACCOUNTS.c.account_no == bindparam("b_account_no")), changed
+        )
+    if cleared:
+        session.execute(
+            update(ACCOUNTS)
+            .where(ACCOUNTS.c.account_no.in_(cleared))
+            .values(arrears_cleared_at=now)
         )
     summary.accounts_created += len(new)
     summary.accounts_updated += len(changed)
@@ -658,16 +696,29 @@ def _stand_down_paid(
 
 
 def _record_deliveries(session: Session, rows: list[AccountRow], summary: ImportSummary) -> None:
-    """A delivered notice per row: fill in the newest undelivered one or add one; no repeats."""
+    """A delivered notice per row: fill in the newest undelivered one or add one; no repeats.
+
+    Only a notice of the current arrears episode is filled in (one issued after the account
+    last paid in full). The channel is ``billing_export`` and the evidence the export itself.
+    """
     if not rows:
         return
+    numbers = [r.account_no for r in rows]
+    cleared = dict(
+        session.execute(
+            select(ACCOUNTS.c.account_no, ACCOUNTS.c.arrears_cleared_at).where(
+                ACCOUNTS.c.account_no.in_(numbers)
+            )
+        ).all()
+    )
     notices: dict[str, list[Any]] = {}
     for n in session.execute(
         select(NOTICES.c.id, NOTICES.c.account_no, NOTICES.c.issued_at, NOTICES.c.delivered_at)
-        .where(NOTICES.c.account_no.in_([r.account_no for r in rows]))
+        .where(NOTICES.c.account_no.in_(numbers))
         .order_by(NOTICES.c.issued_at, NOTICES.c.id)
     ):
         notices.setdefault(n.account_no, []).append(n)
+    evidence = f"{summary.file} sha256:{summary.sha256[:16]}"
     fills, adds = [], []
     for r in rows:
         when = r.notice_delivered_at
@@ -675,7 +726,14 @@ def _record_deliveries(session: Session, rows: list[AccountRow], summary: Import
         mine = notices.get(r.account_no, [])
         if any(n.delivered_at == when for n in mine):
             continue  # the same export imported again
-        pending = [n for n in mine if n.delivered_at is None and n.issued_at <= when]
+        since = cleared.get(r.account_no)
+        pending = [
+            n
+            for n in mine
+            if n.delivered_at is None
+            and n.issued_at <= when
+            and (since is None or n.issued_at >= since)
+        ]
         if pending:
             fills.append({"b_id": pending[-1].id, "delivered_at": when})
         else:
@@ -686,10 +744,17 @@ def _record_deliveries(session: Session, rows: list[AccountRow], summary: Import
                     "delivered_at": when,
                     "issued_by": "import",
                     "source": "import",
+                    "channel": "billing_export",
+                    "evidence_ref": evidence,
                 }
             )
     if fills:
-        session.execute(update(NOTICES).where(NOTICES.c.id == bindparam("b_id")), fills)
+        session.execute(
+            update(NOTICES)
+            .where(NOTICES.c.id == bindparam("b_id"))
+            .values(channel="billing_export", evidence_ref=evidence),
+            fills,
+        )
     if adds:
         session.execute(insert(NOTICES), adds)
     summary.notices_recorded += len(fills) + len(adds)
@@ -707,6 +772,7 @@ def import_accounts(
     on_scanned: Callable[[int], None] | None = None,
     progress: Callable[[int], None] | None = None,
     arrears_threshold: Decimal = Decimal("0.00"),
+    max_backdate: timedelta = DEFAULT_BACKDATE,
 ) -> ImportSummary:
     """Validate ``path`` completely, then upsert it in one transaction with one audit record.
 
@@ -714,7 +780,7 @@ def import_accounts(
     is bad. ``on_scanned(rows)`` is called after validation, ``progress(n)`` per written chunk.
     With ``dry_run`` the writes run and are rolled back, so the counts are exact.
     """
-    checked = scan(path, tz=tz, now=now, encoding=encoding)
+    checked = scan(path, tz=tz, now=now, encoding=encoding, max_backdate=max_backdate)
     if checked.problems:
         raise ImportRejected(path, checked.problems)
     if on_scanned is not None:
@@ -730,7 +796,9 @@ def import_accounts(
     try:
         with transaction(engine) as session:
             chunk: list[AccountRow] = []
-            for row, _values, parsed, problems in _rows(path, encoding, checked.columns, tz, now):
+            for row, _values, parsed, problems in _rows(
+                path, encoding, checked.columns, tz, now, max_backdate
+            ):
                 if parsed is None:  # the file changed since pass 1
                     raise ImportRejected(
                         path, problems or [Problem(row, None, "the file changed while importing")]

@@ -127,10 +127,18 @@ def record_payment(
         if account is None:
             raise UnknownAccount(account_no)
         balance = (Decimal(account.balance) + amount).quantize(Decimal("0.01"))
+        in_arrears = balance < threshold
+        # Paid in full: this arrears episode ends, and its notices with it (a new debt needs
+        # a new notice, policies/notice.py).
+        episode_ended = Decimal(account.balance) < threshold and not in_arrears
         session.execute(
             update(ACCOUNTS)
             .where(ACCOUNTS.c.account_no == account_no)
-            .values(balance=balance, updated_at=now)
+            .values(
+                balance=balance,
+                updated_at=now,
+                **({"arrears_cleared_at": now} if episode_ended else {}),
+            )
         )
         session.execute(
             insert(PAYMENTS).values(
@@ -142,7 +150,6 @@ def record_payment(
                 source=source,
             )
         )
-        in_arrears = balance < threshold
         audit.append(
             session,
             actor,
@@ -154,6 +161,7 @@ def record_payment(
                 "balance": str(balance),
                 "source": source,
                 "in_arrears": in_arrears,
+                "arrears_episode_ended": episode_ended,
             },
             at=now,
         )

@@ -36,6 +36,9 @@ class AccountFacts:
     meter_no: str | None  # the meter the billing system binds to this account
     meter_address: str | None
     station: str | None = None
+    # When the account last stopped being in arrears (paid in full): notices issued before
+    # belong to that earlier episode and do not count for the current debt.
+    arrears_cleared_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

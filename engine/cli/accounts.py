@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -76,6 +77,7 @@ def import_(
                 now=now(),
                 tz=st.config.site.tz,
                 arrears_threshold=arrears_threshold(st.config.policy.arrears_threshold),
+                max_backdate=timedelta(days=st.config.policy.notice_backdate_max_days),
                 dry_run=dry_run,
                 encoding=encoding,
                 on_scanned=scanned,

@@ -45,6 +45,7 @@ CLOSE_MODES = ("direct", "allowed")  # reconnect with 1CH 直接合闸 or 1BH �
 EXEMPTION_STATUSES = ("requested", "approved", "rejected")
 # cancelled: the work must not be done any more (a 补停 whose customer paid); never deleted.
 FIELD_ORDER_STATUSES = ("open", "closed", "cancelled")
+NOTICE_CHANNELS = ("posted", "sms", "letter", "in_person", "billing_export")
 RELAY_STATES = ("closed", "open", "armed", "unknown")
 
 
@@ -76,6 +77,9 @@ class Account(SQLModel, table=True):
     meter_no: str | None = Field(default=None, max_length=64, index=True)
     meter_address: str | None = Field(default=None, max_length=32)
     station: str | None = Field(default=None, max_length=64, index=True)  # 台区 / substation
+    # When the account last stopped being in arrears (paid in full): the arrears episode
+    # ended, and a notice issued before it no longer counts (a new debt needs a new notice).
+    arrears_cleared_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -115,7 +119,12 @@ class Notice(SQLModel, table=True):
     """A disconnection notice (停电通知); the notice clock starts at delivery, not at issue."""
 
     __tablename__ = "notices"
-    __table_args__ = (Index("ix_notices_account_issued", "account_no", "issued_at"),)
+    __table_args__ = (
+        Index("ix_notices_account_issued", "account_no", "issued_at"),
+        CheckConstraint(
+            f"channel IS NULL OR {_in('channel', NOTICE_CHANNELS)}", name="ck_notices_channel"
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     account_no: str = Field(foreign_key="accounts.account_no", max_length=64)
@@ -123,6 +132,10 @@ class Notice(SQLModel, table=True):
     delivered_at: datetime | None = None
     issued_by: str = Field(default="", max_length=64)
     source: str = Field(default="cli", max_length=16)  # cli | import | engine
+    # How the delivery was made and what proves it (a tracking number, an SMS receipt id, the
+    # export's file and row...). Rows from before issue 15 have neither.
+    channel: str | None = Field(default=None, max_length=16)
+    evidence_ref: str | None = Field(default=None, max_length=200)
 
 
 class Exemption(SQLModel, table=True):

@@ -129,3 +129,43 @@ def test_no_environment_variable_lets_one_person_approve_their_own_request(
         assert "sue" not in actors
         code, out, _ = run_as_process(world, {}, "exemptions", "list", "--json")
         assert json.loads(out)["exemptions"][0]["status"] == "requested"
+
+
+def test_a_notice_served_for_a_paid_debt_does_not_allow_cutting_the_next_one(
+    world: EngineWorld,
+) -> None:
+    repaid, other = world.fleet.addresses[0], world.fleet.addresses[1]
+    account = account_no_for(repaid)
+    world.import_fleet()  # everyone owes 50 yuan, notice delivered 8 days ago
+    code, _out, err = meterctl(world, "payments", "record", account, "50.00", "--ref", "PAY-N")
+    assert code == 0, err
+    world.import_fleet()  # weeks later: a new debt; the export repeats the old delivery date
+
+    code, out, err = meterctl(world, "batch", "run", "--yes", "--json")
+    assert code == 0, err
+    decisions = {d["account_no"]: d for d in json.loads(out)["decisions"]}
+    assert decisions[account]["outcome"] == "blocked"
+    assert "notice_previous_episode" in {r["code"] for r in decisions[account]["reasons"]}
+    assert world.fleet.relay(repaid) is RelayState.CLOSED
+    assert not [e for e in world.fleet.events(repaid) if e.get("action") == "trip"]
+    assert world.fleet.relay(other) is RelayState.OPEN  # the others' notices were fine
+
+    # A delivery needs a notice issued for this debt, and cannot predate it.
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
+    evidence = ("--channel", "posted", "--evidence", "photo-0042")
+    code, _out, err = meterctl(world, "notices", "delivered", account, "--at", today, *evidence)
+    assert code == 2 and "issue one first" in err
+    assert meterctl(world, "notices", "issue", "--account", account)[0] == 0
+    code, _out, err = meterctl(
+        world, "notices", "delivered", account, "--at", "2020-01-01T09:00", *evidence
+    )
+    assert code == 2 and "before the notice was issued" in err
+    code, out, err = meterctl(
+        world, "notices", "delivered", account, "--at", today, *evidence, "--json"
+    )
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["channel"] == "posted" and shown["evidence_ref"] == "photo-0042"
+    code, out, _ = meterctl(world, "batch", "plan", "--json")
+    planned = {d["account_no"]: d for d in json.loads(out)["decisions"]}
+    assert "notice_pending" in {r["code"] for r in planned[account]["reasons"]}
