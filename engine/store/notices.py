@@ -14,11 +14,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, insert, or_, select
 from sqlmodel import Session
 
+from base.errors import InputError
 from engine import audit
 from engine.db.models import ACCOUNTS, NOTICE_CHANNELS, NOTICES, Notice
 from engine.store.accounts import accounts_in_arrears, get_account
 from engine.store.timeinput import check_delivery, local
-from protocols.errors import InputError
 
 _CHUNK = 1000
 

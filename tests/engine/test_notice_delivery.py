@@ -10,13 +10,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Engine, select
 
+from base.errors import InputError
 from engine.db.database import read_session, transaction
 from engine.db.models import ACCOUNTS, NOTICES
 from engine.importer import ImportRejected, import_accounts
 from engine.payments import record_payment
 from engine.store.notices import issue_notice, issue_notices_in_arrears, record_delivery
 from engine.store.timeinput import parse_delivery
-from protocols.errors import InputError
 from tests.engine import store_helpers
 from tests.engine.scheduler_helpers import make_config, set_balance
 from tests.engine.store_helpers import HEADER, MONDAY_10_SHANGHAI, add_account
