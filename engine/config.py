@@ -73,6 +73,16 @@ class BatchLimitConfig:
 
 
 @dataclass(frozen=True)
+class ImportantPolicyConfig:
+    # Copies of an important customer's notice and timeline (抄报): the power administration,
+    # the customer's authority, the local government, the judiciary. None: no important
+    # customer is cut (the cut is blocked, saying so).
+    authority_recipients: list[str] = field(default_factory=list)
+    # An execution more than this many minutes after its time (T+15) restarts the timeline.
+    execute_grace_minutes: int = 15
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
     arrears_threshold: float = 0.0
     notice_days: int = 7
@@ -83,6 +93,7 @@ class PolicyConfig:
     important_warning_minutes: int = 15
     window: WindowConfig = field(default_factory=WindowConfig)
     batch_limit: BatchLimitConfig = field(default_factory=BatchLimitConfig)
+    important: ImportantPolicyConfig = field(default_factory=ImportantPolicyConfig)
 
 
 @dataclass(frozen=True)

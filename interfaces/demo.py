@@ -59,6 +59,8 @@ end = "24:00"
 [policy.batch_limit]
 max_share = 0.5
 max_count = 100
+[policy.important]
+authority_recipients = ["county-power-administration", "county-government"]
 [audit]
 key = "demo-audit-key"
 [hooks]

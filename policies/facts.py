@@ -119,6 +119,10 @@ class PolicySettings:
     window: WindowSettings = field(default_factory=WindowSettings)
     batch_max_share: float = 0.05
     batch_max_count: int = 5000
+    # Important customers: the authorities the notice is copied to (抄报); with none, no
+    # important customer is cut. Execution later than this after its time restarts the timeline.
+    important_authorities: tuple[str, ...] = ()
+    important_execute_grace_minutes: int = 15
 
 
 class Verdict(str, Enum):

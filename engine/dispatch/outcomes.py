@@ -17,12 +17,13 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import Session
 
-from engine.db.models import ACCOUNTS, FIELD_ORDERS, METERS
+from engine.db.models import ACCOUNTS, FIELD_ORDERS, METERS, TIMERS
 from engine.dispatch.journal import DbJournal
 from engine.dispatch.leases import renew_bus
 from engine.dispatch.order_rows import load_order, move_row
 from engine.dispatch.queue import ClaimedOrder, claim_in
 from engine.escalation import close_escalations
+from engine.important import IMPORTANT_RESTART
 from engine.notify import Notifier
 from engine.orders_states import DisconnectState, OrderKind, ReconnectState
 from engine.store.errors import StaleOrder
@@ -169,7 +170,29 @@ def record_outcome(
         and outcome.cause in RETRYABLE_BEFORE_COMMAND
         and claimed.attempts + 1 < retry.max_dispatch_attempts
     )
-    if retry_later or status is SwitchStatus.DEFERRED:
+    if status is SwitchStatus.DEFERRED and disconnect and order.notice_time is not None:
+        # An important customer's execution must follow the instruction by 15 minutes, not
+        # wait for the window to open again: its timeline starts again (engine.important),
+        # through a timer because restarting needs the policy settings.
+        move_row(
+            session,
+            order,
+            DisconnectState.PLANNED,
+            actor=actor,
+            now=now,
+            detail={**detail, "timeline_restart": True},
+        )
+        session.execute(
+            insert(TIMERS).values(
+                kind=IMPORTANT_RESTART,
+                order_id=claimed.id,
+                account_no=claimed.account_no,
+                due_at=now,
+                payload={"why": f"the execution was deferred: {outcome.message}"},
+            )
+        )
+        state = order.state
+    elif retry_later or status is SwitchStatus.DEFERRED:
         order.attempts += 1 if retry_later else 0
         if status is SwitchStatus.DEFERRED:
             when = outcome.evidence.get("not_before")

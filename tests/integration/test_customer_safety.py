@@ -8,7 +8,7 @@ import pwd
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from interfaces.cli.main import app
 from simulator.fleet import Fleet
 from simulator.state import RelayState
+from tests.integration import harness
 from tests.integration.harness import EngineWorld, account_no_for
 
 
@@ -169,3 +170,70 @@ def test_a_notice_served_for_a_paid_debt_does_not_allow_cutting_the_next_one(
     code, out, _ = meterctl(world, "batch", "plan", "--json")
     planned = {d["account_no"]: d for d in json.loads(out)["decisions"]}
     assert "notice_pending" in {r["code"] for r in planned[account]["reasons"]}
+
+
+def important_world(
+    tmp_path: Path, fleet: Fleet, monkeypatch: pytest.MonkeyPatch, *, authorities: bool
+) -> tuple[EngineWorld, datetime]:
+    """A world whose window closes before a timeline started now could execute (20 minutes
+    from now, or at midnight when only today is a disconnection day); returns it and the
+    site-local time now."""
+    tz = ZoneInfo("Asia/Shanghai")
+    local = datetime.now(tz)
+    if (local + timedelta(minutes=30)).date() == local.date() and local.hour < 23:
+        closes = (local + timedelta(minutes=20)).strftime("%H:%M")
+        window = 'weekdays = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]\n'
+        window += f'start = "00:00"\nend = "{closes}"\n'
+    else:  # near midnight: only today is a disconnection day
+        day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[local.weekday()]
+        window = f'weekdays = ["{day}"]\nstart = "00:00"\nend = "24:00"\n'
+    config = harness.CONFIG.replace(
+        'weekdays = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]\nstart = "00:00"\n'
+        'end = "24:00"\n',
+        window,
+    )
+    assert config != harness.CONFIG
+    monkeypatch.setattr(harness, "CONFIG", config)
+    extra = '\n[policy.important]\nauthority_recipients = ["power-admin", "county-gov"]\n'
+    world = EngineWorld(tmp_path, fleet, extra_config=extra if authorities else "")
+    world.import_fleet(overrides={fleet.addresses[0]: {"customer_class": "important"}})
+    return world, local
+
+
+def test_an_important_customers_timeline_is_never_stretched_over_a_closed_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Fleet.generate(meters=2, buses=1, time_scale=0, seed=4) as fleet:
+        important = account_no_for(fleet.addresses[0])
+        world, local = important_world(tmp_path, fleet, monkeypatch, authorities=True)
+        code, out, err = meterctl(world, "batch", "run", "--yes", "--json")
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["counts"]["scheduled"] == 1
+        order = world.orders()[important]
+        tz = ZoneInfo("Asia/Shanghai")
+        stated = order["notice_time"].astimezone(tz)
+        # Not T = now + 15 with the execution after closing time: the whole timeline (warning,
+        # T, execution 15 minutes after T) lies in the next open stretch of the window.
+        assert stated.date() > local.date()
+        assert stated.strftime("%H:%M") == "00:15"
+        assert set(order["recipients"]) >= {"power-admin", "county-gov"}
+        assert world.fleet.relay(fleet.addresses[0]) is RelayState.CLOSED
+
+
+def test_without_authorities_to_copy_no_important_customer_is_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Fleet.generate(meters=2, buses=1, time_scale=0, seed=5) as fleet:
+        world = EngineWorld(tmp_path, fleet)  # the harness config names no authority
+        world.import_fleet(overrides={fleet.addresses[0]: {"customer_class": "important"}})
+        code, out, err = meterctl(world, "batch", "run", "--yes", "--json")
+        assert code == 0, err
+        decisions = {d["account_no"]: d for d in json.loads(out)["decisions"]}
+        blocked = decisions[account_no_for(fleet.addresses[0])]
+        assert blocked["outcome"] == "blocked"
+        (reason,) = [r for r in blocked["reasons"] if r["rule"] == "important"]
+        assert reason["code"] == "important_authorities_missing"
+        assert "authority_recipients" in reason["message"]
+        assert account_no_for(fleet.addresses[0]) not in world.orders()  # no warning sent
+        assert world.fleet.relay(fleet.addresses[1]) is RelayState.OPEN

@@ -69,7 +69,28 @@ def violations(case: Case, s: PolicySettings, now: datetime) -> set[str]:
         or (w.end is not None and local.time() >= w.end)
     ):
         found.add("window")
+    if a.customer_class is CustomerClass.IMPORTANT:
+        t = case.timeline
+        if not s.important_authorities:
+            found.add("authorities")  # 抄报 impossible: nobody to copy
+        elif (
+            t is not None
+            and not important_not_due(case, s, now)
+            and not expired(case, s, now)
+            and not set(s.important_authorities) & set(t.recipients)
+        ):
+            found.add("authorities_not_copied")
     return found
+
+
+def expired(case: Case, s: PolicySettings, now: datetime) -> bool:
+    """The execution can no longer follow the instruction by one step: restart."""
+    t = case.timeline
+    if t is None or t.warned_at is None or t.instructed_at is None:
+        return False
+    step = timedelta(minutes=s.important_warning_minutes)
+    due = max(t.notice_time + step, t.instructed_at + step, t.warned_at + 2 * step)
+    return now > due + timedelta(minutes=s.important_execute_grace_minutes)
 
 
 def important_not_due(case: Case, s: PolicySettings, now: datetime) -> bool:
@@ -92,7 +113,7 @@ def test_no_failing_account_is_ever_planned(
     note(f"violations={failed} decision={decision}")
     if failed:
         assert decision.outcome is Outcome.BLOCKED
-    elif important_not_due(case, settings, now):
+    elif important_not_due(case, settings, now) or expired(case, settings, now):
         assert decision.outcome is Outcome.SCHEDULE
     elif case.account.customer_class is not CustomerClass.IMPORTANT:
         # And the converse: an ordinary account that breaks no rule is planned.
