@@ -90,6 +90,8 @@ class PolicyConfig:
     # A delivery recorded (CLI or billing export) more than this many days after it happened
     # is refused: evidence written down weeks later is no evidence.
     notice_backdate_max_days: int = 14
+    # No exemption (保电, humanitarian case) or disconnection approval lasts longer than this.
+    exemption_max_days: int = 90
     important_warning_minutes: int = 15
     window: WindowConfig = field(default_factory=WindowConfig)
     batch_limit: BatchLimitConfig = field(default_factory=BatchLimitConfig)
@@ -295,6 +297,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(
             "config key policy.notice_max_age_days: must be at least policy.notice_days"
         )
+    if config.policy.exemption_max_days < 1:
+        raise ConfigError("config key policy.exemption_max_days: must be at least 1")
     if config.policy.notice_backdate_max_days < 0:
         raise ConfigError("config key policy.notice_backdate_max_days: must not be negative")
     url = config.database.url

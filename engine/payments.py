@@ -180,34 +180,10 @@ def record_payment(
         )
         result.cancelled_orders = stood.cancelled_orders
         result.cancelled_field_orders = stood.cancelled_field_orders
-        states = set(
-            session.execute(
-                select(SWITCH_ORDERS.c.state).where(
-                    SWITCH_ORDERS.c.account_no == account_no,
-                    SWITCH_ORDERS.c.kind == OrderKind.DISCONNECT.value,
-                )
-            ).scalars()
-        )
-
-        meter = (
-            session.execute(select(METERS).where(METERS.c.meter_no == account.meter_no)).first()
-            if account.meter_no
-            else None
-        )
-        if meter is None:
-            return result
-        result.meter_link = meter.link
-        needs = (
-            meter.relay_state in ("open", "armed")
-            or DisconnectState.DISPATCHING.value in states
-            or (meter.relay_state == "unknown" and states & {"verified", "field_order"} != set())
-        )
-        if not needs:
-            return result
-        order_id, _created = ensure_reconnect_order(
+        found = reconnect_if_cut(
             session,
             account_no=account_no,
-            meter_id=meter.id,
+            meter_no=account.meter_no,
             now=now,
             actor=actor,
             config=config,
@@ -215,8 +191,62 @@ def record_payment(
             batch_id=f"payment:{ref}",
             detail={"payment_ref": ref},
         )
-        result.reconnect_order_id = order_id
+        result.meter_link, result.reconnect_order_id = found
         return result
+
+
+def reconnect_if_cut(
+    session: Session,
+    *,
+    account_no: str,
+    meter_no: str | None,
+    now: datetime,
+    actor: str,
+    config: Config,
+    reason: str,
+    batch_id: str,
+    detail: Mapping[str, Any] | None = None,
+) -> tuple[str | None, int | None]:
+    """Order the reconnection of an account whose meter is, or may be, open.
+
+    Open or armed by the last read, a disconnection on the wire, or an unknown relay after a
+    verified disconnection or a field order. Returns (the meter's link, the reconnection order
+    id or None). Shared by payments and emergency reconnection (应急复电).
+    """
+    meter = (
+        session.execute(select(METERS).where(METERS.c.meter_no == meter_no)).first()
+        if meter_no
+        else None
+    )
+    if meter is None:
+        return None, None
+    states = set(
+        session.execute(
+            select(SWITCH_ORDERS.c.state).where(
+                SWITCH_ORDERS.c.account_no == account_no,
+                SWITCH_ORDERS.c.kind == OrderKind.DISCONNECT.value,
+            )
+        ).scalars()
+    )
+    needs = (
+        meter.relay_state in ("open", "armed")
+        or DisconnectState.DISPATCHING.value in states
+        or (meter.relay_state == "unknown" and states & {"verified", "field_order"} != set())
+    )
+    if not needs:
+        return meter.link, None
+    order_id, _created = ensure_reconnect_order(
+        session,
+        account_no=account_no,
+        meter_id=meter.id,
+        now=now,
+        actor=actor,
+        config=config,
+        reason=reason,
+        batch_id=batch_id,
+        detail=detail,
+    )
+    return meter.link, order_id
 
 
 def ensure_reconnect_order(

@@ -22,7 +22,10 @@ the twice-daily "停电不欠费" watch. :func:`screen` answers them from the st
     account is not in arrears: a crew sent out from that list would cut a customer who owes
     nothing (payments and billing exports cancel them, so any entry here is an alarm);
 (f) ``cancelled_field_orders``: field orders cancelled in the recent window, with why (a crew
-    holding a printed list must see that the job is off).
+    holding a printed list must see that the job is off);
+(g) ``expired_protections``: exemptions (保电, humanitarian cases) and disconnection approvals
+    whose end fell in the recent window (audited as ``exemption.expired`` /
+    ``approval.expired``), and approvals without an end (from before ends were required).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from engine.db.models import (
 from engine.orders_states import OrderKind
 from engine.store.accounts import arrears_threshold
 from engine.store.cases import load_cases
+from engine.store.expiry import recent_expiries
 from engine.sweeps import disconnected_but_paid
 from policies import evaluate, settings_from_config
 from policies.facts import Decision, Outcome
@@ -60,6 +64,7 @@ SCREENING_KEYS = (
     "failing_buses",
     "field_disconnections_not_in_arrears",
     "cancelled_field_orders",
+    "expired_protections",
 )
 """The lists of :func:`screen`'s document (stable keys)."""
 
@@ -529,6 +534,12 @@ def cancelled_field_orders(engine: Engine, *, since: datetime) -> list[dict[str,
         )
 
 
+def expired_protections(engine: Engine, *, since: datetime, now: datetime) -> list[dict[str, Any]]:
+    """Exemptions and approvals that ended in ``[since, now]`` (see engine.store.expiry)."""
+    with read_session(engine) as session:
+        return recent_expiries(session, since=since, now=now)
+
+
 def screen(
     engine: Engine,
     config: Config,
@@ -547,6 +558,7 @@ def screen(
         ),
         "field_disconnections_not_in_arrears": field_disconnections_not_in_arrears(engine, config),
         "cancelled_field_orders": cancelled_field_orders(engine, since=now - options.window),
+        "expired_protections": expired_protections(engine, since=now - options.window, now=now),
     }
     return {
         "at": now,

@@ -43,6 +43,9 @@ PROTOCOLS = ("dlt645-2007", "dlt645-1997", "modbus")
 SECURITY_MODES = ("plain", "encrypted")  # 1CH with a plaintext password, or through the ESAM
 CLOSE_MODES = ("direct", "allowed")  # reconnect with 1CH 直接合闸 or 1BH 合闸允许
 EXEMPTION_STATUSES = ("requested", "approved", "rejected")
+# guarantee: 保电 (a power guarantee); humanitarian: an outage may endanger life or cause major
+# loss (人性化): both protect while in force and, approved for a customer already cut, reconnect.
+EXEMPTION_KINDS = ("guarantee", "humanitarian")
 # cancelled: the work must not be done any more (a 补停 whose customer paid); never deleted.
 FIELD_ORDER_STATUSES = ("open", "closed", "cancelled")
 NOTICE_CHANNELS = ("posted", "sms", "letter", "in_person", "billing_export")
@@ -144,6 +147,7 @@ class Exemption(SQLModel, table=True):
     __tablename__ = "exemptions"
     __table_args__ = (
         CheckConstraint(_in("status", EXEMPTION_STATUSES), name="ck_exemptions_status"),
+        CheckConstraint(_in("kind", EXEMPTION_KINDS), name="ck_exemptions_kind"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -157,6 +161,9 @@ class Exemption(SQLModel, table=True):
     decided_by: str | None = Field(default=None, max_length=64)
     decided_at: datetime | None = None
     decision_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    kind: str = Field(default="guarantee", max_length=16)
+    # When the end passed and was audited (``exemption.expired``); None while in force.
+    expired_at: datetime | None = None
 
 
 class Approval(SQLModel, table=True):
@@ -170,8 +177,9 @@ class Approval(SQLModel, table=True):
     account_no: str = Field(foreign_key="accounts.account_no", index=True, max_length=64)
     approved_by: str = Field(max_length=64)
     approved_at: datetime
-    valid_until: datetime | None = None
+    valid_until: datetime | None = None  # always set since issue 15 (a configurable maximum)
     reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    expired_at: datetime | None = None  # when the end passed and was audited
 
 
 class Payment(SQLModel, table=True):

@@ -38,6 +38,7 @@ from engine.dispatch.dispatcher import Dispatcher
 from engine.notify import Notifier
 from engine.scheduler.armed import ArmedPoll, poll_armed_orders
 from engine.store.cases import load_cases
+from engine.store.expiry import record_expiries
 from engine.sweeps import (
     SweepResult,
     is_evening,
@@ -200,6 +201,7 @@ class SchedulerJobs:
     async def tick(self) -> TickResult:
         """Fire due timers, then read the armed meters due for a look."""
         result = TickResult()
+        await asyncio.to_thread(self._record_expiries)
         result.timers = await asyncio.to_thread(
             fire_due_timers,
             self.engine,
@@ -216,6 +218,11 @@ class SchedulerJobs:
             actor=self.actor,
         )
         return result
+
+    def _record_expiries(self) -> None:
+        """Audit the exemptions and approvals whose end has passed (engine.store.expiry)."""
+        with transaction(self.engine) as session:
+            record_expiries(session, now=self.clock.now(), actor=self.actor)
 
     async def batch(self) -> BatchJobResult:
         return await asyncio.to_thread(

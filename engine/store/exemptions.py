@@ -5,14 +5,14 @@ Four eyes: whoever requested an exemption may not approve or reject it.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlmodel import Session
 
 from base.errors import InputError
 from engine import audit
-from engine.db.models import EXEMPTIONS, Exemption
+from engine.db.models import EXEMPTION_KINDS, EXEMPTIONS, Exemption
 from engine.store.accounts import get_account
 from engine.store.errors import Refused, UnknownRecord
 
@@ -26,9 +26,17 @@ def request_exemption(
     actor: str,
     now: datetime,
     starts: datetime | None = None,
+    kind: str = "guarantee",
+    max_days: int = 90,
 ) -> Exemption:
-    """Record a request (status ``requested``) and audit it."""
+    """Record a request (status ``requested``) and audit it.
+
+    ``kind`` is ``guarantee`` (保电) or ``humanitarian``; it ends at ``until``, at most
+    ``max_days`` (``[policy] exemption_max_days``) after it starts: none lasts forever.
+    """
     get_account(session, account_no)
+    if kind not in EXEMPTION_KINDS:
+        raise InputError(f"--kind: {kind!r} is not one of {', '.join(EXEMPTION_KINDS)}")
     if not reason.strip():
         raise InputError("--reason: an exemption needs a reason")
     begin = starts or now
@@ -36,6 +44,12 @@ def request_exemption(
         raise InputError(f"--until: {until.isoformat()} is not in the future")
     if until <= begin:
         raise InputError("--until: the exemption must end after it starts")
+    if until > max(begin, now) + timedelta(days=max_days):
+        raise InputError(
+            f"--until: {until.isoformat()} is more than {max_days} days after the start "
+            "([policy] exemption_max_days): no exemption lasts longer; request a new one "
+            "before it ends"
+        )
     exemption = Exemption(
         account_no=account_no,
         reason=reason.strip(),
@@ -44,6 +58,7 @@ def request_exemption(
         status="requested",
         requested_by=actor,
         requested_at=now,
+        kind=kind,
     )
     session.add(exemption)
     session.flush()
@@ -52,7 +67,13 @@ def request_exemption(
         actor,
         "exemption.requested",
         account_no,
-        {"exemption_id": exemption.id, "reason": exemption.reason, "starts": begin, "until": until},
+        {
+            "exemption_id": exemption.id,
+            "kind": kind,
+            "reason": exemption.reason,
+            "starts": begin,
+            "until": until,
+        },
         at=now,
     )
     return exemption
@@ -93,6 +114,9 @@ def decide_exemption(
     if not approve and not (reason or "").strip():
         raise InputError("--reason: a rejection needs a reason")
     exemption.status = "approved" if approve else "rejected"
+    if approve and exemption.kind == "humanitarian":
+        # From now on the account is disconnected only with a supervisor's approval too.
+        get_account(session, exemption.account_no).humanitarian = True
     exemption.decided_by = actor
     exemption.decided_at = now
     exemption.decision_reason = (reason or "").strip() or None
@@ -106,6 +130,7 @@ def decide_exemption(
         {
             "exemption_id": exemption.id,
             "requested_by": exemption.requested_by,
+            "kind": exemption.kind,
             "until": exemption.until,
             "reason": exemption.decision_reason,
         },

@@ -122,8 +122,13 @@ def stand_down_cuts(
     why: str = NOT_IN_ARREARS,
     detail: Mapping[str, Any] | None = None,
     notifier: Notifier | None = None,
+    to: DisconnectState = DisconnectState.CANCELLED_PAID,
 ) -> StandDown:
-    """Stop every path that could still cut ``account_no`` (see the module docstring)."""
+    """Stop every path that could still cut ``account_no`` (see the module docstring).
+
+    Queued orders move to ``to``: ``cancelled_paid`` when the arrears ended,
+    ``cancelled_approved`` when a supervisor approved a protection (保电, humanitarian case).
+    """
     result = StandDown()
     rows = session.execute(
         select(SWITCH_ORDERS.c.id, SWITCH_ORDERS.c.state)
@@ -145,7 +150,7 @@ def stand_down_cuts(
         move_order(
             session,
             order,
-            DisconnectState.CANCELLED_PAID,
+            to,
             actor=actor,
             now=now,
             detail={"reason": why, **dict(detail or {})},
@@ -155,7 +160,7 @@ def stand_down_cuts(
         session.execute(
             update(TIMERS)
             .where(TIMERS.c.order_id.in_(result.cancelled_orders), TIMERS.c.fired_at.is_(None))
-            .values(fired_at=now, claimed_by="cancelled:not_in_arrears")
+            .values(fired_at=now, claimed_by=f"cancelled:{to.value}")
         )
     result.cancelled_field_orders = cancel_field_disconnections(
         session, account_no, actor=actor, now=now, why=why, notifier=notifier

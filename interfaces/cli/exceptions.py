@@ -3,8 +3,9 @@
 See :mod:`engine.screening`. Read-only; an operator runs it (seed 002 §2.4: twice a day).
 ``--json`` prints one document with the keys ``in_arrears_not_disconnected``,
 ``disconnected_not_in_arrears``, ``state_mismatch``, ``failing_buses``,
-``field_disconnections_not_in_arrears`` and ``cancelled_field_orders``; otherwise tables go
-to stderr.
+``field_disconnections_not_in_arrears``, ``cancelled_field_orders`` and
+``expired_protections``; otherwise tables go to stderr. It records (audits) the expiries of
+exemptions and approvals it is the first to see; nothing else is written.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.table import Table
 
+from engine.db.database import transaction
 from engine.roles import Role
 from engine.screening import ScreeningOptions, screen
+from engine.store.expiry import record_expiries
 from interfaces.cli import db as cli_db
 from interfaces.cli.context import err_console, print_json, require_role, state
 from interfaces.cli.db import open_store, store_errors
@@ -146,6 +149,23 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
     err_console.print(table)
     more("cancelled_field_orders")
 
+    g = doc["expired_protections"]
+    table = Table(
+        "what", "id", "account", "ended", "audited",
+        title=f"exemptions and approvals that ended (or have no end): {len(g)}",
+        title_justify="left",
+    )  # fmt: skip
+    for item in g[:limit]:
+        table.add_row(
+            f"{item['type']} ({item['kind']})",
+            str(item["id"]),
+            item["account_no"],
+            _local(item["ended"], tz) if item["ended"] else "NO END: renew with one",
+            "yes" if item["audited"] else "no",
+        )
+    err_console.print(table)
+    more("expired_protections")
+
 
 def register(app: typer.Typer) -> None:
     @app.command("exceptions")
@@ -171,8 +191,11 @@ def register(app: typer.Typer) -> None:
         engine = open_store(st)
         config = st.config
         options = ScreeningOptions(timedelta(hours=window_hours), min_failures)
+        at = cli_db.clock.now()
         with store_errors(st, engine):
-            doc = screen(engine, config, now=cli_db.clock.now(), options=options)
+            with transaction(engine) as session:  # an expiry is audited once, here or by serve
+                record_expiries(session, now=at, actor=st.user)
+            doc = screen(engine, config, now=at, options=options)
         if as_json:
             print_json(doc)
             return

@@ -7,8 +7,9 @@ import os
 import pwd
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -18,6 +19,7 @@ from typer.testing import CliRunner
 from interfaces.cli.main import app
 from simulator.fleet import Fleet
 from simulator.state import RelayState
+from tests.engine.store_helpers import AsUser
 from tests.integration import harness
 from tests.integration.harness import EngineWorld, account_no_for
 
@@ -110,9 +112,10 @@ def test_no_environment_variable_lets_one_person_approve_their_own_request(
         world = EngineWorld(tmp_path, fleet, extra_config=roles)
         world.import_fleet()
         account = account_no_for(fleet.addresses[0])
+        until = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
         code, out, err = run_as_process(
             world, {}, "exemptions", "request", account, "--reason", "dialysis",
-            "--until", "2099-01-01", "--json",
+            "--until", until, "--json",
         )  # fmt: skip
         assert code == 0, err
         exemption_id = str(json.loads(out)["id"])
@@ -237,3 +240,68 @@ def test_without_authorities_to_copy_no_important_customer_is_cut(
         assert "authority_recipients" in reason["message"]
         assert account_no_for(fleet.addresses[0]) not in world.orders()  # no warning sent
         assert world.fleet.relay(fleet.addresses[1]) is RelayState.OPEN
+
+
+def as_person(world: EngineWorld, user: str, *args: str) -> tuple[int, str, str]:
+    """``meterctl`` run by ``user`` (tests inject the identity; production takes the OS's)."""
+    result = CliRunner().invoke(app, ["--config", str(world.config_path), *args], obj=AsUser(user))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("kind", ["guarantee", "humanitarian"])
+def test_approving_a_protection_for_a_customer_cut_off_reconnects_them_at_once(
+    world: EngineWorld, kind: str
+) -> None:
+    address = world.fleet.addresses[0]
+    account = account_no_for(address)
+    world.import_fleet()
+    code, _out, err = meterctl(world, "batch", "run", "--yes")
+    assert code == 0, err
+    assert world.fleet.relay(address) is RelayState.OPEN  # cut off for arrears
+
+    code, out, err = as_person(
+        world, "olga", "exemptions", "request", account, "--kind", kind,
+        "--reason", "home dialysis", "--until", "2099-01-01", "--json",
+    )  # fmt: skip
+    assert code == 2 and "exemption_max_days" in err  # none lasts forever
+    until = (datetime.now(ZoneInfo("Asia/Shanghai")) + timedelta(days=30)).date().isoformat()
+    code, out, err = as_person(
+        world, "olga", "exemptions", "request", account, "--kind", kind,
+        "--reason", "home dialysis", "--until", until, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    exemption_id = str(json.loads(out)["id"])
+    code, out, err = as_person(world, "sam", "exemptions", "approve", exemption_id, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["status"] == "approved" and doc["kind"] == kind
+    assert doc["reconnect_order_id"] is not None and doc["reconnect_state"] == "verified"
+    assert world.fleet.relay(address) is RelayState.CLOSED  # 应急复电, arrears unchanged
+
+
+def test_an_exemption_ends_and_its_expiry_is_audited_and_shown(world: EngineWorld) -> None:
+    account = account_no_for(world.fleet.addresses[1])
+    world.import_fleet()
+    until = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    code, out, err = as_person(
+        world, "olga", "exemptions", "request", account, "--reason", "wedding",
+        "--until", until, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    exemption_id = json.loads(out)["id"]
+    code, _out, err = as_person(
+        world, "sam", "exemptions", "approve", str(exemption_id), "--no-wait"
+    )
+    assert code == 0, err
+    time.sleep(2.5)
+
+    code, out, err = meterctl(world, "exceptions", "--json")
+    assert code == 0, err
+    (expired,) = [e for e in json.loads(out)["expired_protections"] if e["type"] == "exemption"]
+    assert expired["id"] == exemption_id and expired["audited"] is True
+    code, out, _ = meterctl(world, "audit", "show", "--json")
+    records = json.loads(out)["records"]
+    assert [r["subject"] for r in records if r["action"] == "exemption.expired"] == [account]
+    meterctl(world, "exceptions", "--json")  # audited once, however often it is looked at
+    code, out, _ = meterctl(world, "audit", "show", "--json")
+    assert sum(r["action"] == "exemption.expired" for r in json.loads(out)["records"]) == 1

@@ -86,6 +86,8 @@ def violations(case: Case, s: PolicySettings, now: datetime) -> set[str]:
 def expired(case: Case, s: PolicySettings, now: datetime) -> bool:
     """The execution can no longer follow the instruction by one step: restart."""
     t = case.timeline
+    if case.account.customer_class is not CustomerClass.IMPORTANT:
+        return False
     if t is None or t.warned_at is None or t.instructed_at is None:
         return False
     step = timedelta(minutes=s.important_warning_minutes)

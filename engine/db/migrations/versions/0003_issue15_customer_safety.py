@@ -1,4 +1,5 @@
-"""Customer safety (issue 15): cancelled field orders, arrears episodes, notice evidence.
+"""Customer safety (issue 15): cancelled field orders, arrears episodes, notice evidence,
+humanitarian cases and the expiry of exemptions and approvals.
 
 Revision ID: 0003_issue15
 Revises: 0002
@@ -32,6 +33,27 @@ def upgrade() -> None:
             sa.Column("evidence_ref", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True)
         )
         batch_op.create_check_constraint("ck_notices_channel", _CHANNELS)
+    with op.batch_alter_table("exemptions", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column(
+                "kind",
+                sqlmodel.sql.sqltypes.AutoString(length=16),
+                nullable=False,
+                server_default="guarantee",
+            )
+        )
+        batch_op.add_column(
+            sa.Column("expired_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True)
+        )
+        batch_op.create_check_constraint(
+            "ck_exemptions_kind", "kind IN ('guarantee', 'humanitarian')"
+        )
+    with op.batch_alter_table("exemptions", schema=None) as batch_op:
+        batch_op.alter_column("kind", server_default=None)
+    with op.batch_alter_table("approvals", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("expired_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True)
+        )
     with op.batch_alter_table("field_orders", schema=None) as batch_op:
         batch_op.add_column(sa.Column("closed_reason", sa.Text(), nullable=True))
         batch_op.drop_constraint("ck_field_orders_status", type_="check")
@@ -41,6 +63,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("approvals", schema=None) as batch_op:
+        batch_op.drop_column("expired_at")
+    with op.batch_alter_table("exemptions", schema=None) as batch_op:
+        batch_op.drop_constraint("ck_exemptions_kind", type_="check")
+        batch_op.drop_column("expired_at")
+        batch_op.drop_column("kind")
     with op.batch_alter_table("field_orders", schema=None) as batch_op:
         batch_op.drop_constraint("ck_field_orders_status", type_="check")
         batch_op.create_check_constraint(
