@@ -109,11 +109,6 @@ class OsIdentity:
         return Identity(name, True, "effective uid")
 
 
-def current_user(config: Config | None = None) -> str:
-    """The operator running this process (see :class:`OsIdentity`); never the environment."""
-    return OsIdentity().identify(config or Config()).user
-
-
 @dataclass(frozen=True)
 class RoleCheck:
     allowed: bool

@@ -9,6 +9,7 @@ from decimal import Decimal
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
+from base.errors import ConfigError
 from policies import (
     RULE_ERROR,
     BatchPlan,
@@ -19,9 +20,12 @@ from policies import (
     Outcome,
     PolicySettings,
     Verdict,
+    check_notice,
     evaluate,
     plan_batch,
 )
+from policies.important import plan_important_timeline
+from policies.window import window_open_at
 from tests.policies.strategies import batches, scenarios
 
 PLANNED = (Outcome.DISCONNECT, Outcome.SCHEDULE)
@@ -205,3 +209,40 @@ def test_plans_only_shrink_with_exemptions_and_payments(
     # A plan within the batch limit stays within it when accounts drop out.
     if before.within_limit:
         assert after.within_limit
+
+
+@given(
+    scenarios(),
+    st.timedeltas(min_value=timedelta(microseconds=1), max_value=timedelta(days=60)),
+)
+def test_a_notice_of_an_earlier_arrears_episode_never_allows(
+    scenario: tuple[Case, PolicySettings, datetime], after: timedelta
+) -> None:
+    """Paying in full after every notice was issued leaves no notice for the new debt."""
+    case, settings, now = scenario
+    if not case.notices:
+        return
+    cleared = max(n.issued_at for n in case.notices) + after
+    paid = dataclasses.replace(
+        case, account=dataclasses.replace(case.account, arrears_cleared_at=cleared)
+    )
+    reason = check_notice(paid, settings, now)
+    assert reason.verdict is Verdict.BLOCK
+    assert reason.code in ("notice_previous_episode", "notice_missing")
+
+
+@given(scenarios())
+def test_a_planned_important_timeline_never_crosses_a_closed_window(
+    scenario: tuple[Case, PolicySettings, datetime],
+) -> None:
+    """Warning, T and execution all fall inside the window, the warning not in the past, and
+    the execution exactly one step after T (two after the warning)."""
+    _case, settings, now = scenario
+    try:
+        warn_at, notice_time, execute_at = plan_important_timeline(now, settings)
+    except ConfigError:
+        return  # a window too short for a timeline is a configuration error, said so
+    step = timedelta(minutes=settings.important_warning_minutes)
+    assert warn_at >= now
+    assert notice_time - warn_at == step and execute_at - notice_time == step
+    assert all(window_open_at(t, settings) for t in (warn_at, notice_time, execute_at))
