@@ -65,6 +65,9 @@ def request(
             "cause major loss).",
         ),
     ] = "guarantee",
+    humanitarian: Annotated[
+        bool, typer.Option("--humanitarian", help="Shorthand for --kind humanitarian.")
+    ] = False,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """Request an exemption; a supervisor other than you must approve it.
@@ -90,7 +93,7 @@ def request(
             starts=begin,
             actor=st.user,
             now=now(),
-            kind=kind,
+            kind="humanitarian" if humanitarian else kind,
             max_days=st.config.policy.exemption_max_days,
         )
     if as_json:

@@ -105,6 +105,7 @@ def delivered(
         str,
         typer.Option(
             "--evidence",
+            "--evidence-ref",
             help="What proves it: a tracking number, an SMS receipt id, a photo reference...",
         ),
     ],

@@ -390,3 +390,77 @@ def test_reconnect_deadline_does_nothing_once_reconnected(sqlite_engine: Engine)
     clock = FrozenClock(T0 + timedelta(days=1))
     assert tick(sqlite_engine, clock) == ["reconnect_deadline:armed"]
     assert field_orders(sqlite_engine) == []
+
+
+def test_an_execution_the_dispatcher_defers_restarts_the_timeline(sqlite_engine: Engine) -> None:
+    """The dispatcher's re-check finds the window closed at T+15: the order does not wait in
+    ``ready`` for the next opening; it goes back to ``planned`` and a new timeline starts."""
+    from engine.dispatch.journal import DbJournal
+    from engine.dispatch.outcomes import RetryPolicy, record_outcome
+    from engine.dispatch.queue import ClaimedOrder
+    from engine.switching.procedure import SwitchOutcome, SwitchStatus
+
+    config = make_config_with_window()
+    monday_0930 = datetime(2026, 6, 1, 1, 30, tzinfo=UTC)
+    (order_id,) = important_order(sqlite_engine, config, "IMP8", monday_0930).scheduled
+    with transaction(sqlite_engine) as session:  # the timeline ran; the order is on the wire
+        session.execute(
+            update(SWITCH_ORDERS)
+            .where(SWITCH_ORDERS.c.id == order_id)
+            .values(
+                state="dispatching",
+                warned_at=monday_0930,
+                instructed_at=monday_0930 + STEP,
+            )
+        )
+        session.execute(
+            update(TIMERS).where(TIMERS.c.order_id == order_id).values(fired_at=monday_0930)
+        )
+    o = order(sqlite_engine, order_id)
+    claimed = ClaimedOrder(
+        id=order_id,
+        kind="disconnect",
+        account_no="IMP8",
+        meter_id=o["meter_id"],
+        meter_no="MIMP8",
+        address="000000000008",
+        protocol="dlt645-2007",
+        link="socket://127.0.0.1:9",
+        password_ref=None,
+        security="plain",
+        close_mode="direct",
+        attempts=0,
+        resume_unknown=False,
+        deadline=None,
+    )
+    at = monday_0930 + 2 * STEP
+    deferred = SwitchOutcome(
+        SwitchStatus.DEFERRED,
+        "outside_window",
+        "outside the disconnection window",
+        {"not_before": (at + timedelta(hours=16)).isoformat()},
+    )
+    journal = DbJournal(sqlite_engine, order_id, "IMP8", "dispatcher", FrozenClock(at), {})
+    with transaction(sqlite_engine) as session:
+        applied = record_outcome(
+            session,
+            claimed,
+            deferred,
+            journal,
+            now=at,
+            actor="dispatcher",
+            notifier=OutboxNotifier(),
+            retry=RetryPolicy(),
+        )
+    assert applied.state == "planned"
+    assert tick(sqlite_engine, FrozenClock(at), config=config) == ["important_restart:restarted"]
+    o = order(sqlite_engine, order_id)
+    assert o["state"] == "planned" and o["warned_at"] is None
+    assert o["notice_time"] == at + STEP  # 10:00 is inside the window: warning now, T 10:15
+    assert set(live_timers(sqlite_engine, order_id)) == {
+        "important_warn",
+        "important_instruct",
+        "important_execute",
+    }
+    (told,) = notifications(sqlite_engine, "timeline_restarted")
+    assert "deferred" in told["message"]
