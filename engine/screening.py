@@ -18,12 +18,19 @@ the twice-daily "停电不欠费" watch. :func:`screen` answers them from the st
 (d) ``failing_buses``: per bus/gateway (the meter's link), failed commands (no answer,
     refused, or acknowledged but the relay did not move) and field orders in the recent
     window, when there are at least ``min_failures``;
-(e) ``field_disconnections_not_in_arrears``: OPEN field disconnection orders (补停) whose
+(e) ``protocol_deviations``: meters whose replies departed from the DL/T 645 tables in the
+    recent window (a status word with a trailing byte, FFH fill, an unknown DI...), per meter,
+    identifier and kind: the engine decided on what it could interpret, operators see the
+    vendor's quirk (:mod:`protocols.dlt645.tolerant`);
+(f) ``guarantee_mismatch``: meters whose 保电 state read back from the meter differs from the
+    database (a guarantee with no approved exemption in force, an exemption whose meter never
+    confirmed it);
+(g) ``field_disconnections_not_in_arrears``: OPEN field disconnection orders (补停) whose
     account is not in arrears: a crew sent out from that list would cut a customer who owes
     nothing (payments and billing exports cancel them, so any entry here is an alarm);
-(f) ``cancelled_field_orders``: field orders cancelled in the recent window, with why (a crew
+(h) ``cancelled_field_orders``: field orders cancelled in the recent window, with why (a crew
     holding a printed list must see that the job is off);
-(g) ``expired_protections``: exemptions (保电, humanitarian cases) and disconnection approvals
+(i) ``expired_protections``: exemptions (保电, humanitarian cases) and disconnection approvals
     whose end fell in the recent window (audited as ``exemption.expired`` /
     ``approval.expired``), and approvals without an end (from before ends were required).
 """
@@ -37,7 +44,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, and_, func, or_, select
 from sqlmodel import Session
 
 from engine.config import Config
@@ -46,12 +53,14 @@ from engine.db.models import (
     ACCOUNTS,
     COMMAND_ATTEMPTS,
     FIELD_ORDERS,
+    METER_DEVIATIONS,
     METERS,
     SWITCH_ORDERS,
 )
 from engine.orders_states import OrderKind
 from engine.store.accounts import arrears_threshold
 from engine.store.cases import load_cases
+from engine.store.exemptions import guarantee_in_force
 from engine.store.expiry import recent_expiries
 from engine.sweeps import disconnected_but_paid
 from policies import evaluate, settings_from_config
@@ -62,6 +71,8 @@ SCREENING_KEYS = (
     "disconnected_not_in_arrears",
     "state_mismatch",
     "failing_buses",
+    "protocol_deviations",
+    "guarantee_mismatch",
     "field_disconnections_not_in_arrears",
     "cancelled_field_orders",
     "expired_protections",
@@ -84,12 +95,13 @@ _ACCEPTS = {
     "armed": frozenset({"armed", "closed"}),  # 1BH: armed until the customer presses
 }
 
-_O, _M, _A, _C, _F = (
+_O, _M, _A, _C, _F, _D = (
     SWITCH_ORDERS.c,
     METERS.c,
     ACCOUNTS.c,
     COMMAND_ATTEMPTS.c,
     FIELD_ORDERS.c,
+    METER_DEVIATIONS.c,
 )
 
 
@@ -478,6 +490,83 @@ def failing_buses(
     ]
 
 
+def protocol_deviations(engine: Engine, *, since: datetime) -> list[dict[str, Any]]:
+    """(e) meters whose replies departed from the DL/T 645 tables since ``since``, per meter
+    and kind (the newest detail): a vendor's quirk the engine worked around, visible here."""
+    grouped: dict[tuple[str, str, str], dict[str, Any]] = {}
+    with read_session(engine) as session:
+        rows = session.execute(
+            select(
+                _D.meter_address,
+                _D.meter_id,
+                _D.order_id,
+                _D.source,
+                _D.di,
+                _D.kind,
+                _D.detail,
+                _D.seen_at,
+                _M.meter_no,
+                _M.link,
+                _M.account_no,
+            )
+            .select_from(METER_DEVIATIONS.outerjoin(METERS, _M.id == _D.meter_id))
+            .where(_D.seen_at >= since)
+            .order_by(_D.seen_at, _D.id)
+        ).mappings()
+        for row in rows:
+            key = (row["meter_address"], row["di"], row["kind"])
+            entry = grouped.setdefault(
+                key,
+                {
+                    "meter_address": row["meter_address"],
+                    "meter_no": row["meter_no"],
+                    "account_no": row["account_no"],
+                    "bus": row["link"],
+                    "di": row["di"],
+                    "kind": row["kind"],
+                    "times": 0,
+                },
+            )
+            entry["times"] += 1
+            entry.update(
+                detail=row["detail"],
+                last_seen_at=row["seen_at"],
+                order_id=row["order_id"],
+                source=row["source"],
+            )
+    return sorted(grouped.values(), key=lambda e: (e["meter_address"], e["di"], e["kind"]))
+
+
+def guarantee_mismatch(engine: Engine, now: datetime) -> list[dict[str, Any]]:
+    """Meters whose 保电 read back differs from the database (``exceptions``): a guarantee
+    with no approved exemption in force, or an exemption whose meter never confirmed it."""
+    m = METERS.c
+    wanted = guarantee_in_force(now)
+    query = (
+        select(m.address, m.meter_no, m.account_no, m.link, m.guarantee_state,
+               m.status_checked_at, wanted.label("wanted"))
+        .where(
+            m.protocol == "dlt645-2007",
+            or_(and_(wanted, m.guarantee_state != "on"), and_(~wanted, m.guarantee_state == "on")),
+        )
+        .order_by(m.address)
+    )  # fmt: skip
+    with read_session(engine) as session:
+        return [
+            {
+                "meter_address": row.address,
+                "meter_no": row.meter_no,
+                "account_no": row.account_no,
+                "bus": row.link,
+                "meter_guarantee": row.guarantee_state,
+                "exemption_in_force": bool(row.wanted),
+                "why": "exemption_not_confirmed" if row.wanted else "guarantee_without_exemption",
+                "checked_at": row.status_checked_at,
+            }
+            for row in session.execute(query)
+        ]
+
+
 _FIELD_COLUMNS = (
     FIELD_ORDERS.c.id,
     FIELD_ORDERS.c.order_id,
@@ -556,6 +645,8 @@ def screen(
         "failing_buses": failing_buses(
             engine, since=now - options.window, min_failures=options.min_failures
         ),
+        "protocol_deviations": protocol_deviations(engine, since=now - options.window),
+        "guarantee_mismatch": guarantee_mismatch(engine, now),
         "field_disconnections_not_in_arrears": field_disconnections_not_in_arrears(engine, config),
         "cancelled_field_orders": cancelled_field_orders(engine, since=now - options.window),
         "expired_protections": expired_protections(engine, since=now - options.window, now=now),

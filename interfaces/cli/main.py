@@ -42,6 +42,7 @@ COMMAND_MODULES = (
     "payments",
     "status",
     "exceptions",
+    "survey",
     "serve",
     "simulate",
     "demo",

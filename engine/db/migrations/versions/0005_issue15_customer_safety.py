@@ -1,8 +1,8 @@
 """Customer safety (issue 15): cancelled field orders, arrears episodes, notice evidence,
 humanitarian cases and the expiry of exemptions and approvals.
 
-Revision ID: 0003_issue15
-Revises: 0002
+Revision ID: 0005_issue15
+Revises: 0004
 """
 
 from collections.abc import Sequence
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 import sqlmodel.sql.sqltypes
 from alembic import op
 
-revision: str = "0003_issue15"
-down_revision: str | None = "0002"
+revision: str = "0005_issue15"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
