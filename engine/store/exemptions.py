@@ -163,6 +163,8 @@ def revoke_exemption(
         raise InputError(f"exemption {exemption_id} already ended on {exemption.until.isoformat()}")
     previous = exemption.until
     exemption.until = max(now, exemption.starts)
+    if exemption.until <= now:  # its end is audited here (exemption.revoked), not again
+        exemption.expired_at = now
     note = f"revoked by {actor}: {reason.strip()}"
     exemption.decision_reason = (
         f"{exemption.decision_reason}; {note}" if exemption.decision_reason else note
