@@ -43,6 +43,7 @@ from engine.db.models import (
     ACCOUNTS,
     CLOSE_MODES,
     CUSTOMER_CLASSES,
+    EXEMPTIONS,
     FIELD_ORDERS,
     METERS,
     NOTICES,
@@ -536,6 +537,19 @@ def _write_chunk(
         )
     }
 
+    # A humanitarian case approved in meterctl keeps the flag whatever the export says: the
+    # billing system does not know about it, and losing the flag would let the account be cut
+    # without a supervisor's approval once the case ends.
+    humane = set(
+        session.execute(
+            select(EXEMPTIONS.c.account_no).where(
+                EXEMPTIONS.c.account_no.in_(numbers),
+                EXEMPTIONS.c.kind == "humanitarian",
+                EXEMPTIONS.c.status == "approved",
+            )
+        ).scalars()
+    )
+
     def account_values(r: AccountRow) -> dict[str, Any]:
         values: dict[str, Any] = {
             "name": r.name,
@@ -543,7 +557,7 @@ def _write_chunk(
             "balance": r.balance,
             "agreement": r.agreement,
             "customer_class": r.customer_class,
-            "humanitarian": r.humanitarian,
+            "humanitarian": r.humanitarian or r.account_no in humane,
             "meter_no": r.meter_no,
             "meter_address": r.meter_address,
             "updated_at": now,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, insert, select
@@ -11,12 +12,13 @@ from base.errors import InputError
 from engine.db.database import read_session, transaction
 from engine.db.models import ACCOUNTS, SWITCH_ORDERS, Account
 from engine.emergency import Emergency, protect_now
+from engine.importer import import_accounts
 from engine.store.approvals import approve_disconnect
 from engine.store.exemptions import decide_exemption, request_exemption
 from engine.store.expiry import recent_expiries, record_expiries
 from tests.engine import store_helpers
 from tests.engine.scheduler_helpers import audit_actions, make_config, order, set_meter
-from tests.engine.store_helpers import MONDAY_10_SHANGHAI, add_account
+from tests.engine.store_helpers import HEADER, MONDAY_10_SHANGHAI, add_account
 
 sqlite_engine = store_helpers.sqlite_engine
 T0 = MONDAY_10_SHANGHAI
@@ -147,3 +149,16 @@ def test_expiry_is_audited_once_and_listed(sqlite_engine: Engine) -> None:
         ("exemption", True),
         ("approval", True),
     }
+
+
+def test_a_billing_export_does_not_undo_an_approved_humanitarian_case(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    add_account(sqlite_engine, "E6", balance="-5.00")
+    approve(sqlite_engine, "E6", "humanitarian")
+    export = tmp_path / "export.csv"
+    export.write_text(HEADER + "\nE6,x,,-5.00,yes,residential,no,,,,,\n", encoding="utf-8")
+    import_accounts(sqlite_engine, export, actor="olga", now=T0, tz=make_config().site.tz)
+    with read_session(sqlite_engine) as session:
+        account = session.get(Account, "E6")
+        assert account is not None and account.humanitarian is True
