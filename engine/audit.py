@@ -35,13 +35,14 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session
 
-from engine.config import AuditConfig, Config, read_secret
+from engine.config import AuditConfig, Config, audit_key
 from engine.db.database import (
     audit_key_for,
     encloses,
     innermost_transaction,
     lock_audit_chain,
     read_session,
+    transaction,
 )
 from engine.db.models import AUDIT, AUDIT_HEADS, AUDIT_TABLE, AuditHead
 
@@ -57,12 +58,7 @@ _SECRET_NAMES = frozenset(
 
 def key_from_config(config: Config) -> bytes:
     """The chain's HMAC key from ``[audit] key`` or ``key_file`` (the file wins)."""
-    secret = read_secret(config, config.audit.key, "audit.key_file", config.audit.key_file)
-    if not secret:
-        from protocols.errors import ConfigError
-
-        raise ConfigError("config key audit.key: the audit key must not be empty")
-    return secret.encode("utf-8")
+    return audit_key(config)
 
 
 def _is_secret_name(name: str) -> bool:
@@ -274,8 +270,6 @@ def _move_head(session: OrmSession) -> None:
 
 def record_refusal(engine: Engine, actor: str, action: str, reason: str) -> int | None:
     """Audit a refused action in its own transaction; returns the record's seq."""
-    from engine.db.database import transaction
-
     with transaction(engine) as session:
         return append(session, actor, "refused", action, {"action": action, "reason": reason}).seq
 

@@ -3,7 +3,7 @@
 The file is found by ``meterctl --config PATH`` or ``METERCTL_CONFIG``; with neither, the
 built-in defaults below apply (SQLite in the working folder, every user holds every role).
 Every key is documented in ``config.example.toml``. An unknown key or a value of the wrong
-type is a :class:`~protocols.errors.ConfigError` that names the key (``policy.window.start``).
+type is a :class:`~base.errors.ConfigError` that names the key (``policy.window.start``).
 
 Each section is a frozen dataclass; adding a key means adding a field here and a line in
 ``config.example.toml`` (``tests/engine/test_config.py`` checks the two agree).
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from protocols.errors import ConfigError
+from base.errors import ConfigError
 
 CONFIG_ENV = "METERCTL_CONFIG"
 
@@ -336,3 +336,19 @@ def read_secret(config: Config, inline: str, file_key: str, file_value: str) -> 
         except OSError as exc:
             raise ConfigError(f"config key {file_key}: cannot read {path}: {exc.strerror}") from exc
     return inline
+
+
+def audit_key(config: Config) -> bytes:
+    """The audit chain's HMAC key from ``[audit] key`` or ``key_file`` (the file wins)."""
+    secret = read_secret(config, config.audit.key, "audit.key_file", config.audit.key_file)
+    if not secret:
+        raise ConfigError("config key audit.key: the audit key must not be empty")
+    return secret.encode("utf-8")
+
+
+if typing.TYPE_CHECKING:
+    from policies.settings import PolicyConfigLike
+
+    def _policy_config_fits(config: PolicyConfig) -> PolicyConfigLike:
+        # Checked by mypy only: this dataclass must keep matching what the policies read.
+        return config

@@ -167,7 +167,7 @@ def test_an_order_paid_while_on_the_wire_does_not_leave_an_open_field_order(
     sqlite_engine: Engine,
 ) -> None:
     """The dispatcher opens the field order, sees the account paid meanwhile, cancels it."""
-    from engine.clock import FrozenClock
+    from base.clock import FrozenClock
     from engine.dispatch.journal import DbJournal
     from engine.dispatch.outcomes import RetryPolicy, record_outcome
     from engine.dispatch.queue import ClaimedOrder

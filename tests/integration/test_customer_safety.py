@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli.main import app
+from interfaces.cli.main import app
 from simulator.fleet import Fleet
 from simulator.state import RelayState
 from tests.integration.harness import EngineWorld, account_no_for
@@ -89,7 +89,7 @@ def test_a_customer_who_pays_after_a_failed_trip_is_never_cut_by_a_crew(
 def run_as_process(world: EngineWorld, env: dict[str, str], *args: str) -> tuple[int, str, str]:
     """``meterctl`` as a separate process, the way an operator runs it."""
     done = subprocess.run(
-        [sys.executable, "-m", "engine.cli.main", "--config", str(world.config_path), *args],
+        [sys.executable, "-m", "interfaces.cli.main", "--config", str(world.config_path), *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
