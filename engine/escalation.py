@@ -19,6 +19,7 @@ from sqlmodel import Session
 from engine import audit
 from engine.config import Config
 from engine.db.models import FIELD_ORDERS, METERS
+from engine.fieldwork.orders import plan_field_order
 from engine.notify import Notifier
 
 FIELD_CREW = "field-crew"
@@ -79,6 +80,9 @@ def escalate(
         )
     )
     field_order_id = int(result.inserted_primary_key[0])  # type: ignore[attr-defined]
+    plan_field_order(  # its time limit, and the night duty crew when raised at night
+        session, field_order_id, config=config, notifier=notifier, now=now, actor=actor
+    )
     audit.append(
         session,
         actor,
@@ -126,7 +130,15 @@ def close_escalations(
         session.execute(
             update(FIELD_ORDERS)
             .where(FIELD_ORDERS.c.id.in_(ids))
-            .values(status="closed", closed_at=now, closed_by=actor)
+            .values(
+                status="closed",
+                closed_at=now,
+                closed_by=actor,
+                outcome="done_remotely",
+                read_back="closed",
+                read_back_source="meter",
+                note=why,
+            )
         )
         account_no = session.execute(
             select(FIELD_ORDERS.c.account_no).where(FIELD_ORDERS.c.id == ids[0])
