@@ -22,7 +22,10 @@ the twice-daily "停电不欠费" watch. :func:`screen` answers them from the st
     account is not in arrears: a crew sent out from that list would cut a customer who owes
     nothing (payments and billing exports cancel them, so any entry here is an alarm);
 (f) ``cancelled_field_orders``: field orders cancelled in the recent window, with why (a crew
-    holding a printed list must see that the job is off).
+    holding a printed list must see that the job is off);
+(g) ``overdue_field_orders``: open field orders past their time limit, with the assignee and
+    the escalation level reached (1 预警, 2 督办 by the supervisors);
+(h) ``overdue_complaints``: open complaints past their time limit.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from engine.db.database import read_session
 from engine.db.models import (
     ACCOUNTS,
     COMMAND_ATTEMPTS,
+    COMPLAINTS,
     FIELD_ORDERS,
     METERS,
     SWITCH_ORDERS,
@@ -60,6 +64,8 @@ SCREENING_KEYS = (
     "failing_buses",
     "field_disconnections_not_in_arrears",
     "cancelled_field_orders",
+    "overdue_field_orders",
+    "overdue_complaints",
 )
 """The lists of :func:`screen`'s document (stable keys)."""
 
@@ -484,6 +490,10 @@ _FIELD_COLUMNS = (
     FIELD_ORDERS.c.closed_at,
     FIELD_ORDERS.c.closed_by,
     FIELD_ORDERS.c.closed_reason,
+    FIELD_ORDERS.c.due_at,
+    FIELD_ORDERS.c.assignee,
+    FIELD_ORDERS.c.stage,
+    FIELD_ORDERS.c.escalation_level,
     SWITCH_ORDERS.c.kind,
     ACCOUNTS.c.balance,
 )
@@ -529,6 +539,35 @@ def cancelled_field_orders(engine: Engine, *, since: datetime) -> list[dict[str,
         )
 
 
+def overdue_field_orders(engine: Engine, *, now: datetime) -> list[dict[str, Any]]:
+    """Open field orders past their time limit (oldest limit first)."""
+    with read_session(engine) as session:
+        rows = _field_rows(
+            session,
+            FIELD_ORDERS.c.status == "open",
+            FIELD_ORDERS.c.due_at.is_not(None),
+            FIELD_ORDERS.c.due_at < now,
+        )
+    for row in rows:
+        row["late_minutes"] = int((now - row["due_at"]).total_seconds() // 60)
+    return sorted(rows, key=lambda r: (r["due_at"], r["id"]))
+
+
+def overdue_complaints(engine: Engine, *, now: datetime) -> list[dict[str, Any]]:
+    """Open complaints past their time limit."""
+    c = COMPLAINTS.c
+    with read_session(engine) as session:
+        return [
+            dict(r)
+            for r in session.execute(
+                select(c.id, c.account_no, c.order_id, c.field_order_id, c.channel,
+                       c.created_at, c.due_at, c.text)
+                .where(c.status == "open", c.due_at < now)
+                .order_by(c.due_at, c.id)
+            ).mappings()
+        ]  # fmt: skip
+
+
 def screen(
     engine: Engine,
     config: Config,
@@ -547,6 +586,8 @@ def screen(
         ),
         "field_disconnections_not_in_arrears": field_disconnections_not_in_arrears(engine, config),
         "cancelled_field_orders": cancelled_field_orders(engine, since=now - options.window),
+        "overdue_field_orders": overdue_field_orders(engine, now=now),
+        "overdue_complaints": overdue_complaints(engine, now=now),
     }
     return {
         "at": now,

@@ -85,6 +85,14 @@ def csv_rows(doc: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
         for measure, value in item.items():
             if measure not in ("order_id", "what"):
                 yield "overdue", key, measure, _cell(value)
+    work = doc["field_work"]
+    for part in ("orders", "follow_ups", "complaints"):
+        for measure, value in work[part].items():
+            yield f"field_work_{part}", "", measure, _cell(value)
+    for item in work["overdue"]:
+        for measure, value in item.items():
+            if measure != "field_order_id":
+                yield "field_work_overdue", str(item["field_order_id"]), measure, _cell(value)
 
 
 def to_csv(doc: dict[str, Any]) -> str:

@@ -3,8 +3,8 @@
 See :mod:`engine.screening`. Read-only; an operator runs it (seed 002 §2.4: twice a day).
 ``--json`` prints one document with the keys ``in_arrears_not_disconnected``,
 ``disconnected_not_in_arrears``, ``state_mismatch``, ``failing_buses``,
-``field_disconnections_not_in_arrears`` and ``cancelled_field_orders``; otherwise tables go
-to stderr.
+``field_disconnections_not_in_arrears``, ``cancelled_field_orders``, ``overdue_field_orders``
+and ``overdue_complaints``; otherwise tables go to stderr.
 """
 
 from __future__ import annotations
@@ -145,6 +145,43 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
         )
     err_console.print(table)
     more("cancelled_field_orders")
+
+    o = doc["overdue_field_orders"]
+    table = Table(
+        "field order", "account", "work", "assignee", "due", "min late", "level",
+        title=f"field orders PAST their time limit: {len(o)}",
+        title_justify="left",
+    )  # fmt: skip
+    for item in o[:limit]:
+        table.add_row(
+            str(item["id"]),
+            item["account_no"],
+            item["work"],
+            item["assignee"] or "-",
+            _local(item["due_at"], tz),
+            str(item["late_minutes"]),
+            {0: "-", 1: "1 预警", 2: "2 督办"}.get(item["escalation_level"], "?"),
+        )
+    err_console.print(table)
+    more("overdue_field_orders")
+
+    c = doc["overdue_complaints"]
+    table = Table(
+        "complaint", "account", "channel", "received", "due", "text",
+        title=f"complaints PAST their time limit: {len(c)}",
+        title_justify="left",
+    )  # fmt: skip
+    for item in c[:limit]:
+        table.add_row(
+            str(item["id"]),
+            item["account_no"],
+            item["channel"],
+            _local(item["created_at"], tz),
+            _local(item["due_at"], tz),
+            item["text"][:60],
+        )
+    err_console.print(table)
+    more("overdue_complaints")
 
 
 def register(app: typer.Typer) -> None:
