@@ -8,23 +8,27 @@ order says what the meter says, not only what the crew says. Never sends a switc
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import Engine, select
 
+from base.clock import Clock
 from base.errors import MeterctlError
 from engine.config import Config
-from engine.db.database import read_session
+from engine.db.database import read_session, transaction
 from engine.db.models import METERS
 from engine.dispatch.dispatcher import link_settings
 from engine.dispatch.identity import new_worker_id
 from engine.dispatch.leases import release_bus, try_acquire_bus
+from engine.fieldwork.orders import DONE, close_field_order, field_order_row
 from engine.secrets import load_secrets
 from engine.switching.drivers import BusPool
 
 log = structlog.get_logger("engine.fieldwork")
 
 UNREACHABLE = "unreachable"
+READ_BACK_OUTCOMES = (DONE, "meter_replaced")  # outcomes that claim the relay is as required
 
 
 async def read_relay(engine: Engine, config: Config, meter_address: str, now: datetime) -> str:
@@ -58,3 +62,39 @@ async def read_relay(engine: Engine, config: Config, meter_address: str, now: da
         await pool.close()
         release_bus(engine, meter["link"], holder)
     return "open" if reading.open else "closed"
+
+
+async def close_reading_meter(
+    engine: Engine,
+    config: Config,
+    field_order_id: int,
+    outcome: str,
+    *,
+    actor: str,
+    clock: Clock,
+    crew_saw: str | None = None,
+    note: str | None = None,
+    read_meter: bool = True,
+) -> dict[str, Any]:
+    """Close a field order, reading its meter first when the outcome claims the work is done.
+
+    The one entry point for a crew's report (CLI ``field-orders close``, a work-item API):
+    the reading and the crew's word go to :func:`~engine.fieldwork.orders.close_field_order`
+    in one audited transaction.
+    """
+    with read_session(engine) as session:
+        row = field_order_row(session, field_order_id)
+    reading: str | None = None
+    if read_meter and outcome in READ_BACK_OUTCOMES and row["meter_address"]:
+        reading = await read_relay(engine, config, row["meter_address"], clock.now())
+    with transaction(engine) as session:
+        return close_field_order(
+            session,
+            field_order_id,
+            outcome,
+            actor=actor,
+            now=clock.now(),
+            meter_reading=reading,
+            crew_saw=crew_saw,
+            note=note,
+        )
