@@ -2,7 +2,9 @@
 
 Used by the ``reconnect_deadline`` timer (a reconnection not verified within its deadline),
 the evening sweep (复电不过夜: no reconnection stays pending overnight) and armed orders whose
-customer never pressed the button. Escalation never moves the order: the dispatcher may
+customer never pressed the button. The field order's time limit and crew (night duty at
+night) are set by the scheduler tick's field work (engine.fieldwork.overdue), which runs
+right after the timers in the same tick. Escalation never moves the order: the dispatcher may
 still finish a pending reconnection remotely (a second close is harmless), and an ``armed``
 order is already final. One open field order per order: escalating twice changes nothing.
 """
@@ -19,10 +21,9 @@ from sqlmodel import Session
 from engine import audit
 from engine.config import Config
 from engine.db.models import FIELD_ORDERS, METERS
-from engine.fieldwork.orders import plan_field_order
 from engine.notify import Notifier
 
-FIELD_CREW = "field-crew"
+FIELD_CREW = "field-crew"  # who is alerted about a field order nobody is assigned to yet
 
 # Why a reconnection went to the field (stable codes, shown by ``field-orders list``).
 RECONNECT_OVERDUE = "reconnect_overdue"  # deadline after payment passed, not verified/armed
@@ -80,9 +81,6 @@ def escalate(
         )
     )
     field_order_id = int(result.inserted_primary_key[0])  # type: ignore[attr-defined]
-    plan_field_order(  # its time limit, and the night duty crew when raised at night
-        session, field_order_id, config=config, notifier=notifier, now=now, actor=actor
-    )
     audit.append(
         session,
         actor,

@@ -27,7 +27,12 @@ from engine.db.database import transaction
 from engine.db.models import COMPLAINTS, FIELD_ORDERS, FOLLOW_UPS
 from engine.escalation import FIELD_CREW
 from engine.fieldwork.followups import make_due_follow_ups
-from engine.fieldwork.orders import WORK_NAMES, field_order_row, plan_field_order, resolve_assignee
+from engine.fieldwork.orders import (
+    WORK_NAMES,
+    field_order_row,
+    plan_field_order,
+    resolve_assignee,
+)
 from engine.notify import Notifier
 
 log = structlog.get_logger("engine.fieldwork")
