@@ -301,7 +301,7 @@ def _validate_field(config: Config) -> None:
     crew = work.night_duty.crew
     if crew and crew not in work.crews:
         raise ConfigError(
-            f"config key field.night_duty.crew: {crew!r} is not a crew of [field.crews] "
+            f"config key field.night_duty.crew: {crew!r} is not a crew of field.crews "
             f"(known: {', '.join(sorted(work.crews)) or 'none'})"
         )
     for name, members in sorted(work.crews.items()):

@@ -9,6 +9,7 @@ the engine function in the same transaction. ``--json`` prints the record after 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -37,6 +38,13 @@ complaints_app = typer.Typer(help="Customer complaints (投诉) and their time l
 
 _JSON = typer.Option("--json", help="Print the record as one JSON document.")
 _ID = typer.Argument(help="The field order's id (see `field-orders list`).")
+
+
+def _at(st: Any, when: datetime | None) -> str:
+    """A stored UTC time in site time, as the desk reads it."""
+    if when is None:
+        return "-"
+    return when.astimezone(st.config.site.tz).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def _done(doc: dict[str, Any], as_json: bool, message: str) -> None:
@@ -80,7 +88,7 @@ def assign(
             actor=st.user,
             now=now(),
         )
-    _done(row, as_json, f"field order {field_order} assigned to {to}; due {row['due_at']}")
+    _done(row, as_json, f"field order {field_order} assigned to {to}; due {_at(st, row['due_at'])}")
 
 
 @field_orders_app.command("close")
@@ -146,7 +154,7 @@ def reopen(
         row = reopen_field_order(
             session, field_order, reason, config=st.config, actor=st.user, now=now()
         )
-    _done(row, as_json, f"field order {field_order} reopened; due {row['due_at']}")
+    _done(row, as_json, f"field order {field_order} reopened; due {_at(st, row['due_at'])}")
 
 
 @field_orders_app.command("followup")
@@ -209,7 +217,7 @@ def followups(
         return
     for r in rows:
         err_console.print(
-            f"{r['id']:>5}  {r['account_no']:<12} order {r['order_id']}  due {r['due_at']}  "
+            f"{r['id']:>5}  {r['account_no']:<12} order {r['order_id']}  due {_at(st, r['due_at'])}  "
             f"{r['result'] or 'to call'}"
         )
     note(f"{len(rows)} follow-up call(s)")
@@ -247,7 +255,9 @@ def complaint_open(
             field_order_id=field_order,
             channel=channel,
         )
-    _done(row, as_json, f"complaint {row['id']} recorded for {account}; due {row['due_at']}")
+    _done(
+        row, as_json, f"complaint {row['id']} recorded for {account}; due {_at(st, row['due_at'])}"
+    )
 
 
 @complaints_app.command("close")
@@ -292,7 +302,7 @@ def complaint_list(
     for r in rows:
         late = " LATE" if r["overdue"] else ""
         err_console.print(
-            f"{r['id']:>5}  {r['account_no']:<12} {r['status']:<6} due {r['due_at']}{late}  "
+            f"{r['id']:>5}  {r['account_no']:<12} {r['status']:<6} due {_at(st, r['due_at'])}{late}  "
             f"{r['text'][:60]}"
         )
     note(f"{len(rows)} complaint(s)")

@@ -26,6 +26,8 @@ def _keys(cls: type, prefix: str = "") -> set[str]:
         if f.name in ("source", "present_tables"):
             continue
         tp = hints[f.name]
+        if typing.get_origin(tp) is dict:  # named tables ([field.crews.NAME]): none by default
+            continue
         if dataclasses.is_dataclass(tp):
             keys |= _keys(typing.cast(type, tp), f"{prefix}{f.name}.")
         else:
@@ -117,3 +119,12 @@ def test_a_malformed_secret_is_named_without_echoing_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="123456789012") as info:
         load_secrets(config)
     assert "98765x" not in str(info.value)
+
+
+def test_the_example_crews_parse_once_uncommented() -> None:
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# [field.crews.day]"))
+    crews = "\n".join(line[2:] for line in lines[start:] if line.startswith("# "))
+    config = parse_config(crews + '\n[field.night_duty]\ncrew = "night"\n')
+    assert config.field.crews["day"].members == ["wang", "li"]
+    assert config.field.crews["night"].members == ["zhao", "qian"]

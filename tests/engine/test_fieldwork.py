@@ -439,3 +439,38 @@ def test_reopening_needs_a_supervisor_and_the_refusal_is_audited(cli: Cli) -> No
     bad = cli("olga", "field-orders", "assign", str(fid), "--to", "ghost")
     assert bad.exit_code == 2 and "neither a crew" in bad.stderr
     assert "refused" in actions(engine)
+
+
+async def test_the_scheduler_tick_plans_and_escalates_field_work(engine: Engine) -> None:
+    from base.clock import FrozenClock
+    from engine.dispatch.dispatcher import Dispatcher
+    from engine.dispatch.identity import new_worker_id
+    from engine.scheduler.jobs import SchedulerJobs
+
+    clock = FrozenClock(NIGHT)
+    jobs = SchedulerJobs(
+        engine,
+        CONFIG,
+        clock=clock,
+        holder=new_worker_id(),
+        dispatcher=Dispatcher(engine, CONFIG, clock=clock),
+        notifier=OutboxNotifier(),
+    )
+    fid = raise_order(engine, "reconnect", NIGHT)
+    first = await jobs.tick()
+    assert first.field_work is not None and first.field_work.planned == [fid]
+    clock.advance(timedelta(hours=2, minutes=1))
+    later = await jobs.tick()
+    assert later.field_work is not None and later.field_work.warned == [fid]
+    assert notified(engine, "field_order.overdue") == [["zhao", "duty-officer"]]
+
+
+def test_error_messages_keep_config_table_names(cli: Cli) -> None:  # noqa: F811
+    # rich markup once swallowed "[field.crews]" from every error sentence that named a table.
+    assert cli("ada", "db", "init").exit_code == 0
+    engine = cli.engine()
+    add_account(engine, "A1", address="000000000001")
+    fid = raise_order(engine, "reconnect", DAY)
+    bad = cli("olga", "field-orders", "assign", str(fid), "--to", "ghost")
+    assert bad.exit_code == 2
+    assert "neither a crew of [field.crews]" in " ".join(bad.stderr.split())
