@@ -185,12 +185,35 @@ def plan_field_order(
     return row
 
 
+def _planned(
+    session: Session,
+    row: dict[str, Any],
+    config: Config,
+    notifier: Notifier,
+    now: datetime,
+    actor: str,
+) -> dict[str, Any]:
+    """The order planned first when the tick has not yet (no ``serve`` running)."""
+    if row["stage"] is not None:
+        return row
+    return plan_field_order(
+        session, row["id"], config=config, notifier=notifier, now=now, actor=actor
+    )
+
+
 def accept_field_order(
-    session: Session, field_order_id: int, *, actor: str, now: datetime
+    session: Session,
+    field_order_id: int,
+    *,
+    config: Config,
+    notifier: Notifier,
+    actor: str,
+    now: datetime,
 ) -> dict[str, Any]:
     """接单: the dispatch desk takes the order (raised → accepted)."""
     row = field_order_row(session, field_order_id)
     _require_open(row, "accepted")
+    row = _planned(session, row, config, notifier, now, actor)
     if row["stage"] in (ACCEPTED, ASSIGNED):
         raise Refused(
             f"field order {field_order_id} was already accepted by {row['accepted_by'] or '?'}"
@@ -223,6 +246,7 @@ def assign_field_order(
     who = resolve_assignee(config, to)
     row = field_order_row(session, field_order_id)
     _require_open(row, "assigned")
+    row = _planned(session, row, config, notifier, now, actor)
     values: dict[str, Any] = {
         "stage": ASSIGNED,
         "assignee": who.name,

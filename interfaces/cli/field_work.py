@@ -61,8 +61,16 @@ def accept(
     st = state(ctx)
     require_role(st, Role.OPERATOR, "field-orders accept")
     engine = open_store(st)
+    notifier = notifier_from_config(st.config)
     with store_errors(st, engine), transaction(engine) as session:
-        row = accept_field_order(session, field_order, actor=st.user, now=now())
+        row = accept_field_order(
+            session,
+            field_order,
+            config=st.config,
+            notifier=notifier,
+            actor=st.user,
+            now=now(),
+        )
     _done(row, as_json, f"field order {field_order} accepted by {st.user}")
 
 

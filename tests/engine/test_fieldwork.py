@@ -136,10 +136,19 @@ def test_accept_then_assign_to_a_person_records_who_and_notifies_them(engine: En
     fid = raise_order(engine, "disconnect", DAY)
     plan(engine, fid, DAY)
     with transaction(engine) as session:
-        row = accept_field_order(session, fid, actor="olga", now=DAY + timedelta(minutes=1))
+        row = accept_field_order(
+            session,
+            fid,
+            config=CONFIG,
+            notifier=OutboxNotifier(),
+            actor="olga",
+            now=DAY + timedelta(minutes=1),
+        )
     assert (row["stage"], row["accepted_by"]) == ("accepted", "olga")
     with pytest.raises(Refused, match="already accepted by olga"), transaction(engine) as session:
-        accept_field_order(session, fid, actor="oscar", now=DAY)
+        accept_field_order(
+            session, fid, config=CONFIG, notifier=OutboxNotifier(), actor="oscar", now=DAY
+        )
     with transaction(engine) as session:
         row = assign_field_order(
             session,
@@ -164,7 +173,9 @@ def test_assigning_to_an_unknown_name_is_bad_input_and_changes_nothing(engine: E
     with transaction(engine) as session:
         assert field_order_row(session, fid)["assignee"] is None
     with pytest.raises(UnknownRecord), transaction(engine) as session:
-        accept_field_order(session, 999, actor="o", now=DAY)
+        accept_field_order(
+            session, 999, config=CONFIG, notifier=OutboxNotifier(), actor="o", now=DAY
+        )
 
 
 def close(engine: Engine, fid: int, outcome: str, **kwargs: Any) -> Any:
@@ -213,7 +224,9 @@ def test_a_cancelled_order_cannot_be_accepted_assigned_or_closed(engine: Engine)
             .values(status="cancelled", closed_reason="account no longer in arrears")
         )
     with pytest.raises(Refused, match="no longer in arrears"), transaction(engine) as session:
-        accept_field_order(session, fid, actor="o", now=DAY)
+        accept_field_order(
+            session, fid, config=CONFIG, notifier=OutboxNotifier(), actor="o", now=DAY
+        )
     with pytest.raises(Refused, match="cancelled"), transaction(engine) as session:
         assign_field_order(
             session, fid, "day", config=CONFIG, notifier=OutboxNotifier(), actor="o", now=DAY
@@ -474,3 +487,19 @@ def test_error_messages_keep_config_table_names(cli: Cli) -> None:  # noqa: F811
     bad = cli("olga", "field-orders", "assign", str(fid), "--to", "ghost")
     assert bad.exit_code == 2
     assert "neither a crew of [field.crews]" in " ".join(bad.stderr.split())
+
+
+def test_the_desk_plans_an_order_the_tick_has_not_seen(engine: Engine) -> None:
+    # Without `serve` no tick runs: accepting or assigning sets the limit (from when raised).
+    fid = raise_order(engine, "disconnect", DAY)
+    with transaction(engine) as session:
+        row = accept_field_order(
+            session,
+            fid,
+            config=CONFIG,
+            notifier=OutboxNotifier(),
+            actor="olga",
+            now=DAY + timedelta(days=1),
+        )
+    assert row["stage"] == "accepted"
+    assert row["due_at"] == datetime(2026, 6, 3, 0, 0, tzinfo=TZ).astimezone(UTC)
