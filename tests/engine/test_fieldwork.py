@@ -33,7 +33,7 @@ from tests.engine.store_helpers import (  # noqa: F401 - fixtures
     Cli,
     add_account,
     cli,
-    sqlite_engine,
+    db_engine,
 )
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -102,10 +102,10 @@ def actions(engine: Engine) -> list[str]:
 
 
 @pytest.fixture
-def engine(sqlite_engine: Engine) -> Engine:  # noqa: F811
-    add_account(sqlite_engine, "A1", address="000000000001")
-    add_account(sqlite_engine, "A2", address="000000000002")
-    return sqlite_engine
+def engine(db_engine: Engine) -> Engine:  # noqa: F811 - SQLite and PostgreSQL
+    add_account(db_engine, "A1", address="000000000001")
+    add_account(db_engine, "A2", address="000000000002")
+    return db_engine
 
 
 def test_a_day_order_is_raised_with_its_limit_and_nobody_assigned(engine: Engine) -> None:
