@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, insert, select, update
+from sqlalchemy import Select, and_, exists, insert, select, update
 from sqlmodel import Session
 
 from base.errors import InputError
@@ -69,23 +69,41 @@ def add_follow_up(
     return follow_up_id
 
 
-def make_due_follow_ups(
-    session: Session, *, config: Config, actor: str, now: datetime, limit: int = 500
-) -> list[int]:
-    """Create the follow-up items of reconnections finished since the last look."""
-    since = now - LOOKBACK
-    o, f, u = SWITCH_ORDERS.c, FIELD_ORDERS.c, FOLLOW_UPS.c
-    remote = session.execute(
+def remote_reconnections_to_call(now: datetime) -> Select[Any]:
+    """Reconnections verified by read-back in the look-back that have no follow-up yet."""
+    o, u = SWITCH_ORDERS.c, FOLLOW_UPS.c
+    return (
         select(o.id, o.account_no, o.updated_at)
         .where(
             o.kind == OrderKind.RECONNECT.value,
             o.state == ReconnectState.VERIFIED.value,
-            o.updated_at >= since,
+            o.updated_at >= now - LOOKBACK,
             ~exists().where(u.order_id == o.id),
         )
         .order_by(o.id)
-        .limit(limit)
-    ).all()
+    )
+
+
+def field_reconnections_to_call(now: datetime) -> Select[Any]:
+    """现场复电 orders closed done in the look-back with no follow-up since that closing."""
+    f, u = FIELD_ORDERS.c, FOLLOW_UPS.c
+    return (
+        select(f.id, f.order_id, f.account_no, f.closed_at)
+        .where(
+            f.kind == RECONNECT,
+            f.status == "closed",
+            f.outcome.in_(FIELD_OUTCOMES_CALLED),
+            f.closed_at >= now - LOOKBACK,
+            ~exists().where(and_(u.field_order_id == f.id, u.created_at >= f.closed_at)),
+        )
+        .order_by(f.id)
+    )
+
+
+def make_due_follow_ups(
+    session: Session, *, config: Config, actor: str, now: datetime, limit: int = 500
+) -> list[int]:
+    """Create the follow-up items of reconnections finished since the last look."""
     made = [
         add_follow_up(
             session,
@@ -97,20 +115,8 @@ def make_due_follow_ups(
             actor=actor,
             now=now,
         )
-        for r in remote
+        for r in session.execute(remote_reconnections_to_call(now).limit(limit)).all()
     ]
-    in_field = session.execute(
-        select(f.id, f.order_id, f.account_no, f.closed_at)
-        .where(
-            f.kind == RECONNECT,
-            f.status == "closed",
-            f.outcome.in_(FIELD_OUTCOMES_CALLED),
-            f.closed_at >= since,
-            ~exists().where(and_(u.field_order_id == f.id, u.created_at >= f.closed_at)),
-        )
-        .order_by(f.id)
-        .limit(limit)
-    ).all()
     made += [
         add_follow_up(
             session,
@@ -122,7 +128,7 @@ def make_due_follow_ups(
             actor=actor,
             now=now,
         )
-        for r in in_field
+        for r in session.execute(field_reconnections_to_call(now).limit(limit)).all()
     ]
     return made
 

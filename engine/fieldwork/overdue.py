@@ -16,17 +16,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, Select, and_, or_, select, update
 from sqlmodel import Session
 
 from engine import audit
 from engine.config import Config
-from engine.db.database import transaction
+from engine.db.database import read_session, transaction
 from engine.db.models import COMPLAINTS, FIELD_ORDERS, FOLLOW_UPS
 from engine.escalation import FIELD_CREW
-from engine.fieldwork.followups import make_due_follow_ups
+from engine.fieldwork.followups import (
+    field_reconnections_to_call,
+    make_due_follow_ups,
+    remote_reconnections_to_call,
+)
 from engine.fieldwork.orders import (
     WORK_NAMES,
     field_order_row,
@@ -64,17 +69,71 @@ def _assignee_recipients(config: Config, assignee: str | None) -> tuple[str, ...
         return (assignee, FIELD_CREW)
 
 
+def _unplanned() -> Select[Any]:
+    f = FIELD_ORDERS.c
+    return select(f.id).where(f.status == "open", f.stage.is_(None)).order_by(f.id)
+
+
+def _late_orders(config: Config, now: datetime) -> Select[Any]:
+    """Open orders past their limit not yet alerted, or alerted and due for 督办."""
+    f = FIELD_ORDERS.c
+    second = timedelta(hours=config.field.second_level_hours)
+    return (
+        select(f.id, f.escalation_level)
+        .where(
+            f.status == "open",
+            f.due_at.is_not(None),
+            f.due_at < now,
+            or_(
+                f.escalation_level == 0,
+                and_(f.escalation_level == 1, f.escalated_at <= now - second),
+            ),
+        )
+        .order_by(f.due_at, f.id)
+    )
+
+
+def _late_complaints_q(now: datetime) -> Select[Any]:
+    c = COMPLAINTS.c
+    return (
+        select(c.id, c.account_no, c.due_at)
+        .where(c.status == "open", c.due_at < now, c.escalated_at.is_(None))
+        .order_by(c.id)
+    )
+
+
+def _late_follow_ups_q(now: datetime) -> Select[Any]:
+    u = FOLLOW_UPS.c
+    return (
+        select(u.id, u.account_no, u.order_id, u.due_at)
+        .where(u.result.is_(None), u.due_at < now, u.escalated_at.is_(None))
+        .order_by(u.id)
+    )
+
+
+def _has_work(engine: Engine, config: Config, now: datetime) -> bool:
+    """A read-only look first: most ticks have nothing to do and take no write lock."""
+    queries = (
+        _unplanned(),
+        remote_reconnections_to_call(now),
+        field_reconnections_to_call(now),
+        _late_orders(config, now),
+        _late_complaints_q(now),
+        _late_follow_ups_q(now),
+    )
+    with read_session(engine) as session:
+        return any(session.execute(q.limit(1)).first() is not None for q in queries)
+
+
 def run_field_work(
     engine: Engine, config: Config, *, now: datetime, notifier: Notifier, actor: str
 ) -> FieldWorkTick:
     """One pass (called by the scheduler's tick)."""
     done = FieldWorkTick()
+    if not _has_work(engine, config, now):
+        return done
     with transaction(engine) as session:
-        f = FIELD_ORDERS.c
-        unplanned = session.execute(
-            select(f.id).where(f.status == "open", f.stage.is_(None)).order_by(f.id).limit(BATCH)
-        ).scalars()
-        for field_order_id in list(unplanned):
+        for field_order_id in list(session.execute(_unplanned().limit(BATCH)).scalars()):
             plan_field_order(
                 session, field_order_id, config=config, notifier=notifier, now=now, actor=actor
             )
@@ -101,22 +160,7 @@ def _escalate_orders(
     actor: str,
     done: FieldWorkTick,
 ) -> None:
-    f = FIELD_ORDERS.c
-    second = timedelta(hours=config.field.second_level_hours)
-    late = session.execute(
-        select(f.id, f.escalation_level, f.escalated_at)
-        .where(
-            f.status == "open",
-            f.due_at.is_not(None),
-            f.due_at < now,
-            f.escalation_level < 2,
-        )
-        .order_by(f.due_at, f.id)
-        .limit(BATCH)
-    ).all()
-    for r in late:
-        if r.escalation_level == 1 and (r.escalated_at is None or now < r.escalated_at + second):
-            continue
+    for r in session.execute(_late_orders(config, now).limit(BATCH)).all():
         level = r.escalation_level + 1
         row = field_order_row(session, r.id)
         late_by = now - row["due_at"]
@@ -179,12 +223,7 @@ def _late_complaints(
     done: FieldWorkTick,
 ) -> None:
     c = COMPLAINTS.c
-    late = session.execute(
-        select(c.id, c.account_no, c.due_at)
-        .where(c.status == "open", c.due_at < now, c.escalated_at.is_(None))
-        .order_by(c.id)
-        .limit(BATCH)
-    ).all()
+    late = session.execute(_late_complaints_q(now).limit(BATCH)).all()
     for r in late:
         session.execute(update(COMPLAINTS).where(c.id == r.id).values(escalated_at=now))
         audit.append(
@@ -213,12 +252,7 @@ def _late_follow_ups(
     done: FieldWorkTick,
 ) -> None:
     u = FOLLOW_UPS.c
-    late = session.execute(
-        select(u.id, u.account_no, u.order_id, u.due_at)
-        .where(u.result.is_(None), u.due_at < now, u.escalated_at.is_(None))
-        .order_by(u.id)
-        .limit(BATCH)
-    ).all()
+    late = session.execute(_late_follow_ups_q(now).limit(BATCH)).all()
     for r in late:
         session.execute(update(FOLLOW_UPS).where(u.id == r.id).values(escalated_at=now))
         audit.append(

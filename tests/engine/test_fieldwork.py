@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,7 +27,7 @@ from engine.fieldwork.orders import (
     plan_field_order,
     reopen_field_order,
 )
-from engine.fieldwork.overdue import run_field_work
+from engine.fieldwork.overdue import FieldWorkTick, run_field_work
 from engine.notify import OutboxNotifier
 from engine.store.errors import Refused, UnknownAccount, UnknownRecord
 from tests.engine.store_helpers import (  # noqa: F401 - fixtures
@@ -34,6 +36,7 @@ from tests.engine.store_helpers import (  # noqa: F401 - fixtures
     add_account,
     cli,
     db_engine,
+    sqlite_engine,
 )
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -503,3 +506,27 @@ def test_the_desk_plans_an_order_the_tick_has_not_seen(engine: Engine) -> None:
         )
     assert row["stage"] == "accepted"
     assert row["due_at"] == datetime(2026, 6, 3, 0, 0, tzinfo=TZ).astimezone(UTC)
+
+
+def test_a_tick_with_nothing_to_do_takes_no_write_lock(sqlite_engine: Engine) -> None:  # noqa: F811
+    add_account(sqlite_engine, "A1", address="000000000001")
+    fid = raise_order(sqlite_engine, "reconnect", DAY)
+    plan(sqlite_engine, fid, DAY)  # due in 2 h: nothing to do before then
+    before = actions(sqlite_engine)
+    other = sqlite3.connect(str(sqlite_engine.url.database), timeout=0.1)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds SQLite's write lock
+        started = time.monotonic()
+        done = run_field_work(
+            sqlite_engine,
+            CONFIG,
+            now=DAY + timedelta(hours=1),
+            notifier=OutboxNotifier(),
+            actor="s",
+        )
+        assert time.monotonic() - started < 1.0  # it did not wait for the lock
+    finally:
+        other.rollback()
+        other.close()
+    assert done == FieldWorkTick()
+    assert actions(sqlite_engine) == before
