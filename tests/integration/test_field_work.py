@@ -155,6 +155,8 @@ def test_a_night_reconnection_failure_goes_through_duty_escalation_readback_foll
     code, doc, _ = meterctl(world, "field-orders", "list", "--overdue", "--json")
     assert [f["id"] for f in doc["field_orders"]] == [field_id]
     assert doc["overdue"] == 1 and doc["field_orders"][0]["escalation_level"] == 1
+    code, doc, _ = meterctl(world, "status", "--json")
+    assert doc["overdue_field_orders"] == 1
     code, doc, _ = meterctl(world, "exceptions", "--json")
     assert [f["id"] for f in doc["overdue_field_orders"]] == [field_id]
     assert doc["overdue_field_orders"][0]["late_minutes"] == 5
