@@ -356,6 +356,8 @@ def close_field_order(
             "outcome": outcome,
             "read_back": read_back,
             "read_back_source": source,
+            "meter_reading": meter_reading,  # what the engine read (None: not tried)
+            "crew_saw": crew_saw,
             "note": note,
             "late": row["due_at"] is not None and now > row["due_at"],
         },

@@ -250,3 +250,38 @@ def test_a_night_reconnection_failure_goes_through_duty_escalation_readback_foll
     } <= actions
     code, _, _ = meterctl(world, "audit", "verify")
     assert code == 0
+
+
+def test_a_field_disconnection_closed_while_the_meter_cannot_be_read_takes_the_crews_word(
+    world: EngineWorld, clock: FrozenClock
+) -> None:
+    cut, _ = world.fleet.addresses
+    world.fleet.inject(cut, "relay_stuck")
+    world.import_fleet()
+    world.plan_and_create()
+    world.dispatch()
+    (order,) = world.field_orders()
+    fid = str(order["id"])
+    # On site the crew cuts the supply; the meter's link is down (no reply to any read).
+    world.fleet.clear_faults(cut)
+    world.fleet.update(cut, relay="open")
+    world.fleet.inject(cut, "no_reply")
+    code, _, err = meterctl(world, "field-orders", "close", fid, "--outcome", "done")
+    assert code == 2 and "could not be read back" in err
+    code, _, err = meterctl(
+        world, "field-orders", "close", fid, "--outcome", "done", "--seen", "closed", "--no-read"
+    )
+    assert code == 4 and "was seen closed" in err
+    code, doc, err = meterctl(
+        world, "field-orders", "close", fid, "--outcome", "done", "--seen", "open", "--json"
+    )
+    assert code == 0, err
+    assert (doc["read_back"], doc["read_back_source"]) == ("open", "crew")
+    # The meter was asked and did not answer before the crew's word was taken.
+    with world.engine.connect() as conn:
+        payload = json.loads(
+            conn.execute(
+                select(AUDIT.c.payload).where(AUDIT.c.action == "field_order.closed")
+            ).scalar_one()
+        )  # the canonical JSON text that was hashed
+    assert (payload["meter_reading"], payload["crew_saw"]) == ("unreachable", "open")
