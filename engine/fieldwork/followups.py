@@ -169,10 +169,14 @@ def record_follow_up(
         reason = f"回访 not satisfied: {note}"
         if row["field_order_id"] is not None:
             rework = row["field_order_id"]
-            reopen_field_order(session, rework, reason, config=config, actor=actor, now=now)
+            reopen_field_order(
+                session, rework, reason, config=config, notifier=notifier, actor=actor, now=now
+            )
         else:
             rework = _open_field_check(session, row, reason, now)
-        plan_field_order(session, rework, config=config, notifier=notifier, now=now, actor=actor)
+            plan_field_order(
+                session, rework, config=config, notifier=notifier, now=now, actor=actor
+            )
         notifier.notify(
             session,
             kind="follow_up.not_satisfied",

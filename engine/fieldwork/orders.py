@@ -143,23 +143,24 @@ def plan_field_order(
     notifier: Notifier,
     now: datetime,
     actor: str,
+    raised_at: datetime | None = None,
 ) -> dict[str, Any]:
     """Give a new field order its kind, time limit and stage; night reconnections go to duty.
 
     Idempotent: an order already planned (``stage`` set) or no longer open is returned as is.
-    The time limit counts from when the order was raised, not from when it is planned.
+    The time limit counts from when the order was raised (``created_at``, or ``raised_at``
+    for an order sent back for rework), not from when it is planned.
     """
     row = field_order_row(session, field_order_id)
     if row["stage"] is not None or row["status"] != "open":
         return row
     tz = config.site.tz
     kind = row["kind"]
-    due = order_deadline(kind, row["created_at"], config.field, tz, calendar_from_config(config))
+    since = raised_at or row["created_at"]
+    due = order_deadline(kind, since, config.field, tz, calendar_from_config(config))
     values: dict[str, Any] = {"kind": kind, "stage": RAISED, "due_at": due}
     night_crew = config.field.night_duty.crew
-    on_night_duty = (
-        kind == RECONNECT and night_crew and is_night(row["created_at"], config.field, tz)
-    )
+    on_night_duty = kind == RECONNECT and night_crew and is_night(since, config.field, tz)
     if on_night_duty:
         values.update(stage=ASSIGNED, assignee=night_crew, assigned_at=now, assigned_by=actor)
     _set(session, field_order_id, **values)
@@ -372,10 +373,15 @@ def reopen_field_order(
     reason: str,
     *,
     config: Config,
+    notifier: Notifier,
     actor: str,
     now: datetime,
 ) -> dict[str, Any]:
-    """Send a closed order back for rework: open again, a new time limit from now."""
+    """Send a closed order back for rework: open again, planned anew from now.
+
+    A new time limit counted from now; a reconnection reopened at night goes to the night
+    duty crew like a new one.
+    """
     if not reason.strip():
         raise InputError("reopening a field order needs a reason")
     row = field_order_row(session, field_order_id)
@@ -384,13 +390,10 @@ def reopen_field_order(
             f"field order {field_order_id} is {row['status']}: only a closed order is reopened",
             action=f"field-orders reopen {field_order_id}",
         )
-    due = order_deadline(
-        row["kind"], now, config.field, config.site.tz, calendar_from_config(config)
-    )
     values: dict[str, Any] = {
         "status": "open",
-        "stage": RAISED,
-        "due_at": due,
+        "stage": None,  # planned again just below
+        "due_at": None,
         "closed_at": None,
         "closed_by": None,
         "outcome": None,
@@ -412,12 +415,15 @@ def reopen_field_order(
         actor,
         "field_order.reopened",
         row["account_no"],
-        {
-            "field_order_id": field_order_id,
-            "reason": reason,
-            "previous_outcome": row["outcome"],
-            "due_at": due.isoformat(),
-        },
+        {"field_order_id": field_order_id, "reason": reason, "previous_outcome": row["outcome"]},
         at=now,
     )
-    return field_order_row(session, field_order_id)
+    return plan_field_order(
+        session,
+        field_order_id,
+        config=config,
+        notifier=notifier,
+        now=now,
+        actor=actor,
+        raised_at=now,
+    )

@@ -158,9 +158,16 @@ def reopen(
     st = state(ctx)
     require_role(st, Role.SUPERVISOR, "field-orders reopen")
     engine = open_store(st)
+    notifier = notifier_from_config(st.config)
     with store_errors(st, engine), transaction(engine) as session:
         row = reopen_field_order(
-            session, field_order, reason, config=st.config, actor=st.user, now=now()
+            session,
+            field_order,
+            reason,
+            config=st.config,
+            notifier=notifier,
+            actor=st.user,
+            now=now(),
         )
     _done(row, as_json, f"field order {field_order} reopened; due {_at(st, row['due_at'])}")
 

@@ -241,18 +241,37 @@ def test_a_cancelled_order_cannot_be_accepted_assigned_or_closed(engine: Engine)
 def test_reopen_sends_a_closed_order_back_with_a_new_limit(engine: Engine) -> None:
     fid = raise_order(engine, "reconnect", DAY)
     with pytest.raises(Refused, match="only a closed order"), transaction(engine) as session:
-        reopen_field_order(session, fid, "x", config=CONFIG, actor="sam", now=DAY)
+        reopen_field_order(
+            session, fid, "x", config=CONFIG, notifier=OutboxNotifier(), actor="sam", now=DAY
+        )
     close(engine, fid, "done", meter_reading="closed")
     later = DAY + timedelta(hours=5)
     with pytest.raises(InputError, match="needs a reason"), transaction(engine) as session:
-        reopen_field_order(session, fid, " ", config=CONFIG, actor="sam", now=later)
+        reopen_field_order(
+            session, fid, " ", config=CONFIG, notifier=OutboxNotifier(), actor="sam", now=later
+        )
     with transaction(engine) as session:
         row = reopen_field_order(
-            session, fid, "customer still dark", config=CONFIG, actor="sam", now=later
+            session,
+            fid,
+            "customer still dark",
+            config=CONFIG,
+            notifier=OutboxNotifier(),
+            actor="sam",
+            now=later,
         )
     assert (row["status"], row["stage"], row["reopened"]) == ("open", "raised", 1)
     assert row["due_at"] == later + timedelta(hours=2) and row["outcome"] is None
-    assert actions(engine)[-1] == "field_order.reopened"
+    assert actions(engine)[-2:] == ["field_order.reopened", "field_order.planned"]
+    # Closed and reopened again at night: the night duty crew has it, due within the hours.
+    close(engine, fid, "done", meter_reading="closed")
+    with transaction(engine) as session:
+        row = reopen_field_order(
+            session, fid, "dark again", config=CONFIG, notifier=OutboxNotifier(), actor="sam",
+            now=NIGHT,
+        )  # fmt: skip
+    assert (row["stage"], row["assignee"], row["reopened"]) == ("assigned", "night", 2)
+    assert row["due_at"] == NIGHT + timedelta(hours=2)
 
 
 def test_escalation_goes_to_the_crew_then_the_supervisors_once_each(engine: Engine) -> None:
