@@ -33,6 +33,9 @@ the twice-daily "停电不欠费" watch. :func:`screen` answers them from the st
 (i) ``expired_protections``: exemptions (保电, humanitarian cases) and disconnection approvals
     whose end fell in the recent window (audited as ``exemption.expired`` /
     ``approval.expired``), and approvals without an end (from before ends were required).
+(j) ``overdue_field_orders``: open field orders past their time limit, with the assignee and
+    the escalation level reached (1 预警, 2 督办 by the supervisors);
+(k) ``overdue_complaints``: open complaints past their time limit.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from engine.db.database import read_session
 from engine.db.models import (
     ACCOUNTS,
     COMMAND_ATTEMPTS,
+    COMPLAINTS,
     FIELD_ORDERS,
     METER_DEVIATIONS,
     METERS,
@@ -76,6 +80,8 @@ SCREENING_KEYS = (
     "field_disconnections_not_in_arrears",
     "cancelled_field_orders",
     "expired_protections",
+    "overdue_field_orders",
+    "overdue_complaints",
 )
 """The lists of :func:`screen`'s document (stable keys)."""
 
@@ -578,6 +584,10 @@ _FIELD_COLUMNS = (
     FIELD_ORDERS.c.closed_at,
     FIELD_ORDERS.c.closed_by,
     FIELD_ORDERS.c.closed_reason,
+    FIELD_ORDERS.c.due_at,
+    FIELD_ORDERS.c.assignee,
+    FIELD_ORDERS.c.stage,
+    FIELD_ORDERS.c.escalation_level,
     SWITCH_ORDERS.c.kind,
     ACCOUNTS.c.balance,
 )
@@ -629,6 +639,35 @@ def expired_protections(engine: Engine, *, since: datetime, now: datetime) -> li
         return recent_expiries(session, since=since, now=now)
 
 
+def overdue_field_orders(engine: Engine, *, now: datetime) -> list[dict[str, Any]]:
+    """Open field orders past their time limit (oldest limit first)."""
+    with read_session(engine) as session:
+        rows = _field_rows(
+            session,
+            FIELD_ORDERS.c.status == "open",
+            FIELD_ORDERS.c.due_at.is_not(None),
+            FIELD_ORDERS.c.due_at < now,
+        )
+    for row in rows:
+        row["late_minutes"] = int((now - row["due_at"]).total_seconds() // 60)
+    return sorted(rows, key=lambda r: (r["due_at"], r["id"]))
+
+
+def overdue_complaints(engine: Engine, *, now: datetime) -> list[dict[str, Any]]:
+    """Open complaints past their time limit."""
+    c = COMPLAINTS.c
+    with read_session(engine) as session:
+        return [
+            dict(r)
+            for r in session.execute(
+                select(c.id, c.account_no, c.order_id, c.field_order_id, c.channel,
+                       c.created_at, c.due_at, c.text)
+                .where(c.status == "open", c.due_at < now)
+                .order_by(c.due_at, c.id)
+            ).mappings()
+        ]  # fmt: skip
+
+
 def screen(
     engine: Engine,
     config: Config,
@@ -650,6 +689,8 @@ def screen(
         "field_disconnections_not_in_arrears": field_disconnections_not_in_arrears(engine, config),
         "cancelled_field_orders": cancelled_field_orders(engine, since=now - options.window),
         "expired_protections": expired_protections(engine, since=now - options.window, now=now),
+        "overdue_field_orders": overdue_field_orders(engine, now=now),
+        "overdue_complaints": overdue_complaints(engine, now=now),
     }
     return {
         "at": now,

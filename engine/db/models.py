@@ -49,6 +49,11 @@ EXEMPTION_KINDS = ("guarantee", "humanitarian")
 # cancelled: the work must not be done any more (a 补停 whose customer paid); never deleted.
 FIELD_ORDER_STATUSES = ("open", "closed", "cancelled")
 NOTICE_CHANNELS = ("posted", "sms", "letter", "in_person", "billing_export")
+# Where an open field order stands in its lifecycle (issue 18): raised (no one has it yet),
+# accepted (接单 by the dispatch desk), assigned (派工 to a crew or a person).
+FIELD_ORDER_STAGES = ("raised", "accepted", "assigned")
+FOLLOW_UP_RESULTS = ("satisfied", "not_satisfied")
+COMPLAINT_STATUSES = ("open", "closed")
 RELAY_STATES = ("closed", "open", "armed", "unknown")
 GUARANTEE_STATES = ("on", "off", "unknown")  # 保电 at the meter (status word 3 bit 12)
 DEVIATION_SOURCES = ("order", "signal", "survey")
@@ -289,6 +294,74 @@ class FieldOrder(SQLModel, table=True):
     closed_by: str | None = Field(default=None, max_length=64)
     # Why it was cancelled (e.g. "account no longer in arrears"), shown to crews and supervisors.
     closed_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The work-order lifecycle (issue 18, engine/fieldwork): kind of work, time limit,
+    # acceptance, dispatch, escalation and the recorded outcome.
+    kind: str | None = Field(
+        default=None, max_length=16
+    )  # disconnect (补停) | reconnect (现场复电)
+    stage: str | None = Field(default=None, max_length=16)  # FIELD_ORDER_STAGES; None = not planned
+    due_at: datetime | None = None  # the time limit; escalated once it passes
+    accepted_at: datetime | None = None
+    accepted_by: str | None = Field(default=None, max_length=64)
+    assignee: str | None = Field(default=None, max_length=64)  # a crew or a member of one
+    assigned_at: datetime | None = None
+    assigned_by: str | None = Field(default=None, max_length=64)
+    escalation_level: int = 0  # 0 none, 1 预警 (crew + duty officer), 2 督办 (supervisors)
+    escalated_at: datetime | None = None  # when the current level was reached
+    outcome: str | None = Field(default=None, max_length=32)  # done, customer_paid, no_access...
+    read_back: str | None = Field(default=None, max_length=16)  # open | closed | unreachable
+    read_back_source: str | None = Field(default=None, max_length=16)  # meter | crew
+    note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    reopened: int = 0  # times sent back for rework
+
+
+class FollowUp(SQLModel, table=True):
+    """A follow-up call (回访) due after a reconnection, remote or in the field."""
+
+    __tablename__ = "follow_ups"
+    __table_args__ = (
+        CheckConstraint(
+            f"result IS NULL OR {_in('result', FOLLOW_UP_RESULTS)}", name="ck_follow_ups_result"
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: int | None = Field(default=None, foreign_key="switch_orders.id", index=True)
+    field_order_id: int | None = Field(default=None, foreign_key="field_orders.id")
+    account_no: str = Field(max_length=64, index=True)
+    created_at: datetime
+    due_at: datetime
+    result: str | None = Field(default=None, max_length=16)  # None while not called yet
+    note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    recorded_at: datetime | None = None
+    recorded_by: str | None = Field(default=None, max_length=64)
+    # The field check opened (or reopened) because the customer was not satisfied.
+    rework_field_order_id: int | None = None
+    escalated_at: datetime | None = None
+
+
+class Complaint(SQLModel, table=True):
+    """A customer complaint (投诉) about a disconnection or reconnection, with its time limit."""
+
+    __tablename__ = "complaints"
+    __table_args__ = (
+        CheckConstraint(_in("status", COMPLAINT_STATUSES), name="ck_complaints_status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_no: str = Field(max_length=64, index=True)
+    order_id: int | None = Field(default=None, foreign_key="switch_orders.id")
+    field_order_id: int | None = Field(default=None, foreign_key="field_orders.id")
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    channel: str = Field(default="phone", max_length=32)  # 95598, 12398, counter, phone...
+    created_at: datetime
+    created_by: str = Field(max_length=64)
+    due_at: datetime
+    status: str = Field(default="open", max_length=16)
+    closed_at: datetime | None = None
+    closed_by: str | None = Field(default=None, max_length=64)
+    resolution: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    escalated_at: datetime | None = None
 
 
 class MeterDeviation(SQLModel, table=True):
@@ -409,6 +482,8 @@ PAYMENTS = table_of(Payment)
 SWITCH_ORDERS = table_of(SwitchOrder)
 COMMAND_ATTEMPTS = table_of(CommandAttempt)
 FIELD_ORDERS = table_of(FieldOrder)
+FOLLOW_UPS = table_of(FollowUp)
+COMPLAINTS = table_of(Complaint)
 TIMERS = table_of(Timer)
 METER_DEVIATIONS = table_of(MeterDeviation)
 SURVEYS = table_of(Survey)

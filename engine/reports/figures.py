@@ -12,6 +12,8 @@ Definitions (site-local days):
 - *blocked* counts orders the policy re-check stopped right before the command, by reason
   code; ``accounts_now`` is the policy chain's answer for the accounts in arrears at the
   time of the report (the blocks that never became an order);
+- *field_work*: field orders done within their time limit, late and escalated orders,
+  follow-up satisfaction and complaints per million customers (:mod:`engine.fieldwork.figures`);
 - *overdue*: a reconnection restored after its promised deadline (``[dispatch]
   reconnect_deadline_minutes``) or not yet restored past it, and an important customer's
   warning, instruction or execution later than due (两个十五分钟) by more than the tolerance.
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from engine.fieldwork.figures import empty_field_work
 from engine.orders_states import OrderKind
 from engine.reports.history import History, OrderEvent, OrderInfo
 
@@ -42,6 +45,7 @@ REPORT_KEYS = (
     "important_timeline",
     "overdue",
     "survey",
+    "field_work",
 )
 """The top-level keys of the report document, in order (stable: scripts rely on them)."""
 
@@ -416,4 +420,18 @@ def compute_figures(history: History) -> dict[str, Any]:
         "important_timeline": timeline,
         "overdue": late,
         "survey": None,  # the newest read-only survey, filled by engine.reports.build_report
+        "field_work": _field_work(history),
     }
+
+
+def _field_work(history: History) -> dict[str, Any]:
+    """Field work orders, follow-up calls and complaints (engine.fieldwork.figures)."""
+    work = history.field_work if history.field_work is not None else empty_field_work()
+    return {
+        **work,
+        "overdue": [
+            {**item, "due_at": _iso(item["due_at"], history),
+             "closed_at": _iso(item["closed_at"], history)}
+            for item in work["overdue"]
+        ],
+    }  # fmt: skip

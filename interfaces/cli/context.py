@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from base.errors import MeterctlError
 from engine.config import Config, load_config
@@ -63,8 +64,12 @@ def state(ctx: typer.Context) -> CliState:
 
 
 def fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> NoReturn:
-    """Print ``message`` on stderr and exit with ``code`` (never a traceback)."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    """Print ``message`` on stderr and exit with ``code`` (never a traceback).
+
+    The message is escaped: config tables such as ``[field.crews]`` or ``[roles]`` in it are
+    text, not rich markup (unescaped, rich silently dropped them from the sentence).
+    """
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     raise typer.Exit(int(code))
 
 

@@ -4,9 +4,9 @@ See :mod:`engine.screening`. Read-only; an operator runs it (seed 002 §2.4: twi
 ``--json`` prints one document with the keys ``in_arrears_not_disconnected``,
 ``disconnected_not_in_arrears``, ``state_mismatch``, ``failing_buses``,
 ``protocol_deviations``, ``guarantee_mismatch``, ``field_disconnections_not_in_arrears``,
-``cancelled_field_orders`` and ``expired_protections``; otherwise tables go to stderr. It
-records (audits) the expiries of exemptions and approvals it is the first to see; nothing
-else is written.
+``cancelled_field_orders``, ``expired_protections``, ``overdue_field_orders`` and
+``overdue_complaints``; otherwise tables go to stderr. It records (audits) the expiries of
+exemptions and approvals it is the first to see; nothing else is written.
 """
 
 from __future__ import annotations
@@ -202,6 +202,42 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
         )
     err_console.print(table)
     more("expired_protections")
+    o = doc["overdue_field_orders"]
+    table = Table(
+        "field order", "account", "work", "assignee", "due", "min late", "level",
+        title=f"field orders PAST their time limit: {len(o)}",
+        title_justify="left",
+    )  # fmt: skip
+    for item in o[:limit]:
+        table.add_row(
+            str(item["id"]),
+            item["account_no"],
+            item["work"],
+            item["assignee"] or "-",
+            _local(item["due_at"], tz),
+            str(item["late_minutes"]),
+            {0: "-", 1: "1 预警", 2: "2 督办"}.get(item["escalation_level"], "?"),
+        )
+    err_console.print(table)
+    more("overdue_field_orders")
+
+    c = doc["overdue_complaints"]
+    table = Table(
+        "complaint", "account", "channel", "received", "due", "text",
+        title=f"complaints PAST their time limit: {len(c)}",
+        title_justify="left",
+    )  # fmt: skip
+    for item in c[:limit]:
+        table.add_row(
+            str(item["id"]),
+            item["account_no"],
+            item["channel"],
+            _local(item["created_at"], tz),
+            _local(item["due_at"], tz),
+            item["text"][:60],
+        )
+    err_console.print(table)
+    more("overdue_complaints")
 
 
 def register(app: typer.Typer) -> None:

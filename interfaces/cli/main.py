@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "audit",
     "orders",
     "orders_view",
+    "field_work",
     "payments",
     "status",
     "exceptions",

@@ -194,9 +194,13 @@ def list_field_orders(
             "or all.",
         ),
     ] = "current",
+    overdue: Annotated[
+        bool, typer.Option("--overdue", help="Only open orders past their time limit.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
-    """Field work orders with the account, the meter address, the cause and the evidence.
+    """Field work orders with the account, the meter address, the cause and the evidence,
+    the time limit, the assignee and the escalation level (1 预警, 2 督办).
 
     A cancelled order (a 补停 whose customer paid) is listed as CANCELLED: do not carry it out.
     """
@@ -224,6 +228,13 @@ def list_field_orders(
         )
     elif status != "all":
         query = query.where(FIELD_ORDERS.c.status == status)
+    at = now()
+    if overdue:
+        query = query.where(
+            FIELD_ORDERS.c.status == "open",
+            FIELD_ORDERS.c.due_at.is_not(None),
+            FIELD_ORDERS.c.due_at < at,
+        )
     with store_errors(st, engine), read_session(engine) as session:
         rows = [dict(r) for r in session.execute(query).mappings()]
     for row in rows:
@@ -233,6 +244,9 @@ def list_field_orders(
             else "现场复电 field reconnection"
         )
         row["cancelled"] = row["status"] == "cancelled"
+        row["overdue"] = (
+            row["status"] == "open" and row["due_at"] is not None and row["due_at"] < at
+        )
     if as_json:
         print_json(
             {
@@ -240,17 +254,25 @@ def list_field_orders(
                 "count": len(rows),
                 "open": sum(1 for r in rows if r["status"] == "open"),
                 "cancelled": sum(1 for r in rows if r["cancelled"]),
+                "overdue": sum(1 for r in rows if r["overdue"]),
             }
         )
         return
-    table = Table("id", "order", "account", "meter address", "work", "cause", "status", "created")
+    table = Table(
+        "id", "order", "account", "meter address", "work", "cause", "status", "created",
+        "due", "assignee", "level",
+    )  # fmt: skip
     for r in rows:
         shown = (
             f"[bold red]CANCELLED[/] {_when(r['closed_at'])}: {r['closed_reason'] or ''} "
             "— do not carry out"
             if r["cancelled"]
+            else (r["stage"] or r["status"])
+            if r["status"] == "open"
             else r["status"]
         )
+        if r["overdue"]:
+            shown = f"[bold red]LATE[/] {shown}"
         table.add_row(
             str(r["id"]),
             str(r["order_id"]),
@@ -260,6 +282,9 @@ def list_field_orders(
             r["cause"],
             shown,
             _when(r["created_at"]),
+            _when(r["due_at"]),
+            r["assignee"] or "-",
+            {0: "-", 1: "1 预警", 2: "2 督办"}.get(r["escalation_level"], "?"),
         )
     err_console.print(table)
 

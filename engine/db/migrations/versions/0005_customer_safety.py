@@ -1,7 +1,7 @@
 """Customer safety (issue 15): cancelled field orders, arrears episodes, notice evidence,
 humanitarian cases and the expiry of exemptions and approvals.
 
-Revision ID: 0005_issue15
+Revision ID: 0005
 Revises: 0004
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel.sql.sqltypes
 from alembic import op
 
-revision: str = "0005_issue15"
+revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
