@@ -54,7 +54,8 @@ from engine.orders_states import DisconnectState, OrderKind
 from engine.payments import ensure_reconnect_order
 from engine.store.cases import load_cases
 from engine.store.orders import move_order
-from policies import check_batch_limit, plan_batch, settings_from_config
+from engine.workcalendar import policy_settings
+from policies import check_batch_limit, plan_batch
 from policies.facts import Decision, Outcome, Reason, Verdict
 
 ORDER_CHUNK = 200  # accounts whose orders are created in one transaction
@@ -414,7 +415,7 @@ def _materialize_message(
     disconnect_accounts = sorted({r.account_no for r in rows if r.action == Action.DISCONNECT})
     # The plan is read before the transaction, as batch run does; the dispatcher re-checks
     # every account on fresh data right before its command, so nothing stale can trip a meter.
-    settings = settings_from_config(config.policy, config.site.timezone)
+    settings = policy_settings(config)  # with the statutory calendar
     plan = plan_batch(load_cases(engine, accounts=disconnect_accounts, now=now), settings, now)
     decisions = {d.account_no: d for d in plan.decisions}
     eligible = [d for d in plan.decisions if d.outcome in (Outcome.DISCONNECT, Outcome.SCHEDULE)]

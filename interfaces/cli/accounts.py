@@ -7,6 +7,7 @@ FILE is a CSV (UTF-8, UTF-8 with BOM or GB18030/GBK, detected; ``--encoding`` fo
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from base.i18n import _, ngettext
 from engine.importer import ImportRejected, import_accounts
 from engine.importer import Problem as ImportProblem
 from engine.roles import Role
+from engine.store.accounts import arrears_threshold
 from interfaces.cli.context import err_console, fail, note, print_json, require_role, state
 from interfaces.cli.db import now, open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
@@ -95,6 +97,8 @@ def import_(
                 actor=st.user,
                 now=now(),
                 tz=st.config.site.tz,
+                arrears_threshold=arrears_threshold(st.config.policy.arrears_threshold),
+                max_backdate=timedelta(days=st.config.policy.notice_backdate_max_days),
                 dry_run=dry_run,
                 encoding=encoding,
                 sheet=sheet,

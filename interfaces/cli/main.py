@@ -45,6 +45,7 @@ COMMAND_MODULES = (
     "audit",
     "orders",
     "orders_view",
+    "field_work",
     "payments",
     "status",
     "exceptions",
@@ -90,7 +91,10 @@ def root(
     ] = None,
 ) -> None:
     """meterctl: safe remote disconnection and reconnection of prepaid meters."""
+    injected = ctx.obj  # a test's identity provider (never reachable from outside the process)
     ctx.obj = CliState(config_path=config, log_level=log_level)
+    if injected is not None and callable(getattr(injected, "identify", None)):
+        ctx.obj.identity_provider = injected
     _choose_language(ctx.obj, lang)
     configure_logging((log_level or "WARNING").upper(), json=False)
 

@@ -90,10 +90,15 @@ def render_status(doc: dict[str, Any], tz: ZoneInfo) -> RenderableType:
     parts.append(pending if doc["pending_reconnections"] else Text(_("no reconnection pending")))
 
     causes = ", ".join(f"{c} {n}" for c, n in doc["open_field_orders_by_cause"].items())
+    late = doc["overdue_field_orders"]
     parts.append(
         Text(
             _("open field orders: {count}").format(count=doc["open_field_orders"])
             + (f" ({causes})" if causes else "")
+        )
+        + Text(
+            _("; {count} past their time limit").format(count=late) if late else "",
+            style="bold red",
         )
     )
 
