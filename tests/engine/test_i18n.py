@@ -140,30 +140,20 @@ def test_po_is_compiled_at_run_time_when_the_mo_is_missing(
 def test_cli_speaks_chinese_and_json_stays_neutral(cli: Cli) -> None:
     assert cli("ada", "db", "init").exit_code == 0
     add_account(cli.engine(), "A1", balance="-50")
-    from interfaces.cli.main import app
-
-    result = cli.runner.invoke(
-        app, ["--config", str(cli.config), "--lang", "zh-CN", "batch", "plan"]
-    )
+    result = cli("olga", "--lang", "zh-CN", "batch", "plan")
     assert result.exit_code == 0, result.stderr
     assert "范围内共 1 户" in result.stdout and "不停电" in result.stdout
     assert "仅为计划" in result.stderr
-    doc = json.loads(
-        cli.runner.invoke(
-            app, ["--config", str(cli.config), "--lang", "zh-CN", "batch", "plan", "--json"]
-        ).stdout
-    )
+    doc = json.loads(cli("olga", "--lang", "zh-CN", "batch", "plan", "--json").stdout)
     (decision,) = doc["decisions"]
     assert decision["outcome"] == "blocked" and "notice_missing" in decision["blocked_by"]
     assert "counts" in doc and "in_scope" in doc["counts"]
-    english = cli.runner.invoke(app, ["--config", str(cli.config), "--lang", "en", "batch", "plan"])
+    english = cli("olga", "--lang", "en", "batch", "plan")
     assert "1 accounts in scope" in english.stdout
 
 
 def test_bad_lang_exits_2(cli: Cli) -> None:
-    from interfaces.cli.main import app
-
-    result = cli.runner.invoke(app, ["--config", str(cli.config), "--lang", "fr", "status"])
+    result = cli("olga", "--lang", "fr", "status")
     assert result.exit_code == 2 and "--lang" in result.stderr
 
 
@@ -183,13 +173,10 @@ def test_help_follows_lang_env() -> None:
 
 
 def test_status_and_calendar_in_chinese(cli: Cli) -> None:
-    from interfaces.cli.main import app
-
     assert cli("ada", "db", "init").exit_code == 0
-    base = ["--config", str(cli.config), "--lang", "zh-CN"]
-    status = cli.runner.invoke(app, [*base, "status"])
+    status = cli("olga", "--lang", "zh-CN", "status")
     assert status.exit_code == 0, status.stderr
     assert "meterctl 运行状态" in status.stderr and "暂无工单" in status.stderr
-    calendar = cli.runner.invoke(app, [*base, "calendar", "show", "--year", "2026"])
+    calendar = cli("olga", "--lang", "zh-CN", "calendar", "show", "--year", "2026")
     assert "法定节假日" in calendar.stdout and "调休上班日" in calendar.stdout
     assert "国庆节 National Day" in calendar.stdout  # the library's name, with its Chinese

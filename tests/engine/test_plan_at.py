@@ -18,6 +18,8 @@ from tests.engine.store_helpers import Cli, add_account, cli  # noqa: F401
 def _setup(cli: Cli, at: str) -> None:  # noqa: F811
     """Two accounts in arrears whose notices were delivered eight days before ``at``."""
     delivered = datetime.fromisoformat(at) - timedelta(days=8)
+    with cli.config.open("a", encoding="utf-8") as config:  # important customers need 抄报
+        config.write('[policy.important]\nauthority_recipients = ["county-power-admin"]\n')
     assert cli("ada", "db", "init").exit_code == 0
     engine = cli.engine()
     add_account(engine, "A1", balance="-50")
@@ -89,13 +91,14 @@ def test_important_customer_whose_t_plus_15_is_after_closing(cli: Cli) -> None: 
     early = _plan(cli, "2026-06-02T15:00+08:00")["VIP"]
     assert early["outcome"] == "schedule"
     assert _window(early)["code"] == "inside_window"
-    # At 15:40, T = 15:55 and execution 16:10: not executed at T+15, held to 08:00.
+    # At 15:40 a timeline starting now would execute at 16:10, after closing: it is not
+    # executed at T+15 but planned inside the next open stretch (08:00 warning, 08:15 T,
+    # 08:30 execution), and the window judged at that execution is open.
     late = _plan(cli, "2026-06-02T15:40+08:00")["VIP"]
     assert late["outcome"] == "schedule"
-    window = _window(late)
-    assert window["code"] == "held_to_window"
-    assert "2026-06-02 16:10" in window["message"]
-    assert window["not_before"] == "2026-06-03T00:00:00+00:00"
+    (important,) = [r for r in late["reasons"] if r["rule"] == "important"]
+    assert important["not_before"] == "2026-06-03T00:30:00+00:00"
+    assert _window(late)["code"] == "inside_window"
 
 
 def test_at_must_be_a_time(cli: Cli) -> None:  # noqa: F811
