@@ -187,7 +187,23 @@ def _type_name(tp: Any) -> str:
     return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(tp, str(tp))
 
 
+def _is_secret_key(key: str) -> bool:
+    last = key.rsplit(".", 1)[-1].split("[", 1)[0]
+    return last in ("password", "key") or last.endswith(("_key", "_password", "_secret"))
+
+
 def _coerce(key: str, tp: Any, value: Any) -> Any:
+    if _is_secret_key(key):
+        try:
+            return _coerce_value(key, tp, value)
+        except ConfigError:  # the message would quote the value: a secret
+            raise ConfigError(
+                f"config key {key}: expected {_type_name(tp)} (value not shown: a secret)"
+            ) from None
+    return _coerce_value(key, tp, value)
+
+
+def _coerce_value(key: str, tp: Any, value: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin is list:
         (inner,) = typing.get_args(tp)
@@ -240,9 +256,9 @@ def _validate(config: Config) -> None:
         ) from exc
     if config.dlt645.password_level < 0 or config.dlt645.password_level > 0xFF:
         raise ConfigError("config key dlt645.password_level: must be 0..255")
-    if len(config.dlt645.password) != 6 or not config.dlt645.password.isdigit():
+    if len(config.dlt645.password) != 6 or not _ascii_digits(config.dlt645.password):
         raise ConfigError("config key dlt645.password: must be 6 digits")
-    if len(config.dlt645.operator_code) != 8 or not config.dlt645.operator_code.isdigit():
+    if len(config.dlt645.operator_code) != 8 or not _ascii_digits(config.dlt645.operator_code):
         raise ConfigError("config key dlt645.operator_code: must be 8 digits")
     if config.dlt645.parity not in ("E", "O", "N"):
         raise ConfigError("config key dlt645.parity: must be E, O or N")
@@ -306,6 +322,10 @@ def parse_config(text: str, source: Path | None = None) -> Config:
     config: Config = _build(Config, data, "")
     config = dataclasses.replace(config, source=source, present_tables=frozenset(data))
     _validate(config)
+    from engine.logging import register_secret
+
+    for inline_secret in (config.hooks.payment_key, config.audit.key, config.dlt645.password):
+        register_secret(inline_secret)  # never in a log line from now on
     return config
 
 
@@ -319,17 +339,40 @@ def load_config(path: str | Path | None = None) -> Config:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {file} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"config file {file} is a folder, not a file") from exc
     except OSError as exc:
         raise ConfigError(f"config file {file} cannot be read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {file} is not UTF-8 text (byte {exc.start}: "
+            f"0x{exc.object[exc.start]:02X}); save it as UTF-8"
+        ) from None
     return parse_config(text, source=file.resolve())
 
 
 def read_secret(config: Config, inline: str, file_key: str, file_value: str) -> str:
-    """Return a secret given inline or by file (the file wins); never echo it in errors."""
+    """Return a secret given inline or by file (the file wins); never echo it in errors.
+
+    The value is registered with :func:`engine.logging.register_secret`, so no log line can
+    show it afterwards.
+    """
+    from engine.logging import register_secret
+
     if file_value:
         path = config.resolve_path(file_value)
         try:
-            return path.read_text(encoding="utf-8").strip()
+            secret = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"config key {file_key}: cannot read {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config key {file_key}: {path} is not UTF-8 text") from exc
+        register_secret(secret)
+        return secret
+    register_secret(inline)
     return inline
+
+
+def _ascii_digits(text: str) -> bool:
+    """Only 0-9: ``str.isdigit`` also accepts full-width, Arabic-Indic and superscript digits."""
+    return bool(text) and text.isascii() and text.isdigit()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -46,6 +46,10 @@ log = structlog.get_logger("engine.hooks")
 
 PATH = "/payments"
 MAX_BODY = 64 * 1024  # a payment is a few hundred bytes
+BODY_TIMEOUT_S = 10.0  # a body that never arrives must not hold a connection (and a task) open
+SIGNED = web.RequestKey("meterctl.signed", bool)  # set once the call's signature was accepted
+INTERNAL_ERROR = "internal error: the call could not be handled (logged); retry, signed anew"
+NOT_SIGNED = "call refused: it was not accepted as signed"
 NO_KEY = "no [hooks] payment_key configured: the payment hook refuses every call"
 
 
@@ -66,9 +70,11 @@ class BadField(ValueError):
 def parse_payment(body: bytes) -> tuple[str, Decimal, str]:
     """(account, amount, ref) from the JSON body, or :class:`BadField` naming the field."""
     try:
-        data = json.loads(body.decode("utf-8"), parse_float=Decimal)
+        data = json.loads(body.decode("utf-8"), parse_float=Decimal, parse_int=Decimal)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadField("body", f"the body is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError):  # e.g. nesting thousands deep
+        raise BadField("body", "the body is not a JSON document meterctl accepts") from None
     if not isinstance(data, dict):
         raise BadField("body", "the body must be a JSON object with account, amount and ref")
 
@@ -118,7 +124,7 @@ class PaymentHook:
         return f"PaymentHook(key={'set' if self._key else 'unset'})"
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[no_traceback])
         app.router.add_post(PATH, self.handle)
         return app
 
@@ -127,10 +133,10 @@ class PaymentHook:
         if self._key is None:
             await self._refused(peer, NO_KEY)
             return _error(503, NO_KEY)
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _error(413, f"the body is larger than {MAX_BODY} bytes", "body")
+        body_or_error = await read_body(request)
+        if isinstance(body_or_error, web.Response):
+            return body_or_error
+        body = body_or_error
         try:
             verify(
                 self._key,
@@ -144,6 +150,7 @@ class PaymentHook:
         except SignatureRefused as exc:
             await self._refused(peer, exc.reason)
             return _error(401, exc.reason)
+        request[SIGNED] = True
         try:
             account, amount, ref = parse_payment(body)
         except BadField as exc:
@@ -200,6 +207,40 @@ class PaymentHook:
             )
         except SQLAlchemyError as exc:
             log.error("hook.refusal_not_audited", error=type(exc).__name__)
+
+
+async def read_body(request: web.Request) -> bytes | web.Response:
+    """The raw body, or the error answer: 413 too large, 408 not arrived in time."""
+    try:
+        return await asyncio.wait_for(request.read(), BODY_TIMEOUT_S)
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, f"the body is larger than {MAX_BODY} bytes", "body")
+    except TimeoutError:
+        return _error(408, f"the body did not arrive within {BODY_TIMEOUT_S:g} s", "body")
+
+
+@web.middleware
+async def no_traceback(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Whatever a handler raises, answer one sentence: never a traceback, a local or a key.
+
+    The log gets the exception's type and a traceback without local variables
+    (:mod:`engine.logging`). A call that was not (yet) accepted as signed is refused with 401
+    rather than 500: 500 tells the billing system to retry, and an unsigned call must never
+    look retryable.
+    """
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise  # aiohttp's own answers (404, 405 ...) carry no detail of ours
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.error("hook.internal_error", path=request.path, error=type(exc).__name__, exc_info=True)
+        if not request.get(SIGNED, False):
+            return _error(401, NOT_SIGNED)
+        return _error(500, INTERNAL_ERROR)
 
 
 def _error(status: int, message: str, field: str | None = None) -> web.Response:

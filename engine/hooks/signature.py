@@ -22,6 +22,10 @@ from dataclasses import dataclass
 TIMESTAMP_HEADER = "X-Meterctl-Timestamp"
 SIGNATURE_HEADER = "X-Meterctl-Signature"
 SCHEME = "sha256="
+# Unix seconds: 10 digits until the year 2286; 12 leaves room and bounds the arithmetic.
+MAX_TIMESTAMP_DIGITS = 12
+_HEX = frozenset("0123456789abcdef")
+_DIGITS = frozenset("0123456789")
 
 
 class SignatureRefused(Exception):
@@ -75,6 +79,36 @@ class ReplayGuard:
         self._seen[digest] = timestamp
 
 
+def check_headers(timestamp: str | None, signature: str | None) -> tuple[int, str]:
+    """Validate the two signature headers' *form*, before any arithmetic or HMAC: pure.
+
+    Returns (unix seconds, the signature lower-cased). Raises :class:`SignatureRefused`
+    naming the header: missing; a timestamp that is not 1..12 ASCII digits (``int()`` would
+    accept full-width or Arabic-Indic digits, signs, underscores and thousands of digits); a
+    signature that is not ``sha256=`` and 64 hex digits. The reason never quotes the values.
+    """
+    if not timestamp or not signature:
+        missing = [
+            name
+            for name, value in ((TIMESTAMP_HEADER, timestamp), (SIGNATURE_HEADER, signature))
+            if not value
+        ]
+        raise SignatureRefused(f"unsigned call: missing header {' and '.join(missing)}")
+    stamp = timestamp.strip(" \t")
+    if not 0 < len(stamp) <= MAX_TIMESTAMP_DIGITS or not set(stamp) <= _DIGITS:
+        raise SignatureRefused(
+            f"header {TIMESTAMP_HEADER} must be unix seconds (an integer of 1 to "
+            f"{MAX_TIMESTAMP_DIGITS} ASCII digits 0-9)"
+        )
+    given = signature.strip(" \t").lower()
+    digest = given[len(SCHEME) :]
+    if not given.startswith(SCHEME) or len(digest) != 64 or not set(digest) <= _HEX:
+        raise SignatureRefused(
+            f"header {SIGNATURE_HEADER} must be 'sha256=' followed by 64 hex digits"
+        )
+    return int(stamp), given
+
+
 def verify(
     key: bytes,
     headers_timestamp: str | None,
@@ -87,37 +121,19 @@ def verify(
 ) -> None:
     """Accept a signed call or raise :class:`SignatureRefused` naming the problem.
 
-    Checks, in order: both headers present; a numeric timestamp within ``max_skew_s`` of
-    ``now``; the signature matches (constant-time compare); not a replay. Only a call that
+    Checks, in order: both headers well formed (:func:`check_headers`); a timestamp within
+    ``max_skew_s`` of ``now``; the signature matches (constant-time compare); not a replay. Only a call that
     passes all of them is remembered as seen.
     """
-    if not headers_timestamp or not headers_signature:
-        missing = [
-            name
-            for name, value in (
-                (TIMESTAMP_HEADER, headers_timestamp),
-                (SIGNATURE_HEADER, headers_signature),
-            )
-            if not value
-        ]
-        raise SignatureRefused(f"unsigned call: missing header {' and '.join(missing)}")
-    stamp = headers_timestamp.strip()
-    try:
-        timestamp = int(stamp)
-    except ValueError:
-        raise SignatureRefused(
-            f"header {TIMESTAMP_HEADER} must be unix seconds (an integer)"
-        ) from None
+    timestamp, given = check_headers(headers_timestamp, headers_signature)
     if abs(now - timestamp) > max_skew_s:
         raise SignatureRefused(
             f"header {TIMESTAMP_HEADER} is {int(now - timestamp)} s away from the engine's clock "
             f"(more than the allowed {int(max_skew_s)} s): stale or replayed call"
         )
-    given = headers_signature.strip()
-    if not given.lower().startswith(SCHEME):
-        raise SignatureRefused(f"header {SIGNATURE_HEADER} must be 'sha256=<hex>'")
+    stamp = (headers_timestamp or "").strip(" \t")  # signed as sent (validated above)
     expected = sign(key, stamp, body)
-    if not hmac.compare_digest(given.lower().encode("ascii", "replace"), expected.encode("ascii")):
+    if not hmac.compare_digest(given.encode("ascii"), expected.encode("ascii")):
         raise SignatureRefused(f"bad signature in header {SIGNATURE_HEADER}")
     digest = hashlib.sha256(expected.encode("ascii")).hexdigest()  # never keep the signature
     if guard.seen(digest, now):
