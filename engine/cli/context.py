@@ -12,6 +12,8 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from sqlalchemy import Engine
 
 from engine.cli.exitcodes import ExitCode
 from engine.config import Config, load_config
@@ -28,6 +30,7 @@ class CliState:
     log_level: str | None = None  # --log-level; None = the command's default
     user: str = field(default_factory=current_user)
     _config: Config | None = None
+    store: Engine | None = None  # the database the command opened (engine.cli.db.open_store)
 
     @property
     def config(self) -> Config:
@@ -49,7 +52,8 @@ def state(ctx: typer.Context) -> CliState:
 
 def fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> NoReturn:
     """Print ``message`` on stderr and exit with ``code`` (never a traceback)."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    # The message may quote input ("[/]" in a field): escaped, never read as markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     raise typer.Exit(int(code))
 
 

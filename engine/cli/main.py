@@ -73,6 +73,13 @@ def root(
     """meterctl: safe remote disconnection and reconnection of prepaid meters."""
     ctx.obj = CliState(config_path=config, log_level=log_level)
     configure_logging((log_level or "WARNING").upper(), json=False)
+    ctx.call_on_close(lambda: _after_command(ctx.obj))
+
+
+def _after_command(st: CliState) -> None:
+    from engine.cli.db import checkpoint_on_close
+
+    checkpoint_on_close(st)
 
 
 def _register_all() -> None:

@@ -305,6 +305,22 @@ class AuditHead(SQLModel, table=True):
     mac: str = Field(max_length=64)
 
 
+class AuditCheckpoint(SQLModel, table=True):
+    """A signed checkpoint of the chain (a copy of the anchor file's line; engine.audit_anchor).
+
+    ``at`` is kept as the exact ISO text that was signed.
+    """
+
+    __tablename__ = "audit_checkpoints"
+
+    id: int | None = Field(default=None, primary_key=True)
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    hash: str = Field(max_length=64)
+    digest: str = Field(max_length=64)
+    at: str = Field(max_length=40)
+    signature: str = Field(max_length=128)
+
+
 def table_of(model: type[SQLModel]) -> Table:
     """The Core ``Table`` of a table model (typed, for Core statements and bulk work)."""
     found = getattr(model, "__table__", None)
@@ -325,3 +341,4 @@ FIELD_ORDERS = table_of(FieldOrder)
 TIMERS = table_of(Timer)
 AUDIT = table_of(AuditRecord)
 AUDIT_HEADS = table_of(AuditHead)
+AUDIT_CHECKPOINTS = table_of(AuditCheckpoint)
