@@ -85,7 +85,8 @@ if IMPL == "meterctl":
 elif IMPL == "meterctl-typed":
     from protocols.dlt645.deframer import Deframer
     from protocols.dlt645.frame import decode_frame
-    from protocols.dlt645.messages import ReadReply, ReadRequest, decode_message
+    from protocols.dlt645.decoding import decode_message
+    from protocols.dlt645.messages import ReadReply, ReadRequest
 
     deframer = Deframer()
     # More work than the peers do: typed messages (DI as an int, reply fields) both ways.

@@ -63,7 +63,7 @@ HEADER = list(REQUIRED_COLUMNS)
 
 def worker(config_path: Path) -> None:
     """One engine process: wait for "go" on stdin, dispatch until idle, print its figures."""
-    from engine.clock import SystemClock
+    from base.clock import SystemClock
     from engine.config import load_config
     from engine.db import engine_from_config
     from engine.dispatch.dispatcher import Dispatcher

@@ -87,7 +87,7 @@ def write_county(path: Path, accounts: int, now: datetime, seed: int = 308519) -
 
 def import_county(config: Path, csv_path: Path) -> tuple[float, float]:
     """``meterctl accounts import`` in its own process: (seconds, its peak RSS in MB)."""
-    command = [sys.executable, "-m", "engine.cli.main", "--config", str(config),
+    command = [sys.executable, "-m", "interfaces.cli.main", "--config", str(config),
                "accounts", "import", str(csv_path)]  # fmt: skip
     started = time.perf_counter()
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

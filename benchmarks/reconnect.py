@@ -3,7 +3,7 @@
 A ``meterctl serve`` process dispatches a disconnection batch (1,000 meters in arrears on 50
 simulated buses at 2400 baud; the simulator in its own process). While the batch runs,
 customers whose meters were just disconnected pay: each payment is a signed ``POST
-/payments`` to serve's payment hook (the real HTTP endpoint, engine/hooks/payments.py). The
+/payments`` to serve's payment hook (the real HTTP endpoint, interfaces/http/payments.py). The
 latency of one payment is from the moment the call is made to the moment the engine
 recorded the reconnection as verified (the order's ``updated_at`` when it moved to
 ``verified``, written after the relay read back closed).
@@ -87,7 +87,7 @@ def _prepare(config_path: Path, accounts_csv: Path) -> int:
 
 
 def _pay(url: str, account: str, ref: str) -> dict[str, Any]:
-    from engine.hooks.signature import signed_headers
+    from interfaces.http.signature import signed_headers
 
     body = json.dumps({"account": account, "amount": "100.00", "ref": ref}).encode()
     request = urllib.request.Request(
@@ -180,7 +180,7 @@ def bench(meters: int, buses: int, payments: int, seed: int) -> dict[str, Any]:
                 store = Store(config_path)
                 serve_log = (folder / "serve.log").open("wb")
                 serve = subprocess.Popen(
-                    [sys.executable, "-m", "engine.cli.main", "--config", str(config_path),
+                    [sys.executable, "-m", "interfaces.cli.main", "--config", str(config_path),
                      "serve"],
                     cwd=ROOT, stdout=subprocess.DEVNULL, stderr=serve_log,
                     stdin=subprocess.DEVNULL,
@@ -265,7 +265,7 @@ def bench(meters: int, buses: int, payments: int, seed: int) -> dict[str, Any]:
             k: [round(statistics.median(v), 3), round(_percentile(v, 0.99), 3)]
             for k, v in stages.items()
         },
-        "via": "signed POST /payments to meterctl serve (engine/hooks/payments.py)",
+        "via": "signed POST /payments to meterctl serve (interfaces/http/payments.py)",
         "batch": {
             "meters": meters,
             "buses": buses,

@@ -198,7 +198,7 @@ async def _drive_bus(url: str, meters: list[str], stop_at: float, latencies: lis
 def bench_capacity(meters: int, buses: int, seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "ready.json"
-        command = [sys.executable, "-m", "engine.cli.main", "simulate", "--meters", str(meters),
+        command = [sys.executable, "-m", "interfaces.cli.main", "simulate", "--meters", str(meters),
                    "--buses", str(buses), "--time-scale", "1", "--ready-file", str(ready)]  # fmt: skip
         log("starting: meterctl " + " ".join(command[3:]))
         started = time.monotonic()

@@ -226,7 +226,7 @@ class Simulator:
 
     def __init__(self, folder: Path, *args: str, config: Path | None = None) -> None:
         self.ready = folder / "sim-ready.json"
-        command = [sys.executable, "-m", "engine.cli.main"]
+        command = [sys.executable, "-m", "interfaces.cli.main"]
         if config is not None:
             command += ["--config", str(config)]
         command += ["simulate", *args, "--ready-file", str(self.ready)]

@@ -45,18 +45,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy import Engine, insert, select
 from sqlmodel import Session
 
-from engine.config import Config
+from base.errors import ConfigError
+from engine.config import DEFAULT_AUDIT_KEY_FILE, PUBLIC_DEFAULT_AUDIT_KEY, Config
 from engine.db.database import read_session, transaction
 from engine.db.models import AUDIT, AUDIT_CHECKPOINTS
-from protocols.errors import ConfigError
 
 GENESIS_DIGEST = "0" * 64
-DEFAULT_KEY_FILE = "meterctl-audit.key"
+DEFAULT_KEY_FILE = DEFAULT_AUDIT_KEY_FILE
 DEFAULT_SIGNING_KEY_FILE = "meterctl-audit-signing.pem"
 DEFAULT_PUBLIC_KEY_FILE = "meterctl-audit-public.pem"
 DEFAULT_ANCHOR_FILE = "meterctl-audit.anchor"
-# The key every installation shared before keys were generated per installation: public.
-PUBLIC_DEFAULT_KEY = "meterctl-default-audit-key"
+PUBLIC_DEFAULT_KEY = PUBLIC_DEFAULT_AUDIT_KEY
 
 
 # -- the format (pure) ---------------------------------------------------------------------

@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
+from base.clock import Clock
 from engine.batch import CreatedOrders, create_orders
-from engine.clock import Clock
 from engine.config import Config
 from engine.db.database import read_session
 from engine.db.models import ACCOUNTS, METERS

@@ -36,6 +36,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlmodel import Session
 
+from base.errors import InputError
 from engine import audit
 from engine.db.database import transaction
 from engine.db.models import (
@@ -48,7 +49,6 @@ from engine.db.models import (
     SECURITY_MODES,
 )
 from engine.store.timeinput import parse_timestamp
-from protocols.errors import InputError
 
 REQUIRED_COLUMNS = (
     "account_no",

@@ -24,7 +24,7 @@ from datetime import datetime
 from enum import Enum, StrEnum
 from typing import Protocol
 
-from protocols.errors import MeterctlError
+from base.errors import MeterctlError
 
 
 class OrderKind(StrEnum):

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select, update
 from sqlmodel import Session
 
+from base.errors import InputError
 from engine import audit
 from engine.config import Config
 from engine.db.database import transaction
@@ -34,7 +35,6 @@ from engine.orders_states import DisconnectState, OrderKind, ReconnectState
 from engine.store.accounts import arrears_threshold
 from engine.store.errors import UnknownAccount
 from engine.store.orders import move_order
-from protocols.errors import InputError
 
 _PENDING_DISCONNECT = (
     DisconnectState.PLANNED.value,

@@ -16,9 +16,10 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 
+from base.errors import ConfigError
 from engine.config import Config
 from protocols.dlt645.messages import Credentials
-from protocols.errors import ConfigError, FrameStructureError
+from protocols.errors import FrameStructureError
 
 
 @dataclass(frozen=True)

@@ -37,15 +37,15 @@ from engine import audit
 from engine.config import Config
 from engine.db.database import read_session, transaction
 from engine.db.models import ACCOUNTS, AUDIT, METERS, SWITCH_ORDERS
-from engine.notify import Notifier, notifier_from_config
-from engine.orders_states import DisconnectState, OrderKind, ReconnectState
-from engine.payments import ensure_reconnect_order
-from engine.scheduler.escalation import (
+from engine.escalation import (
     ARMED_NOT_PRESSED,
     RECONNECT_PENDING_AT_NIGHT,
     escalate,
     open_field_order,
 )
+from engine.notify import Notifier, notifier_from_config
+from engine.orders_states import DisconnectState, OrderKind, ReconnectState
+from engine.payments import ensure_reconnect_order
 from engine.store.accounts import arrears_threshold
 
 log = structlog.get_logger("engine.sweeps")

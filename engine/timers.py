@@ -34,9 +34,9 @@ from engine.config import Config
 from engine.db.database import read_session, transaction
 from engine.db.models import ACCOUNTS, TIMERS, SwitchOrder, Timer
 from engine.dispatch.identity import holder_alive
+from engine.escalation import RECONNECT_OVERDUE, escalate
 from engine.notify import Notifier
 from engine.orders_states import DisconnectState, OrderKind, ReconnectState
-from engine.scheduler.escalation import RECONNECT_OVERDUE, escalate
 from engine.store.errors import StaleOrder
 from engine.store.orders import move_order
 

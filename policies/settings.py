@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, time
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from base.errors import ConfigError
 from policies.facts import PolicySettings, WindowSettings
-from protocols.errors import ConfigError
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -104,7 +104,7 @@ def _window(config: WindowConfigLike) -> WindowSettings:
 def settings_from_config(policy_config: PolicyConfigLike, site_timezone: str) -> PolicySettings:
     """Convert ``[policy]`` (and ``[site] timezone``) into :class:`PolicySettings`.
 
-    Raises :class:`~protocols.errors.ConfigError` naming the key on a value the rules cannot
+    Raises :class:`~base.errors.ConfigError` naming the key on a value the rules cannot
     use. The threshold goes through ``str`` so ``-0.1`` becomes ``Decimal("-0.1")``, not the
     float's binary expansion.
     """
@@ -148,11 +148,3 @@ def settings_from_config(policy_config: PolicyConfigLike, site_timezone: str) ->
         batch_max_share=float(limit.max_share),
         batch_max_count=limit.max_count,
     )
-
-
-if TYPE_CHECKING:
-    from engine.config import PolicyConfig
-
-    def _engine_config_fits(config: PolicyConfig) -> PolicyConfigLike:
-        # Checked by mypy only: the engine's dataclass must keep matching the protocol.
-        return config

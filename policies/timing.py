@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from base.errors import ConfigError
 from policies.facts import Decision, PolicySettings, Verdict
 from policies.window import next_window_opening
-from protocols.errors import ConfigError
 
 
 def earliest_execution(

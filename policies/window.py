@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
+from base.errors import ConfigError
 from policies._text import clock_text, local_text
 from policies.facts import Case, PolicySettings, Reason, Verdict, WindowSettings
-from protocols.errors import ConfigError
 
 RULE = "window"
 INSIDE_WINDOW = "inside_window"
@@ -41,7 +41,7 @@ def _inside_hours(clock: time, window: WindowSettings) -> bool:
 def next_window_opening(now: datetime, settings: PolicySettings) -> datetime:
     """Return the earliest instant at or after ``now`` when the window is open (UTC).
 
-    ``now`` itself when the window is open now. Raises :class:`~protocols.errors.ConfigError`
+    ``now`` itself when the window is open now. Raises :class:`~base.errors.ConfigError`
     when the configured window never opens (no weekday, ``end <= start``, or holidays
     covering the next two years).
     """

@@ -1,12 +1,9 @@
-"""The project's error tree.
+"""The wire errors: frames, links and meters that say no.
 
-Every error meterctl raises on purpose descends from :class:`MeterctlError`, and the
-leaves also inherit the matching builtin so callers that only know Python's own
-exceptions still catch them (python-can's ``CanTimeoutError(CanError, TimeoutError)``)::
+They descend from :class:`base.errors.MeterctlError` (the root every layer shares, beside
+``ConfigError`` and ``InputError``), and the leaves also inherit the matching builtin::
 
-    MeterctlError
-    ├── ConfigError(ValueError)               bad config file, key, type or value
-    ├── InputError(ValueError)                bad command-line or file input (CSV row, hex, option)
+    MeterctlError (base.errors)
     ├── FrameError(ValueError)                bytes that are not a valid frame
     │   ├── FrameChecksumError
     │   ├── FrameLengthError
@@ -31,17 +28,7 @@ Modbus driver and the concentrator link raise the same ones: the engine branches
 
 from __future__ import annotations
 
-
-class MeterctlError(Exception):
-    """Root of every error meterctl raises deliberately."""
-
-
-class ConfigError(MeterctlError, ValueError):
-    """The configuration (file, key, type or value) is wrong; the message names the key."""
-
-
-class InputError(MeterctlError, ValueError):
-    """User input (an option, a CSV row, a hex string) is wrong; the message says where."""
+from base.errors import MeterctlError
 
 
 class FrameError(MeterctlError, ValueError):

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from engine.clock import Clock
+from base.clock import Clock
 from protocols.dlt645.codes import FunctionCode
 from protocols.dlt645.deframer import Deframer
 from protocols.dlt645.frame import BROADCAST, OVERHEAD, Frame

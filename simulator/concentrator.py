@@ -30,9 +30,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
-from engine.clock import Clock
+from base.clock import Clock
+from base.errors import InputError
 from protocols.dlt645.deframer import Deframer as Dlt645Deframer
-from protocols.errors import FrameError, InputError
+from protocols.errors import FrameError
 from protocols.qgdw1376 import frame as f3761
 from protocols.qgdw1376.messages import (
     Confirmation,

@@ -22,17 +22,40 @@ import asyncio
 import contextlib
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from protocols.errors import InputError
-
-if TYPE_CHECKING:
-    from simulator.fleet import Fleet
+from base.errors import InputError
+from simulator.state import MeterState, RelayState
 
 _MAX_BODY = 65536
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 _METER = re.compile(r"^/meters/([0-9A-Fa-f]{1,12})(/press|/faults|/events)?$")
+
+
+class ControlledFleet(Protocol):
+    """What the endpoint needs of a fleet (:class:`simulator.fleet.Fleet` provides it)."""
+
+    def meters(self) -> Sequence[MeterState]: ...
+    def meter(self, address: str) -> MeterState: ...
+    def relay(self, address: str) -> RelayState: ...
+    def bus_info(self) -> list[dict[str, Any]]: ...
+    def bus_stats(self) -> dict[str, dict[str, Any]]: ...
+    def press_button(self, address: str) -> bool: ...
+    def events(
+        self, address: str | None = None, event: str | None = None, **match: Any
+    ) -> list[dict[str, Any]]: ...
+    def clear_faults(self, target: str, kind: str | None = None) -> None: ...
+    def inject(
+        self,
+        target: str,
+        kind: str,
+        *,
+        rate: float | None = None,
+        count: int | None = None,
+        value: str | float | None = None,
+    ) -> None: ...
 
 
 class _HttpError(Exception):
@@ -42,9 +65,9 @@ class _HttpError(Exception):
 
 
 class ControlServer:
-    """Serves the control endpoint of a :class:`~simulator.fleet.Fleet`."""
+    """Serves the control endpoint of a fleet (:class:`~simulator.fleet.Fleet`)."""
 
-    def __init__(self, fleet: Fleet, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, fleet: ControlledFleet, host: str = "127.0.0.1", port: int = 0) -> None:
         self.fleet = fleet
         self.host = host
         self.port = port

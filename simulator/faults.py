@@ -39,7 +39,7 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from protocols.errors import InputError
+from base.errors import InputError
 
 RATE_KINDS = frozenset(
     {

@@ -29,17 +29,19 @@ from types import TracebackType
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from engine.clock import Clock, SystemClock
-from engine.config import Config
+from base.clock import Clock, SystemClock
+from base.errors import InputError
 from protocols.dlt645.frame import normalize_address
 from protocols.dlt645.security import SecurityKeys
-from protocols.errors import FrameError, InputError
+from protocols.errors import FrameError
 from simulator.bus import Bus, BusTiming, clamp_reply_delay
 from simulator.concentrator import ConcentratorPool
+from simulator.control import ControlServer
 from simulator.events import EventLog
 from simulator.faults import STATE_KINDS, FaultPlan, check_kind
 from simulator.fleetfile import MeterSpec, generate_fleet, load_fleet, parse_link
 from simulator.pty import PtyGateway
+from simulator.settings import SimulatorSettings
 from simulator.state import PROTOCOL_MODBUS, MeterState, RelayState, press_button
 from simulator.tcp import TcpGateway
 
@@ -95,8 +97,8 @@ class Fleet:
         pace: deliver reply bytes at the wire pace instead of all at once.
         seed: makes fault rates and reply delays reproducible.
         clock: the simulator's clock (UTC); meters keep ``[site] timezone`` local time.
-        config: the config the simulator was started with (timezone, default password).
-        timezone: overrides ``config.site.timezone``.
+        settings: the site facts (timezone, default password, key file) the meters take.
+        timezone: overrides ``settings.timezone``.
         event_log: a JSON-lines file for the events (they are kept in memory too).
         reply_delay_s: one reply delay for every meter (default: 30-80 ms spread).
         load_kw: the load each meter carries while closed (energy registers advance).
@@ -115,7 +117,7 @@ class Fleet:
         pace: bool = False,
         seed: int = 0,
         clock: Clock | None = None,
-        config: Config | None = None,
+        settings: SimulatorSettings | None = None,
         timezone: str | None = None,
         event_log: str | Path | None = None,
         reply_delay_s: float | None = None,
@@ -131,11 +133,11 @@ class Fleet:
             raise InputError(f"time scale {time_scale} must not be negative")
         if not specs:
             raise InputError("a fleet needs at least one meter")
-        self.config = config or Config()
+        self.settings = settings or SimulatorSettings()
         try:
-            self.tz = ZoneInfo(timezone) if timezone else self.config.site.tz
+            self.tz = ZoneInfo(timezone or self.settings.timezone)
         except (ValueError, KeyError) as exc:
-            raise InputError(f"unknown time zone {timezone!r}") from exc
+            raise InputError(f"unknown time zone {timezone or self.settings.timezone!r}") from exc
         self.clock: Clock = clock or SystemClock()
         self.seed = seed
         self.timing = BusTiming(
@@ -149,10 +151,8 @@ class Fleet:
         self.control_port = control_port
         self.control_url: str | None = None
         # Keys of the simulated meters' ESAM stand-in: the config's key file, else test keys.
-        key_file = self.config.dlt645.security_key_file
-        self.security_keys = (
-            SecurityKeys.from_file(self.config.resolve_path(key_file)) if key_file else None
-        )
+        key_file = self.settings.security_key_file
+        self.security_keys = SecurityKeys.from_file(key_file) if key_file else None
         self.concentrators = ConcentratorPool(self.event_log, self.clock, self.tz)
         self._meters: dict[str, MeterState] = {}
         self._bus_of: dict[str, _BusEntry] = {}
@@ -165,7 +165,7 @@ class Fleet:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
-        self._control: Any = None
+        self._control: ControlServer | None = None
         self._modbus_lock = threading.RLock()
 
     # --- construction ---------------------------------------------------------------------
@@ -177,11 +177,9 @@ class Fleet:
         Raises:
             InputError: the file is bad (names row and column).
         """
-        config: Config = options.get("config") or Config()
+        settings: SimulatorSettings = options.get("settings") or SimulatorSettings()
         specs = load_fleet(
-            path,
-            default_level=config.dlt645.password_level,
-            default_password=config.dlt645.password,
+            path, default_level=settings.password_level, default_password=settings.password
         )
         return cls(specs, **options)
 
@@ -196,15 +194,15 @@ class Fleet:
         **options: Any,
     ) -> Fleet:
         """A synthetic fleet of ``meters`` meters on ``buses`` buses (see ``generate_fleet``)."""
-        config: Config = options.get("config") or Config()
+        settings: SimulatorSettings = options.get("settings") or SimulatorSettings()
         specs = generate_fleet(
             meters,
             buses,
             base_port=base_port,
             seed=int(options.get("seed", 0)),
             pty=pty,
-            password=config.dlt645.password,
-            level=config.dlt645.password_level,
+            password=settings.password,
+            level=settings.password_level,
         )
         return cls(specs, **options)
 
@@ -372,8 +370,6 @@ class Fleet:
             if entry.is_pty:
                 entry.pty = entry.server.path
         if self.control_port is not None:
-            from simulator.control import ControlServer
-
             self._control = ControlServer(self, port=self.control_port)
             self.control_url = await self._control.start()
 

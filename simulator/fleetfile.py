@@ -22,7 +22,7 @@ Columns (these, any order, plus the optional ``security``)::
 * ``security`` (optional column): ``plain`` (default) or ``encrypted`` (the meter refuses a
   plaintext trip with ERR 04H and needs 03H authentication + PA=98H).
 
-A bad file raises :class:`~protocols.errors.InputError` naming the row (the file's line
+A bad file raises :class:`~base.errors.InputError` naming the row (the file's line
 number; the header is row 1) and the column.
 """
 
@@ -35,8 +35,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from base.errors import InputError
 from protocols.dlt645.frame import BROADCAST, normalize_address
-from protocols.errors import FrameError, InputError
+from protocols.errors import FrameError
 from simulator.faults import FaultPlan, format_faults, parse_faults
 from simulator.state import DEFAULT_PASSWORD_LEVEL, PROTOCOL_DLT645_2007, PROTOCOLS, RelayState
 

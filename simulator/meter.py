@@ -39,6 +39,7 @@ from datetime import datetime
 from typing import Any
 
 from protocols.dlt645.codes import ControlAction, ErrorBits, Function1997, FunctionCode
+from protocols.dlt645.decoding import decode_message
 from protocols.dlt645.frame import BROADCAST, Frame
 from protocols.dlt645.messages import (
     AbnormalReply,
@@ -51,7 +52,6 @@ from protocols.dlt645.messages import (
     RemoteControlReply,
     RemoteControlRequest,
     decode_datetime,
-    decode_message,
     format_di,
 )
 from protocols.dlt645.security import (

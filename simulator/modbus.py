@@ -51,8 +51,8 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.transaction import TransactionManager
 
-from engine.clock import Clock, SystemClock
-from protocols.errors import InputError
+from base.clock import Clock, SystemClock
+from base.errors import InputError
 from protocols.modbus.registers import parse_device_id
 from simulator.bus import BusStats, BusTiming
 from simulator.events import EventLog

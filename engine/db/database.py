@@ -28,7 +28,8 @@ from sqlalchemy.orm import SessionTransaction
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
-from protocols.errors import ConfigError, MeterctlError
+from base.errors import ConfigError, MeterctlError
+from engine.config import Config, audit_key
 
 _HERE = Path(__file__).resolve().parent
 ALEMBIC_INI = _HERE / "alembic.ini"
@@ -105,7 +106,7 @@ def make_engine(url: str, *, audit_key: str | bytes | None = None, echo: bool = 
     ``sqlite:///relative.db`` is relative to the working folder, ``sqlite:////abs.db`` absolute,
     ``sqlite://`` in memory (one shared connection, for tests). ``postgresql://`` and
     ``postgresql+psycopg://`` both use psycopg 3. ``audit_key`` is the HMAC key of the audit
-    chain (see :func:`engine.audit.key_from_config`).
+    chain (see :func:`engine.config.audit_key`).
     """
     url = normalise_url(url)
     parsed = make_url(url)
@@ -123,11 +124,9 @@ def make_engine(url: str, *, audit_key: str | bytes | None = None, echo: bool = 
     return engine
 
 
-def engine_from_config(config: Any) -> Engine:
+def engine_from_config(config: Config) -> Engine:
     """The engine for a loaded :class:`engine.config.Config`, with its audit key."""
-    from engine.audit import key_from_config
-
-    return make_engine(config.database.url, audit_key=key_from_config(config))
+    return make_engine(config.database.url, audit_key=audit_key(config))
 
 
 def set_audit_key(engine: Engine, key: str | bytes) -> None:

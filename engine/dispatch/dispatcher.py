@@ -40,7 +40,8 @@ import structlog
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
-from engine.clock import Clock, SystemClock
+from base.clock import Clock, SystemClock
+from base.errors import ConfigError, InputError
 from engine.config import Config
 from engine.db.database import is_sqlite, read_session
 from engine.db.models import METERS, SWITCH_ORDERS
@@ -70,7 +71,7 @@ from engine.switching.procedure import (
 )
 from policies import evaluate, settings_from_config
 from policies.facts import Case, Decision, Outcome, Reason, Verdict
-from protocols.errors import ConfigError, InputError, LinkError
+from protocols.errors import LinkError
 
 log = structlog.get_logger("engine.dispatch")
 

@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlmodel import Session
 
+from base.clock import Clock
 from engine import audit
-from engine.clock import Clock
 from engine.db.database import transaction
 from engine.db.models import COMMAND_ATTEMPTS
 from engine.switching.drivers import RelayReading

@@ -21,9 +21,9 @@ from engine.dispatch.journal import DbJournal
 from engine.dispatch.leases import renew_bus
 from engine.dispatch.order_rows import load_order, move_row
 from engine.dispatch.queue import ClaimedOrder, claim_in
+from engine.escalation import close_escalations
 from engine.notify import Notifier
 from engine.orders_states import DisconnectState, OrderKind, ReconnectState
-from engine.scheduler.escalation import close_escalations
 from engine.store.errors import StaleOrder
 from engine.switching.procedure import SwitchOutcome, SwitchStatus
 

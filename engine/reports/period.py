@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from protocols.errors import InputError
+from base.errors import InputError
 
 MAX_DAYS = 3660  # ten years: a typo such as 2204 for 2024 is refused instead of scanned
 

@@ -19,18 +19,19 @@ import structlog
 from sqlalchemy import Engine, exists, or_, select, update
 from sqlalchemy.orm import aliased
 
+from base.errors import InputError
 from engine.db.database import read_session, transaction
 from engine.db.models import ACCOUNTS, METERS, SWITCH_ORDERS, SwitchOrder
 from engine.dispatch.dispatcher import Dispatcher
 from engine.dispatch.identity import new_worker_id
 from engine.dispatch.journal import DbJournal
 from engine.dispatch.leases import release_bus, try_acquire_bus
+from engine.escalation import close_escalations
 from engine.orders_states import OrderKind, ReconnectState
-from engine.scheduler.escalation import close_escalations
 from engine.store.errors import StaleOrder
 from engine.store.orders import move_order
 from engine.switching.procedure import SwitchStatus, poll_armed
-from protocols.errors import InputError, LinkError
+from protocols.errors import LinkError
 
 log = structlog.get_logger("engine.armed")
 

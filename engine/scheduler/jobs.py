@@ -29,9 +29,9 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
+from base.clock import Clock
 from engine import audit
 from engine.batch import create_orders
-from engine.clock import Clock
 from engine.config import Config
 from engine.db.database import transaction
 from engine.dispatch.dispatcher import Dispatcher

@@ -6,10 +6,10 @@ from datetime import datetime
 
 from sqlmodel import Session
 
+from base.errors import InputError
 from engine import audit
 from engine.db.models import Approval
 from engine.store.accounts import get_account
-from protocols.errors import InputError
 
 
 def approve_disconnect(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocols.errors import InputError, MeterctlError
+from base.errors import InputError, MeterctlError
 
 
 class UnknownAccount(InputError):

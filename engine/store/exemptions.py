@@ -10,11 +10,11 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlmodel import Session
 
+from base.errors import InputError
 from engine import audit
 from engine.db.models import EXEMPTIONS, Exemption
 from engine.store.accounts import get_account
 from engine.store.errors import Refused, UnknownRecord
-from protocols.errors import InputError
 
 
 def request_exemption(

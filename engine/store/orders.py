@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session
 
+from base.errors import InputError
 from engine import audit
 from engine.db.models import SwitchOrder
 from engine.orders_states import (
@@ -25,7 +26,6 @@ from engine.orders_states import (
     transition,
 )
 from engine.store.errors import StaleOrder, UnknownRecord
-from protocols.errors import InputError
 
 
 def get_order(session: Session, order_id: int) -> SwitchOrder:

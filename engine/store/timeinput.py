@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from protocols.errors import InputError
+from base.errors import InputError
 
 
 def parse_timestamp(text: str, tz: ZoneInfo, *, what: str = "time") -> datetime:

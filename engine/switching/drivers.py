@@ -15,11 +15,11 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Protocol
 
-from protocols.dlt645.client import Dlt645Client
+from base.errors import InputError
+from protocols.client.dlt645 import Dlt645Client
 from protocols.dlt645.codes import ControlAction
 from protocols.dlt645.messages import Credentials
 from protocols.dlt645.security import SecurityModule, load_security_module, send_control
-from protocols.errors import InputError
 from protocols.links.registry import open_link
 
 

@@ -1,4 +1,4 @@
-"""DL/T 645-2007 (and -1997 reads): pure codec, data identifiers, messages and the client.
+"""DL/T 645-2007 (and -1997 reads): pure codec: frames, data identifiers, messages.
 
 Layers, bottom up (each imports only those below it)::
 
@@ -9,12 +9,13 @@ Layers, bottom up (each imports only those below it)::
     messages     typed requests/replies of 08H, 11H-14H, 1CH and abnormal replies
     extra_messages  15H-1BH
     v1997        DL/T 645-1997 reads (2-byte DIs)
-    client       async request/reply over a ``protocols.links`` Link (the only I/O)
+    decoding     frame -> typed message over the tables of the three above (+ registered)
+
+The async client over a ``protocols.links`` Link is :mod:`protocols.client.dlt645`.
 """
 
-from typing import Any
-
 from protocols.dlt645.codes import ControlAction, ErrorBits, FunctionCode
+from protocols.dlt645.decoding import decode_message
 from protocols.dlt645.deframer import Deframer
 from protocols.dlt645.frame import (
     BROADCAST,
@@ -47,22 +48,9 @@ from protocols.dlt645.messages import (
     RemoteControlRequest,
     WriteReply,
     WriteRequest,
-    decode_message,
     format_di,
     parse_di,
 )
-
-# The client imports protocols.links, which imports this package's deframer: load it lazily.
-_LAZY = {"Dlt645Client": "protocols.dlt645.client", "ReadResult": "protocols.dlt645.client"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'protocols.dlt645' has no attribute {name!r}")
-
 
 __all__ = [
     "BROADCAST",
@@ -74,7 +62,6 @@ __all__ = [
     "Credentials",
     "DataIdentifier",
     "Deframer",
-    "Dlt645Client",
     "ErrorBits",
     "Frame",
     "FunctionCode",
@@ -84,7 +71,6 @@ __all__ = [
     "ReadFollowUpRequest",
     "ReadReply",
     "ReadRequest",
-    "ReadResult",
     "RemoteControlReply",
     "RemoteControlRequest",
     "StatusWord3",

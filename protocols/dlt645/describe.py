@@ -18,6 +18,7 @@ from typing import Any
 
 from protocols.dlt645 import extra_messages as extra
 from protocols.dlt645 import identifiers, v1997
+from protocols.dlt645.decoding import decode_message, has_message
 from protocols.dlt645.frame import Frame
 from protocols.dlt645.messages import (
     AbnormalReply,
@@ -33,8 +34,6 @@ from protocols.dlt645.messages import (
     RemoteControlRequest,
     WriteReply,
     WriteRequest,
-    decode_message,
-    has_message,
 )
 
 MASK = "******"

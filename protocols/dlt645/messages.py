@@ -1,7 +1,7 @@
 """Typed DL/T 645-2007 messages: one class per request and reply, pure encode/decode.
 
 Each message knows its frame (``to_frame()``) and is decoded from one
-(:func:`decode_message`). Data layouts (before the +33H scrambling)::
+(:func:`protocols.dlt645.decoding.decode_message`). Data layouts (before the +33H scrambling)::
 
     11H read            DI0..DI3 [N | time]           91H/B1H  DI0..DI3 value...
     12H read follow-up  DI0..DI3 SEQ                  92H/B2H  DI0..DI3 value... SEQ
@@ -378,63 +378,20 @@ def _need(frame: Frame, minimum: int, what: str) -> None:
         raise FrameLengthError(f"{what} needs at least {minimum} data bytes, got {len(frame.data)}")
 
 
-def decode_message(frame: Frame) -> Message:
-    """Turn a frame into its typed message.
-
-    Raises:
-        FrameError: the data does not fit the function's layout.
-        FrameStructureError: an unknown function code (the frame itself stays usable).
-    """
+def decode_abnormal(frame: Frame) -> AbnormalReply:
+    """An abnormal reply (control code | C0H): the refused function and its error word."""
     control = frame.control
-    if control & codes.ABNORMAL:
-        if not control & REPLY:
-            raise FrameStructureError("abnormal flag set on a master-to-slave frame")
-        data = frame.data
-        _need(frame, 1, "abnormal reply")
-        width = 2 if len(data) >= 2 else 1
-        return AbnormalReply(
-            frame.address,
-            control & codes.FUNCTION_MASK,
-            int.from_bytes(data[:width], "little"),
-            width,
-        )
-    decoder = _TABLE.get(control & _KEY_MASK)
-    if decoder is None:  # new decoders may have been registered since (e.g. security's 03H)
-        decoder = _build_table().get(control & _KEY_MASK)
-    if decoder is None:
-        direction = "reply" if control & REPLY else "request"
-        raise FrameStructureError(
-            f"no {direction} message is defined for function {control & codes.FUNCTION_MASK:02X}H"
-        )
-    return decoder(frame)
-
-
-_KEY_MASK = REPLY | codes.FUNCTION_MASK  # direction + function: the follow-up bit is data
-_TABLE: dict[int, Callable[[Frame], Any]] = {}
-
-
-def reload_decoders() -> None:
-    """Forget the merged decoder table (after replacing or removing a registered decoder)."""
-    _TABLE.clear()
-
-
-def has_message(frame: Frame) -> bool:
-    """Whether :func:`decode_message` knows a message type for this frame's function."""
-    key = frame.control & _KEY_MASK
-    return bool(frame.control & codes.ABNORMAL) or key in _TABLE or key in _build_table()
-
-
-def _build_table() -> dict[int, Callable[[Frame], Any]]:
-    """Merge this module's decoders with 15H..1BH and 1997's (imported late: they import us).
-
-    Modules may add entries to ``extra_messages.DECODERS`` at import; a miss rebuilds.
-    """
-    from protocols.dlt645 import extra_messages, v1997
-
-    for table in (v1997.DECODERS, extra_messages.DECODERS, _DECODERS):
-        for (function, is_reply), decoder in table.items():
-            _TABLE[function | (REPLY if is_reply else 0)] = decoder
-    return _TABLE
+    if not control & REPLY:
+        raise FrameStructureError("abnormal flag set on a master-to-slave frame")
+    data = frame.data
+    _need(frame, 1, "abnormal reply")
+    width = 2 if len(data) >= 2 else 1
+    return AbnormalReply(
+        frame.address,
+        control & codes.FUNCTION_MASK,
+        int.from_bytes(data[:width], "little"),
+        width,
+    )
 
 
 def _read_request(f: Frame) -> ReadRequest:
@@ -496,7 +453,8 @@ def _control_request(f: Frame) -> RemoteControlRequest:
     )
 
 
-_DECODERS: dict[tuple[int, bool], Callable[[Frame], Any]] = {
+# The 2007 base set; :mod:`protocols.dlt645.decoding` merges it with the other tables.
+DECODERS: dict[tuple[int, bool], Callable[[Frame], Any]] = {
     (FunctionCode.READ, False): _read_request,
     (FunctionCode.READ, True): _read_reply,
     (FunctionCode.READ_FOLLOW_UP, False): _follow_request,

@@ -42,8 +42,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from protocols.dlt645 import extra_messages
+from base.errors import ConfigError
 from protocols.dlt645.codes import ControlAction, FunctionCode
+from protocols.dlt645.decoding import register_decoder
 from protocols.dlt645.frame import Frame, address_to_wire
 from protocols.dlt645.messages import (
     Credentials,
@@ -53,13 +54,7 @@ from protocols.dlt645.messages import (
     di_to_wire,
     encode_datetime,
 )
-from protocols.errors import (
-    ConfigError,
-    FrameLengthError,
-    FrameStructureError,
-    LinkTimeout,
-    MeterRefused,
-)
+from protocols.errors import FrameLengthError, FrameStructureError, LinkTimeout, MeterRefused
 
 DI_IDENTITY_AUTH = 0x070000FF  # 身份认证
 PA_ENCRYPTED = 0x98  # 98H: the 1CH data after the operator code is ciphertext + MAC
@@ -234,10 +229,10 @@ def is_sealed_control(frame: Frame) -> bool:
     )
 
 
-# 03H has no decoder in the base tables: register ours in the extension table that
-# ``decode_message`` consults, so ``Dlt645Client.request`` and ``frame describe`` know it.
-extra_messages.DECODERS[(FunctionCode.SECURITY, False)] = AuthenticationRequest.from_frame
-extra_messages.DECODERS[(FunctionCode.SECURITY, True)] = AuthenticationReply.from_frame
+# 03H has no decoder in the base tables: register ours, so ``Dlt645Client.request`` and
+# ``frame describe`` know it.
+register_decoder(FunctionCode.SECURITY, False, AuthenticationRequest.from_frame)
+register_decoder(FunctionCode.SECURITY, True, AuthenticationReply.from_frame)
 
 
 # --- the interface ---------------------------------------------------------------------------
@@ -556,7 +551,7 @@ async def send_control(
 ) -> RemoteControlReply:
     """Remote control through ``module``: [03H authentication,] then 1CH. Sent once.
 
-    ``client`` is a :class:`~protocols.dlt645.client.Dlt645Client` (typed loosely: the
+    ``client`` is a :class:`~protocols.client.dlt645.Dlt645Client` (typed loosely: the
     client module imports the links, which must not import this one back).
 
     Raises:

@@ -49,15 +49,9 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from base.errors import InputError
 from protocols.dlt645.frame import Frame as Dlt645Frame
-from protocols.errors import (
-    FrameError,
-    GatewayError,
-    InputError,
-    LinkClosed,
-    LinkError,
-    LinkTimeout,
-)
+from protocols.errors import FrameError, GatewayError, LinkClosed, LinkError, LinkTimeout
 from protocols.links.base import Link
 from protocols.links.registry import number_setting, query_settings
 from protocols.qgdw1376 import frame as f3761

@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from protocols.errors import InputError
+from base.errors import InputError
 from protocols.links.base import Link
 from protocols.links.registry import number_setting, query_settings
 

@@ -11,7 +11,7 @@ URL                                                    link
 =====================================================  =========================================
 
 Query parameters and keyword settings are the same names (``baud``, ``parity``...); the
-query wins. An unknown scheme or setting is an :class:`~protocols.errors.InputError`
+query wins. An unknown scheme or setting is an :class:`~base.errors.InputError`
 naming it.
 """
 
@@ -21,7 +21,7 @@ import importlib
 from typing import Any, Protocol, cast
 from urllib.parse import parse_qsl, urlsplit
 
-from protocols.errors import InputError
+from base.errors import InputError
 from protocols.links.base import Link
 
 

@@ -23,7 +23,8 @@ from urllib.parse import unquote, urlsplit
 
 import serial
 
-from protocols.errors import InputError, LinkError
+from base.errors import InputError
+from protocols.errors import LinkError
 from protocols.links.base import Link
 from protocols.links.registry import number_setting, query_settings
 

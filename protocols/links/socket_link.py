@@ -16,7 +16,8 @@ import contextlib
 from typing import Any
 from urllib.parse import urlsplit
 
-from protocols.errors import InputError, LinkError, LinkTimeout
+from base.errors import InputError
+from protocols.errors import LinkError, LinkTimeout
 from protocols.links.base import Link
 from protocols.links.registry import number_setting, query_settings
 

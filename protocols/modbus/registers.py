@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from protocols.errors import InputError, UnexpectedReply
+from base.errors import InputError
+from protocols.errors import UnexpectedReply
 
 RELAY_COIL = 0
 RELAY_STATE_INPUT = 0

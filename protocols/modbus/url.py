@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
-from protocols.errors import InputError
+from base.errors import InputError
 
 Transport = Literal["tcp", "rtu-tcp", "rtu"]
 

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 from typer.testing import CliRunner, Result
 
-from engine.clock import FrozenClock
+from base.clock import FrozenClock
 from engine.db import head_revision, init_db, make_engine, transaction
 from engine.db.models import Account, Meter
 
@@ -150,7 +150,7 @@ class Cli:
     monkeypatch: pytest.MonkeyPatch
 
     def __call__(self, user: str, *args: str) -> Result:
-        from engine.cli.main import app
+        from interfaces.cli.main import app
 
         self.monkeypatch.setattr("getpass.getuser", lambda: user)
         return self.runner.invoke(app, ["--config", str(self.config), *args])
@@ -177,7 +177,7 @@ admin = ["ada"]
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
     """A ``meterctl`` with roles: operators olga/oscar, supervisors sam/sue, admin ada."""
-    import engine.cli.db as cli_db
+    import interfaces.cli.db as cli_db
 
     db_url = f"sqlite:///{tmp_path / 'cli.db'}"
     config = tmp_path / "meterctl.toml"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli.main import app
+from base.errors import ConfigError
 from engine.config import CONFIG_ENV, Config, load_config, parse_config
 from engine.secrets import load_secrets
-from protocols.errors import ConfigError
+from interfaces.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config.example.toml"

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel, select
 
+from base.errors import ConfigError
 from engine.db import (
     DatabaseNotInitialised,
     current_revision,
@@ -42,7 +43,6 @@ from engine.db.models import (
 )
 from engine.orders_states import DisconnectState
 from engine.store import StaleOrder, move_order
-from protocols.errors import ConfigError
 from tests.engine.store_helpers import MONDAY_10_SHANGHAI, add_account, db_engine, sqlite_engine
 
 __all__ = ["db_engine", "sqlite_engine"]  # fixtures used here

@@ -13,11 +13,12 @@ import pytest
 from sqlalchemy import Engine
 from structlog.testing import capture_logs
 
+from base.clock import FrozenClock
 from engine import audit
-from engine.clock import FrozenClock
 from engine.db.models import AUDIT
-from engine.hooks.payments import PaymentHook, parse_listen, parse_payment, start_hook
-from engine.hooks.signature import (
+from engine.payments import PaymentResult
+from interfaces.http.payments import PaymentHook, parse_listen, parse_payment, start_hook
+from interfaces.http.signature import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     ReplayGuard,
@@ -26,7 +27,6 @@ from engine.hooks.signature import (
     signed_headers,
     verify,
 )
-from engine.payments import PaymentResult
 from tests.engine import store_helpers
 from tests.engine.scheduler_helpers import make_config, rows, set_meter
 from tests.engine.store_helpers import MONDAY_10_SHANGHAI, add_account

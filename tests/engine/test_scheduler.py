@@ -13,7 +13,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, insert
 
-from engine.clock import FrozenClock, SystemClock
+from base.clock import FrozenClock, SystemClock
 from engine.config import Config
 from engine.db.coordination import ENGINE_NODES
 from engine.db.database import transaction
@@ -30,7 +30,7 @@ from engine.dispatch.leases import (
 from engine.notify import OutboxNotifier
 from engine.scheduler.jobs import SchedulerJobs, batch_trigger, run_batch_job
 from engine.scheduler.leader import LEADER_KEY, LeaderElection
-from engine.scheduler.service import EngineServer
+from interfaces.server import EngineServer
 from tests.engine import store_helpers
 from tests.engine.scheduler_helpers import (
     audit_actions,

@@ -20,9 +20,9 @@ from engine.db.coordination import BUS_LEASES, ENGINE_NODES
 from engine.db.database import transaction
 from engine.db.models import METERS, SWITCH_ORDERS
 from engine.dispatch.identity import new_worker_id
-from engine.hooks.signature import sign
 from engine.payments import record_payment
-from engine.scheduler.service import EngineServer
+from interfaces.http.signature import sign
+from interfaces.server import EngineServer
 from simulator.fleet import Fleet
 from simulator.state import RelayState
 from tests.engine.scheduler_helpers import notifications, rows
@@ -211,7 +211,7 @@ def test_serve_command_announces_the_hook_and_stops_on_sigterm(tmp_path: Path) -
     engine = make_engine(f"sqlite:///{db}", audit_key="serve-test-audit-key")
     init_db(engine)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli.main", "--config", str(config), "serve",
+        [sys.executable, "-m", "interfaces.cli.main", "--config", str(config), "serve",
          "--no-json-logs"],
         stderr=subprocess.PIPE,
         text=True,

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 from sqlalchemy import Engine, insert, update
 
+from base.clock import FrozenClock
 from engine import audit
-from engine.clock import FrozenClock
 from engine.db.database import transaction
 from engine.db.models import TIMERS
 from engine.dispatch.identity import HOST, new_worker_id

@@ -20,8 +20,8 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
+from base.clock import SystemClock
 from engine.batch import CreatedOrders, create_orders
-from engine.clock import SystemClock
 from engine.config import Config, parse_config
 from engine.db import engine_from_config, init_db
 from engine.db.models import FIELD_ORDERS, SWITCH_ORDERS

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli.main import app
+from interfaces.cli.main import app
 from simulator.fleet import Fleet
 from simulator.state import RelayState
 from tests.integration.databases import world_db_url

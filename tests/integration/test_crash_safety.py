@@ -37,7 +37,7 @@ def _engine_process(world: EngineWorld) -> subprocess.Popen[str]:
         [
             sys.executable,
             "-m",
-            "engine.cli.main",
+            "interfaces.cli.main",
             "--config",
             str(world.config_path),
             "batch",
@@ -113,7 +113,7 @@ def test_sigkill_at_random_points_never_double_trips_and_every_order_finishes(
             [
                 sys.executable,
                 "-m",
-                "engine.cli.main",
+                "interfaces.cli.main",
                 "--config",
                 str(world.config_path),
                 "audit",

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from engine.demo import run_demo
+from interfaces.demo import run_demo
 
 
 def test_demo_story_passes_every_check() -> None:

@@ -40,7 +40,7 @@ PROCESSES = 3
 
 def _batch_run(world: EngineWorld) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "engine.cli.main", "--config", str(world.config_path),
+        [sys.executable, "-m", "interfaces.cli.main", "--config", str(world.config_path),
          "batch", "run", "--yes", "--json"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -139,7 +139,7 @@ def test_three_processes_one_killed_every_order_done_exactly_once(
         assert survivors_done >= arrears - verified_at_kill
 
         audit = subprocess.run(
-            [sys.executable, "-m", "engine.cli.main", "--config", str(world.config_path),
+            [sys.executable, "-m", "interfaces.cli.main", "--config", str(world.config_path),
              "audit", "verify"],
             capture_output=True, text=True, cwd=world.tmp, check=False,
         )  # fmt: skip

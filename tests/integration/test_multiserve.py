@@ -42,10 +42,10 @@ from sqlalchemy import func, select, text
 from engine.db.coordination import BUS_LEASES, ENGINE_NODES
 from engine.db.models import AUDIT, COMMAND_ATTEMPTS, SWITCH_ORDERS
 from engine.dispatch.membership import PRESENCE_PREFIX, owner
-from engine.hooks.signature import signed_headers
 from engine.notify import OutboxNotifier
 from engine.scheduler.jobs import run_batch_job
 from engine.scheduler.leader import PG_LEADER_LOCK
+from interfaces.http.signature import signed_headers
 from simulator.fleet import Fleet
 from simulator.state import RelayState
 from tests.integration.databases import postgres_db_url
@@ -84,7 +84,7 @@ class Serve:
         self.log = world.tmp / f"serve{n}.stderr"
         with self.log.open("w", encoding="utf-8") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "engine.cli.main", "--config", str(world.config_path),
+                [sys.executable, "-m", "interfaces.cli.main", "--config", str(world.config_path),
                  "serve", "--listen", "127.0.0.1:0", "--json-logs"],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -388,7 +388,7 @@ def test_three_serve_processes_leader_killed_mid_batch(
                     s.proc.wait()
 
         audit = subprocess.run(
-            [sys.executable, "-m", "engine.cli.main", "--config", str(world.config_path),
+            [sys.executable, "-m", "interfaces.cli.main", "--config", str(world.config_path),
              "audit", "verify"],
             capture_output=True, text=True, cwd=world.tmp, check=False,
         )  # fmt: skip

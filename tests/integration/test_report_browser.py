@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli.main import app
 from engine.reports.charts import CHART_TITLES
+from interfaces.cli.main import app
 from tests.reports.history_world import StoryWorld, story  # noqa: F401 - the fixture
 
 CHROMIUM = shutil.which("chromium") or (

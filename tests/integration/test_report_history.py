@@ -18,11 +18,11 @@ from pathlib import Path
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from engine.cli.main import app
 from engine.db.models import FIELD_ORDERS, PAYMENTS, SWITCH_ORDERS
 from engine.reports import REPORT_KEYS
 from engine.reports.status import STATUS_KEYS
 from engine.screening import SCREENING_KEYS
+from interfaces.cli.main import app
 from tests.reports.history_world import TZ, StoryWorld, story  # noqa: F401 - the fixture
 
 

@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import pytest
 
+from base.errors import ConfigError
 from engine.config import BatchLimitConfig, PolicyConfig, WindowConfig, parse_config
 from policies import PolicySettings, settings_from_config
-from protocols.errors import ConfigError
 
 
 def test_defaults_match_the_dataclass_defaults() -> None:

@@ -6,8 +6,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from base.errors import ConfigError
 from policies import PolicySettings, Verdict, WindowSettings, check_window, next_window_opening
-from protocols.errors import ConfigError
 from tests.policies.builders import SETTINGS, case, shanghai
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from protocols.dlt645 import codes
 from protocols.dlt645.codes import ControlAction, ErrorBits, FunctionCode
+from protocols.dlt645.decoding import decode_message
 from protocols.dlt645.deframer import Deframer
 from protocols.dlt645.frame import Frame
 from protocols.dlt645.messages import (
@@ -17,7 +18,6 @@ from protocols.dlt645.messages import (
     ReadRequest,
     RemoteControlRequest,
     WriteRequest,
-    decode_message,
 )
 
 CHUNK = 150  # value bytes per frame before the meter splits a reply into B1H + 92H frames

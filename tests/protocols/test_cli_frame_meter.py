@@ -12,12 +12,13 @@ import typer
 from dlt645_fake_meter import FakeMeter
 from typer.testing import CliRunner
 
-from engine.cli import frame as frame_cli
-from engine.cli import meter as meter_cli
+from interfaces.cli import frame as frame_cli
+from interfaces.cli import meter as meter_cli
 from protocols.dlt645.codes import ControlAction
+from protocols.dlt645.decoding import decode_message
 from protocols.dlt645.frame import decode_frame
 from protocols.dlt645.identifiers import encode_value
-from protocols.dlt645.messages import Credentials, RemoteControlRequest, decode_message
+from protocols.dlt645.messages import Credentials, RemoteControlRequest
 from protocols.links import register_handler, unregister_handler
 
 TRIP = "FEFEFEFE68090051050326681C1035333333333333334D348C8C566445CC8216"

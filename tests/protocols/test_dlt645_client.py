@@ -9,8 +9,10 @@ import pytest
 from dlt645_fake_meter import FakeMeter
 from structlog.testing import capture_logs
 
-from protocols.dlt645.client import Dlt645Client, address_matches
+from base.errors import InputError
+from protocols.client.dlt645 import Dlt645Client, address_matches
 from protocols.dlt645.codes import ControlAction
+from protocols.dlt645.decoding import decode_message
 from protocols.dlt645.frame import decode_frame, encode_frame
 from protocols.dlt645.identifiers import encode_value
 from protocols.dlt645.messages import (
@@ -18,15 +20,8 @@ from protocols.dlt645.messages import (
     Credentials,
     ReadFollowUpRequest,
     RemoteControlRequest,
-    decode_message,
 )
-from protocols.errors import (
-    AddressMismatch,
-    InputError,
-    LinkTimeout,
-    NoRequestedData,
-    PasswordRefused,
-)
+from protocols.errors import AddressMismatch, LinkTimeout, NoRequestedData, PasswordRefused
 from protocols.links.memory import MemoryLink
 
 CREDS = Credentials(2, "000000", "00000001")

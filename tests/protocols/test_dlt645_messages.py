@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from protocols.dlt645 import codes, extra_messages, v1997
 from protocols.dlt645.codes import ControlAction, FunctionCode
+from protocols.dlt645.decoding import decode_message, reload_decoders
 from protocols.dlt645.frame import WILDCARD, Frame, decode_frame
 from protocols.dlt645.messages import (
     AbnormalReply,
@@ -26,8 +27,6 @@ from protocols.dlt645.messages import (
     RemoteControlRequest,
     WriteReply,
     WriteRequest,
-    decode_message,
-    reload_decoders,
 )
 from protocols.errors import (
     FrameError,
@@ -131,9 +130,9 @@ def test_round_trip(strategy: st.SearchStrategy[Any], data: st.DataObject, pream
 
 def test_every_function_code_has_request_and_reply_types() -> None:
     """All 2007 function codes are covered (08H has no reply: broadcast)."""
-    from protocols.dlt645.messages import _DECODERS
+    from protocols.dlt645.messages import DECODERS
 
-    decoders = {**_DECODERS, **extra_messages.DECODERS}
+    decoders = {**DECODERS, **extra_messages.DECODERS}
     for function in FunctionCode:
         if function is FunctionCode.SECURITY:
             continue  # ESAM extension: out of scope

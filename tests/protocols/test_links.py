@@ -11,10 +11,11 @@ from decimal import Decimal
 import pytest
 from dlt645_fake_meter import FakeMeter
 
-from protocols.dlt645.client import Dlt645Client
+from base.errors import InputError
+from protocols.client.dlt645 import Dlt645Client
 from protocols.dlt645.frame import encode_frame
 from protocols.dlt645.identifiers import encode_value
-from protocols.errors import InputError, LinkClosed, LinkError, LinkTimeout
+from protocols.errors import LinkClosed, LinkError, LinkTimeout
 from protocols.links import (
     MemoryLink,
     open_link,

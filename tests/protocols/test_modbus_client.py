@@ -19,7 +19,8 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from protocols.errors import InputError, LinkClosed, LinkTimeout, MeterRefused
+from base.errors import InputError
+from protocols.errors import LinkClosed, LinkTimeout, MeterRefused
 from protocols.modbus import (
     ModbusExceptionResponse,
     ModbusMeterClient,

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols.errors import InputError, LinkTimeout, MeterRefused, UnexpectedReply
+from base.errors import InputError
+from protocols.errors import LinkTimeout, MeterRefused, UnexpectedReply
 from protocols.modbus import registers as regmap
 from protocols.modbus.errors import ModbusExceptionResponse, ModbusNoSuchDevice
 from protocols.modbus.url import parse_modbus_url

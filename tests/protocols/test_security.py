@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 
+from base.errors import ConfigError
 from engine.switching.drivers import BusPool, CloseMode, Dlt645Driver
-from protocols.dlt645.client import Dlt645Client
+from protocols.client.dlt645 import Dlt645Client
 from protocols.dlt645.codes import ControlAction, FunctionCode
+from protocols.dlt645.decoding import decode_message
 from protocols.dlt645.frame import decode_frame
-from protocols.dlt645.messages import Credentials, RemoteControlRequest, decode_message
+from protocols.dlt645.messages import Credentials, RemoteControlRequest
 from protocols.dlt645.security import (
     AuthenticationChallenge,
     AuthenticationRefused,
@@ -31,7 +33,7 @@ from protocols.dlt645.security import (
     send_control,
     sm4_encrypt_block,
 )
-from protocols.errors import ConfigError, PasswordRefused
+from protocols.errors import PasswordRefused
 from protocols.links import open_link
 from simulator.fleet import Fleet
 from simulator.fleetfile import MeterSpec

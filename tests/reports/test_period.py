@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from base.errors import InputError
 from engine.reports.period import Period, parse_day
-from protocols.errors import InputError
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-import engine.cli.db as cli_db
+import interfaces.cli.db as cli_db
+from base.clock import FrozenClock
 from engine import audit, audit_anchor
-from engine.cli.main import app
-from engine.clock import FrozenClock
 from engine.config import load_config
 from engine.db import make_engine
+from interfaces.cli.main import app
 from tests.engine.store_helpers import HEADER, MONDAY_10_SHANGHAI
 
 Run = Callable[..., Result]

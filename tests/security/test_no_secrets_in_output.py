@@ -19,15 +19,15 @@ import aiohttp
 import pytest
 from sqlalchemy import Engine
 
+from base.clock import FrozenClock
 from engine import logging as engine_logging
-from engine.clock import FrozenClock
 from engine.config import Config, parse_config
 from engine.db import init_db, make_engine
 from engine.db.models import AUDIT
-from engine.hooks import payments as hook_module
-from engine.hooks.payments import PaymentHook, payment_key, start_hook
-from engine.hooks.signature import SignatureRefused, check_headers, sign
 from engine.secrets import load_secrets
+from interfaces.http import payments as hook_module
+from interfaces.http.payments import PaymentHook, payment_key, start_hook
+from interfaces.http.signature import SignatureRefused, check_headers, sign
 from tests.engine.scheduler_helpers import rows, set_meter
 from tests.engine.store_helpers import MONDAY_10_SHANGHAI, add_account
 

@@ -14,11 +14,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from engine.cli import meter as meter_cli
-from protocols.dlt645.client import Dlt645Client
+from base.errors import InputError
+from interfaces.cli import meter as meter_cli
+from protocols.client.dlt645 import Dlt645Client
 from protocols.dlt645.codes import ControlAction
 from protocols.dlt645.messages import Credentials
-from protocols.errors import GatewayError, InputError, LinkTimeout
+from protocols.errors import GatewayError, LinkTimeout
 from protocols.links import open_link
 from protocols.links.concentrator import ConcentratorLink
 from simulator.fleet import Fleet

@@ -10,7 +10,8 @@ from decimal import Decimal
 
 import pytest
 
-from protocols.errors import InputError, LinkClosed, LinkTimeout, MeterRefused, UnexpectedReply
+from base.errors import InputError
+from protocols.errors import LinkClosed, LinkTimeout, MeterRefused, UnexpectedReply
 from protocols.modbus import ModbusExceptionResponse, ModbusMeterClient
 from simulator.bus import BusTiming
 from simulator.events import EventLog

@@ -7,7 +7,7 @@ import random
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from engine.clock import FrozenClock
+from base.clock import FrozenClock
 from protocols.dlt645.frame import WILDCARD
 from protocols.dlt645.identifiers import StatusWord3
 from protocols.dlt645.messages import ReadAddressRequest, ReadRequest

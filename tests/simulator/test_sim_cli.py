@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli.main import app
-from protocols.dlt645.client import Dlt645Client
+from interfaces.cli.main import app
+from protocols.client.dlt645 import Dlt645Client
 from protocols.dlt645.codes import ControlAction
 from protocols.dlt645.messages import Credentials
 from protocols.links import open_link
@@ -61,7 +61,7 @@ async def test_simulate_command_serves_until_sigterm(tmp_path: Path) -> None:
     config.write_text('[site]\ntimezone = "UTC"\n', encoding="utf-8")
     ready, events = tmp_path / "ready.json", tmp_path / "events.jsonl"
     process = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli.main", "--config", str(config), "simulate",
+        [sys.executable, "-m", "interfaces.cli.main", "--config", str(config), "simulate",
          "--fleet", str(fleet_csv), "--time-scale", "0", "--ready-file", str(ready),
          "--event-log", str(events)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

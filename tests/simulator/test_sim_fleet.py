@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from protocols.errors import InputError
+from base.errors import InputError
 from protocols.modbus.client import ModbusMeterClient
 from simulator.fleet import Fleet
 from simulator.fleetfile import MeterSpec

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from protocols.errors import InputError
+from base.errors import InputError
 from simulator.faults import format_faults, parse_faults
 from simulator.fleetfile import COLUMNS, generate_fleet, load_fleet, write_fleet
 from simulator.state import RelayState

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from protocols.dlt645.codes import ControlAction, ErrorBits, FunctionCode
+from protocols.dlt645.decoding import decode_message
 from protocols.dlt645.frame import BROADCAST, WILDCARD, Frame
 from protocols.dlt645.identifiers import StatusWord3, decode_value
 from protocols.dlt645.messages import (
@@ -17,7 +18,6 @@ from protocols.dlt645.messages import (
     ReadAddressRequest,
     ReadRequest,
     RemoteControlRequest,
-    decode_message,
 )
 from protocols.dlt645.v1997 import Read1997Request
 from protocols.dlt645.v1997 import decode_value as decode_1997

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from protocols.dlt645.client import Dlt645Client
+from protocols.client.dlt645 import Dlt645Client
 from protocols.dlt645.codes import ControlAction
 from protocols.dlt645.frame import decode_frame
 from protocols.dlt645.identifiers import StatusWord3

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from protocols.dlt645.client import Dlt645Client
+from protocols.client.dlt645 import Dlt645Client
 from protocols.dlt645.codes import ControlAction
 from protocols.dlt645.frame import BROADCAST, decode_frame
 from protocols.dlt645.identifiers import StatusWord3

@@ -1,0 +1,1 @@
+"""``meterctl``: one module per command group (typer), registered by name in :mod:`.main`."""

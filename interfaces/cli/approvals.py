@@ -1,0 +1,70 @@
+"""``meterctl approvals disconnect ACCOUNT``: a supervisor approves a protected disconnection.
+
+Humanitarian-flagged accounts (an outage may endanger life or cause major loss) are only
+disconnected with such an approval, and never while an approved exemption is in force.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from base.errors import MeterctlError
+from engine.db.database import transaction
+from engine.roles import Role
+from engine.store.approvals import approve_disconnect
+from engine.store.timeinput import local_until, parse_until
+from interfaces.cli.context import fail, note, print_json, require_role, state
+from interfaces.cli.db import now, open_store, store_errors
+from interfaces.cli.exitcodes import ExitCode
+
+approvals_app = typer.Typer(help="Supervisor approvals.", no_args_is_help=True)
+
+
+@approvals_app.command("disconnect")
+def disconnect(
+    ctx: typer.Context,
+    account: Annotated[str, typer.Argument(help="The humanitarian-flagged account.")],
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="Valid until (YYYY-MM-DD inclusive or ISO 8601)."),
+    ] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why it may be disconnected.")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Approve disconnecting a humanitarian-flagged account (supervisor)."""
+    st = state(ctx)
+    require_role(st, Role.SUPERVISOR, "approvals disconnect")
+    tz = st.config.site.tz
+    try:
+        valid_until = parse_until(until, tz, what="--until") if until else None
+    except MeterctlError as exc:
+        fail(str(exc), ExitCode.BAD_INPUT)
+    engine = open_store(st)
+    with store_errors(st, engine), transaction(engine) as session:
+        approval, humanitarian = approve_disconnect(
+            session, account, actor=st.user, now=now(), valid_until=valid_until, reason=reason
+        )
+    if as_json:
+        print_json(
+            {
+                "id": approval.id,
+                "kind": approval.kind,
+                "account_no": account,
+                "approved_by": approval.approved_by,
+                "approved_at": approval.approved_at,
+                "valid_until": approval.valid_until,
+                "humanitarian": humanitarian,
+            }
+        )
+    if not humanitarian:
+        note(f"note: {account} is not humanitarian-flagged; the approval changes nothing now")
+    note(
+        f"approval {approval.id}: {st.user} approves disconnecting {account}"
+        + (f" {local_until(valid_until, tz)}" if valid_until else "")
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(approvals_app, name="approvals")

@@ -1,0 +1,138 @@
+"""``meterctl exceptions [--json]``: the screening lists (欠费未停电, 停电不欠费, 状态异常).
+
+See :mod:`engine.screening`. Read-only; an operator runs it (seed 002 §2.4: twice a day).
+``--json`` prints one document with the keys ``in_arrears_not_disconnected``,
+``disconnected_not_in_arrears``, ``state_mismatch`` and ``failing_buses``; otherwise tables
+go to stderr.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import typer
+from rich.table import Table
+
+from engine.roles import Role
+from engine.screening import ScreeningOptions, screen
+from interfaces.cli import db as cli_db
+from interfaces.cli.context import err_console, print_json, require_role, state
+from interfaces.cli.db import open_store, store_errors
+
+
+def _local(value: Any, tz: ZoneInfo) -> str:
+    return value.astimezone(tz).strftime("%Y-%m-%d %H:%M") if value is not None else "-"
+
+
+def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
+    def more(name: str) -> None:
+        extra = len(doc[name]) - limit
+        if extra > 0:
+            err_console.print(f"  ... and {extra} more (--limit, or --json for all)")
+
+    a = doc["in_arrears_not_disconnected"]
+    table = Table(
+        "account", "balance", "station", "meter", "relay", "why",
+        title=f"in arrears but not disconnected (欠费未停电): {len(a)}", title_justify="left",
+    )  # fmt: skip
+    for item in a[:limit]:
+        table.add_row(
+            item["account_no"],
+            item["balance"],
+            item["station"] or "-",
+            item["meter_address"] or "-",
+            item["relay_state"] or "-",
+            ", ".join(item["why"]),
+        )
+    err_console.print(table)
+    more("in_arrears_not_disconnected")
+
+    b = doc["disconnected_not_in_arrears"]
+    table = Table(
+        "account", "balance", "meter", "relay", "being done",
+        title=f"disconnected but not in arrears (停电不欠费): {len(b)}", title_justify="left",
+    )  # fmt: skip
+    for item in b[:limit]:
+        table.add_row(
+            item["account_no"],
+            item["balance"],
+            item["meter_address"] or "-",
+            item["relay_state"] or "-",
+            item["action"].replace("_", " "),
+        )
+    err_console.print(table)
+    more("disconnected_not_in_arrears")
+
+    c = doc["state_mismatch"]
+    table = Table(
+        "meter", "account", "order", "intended", "observed", "read at", "field order",
+        title=f"meter state differs from the engine's (费控执行状态异常): {len(c)}",
+        title_justify="left",
+    )  # fmt: skip
+    for item in c[:limit]:
+        field = item["field_order"]
+        table.add_row(
+            item["meter_address"],
+            item["account_no"],
+            f"{item['order_id']} {item['kind']} {item['order_state']}",
+            item["intended"],
+            item["observed"],
+            _local(item["observed_at"], tz),
+            f"{field['id']} {field['cause']} ({field['status']})" if field else "-",
+        )
+    err_console.print(table)
+    more("state_mismatch")
+
+    d = doc["failing_buses"]
+    table = Table(
+        "bus", "failed commands", "field orders", "meters", "last failure",
+        title=(
+            f"buses with at least {doc['min_failures']} failures in the last "
+            f"{doc['window_hours']:g} h: {len(d)}"
+        ),
+        title_justify="left",
+    )  # fmt: skip
+    for item in d[:limit]:
+        table.add_row(
+            item["bus"],
+            str(item["failed_commands"]),
+            str(item["field_orders"]),
+            str(len(item["meters"])),
+            _local(item["last_failure_at"], tz),
+        )
+    err_console.print(table)
+    more("failing_buses")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("exceptions")
+    def exceptions(
+        ctx: typer.Context,
+        as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+        window_hours: Annotated[
+            float,
+            typer.Option("--window-hours", min=0.1, help="Look-back for failing buses (hours)."),
+        ] = 24.0,
+        min_failures: Annotated[
+            int,
+            typer.Option("--min-failures", min=1, help="List a bus from this many failures."),
+        ] = 2,
+        limit: Annotated[
+            int, typer.Option("--limit", min=1, help="Rows per table on the terminal.")
+        ] = 50,
+    ) -> None:
+        """The screening lists: in arrears but not disconnected (and why), disconnected but
+        not in arrears, meter state differing from the engine's, buses failing repeatedly."""
+        st = state(ctx)
+        require_role(st, Role.OPERATOR, "exceptions")
+        engine = open_store(st)
+        config = st.config
+        options = ScreeningOptions(timedelta(hours=window_hours), min_failures)
+        with store_errors(st, engine):
+            doc = screen(engine, config, now=cli_db.clock.now(), options=options)
+        if as_json:
+            print_json(doc)
+            return
+        _print_tables(doc, config.site.tz, limit)

@@ -1,0 +1,152 @@
+"""``meterctl exemptions request|approve|reject|list``: power-guarantee exemptions (保电).
+
+An operator requests, a supervisor other than the requester decides (four eyes).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from base.errors import MeterctlError
+from engine.db.database import read_session, transaction
+from engine.db.models import EXEMPTION_STATUSES, Exemption
+from engine.roles import Role
+from engine.store.exemptions import decide_exemption, list_exemptions, request_exemption
+from engine.store.timeinput import local_until, parse_timestamp, parse_until
+from interfaces.cli.context import fail, note, print_json, require_role, state
+from interfaces.cli.db import now, open_store, store_errors
+from interfaces.cli.exitcodes import ExitCode
+
+exemptions_app = typer.Typer(help="Power-guarantee exemptions (保电).", no_args_is_help=True)
+
+_JSON = typer.Option("--json", help="Print one JSON document.")
+
+
+def exemption_dict(exemption: Exemption) -> dict[str, Any]:
+    """The JSON view of an exemption (keys are part of the CLI contract)."""
+    return {
+        "id": exemption.id,
+        "account_no": exemption.account_no,
+        "status": exemption.status,
+        "reason": exemption.reason,
+        "starts": exemption.starts,
+        "until": exemption.until,
+        "requested_by": exemption.requested_by,
+        "requested_at": exemption.requested_at,
+        "decided_by": exemption.decided_by,
+        "decided_at": exemption.decided_at,
+        "decision_reason": exemption.decision_reason,
+    }
+
+
+@exemptions_app.command("request")
+def request(
+    ctx: typer.Context,
+    account: Annotated[str, typer.Argument(help="The account to protect.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (e.g. home dialysis).")],
+    until: Annotated[
+        str,
+        typer.Option("--until", help="Last day (YYYY-MM-DD, inclusive) or an ISO 8601 time."),
+    ],
+    starts: Annotated[
+        str | None, typer.Option("--from", help="Start (ISO 8601); default now.")
+    ] = None,
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """Request an exemption; a supervisor other than you must approve it."""
+    st = state(ctx)
+    require_role(st, Role.OPERATOR, "exemptions request")
+    tz = st.config.site.tz
+    try:
+        end = parse_until(until, tz, what="--until")
+        begin = parse_timestamp(starts, tz, what="--from") if starts else None
+    except MeterctlError as exc:
+        fail(str(exc), ExitCode.BAD_INPUT)
+    engine = open_store(st)
+    with store_errors(st, engine), transaction(engine) as session:
+        exemption = request_exemption(
+            session, account, reason=reason, until=end, starts=begin, actor=st.user, now=now()
+        )
+    if as_json:
+        print_json(exemption_dict(exemption))
+    note(
+        f"exemption {exemption.id} requested for {account} {local_until(end, tz)}; "
+        "it protects the account once another supervisor approves it"
+    )
+
+
+def _decide(
+    ctx: typer.Context, exemption_id: int, approve: bool, reason: str | None, as_json: bool
+) -> None:
+    st = state(ctx)
+    verb = "approve" if approve else "reject"
+    require_role(st, Role.SUPERVISOR, f"exemptions {verb}")
+    engine = open_store(st)
+    with store_errors(st, engine), transaction(engine) as session:
+        exemption = decide_exemption(
+            session, exemption_id, approve=approve, reason=reason, actor=st.user, now=now()
+        )
+    if as_json:
+        print_json(exemption_dict(exemption))
+    note(f"exemption {exemption.id} of {exemption.account_no} {exemption.status} by {st.user}")
+
+
+@exemptions_app.command("approve")
+def approve(
+    ctx: typer.Context,
+    exemption_id: Annotated[int, typer.Argument(metavar="ID", help="The exemption's id.")],
+    reason: Annotated[str | None, typer.Option("--reason", help="Optional note.")] = None,
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """Approve a requested exemption (supervisor; not your own request)."""
+    _decide(ctx, exemption_id, True, reason, as_json)
+
+
+@exemptions_app.command("reject")
+def reject(
+    ctx: typer.Context,
+    exemption_id: Annotated[int, typer.Argument(metavar="ID", help="The exemption's id.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why it is rejected.")],
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """Reject a requested exemption (supervisor; not your own request)."""
+    _decide(ctx, exemption_id, False, reason, as_json)
+
+
+@exemptions_app.command("list")
+def list_(
+    ctx: typer.Context,
+    account: Annotated[str | None, typer.Option("--account", help="Only this account.")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="requested, approved or rejected.")
+    ] = None,
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """List exemptions, newest request first."""
+    st = state(ctx)
+    if status is not None and status not in EXEMPTION_STATUSES:
+        fail(f"--status: {status!r} is not one of {', '.join(EXEMPTION_STATUSES)}")
+    engine = open_store(st)
+    with store_errors(st, engine), read_session(engine) as session:
+        rows = [
+            exemption_dict(e) for e in list_exemptions(session, account_no=account, status=status)
+        ]
+    if as_json:
+        print_json({"exemptions": rows, "count": len(rows)})
+        return
+    tz = st.config.site.tz
+    if not rows:
+        note("no exemptions")
+    for e in rows:
+        decided = f", {e['status']} by {e['decided_by']}" if e["decided_by"] else ""
+        typer.echo(
+            f"{e['id']:>6}  {e['account_no']:<16} {e['status']:<9} "
+            f"{local_until(e['until'], tz)}  requested by {e['requested_by']}{decided}: "
+            f"{e['reason']}"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(exemptions_app, name="exemptions")

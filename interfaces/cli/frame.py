@@ -1,0 +1,198 @@
+"""``meterctl frame decode|encode``: the field engineer's DL/T 645 frame tools (open to anyone).
+
+``decode HEX`` explains a captured frame (see :mod:`protocols.dlt645.describe` for the keys);
+``encode read|read-address|control|time-sync`` prints request frames as uppercase hex.
+Passwords are always shown as ``******``. Bad input exits 2 naming what is wrong (not hex,
+too short, checksum with the expected value, bad address or DI...).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+
+from base.clock import SystemClock
+from base.errors import MeterctlError
+from interfaces.cli.context import fail, print_json, state
+from interfaces.cli.exitcodes import ExitCode
+from protocols.dlt645 import v1997
+from protocols.dlt645.codes import ControlAction
+from protocols.dlt645.describe import describe
+from protocols.dlt645.frame import WILDCARD, Frame, decode_hex, normalize_address
+from protocols.dlt645.messages import (
+    BroadcastTimeSync,
+    Credentials,
+    ReadAddressRequest,
+    ReadRequest,
+    RemoteControlRequest,
+    parse_di,
+)
+
+frame_app = typer.Typer(
+    help="Decode and encode DL/T 645 frames (field engineer tools).", no_args_is_help=True
+)
+encode_app = typer.Typer(help="Print request frames as hex.", no_args_is_help=True)
+frame_app.add_typer(encode_app, name="encode")
+
+ACTIONS = {a.name.lower(): a for a in ControlAction}
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+PreambleOpt = Annotated[
+    int, typer.Option("--preamble", min=0, max=4, help="FEH wake-up bytes in front (0-4).")
+]
+AddressOpt = Annotated[
+    str, typer.Option("--address", help="Meter address, up to 12 digits (AA = wildcard).")
+]
+
+
+def _print_fields(fields: dict[str, Any]) -> None:
+    width = max(len(k) for k in fields)
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            shown = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, list):
+            shown = ", ".join(str(v) for v in value)
+        else:
+            shown = str(value)
+        typer.echo(f"{key:<{width}}  {shown}")
+
+
+@frame_app.command("decode")
+def decode(
+    hex_text: Annotated[str, typer.Argument(metavar="HEX", help="The frame as hex (spaces ok).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Explain one frame: address, function, direction, DI and value, errors, 1CH fields."""
+    try:
+        frame = decode_hex(hex_text)
+        fields = describe(frame)
+    except MeterctlError as exc:
+        fail(f"invalid frame: {exc}", ExitCode.BAD_INPUT)
+    if as_json:
+        print_json(fields)
+    else:
+        _print_fields(fields)
+
+
+def _address(text: str) -> str:
+    try:
+        return normalize_address(text)
+    except MeterctlError as exc:
+        fail(f"--address: {exc}", ExitCode.BAD_INPUT)
+
+
+def _emit(frame: Frame, preamble: int) -> None:
+    typer.echo(frame.encode(preamble).hex().upper())
+
+
+@encode_app.command("read")
+def encode_read(
+    address: AddressOpt,
+    di: Annotated[str, typer.Option("--di", help="8 hex digits (2007) or 4 (1997).")],
+    preamble: PreambleOpt = 0,
+) -> None:
+    """A read request (11H; 01H for a 4-digit DL/T 645-1997 identifier)."""
+    meter = _address(address)
+    try:
+        if len(di.strip().removeprefix("0x")) == 4:
+            frame = v1997.Read1997Request(meter, v1997.parse_di(di)).to_frame()
+        else:
+            frame = ReadRequest(meter, parse_di(di)).to_frame()
+    except MeterctlError as exc:
+        fail(f"--di: {exc}", ExitCode.BAD_INPUT)
+    _emit(frame, preamble)
+
+
+@encode_app.command("read-address")
+def encode_read_address(
+    address: Annotated[str, typer.Option("--address", help="Usually the wildcard.")] = WILDCARD,
+    preamble: PreambleOpt = 0,
+) -> None:
+    """A read-address request (13H), by default to AAAAAAAAAAAA."""
+    _emit(ReadAddressRequest(_address(address)).to_frame(), preamble)
+
+
+def _meter_time(ctx: typer.Context, text: str | None, minutes: float) -> datetime:
+    """``text`` as meter-local time, or now (site time zone) + ``minutes``."""
+    tz = state(ctx).config.site.tz
+    if text:
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            fail(f"{text!r} is not an ISO date-time", ExitCode.BAD_INPUT)
+        if when.tzinfo is not None:  # meters keep local time in the site's zone
+            when = when.astimezone(tz)
+        return when.replace(tzinfo=None)
+    now = SystemClock().now().astimezone(tz)
+    return (now + timedelta(minutes=minutes)).replace(tzinfo=None, microsecond=0)
+
+
+@encode_app.command("control")
+def encode_control(
+    ctx: typer.Context,
+    address: AddressOpt,
+    action: Annotated[str, typer.Option("--action", help=f"One of: {', '.join(ACTIONS)}.")],
+    valid_until: Annotated[
+        str | None,
+        typer.Option("--valid-until", help="Deadline N3..N8, meter-local ISO time."),
+    ] = None,
+    valid_minutes: Annotated[
+        float, typer.Option("--valid-minutes", help="Without --valid-until: now + this.")
+    ] = 5.0,
+    password_level: Annotated[
+        int | None, typer.Option("--password-level", help="PA; default [dlt645] password_level.")
+    ] = None,
+    password: Annotated[
+        str | None,
+        typer.Option("--password", help="6 digits; default [dlt645] password.", show_default=False),
+    ] = None,
+    operator: Annotated[
+        str | None, typer.Option("--operator", help="8 digits; default [dlt645] operator_code.")
+    ] = None,
+    n2: Annotated[int, typer.Option("--n2", min=0, max=255, help="Reserved byte N2.")] = 0,
+    preamble: PreambleOpt = 0,
+) -> None:
+    """A remote-control frame (1CH): trip, close_allowed, direct_close, alarm, guarantee..."""
+    meter = _address(address)
+    chosen = ACTIONS.get(action.strip().lower())
+    if chosen is None:
+        fail(f"--action: {action!r} is not one of {', '.join(ACTIONS)}", ExitCode.BAD_INPUT)
+    defaults = state(ctx).config.dlt645
+    try:
+        credentials = Credentials(
+            defaults.password_level if password_level is None else password_level,
+            defaults.password if password is None else password,
+            defaults.operator_code if operator is None else operator,
+        )
+    except MeterctlError as exc:
+        fail(f"credentials: {exc}", ExitCode.BAD_INPUT)
+    deadline = _meter_time(ctx, valid_until, valid_minutes)
+    try:
+        frame = RemoteControlRequest(meter, credentials, chosen, deadline, n2).to_frame()
+    except MeterctlError as exc:
+        fail(f"--valid-until: {exc}", ExitCode.BAD_INPUT)
+    _emit(frame, preamble)
+
+
+@encode_app.command("time-sync")
+def encode_time_sync(
+    ctx: typer.Context,
+    at: Annotated[
+        str | None, typer.Option("--time", help="Meter-local ISO time; default: now.")
+    ] = None,
+    preamble: PreambleOpt = 0,
+) -> None:
+    """A broadcast time sync (08H to 999999999999; meters do not reply)."""
+    when = _meter_time(ctx, at, 0.0)
+    try:
+        frame = BroadcastTimeSync(when).to_frame()
+    except MeterctlError as exc:
+        fail(f"--time: {exc}", ExitCode.BAD_INPUT)
+    _emit(frame, preamble)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``frame`` group to the root app."""
+    app.add_typer(frame_app, name="frame")

@@ -1,0 +1,103 @@
+"""``meterctl``: the command-line entry point.
+
+Command groups live in their own modules under ``interfaces/cli/`` and are registered here by
+name (python-can style registry), each module exposing ``register(app)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Annotated
+
+import typer
+
+from base.errors import MeterctlError
+from engine.logging import configure_logging
+from interfaces.cli.context import CliState, err_console
+from interfaces.cli.exitcodes import ExitCode
+
+app = typer.Typer(
+    name="meterctl",
+    help="Prepaid-metering disconnect/reconnect control engine (DL/T 645-2007).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Modules under interfaces/cli/ that add commands; each has register(app).
+COMMAND_MODULES = (
+    "frame",
+    "meter",
+    "db",
+    "accounts",
+    "notices",
+    "exemptions",
+    "approvals",
+    "policy_cmds",
+    "batch_run",
+    "audit",
+    "orders",
+    "orders_view",
+    "payments",
+    "status",
+    "exceptions",
+    "serve",
+    "simulate",
+    "demo",
+    "report",
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            envvar="METERCTL_CONFIG",
+            help="Config file (TOML). Default: built-in defaults, SQLite in the working folder.",
+            show_envvar=True,
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            "--log-level",
+            help="Operational log level on stderr (DEBUG, INFO, WARNING...). Default: WARNING "
+            "for interactive commands; `serve` uses the config's logging.level.",
+        ),
+    ] = None,
+) -> None:
+    """meterctl: safe remote disconnection and reconnection of prepaid meters."""
+    ctx.obj = CliState(config_path=config, log_level=log_level)
+    configure_logging((log_level or "WARNING").upper(), json=False)
+    ctx.call_on_close(lambda: _after_command(ctx.obj))
+
+
+def _after_command(st: CliState) -> None:
+    from interfaces.cli.db import checkpoint_on_close
+
+    checkpoint_on_close(st)
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"interfaces.cli.{name}").register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Console-script entry: run the app, turning project errors into exit code 2."""
+    try:
+        app(standalone_mode=True)
+    except MeterctlError as exc:  # pragma: no cover - commands normally handle their own
+        err_console.print(f"error: {exc}", markup=False)
+        sys.exit(int(ExitCode.BAD_INPUT))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,228 @@
+"""Read-only views of the engine's work: ``orders list/show``, ``field-orders list``.
+
+Anyone with the operator role may look; nothing here changes the store. ``--json`` prints one
+document on stdout; tables go to stderr.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from sqlalchemy import select
+
+from engine import audit
+from engine.db.database import read_session
+from engine.db.models import COMMAND_ATTEMPTS, FIELD_ORDERS, METERS, SWITCH_ORDERS
+from engine.roles import Role
+from interfaces.cli.context import err_console, fail, print_json, require_role, state
+from interfaces.cli.db import open_store, store_errors
+from interfaces.cli.exitcodes import ExitCode
+from interfaces.cli.orders import orders_app
+
+field_orders_app = typer.Typer(help="Field work orders (补停 / 现场复电).", no_args_is_help=True)
+
+_ORDER_COLUMNS = (
+    "id",
+    "kind",
+    "account_no",
+    "state",
+    "batch_id",
+    "created_at",
+    "updated_at",
+    "not_before",
+    "deadline",
+    "attempts",
+    "last_error",
+    "notice_time",
+    "warned_at",
+    "instructed_at",
+)
+
+
+def _order_dict(row: Any) -> dict[str, Any]:
+    doc = {key: row[key] for key in _ORDER_COLUMNS}
+    doc["meter_address"] = row.get("address")
+    doc["meter_no"] = row.get("meter_no")
+    doc["bus"] = row.get("link")
+    doc["reasons"] = row.get("reasons")
+    return doc
+
+
+def _orders_query() -> Any:
+    return select(SWITCH_ORDERS, METERS.c.address, METERS.c.meter_no, METERS.c.link).select_from(
+        SWITCH_ORDERS.outerjoin(METERS, METERS.c.id == SWITCH_ORDERS.c.meter_id)
+    )
+
+
+@orders_app.command("list")
+def list_orders(
+    ctx: typer.Context,
+    state_: Annotated[
+        str | None, typer.Option("--state", help="Only orders in this state.")
+    ] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="disconnect or reconnect.")] = None,
+    account: Annotated[
+        str | None, typer.Option("--account", help="Only this account's orders.")
+    ] = None,
+    open_only: Annotated[
+        bool, typer.Option("--open", help="Only orders not finished yet.")
+    ] = False,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="At most this many (newest first).")
+    ] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """List switch orders, newest first."""
+    st = state(ctx)
+    require_role(st, Role.OPERATOR, "orders list")
+    engine = open_store(st)
+    if kind is not None and kind not in ("disconnect", "reconnect"):
+        fail(f"--kind {kind!r}: use disconnect or reconnect", ExitCode.BAD_INPUT)
+    query = _orders_query().order_by(SWITCH_ORDERS.c.id.desc()).limit(limit)
+    if state_:
+        query = query.where(SWITCH_ORDERS.c.state == state_)
+    if kind:
+        query = query.where(SWITCH_ORDERS.c.kind == kind)
+    if account:
+        query = query.where(SWITCH_ORDERS.c.account_no == account)
+    if open_only:
+        query = query.where(SWITCH_ORDERS.c.terminal.is_(False))
+    with store_errors(st, engine), read_session(engine) as session:
+        rows = [_order_dict(r) for r in session.execute(query).mappings()]
+    if as_json:
+        print_json({"orders": rows, "count": len(rows)})
+        return
+    table = Table("id", "kind", "account", "state", "meter", "updated", "note")
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            r["kind"],
+            r["account_no"],
+            r["state"],
+            r["meter_address"] or "-",
+            _when(r["updated_at"]),
+            (r["last_error"] or "")[:60],
+        )
+    err_console.print(table)
+
+
+@orders_app.command("show")
+def show_order(
+    ctx: typer.Context,
+    order_id: Annotated[int, typer.Argument(metavar="ID")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """One order with its commands, read-backs and audit history."""
+    st = state(ctx)
+    require_role(st, Role.OPERATOR, "orders show")
+    engine = open_store(st)
+    with store_errors(st, engine), read_session(engine) as session:
+        row = (
+            session.execute(_orders_query().where(SWITCH_ORDERS.c.id == order_id))
+            .mappings()
+            .first()
+        )
+        if row is None:
+            fail(f"unknown order {order_id}", ExitCode.BAD_INPUT)
+        attempts = [
+            dict(a)
+            for a in session.execute(
+                select(COMMAND_ATTEMPTS)
+                .where(COMMAND_ATTEMPTS.c.order_id == order_id)
+                .order_by(COMMAND_ATTEMPTS.c.n)
+            ).mappings()
+        ]
+        fields = [
+            dict(f)
+            for f in session.execute(
+                select(FIELD_ORDERS).where(FIELD_ORDERS.c.order_id == order_id)
+            ).mappings()
+        ]
+        history = [
+            r
+            for r in audit.records(session, account=row["account_no"])
+            if isinstance(r["payload"], dict) and r["payload"].get("order_id") == order_id
+        ]
+    doc = _order_dict(row)
+    doc["commands"] = attempts
+    doc["field_orders"] = fields
+    doc["history"] = [
+        {k: r[k] for k in ("seq", "at", "actor", "action", "payload")} for r in history
+    ]
+    if as_json:
+        print_json(doc)
+        return
+    err_console.print(
+        f"order {doc['id']}: {doc['kind']} of {doc['account_no']} — [bold]{doc['state']}[/]"
+    )
+    err_console.print(f"meter {doc['meter_address']} (no. {doc['meter_no']}) on {doc['bus']}")
+    table = Table("#", "sent", "command", "outcome", "relay read back", "error")
+    for a in attempts:
+        table.add_row(
+            str(a["n"]),
+            _when(a["sent_at"]),
+            str(a["request"].get("command")),
+            a["outcome"] or "?",
+            a["relay_state"] or "-",
+            (a["error"] or "")[:60],
+        )
+    err_console.print(table)
+    for item in doc["history"]:
+        err_console.print(f"  {item['at']}  {item['actor']:<14} {item['action']}")
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+@field_orders_app.command("list")
+def list_field_orders(
+    ctx: typer.Context,
+    status: Annotated[str, typer.Option("--status", help="open, closed or all.")] = "open",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Field work orders with the account, the meter address, the cause and the evidence."""
+    st = state(ctx)
+    require_role(st, Role.OPERATOR, "field-orders list")
+    if status not in ("open", "closed", "all"):
+        fail(f"--status {status!r}: use open, closed or all", ExitCode.BAD_INPUT)
+    engine = open_store(st)
+    query = (
+        select(FIELD_ORDERS, SWITCH_ORDERS.c.kind)
+        .select_from(
+            FIELD_ORDERS.outerjoin(SWITCH_ORDERS, SWITCH_ORDERS.c.id == FIELD_ORDERS.c.order_id)
+        )
+        .order_by(FIELD_ORDERS.c.id)
+    )
+    if status != "all":
+        query = query.where(FIELD_ORDERS.c.status == status)
+    with store_errors(st, engine), read_session(engine) as session:
+        rows = [dict(r) for r in session.execute(query).mappings()]
+    for row in rows:
+        row["work"] = (
+            "补停 field disconnection"
+            if row.get("kind") == "disconnect"
+            else "现场复电 field reconnection"
+        )
+    if as_json:
+        print_json({"field_orders": rows, "count": len(rows)})
+        return
+    table = Table("id", "order", "account", "meter address", "work", "cause", "created")
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            str(r["order_id"]),
+            r["account_no"],
+            r["meter_address"] or "-",
+            r["work"],
+            r["cause"],
+            _when(r["created_at"]),
+        )
+    err_console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(field_orders_app, name="field-orders")

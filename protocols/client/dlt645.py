@@ -1,0 +1,435 @@
+"""Async DL/T 645 master: request/reply over a :class:`~protocols.links.base.Link`.
+
+One transaction = discard stale input, send the request (with the FEH wake-up preamble),
+then wait for the matching reply until a deadline computed from the standard's timing
+scaled to the baud rate:
+
+    request wire time  (preamble + frame) x 11 bits / baud        (8E1: 11 bits a byte)
+  + Td max             500 ms   (the meter may take 20..500 ms to answer)
+  + reply wire time    expected (or maximum) reply length x 11 bits / baud
+  + inter-byte         500 ms   (Tb: a meter may pause up to 500 ms between bytes)
+  + margin             ``margin_s`` (gateway / TCP latency), default 0.5 s
+
+While waiting, frames that do not answer this request are skipped: our own echo on a 2-wire
+bus (direction bit 0), a late reply to an earlier request (other function, other DI). A reply
+from another meter raises :class:`~protocols.errors.AddressMismatch`; a refusal (C|40H)
+raises its named :class:`~protocols.errors.MeterRefused` subclass, never None.
+
+Retries: reads only (timeout, dropped link, corrupted reply), ``read_retries`` times. Write
+and remote control (1CH) are sent exactly once: after a timeout nobody knows whether the
+meter acted, and a blind second trip is never sent. The caller (the engine) reads status
+word 3 back and decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from base.errors import InputError
+from protocols.dlt645 import identifiers, v1997
+from protocols.dlt645.codes import ControlAction
+from protocols.dlt645.decoding import decode_message
+from protocols.dlt645.frame import (
+    BROADCAST,
+    MAX_DATA,
+    OVERHEAD,
+    WILDCARD,
+    Frame,
+    normalize_address,
+)
+from protocols.dlt645.messages import (
+    AbnormalReply,
+    BroadcastTimeSync,
+    Credentials,
+    ReadAddressRequest,
+    ReadFollowUpRequest,
+    ReadRequest,
+    RemoteControlReply,
+    RemoteControlRequest,
+    WriteRequest,
+    di_from_wire,
+)
+from protocols.errors import AddressMismatch, FrameError, LinkClosed, LinkTimeout
+from protocols.links.base import Link
+
+log = structlog.get_logger("protocols.client.dlt645")
+
+BITS_PER_BYTE = 11  # start + 8 data + even parity + stop
+TD_MAX_S = 0.5  # longest reply delay the standard allows
+INTER_BYTE_S = 0.5  # longest gap between reply bytes the standard allows
+REPLY_PREAMBLE = 4  # some meters prefix replies with FEH too
+MAX_FOLLOW_UPS = 255  # SEQ is one byte
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """A read: the replying meter's address, the DI, its value bytes and decoded value."""
+
+    address: str
+    di: int
+    raw: bytes
+    value: Any
+
+
+def address_matches(requested: str, replied: str) -> bool:
+    """Whether a reply from ``replied`` answers a request to ``requested``.
+
+    ``AA`` pairs in the request are wildcards (shortened addressing): the meter answers
+    with its real address in those places.
+    """
+    if requested == replied:
+        return True
+    if "A" not in requested:
+        return False
+    return all(
+        requested[i : i + 2] in ("AA", replied[i : i + 2]) for i in range(0, len(requested), 2)
+    )
+
+
+class Dlt645Client:
+    """Master side of DL/T 645-2007 (and 1997 reads) on one link.
+
+    Args:
+        link: the bus. Transactions hold ``link.lock``: one frame in flight per link.
+        baud: the bus rate, for the timeouts (a gateway's UART rate for ``socket://``).
+        wake_preamble: FEH bytes sent before each request (0..4; 4 is usual).
+        margin_s: extra seconds on every deadline (gateway or TCP latency).
+        read_retries: further attempts after a failed read (never for write/control).
+        clock: monotonic seconds, injectable for tests.
+        reply_delay_max_s: the standard's Td max (500 ms); lower only for simulators.
+        inter_byte_max_s: the standard's Tb max (500 ms); lower only for simulators.
+    """
+
+    def __init__(
+        self,
+        link: Link,
+        *,
+        baud: int = 2400,
+        wake_preamble: int = 4,
+        margin_s: float = 0.5,
+        read_retries: int = 2,
+        clock: Callable[[], float] = time.monotonic,
+        reply_delay_max_s: float = TD_MAX_S,
+        inter_byte_max_s: float = INTER_BYTE_S,
+    ) -> None:
+        if baud <= 0:
+            raise InputError(f"baud rate {baud} must be positive")
+        if not 0 <= wake_preamble <= 4:
+            raise InputError(f"wake preamble {wake_preamble} must be 0..4 FEH bytes")
+        self.link = link
+        self.baud = baud
+        self.wake_preamble = wake_preamble
+        self.margin_s = margin_s
+        self.read_retries = read_retries
+        self.clock = clock
+        self.reply_delay_max_s = reply_delay_max_s
+        self.inter_byte_max_s = inter_byte_max_s
+
+    # -- timing ---------------------------------------------------------------------------
+
+    def wire_time(self, nbytes: int) -> float:
+        """Seconds ``nbytes`` take on the wire at 8E1."""
+        return nbytes * BITS_PER_BYTE / self.baud
+
+    def reply_timeout(self, request_bytes: int, reply_bytes: int) -> float:
+        """Deadline for a reply of up to ``reply_bytes`` to a request of ``request_bytes``."""
+        return (
+            self.wire_time(request_bytes)
+            + self.reply_delay_max_s
+            + self.wire_time(reply_bytes + REPLY_PREAMBLE)
+            + self.inter_byte_max_s
+            + self.margin_s
+        )
+
+    # -- public operations ---------------------------------------------------------------
+
+    async def read(self, address: str, di: int) -> ReadResult:
+        """Read data identifier ``di`` (11H), following B1H with 12H frames.
+
+        Raises:
+            LinkTimeout / LinkClosed: no valid reply after all retries.
+            AddressMismatch: another meter answered.
+            MeterRefused: the meter refused (e.g. NoRequestedData for an unknown DI).
+            FrameError: the value bytes do not fit the DI's known format.
+        """
+        address = self._unicast(address, "read")
+        entry = identifiers.lookup(di)
+        size = entry.fmt.size if entry is not None else None
+        expected = OVERHEAD + 4 + size if size is not None else OVERHEAD + MAX_DATA
+        request = ReadRequest(address, di).to_frame()
+
+        def same_di(frame: Frame) -> bool:
+            return len(frame.data) >= 4 and di_from_wire(frame.data) == di
+
+        first = await self._with_retries(request, expected, same_di, f"read {di:08X}")
+        raw = bytearray(first.data[4:])
+        replied = first.address
+        frame, seq = first, 0
+        while frame.has_follow_up:
+            seq += 1
+            if seq > MAX_FOLLOW_UPS:
+                raise FrameError(f"read {di:08X}: more than {MAX_FOLLOW_UPS} follow-up frames")
+            follow = ReadFollowUpRequest(address, di, seq).to_frame()
+
+            def same_seq(f: Frame, seq: int = seq) -> bool:
+                return len(f.data) >= 5 and di_from_wire(f.data) == di and f.data[-1] == seq
+
+            frame = await self._with_retries(
+                follow, OVERHEAD + MAX_DATA, same_seq, f"read {di:08X} frame {seq}"
+            )
+            raw += frame.data[4:-1]
+        return ReadResult(replied, di, bytes(raw), identifiers.decode_value(di, bytes(raw)))
+
+    async def read_1997(self, address: str, di: int) -> ReadResult:
+        """Read a DL/T 645-1997 2-byte identifier (01H).
+
+        Raises:
+            as :meth:`read`.
+        """
+        address = self._unicast(address, "read")
+        request = v1997.Read1997Request(address, di).to_frame()
+
+        def same_di(frame: Frame) -> bool:
+            return len(frame.data) >= 2 and int.from_bytes(frame.data[:2], "little") == di
+
+        reply = await self._with_retries(request, OVERHEAD + MAX_DATA, same_di, f"read {di:04X}")
+        raw = reply.data[2:]
+        return ReadResult(reply.address, di, raw, v1997.decode_value(di, raw))
+
+    async def read_address(self, address: str = WILDCARD) -> str:
+        """Ask the meter on a point-to-point link for its address (13H to AAAAAAAAAAAA).
+
+        Raises:
+            LinkTimeout: no reply (or several meters answering at once, garbling it).
+        """
+        request = ReadAddressRequest(normalize_address(address)).to_frame()
+        reply = await self._with_retries(request, OVERHEAD + 6, None, "read address")
+        if len(reply.data) < 6:
+            raise FrameError(f"read-address reply has {len(reply.data)} data bytes, not 6")
+        message = decode_message(reply)
+        result: str = message.address
+        return result
+
+    async def read_meter_number(self, address: str) -> str:
+        """The meter number (表号, 04000402) as printed on the nameplate."""
+        result = await self.read(address, 0x04000402)
+        return str(result.value)
+
+    async def read_relay_state(self, address: str) -> dict[str, Any]:
+        """Status word 3 (04000503) decoded: ``relay_open``, ``relay_command_open``, ..."""
+        result = await self.read(address, identifiers.StatusWord3.DI)
+        value: dict[str, Any] = result.value
+        return value
+
+    async def write(self, address: str, di: int, credentials: Credentials, data: bytes) -> None:
+        """Write ``data`` (value bytes, low byte first) to ``di`` (14H). Sent once.
+
+        Raises:
+            LinkTimeout: no reply; the write may or may not have happened.
+            MeterRefused: e.g. PasswordRefused.
+        """
+        address = self._unicast(address, "write")
+        request = WriteRequest(address, di, credentials, bytes(data)).to_frame()
+        await self._transaction(request, OVERHEAD + 2, None, f"write {di:08X}")
+
+    async def control(
+        self,
+        address: str,
+        action: ControlAction,
+        credentials: Credentials,
+        valid_until: datetime,
+    ) -> RemoteControlReply:
+        """Remote control (1CH): trip, close allowed, direct close, alarm, guarantee. Sent once.
+
+        ``valid_until`` is the meter-local deadline (N3..N8): past it the meter refuses.
+        A 9CH reply only says the meter accepted the command; read status word 3 to verify.
+
+        Raises:
+            LinkTimeout: no reply. The meter may have acted: read status word 3 before any
+                resend; this method never resends.
+            MeterRefused: DCH (PasswordRefused for ERR 04H, the usual refusal of a
+                plaintext trip on ESAM meters).
+        """
+        address = self._unicast(address, "control")
+        request = RemoteControlRequest(address, credentials, action, valid_until).to_frame()
+        try:
+            reply = await self._transaction(request, OVERHEAD + 2, None, f"control {action.name}")
+        except LinkTimeout as exc:
+            raise LinkTimeout(
+                f"{exc}; the {action.name.lower()} command may have been executed: "
+                "read status word 3 before deciding to resend"
+            ) from exc
+        return RemoteControlReply(reply.address, reply.data)
+
+    async def broadcast_time_sync(self, when: datetime) -> None:
+        """Set every meter clock on the bus (08H to 999999999999); nobody replies.
+
+        ``when`` is meter-local time. Waits for the frame's wire time so that the next
+        request does not start while the broadcast is still going out.
+        """
+        frame = BroadcastTimeSync(when).to_frame()
+        wire = frame.encode(self.wake_preamble)
+        async with self.link.lock:
+            await self.link.discard_input()
+            log.info("dlt645.broadcast_time", bus=self.link.bus_key, time=when.isoformat())
+            await self.link.send(wire)
+            await asyncio.sleep(self.wire_time(len(wire)))
+
+    async def request(self, message: Any, *, expect_reply: bool = True) -> Any:
+        """Send any typed request (e.g. from :mod:`protocols.dlt645.extra_messages`) once.
+
+        Returns the decoded reply message, or None when ``expect_reply`` is false.
+
+        Raises:
+            as :meth:`control`.
+        """
+        frame: Frame = message.to_frame()
+        if not expect_reply or frame.address == BROADCAST:
+            async with self.link.lock:
+                await self.link.discard_input()
+                await self.link.send(frame.encode(self.wake_preamble))
+            return None
+        reply = await self._transaction(
+            frame, OVERHEAD + MAX_DATA, None, f"function {frame.function:02X}H"
+        )
+        return decode_message(reply)
+
+    # -- transactions ---------------------------------------------------------------------
+
+    @staticmethod
+    def _unicast(address: str, what: str) -> str:
+        text = normalize_address(address)
+        if text == BROADCAST:
+            raise InputError(f"cannot {what} the broadcast address {BROADCAST}: meters never reply")
+        return text
+
+    async def _with_retries(
+        self,
+        request: Frame,
+        expected_reply: int,
+        accept: Callable[[Frame], bool] | None,
+        what: str,
+    ) -> Frame:
+        attempts = 1 + max(0, self.read_retries)
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._transaction(request, expected_reply, accept, what)
+            except (LinkTimeout, LinkClosed, FrameError) as exc:
+                if attempt == attempts:
+                    raise
+                log.info(
+                    "dlt645.retry",
+                    bus=self.link.bus_key,
+                    address=request.address,
+                    what=what,
+                    attempt=attempt,
+                    error=str(exc),
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _transaction(
+        self,
+        request: Frame,
+        expected_reply: int,
+        accept: Callable[[Frame], bool] | None,
+        what: str,
+    ) -> Frame:
+        """Send ``request`` once and return the frame that answers it.
+
+        ``accept`` refines matching (same DI, same SEQ); frames failing it are stale.
+        """
+        wire = request.encode(self.wake_preamble)
+        timeout = self.reply_timeout(len(wire), expected_reply)
+        skipped: list[str] = []
+        async with self.link.lock:
+            await self.link.discard_input()
+            # Never log ``wire``: a write or 1CH frame carries the password (merely +33H).
+            log.debug(
+                "dlt645.request",
+                bus=self.link.bus_key,
+                address=request.address,
+                function=f"{request.function:02X}",
+                what=what,
+                timeout_s=round(timeout, 3),
+            )
+            await self.link.send(wire)
+            deadline = self.clock() + timeout
+            while True:
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    raise LinkTimeout(self._timeout_message(what, request, timeout, skipped))
+                try:
+                    frame = await self.link.receive(remaining)
+                except LinkTimeout as exc:
+                    raise LinkTimeout(
+                        self._timeout_message(what, request, timeout, skipped, str(exc))
+                    ) from exc
+                reason = self._stale(request, frame, accept)
+                if reason is not None:
+                    skipped.append(reason)
+                    log.debug("dlt645.skip", bus=self.link.bus_key, reason=reason)
+                    continue
+                if not address_matches(request.address, frame.address):
+                    raise AddressMismatch(
+                        f"{what}: reply from meter {frame.address}, "
+                        f"but meter {request.address} was addressed"
+                    )
+                if frame.is_abnormal:
+                    refusal = decode_message(frame)
+                    assert isinstance(refusal, AbnormalReply)
+                    log.info(
+                        "dlt645.refused",
+                        bus=self.link.bus_key,
+                        address=frame.address,
+                        what=what,
+                        errors=list(refusal.error_names),
+                    )
+                    raise refusal.exception()
+                log.debug(
+                    "dlt645.reply",
+                    bus=self.link.bus_key,
+                    address=frame.address,
+                    control=f"{frame.control:02X}",
+                    length=len(frame.data),
+                )
+                return frame
+
+    @staticmethod
+    def _stale(request: Frame, frame: Frame, accept: Callable[[Frame], bool] | None) -> str | None:
+        """Why ``frame`` does not answer ``request`` (None: it does)."""
+        if not frame.is_reply:
+            return f"master-direction frame {frame.control:02X}H (echo or another master)"
+        if frame.function != request.function:
+            return f"reply {frame.control:02X}H to another function"
+        if frame.is_abnormal:
+            return None  # a refusal carries no DI to compare
+        if accept is not None and not accept(frame):
+            return f"reply {frame.control:02X}H to another data identifier or sequence"
+        return None
+
+    @staticmethod
+    def _timeout_message(
+        what: str, request: Frame, timeout: float, skipped: list[str], detail: str = ""
+    ) -> str:
+        text = f"{what}: meter {request.address} did not reply within {timeout:.2f} s"
+        # Keep what the link knows beyond "nothing came" (a partial frame; a concentrator
+        # saying the meter was silent, or being silent itself).
+        if detail and not detail.startswith("no reply on "):
+            text += f" ({detail})"
+        if skipped:
+            text += f"; ignored {len(skipped)} other frame(s): {skipped[-1]}"
+        return text
+
+
+__all__ = [
+    "Dlt645Client",
+    "ReadResult",
+    "address_matches",
+]
