@@ -111,6 +111,15 @@ class HooksConfig:
 
 
 @dataclass(frozen=True)
+class PaymentsConfig:
+    # Whole yuan. A payment above max_amount, or one that would take a balance above
+    # max_balance, is refused (exit 2 / HTTP 400 naming the field); both stay below what the
+    # NUMERIC(14, 2) column holds exactly (engine.money).
+    max_amount: int = 1_000_000
+    max_balance: int = 100_000_000
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
     json: bool = True
@@ -163,6 +172,7 @@ class Config:
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    payments: PaymentsConfig = field(default_factory=PaymentsConfig)
     # Not keys: where the file was (for relative paths) and which tables it had.
     source: Path | None = field(default=None, compare=False)
     present_tables: frozenset[str] = field(default_factory=frozenset, compare=False)
@@ -300,12 +310,48 @@ def _validate(config: Config) -> None:
         raise ConfigError(
             "config key policy.notice_max_age_days: must be at least policy.notice_days"
         )
+    _validate_bounds(config)
     url = config.database.url
     if not url.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
         raise ConfigError(
             f"config key database.url: {url.split('://')[0]!r} is not supported "
             "(use sqlite:///file.db or postgresql://...)"
         )
+
+
+# (key, smallest, largest): numbers where a negative, zero or absurd value would silently
+# disable a safeguard (a negative skew refuses every call, a zero lease lets two processes
+# drive one bus, a zero command budget never switches).
+_BOUNDS: tuple[tuple[str, float, float], ...] = (
+    ("hooks.max_clock_skew_s", 1, 86_400),
+    ("dispatch.lease_s", 5, 86_400),
+    ("dispatch.max_commands", 1, 10),
+    ("dispatch.command_validity_minutes", 1, 1_440),
+    ("dispatch.readback_polls", 1, 100),
+    ("dispatch.poll_interval_s", 0, 3_600),
+    ("dispatch.backoff_s", 0, 3_600),
+    ("dispatch.max_dispatch_attempts", 1, 100),
+    ("dispatch.retry_delay_s", 0, 86_400),
+    ("dispatch.reconnect_deadline_minutes", 1, 10_080),
+    ("dispatch.armed_poll_minutes", 0, 1_440),
+    ("scheduler.tick_seconds", 1, 3_600),
+    ("audit.checkpoint_interval_s", 1, 86_400),
+    ("dlt645.link_margin_s", 0, 60),
+    ("dlt645.read_retries", 0, 20),
+    ("dlt645.wake_preamble", 0, 16),
+    ("payments.max_amount", 1, 10**10),
+    ("payments.max_balance", 1, 10**12 - 1),
+)
+
+
+def _validate_bounds(config: Config) -> None:
+    for key, low, high in _BOUNDS:
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if not low <= value <= high:
+            raise ConfigError(f"config key {key}: {value!r} is out of range ({low:g} to {high:g})")
+    if config.payments.max_amount > config.payments.max_balance:
+        raise ConfigError("config key payments.max_amount: must not exceed payments.max_balance")
 
 
 def _is_hhmm(text: str, *, allow_24: bool) -> bool:

@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -48,6 +48,7 @@ from engine.db.models import (
     PROTOCOLS,
     SECURITY_MODES,
 )
+from engine.money import CENT, COLUMN_LIMIT, AmountError, parse_yuan
 from engine.store.timeinput import parse_timestamp
 
 REQUIRED_COLUMNS = (
@@ -75,7 +76,7 @@ _FALSE = {"no", "n", "false", "0"}
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PHONE = re.compile(r"^[0-9+\-() ]{0,64}$")
-_MAX_BALANCE = Decimal("1e12")
+_MAX_BALANCE = COLUMN_LIMIT - CENT  # exact ASCII decimals only (engine.money)
 
 
 @dataclass(frozen=True)
@@ -166,17 +167,17 @@ def _balance(value: str) -> tuple[Decimal | None, str | None]:
     if not text:
         return None, "empty; expected the balance in yuan (negative = arrears)"
     try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        return None, f"{value!r} is not a number"
-    if not amount.is_finite():
-        return None, f"{value!r} is not a finite number"
-    exponent = amount.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -2:
-        return None, f"{value!r} has more than 2 decimal places (fen)"
-    if abs(amount) >= _MAX_BALANCE:
-        return None, f"{value!r} is out of range"
-    return amount.quantize(Decimal("0.01")), None
+        amount = parse_yuan(
+            text,
+            field="balance",
+            maximum=_MAX_BALANCE,
+            limit_name="what the database holds",
+            allow_negative=True,
+            allow_zero=True,
+        )
+    except AmountError as exc:
+        return None, str(exc)
+    return amount, None
 
 
 def _address(value: str, protocol: str) -> tuple[str | None, str | None]:

@@ -127,7 +127,7 @@ def record(
     if timeout <= 0:
         fail(f"--timeout: {timeout} must be a positive number of seconds", ExitCode.BAD_INPUT)
     try:
-        amount: Decimal = parse_amount(amount_text)
+        amount: Decimal = parse_amount(amount_text, st.config)
     except InputError as exc:
         fail(f"AMOUNT: {exc}", ExitCode.BAD_INPUT)
     engine = open_store(st)

@@ -32,6 +32,7 @@ from base.clock import Clock, SystemClock
 from base.errors import InputError
 from engine import audit
 from engine.config import Config, read_secret
+from engine.money import AmountError
 from engine.payments import PaymentResult, parse_amount, record_payment
 from engine.store.errors import UnknownAccount
 from interfaces.http.signature import (
@@ -67,8 +68,11 @@ class BadField(ValueError):
         self.field = field
 
 
-def parse_payment(body: bytes) -> tuple[str, Decimal, str]:
-    """(account, amount, ref) from the JSON body, or :class:`BadField` naming the field."""
+def parse_payment(body: bytes, config: Config | None = None) -> tuple[str, Decimal, str]:
+    """(account, amount, ref) from the JSON body, or :class:`BadField` naming the field.
+
+    ``amount`` is refused beyond ``[payments] max_amount`` of ``config`` (engine.money).
+    """
     try:
         data = json.loads(body.decode("utf-8"), parse_float=Decimal, parse_int=Decimal)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -89,7 +93,7 @@ def parse_payment(body: bytes) -> tuple[str, Decimal, str]:
     if isinstance(raw, bool) or not isinstance(raw, str | int | Decimal):
         raise BadField("amount", "field 'amount' must be a number of yuan, e.g. \"12.50\"")
     try:
-        amount = parse_amount(str(raw))
+        amount = parse_amount(str(raw), config)
     except InputError as exc:
         raise BadField("amount", f"field 'amount': {exc}") from None
     return account, amount, ref
@@ -152,7 +156,7 @@ class PaymentHook:
             return _error(401, exc.reason)
         request[SIGNED] = True
         try:
-            account, amount, ref = parse_payment(body)
+            account, amount, ref = parse_payment(body, self.config)
         except BadField as exc:
             return _error(400, str(exc), exc.field)
         try:
@@ -169,6 +173,8 @@ class PaymentHook:
             )
         except UnknownAccount as exc:
             return _error(404, str(exc), "account")
+        except AmountError as exc:  # beyond [payments] max_balance
+            return _error(400, str(exc), exc.field)
         except InputError as exc:  # the ref was used for another account or amount
             return _error(409, str(exc), "ref")
         except SQLAlchemyError as exc:
