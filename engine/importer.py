@@ -34,6 +34,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from base.errors import InputError
@@ -48,6 +49,8 @@ from engine.db.models import (
     PROTOCOLS,
     SECURITY_MODES,
 )
+from engine.identifiers import confusable_problem
+from engine.import_checks import address_clashes
 from engine.money import CENT, COLUMN_LIMIT, AmountError, parse_yuan
 from engine.store.timeinput import parse_timestamp
 
@@ -212,6 +215,7 @@ def validate_row(
         problems.append(Problem(row, column, message))
 
     account_no, err = _text(values["account_no"], 64)
+    err = err or confusable_problem(account_no, "account number")
     if err:
         bad("account_no", err)
     elif not account_no:
@@ -242,6 +246,7 @@ def validate_row(
     if protocol not in PROTOCOLS:
         bad("protocol", f"{values['protocol']!r} is not one of {', '.join(PROTOCOLS)}")
     meter_no, err = _text(values["meter_no"], 64)
+    err = err or confusable_problem(meter_no, "meter number")
     if err:
         bad("meter_no", err)
     raw_address = values["meter_address"].strip()
@@ -596,14 +601,34 @@ def _write_chunk(
     changed_meters = [
         {"b_id": known[r.meter_no], **meter_values(r)} for r in with_meter if r.meter_no in known
     ]
-    if new_meters:
-        session.execute(insert(METERS), new_meters)
+    # Moves first: a meter re-addressed in this chunk frees its old address for a new one.
     if changed_meters:
         session.execute(update(METERS).where(METERS.c.id == bindparam("b_id")), changed_meters)
+    if new_meters:
+        session.execute(insert(METERS), new_meters)
     summary.meters_created += len(new_meters)
     summary.meters_updated += len(changed_meters)
 
     _record_deliveries(session, [r for r in chunk if r.notice_delivered_at], summary)
+
+
+def _checked_write(
+    session: Session,
+    chunk: list[AccountRow],
+    columns: set[str],
+    now: datetime,
+    summary: ImportSummary,
+    clashes: list[Problem],
+) -> None:
+    """Write a chunk unless it (or an earlier one) moves a meter onto a stored meter's address.
+
+    After the first clash nothing more is written (the transaction is rolled back anyway) but
+    every chunk is still checked, so the refusal lists every clash.
+    """
+    found = [Problem(row, "meter_address", text) for row, text in address_clashes(session, chunk)]
+    clashes.extend(found)
+    if not clashes:
+        _write_chunk(session, chunk, columns, now, summary)
 
 
 def _record_deliveries(session: Session, rows: list[AccountRow], summary: ImportSummary) -> None:
@@ -675,6 +700,7 @@ def import_accounts(
         columns=checked.columns,
     )
     columns = set(checked.columns)
+    clashes: list[Problem] = []
     try:
         with transaction(engine) as session:
             chunk: list[AccountRow] = []
@@ -685,14 +711,16 @@ def import_accounts(
                     )
                 chunk.append(parsed)
                 if len(chunk) >= CHUNK:
-                    _write_chunk(session, chunk, columns, now, summary)
+                    _checked_write(session, chunk, columns, now, summary, clashes)
                     if progress is not None:
                         progress(len(chunk))
                     chunk = []
             if chunk:
-                _write_chunk(session, chunk, columns, now, summary)
+                _checked_write(session, chunk, columns, now, summary, clashes)
                 if progress is not None:
                     progress(len(chunk))
+            if clashes:
+                raise ImportRejected(path, clashes)
             if file_sha256(path) != checked.sha256:
                 raise ImportRejected(
                     path, [Problem(0, None, "the file changed while it was being imported")]
@@ -714,4 +742,19 @@ def import_accounts(
             summary.audit_seq = record.seq
     except _DryRun:
         pass
+    except IntegrityError as exc:
+        # The unique (link, address) index caught what address_clashes could not see: two
+        # meters of one file trading addresses (each row valid once both are written).
+        raise ImportRejected(
+            path,
+            [
+                Problem(
+                    0,
+                    "meter_address",
+                    "two meters would share an address on one link while importing (meters "
+                    "trading addresses in one file?): give one a free address first, in an "
+                    f"earlier import ({type(exc.orig).__name__ if exc.orig else 'constraint'})",
+                )
+            ],
+        ) from None
     return summary

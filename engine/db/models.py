@@ -31,6 +31,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlmodel import Field, SQLModel
 
@@ -88,7 +89,16 @@ class Meter(SQLModel, table=True):
         CheckConstraint(_in("security", SECURITY_MODES), name="ck_meters_security"),
         CheckConstraint(_in("close_mode", CLOSE_MODES), name="ck_meters_close_mode"),
         CheckConstraint(_in("relay_state", RELAY_STATES), name="ck_meters_relay_state"),
-        Index("ix_meters_link_address", "link", "address"),
+        # One bound meter per address on a bus: two would both obey a command meant for one.
+        # (A meter the billing system dropped keeps its row, unbound, and is never commanded.)
+        Index(
+            "ix_meters_link_address",
+            "link",
+            "address",
+            unique=True,
+            sqlite_where=text("account_no IS NOT NULL"),
+            postgresql_where=text("account_no IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -1,4 +1,4 @@
-"""Security hardening (issue 16): signed audit checkpoints.
+"""Security hardening (issue 16): signed audit checkpoints; one meter per (link, address).
 
 Revision ID: 0003_issue16
 Revises: 0002
@@ -10,12 +10,17 @@ import sqlalchemy as sa
 import sqlmodel.sql.sqltypes
 from alembic import op
 
+from base.errors import InputError
+
 revision: str = "0003_issue16"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _STR = sqlmodel.sql.sqltypes.AutoString
+# Unique among the meters bound to an account: a meter the billing system dropped (replaced
+# by a new one at the same address) keeps its row for the history but is never commanded.
+_BOUND = sa.text("account_no IS NOT NULL")
 
 
 def upgrade() -> None:
@@ -29,7 +34,35 @@ def upgrade() -> None:
         sa.Column("signature", _STR(length=128), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
+    shared = (
+        op.get_bind()
+        .execute(
+            sa.text(
+                "SELECT link, address, COUNT(*) FROM meters WHERE account_no IS NOT NULL "
+                "GROUP BY link, address HAVING COUNT(*) > 1 ORDER BY link, address"
+            )
+        )
+        .all()
+    )
+    if shared:
+        listed = "; ".join(f"{address!r} on {link} ({n} meters)" for link, address, n in shared[:5])
+        raise InputError(
+            f"{len(shared)} addresses are shared by several meters on one link ({listed}): "
+            "re-address or unbind them (accounts import) before upgrading; nothing was changed"
+        )
+    with op.batch_alter_table("meters", schema=None) as batch_op:
+        batch_op.drop_index("ix_meters_link_address")
+        batch_op.create_index(
+            "ix_meters_link_address",
+            ["link", "address"],
+            unique=True,
+            sqlite_where=_BOUND,
+            postgresql_where=_BOUND,
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("meters", schema=None) as batch_op:
+        batch_op.drop_index("ix_meters_link_address")
+        batch_op.create_index("ix_meters_link_address", ["link", "address"], unique=False)
     op.drop_table("audit_checkpoints")
