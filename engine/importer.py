@@ -471,7 +471,12 @@ def scan(path: Path, *, tz: ZoneInfo, now: datetime, encoding: str = "utf-8-sig"
         if any(suspects.values()):
             problems.extend(_repeats(path, encoding, columns, tz, now, suspects))
             problems.sort(key=lambda p: p.row)  # stable: a row's problems keep their order
-    except UnicodeDecodeError as exc:
+    except UnicodeError as exc:  # UTF-16 without a BOM raises the base class, not a decode error
+        where = (
+            f"{exc.reason} at byte {exc.start}"
+            if isinstance(exc, UnicodeDecodeError)
+            else str(exc) or type(exc).__name__
+        )
         return Scan(
             [],
             0,
@@ -479,8 +484,7 @@ def scan(path: Path, *, tz: ZoneInfo, now: datetime, encoding: str = "utf-8-sig"
                 Problem(
                     0,
                     None,
-                    f"not {encoding} text ({exc.reason} at byte {exc.start}); "
-                    "convert it or pass --encoding (e.g. gb18030)",
+                    f"not {encoding} text ({where}); convert it or pass --encoding (e.g. gb18030)",
                 )
             ],
             sha,

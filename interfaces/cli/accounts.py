@@ -45,8 +45,9 @@ def import_(
         fail(f"FILE: {file} does not exist or is not a file", ExitCode.BAD_INPUT)
     try:
         "".encode(encoding)
-    except LookupError:
-        fail(f"--encoding: unknown encoding {encoding!r}", ExitCode.BAD_INPUT)
+        b"".decode(encoding)
+    except (LookupError, UnicodeError, ValueError):  # "undefined" raises UnicodeError
+        fail(f"--encoding: unknown text encoding {encoding!r}", ExitCode.BAD_INPUT)
     engine = open_store(st)
     progress = Progress(
         TextColumn("importing {task.description}"),

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DataError, OperationalError, SQLAlchemyError
 
 from base.clock import Clock, SystemClock
 from base.errors import MeterctlError
@@ -112,6 +112,8 @@ def store_errors(st: CliState, engine: Engine | None = None) -> Iterator[None]:
     except OperationalError as exc:
         first = str(exc.orig if exc.orig is not None else exc).splitlines()[0]
         fail(f"database error: {first}", ExitCode.UNEXPECTED)
+    except (OverflowError, DataError):  # an id or number beyond what the database holds
+        fail("a number given is out of the range the database holds", ExitCode.BAD_INPUT)
 
 
 db_app = typer.Typer(help="Create or upgrade the database schema (admin).", no_args_is_help=True)
