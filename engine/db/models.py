@@ -331,6 +331,16 @@ class AuditCheckpoint(SQLModel, table=True):
     signature: str = Field(max_length=128)
 
 
+class HookReplay(SQLModel, table=True):
+    """A signature (its SHA-256) accepted by a signed endpoint; shared by serve processes."""
+
+    __tablename__ = "hook_replays"
+    __table_args__ = (Index("ix_hook_replays_expires_at", "expires_at"),)
+
+    digest: str = Field(primary_key=True, max_length=64)
+    expires_at: datetime
+
+
 def table_of(model: type[SQLModel]) -> Table:
     """The Core ``Table`` of a table model (typed, for Core statements and bulk work)."""
     found = getattr(model, "__table__", None)
@@ -352,3 +362,4 @@ TIMERS = table_of(Timer)
 AUDIT = table_of(AuditRecord)
 AUDIT_HEADS = table_of(AuditHead)
 AUDIT_CHECKPOINTS = table_of(AuditCheckpoint)
+HOOK_REPLAYS = table_of(HookReplay)

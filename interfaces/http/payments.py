@@ -35,10 +35,11 @@ from engine.config import Config, read_secret
 from engine.money import AmountError
 from engine.payments import PaymentResult, parse_amount, record_payment
 from engine.store.errors import UnknownAccount
+from interfaces.http.replays import SharedReplayGuard
 from interfaces.http.signature import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    ReplayGuard,
+    SignatureMemory,
     SignatureRefused,
     verify,
 )
@@ -48,6 +49,7 @@ log = structlog.get_logger("engine.hooks")
 PATH = "/payments"
 MAX_BODY = 64 * 1024  # a payment is a few hundred bytes
 BODY_TIMEOUT_S = 10.0  # a body that never arrives must not hold a connection (and a task) open
+LINGER_S = 1.0  # after an answer, how long an unread body is still drained (aiohttp: 10 s)
 SIGNED = web.RequestKey("meterctl.signed", bool)  # set once the call's signature was accepted
 INTERNAL_ERROR = "internal error: the call could not be handled (logged); retry, signed anew"
 NOT_SIGNED = "call refused: it was not accepted as signed"
@@ -122,7 +124,8 @@ class PaymentHook:
         self.clock = clock or SystemClock()
         self.on_payment = on_payment
         self.max_skew_s = float(config.hooks.max_clock_skew_s)
-        self.guard = ReplayGuard(self.max_skew_s)
+        # Shared by every serve process (a replay sent to another one is refused too).
+        self.guard: SignatureMemory = SharedReplayGuard(engine, self.max_skew_s)
 
     def __repr__(self) -> str:  # never show the key
         return f"PaymentHook(key={'set' if self._key else 'unset'})"
@@ -142,7 +145,8 @@ class PaymentHook:
             return body_or_error
         body = body_or_error
         try:
-            verify(
+            await asyncio.to_thread(  # the replay memory is a database write
+                verify,
                 self._key,
                 request.headers.get(TIMESTAMP_HEADER),
                 request.headers.get(SIGNATURE_HEADER),
@@ -154,6 +158,9 @@ class PaymentHook:
         except SignatureRefused as exc:
             await self._refused(peer, exc.reason)
             return _error(401, exc.reason)
+        except SQLAlchemyError as exc:  # the replay memory could not be written
+            log.error("hook.database_error", error=type(exc).__name__)
+            return _error(503, "the database is unavailable; retry, signed anew")
         request[SIGNED] = True
         try:
             account, amount, ref = parse_payment(body, self.config)
@@ -222,7 +229,9 @@ async def read_body(request: web.Request) -> bytes | web.Response:
     except web.HTTPRequestEntityTooLarge:
         return _error(413, f"the body is larger than {MAX_BODY} bytes", "body")
     except TimeoutError:
-        return _error(408, f"the body did not arrive within {BODY_TIMEOUT_S:g} s", "body")
+        answer = _error(408, f"the body did not arrive within {BODY_TIMEOUT_S:g} s", "body")
+        answer.force_close()  # the connection is not waited on any longer
+        return answer
 
 
 @web.middleware
@@ -267,7 +276,13 @@ def parse_listen(text: str, option: str = "[hooks] listen") -> tuple[str, int]:
 
 async def start_hook(hook: PaymentHook, host: str, port: int) -> tuple[web.AppRunner, str]:
     """Serve ``hook`` on ``host:port`` (0 = any free port); returns the runner and its URL."""
-    runner = web.AppRunner(hook.app(), access_log=None, handle_signals=False, shutdown_timeout=10.0)
+    runner = web.AppRunner(
+        hook.app(),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=10.0,
+        lingering_time=LINGER_S,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:

@@ -4,10 +4,9 @@ The billing system signs the timestamp (``X-Meterctl-Timestamp``, unix seconds) 
 the exact raw body, so neither can be changed, and a call is accepted only within
 ``[hooks] max_clock_skew_s`` of the engine's clock. A signature seen before (within that same
 window) is a replay and refused; older ones need not be remembered, because the timestamp
-check refuses them anyway. The memory of seen signatures lives in the serving process: with
-several ``serve`` processes behind one address, a replay sent to another process passes this
-check but still changes nothing, since payments are idempotent by their ``ref``
-(docs/operations.md).
+check refuses them anyway. ``serve`` remembers them in the database
+(:class:`interfaces.http.replays.SharedReplayGuard`), so a replay sent to another ``serve``
+process behind the same address is refused too; :class:`ReplayGuard` is the in-process memory.
 
 Nothing here logs or returns the key or a signature.
 """
@@ -18,6 +17,7 @@ import hashlib
 import hmac
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
 TIMESTAMP_HEADER = "X-Meterctl-Timestamp"
 SIGNATURE_HEADER = "X-Meterctl-Signature"
@@ -78,6 +78,20 @@ class ReplayGuard:
     def remember(self, digest: str, timestamp: float) -> None:
         self._seen[digest] = timestamp
 
+    def claim(self, digest: str, timestamp: float, now: float) -> bool:
+        """True the first time ``digest`` is seen within the window (and remember it)."""
+        if self.seen(digest, now):
+            return False
+        self.remember(digest, timestamp)
+        return True
+
+
+class SignatureMemory(Protocol):
+    """Where accepted signatures are remembered: this process (:class:`ReplayGuard`) or the
+    database shared by every serve process (:class:`interfaces.http.replays.SharedReplayGuard`)."""
+
+    def claim(self, digest: str, timestamp: float, now: float) -> bool: ...
+
 
 def check_headers(timestamp: str | None, signature: str | None) -> tuple[int, str]:
     """Validate the two signature headers' *form*, before any arithmetic or HMAC: pure.
@@ -117,7 +131,7 @@ def verify(
     *,
     now: float,
     max_skew_s: float,
-    guard: ReplayGuard,
+    guard: SignatureMemory,
 ) -> None:
     """Accept a signed call or raise :class:`SignatureRefused` naming the problem.
 
@@ -136,6 +150,5 @@ def verify(
     if not hmac.compare_digest(given.encode("ascii"), expected.encode("ascii")):
         raise SignatureRefused(f"bad signature in header {SIGNATURE_HEADER}")
     digest = hashlib.sha256(expected.encode("ascii")).hexdigest()  # never keep the signature
-    if guard.seen(digest, now):
+    if not guard.claim(digest, float(timestamp), now):
         raise SignatureRefused("replayed call: this signature was already accepted")
-    guard.remember(digest, float(timestamp))

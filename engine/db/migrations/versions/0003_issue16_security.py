@@ -1,4 +1,5 @@
-"""Security hardening (issue 16): signed audit checkpoints; one meter per (link, address).
+"""Security hardening (issue 16): signed audit checkpoints; one meter per (link, address);
+the signed endpoints' replay memory, shared by serve processes.
 
 Revision ID: 0003_issue16
 Revises: 0002
@@ -18,6 +19,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _STR = sqlmodel.sql.sqltypes.AutoString
+_TS = sqlmodel.sql.sqltypes.UTCDateTime
 # Unique among the meters bound to an account: a meter the billing system dropped (replaced
 # by a new one at the same address) keeps its row for the history but is never commanded.
 _BOUND = sa.text("account_no IS NOT NULL")
@@ -34,6 +36,13 @@ def upgrade() -> None:
         sa.Column("signature", _STR(length=128), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
+    op.create_table(
+        "hook_replays",
+        sa.Column("digest", _STR(length=64), nullable=False),
+        sa.Column("expires_at", _TS(), nullable=False),
+        sa.PrimaryKeyConstraint("digest"),
+    )
+    op.create_index("ix_hook_replays_expires_at", "hook_replays", ["expires_at"])
     shared = (
         op.get_bind()
         .execute(
@@ -65,4 +74,5 @@ def downgrade() -> None:
     with op.batch_alter_table("meters", schema=None) as batch_op:
         batch_op.drop_index("ix_meters_link_address")
         batch_op.create_index("ix_meters_link_address", ["link", "address"], unique=False)
+    op.drop_table("hook_replays")
     op.drop_table("audit_checkpoints")
