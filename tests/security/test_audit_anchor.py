@@ -228,3 +228,38 @@ def test_a_world_writable_anchor_or_readable_key_is_warned_about(run: Run, tmp_p
     stderr = run("status").stderr
     assert "can be written by other users" in stderr
     assert "meterctl-audit.key holds a secret and other users can read it" in stderr
+
+
+async def test_serve_signs_a_checkpoint_when_the_trail_moved(tmp_path: Path) -> None:
+    import asyncio
+
+    from engine.config import parse_config
+    from engine.db import init_db, transaction
+    from engine.dispatch.identity import new_worker_id
+    from interfaces.server import EngineServer
+
+    source = tmp_path / "serve.toml"
+    config = parse_config(
+        f'[database]\nurl = "sqlite:///{tmp_path / "s.db"}"\n[audit]\ncheckpoint_interval_s = 1\n',
+        source=source,
+    )
+    audit_anchor.ensure_installation_keys(config)
+    engine = make_engine(config.database.url, audit_key=audit.key_from_config(config))
+    init_db(engine)
+    with transaction(engine) as session:
+        audit.append(session, "t", "test.event", "x")
+    server = EngineServer(engine, config, worker_id=new_worker_id(), heartbeat_s=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(server.run(stop))
+    anchor = tmp_path / "meterctl-audit.anchor"
+    try:
+        for _ in range(100):
+            if anchor.exists():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+        engine.dispose()
+    found = audit_anchor.read_anchor(anchor)
+    assert found is not None and [c.seq for c in found[0]] == [1]
