@@ -45,6 +45,7 @@ from engine.db.database import (
     transaction,
 )
 from engine.db.models import AUDIT, AUDIT_HEADS, AUDIT_TABLE, AuditHead
+from engine.logging import scrub_text
 
 log = logging.getLogger("engine.audit")
 
@@ -207,7 +208,9 @@ def append(
     appends four records in two transactions.
     """
     when = (at or datetime.now(UTC)).astimezone(UTC)
-    body_payload = canonical_json(scrub(dict(payload or {})))
+    # Secret-looking keys become ***, and any loaded secret value quoted in a text (an error
+    # message) too (engine.logging.register_secret).
+    body_payload = scrub_text(canonical_json(scrub(dict(payload or {}))))
     chain_key = _session_key(session, key)
     current = innermost_transaction(session)
     tail = _known_tail(session, current)

@@ -32,6 +32,7 @@ from base.clock import Clock, SystemClock
 from base.errors import InputError
 from engine import audit
 from engine.config import Config, read_secret
+from engine.logging import scrub_text
 from engine.money import AmountError
 from engine.payments import PaymentResult, parse_amount, record_payment
 from engine.store.errors import UnknownAccount
@@ -259,7 +260,7 @@ async def no_traceback(
 
 
 def _error(status: int, message: str, field: str | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": message}
+    body: dict[str, Any] = {"error": scrub_text(message)}  # never a loaded secret
     if field is not None:
         body["field"] = field
     return web.json_response(body, status=status)

@@ -275,3 +275,25 @@ async def test_absurd_unsigned_calls_get_401_and_leak_nothing(
     assert "hook.refused" in logs and "hook.internal_error" not in logs
     for text in (logs, "".join(served.bodies), _audit_text(served.engine)):
         assert_no_secret(text)
+
+
+def test_an_audit_payload_quoting_a_secret_value_is_scrubbed(config: Config) -> None:
+    from engine import audit
+    from engine.db import transaction
+
+    payment_key(config)  # loaded as serve loads it: registered
+    engine = make_engine(config.database.url, audit_key=AUDIT_KEY)
+    init_db(engine)
+    try:
+        with transaction(engine) as session:
+            audit.append(
+                session,
+                "t",
+                "dispatch.failed",
+                "A1",
+                {"error": f"gateway said: bad key {HOOK_KEY}", "hook": {"detail": AUDIT_KEY}},
+            )
+        assert_no_secret(_audit_text(engine))
+        assert audit.verify(engine).ok  # scrubbed before hashing: the chain holds
+    finally:
+        engine.dispose()
