@@ -41,7 +41,11 @@ def import_(
     """
     st = state(ctx)
     require_role(st, Role.OPERATOR, "accounts import")
-    if not file.is_file():
+    try:
+        is_file = file.is_file()
+    except OSError as exc:  # a name too long for the file system, ...
+        fail(f"FILE: cannot use that path: {exc.strerror}", ExitCode.BAD_INPUT)
+    if not is_file:
         fail(f"FILE: {file} does not exist or is not a file", ExitCode.BAD_INPUT)
     try:
         "".encode(encoding)

@@ -113,7 +113,12 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
         window_hours: Annotated[
             float,
-            typer.Option("--window-hours", min=0.1, help="Look-back for failing buses (hours)."),
+            typer.Option(
+                "--window-hours",
+                min=0.1,
+                max=87_600,
+                help="Look-back for failing buses (hours).",
+            ),
         ] = 24.0,
         min_failures: Annotated[
             int,

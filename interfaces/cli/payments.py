@@ -117,7 +117,9 @@ def record(
     ] = False,
     timeout: Annotated[
         float,
-        typer.Option("--timeout", metavar="SECONDS", help="How long to wait for the meter."),
+        typer.Option(
+            "--timeout", metavar="SECONDS", max=86_400, help="How long to wait for the meter."
+        ),
     ] = 300.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:

@@ -126,11 +126,16 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--watch", help="Keep a live view, refreshed until Ctrl-C.")
         ] = False,
         interval: Annotated[
-            float, typer.Option("--interval", min=0.1, help="Seconds between refreshes (--watch).")
+            float,
+            typer.Option(
+                "--interval", min=0.1, max=86_400, help="Seconds between refreshes (--watch)."
+            ),
         ] = 5.0,
         window_hours: Annotated[
             float,
-            typer.Option("--window-hours", min=0.1, help="Look-back for bus failures (hours)."),
+            typer.Option(
+                "--window-hours", min=0.1, max=87_600, help="Look-back for bus failures (hours)."
+            ),
         ] = 24.0,
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
         refreshes: Annotated[
