@@ -32,6 +32,7 @@ from engine.db.models import FIELD_ORDERS, SWITCH_ORDERS
 from engine.dispatch.dispatcher import Dispatcher
 from engine.dispatch.identity import new_worker_id
 from engine.dispatch.leases import register_node, server_running, unregister_node
+from engine.identifiers import confusable_problem
 from engine.orders_states import ReconnectState
 from engine.payments import PaymentResult, parse_amount, record_payment
 from engine.roles import Role
@@ -128,6 +129,9 @@ def record(
     require_role(st, Role.OPERATOR, "payments record")
     if timeout <= 0:
         fail(f"--timeout: {timeout} must be a positive number of seconds", ExitCode.BAD_INPUT)
+    look_alike = confusable_problem(account.strip(), "ACCOUNT: account number")
+    if look_alike:
+        fail(look_alike, ExitCode.BAD_INPUT)
     try:
         amount: Decimal = parse_amount(amount_text, st.config)
     except InputError as exc:

@@ -32,6 +32,7 @@ from base.clock import Clock, SystemClock
 from base.errors import InputError
 from engine import audit
 from engine.config import Config, read_secret
+from engine.identifiers import confusable_problem
 from engine.logging import scrub_text
 from engine.money import AmountError
 from engine.payments import PaymentResult, parse_amount, record_payment
@@ -92,6 +93,9 @@ def parse_payment(body: bytes, config: Config | None = None) -> tuple[str, Decim
         return value.strip()
 
     account, ref = text("account"), text("ref")
+    look_alike = confusable_problem(account, "field 'account':")
+    if look_alike:
+        raise BadField("account", look_alike)
     raw = data.get("amount")
     if isinstance(raw, bool) or not isinstance(raw, str | int | Decimal):
         raise BadField("amount", "field 'amount' must be a number of yuan, e.g. \"12.50\"")

@@ -320,3 +320,17 @@ def test_every_option_of_every_command_takes_absurd_values(site: Site) -> None:
                 if result.exit_code not in ALLOWED or "Traceback" in output:
                     failures.append((name, [a[:20] for a in args], result.exit_code, output[-200:]))
     assert failures == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["simulate", "--meters", "1", "--duration", "1e309"],
+        ["simulate", "--meters", "1", "--time-scale", "-1"],
+        ["demo", "--time-scale", "inf"],
+    ],
+)
+def test_long_running_commands_check_their_numbers_first(site: Site, args: list[str]) -> None:
+    result = site.run(*args)
+    assert_a_sentence(result, args)
+    assert result.exit_code == 2

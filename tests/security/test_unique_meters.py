@@ -163,3 +163,17 @@ def test_look_alike_account_and_meter_numbers_are_refused_on_import(
         (4, "meter_no"),
     ]
     assert "'A001'" in caught.value.problems[0].message
+
+
+def test_payments_record_refuses_a_look_alike_account(cli: Cli) -> None:
+    assert cli("ada", "db", "init").exit_code == 0
+    result = cli("olga", "payments", "record", "Ａ1", "5", "--ref", "R", "--no-wait")
+    assert result.exit_code == 2 and "'A1'" in result.stderr
+
+
+def test_the_hook_refuses_a_look_alike_account() -> None:
+    from interfaces.http.payments import BadField, parse_payment
+
+    with pytest.raises(BadField) as caught:
+        parse_payment('{"account": "A\u200b1", "amount": "5", "ref": "r"}'.encode())
+    assert caught.value.field == "account" and "U+200B" in str(caught.value)
