@@ -191,6 +191,40 @@ def reconnect_block(f: dict[str, Any], m: dict[str, Any]) -> str:
     return _block("reconnect", [command("reconnect.py")], body, m)
 
 
+def survey_block(f: dict[str, Any], m: dict[str, Any]) -> str:
+    body = [
+        "| figure | this run |",
+        "|---|---|",
+        f"| meters / buses / baud | {f['meters']} / {f['buses']} / {f['baud']} |",
+        f"| reads per meter | {f['reads_per_meter']} ({f['frames_on_buses']} frames on the buses) |",
+        f"| wall time | {f['wall_s']} s |",
+        f"| bus limit (busiest bus's wire time + reply delays) | {f['bus_limit_s']} s |",
+        f"| ratio (goal <= {f['goal_ratio']}) | **{f['ratio']}**: "
+        f"{'met' if f['within_goal'] else 'NOT met'} |",
+        f"| engine CPU per meter | {f['engine_cpu_ms_per_meter']} ms |",
+        f"| results | {_counts(f['statuses'])} |",
+    ]
+    return _block("survey", [command("survey.py")], body, m)
+
+
+def api_block(f: dict[str, Any], m: dict[str, Any]) -> str:
+    latency = f["callback_latency_s"]
+    body = [
+        "| figure | this run |",
+        "|---|---|",
+        f"| devices in one message / meters / buses | {f['devices']} / {f['meters']} / "
+        f"{f['buses']} ({f['db']}) |",
+        f"| synchronous reply (goal < 1 s) | **{f['reply_s']} s** ({f['reply_result']}) |",
+        f"| post to the last device event / bus limit of this run | {f['last_callback_s']} s / "
+        f"{f['bus_limit_s']} s: ratio **{f['ratio']}** (goal <= 1.2) |",
+        f"| verification to callback, p50 / p99 / max (goal p99 < 1 s) | {latency['p50']} / "
+        f"**{latency['p99']}** / {latency['max']} s |",
+        f"| events / callback posts / bad signatures | {_counts(f['event_statuses'])} / "
+        f"{f['callback_posts']} / {f['bad_signatures']} |",
+    ]
+    return _block("api", [command("api.py")], body, m)
+
+
 # -- writing docs/performance.md ---------------------------------------------------------------
 
 SECTIONS = {  # block name -> the heading of the section it belongs to
@@ -199,6 +233,8 @@ SECTIONS = {  # block name -> the heading of the section it belongs to
     "plan": "## Planning a county",
     "dispatch": "## Dispatch against the bus limit (and scale-out on PostgreSQL)",
     "reconnect": "## Reconnection latency",
+    "survey": "## Read-only survey against the bus limit",
+    "api": "## Integration API (EndDeviceControls to callbacks)",
 }
 
 
@@ -268,6 +304,14 @@ def main() -> None:
         extra = ("--meters", "200", "--buses", "10", "--payments", "10") if quick else ()
         figures["reconnect"] = run("reconnect.py", *extra)
         blocks["reconnect"] = reconnect_block(figures["reconnect"], m)
+    if wanted("survey"):
+        extra = ("--meters", "200", "--buses", "10") if quick else ()
+        figures["survey"] = run("survey.py", *extra)
+        blocks["survey"] = survey_block(figures["survey"], m)
+    if wanted("api"):
+        extra = ("--meters", "200", "--buses", "10", "--devices", "1000") if quick else ()
+        figures["api"] = run("api.py", *extra)
+        blocks["api"] = api_block(figures["api"], m)
     if blocks and not args.no_write and not quick:
         write_doc(blocks)
         log(f"wrote {len(blocks)} section(s) of {DOC.relative_to(ROOT)}")

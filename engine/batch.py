@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from itertools import islice
 
 from sqlalchemy import Engine, insert, select
+from sqlmodel import Session
 
 from engine import audit
 from engine.config import Config
@@ -57,116 +58,143 @@ def create_orders(
 ) -> CreatedOrders:
     """Create orders for the decisions that allow (or schedule) a disconnection."""
     created = CreatedOrders(batch_id)
-    warn = timedelta(minutes=config.policy.important_warning_minutes)
     for chunk in _chunks(
         (d for d in decisions if d.outcome in (Outcome.DISCONNECT, Outcome.SCHEDULE)), CHUNK
     ):
         with transaction(engine) as session:
-            numbers = [d.account_no for d in chunk]
-            # Lock the accounts first (PostgreSQL; SQLite's BEGIN IMMEDIATE already
-            # serialises): two engine processes planning at once must not both see "no open
-            # order" and each create one.
-            accounts = lock_rows(session, ACCOUNTS.c.account_no, numbers)
-            open_orders = set(
-                session.execute(
-                    select(SWITCH_ORDERS.c.account_no).where(
-                        SWITCH_ORDERS.c.account_no.in_(numbers),
-                        SWITCH_ORDERS.c.kind == OrderKind.DISCONNECT.value,
-                        SWITCH_ORDERS.c.terminal.is_(False),
-                    )
-                ).scalars()
+            create_orders_in(
+                session, chunk, created, actor=actor, now=now, config=config, notifier=notifier
             )
-            # Read after the open orders: an order of another process that was verified
-            # meanwhile left its meter open in the same transaction, so one of the two reads
-            # sees it (open order, or relay open) and no second trip is ordered.
-            meters = {
-                r.meter_no: r
-                for r in session.execute(
-                    select(METERS.c.meter_no, METERS.c.id, METERS.c.relay_state).where(
-                        METERS.c.meter_no.in_([a.meter_no for a in accounts.values() if a.meter_no])
-                    )
-                )
-            }
-            for decision in chunk:
-                number = decision.account_no
-                account = accounts.get(number)
-                if number in open_orders or account is None:
-                    created.already_open.append(number)
-                    continue
-                meter = meters.get(account.meter_no)
-                if meter is not None and meter.relay_state in ("open", "armed"):
-                    created.already_disconnected.append(number)
-                    continue
-                codes = [r.code for r in decision.reasons]
-                scheduled = decision.outcome is Outcome.SCHEDULE
-                if scheduled and TIMELINE_CODE not in codes:
-                    created.already_open.append(number)  # its timeline is running
-                    continue
-                notice_time = now + warn if scheduled else None
-                recipients = [account.phone, *config.notify.important_copy_to] if scheduled else []
-                order = SwitchOrder(
-                    kind=OrderKind.DISCONNECT.value,
-                    account_no=number,
-                    meter_id=meter.id if meter is not None else None,
-                    state=(DisconnectState.PLANNED if scheduled else DisconnectState.READY).value,
-                    reasons=codes,
-                    batch_id=batch_id,
-                    requested_by=actor,
-                    created_at=now,
-                    updated_at=now,
-                    notice_time=notice_time,
-                    recipients=[r for r in recipients if r],
-                )
-                session.add(order)
-                session.flush()
-                assert order.id is not None
-                audit.append(
-                    session,
-                    actor,
-                    "order.created",
-                    number,
-                    {
-                        "order_id": order.id,
-                        "kind": order.kind,
-                        "state": order.state,
-                        "batch_id": batch_id,
-                        "reasons": codes,
-                    },
-                    at=now,
-                )
-                if scheduled and notice_time is not None:
-                    session.execute(
-                        insert(TIMERS),
-                        [
-                            {
-                                "kind": kind,
-                                "order_id": order.id,
-                                "account_no": number,
-                                "due_at": due,
-                                "payload": {},
-                            }
-                            for kind, due in (
-                                ("important_warn", notice_time - warn),
-                                ("important_instruct", notice_time),
-                                ("important_execute", notice_time + warn),
-                            )
-                        ],
-                    )
-                    notifier.notify(
-                        session,
-                        kind="important_scheduled",
-                        message=(
-                            f"important customer {number}: disconnection for arrears scheduled; "
-                            f"warning at T-{warn.seconds // 60} min, formal instruction at T "
-                            f"({notice_time.astimezone(config.site.tz):%Y-%m-%d %H:%M}), "
-                            f"execution {warn.seconds // 60} min after"
-                        ),
-                        now=now,
-                        account_no=number,
-                        order_id=order.id,
-                        recipients=tuple(order.recipients),
-                    )
-                    created.scheduled.append(order.id)
-                else:
-                    created.ready.append(order.id)
     return created
+
+
+def create_orders_in(
+    session: Session,
+    decisions: list[Decision],
+    created: CreatedOrders,
+    *,
+    actor: str,
+    now: datetime,
+    config: Config,
+    notifier: Notifier,
+) -> None:
+    """Create the orders of ``decisions`` (all allowing or scheduling a disconnection) in
+    ``session``'s transaction, adding them to ``created`` (whose ``batch_id`` they get).
+
+    The integration API calls this inside the transaction that records which request the
+    orders serve, so the two commit together.
+    """
+    batch_id = created.batch_id
+    warn = timedelta(minutes=config.policy.important_warning_minutes)
+    # [dispatch] alarm_before_minutes: ordinary disconnections wait that long after the
+    # meter's pre-trip alarm (2AH, sent by serve's tick: engine/scheduler/signals.py).
+    alarm_before = timedelta(minutes=config.dispatch.alarm_before_minutes)
+    chunk = decisions
+    numbers = [d.account_no for d in chunk]
+    # Lock the accounts first (PostgreSQL; SQLite's BEGIN IMMEDIATE already
+    # serialises): two engine processes planning at once must not both see "no open
+    # order" and each create one.
+    accounts = lock_rows(session, ACCOUNTS.c.account_no, numbers)
+    open_orders = set(
+        session.execute(
+            select(SWITCH_ORDERS.c.account_no).where(
+                SWITCH_ORDERS.c.account_no.in_(numbers),
+                SWITCH_ORDERS.c.kind == OrderKind.DISCONNECT.value,
+                SWITCH_ORDERS.c.terminal.is_(False),
+            )
+        ).scalars()
+    )
+    # Read after the open orders: an order of another process that was verified
+    # meanwhile left its meter open in the same transaction, so one of the two reads
+    # sees it (open order, or relay open) and no second trip is ordered.
+    meters = {
+        r.meter_no: r
+        for r in session.execute(
+            select(METERS.c.meter_no, METERS.c.id, METERS.c.relay_state).where(
+                METERS.c.meter_no.in_([a.meter_no for a in accounts.values() if a.meter_no])
+            )
+        )
+    }
+    for decision in chunk:
+        number = decision.account_no
+        account = accounts.get(number)
+        if number in open_orders or account is None:
+            created.already_open.append(number)
+            continue
+        meter = meters.get(account.meter_no)
+        if meter is not None and meter.relay_state in ("open", "armed"):
+            created.already_disconnected.append(number)
+            continue
+        codes = [r.code for r in decision.reasons]
+        scheduled = decision.outcome is Outcome.SCHEDULE
+        if scheduled and TIMELINE_CODE not in codes:
+            created.already_open.append(number)  # its timeline is running
+            continue
+        notice_time = now + warn if scheduled else None
+        recipients = [account.phone, *config.notify.important_copy_to] if scheduled else []
+        order = SwitchOrder(
+            kind=OrderKind.DISCONNECT.value,
+            account_no=number,
+            meter_id=meter.id if meter is not None else None,
+            state=(DisconnectState.PLANNED if scheduled else DisconnectState.READY).value,
+            reasons=codes,
+            batch_id=batch_id,
+            requested_by=actor,
+            created_at=now,
+            updated_at=now,
+            notice_time=notice_time,
+            recipients=[r for r in recipients if r],
+            not_before=now + alarm_before if alarm_before and not scheduled else None,
+        )
+        session.add(order)
+        session.flush()
+        assert order.id is not None
+        audit.append(
+            session,
+            actor,
+            "order.created",
+            number,
+            {
+                "order_id": order.id,
+                "kind": order.kind,
+                "state": order.state,
+                "batch_id": batch_id,
+                "reasons": codes,
+            },
+            at=now,
+        )
+        if scheduled and notice_time is not None:
+            session.execute(
+                insert(TIMERS),
+                [
+                    {
+                        "kind": kind,
+                        "order_id": order.id,
+                        "account_no": number,
+                        "due_at": due,
+                        "payload": {},
+                    }
+                    for kind, due in (
+                        ("important_warn", notice_time - warn),
+                        ("important_instruct", notice_time),
+                        ("important_execute", notice_time + warn),
+                    )
+                ],
+            )
+            notifier.notify(
+                session,
+                kind="important_scheduled",
+                message=(
+                    f"important customer {number}: disconnection for arrears scheduled; "
+                    f"warning at T-{warn.seconds // 60} min, formal instruction at T "
+                    f"({notice_time.astimezone(config.site.tz):%Y-%m-%d %H:%M}), "
+                    f"execution {warn.seconds // 60} min after"
+                ),
+                now=now,
+                account_no=number,
+                order_id=order.id,
+                recipients=tuple(order.recipients),
+            )
+            created.scheduled.append(order.id)
+        else:
+            created.ready.append(order.id)

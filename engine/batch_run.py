@@ -60,7 +60,7 @@ def select_batch(
     plan = plan_batch(load_cases(engine, station, now=now), settings, now)
     eligible = [d for d in plan.decisions if d.outcome in (Outcome.DISCONNECT, Outcome.SCHEDULE)]
     # A meter already verified open needs no second trip (a re-run after a crash, a second batch).
-    open_now = _accounts_with_open_relay(engine, [d.account_no for d in eligible])
+    open_now = accounts_with_open_relay(engine, [d.account_no for d in eligible])
     eligible = [d for d in eligible if d.account_no not in open_now]
     chosen = eligible if limit is None else eligible[:limit]
     return BatchSelection(
@@ -68,7 +68,7 @@ def select_batch(
     )
 
 
-def _accounts_with_open_relay(engine: Engine, accounts: list[str]) -> set[str]:
+def accounts_with_open_relay(engine: Engine, accounts: list[str]) -> set[str]:
     found: set[str] = set()
     with read_session(engine) as session:
         for start in range(0, len(accounts), 1000):

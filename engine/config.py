@@ -120,6 +120,30 @@ class PaymentsConfig:
 
 
 @dataclass(frozen=True)
+class ApiClientConfig:
+    """One client system of the integration API (``[api.clients.NAME]``)."""
+
+    key: str = ""  # its HMAC-SHA256 key (requests and callbacks are signed with it)
+    key_file: str = ""  # or read the key from this file (wins over key)
+    role: str = "operator"  # viewer (reads only), operator or supervisor
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The IEC 61968-9 integration API served by ``meterctl serve`` (docs/integration.md)."""
+
+    clients: dict[str, ApiClientConfig] = field(default_factory=dict)
+    max_devices: int = 10_000  # devices in one message; more is refused (413)
+    callback_retry_hours: float = 24.0  # a callback not acknowledged by then is given up
+    callback_backoff_s: float = 1.0  # first retry delay, doubled each time
+    callback_max_backoff_s: float = 300.0
+    callback_timeout_s: float = 10.0
+
+
+API_ROLES = ("viewer", "operator", "supervisor")
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
     json: bool = True
@@ -139,6 +163,9 @@ class DispatchConfig:
     reconnect_deadline_minutes: int = 120  # after payment; then escalated
     armed_poll_minutes: int = 5  # how often an armed (1BH) meter is read for the button press
     lease_s: int = 60  # a bus or order held by a silent process is free after this
+    # Pre-trip alarm (2AH) at the meter this many minutes before an ordinary disconnection
+    # is due (0: off). Important customers always get it at their T-15 warning.
+    alarm_before_minutes: int = 0
 
 
 @dataclass(frozen=True)
@@ -168,6 +195,7 @@ class Config:
     roles: RolesConfig = field(default_factory=RolesConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -221,6 +249,16 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
 
 def _coerce_value(key: str, tp: Any, value: Any) -> Any:
     origin = typing.get_origin(tp)
+    if origin is dict:  # a table of named tables, e.g. [api.clients.NAME]
+        _key_type, inner = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key}: expected a table, got {value!r}")
+        built: dict[str, Any] = {}
+        for name, item in value.items():
+            if not isinstance(item, dict):
+                raise ConfigError(f"config key {key}.{name}: expected a table, got {item!r}")
+            built[name] = _build(inner, item, f"{key}.{name}.")
+        return built
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -317,6 +355,26 @@ def _validate(config: Config) -> None:
             f"config key database.url: {url.split('://')[0]!r} is not supported "
             "(use sqlite:///file.db or postgresql://...)"
         )
+    _validate_api(config)
+
+
+def _validate_api(config: Config) -> None:
+    api = config.api
+    if not 1 <= api.max_devices <= 100_000:
+        raise ConfigError("config key api.max_devices: must be between 1 and 100000")
+    for key in ("callback_retry_hours", "callback_backoff_s", "callback_max_backoff_s"):
+        if getattr(api, key) <= 0:
+            raise ConfigError(f"config key api.{key}: must be positive")
+    for name, client in api.clients.items():
+        if client.role not in API_ROLES:
+            raise ConfigError(
+                f"config key api.clients.{name}.role: {client.role!r} is not one of "
+                f"{', '.join(API_ROLES)}"
+            )
+        if not client.key and not client.key_file:
+            raise ConfigError(
+                f"config key api.clients.{name}.key: a client needs a key or key_file"
+            )
 
 
 # (key, smallest, largest): numbers where a negative, zero or absurd value would silently
@@ -376,7 +434,13 @@ def parse_config(text: str, source: Path | None = None) -> Config:
     _validate(config)
     from engine.logging import register_secret
 
-    for inline_secret in (config.hooks.payment_key, config.audit.key, config.dlt645.password):
+    api_keys = [client.key for client in config.api.clients.values()]
+    for inline_secret in (
+        config.hooks.payment_key,
+        config.audit.key,
+        config.dlt645.password,
+        *api_keys,
+    ):
         register_secret(inline_secret)  # never in a log line from now on
     return config
 

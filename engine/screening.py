@@ -17,7 +17,14 @@ the twice-daily "停电不欠费" watch. :func:`screen` answers them from the st
     meter now reads closed; a mismatch whose field order a crew has closed is settled;
 (d) ``failing_buses``: per bus/gateway (the meter's link), failed commands (no answer,
     refused, or acknowledged but the relay did not move) and field orders in the recent
-    window, when there are at least ``min_failures``.
+    window, when there are at least ``min_failures``;
+(e) ``protocol_deviations``: meters whose replies departed from the DL/T 645 tables in the
+    recent window (a status word with a trailing byte, FFH fill, an unknown DI...), per meter,
+    identifier and kind: the engine decided on what it could interpret, operators see the
+    vendor's quirk (:mod:`protocols.dlt645.tolerant`);
+(f) ``guarantee_mismatch``: meters whose 保电 state read back from the meter differs from the
+    database (a guarantee with no approved exemption in force, an exemption whose meter never
+    confirmed it).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, and_, func, or_, select
 from sqlmodel import Session
 
 from engine.config import Config
@@ -38,12 +45,14 @@ from engine.db.models import (
     ACCOUNTS,
     COMMAND_ATTEMPTS,
     FIELD_ORDERS,
+    METER_DEVIATIONS,
     METERS,
     SWITCH_ORDERS,
 )
 from engine.orders_states import OrderKind
 from engine.store.accounts import arrears_threshold
 from engine.store.cases import load_cases
+from engine.store.exemptions import guarantee_in_force
 from engine.sweeps import disconnected_but_paid
 from policies import evaluate, settings_from_config
 from policies.facts import Decision, Outcome
@@ -53,6 +62,8 @@ SCREENING_KEYS = (
     "disconnected_not_in_arrears",
     "state_mismatch",
     "failing_buses",
+    "protocol_deviations",
+    "guarantee_mismatch",
 )
 """The lists of :func:`screen`'s document (stable keys)."""
 
@@ -72,12 +83,13 @@ _ACCEPTS = {
     "armed": frozenset({"armed", "closed"}),  # 1BH: armed until the customer presses
 }
 
-_O, _M, _A, _C, _F = (
+_O, _M, _A, _C, _F, _D = (
     SWITCH_ORDERS.c,
     METERS.c,
     ACCOUNTS.c,
     COMMAND_ATTEMPTS.c,
     FIELD_ORDERS.c,
+    METER_DEVIATIONS.c,
 )
 
 
@@ -466,6 +478,83 @@ def failing_buses(
     ]
 
 
+def protocol_deviations(engine: Engine, *, since: datetime) -> list[dict[str, Any]]:
+    """(e) meters whose replies departed from the DL/T 645 tables since ``since``, per meter
+    and kind (the newest detail): a vendor's quirk the engine worked around, visible here."""
+    grouped: dict[tuple[str, str, str], dict[str, Any]] = {}
+    with read_session(engine) as session:
+        rows = session.execute(
+            select(
+                _D.meter_address,
+                _D.meter_id,
+                _D.order_id,
+                _D.source,
+                _D.di,
+                _D.kind,
+                _D.detail,
+                _D.seen_at,
+                _M.meter_no,
+                _M.link,
+                _M.account_no,
+            )
+            .select_from(METER_DEVIATIONS.outerjoin(METERS, _M.id == _D.meter_id))
+            .where(_D.seen_at >= since)
+            .order_by(_D.seen_at, _D.id)
+        ).mappings()
+        for row in rows:
+            key = (row["meter_address"], row["di"], row["kind"])
+            entry = grouped.setdefault(
+                key,
+                {
+                    "meter_address": row["meter_address"],
+                    "meter_no": row["meter_no"],
+                    "account_no": row["account_no"],
+                    "bus": row["link"],
+                    "di": row["di"],
+                    "kind": row["kind"],
+                    "times": 0,
+                },
+            )
+            entry["times"] += 1
+            entry.update(
+                detail=row["detail"],
+                last_seen_at=row["seen_at"],
+                order_id=row["order_id"],
+                source=row["source"],
+            )
+    return sorted(grouped.values(), key=lambda e: (e["meter_address"], e["di"], e["kind"]))
+
+
+def guarantee_mismatch(engine: Engine, now: datetime) -> list[dict[str, Any]]:
+    """Meters whose 保电 read back differs from the database (``exceptions``): a guarantee
+    with no approved exemption in force, or an exemption whose meter never confirmed it."""
+    m = METERS.c
+    wanted = guarantee_in_force(now)
+    query = (
+        select(m.address, m.meter_no, m.account_no, m.link, m.guarantee_state,
+               m.status_checked_at, wanted.label("wanted"))
+        .where(
+            m.protocol == "dlt645-2007",
+            or_(and_(wanted, m.guarantee_state != "on"), and_(~wanted, m.guarantee_state == "on")),
+        )
+        .order_by(m.address)
+    )  # fmt: skip
+    with read_session(engine) as session:
+        return [
+            {
+                "meter_address": row.address,
+                "meter_no": row.meter_no,
+                "account_no": row.account_no,
+                "bus": row.link,
+                "meter_guarantee": row.guarantee_state,
+                "exemption_in_force": bool(row.wanted),
+                "why": "exemption_not_confirmed" if row.wanted else "guarantee_without_exemption",
+                "checked_at": row.status_checked_at,
+            }
+            for row in session.execute(query)
+        ]
+
+
 def screen(
     engine: Engine,
     config: Config,
@@ -473,7 +562,7 @@ def screen(
     now: datetime,
     options: ScreeningOptions | None = None,
 ) -> dict[str, Any]:
-    """All four lists in one document (keys :data:`SCREENING_KEYS`, plus ``at`` and counts)."""
+    """All the lists in one document (keys :data:`SCREENING_KEYS`, plus ``at`` and counts)."""
     options = options or ScreeningOptions()
     lists: dict[str, list[dict[str, Any]]] = {
         "in_arrears_not_disconnected": in_arrears_not_disconnected(engine, config, now=now),
@@ -482,6 +571,8 @@ def screen(
         "failing_buses": failing_buses(
             engine, since=now - options.window, min_failures=options.min_failures
         ),
+        "protocol_deviations": protocol_deviations(engine, since=now - options.window),
+        "guarantee_mismatch": guarantee_mismatch(engine, now),
     }
     return {
         "at": now,

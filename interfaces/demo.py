@@ -5,13 +5,16 @@ buses (real TCP gateways on 127.0.0.1, 2400-baud timing). The story: import the 
 export, a supervisor approves a power-guarantee exemption requested by an operator (four
 eyes), plan the batch (every account with every reason), run it (only the accounts that pass
 every rule are cut, each verified by reading status word 3 back), take a payment through the
-signed HTTP hook, watch the reconnection verified, and verify the audit chain. Every step
+signed HTTP hook, watch the reconnection verified, let the utility's billing system reconnect
+and disconnect through the integration API (callbacks received and verified), and verify the
+audit chain. Every step
 checks what happened against what must happen and stops loudly if it differs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import shutil
 import tempfile
@@ -62,6 +65,11 @@ max_count = 100
 key = "demo-audit-key"
 [hooks]
 payment_key = "demo-hook-key"
+[api.clients.cis]
+key = "demo-cis-key"
+role = "operator"
+[scheduler]
+sweep_times = []  # the demo's short story needs no twice-daily sweep
 [dispatch]
 poll_interval_s = 0.3
 backoff_s = 0.5
@@ -279,7 +287,10 @@ class Demo:
         )
         self.out.print(f"  reconnection verified by read-back {latency:.2f} s after the hook call")
 
-        self.step("7. Verify the audit chain")
+        self.step("7. The utility's billing system (CIS) over the integration API (IEC 61968-9)")
+        self._cis_story()
+
+        self.step("8. Verify the audit chain")
         verification = audit.verify(self.engine)
         _check(verification.ok, f"audit chain broken at record {verification.bad_seq}")
         self.out.print(f"  {verification.records} audit records, hash chain intact")
@@ -412,6 +423,144 @@ class Demo:
             await runner.cleanup()
             await dispatcher.close()
         return answer, replay
+
+    def _cis_story(self) -> None:
+        """A CIS reconnects D-1001 (a payment arrangement), then cuts it and D-1003 again when
+        it lapses; every outcome comes back as a signed callback to the CIS's receiver."""
+        assert self.fleet is not None
+        meter = {a: self.fleet.meter(self.meter_of[a]).meter_no for a in ("D-1001", "D-1003")}
+        events = asyncio.run(
+            self._cis_calls(
+                [
+                    ("cis-0001", "3.31.0.18", [meter["D-1001"]]),
+                    ("cis-0002", "3.31.0.23", [meter["D-1001"], meter["D-1003"]]),
+                ]
+            )
+        )
+        table = Table("message", "control", "meter", "status", "contactor / reason")
+        account = {m: a for a, m in meter.items()}
+        for message_id, event in events:
+            device = event.get("EndDevice", {}).get("mRID")
+            details = event.get("EndDeviceEventDetails") or [{"value": ""}]
+            table.add_row(
+                message_id,
+                event["EndDeviceEventType"]["ref"],
+                f"{device} ({account[device]})" if device else "(summary)",
+                event["status"]["value"],
+                details[0]["value"] or str(event.get("reason", ""))[:70],
+            )
+        self.out.print(table)
+        by = {(m, e.get("EndDevice", {}).get("mRID")): e for m, e in events}
+        reconnected = by[("cis-0001", meter["D-1001"])]
+        _check(
+            reconnected["status"]["value"] == "PROCESSED"
+            and reconnected["EndDeviceEventDetails"][0]["value"] == "Closed",
+            f"the API reconnection of D-1001 did not end closed: {reconnected}",
+        )
+        cut = by[("cis-0002", meter["D-1001"])]
+        _check(
+            cut["EndDeviceEventDetails"][0]["value"] == "Opened",
+            f"the API disconnection of D-1001 did not end open: {cut}",
+        )
+        _check(self.relay("D-1001") is RelayState.OPEN, "D-1001's relay is not open on the meter")
+        refused = by[("cis-0002", meter["D-1003"])]
+        _check(
+            refused["status"]["value"] == "ERROR" and "not_in_arrears" in refused["reason"],
+            f"the paid-up D-1003 was not refused by the arrears rule: {refused}",
+        )
+        _check(self.relay("D-1003") is RelayState.CLOSED, "D-1003 must not be cut")
+        self.out.print(
+            "  every callback signed with the CIS's key and verified by its receiver; "
+            "the paid-up account refused by the same rule as in the batch"
+        )
+
+    async def _cis_calls(
+        self, messages: list[tuple[str, str, list[str]]]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Run ``meterctl serve`` in-process, post each message, collect its callbacks."""
+        import hashlib
+        import hmac
+        import json
+
+        import aiohttp
+        from aiohttp import web
+
+        from interfaces.server import EngineServer
+
+        key = b"demo-cis-key"
+        received: list[tuple[str, dict[str, Any]]] = []
+        summaries: set[str] = set()
+        arrived = asyncio.Event()
+
+        async def receive(request: web.Request) -> web.Response:
+            body = await request.read()
+            stamp = request.headers.get("X-Meterctl-Timestamp", "")
+            mac = hmac.new(key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+            if not hmac.compare_digest(
+                request.headers.get("X-Meterctl-Signature", ""), "sha256=" + mac
+            ):
+                return web.Response(status=401)
+            doc = json.loads(body)
+            message_id = doc["Header"]["RelatesTo"]
+            for event in doc["Payload"]["EndDeviceEvents"]:
+                received.append((message_id, event))
+                if "EndDevice" not in event:
+                    summaries.add(message_id)
+            arrived.set()
+            return web.Response(status=204)
+
+        receiver = web.Application()
+        receiver.router.add_post("/cis/events", receive)
+        runner = web.AppRunner(receiver, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        reply_to = f"http://127.0.0.1:{runner.addresses[0][1]}/cis/events"
+        server = EngineServer(
+            self.engine, self.config, clock=self.clock, listen=("127.0.0.1", 0), actor="engine"
+        )
+        stop = asyncio.Event()
+        serving = asyncio.create_task(server.run(stop))
+        try:
+            while server.hook_url is None:
+                await asyncio.sleep(0.05)
+            url = server.hook_url.rsplit("/", 1)[0] + "/cim/v1/EndDeviceControls"
+            self.out.print(f"  meterctl serve listening; the CIS posts to {url}")
+            async with aiohttp.ClientSession() as http:
+                for message_id, code, meters in messages:
+                    doc = {
+                        "Header": {"Verb": "create", "Noun": "EndDeviceControls",
+                                   "MessageID": message_id, "ReplyAddress": reply_to},
+                        "Payload": {"EndDeviceControls": [
+                            {"mRID": f"{message_id}-1", "EndDeviceControlType": {"ref": code},
+                             "EndDevices": [{"mRID": m} for m in meters]}]},
+                    }  # fmt: skip
+                    body = json.dumps(doc).encode()
+                    stamp = str(int(time.time()))
+                    headers = {
+                        "Content-Type": "application/json",
+                        "X-Meterctl-Client": "cis",
+                        "X-Meterctl-Timestamp": stamp,
+                        "X-Meterctl-Signature": "sha256="
+                        + hmac.new(key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest(),
+                    }
+                    async with http.post(url, data=body, headers=headers) as response:
+                        reply = await response.json()
+                    self.out.print(
+                        f"  {message_id} ({code}): reply {response.status} "
+                        f"{reply['Reply']['Result']}"
+                    )
+                    _check(response.status == 200, f"the API refused {message_id}: {reply}")
+                    deadline = time.monotonic() + 60
+                    while message_id not in summaries:
+                        _check(time.monotonic() < deadline, f"no callbacks for {message_id}")
+                        arrived.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(arrived.wait(), 1.0)
+        finally:
+            stop.set()
+            await serving
+            await runner.cleanup()
+        return received
 
 
 def run_demo(

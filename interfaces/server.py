@@ -18,6 +18,7 @@ import contextlib
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
+import aiohttp
 import structlog
 from aiohttp import web
 from sqlalchemy import Engine
@@ -29,10 +30,13 @@ from engine.config import Config
 from engine.dispatch.dispatcher import Dispatcher
 from engine.dispatch.identity import WORKER_ID
 from engine.dispatch.leases import heartbeat, register_node, unregister_node
+from engine.integration.worker import IntegrationWorker
 from engine.notify import Notifier, notifier_from_config
 from engine.payments import PaymentResult
 from engine.scheduler.jobs import SchedulerJobs
 from engine.scheduler.leader import LeaderElection
+from interfaces.http.cim import MAX_BODY as API_MAX_BODY
+from interfaces.http.cim import IntegrationApi, make_sender
 from interfaces.http.payments import PaymentHook, payment_key, start_hook
 
 log = structlog.get_logger("engine.serve")
@@ -74,7 +78,7 @@ class EngineServer:
         self.notifier = notifier or notifier_from_config(config)
         self.dispatcher = dispatcher or Dispatcher(
             engine, config, clock=self.clock, worker_id=worker_id, actor=actor,
-            notifier=self.notifier,
+            notifier=self.notifier, on_result=self._on_order_result,
         )  # fmt: skip
         self.dispatch_poll_s = dispatch_poll_s
         self._last_checkpoint: datetime | None = None
@@ -95,6 +99,9 @@ class EngineServer:
         )
         self.hook_url: str | None = None
         self._key = payment_key(config)
+        # The integration API (IEC 61968-9) shares the hook's server and this event loop.
+        self.api = IntegrationApi(engine, config, clock=self.clock, on_accepted=self._on_api)
+        self.integration: IntegrationWorker | None = None
         self._runner: web.AppRunner | None = None
         self._stop: asyncio.Event | None = None
         self._wakes: set[asyncio.Task[object]] = set()
@@ -122,6 +129,14 @@ class EngineServer:
             self._wakes.add(task)
             task.add_done_callback(self._wakes.discard)
 
+    def _on_api(self) -> None:
+        if self.integration is not None:
+            self.integration.poke()
+
+    def _on_order_result(self, _applied: object) -> None:
+        # An order finished: its API devices' events go out now, not at the next poll.
+        self._on_api()
+
     def _on_payment(self, result: PaymentResult) -> None:
         if result.meter_link:
             self.wake([result.meter_link])
@@ -136,7 +151,9 @@ class EngineServer:
             self.engine, self.config, key=self._key, clock=self.clock, on_payment=self._on_payment
         )
         host, port = self.listen
-        self._runner, self.hook_url = await start_hook(hook, host, port)
+        app = hook.app(client_max_size=API_MAX_BODY)
+        self.api.install(app)
+        self._runner, self.hook_url = await start_hook(hook, host, port, app=app)
         log.info("serve.hook_listening", url=self.hook_url, signed=self._key is not None)
         if self.announce is not None:
             self.announce(self.hook_url)
@@ -153,6 +170,17 @@ class EngineServer:
             dispatching = asyncio.create_task(
                 self.dispatcher.serve(stop, poll_s=self.dispatch_poll_s)
             )
+            http = aiohttp.ClientSession()
+            self.integration = IntegrationWorker(
+                self.engine,
+                self.config,
+                clock=self.clock,
+                notifier=self.notifier,
+                wake_buses=self.wake,
+                send=make_sender(http, self.api.clients, self.config.api.callback_timeout_s),
+                is_leader=lambda: self.leader.is_leader,
+            )
+            integrating = asyncio.create_task(self.integration.run(stop))
             try:
                 await self._housekeeping(stop)
             finally:
@@ -162,6 +190,8 @@ class EngineServer:
                 await self.jobs.stop()
                 stop.set()
                 await dispatching
+                await integrating
+                await http.close()
                 if self._wakes:
                     await asyncio.gather(*self._wakes, return_exceptions=True)
         finally:

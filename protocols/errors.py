@@ -47,6 +47,10 @@ class FrameStructureError(FrameError):
     """A delimiter, address digit or data field is malformed."""
 
 
+class AddressNotBcd(FrameStructureError):
+    """An address byte is neither BCD nor the AAH wildcard (a deviation, not a framing error)."""
+
+
 class LinkError(MeterctlError, ConnectionError):
     """The link to the meter (serial port, gateway, concentrator) failed."""
 

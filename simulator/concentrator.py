@@ -13,6 +13,14 @@ AFN=10H F1 frame addressed to its terminal address it:
 3. answers AFN=10H F1 with the same RSEQ: port, k, the bytes (k = 0 when the meter was
    silent).
 
+Control forwarding (AFN=10H F10 remote trip 55H / allow close AAH, F11 power-on 55H):
+with ``forward_control="support"`` (the default) the concentrator builds the meter's 1CH
+itself (the password and operator code from the request, its own clock + 5 minutes as the
+deadline), puts it on the port's bus and answers F10/F11 with the result flag (03H the
+meter confirmed, 04H it refused, 01H it was silent, 02H garbage); with ``"deny"`` it answers
+AFN=00H F2, as terminals without the commands do (the master falls back to F1). A fleet link
+sets it with ``&forward_control=deny`` (kept out of the engine's URL).
+
 Modes for tests (``mode``): ``normal``; ``deny`` answers every forward with AFN=00H F2;
 ``silent`` answers nothing (the master's timeout must fire). The concentrator sends no
 login or heartbeat on a connection the master opened; :meth:`push_link_check` sends one on
@@ -25,28 +33,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 from base.clock import Clock
 from base.errors import InputError
+from protocols.dlt645.codes import ControlAction
 from protocols.dlt645.deframer import Deframer as Dlt645Deframer
+from protocols.dlt645.frame import Frame as Dlt645Frame
+from protocols.dlt645.messages import Credentials, RemoteControlRequest
 from protocols.errors import FrameError
 from protocols.qgdw1376 import frame as f3761
 from protocols.qgdw1376.messages import (
+    F_FORWARD_CONTROL,
+    F_FORWARD_POWER_ON,
+    FLAG_ALLOW_CLOSE,
+    FLAG_POWER_ON,
+    FLAG_TRIP,
+    RESULT_ACK,
+    RESULT_CANNOT_EXECUTE,
+    RESULT_NAK,
+    RESULT_RECEIVE_ERROR,
+    RESULT_TIMEOUT,
     Confirmation,
+    ControlForwardReply,
+    ControlForwardRequest,
     ForwardReply,
     ForwardRequest,
     LinkCheck,
     TimeLabel,
+    decode_control_forward_request,
+    decode_dt,
     decode_forward_request,
 )
 from simulator.bus import Bus, Request
 from simulator.events import EventLog
 
 MODES = ("normal", "deny", "silent")
+FORWARD_CONTROL = ("support", "deny")
+TERMINAL_DEADLINE = timedelta(minutes=5)  # the 1CH validity the terminal gives F10/F11
 
 
 class _ForwardSink:
@@ -144,6 +171,8 @@ class ConcentratorTerminal:
     connections: set[_Connection] = field(default_factory=set)
     forwards: int = 0
     link_options: dict[str, str] = field(default_factory=dict)  # extra URL query (timeouts)
+    forward_control: str = "support"  # AFN=10H F10/F11: "support" or "deny" (AFN=00H F2)
+    control_forwards: int = 0
 
     def __post_init__(self) -> None:
         self._server: asyncio.Server | None = None
@@ -191,6 +220,13 @@ class ConcentratorTerminal:
             raise InputError(f"concentrator mode {mode!r} is not one of {', '.join(MODES)}")
         self.mode = mode
 
+    def set_forward_control(self, value: str) -> None:
+        if value not in FORWARD_CONTROL:
+            raise InputError(
+                f"forward_control {value!r} is not one of {', '.join(FORWARD_CONTROL)}"
+            )
+        self.forward_control = value
+
     def push_link_check(self, fn: int = 3) -> int:
         """Send AFN=02H (F1 login, F3 heartbeat) to every connected master; returns how many."""
         self._pfc = (self._pfc + 1) & 0xFF
@@ -220,6 +256,9 @@ class ConcentratorTerminal:
         if frame.afn != f3761.Afn.FORWARD:
             self._record({"event": "denied", "reason": f"afn_{frame.afn:02X}"})
             connection.send(Confirmation(False).to_frame(self.terminal, seq))
+            return
+        if _is_control_forward(frame):
+            await self._control_forward(connection, frame)
             return
         try:
             request = decode_forward_request(frame)
@@ -252,6 +291,62 @@ class ConcentratorTerminal:
         reply_tp = TimeLabel.at(self._local_now(), tp.pfc) if tp is not None else None
         connection.send(ForwardReply(request.port, content, reply_tp).to_frame(self.terminal, seq))
 
+    async def _control_forward(self, connection: _Connection, frame: f3761.Frame) -> None:
+        """AFN=10H F10/F11: build the meter's 1CH, send it on the port, answer the result."""
+        seq = frame.seq.number
+        try:
+            request = decode_control_forward_request(frame)
+        except FrameError as exc:
+            self._record({"event": "denied", "reason": "malformed", "detail": str(exc)})
+            connection.send(Confirmation(False).to_frame(self.terminal, seq))
+            return
+        if request.tp is not None and request.tp.is_stale(self._local_now()):
+            self._record({"event": "dropped", "reason": "tp_expired"}, request.port)
+            return
+        if self.mode == "silent":
+            self._record({"event": "ignored", "reason": "silent_mode"}, request.port)
+            return
+        bus = self.ports.get(request.port)
+        if self.mode == "deny" or self.forward_control == "deny" or bus is None:
+            reason = (
+                "unknown_port"
+                if bus is None
+                else ("deny_mode" if self.mode == "deny" else "control_forwarding_unsupported")
+            )
+            self._record(
+                {"event": "denied", "reason": reason, "port": request.port, "fn": request.fn}
+            )
+            connection.send(Confirmation(False).to_frame(self.terminal, seq))
+            return
+        result = RESULT_CANNOT_EXECUTE
+        meter_frame = _meter_control(request, self._local_now() + TERMINAL_DEADLINE)
+        if meter_frame is not None:
+            wire = meter_frame.encode(4)
+            lock = self._port_locks.setdefault(request.port, asyncio.Lock())
+            async with lock:
+                answer = await self._forward(
+                    bus, ForwardRequest(request.port, wire, message_timeout_s=2.0)
+                )
+            result = _result_of(answer)
+        self.control_forwards += 1
+        self._record(
+            {
+                "event": "control_forwarded",
+                "port": request.port,
+                "fn": request.fn,
+                "meter": request.target,
+                "flag": f"{request.flag:02X}",
+                "result": f"{result:02X}",
+            },
+            request.port,
+        )
+        tp = request.tp
+        reply_tp = TimeLabel.at(self._local_now(), tp.pfc) if tp is not None else None
+        reply = ControlForwardReply(
+            request.fn, request.port, request.target, result, request.flag, reply_tp
+        )
+        connection.send(reply.to_frame(self.terminal, seq))
+
     async def _forward(self, bus: Bus, request: ForwardRequest) -> bytes:
         """Put the content on the bus; return what the meters answered (may be empty)."""
         frames = Dlt645Deframer().feed(request.content)
@@ -266,6 +361,41 @@ class ConcentratorTerminal:
         return await sink.collect(request.message_timeout_s + sending, request.byte_timeout_s)
 
 
+def _is_control_forward(frame: f3761.Frame) -> bool:
+    if frame.afn != f3761.Afn.FORWARD or len(frame.body) < 4:
+        return False
+    try:
+        return decode_dt(frame.body[2:4]) in ((F_FORWARD_CONTROL,), (F_FORWARD_POWER_ON,))
+    except FrameError:
+        return False
+
+
+def _meter_control(request: ControlForwardRequest, deadline: datetime) -> Dlt645Frame | None:
+    """The 1CH the terminal sends for F10/F11 (None: the request cannot be executed)."""
+    if request.fn == F_FORWARD_CONTROL:
+        actions = {FLAG_TRIP: ControlAction.TRIP, FLAG_ALLOW_CLOSE: ControlAction.CLOSE_ALLOWED}
+    else:
+        actions = {FLAG_POWER_ON: ControlAction.DIRECT_CLOSE}
+    action = actions.get(request.flag)
+    if action is None or len(request.password) != 8:
+        return None
+    try:
+        credentials = Credentials.from_fields(request.password[:4], request.password[4:8])
+        return RemoteControlRequest(request.target, credentials, action, deadline).to_frame()
+    except FrameError:
+        return None
+
+
+def _result_of(answer: bytes) -> int:
+    """The F10/F11 result flag for what the meter answered."""
+    if not answer:
+        return RESULT_TIMEOUT
+    frames = Dlt645Deframer().feed(answer)
+    if not frames or not frames[0].is_reply:
+        return RESULT_RECEIVE_ERROR
+    return RESULT_NAK if frames[0].is_abnormal else RESULT_ACK
+
+
 @dataclass(frozen=True)
 class ConcentratorLinkSpec:
     """A fleet ``link`` cell ``concentrator://127.0.0.1:PORT?terminal=...&port=N[&...]#label``."""
@@ -275,6 +405,7 @@ class ConcentratorLinkSpec:
     serial_port: int
     label: str = ""
     options: tuple[tuple[str, str], ...] = ()  # other query keys, passed on to the engine URL
+    forward_control: str = "support"  # simulator only: F10/F11 supported or denied
 
     @property
     def concentrator_key(self) -> tuple[int, str, str]:
@@ -306,11 +437,14 @@ def parse_concentrator_link(text: str) -> ConcentratorLinkSpec:
         terminal = f3761.TerminalAddress.parse(query.pop("terminal"))
     except FrameError as exc:
         raise InputError(f"link {value!r}: {exc}") from None
+    forward_control = query.pop("forward_control", "support")
+    if forward_control not in FORWARD_CONTROL:
+        raise InputError(f"link {value!r}: forward_control must be support or deny")
     port_text = query.pop("port", "2")
     if not port_text.isdigit() or not 1 <= int(port_text) <= 31:
         raise InputError(f"link {value!r}: port={port_text} must be 1..31")
     return ConcentratorLinkSpec(
-        tcp_port, terminal, int(port_text), label, tuple(sorted(query.items()))
+        tcp_port, terminal, int(port_text), label, tuple(sorted(query.items())), forward_control
     )
 
 
@@ -358,6 +492,7 @@ class ConcentratorPool:
                 self.tz,
                 port=spec.tcp_port,
                 link_options=dict(spec.options),
+                forward_control=spec.forward_control,
             )
             self.terminals[spec.concentrator_key] = terminal
         terminal.add_port(spec.serial_port, bus)
@@ -380,6 +515,10 @@ class ConcentratorPool:
     def set_mode(self, target: str, mode: str) -> None:
         """``normal``, ``deny`` (AFN=00H F2 to every forward) or ``silent`` (no answer)."""
         self.find(target).set_mode(mode)
+
+    def set_forward_control(self, target: str, value: str) -> None:
+        """``support`` or ``deny`` (AFN=00H F2) the control forwards F10/F11."""
+        self.find(target).set_forward_control(value)
 
     def all(self) -> list[ConcentratorTerminal]:
         return list(self.terminals.values())

@@ -31,6 +31,21 @@ clock_skew         seconds    the meter's clock is off by this much (until a 08H
 password_changed   password   the meter's password was changed on site: commands get DCH 04H
                    (optional)
 =================  =========  ===============================================================
+
+Deviation faults: the reply stays well framed (checksum right) but its data departs from the
+DL/T 645-2007 tables the way deployed meters do (one kind per class of
+:mod:`protocols.dlt645.tolerant`; the opportunity is every 91H read reply, or as noted):
+
+=================  =========  ===============================================================
+extra_bytes        rate       a read reply carries one extra trailing 00H after the value
+missing_bytes      rate       a read reply lacks the value's last (most significant) byte
+ff_fill            rate       a read reply's value is all FFH (the meter has no value)
+zero_date          rate       a date/time read (04000101, 04000102) answers all 00H
+vendor_di          rate       a read of a DI outside the tables answers 91H with 4 vendor
+                              bytes instead of D1H (opportunity: each such read)
+vendor_reply       rate       an accepted 1CH answers 9CH with a 2-byte execution status 0000
+                              instead of L=0 (opportunity: each accepted 1CH)
+=================  =========  ===============================================================
 """
 
 from __future__ import annotations
@@ -52,7 +67,22 @@ RATE_KINDS = frozenset(
         "drop_connection",
         "relay_stuck",
         "wrong_meter_no",
+        "extra_bytes",
+        "missing_bytes",
+        "ff_fill",
+        "zero_date",
+        "vendor_di",
+        "vendor_reply",
     }
+)
+# The deviation faults (well-framed replies whose data departs from the tables).
+DEVIATION_KINDS = (
+    "extra_bytes",
+    "missing_bytes",
+    "ff_fill",
+    "zero_date",
+    "vendor_di",
+    "vendor_reply",
 )
 STATE_KINDS = frozenset({"clock_skew", "password_changed"})
 FAULT_KINDS = RATE_KINDS | STATE_KINDS

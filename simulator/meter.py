@@ -65,7 +65,13 @@ from protocols.dlt645.security import (
 )
 from protocols.errors import FrameError
 from simulator.faults import changed_password, swapped_meter_no
-from simulator.registers import DI_METER_NO, read_register, read_register_1997
+from simulator.registers import (
+    DI_DATE,
+    DI_METER_NO,
+    DI_TIME,
+    read_register,
+    read_register_1997,
+)
 from simulator.state import (
     PROTOCOL_DLT645_1997,
     PROTOCOL_DLT645_2007,
@@ -266,11 +272,35 @@ def _read(
         events.append({"event": "fault", "kind": "wrong_meter_no", "meter_no": meter_no})
     value = read_register(state, di, meter_now, meter_no=meter_no)
     if value is None:
+        if fault("vendor_di"):
+            events.append({"event": "fault", "kind": "vendor_di", "di": format_di(di)})
+            return Outcome(ReadReply(state.address, di, VENDOR_VALUE).to_frame(), events)
         outcome = _abnormal(state, FunctionCode.READ, ErrorBits.NO_DATA, "unknown_di")
         outcome.events[0]["di"] = format_di(di)
         return outcome
+    value = _deviate(di, value, fault, events)
     events.append({"event": "read", "di": format_di(di)})
     return Outcome(ReadReply(state.address, di, value).to_frame(), events)
+
+
+VENDOR_VALUE = bytes.fromhex("01020304")
+_DATE_DIS = frozenset({DI_DATE, DI_TIME})
+
+
+def _deviate(di: int, value: bytes, fault: FaultCheck, events: list[dict[str, Any]]) -> bytes:
+    """The deviation faults of a read reply (well framed, data off the tables)."""
+    kind: str | None = None
+    if fault("ff_fill"):
+        kind, value = "ff_fill", b"\xff" * len(value)
+    elif di in _DATE_DIS and fault("zero_date"):
+        kind, value = "zero_date", bytes(len(value))
+    elif fault("extra_bytes"):
+        kind, value = "extra_bytes", value + b"\x00"
+    elif len(value) > 1 and fault("missing_bytes"):
+        kind, value = "missing_bytes", value[:-1]
+    if kind is not None:
+        events.append({"event": "fault", "kind": kind, "di": format_di(di)})
+    return value
 
 
 def _esam(state: MeterState) -> SoftwareEsam:
@@ -398,7 +428,11 @@ def _control(
     if stuck:
         wanted = target.value if target else None
         events.append({"event": "fault", "kind": "relay_stuck", "wanted": wanted})
-    return Outcome(RemoteControlReply(state.address).to_frame(), events)
+    status = b""
+    if fault("vendor_reply"):  # caokx/3jiliang's extended mode: 9CH with an execution status
+        status = b"\x00\x00"
+        events.append({"event": "fault", "kind": "vendor_reply"})
+    return Outcome(RemoteControlReply(state.address, status).to_frame(), events)
 
 
 def _relay_target(current: RelayState, action: ControlAction) -> RelayState | None:

@@ -113,3 +113,13 @@ def postgres_url() -> Iterator[str]:
             capture_output=True,
         )
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _forget_control_forwarding() -> Iterator[None]:
+    """Concentrators that denied F10/F11 are remembered per process: not across tests."""
+    from protocols.links.concentrator import forget_control_forwarding
+
+    forget_control_forwarding()
+    yield
+    forget_control_forwarding()

@@ -44,7 +44,7 @@ _AUDIT_KEYS: weakref.WeakKeyDictionary[Engine, bytes] = weakref.WeakKeyDictionar
 
 # Every module that defines tables; alembic's env.py and the schema checks import them all so
 # SQLModel.metadata is complete. A new table module must be listed here.
-MODEL_MODULES = ("engine.db.models", "engine.db.coordination")
+MODEL_MODULES = ("engine.db.models", "engine.db.coordination", "engine.db.integration")
 
 
 def load_models() -> None:

@@ -46,6 +46,8 @@ CLOSE_MODES = ("direct", "allowed")  # reconnect with 1CH 直接合闸 or 1BH �
 EXEMPTION_STATUSES = ("requested", "approved", "rejected")
 FIELD_ORDER_STATUSES = ("open", "closed")
 RELAY_STATES = ("closed", "open", "armed", "unknown")
+GUARANTEE_STATES = ("on", "off", "unknown")  # 保电 at the meter (status word 3 bit 12)
+DEVIATION_SOURCES = ("order", "signal", "survey")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -116,6 +118,14 @@ class Meter(SQLModel, table=True):
     # Last relay state read back from the meter (for the "disconnected but paid" sweep).
     relay_state: str = Field(default="unknown", max_length=16)
     relay_checked_at: datetime | None = None
+    # 保电 and the pre-trip alarm as last read back from status word 3 (bits 12 and 7).
+    guarantee_state: str = Field(
+        default="unknown", max_length=16, sa_column_kwargs={"server_default": "unknown"}
+    )
+    alarm_state: str = Field(
+        default="unknown", max_length=16, sa_column_kwargs={"server_default": "unknown"}
+    )
+    status_checked_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -267,6 +277,59 @@ class FieldOrder(SQLModel, table=True):
     closed_by: str | None = Field(default=None, max_length=64)
 
 
+class MeterDeviation(SQLModel, table=True):
+    """A reply that departed from the DL/T 645 tables (a vendor's quirk), kept for operators.
+
+    The engine decided on what it could interpret; ``kind`` is one of
+    :data:`protocols.dlt645.tolerant.KINDS`.
+    """
+
+    __tablename__ = "meter_deviations"
+    __table_args__ = (
+        CheckConstraint(_in("source", DEVIATION_SOURCES), name="ck_meter_deviations_source"),
+        Index("ix_meter_deviations_meter", "meter_id", "seen_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    meter_id: int | None = Field(default=None, foreign_key="meters.id")
+    meter_address: str = Field(default="", max_length=32)
+    order_id: int | None = Field(default=None, foreign_key="switch_orders.id", index=True)
+    source: str = Field(default="order", max_length=16)
+    di: str = Field(default="", max_length=8)
+    kind: str = Field(max_length=32)
+    detail: str = Field(sa_column=Column(Text, nullable=False))
+    seen_at: datetime
+
+
+class Survey(SQLModel, table=True):
+    """A read-only survey of meters before a campaign (``meterctl survey``)."""
+
+    __tablename__ = "surveys"
+
+    id: str = Field(primary_key=True, max_length=64)
+    scope: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    started_at: datetime
+    finished_at: datetime | None = None
+    actor: str = Field(default="", max_length=64)
+
+
+class SurveyResult(SQLModel, table=True):
+    """What one meter answered in one survey, and what would stop a campaign on it."""
+
+    __tablename__ = "survey_results"
+    __table_args__ = (UniqueConstraint("survey_id", "meter_id", name="uq_survey_results_meter"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    survey_id: str = Field(foreign_key="surveys.id", max_length=64, index=True)
+    meter_id: int = Field(foreign_key="meters.id")
+    meter_address: str = Field(max_length=32)
+    link: str = Field(default="", max_length=500)
+    status: str = Field(max_length=16)  # ok | problem | silent
+    problems: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    observed: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    surveyed_at: datetime
+
+
 class Timer(SQLModel, table=True):
     """A durable timer owned by the engine (7-day notice clock, T-15/T/T+15, sweeps)."""
 
@@ -359,6 +422,9 @@ SWITCH_ORDERS = table_of(SwitchOrder)
 COMMAND_ATTEMPTS = table_of(CommandAttempt)
 FIELD_ORDERS = table_of(FieldOrder)
 TIMERS = table_of(Timer)
+METER_DEVIATIONS = table_of(MeterDeviation)
+SURVEYS = table_of(Survey)
+SURVEY_RESULTS = table_of(SurveyResult)
 AUDIT = table_of(AuditRecord)
 AUDIT_HEADS = table_of(AuditHead)
 AUDIT_CHECKPOINTS = table_of(AuditCheckpoint)

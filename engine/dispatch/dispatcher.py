@@ -68,6 +68,7 @@ from engine.switching.procedure import (
     SwitchStatus,
     run_disconnect,
     run_reconnect,
+    with_deviations,
 )
 from policies import evaluate, settings_from_config
 from policies.facts import Case, Decision, Outcome, Reason, Verdict
@@ -586,7 +587,7 @@ class Dispatcher:
                     lambda session: self.evaluate_in(session, claimed.account_no, observed)
                 )
 
-            return await run_disconnect(
+            outcome = await run_disconnect(
                 driver,
                 expected_meter_no=claimed.meter_no,
                 recheck=recheck,
@@ -596,16 +597,18 @@ class Dispatcher:
                 resume_unknown=claimed.resume_unknown,
                 sleep=self.sleep,
             )
-        return await run_reconnect(
-            driver,
-            expected_meter_no=claimed.meter_no,
-            close_mode=CloseMode(claimed.close_mode),
-            journal=journal,
-            meter_now=self.meter_now,
-            settings=self.switching,
-            resume_unknown=claimed.resume_unknown,
-            sleep=self.sleep,
-        )
+        else:
+            outcome = await run_reconnect(
+                driver,
+                expected_meter_no=claimed.meter_no,
+                close_mode=CloseMode(claimed.close_mode),
+                journal=journal,
+                meter_now=self.meter_now,
+                settings=self.switching,
+                resume_unknown=claimed.resume_unknown,
+                sleep=self.sleep,
+            )
+        return with_deviations(outcome, driver)
 
     def evaluate_in(
         self, session: Session, account_no: str, observed_meter_no: str | None

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import Session
 
-from engine.db.models import ACCOUNTS, FIELD_ORDERS, METERS
+from engine.db.models import ACCOUNTS, FIELD_ORDERS, METER_DEVIATIONS, METERS
 from engine.dispatch.journal import DbJournal
 from engine.dispatch.leases import renew_bus
 from engine.dispatch.order_rows import load_order, move_row
@@ -143,6 +143,15 @@ def record_outcome(
         }
     )
     journal.flush(session)
+    record_deviations(
+        session,
+        outcome.evidence.get("deviations") or [],
+        meter_id=claimed.meter_id,
+        meter_address=claimed.address,
+        order_id=claimed.id,
+        source="order",
+        now=now,
+    )
     lease_kept = (
         None if lease is None else renew_bus(session, lease.bus_key, lease.holder, lease.expires_at)
     )
@@ -282,6 +291,37 @@ def record_outcome(
         )
     return Applied(
         claimed.id, claimed.kind, state, outcome.cause, field_order_id, not_before, lease_kept
+    )
+
+
+def record_deviations(
+    session: Any,
+    deviations: list[dict[str, Any]],
+    *,
+    meter_id: int | None,
+    meter_address: str,
+    order_id: int | None,
+    source: str,
+    now: datetime,
+) -> None:
+    """Keep each protocol deviation a meter's replies showed (``meter_deviations``)."""
+    if not deviations:
+        return
+    session.execute(
+        insert(METER_DEVIATIONS),
+        [
+            {
+                "meter_id": meter_id,
+                "meter_address": meter_address,
+                "order_id": order_id,
+                "source": source,
+                "di": str(item.get("di", "")),
+                "kind": str(item.get("kind", "layout")),
+                "detail": str(item.get("detail", "")),
+                "seen_at": now,
+            }
+            for item in deviations
+        ],
     )
 
 

@@ -22,6 +22,7 @@ from engine.reports.figures import REPORT_KEYS, compute_figures
 from engine.reports.history import load_history
 from engine.reports.period import Period, parse_day
 from engine.screening import blocked_now_by_reason
+from engine.survey import survey_report
 
 FORMATS = ("html", "csv", "json")
 
@@ -29,11 +30,14 @@ FORMATS = ("html", "csv", "json")
 def build_report(
     engine: Engine, config: Config, period: Period, *, now: datetime
 ) -> dict[str, Any]:
-    """The report document for ``period`` (keys :data:`REPORT_KEYS`)."""
+    """The report document for ``period`` (keys :data:`REPORT_KEYS`, plus ``survey``: the
+    newest read-only survey's findings, :func:`engine.survey.survey_report`, or None)."""
     history = load_history(
         engine, config, period, now=now, blocked_now=blocked_now_by_reason(engine, config, now=now)
     )
-    return compute_figures(history)
+    doc = compute_figures(history)
+    doc["survey"] = survey_report(engine)
+    return doc
 
 
 def render(doc: dict[str, Any], fmt: str) -> str:

@@ -40,6 +40,7 @@ REPORT_KEYS = (
     "per_station",
     "important_timeline",
     "overdue",
+    "survey",
 )
 """The top-level keys of the report document, in order (stable: scripts rely on them)."""
 
@@ -398,4 +399,5 @@ def compute_figures(history: History) -> dict[str, Any]:
         "per_station": per_station,
         "important_timeline": timeline,
         "overdue": late,
+        "survey": None,  # the newest read-only survey, filled by engine.reports.build_report
     }

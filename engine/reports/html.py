@@ -76,6 +76,27 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, empty: str =
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _survey_section(survey: dict[str, Any] | None) -> str:
+    """The newest read-only survey (``meterctl survey``): what would stop a campaign."""
+    if not survey:
+        return ""
+    head = (
+        f"<p>Survey {escape(survey['survey'])} ({escape(short(str(survey['started_at'])) or '')}"
+        f"): {survey['surveyed']} meter(s), {survey['ok']} ok, {survey['problem']} with "
+        f"problems, {survey['silent']} silent.</p>"
+    )
+    rows = [
+        (m["meter_address"], m["account_no"] or "-", m["bus"], ", ".join(m["problems"]))
+        for m in survey["meters"]
+    ]
+    return (
+        '<section id="survey"><h2>Read-only survey before a campaign</h2>'
+        + head
+        + table(["meter", "account", "bus", "problems"], rows, empty="Nothing in the way.")
+        + "</section>"
+    )
+
+
 def _section(name: str, svg: str, body: str) -> str:
     return (
         f'<section id="{name}"><h2>{escape(CHART_TITLES[name])}</h2>'
@@ -269,6 +290,7 @@ def render_html(doc: dict[str, Any], *, title: str = "meterctl operations report
         f"generated {escape(short(period['generated_at']) or '')}</p>"
         f'<div class="cards">{cards}</div>'
         + "".join(sections)
+        + _survey_section(doc.get("survey"))
         + "<footer>Days are site-local days. A disconnection counts when verified open by "
         "read-back; a reconnection when first verified closed or armed (1BH), timed from the "
         "payment that triggered it. Blocked orders were stopped by the policy re-check right "

@@ -82,6 +82,22 @@ def csv_rows(doc: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
         for measure, value in item.items():
             if measure not in ("order_id", "what"):
                 yield "overdue", key, measure, _cell(value)
+    survey = doc.get("survey")
+    if survey:
+        for measure in (
+            "survey",
+            "started_at",
+            "finished_at",
+            "surveyed",
+            "ok",
+            "problem",
+            "silent",
+        ):
+            yield "survey", "", measure, _cell(survey[measure])
+        for code, n in survey["by_problem"].items():
+            yield "survey_problems", code, "meters", _cell(n)
+        for item in survey["meters"]:
+            yield "survey_meters", item["meter_address"], "problems", ";".join(item["problems"])
 
 
 def to_csv(doc: dict[str, Any]) -> str:

@@ -37,6 +37,7 @@ from engine.db.database import transaction
 from engine.dispatch.dispatcher import Dispatcher
 from engine.notify import Notifier
 from engine.scheduler.armed import ArmedPoll, poll_armed_orders
+from engine.scheduler.signals import SignalResult, sync_meter_signals
 from engine.store.cases import load_cases
 from engine.sweeps import (
     SweepResult,
@@ -73,6 +74,7 @@ def batch_trigger(config: Config) -> CronTrigger | None:
 class TickResult:
     timers: list[TimerResult] = field(default_factory=list)
     armed: list[ArmedPoll] = field(default_factory=list)
+    signals: list[SignalResult] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,7 @@ class SchedulerJobs:
             every=timedelta(minutes=self.config.dispatch.armed_poll_minutes),
             actor=self.actor,
         )
+        result.signals = await sync_meter_signals(self.dispatcher, actor=self.actor)
         return result
 
     async def batch(self) -> BatchJobResult:

@@ -6,13 +6,14 @@ Four eyes: whoever requested an exemption may not approve or reject it.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlmodel import Session
 
 from base.errors import InputError
 from engine import audit
-from engine.db.models import EXEMPTIONS, Exemption
+from engine.db.models import EXEMPTIONS, METERS, Exemption
 from engine.store.accounts import get_account
 from engine.store.errors import Refused, UnknownRecord
 
@@ -114,6 +115,46 @@ def decide_exemption(
     return exemption
 
 
+def revoke_exemption(
+    session: Session, exemption_id: int, *, actor: str, now: datetime, reason: str
+) -> Exemption:
+    """End an approved exemption now (``until`` = now), audited as ``exemption.revoked``.
+
+    The account is protected no more from this moment; the scheduler's tick releases the
+    meter's 保电 (3BH, read back). The record keeps its approval; the revocation is in
+    ``decision_reason`` and the audit trail.
+
+    Raises:
+        UnknownRecord: no such exemption. InputError: not approved, already ended, no reason.
+    """
+    exemption = get_exemption(session, exemption_id)
+    if not reason.strip():
+        raise InputError("--reason: a revocation needs a reason")
+    if exemption.status != "approved":
+        raise InputError(
+            f"exemption {exemption_id} is {exemption.status}: only an approved one can be revoked"
+        )
+    if exemption.until <= now:
+        raise InputError(f"exemption {exemption_id} already ended on {exemption.until.isoformat()}")
+    previous = exemption.until
+    exemption.until = max(now, exemption.starts)
+    note = f"revoked by {actor}: {reason.strip()}"
+    exemption.decision_reason = (
+        f"{exemption.decision_reason}; {note}" if exemption.decision_reason else note
+    )
+    session.add(exemption)
+    session.flush()
+    audit.append(
+        session,
+        actor,
+        "exemption.revoked",
+        exemption.account_no,
+        {"exemption_id": exemption.id, "until_was": previous, "reason": reason.strip()},
+        at=now,
+    )
+    return exemption
+
+
 def list_exemptions(
     session: Session, *, account_no: str | None = None, status: str | None = None
 ) -> list[Exemption]:
@@ -125,3 +166,17 @@ def list_exemptions(
         query = query.where(EXEMPTIONS.c.status == status)
     query = query.order_by(EXEMPTIONS.c.requested_at.desc(), EXEMPTIONS.c.id.desc())
     return list(session.execute(query).scalars())
+
+
+def guarantee_in_force(now: datetime) -> Any:
+    """SQL: the meter row's account has an approved exemption (保电) in force at ``now``.
+
+    For queries over ``meters``: what the meter's own guarantee (3AH) should follow.
+    """
+    e = EXEMPTIONS.c
+    return exists().where(
+        e.account_no == METERS.c.account_no,
+        e.status == "approved",
+        e.starts <= now,
+        e.until > now,
+    )

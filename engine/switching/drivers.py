@@ -16,8 +16,9 @@ from enum import Enum
 from typing import Any, Protocol
 
 from base.errors import InputError
-from protocols.client.dlt645 import Dlt645Client
+from protocols.client.dlt645 import Dlt645Client, ReadResult
 from protocols.dlt645.codes import ControlAction
+from protocols.dlt645.identifiers import StatusWord3
 from protocols.dlt645.messages import Credentials
 from protocols.dlt645.security import SecurityModule, load_security_module, send_control
 from protocols.links.registry import open_link
@@ -41,11 +42,23 @@ class RelayReading:
     open: bool
     command_open: bool | None
     raw: dict[str, Any] = field(default_factory=dict)
+    alarm: bool | None = None  # status word 3 bit 7 (预跳闸报警); None: not reported
+    guarantee: bool | None = None  # status word 3 bit 12 (保电, SGCC); None: not reported
 
     @property
     def armed(self) -> bool:
         """Open but commanded closed: a 1BH close-allowed waiting for the customer's button."""
         return self.open and self.command_open is False
+
+
+SIGNAL_ACTIONS = frozenset(
+    {
+        ControlAction.ALARM,
+        ControlAction.ALARM_RELEASE,
+        ControlAction.GUARANTEE,
+        ControlAction.GUARANTEE_RELEASE,
+    }
+)
 
 
 class MeterDriver(Protocol):
@@ -89,6 +102,15 @@ class Dlt645Driver:
         self.credentials = credentials
         self.security = security
         self.security_module = security_module
+        # Where this meter's replies departed from the DL/T 645 tables (a vendor's quirk):
+        # decided on what could be interpreted, recorded on the order (``deviations``).
+        self.deviations: list[dict[str, Any]] = []
+
+    def _note(self, result: ReadResult) -> None:
+        for item in result.deviations:
+            entry = {"di": f"{result.di:08X}", "kind": item.kind, "detail": item.detail}
+            if entry not in self.deviations:
+                self.deviations.append(entry)
 
     async def _control(self, action: ControlAction, valid_until: datetime) -> None:
         if self.security == "encrypted" and self.security_module is not None:
@@ -108,18 +130,33 @@ class Dlt645Driver:
         return self.client.link.bus_key
 
     async def read_meter_number(self) -> str:
-        return await self.client.read_meter_number(self.address)
+        result = await self.client.read(self.address, 0x04000402)
+        self._note(result)
+        return str(result.require_value("meter number"))
 
     async def read_relay(self) -> RelayReading:
-        word = await self.client.read_relay_state(self.address)
+        result = await self.client.read(self.address, StatusWord3.DI)
+        self._note(result)
+        word: dict[str, Any] = result.require_value("status word 3")
+        raw: dict[str, Any] = {k: v for k, v in word.items() if isinstance(v, bool | int | str)}
+        if result.deviations:
+            raw["deviations"] = "; ".join(str(d) for d in result.deviations)
         return RelayReading(
             open=bool(word["relay_open"]),
             command_open=bool(word["relay_command_open"]),
-            raw={k: v for k, v in word.items() if isinstance(v, bool | int | str)},
+            raw=raw,
+            alarm=bool(word["pre_trip_alarm"]),
+            guarantee=bool(word["power_guarantee"]),
         )
 
     async def trip(self, valid_until: datetime) -> None:
         await self._control(ControlAction.TRIP, valid_until)
+
+    async def signal(self, action: ControlAction, valid_until: datetime) -> None:
+        """A 1CH command that does not move the relay: 2AH/2BH alarm, 3AH/3BH 保电."""
+        if action not in SIGNAL_ACTIONS:
+            raise InputError(f"{action.name} is not an alarm or power-guarantee command")
+        await self._control(action, valid_until)
 
     async def close(self, mode: CloseMode, valid_until: datetime) -> None:
         action = (

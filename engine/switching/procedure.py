@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Protocol
 
 from engine.switching.drivers import CloseMode, MeterDriver, RelayReading
 from policies.facts import Decision, Outcome
+from protocols.dlt645.codes import ControlAction
 from protocols.errors import FrameError, LinkError, MeterRefused, UnexpectedReply
 
 
@@ -412,6 +413,100 @@ async def run_reconnect(
         None,
         sent,
     )
+
+
+# What each signal command should read back from status word 3 (bit 7 alarm, bit 12 保电).
+SIGNAL_READBACK: dict[ControlAction, tuple[str, bool]] = {
+    ControlAction.ALARM: ("alarm", True),
+    ControlAction.ALARM_RELEASE: ("alarm", False),
+    ControlAction.GUARANTEE: ("guarantee", True),
+    ControlAction.GUARANTEE_RELEASE: ("guarantee", False),
+}
+
+
+async def run_signal(
+    driver: Any,
+    action: ControlAction,
+    *,
+    journal: Journal,
+    meter_now: Callable[[], datetime],
+    settings: SwitchSettings | None = None,
+    sleep: Sleep = asyncio.sleep,
+) -> SwitchOutcome:
+    """Send an alarm (2AH/2BH) or power-guarantee (3AH/3BH) command and read it back.
+
+    Like a trip: journaled before it goes out, sent once (a resend only after a read-back
+    showed the bit did not follow), verified only by status word 3 (bit 7 / bit 12). These
+    commands never move the relay, so there is no meter-number check to protect anyone; a
+    refusal or a bit that never follows is reported, not forced.
+    """
+    settings = settings or SwitchSettings()
+    flag, wanted = SIGNAL_READBACK[action]
+    command = action.name.lower()
+    evidence: dict[str, Any] = {"command": command, "expect": {flag: wanted}}
+
+    def done(reading: RelayReading) -> bool:
+        return getattr(reading, flag) is wanted
+
+    sent = 0
+    last_cause = "no_reply"
+    while sent < settings.max_commands:
+        if sent:
+            await sleep(settings.backoff_s * (2 ** (sent - 1)))
+        sent += 1
+        acked, refusal = await _send_once(
+            journal,
+            command,
+            lambda: driver.signal(action, meter_now() + settings.validity),
+            evidence,
+            sent,
+        )
+        if refusal is not None:
+            return SwitchOutcome(
+                SwitchStatus.FIELD_ORDER,
+                _refusal_cause(refusal),
+                f"the meter refused {command}: {refusal}",
+                evidence,
+                None,
+                sent,
+            )
+        reading, detail = await _poll_until(driver, journal, settings, sleep, done)
+        if reading is None:
+            evidence["read_back"] = detail
+            last_cause = "no_readback"
+            continue  # an alarm or guarantee command is safe to repeat
+        evidence["read_back"] = reading.raw
+        if done(reading):
+            return SwitchOutcome(
+                SwitchStatus.VERIFIED,
+                f"{flag}_{'on' if wanted else 'off'}",
+                f"status word 3 reads {flag} {'on' if wanted else 'off'}",
+                evidence,
+                None,
+                sent,
+            )
+        last_cause = "not_confirmed" if acked else "no_reply"
+    return SwitchOutcome(
+        SwitchStatus.FIELD_ORDER,
+        last_cause,
+        f"status word 3 does not confirm {command} after {sent} command(s)",
+        evidence,
+        None,
+        sent,
+    )
+
+
+def with_deviations(outcome: SwitchOutcome, driver: object) -> SwitchOutcome:
+    """``outcome`` with the protocol deviations the driver met (``evidence["deviations"]``).
+
+    A vendor's quirk (a status word with a trailing byte, FFH fill) does not stop the order:
+    the procedure decided on what could be interpreted; the deviations stay visible to
+    operators on the order, its field order and ``exceptions``.
+    """
+    found = list(getattr(driver, "deviations", None) or [])
+    if not found:
+        return outcome
+    return replace(outcome, evidence={**outcome.evidence, "deviations": found})
 
 
 async def poll_armed(driver: MeterDriver, journal: Journal) -> SwitchOutcome | None:

@@ -2,8 +2,8 @@
 
 See :mod:`engine.screening`. Read-only; an operator runs it (seed 002 §2.4: twice a day).
 ``--json`` prints one document with the keys ``in_arrears_not_disconnected``,
-``disconnected_not_in_arrears``, ``state_mismatch`` and ``failing_buses``; otherwise tables
-go to stderr.
+``disconnected_not_in_arrears``, ``state_mismatch``, ``failing_buses``,
+``protocol_deviations`` and ``guarantee_mismatch``; otherwise tables go to stderr.
 """
 
 from __future__ import annotations
@@ -104,6 +104,42 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
         )
     err_console.print(table)
     more("failing_buses")
+
+    e = doc.get("protocol_deviations", [])
+    table = Table(
+        "meter", "account", "DI", "deviation", "times", "last seen", "detail",
+        title=f"replies departing from the DL/T 645 tables (vendor quirks): {len(e)}",
+        title_justify="left",
+    )  # fmt: skip
+    for item in e[:limit]:
+        table.add_row(
+            item["meter_address"],
+            item["account_no"] or "-",
+            item["di"] or "-",
+            item["kind"],
+            str(item["times"]),
+            _local(item["last_seen_at"], tz),
+            item["detail"],
+        )
+    err_console.print(table)
+    more("protocol_deviations")
+
+    f = doc.get("guarantee_mismatch", [])
+    table = Table(
+        "meter", "account", "meter says", "exemption in force", "why", "read at",
+        title=f"保电 at the meter differs from the database: {len(f)}", title_justify="left",
+    )  # fmt: skip
+    for item in f[:limit]:
+        table.add_row(
+            item["meter_address"],
+            item["account_no"] or "-",
+            item["meter_guarantee"],
+            "yes" if item["exemption_in_force"] else "no",
+            item["why"].replace("_", " "),
+            _local(item["checked_at"], tz),
+        )
+    err_console.print(table)
+    more("guarantee_mismatch")
 
 
 def register(app: typer.Typer) -> None:

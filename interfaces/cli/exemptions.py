@@ -13,7 +13,12 @@ from base.errors import MeterctlError
 from engine.db.database import read_session, transaction
 from engine.db.models import EXEMPTION_STATUSES, Exemption
 from engine.roles import Role
-from engine.store.exemptions import decide_exemption, list_exemptions, request_exemption
+from engine.store.exemptions import (
+    decide_exemption,
+    list_exemptions,
+    request_exemption,
+    revoke_exemption,
+)
 from engine.store.timeinput import local_until, parse_timestamp, parse_until
 from interfaces.cli.context import fail, note, print_json, require_role, state
 from interfaces.cli.db import now, open_store, store_errors
@@ -113,6 +118,24 @@ def reject(
 ) -> None:
     """Reject a requested exemption (supervisor; not your own request)."""
     _decide(ctx, exemption_id, False, reason, as_json)
+
+
+@exemptions_app.command("revoke")
+def revoke(
+    ctx: typer.Context,
+    exemption_id: Annotated[int, typer.Argument(metavar="ID", help="The exemption's id.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why it ends early.")],
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """End an approved exemption now (supervisor); the meter's 保电 is then released (3BH)."""
+    st = state(ctx)
+    require_role(st, Role.SUPERVISOR, "exemptions revoke")
+    engine = open_store(st)
+    with store_errors(st, engine), transaction(engine) as session:
+        exemption = revoke_exemption(session, exemption_id, actor=st.user, now=now(), reason=reason)
+    if as_json:
+        print_json(exemption_dict(exemption))
+    note(f"exemption {exemption.id} of {exemption.account_no} revoked by {st.user}")
 
 
 @exemptions_app.command("list")

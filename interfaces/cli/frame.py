@@ -1,9 +1,12 @@
 """``meterctl frame decode|encode``: the field engineer's DL/T 645 frame tools (open to anyone).
 
-``decode HEX`` explains a captured frame (see :mod:`protocols.dlt645.describe` for the keys);
+``decode HEX`` explains a captured frame (see :mod:`protocols.dlt645.describe` for the keys).
+A well-framed frame always decodes (exit 0), even when its data departs from the tables: the
+deviations are listed as ``warnings`` (see :mod:`protocols.dlt645.tolerant`). Only framing
+errors exit 2, naming the byte: not hex, too short or truncated, a start/end byte, the length
+byte, the checksum (with the expected value).
 ``encode read|read-address|control|time-sync`` prints request frames as uppercase hex.
-Passwords are always shown as ``******``. Bad input exits 2 naming what is wrong (not hex,
-too short, checksum with the expected value, bad address or DI...).
+Passwords are always shown as ``******``. Bad input exits 2 naming what is wrong.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from interfaces.cli.exitcodes import ExitCode
 from protocols.dlt645 import v1997
 from protocols.dlt645.codes import ControlAction
 from protocols.dlt645.describe import describe
-from protocols.dlt645.frame import WILDCARD, Frame, decode_hex, normalize_address
+from protocols.dlt645.frame import WILDCARD, Frame, normalize_address
 from protocols.dlt645.messages import (
     BroadcastTimeSync,
     Credentials,
@@ -29,6 +32,7 @@ from protocols.dlt645.messages import (
     RemoteControlRequest,
     parse_di,
 )
+from protocols.dlt645.tolerant import decode_hex_lenient
 
 frame_app = typer.Typer(
     help="Decode and encode DL/T 645 frames (field engineer tools).", no_args_is_help=True
@@ -64,16 +68,23 @@ def decode(
     hex_text: Annotated[str, typer.Argument(metavar="HEX", help="The frame as hex (spaces ok).")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Explain one frame: address, function, direction, DI and value, errors, 1CH fields."""
+    """Explain one frame: address, function, direction, DI and value, errors, 1CH fields.
+
+    Data that departs from the DL/T 645 tables is decoded as far as possible and each
+    deviation is named under ``warnings`` (exit 0); only framing errors exit 2.
+    """
     try:
-        frame = decode_hex(hex_text)
-        fields = describe(frame)
+        frame, deviations = decode_hex_lenient(hex_text)
     except MeterctlError as exc:
         fail(f"invalid frame: {exc}", ExitCode.BAD_INPUT)
+    fields = describe(frame, deviations)
     if as_json:
         print_json(fields)
-    else:
-        _print_fields(fields)
+        return
+    warnings = fields.pop("warnings", [])
+    _print_fields(fields)
+    for warning in warnings:
+        typer.echo(f"warning: {warning}")
 
 
 def _address(text: str) -> str:

@@ -81,6 +81,7 @@ COMMAND_MODULES = (
     "payments",
     "status",
     "exceptions",
+    "survey",
     "serve",
     "simulate",
     "demo",

@@ -120,6 +120,9 @@ def read(
         "value": result.value,
         "raw": result.raw.hex().upper(),
     }
+    if result.deviations:  # a reply off the tables: decoded as far as possible, named
+        document["warnings"] = [str(d) for d in result.deviations]
+        document["deviations"] = list(dict.fromkeys(d.kind for d in result.deviations))
     if as_json:
         print_json(document)
         return
@@ -130,7 +133,10 @@ def read(
         value = ", ".join(f"{k}={v}" for k, v in value.items())
     elif isinstance(value, list):
         value = ", ".join(str(v) for v in value)
-    typer.echo(f"{document['di']}{name}: {value}{unit}")
+    shown = "(not interpretable)" if value is None else f"{value}{unit}"
+    typer.echo(f"{document['di']}{name}: {shown}")
+    for warning in document.get("warnings", []):
+        typer.echo(f"warning: {warning}")
     err_console.print(f"meter {result.address}, raw {document['raw']}", markup=False)
 
 

@@ -77,6 +77,12 @@ def serve(
             "warning: no [hooks] payment_key configured: the payment hook refuses every call "
             "(503) until one is set"
         )
+    clients = sorted(server.api.clients)
+    note(
+        f"integration API (/cim/v1/EndDeviceControls) for client(s): {', '.join(clients)}"
+        if clients
+        else "integration API: no [api.clients] configured: every call is refused (401)"
+    )
     code = asyncio.run(_serve(server))
     if code:
         raise typer.Exit(code)

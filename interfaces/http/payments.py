@@ -135,8 +135,13 @@ class PaymentHook:
     def __repr__(self) -> str:  # never show the key
         return f"PaymentHook(key={'set' if self._key else 'unset'})"
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[no_traceback])
+    def app(self, *, client_max_size: int = MAX_BODY) -> web.Application:
+        """The application serving ``POST /payments`` (a larger ``client_max_size`` when
+        other routes share it; the hook still refuses a body over its own limit). Its
+        middleware answers one sentence whatever a handler of any route raises."""
+        app = web.Application(
+            client_max_size=max(client_max_size, MAX_BODY), middlewares=[no_traceback]
+        )
         app.router.add_post(PATH, self.handle)
         return app
 
@@ -145,10 +150,14 @@ class PaymentHook:
         if self._key is None:
             await self._refused(peer, NO_KEY)
             return _error(503, NO_KEY)
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            return _error(413, f"the body is larger than {MAX_BODY} bytes", "body")
         body_or_error = await read_body(request)
         if isinstance(body_or_error, web.Response):
             return body_or_error
         body = body_or_error
+        if len(body) > MAX_BODY:
+            return _error(413, f"the body is larger than {MAX_BODY} bytes", "body")
         try:
             await asyncio.to_thread(  # the replay memory is a database write
                 verify,
@@ -279,10 +288,13 @@ def parse_listen(text: str, option: str = "[hooks] listen") -> tuple[str, int]:
     return host, int(port_text)
 
 
-async def start_hook(hook: PaymentHook, host: str, port: int) -> tuple[web.AppRunner, str]:
-    """Serve ``hook`` on ``host:port`` (0 = any free port); returns the runner and its URL."""
+async def start_hook(
+    hook: PaymentHook, host: str, port: int, *, app: web.Application | None = None
+) -> tuple[web.AppRunner, str]:
+    """Serve ``hook`` (or ``app``, which holds the hook's route and others) on ``host:port``
+    (0 = any free port); returns the runner and the hook's URL."""
     runner = web.AppRunner(
-        hook.app(),
+        app or hook.app(),
         access_log=None,
         handle_signals=False,
         shutdown_timeout=10.0,

@@ -56,6 +56,7 @@ from protocols.dlt645.messages import (
     WriteRequest,
     di_from_wire,
 )
+from protocols.dlt645.tolerant import Deviation, decode_value_lenient
 from protocols.errors import AddressMismatch, FrameError, LinkClosed, LinkTimeout
 from protocols.links.base import Link
 
@@ -70,12 +71,25 @@ MAX_FOLLOW_UPS = 255  # SEQ is one byte
 
 @dataclass(frozen=True, slots=True)
 class ReadResult:
-    """A read: the replying meter's address, the DI, its value bytes and decoded value."""
+    """A read: the replying meter's address, the DI, its value bytes and decoded value.
+
+    ``value`` is what could be interpreted (None when nothing could: an FFH fill, a status
+    word with too few bytes); ``deviations`` name where the reply departs from the tables
+    (see :mod:`protocols.dlt645.tolerant`). A well-framed reply is never an error.
+    """
 
     address: str
     di: int
     raw: bytes
     value: Any
+    deviations: tuple[Deviation, ...] = ()
+
+    def require_value(self, what: str) -> Any:
+        """The value, or FrameError naming the deviations when none could be interpreted."""
+        if self.value is None:
+            why = "; ".join(str(d) for d in self.deviations) or "no value"
+            raise FrameError(f"{what} from meter {self.address} cannot be interpreted: {why}")
+        return self.value
 
 
 def address_matches(requested: str, replied: str) -> bool:
@@ -157,7 +171,8 @@ class Dlt645Client:
             LinkTimeout / LinkClosed: no valid reply after all retries.
             AddressMismatch: another meter answered.
             MeterRefused: the meter refused (e.g. NoRequestedData for an unknown DI).
-            FrameError: the value bytes do not fit the DI's known format.
+            FrameError: a malformed frame after all retries (never the value: a value that
+                departs from the DI's format is decoded leniently, see :class:`ReadResult`).
         """
         address = self._unicast(address, "read")
         entry = identifiers.lookup(di)
@@ -185,7 +200,16 @@ class Dlt645Client:
                 follow, OVERHEAD + MAX_DATA, same_seq, f"read {di:08X} frame {seq}"
             )
             raw += frame.data[4:-1]
-        return ReadResult(replied, di, bytes(raw), identifiers.decode_value(di, bytes(raw)))
+        lenient = decode_value_lenient(di, bytes(raw))
+        if lenient.deviations:
+            log.info(
+                "dlt645.deviation",
+                bus=self.link.bus_key,
+                address=replied,
+                di=f"{di:08X}",
+                deviations=[str(d) for d in lenient.deviations],
+            )
+        return ReadResult(replied, di, bytes(raw), lenient.value, lenient.deviations)
 
     async def read_1997(self, address: str, di: int) -> ReadResult:
         """Read a DL/T 645-1997 2-byte identifier (01H).
@@ -218,14 +242,22 @@ class Dlt645Client:
         return result
 
     async def read_meter_number(self, address: str) -> str:
-        """The meter number (表号, 04000402) as printed on the nameplate."""
+        """The meter number (表号, 04000402) as printed on the nameplate.
+
+        Raises:
+            FrameError: the reply's value cannot be interpreted (e.g. FFH fill).
+        """
         result = await self.read(address, 0x04000402)
-        return str(result.value)
+        return str(result.require_value("meter number"))
 
     async def read_relay_state(self, address: str) -> dict[str, Any]:
-        """Status word 3 (04000503) decoded: ``relay_open``, ``relay_command_open``, ..."""
+        """Status word 3 (04000503) decoded: ``relay_open``, ``relay_command_open``, ...
+
+        Raises:
+            FrameError: the word cannot be interpreted (fewer than 2 bytes, FFH fill).
+        """
         result = await self.read(address, identifiers.StatusWord3.DI)
-        value: dict[str, Any] = result.value
+        value: dict[str, Any] = result.require_value("status word 3")
         return value
 
     async def write(self, address: str, di: int, credentials: Credentials, data: bytes) -> None:

@@ -28,6 +28,7 @@ from functools import lru_cache
 from protocols.dlt645._fastinit import fast_frozen_init
 from protocols.dlt645.codes import ABNORMAL, DIRECTION_REPLY, FOLLOW_UP, FUNCTION_MASK
 from protocols.errors import (
+    AddressNotBcd,
     FrameChecksumError,
     FrameError,
     FrameLengthError,
@@ -106,7 +107,7 @@ def address_from_wire(raw: bytes) -> str:
         elif (byte >> 4) <= 9 and (byte & 0x0F) <= 9:
             parts.append(f"{byte:02X}")
         else:
-            raise FrameStructureError(f"address byte {byte:02X}H is not BCD")
+            raise AddressNotBcd(f"address byte {byte:02X}H is not BCD")
     return "".join(parts)
 
 
@@ -208,33 +209,49 @@ def decode_frame(raw: bytes | bytearray) -> Frame:
 
 
 def _frame_error(raw: bytes, start: int) -> FrameError:
-    """Name the first thing wrong with a frame that failed the fast checks."""
+    """Name the first thing wrong with a frame that failed the fast checks (and its byte).
+
+    Offsets count from the first byte given, preamble included.
+    """
     size = len(raw) - start
     if size < OVERHEAD:
         return FrameLengthError(
-            f"frame too short: {size} bytes after the preamble, at least 12 needed"
+            f"frame too short: {size} bytes after the preamble, at least 12 needed "
+            f"(truncated after byte {len(raw) - 1})"
         )
     if raw[start] != START:
-        return FrameStructureError(f"frame must start with 68H, found {raw[start]:02X}H")
+        return FrameStructureError(
+            f"frame must start with 68H, found {raw[start]:02X}H at byte {start}"
+        )
     if raw[start + 7] != START:
-        return FrameStructureError(f"second start byte must be 68H, found {raw[start + 7]:02X}H")
+        return FrameStructureError(
+            f"second start byte must be 68H, found {raw[start + 7]:02X}H at byte {start + 7}"
+        )
     length = raw[start + 9]
     if length > MAX_DATA:
-        return FrameLengthError(f"length byte {length} exceeds the maximum of {MAX_DATA}")
+        return FrameLengthError(
+            f"length byte {length} ({length:02X}H at byte {start + 9}) exceeds the maximum "
+            f"of {MAX_DATA}"
+        )
     if size < OVERHEAD + length:
         return FrameLengthError(
-            f"frame truncated: length byte says {length} data bytes, only {size - OVERHEAD} present"
+            f"frame truncated: length byte says {length} data bytes, only {size - OVERHEAD} "
+            f"present (length byte {length:02X}H at byte {start + 9})"
         )
     if size > OVERHEAD + length:
         return FrameLengthError(
-            f"{size - OVERHEAD - length} extra bytes after the frame "
-            f"(length byte says {length} data bytes)"
+            f"{size - OVERHEAD - length} extra bytes after the frame from byte "
+            f"{start + OVERHEAD + length} (length byte says {length} data bytes)"
         )
     end = start + OVERHEAD + length
     if raw[end - 1] != END:
-        return FrameStructureError(f"frame must end with 16H, found {raw[end - 1]:02X}H")
+        return FrameStructureError(
+            f"frame must end with 16H, found {raw[end - 1]:02X}H at byte {end - 1}"
+        )
     expected = sum(raw[start : end - 2]) & 0xFF
-    return FrameChecksumError(f"checksum is {raw[end - 2]:02X}H, expected {expected:02X}H")
+    return FrameChecksumError(
+        f"checksum is {raw[end - 2]:02X}H at byte {end - 2}, expected {expected:02X}H"
+    )
 
 
 def decode_hex(text: str) -> Frame:

@@ -12,6 +12,15 @@
   (default ``meter_timeout`` + 8 s, at most 60 s). A silent concentrator is a
   :class:`~protocols.errors.LinkTimeout` after it, never a hang.
 * ``msa``: our master station address in A3 (default 1); ``tp=0`` leaves out Tp.
+* ``control``: ``auto`` (default) sends a 1CH trip / close-allowed / direct close as the
+  concentrator's own control forward (AFN=10H F10 trip 55H / allow close AAH, F11 power-on)
+  where the concentrator answers it, and falls back to F1 transparent forwarding where it
+  denies it (AFN=00H F2): the denial is remembered per concentrator for the life of the
+  process and the same command goes out at once in F1 (a denied forward never reached the
+  meter). ``control=f1`` always uses F1. Alarm/保电 (2AH/3AH), sealed (PA=98H) commands
+  and reads always use F1.
+* ``pw``: the PW authenticator (:mod:`protocols.qgdw1376.auth`); ``zero`` (16 zero bytes)
+  is the documented test default.
 
 The engine is the TCP client (the concentrator's "server mode"): the concentrator sends no
 login on a connection we open, so nothing is awaited after connecting. Heartbeats or
@@ -42,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -50,13 +60,27 @@ from urllib.parse import urlsplit
 import structlog
 
 from base.errors import InputError
+from protocols.dlt645.codes import ControlAction, ErrorBits, FunctionCode
+from protocols.dlt645.deframer import Deframer as Dlt645Deframer
 from protocols.dlt645.frame import Frame as Dlt645Frame
+from protocols.dlt645.messages import AbnormalReply, RemoteControlReply
 from protocols.errors import FrameError, GatewayError, LinkClosed, LinkError, LinkTimeout
 from protocols.links.base import Link
 from protocols.links.registry import number_setting, query_settings
 from protocols.qgdw1376 import frame as f3761
+from protocols.qgdw1376.auth import PwAuthenticator, checked_pw, pw_authenticator
 from protocols.qgdw1376.messages import (
+    F_FORWARD_CONTROL,
+    F_FORWARD_POWER_ON,
+    FLAG_ALLOW_CLOSE,
+    FLAG_POWER_ON,
+    FLAG_TRIP,
+    RESULT_ACK,
+    RESULT_NAK,
+    RESULT_TIMEOUT,
     Confirmation,
+    ControlForwardReply,
+    ControlForwardRequest,
     ForwardReply,
     ForwardRequest,
     LinkCheck,
@@ -85,7 +109,24 @@ _SETTINGS = {
     "msa",
     "tp",
     "connect_timeout",
+    "control",
+    "pw",
 }
+CONTROL_MODES = ("auto", "f1")
+PA_ENCRYPTED = 0x98  # a sealed 1CH (protocols.dlt645.security): only F1 can carry it
+# Concentrators that denied AFN=10H F10/F11 (host:port/terminal), remembered for the process.
+_NO_CONTROL_FORWARDING: set[str] = set()
+_ZERO_PW_NOTED: list[bool] = []
+
+
+def control_forwarding_denied(key: str) -> bool:
+    """Whether the concentrator ``host:port/RRRRTTTT`` denied F10/F11 before."""
+    return key in _NO_CONTROL_FORWARDING
+
+
+def forget_control_forwarding() -> None:
+    """Forget every remembered denial (tests; or after a concentrator's firmware update)."""
+    _NO_CONTROL_FORWARDING.clear()
 
 
 class ConcentratorLink(Link):
@@ -106,6 +147,8 @@ class ConcentratorLink(Link):
         time_label: bool = True,
         url: str = "",
         now: Callable[[], datetime] = datetime.now,
+        control: str = "auto",
+        authenticator: PwAuthenticator | None = None,
     ) -> None:
         url = url or f"concentrator://{host}:{tcp_port}?terminal={terminal}&port={port}"
         super().__init__(url, f"concentrator://{host.lower()}:{tcp_port}/{terminal}/p{port}")
@@ -131,6 +174,18 @@ class ConcentratorLink(Link):
         self._answered = False  # its reply came (content fed or error set)
         self._failure: LinkError | None = None
         self.heartbeats = 0  # link checks answered (login/heartbeat the terminal sent)
+        if control not in CONTROL_MODES:
+            raise InputError(f"control={control!r} must be one of {', '.join(CONTROL_MODES)}")
+        self.control = control
+        self.authenticator = authenticator or pw_authenticator("zero")
+        if self.authenticator.name == "zero" and not _ZERO_PW_NOTED:
+            _ZERO_PW_NOTED.append(True)
+            log.info("concentrator.zero_pw", note="PW = 16 zero bytes (the test default)")
+        self.concentrator_key = f"{host.lower()}:{tcp_port}/{terminal}"
+        # The 1CH sent as F10/F11 whose answer is awaited (its DL/T 645 frame, for the
+        # F1 fallback and for the reply synthesised from the result flag).
+        self._control_pending: tuple[Dlt645Frame, bytes] | None = None
+        self.control_forwards = 0  # commands sent as F10/F11 (tests, docs)
 
     @classmethod
     def from_url(cls, url: str, **settings: Any) -> ConcentratorLink:
@@ -190,6 +245,10 @@ class ConcentratorLink(Link):
             number_setting(url, "connect_timeout", options.get("connect_timeout", "5"), float)
         )
         tp = options.get("tp", "1").strip().lower() not in ("0", "no", "false", "off")
+        control = options.get("control", "auto").strip().lower()
+        if control not in CONTROL_MODES:
+            raise InputError(f"link {url!r}: control={control} must be auto or f1")
+        authenticator = pw_authenticator(options.get("pw", "zero").strip())
         return cls(
             parts.hostname,
             tcp_port,
@@ -202,6 +261,8 @@ class ConcentratorLink(Link):
             connect_timeout=min(connect, timeout) if timeout else connect,
             time_label=tp,
             url=url,
+            control=control,
+            authenticator=authenticator,
         )
 
     @property
@@ -259,33 +320,86 @@ class ConcentratorLink(Link):
         return self._pfc
 
     async def _write(self, data: bytes) -> None:
-        """Wrap one DL/T 645 frame in AFN=10H F1 and send it."""
-        writer = self._writer
-        if writer is None:
+        """Wrap one DL/T 645 frame in AFN=10H F1 (or a 1CH in F10/F11) and send it."""
+        if self._writer is None:
             raise LinkError(f"link {self.url} is not open")
-        pfc = self._next_pfc()
-        seq = pfc & f3761.MAX_SEQ
-        tp = TimeLabel.at(self._now(), pfc) if self.time_label else None
-        request = ForwardRequest(
-            self.port,
-            bytes(data),
-            self.serial,
-            self.meter_timeout_s,
-            self.byte_timeout_s,
-            tp=tp,
-        )
-        wire = request.to_frame(self.terminal, seq).encode()
-        self._waiting_seq = seq
         self._answered = False
         self._failure = None
+        self._control_pending = None
+        control = self._as_control_forward(bytes(data))
+        if control is not None:
+            self._send(control[0])
+            self._control_pending = control[1]
+            self.control_forwards += 1
+        else:
+            self._send_f1(bytes(data))
+        writer = self._writer
         try:
-            writer.write(wire)
             await writer.drain()
         except OSError as exc:
             self._input_ended(f"write failed: {exc}")
             raise LinkError(
                 f"write to concentrator {self.host}:{self.tcp_port} failed: {exc}"
             ) from exc
+
+    def _next_request(self) -> tuple[int, TimeLabel | None]:
+        pfc = self._next_pfc()
+        return pfc & f3761.MAX_SEQ, (TimeLabel.at(self._now(), pfc) if self.time_label else None)
+
+    def _pw(self, seq: int, units: bytes) -> bytes:
+        return checked_pw(self.authenticator, str(self.terminal), f3761.Afn.FORWARD, seq, units)
+
+    def _send_f1(self, data: bytes) -> None:
+        seq, tp = self._next_request()
+        request = ForwardRequest(
+            self.port, data, self.serial, self.meter_timeout_s, self.byte_timeout_s, tp=tp
+        )
+        request = dataclasses.replace(request, pw=self._pw(seq, request.unit()))
+        self._send(request.to_frame(self.terminal, seq))
+
+    def _send(self, frame: f3761.Frame) -> None:
+        writer = self._writer
+        if writer is None:
+            raise LinkError(f"link {self.url} is not open")
+        self._waiting_seq = frame.seq.number
+        try:
+            writer.write(frame.encode())
+        except (OSError, RuntimeError) as exc:
+            self._input_ended(f"write failed: {exc}")
+            raise LinkError(
+                f"write to concentrator {self.host}:{self.tcp_port} failed: {exc}"
+            ) from exc
+
+    def _as_control_forward(
+        self, data: bytes
+    ) -> tuple[f3761.Frame, tuple[Dlt645Frame, bytes]] | None:
+        """The F10/F11 frame for a plaintext 1CH trip/close, or None (send it in F1)."""
+        if self.control != "auto" or control_forwarding_denied(self.concentrator_key):
+            return None
+        frames = Dlt645Deframer().feed(data)
+        if len(frames) != 1:
+            return None
+        meter = frames[0]
+        if (
+            meter.control != FunctionCode.REMOTE_CONTROL
+            or len(meter.data) != 16
+            or meter.data[0] == PA_ENCRYPTED  # sealed: only the meter's ESAM can open it
+            or "A" in meter.address
+        ):
+            return None
+        action = meter.data[8]
+        if action == ControlAction.TRIP:
+            fn, flag = F_FORWARD_CONTROL, FLAG_TRIP
+        elif action == ControlAction.CLOSE_ALLOWED:
+            fn, flag = F_FORWARD_CONTROL, FLAG_ALLOW_CLOSE
+        elif action == ControlAction.DIRECT_CLOSE:
+            fn, flag = F_FORWARD_POWER_ON, FLAG_POWER_ON
+        else:
+            return None  # alarm, 保电: no forwarding command of their own
+        seq, tp = self._next_request()
+        request = ControlForwardRequest(fn, self.port, meter.address, flag, meter.data[:8], tp=tp)
+        request = dataclasses.replace(request, pw=self._pw(seq, request.unit()))
+        return request.to_frame(self.terminal, seq), (meter, data)
 
     def _reply_link_check(self, frame: f3761.Frame) -> None:
         writer = self._writer
@@ -315,7 +429,11 @@ class ConcentratorLink(Link):
         if self._waiting_seq is None or frame.seq.number != self._waiting_seq or self._answered:
             log.debug("concentrator.stale", bus=self.bus_key, rseq=frame.seq.number)
             return
-        if isinstance(message, ForwardReply):
+        if isinstance(message, ControlForwardReply):
+            self._on_control_reply(message)
+        elif isinstance(message, Confirmation) and not message.confirmed and self._control_pending:
+            self._fall_back_to_f1()
+        elif isinstance(message, ForwardReply):
             self._answered = True
             if message.port != self.port:
                 self._fail(
@@ -350,6 +468,64 @@ class ConcentratorLink(Link):
                 )
         elif isinstance(message, OtherMessage):
             log.info("concentrator.unexpected", bus=self.bus_key, afn=f"{message.afn:02X}")
+
+    def _on_control_reply(self, message: ControlForwardReply) -> None:
+        """F10/F11 answered: its result flag becomes the meter's DL/T 645 reply."""
+        pending, self._control_pending = self._control_pending, None
+        self._answered = True
+        if pending is None or message.port != self.port:
+            self._fail(
+                GatewayError(
+                    f"concentrator {self.terminal} answered a control forward for port "
+                    f"{message.port} / meter {message.target} that is not in flight"
+                )
+            )
+            return
+        meter = pending[0]
+        log.info(
+            "concentrator.control_forward",
+            bus=self.bus_key,
+            meter=message.target,
+            fn=message.fn,
+            result=message.result_name,
+        )
+        if message.result == RESULT_ACK:
+            self._feed_input(RemoteControlReply(meter.address).to_frame().encode())
+        elif message.result == RESULT_NAK:
+            # The terminal reports the meter's refusal without its ERR byte.
+            refusal = AbnormalReply(meter.address, FunctionCode.REMOTE_CONTROL, ErrorBits.OTHER)
+            self._feed_input(refusal.to_frame().encode())
+        elif message.result == RESULT_TIMEOUT:
+            self._fail(
+                LinkTimeout(
+                    f"meter {message.target} silent behind concentrator {self.terminal} port "
+                    f"{self.port} (F{message.fn} result: meter timeout)"
+                )
+            )
+        else:
+            self._fail(
+                GatewayError(
+                    f"concentrator {self.terminal} could not forward the control command to "
+                    f"meter {message.target} (F{message.fn} result {message.result_name})"
+                )
+            )
+
+    def _fall_back_to_f1(self) -> None:
+        """F10/F11 denied (AFN=00H F2): remember it and send the same 1CH in F1 at once."""
+        pending, self._control_pending = self._control_pending, None
+        assert pending is not None
+        _NO_CONTROL_FORWARDING.add(self.concentrator_key)
+        log.info(
+            "concentrator.control_forwarding_denied",
+            bus=self.bus_key,
+            concentrator=self.concentrator_key,
+            fallback="F1",
+        )
+        try:
+            self._send_f1(pending[1])
+        except LinkError as exc:
+            self._answered = True
+            self._fail(exc)
 
     def _fail(self, error: LinkError) -> None:
         self._failure = error

@@ -56,6 +56,30 @@ F_LOGIN = 1
 F_LOGOUT = 2
 F_HEARTBEAT = 3
 F_FORWARD = 1
+F_FORWARD_CONTROL = 10  # 转发主站直接对电表的遥控跳闸/允许合闸命令
+F_FORWARD_POWER_ON = 11  # 转发主站直接对电表的遥控送电命令
+CONTROL_FNS = (F_FORWARD_CONTROL, F_FORWARD_POWER_ON)
+
+# F10 remote trip / allow-close flag (遥控跳闸/允许合闸标志) and F11 power-on flag (遥控送电标志).
+FLAG_TRIP = 0x55
+FLAG_ALLOW_CLOSE = 0xAA
+FLAG_POWER_ON = 0x55
+
+# Forwarding result flag (转发结果标志) of the F9/F10/F11 replies.
+RESULT_CANNOT_EXECUTE = 0x00  # 不能执行转发
+RESULT_TIMEOUT = 0x01  # 转发接收超时
+RESULT_RECEIVE_ERROR = 0x02  # 转发接收错误
+RESULT_ACK = 0x03  # 转发接收确认
+RESULT_NAK = 0x04  # 转发接收否认
+RESULT_DATA = 0x05  # 转发接收数据
+RESULT_NAMES = {
+    RESULT_CANNOT_EXECUTE: "cannot_execute",
+    RESULT_TIMEOUT: "meter_timeout",
+    RESULT_RECEIVE_ERROR: "receive_error",
+    RESULT_ACK: "confirmed",
+    RESULT_NAK: "denied_by_meter",
+    RESULT_DATA: "data",
+}
 
 
 # --- data-unit identifiers ------------------------------------------------------------------
@@ -290,6 +314,10 @@ class ForwardRequest:
         if len(self.pw) != PW_LENGTH:
             raise FrameLengthError(f"PW must be {PW_LENGTH} bytes, got {len(self.pw)}")
 
+    def unit(self) -> bytes:
+        """DA DT and the data unit (what a PW authenticator signs)."""
+        return self.body()[: -PW_LENGTH - (TP_LENGTH if self.tp is not None else 0)]
+
     def body(self) -> bytes:
         tail = self.pw + (self.tp.to_bytes() if self.tp is not None else b"")
         return (
@@ -336,6 +364,137 @@ class ForwardReply:
             + (self.tp.to_bytes() if self.tp is not None else b"")
         )
         return Frame(control, address, Afn.FORWARD, Seq(seq, tpv=self.tp is not None), body)
+
+
+# --- AFN=10H F10 / F11 ------------------------------------------------------------------
+
+
+def _address_wire(address: str) -> bytes:
+    text = address.strip()
+    if len(text) != 12 or not text.isdigit():
+        raise FrameStructureError(f"meter address {address!r} must be 12 digits")
+    return bytes.fromhex(text)[::-1]
+
+
+def _address_text(raw: bytes) -> str:
+    return raw[::-1].hex().upper()
+
+
+@dataclass(frozen=True, slots=True)
+class ControlForwardRequest:
+    """AFN=10H F10 (remote trip / allow close) or F11 (remote power-on) downlink.
+
+    Data unit after DA DT (Q/GDW 1376.1 §5.16; layout as public terminal firmware parses
+    it)::
+
+        port (1) | n relays (1) | n x relay address (6) | target meter address (6) |
+        flag (1: F10 55H trip / AAH allow close, F11 55H power-on) |
+        password length (1) | password (PA P0 P1 P2 C0..C3 of the meter's 1CH)
+
+    The terminal builds the meter's 1CH itself (its own validity deadline). ``password``
+    is a secret: the repr never shows it.
+    """
+
+    fn: int
+    port: int
+    target: str
+    flag: int
+    password: bytes = field(repr=False)
+    relays: tuple[str, ...] = ()
+    pw: bytes = field(default=bytes(PW_LENGTH), repr=False)
+    tp: TimeLabel | None = None
+
+    def __post_init__(self) -> None:
+        if self.fn not in CONTROL_FNS:
+            raise FrameStructureError(f"AFN=10H F{self.fn} is not a control forward (F10/F11)")
+        if not 1 <= self.port <= MAX_PORT:
+            raise FrameStructureError(f"concentrator port {self.port} is not 1..{MAX_PORT}")
+        if len(self.password) > 0xFF:
+            raise FrameLengthError("control password too long")
+        if len(self.pw) != PW_LENGTH:
+            raise FrameLengthError(f"PW must be {PW_LENGTH} bytes, got {len(self.pw)}")
+
+    def unit(self) -> bytes:
+        """DA DT and the data unit (what a PW authenticator signs)."""
+        return (
+            encode_da(0)
+            + encode_dt(self.fn)
+            + bytes((self.port, len(self.relays)))
+            + b"".join(_address_wire(r) for r in self.relays)
+            + _address_wire(self.target)
+            + bytes((self.flag, len(self.password)))
+            + self.password
+        )
+
+    def body(self) -> bytes:
+        return self.unit() + self.pw + (self.tp.to_bytes() if self.tp is not None else b"")
+
+    def to_frame(self, address: TerminalAddress, seq: int) -> Frame:
+        control = Control(up=False, prm=True, function=LinkFunction.REQUEST_CLASS1)
+        return Frame(control, address, Afn.FORWARD, Seq(seq, tpv=self.tp is not None), self.body())
+
+
+@dataclass(frozen=True, slots=True)
+class ControlForwardReply:
+    """AFN=10H F10/F11 uplink: port | target address (6) | result flag (1) | control flag (1)."""
+
+    fn: int
+    port: int
+    target: str
+    result: int
+    flag: int
+    tp: TimeLabel | None = None
+    ec: bytes | None = None
+
+    @property
+    def result_name(self) -> str:
+        return RESULT_NAMES.get(self.result, f"result_{self.result:02X}")
+
+    def to_frame(self, address: TerminalAddress, seq: int, *, acd: bool = False) -> Frame:
+        control = Control(up=True, prm=False, function=LinkFunction.RESPONSE_DATA, fcb_acd=acd)
+        body = (
+            encode_da(0)
+            + encode_dt(self.fn)
+            + bytes((self.port,))
+            + _address_wire(self.target)
+            + bytes((self.result, self.flag))
+            + (self.ec if acd and self.ec is not None else (bytes(EC_LENGTH) if acd else b""))
+            + (self.tp.to_bytes() if self.tp is not None else b"")
+        )
+        return Frame(control, address, Afn.FORWARD, Seq(seq, tpv=self.tp is not None), body)
+
+
+def decode_control_forward_request(frame: Frame) -> ControlForwardRequest:
+    """Interpret a master → terminal AFN=10H F10/F11 frame (the simulated concentrator's side).
+
+    Raises:
+        FrameStructureError / FrameLengthError: not F10/F11, or fields do not fit.
+    """
+    if frame.control.up or frame.afn != Afn.FORWARD:
+        raise FrameStructureError("expected a downlink AFN=10H frame")
+    body = frame.body
+    _pns, fns = _unit_id(body, "AFN=10H")
+    if len(fns) != 1 or fns[0] not in CONTROL_FNS:
+        raise FrameStructureError(f"AFN=10H F{fns[0]} is not a control forward (F10/F11)")
+    if len(body) < 6:
+        raise FrameLengthError("AFN=10H F10/F11 request needs port and relay count")
+    port, relays = body[4], body[5]
+    at = 6 + 6 * relays
+    if len(body) < at + 8:
+        raise FrameLengthError("AFN=10H F10/F11 request too short for its target and flag")
+    hops = tuple(_address_text(body[6 + 6 * i : 12 + 6 * i]) for i in range(relays))
+    target = _address_text(body[at : at + 6])
+    flag, size = body[at + 6], body[at + 7]
+    password = body[at + 8 : at + 8 + size]
+    rest = body[at + 8 + size :]
+    need = PW_LENGTH + (TP_LENGTH if frame.seq.tpv else 0)
+    if len(password) != size or len(rest) != need:
+        raise FrameLengthError(
+            f"AFN=10H F{fns[0]} request: password of {size} bytes then PW"
+            f"{' + Tp' if frame.seq.tpv else ''} ({need} bytes) do not fit"
+        )
+    tp = TimeLabel.from_bytes(rest[PW_LENGTH:]) if frame.seq.tpv else None
+    return ControlForwardRequest(fns[0], port, target, flag, password, hops, rest[:PW_LENGTH], tp)
 
 
 # --- AFN=00H / AFN=02H --------------------------------------------------------------------
@@ -387,7 +546,7 @@ class OtherMessage:
     fns: tuple[int, ...]
 
 
-UplinkMessage = ForwardReply | Confirmation | LinkCheck | OtherMessage
+UplinkMessage = ForwardReply | ControlForwardReply | Confirmation | LinkCheck | OtherMessage
 
 
 def _uplink_tail(frame: Frame, rest: bytes) -> tuple[bytes | None, TimeLabel | None]:
@@ -426,6 +585,16 @@ def decode_uplink(frame: Frame) -> UplinkMessage:
             raise FrameLengthError(f"AFN=10H F1 reply announces k={k} but has {len(content)} bytes")
         ec, tp = _uplink_tail(frame, body[7 + k :])
         return ForwardReply(port, content, tp, ec)
+    if frame.afn == Afn.FORWARD and len(fns) == 1 and fns[0] in CONTROL_FNS:
+        if len(body) < 13:
+            raise FrameLengthError(
+                f"AFN=10H F{fns[0]} reply needs port, address, result and flag, "
+                f"got {len(body)} bytes"
+            )
+        ec, tp = _uplink_tail(frame, body[13:])
+        return ControlForwardReply(
+            fns[0], body[4], _address_text(body[5:11]), body[11], body[12], tp, ec
+        )
     if frame.afn == Afn.CONFIRM and fns in ((F_ALL_CONFIRM,), (F_ALL_DENY,)):
         _ec, tp = _uplink_tail(frame, body[4:])
         return Confirmation(fns == (F_ALL_CONFIRM,), tp)

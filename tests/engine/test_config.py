@@ -26,6 +26,8 @@ def _keys(cls: type, prefix: str = "") -> set[str]:
         if f.name in ("source", "present_tables"):
             continue
         tp = hints[f.name]
+        if typing.get_origin(tp) is dict:  # a table of named tables ([api.clients.NAME])
+            continue
         if dataclasses.is_dataclass(tp):
             keys |= _keys(typing.cast(type, tp), f"{prefix}{f.name}.")
         else:
@@ -117,3 +119,18 @@ def test_a_malformed_secret_is_named_without_echoing_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="123456789012") as info:
         load_secrets(config)
     assert "98765x" not in str(info.value)
+
+
+def test_api_clients_are_named_tables_with_a_key_and_a_role() -> None:
+    config = parse_config(
+        '[api.clients.cis]\nkey = "k1"\nrole = "operator"\n'
+        '[api.clients.mdm]\nkey_file = "mdm.key"\nrole = "viewer"\n'
+    )
+    assert config.api.clients["cis"].key == "k1"
+    assert config.api.clients["mdm"].role == "viewer"
+    with pytest.raises(ConfigError, match=r"api\.clients\.cis\.role"):
+        parse_config('[api.clients.cis]\nkey = "k"\nrole = "admin"\n')
+    with pytest.raises(ConfigError, match=r"api\.clients\.cis\.key"):
+        parse_config('[api.clients.cis]\nrole = "operator"\n')
+    with pytest.raises(ConfigError, match=r"api\.clients\.cis\.colour"):
+        parse_config('[api.clients.cis]\nkey = "k"\ncolour = "red"\n')

@@ -235,6 +235,7 @@ def test_serve_command_announces_the_hook_and_stops_on_sigterm(tmp_path: Path) -
         _, rest = proc.communicate(timeout=30)
         assert proc.returncode == 0, "".join(seen) + rest
         assert "stopped" in rest
+        assert "integration API: no [api.clients] configured" in "".join(seen) + rest
         assert KEY not in "".join(seen) + rest
     finally:
         if proc.poll() is None:

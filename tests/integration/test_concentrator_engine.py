@@ -18,7 +18,12 @@ from simulator.fleetfile import MeterSpec
 from simulator.state import RelayState
 from tests.integration.harness import HEADER, EngineWorld, account_no_for
 
-BASE = "concentrator://127.0.0.1:0?terminal=32010001&meter_timeout=0.5&timeout=5"
+# F1 only (forward_control=deny): these tests read the meter's own refusal (ERR 04H), which
+# only transparent forwarding carries; F10/F11 report a refusal without its error byte
+# (tests/integration/test_control_forwarding.py).
+BASE = (
+    "concentrator://127.0.0.1:0?terminal=32010001&meter_timeout=0.5&timeout=5&forward_control=deny"
+)
 PLAIN_P2, SECURE_P2 = "000000000001", "000000000002"
 MISCONFIGURED_P3, PLAIN_P3 = "000000000003", "000000000004"
 # meter -> (concentrator port, the meter's own security, what the accounts CSV says)

@@ -183,3 +183,39 @@ def test_a_plan_read_before_another_processs_trip_orders_no_second_trip(
     for address in world.fleet.addresses:
         trips = [e for e in world.fleet.events(address) if e.get("action") == "trip"]
         assert len(trips) == 1, f"meter {address} received {len(trips)} trips"
+
+
+def test_a_vendor_quirk_is_worked_around_and_shown_in_exceptions(world: EngineWorld) -> None:
+    """A meter whose every read reply carries a trailing byte is still tripped and verified;
+    the deviation is on the order (meter_deviations) and in ``exceptions``."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from engine.db.models import METER_DEVIATIONS
+    from engine.screening import screen
+
+    quirky, plain = world.fleet.addresses[0], world.fleet.addresses[1]
+    world.fleet.inject(quirky, "extra_bytes")
+    world.import_fleet()
+    world.plan_and_create(accounts=[account_no_for(quirky), account_no_for(plain)])
+
+    summary = world.dispatch()
+
+    assert summary.count("verified") == 2
+    assert world.fleet.relay(quirky) is RelayState.OPEN
+    order = world.orders()[account_no_for(quirky)]
+    with world.engine.connect() as conn:
+        rows = conn.execute(select(METER_DEVIATIONS)).mappings().all()
+    assert {(r["meter_address"], r["di"], r["kind"]) for r in rows} == {
+        (quirky, "04000402", "extra_bytes"),
+        (quirky, "04000503", "extra_bytes"),
+    }
+    assert {r["order_id"] for r in rows} == {order["id"]}
+    doc = screen(world.engine, world.config, now=datetime.now(UTC))
+    listed = doc["protocol_deviations"]
+    assert {(e["meter_address"], e["di"]) for e in listed} == {
+        (quirky, "04000402"),
+        (quirky, "04000503"),
+    }
+    assert all(e["account_no"] == account_no_for(quirky) for e in listed)

@@ -185,6 +185,21 @@ class TestMeterCommands:
         assert doc["value"]["relay_open"] is True
         assert doc["value"]["meter_type"] == "energy_prepaid"
 
+    def test_read_off_the_tables_decodes_with_warnings(
+        self, app: typer.Typer, bus: FakeMeter
+    ) -> None:
+        bus.registers[0x00900200] = b"\xff" * 4  # FFH fill: the meter has no money register
+        bus.registers[0x00010000] = encode_value(0x00010000, "123.45") + b"\x00"
+        args = ["meter", "read", "--link", "memory://cli-bus", "--address", "123456789012"]
+        filled = runner.invoke(app, [*args, "--di", "00900200"])
+        assert filled.exit_code == 0, filled.output
+        assert "(not interpretable)" in filled.stdout
+        assert "warning: ff_fill" in filled.stdout
+        extra = runner.invoke(app, [*args, "--di", "00010000", "--json"])
+        doc = json.loads(extra.stdout)
+        assert doc["value"] == pytest.approx(123.45)
+        assert doc["deviations"] == ["extra_bytes"]
+
     def test_refusal_exits_3(self, app: typer.Typer, bus: FakeMeter) -> None:
         args = ["meter", "read", "--link", "memory://cli-bus", "--address", "123456789012"]
         result = runner.invoke(app, [*args, "--di", "0400FFFF"])

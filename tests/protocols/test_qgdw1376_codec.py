@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocols.errors import FrameChecksumError, FrameLengthError, FrameStructureError
@@ -274,3 +274,99 @@ def test_forward_reply_round_trip(port: int, content: bytes, seq: int, acd: bool
     reply = ForwardReply(port, content, None, b"\x00\x00" if acd else None)
     frame = decode_frame(reply.to_frame(TERMINAL, seq, acd=acd).encode())
     assert decode_uplink(frame) == reply
+
+
+# --- AFN=10H F10/F11 control forwarding and the PW authenticator ------------------------
+
+
+def test_control_forward_round_trips_and_hides_the_password() -> None:
+    from protocols.qgdw1376.frame import Deframer, TerminalAddress
+    from protocols.qgdw1376.messages import (
+        FLAG_TRIP,
+        RESULT_ACK,
+        ControlForwardReply,
+        ControlForwardRequest,
+        decode_control_forward_request,
+        decode_uplink,
+    )
+
+    terminal = TerminalAddress.parse("32010001")
+    password = bytes.fromhex("0212345678000000")
+    request = ControlForwardRequest(10, 2, "000000000042", FLAG_TRIP, password, pw=bytes(range(16)))
+    assert "123456" not in repr(request) and "12345678" not in repr(request)
+    wire = request.to_frame(terminal, 3).encode()
+    (frame,) = Deframer().feed(wire)
+    back = decode_control_forward_request(frame)
+    assert back == request
+    # Data unit: DA p0, DT F10 = 02 01, port 2, no relays, target low byte first, flag, 8, pwd.
+    assert request.unit().hex().upper() == ("0000020102004200000000005508" + password.hex().upper())
+    reply = ControlForwardReply(10, 2, "000000000042", RESULT_ACK, FLAG_TRIP)
+    (up,) = Deframer().feed(reply.to_frame(terminal, 3).encode())
+    decoded = decode_uplink(up)
+    assert decoded == reply and decoded.result_name == "confirmed"
+
+
+def test_pw_comes_from_a_pluggable_authenticator() -> None:
+    from base.errors import InputError
+    from protocols.links.concentrator import ConcentratorLink
+    from protocols.qgdw1376.auth import (
+        ZeroPw,
+        checked_pw,
+        pw_authenticator,
+        register_pw_authenticator,
+    )
+
+    class Signed:
+        name = "signed"
+
+        def pw(self, terminal: str, afn: int, seq: int, units: bytes) -> bytes:
+            return bytes([seq]) * 16
+
+    register_pw_authenticator("signed", Signed)
+    link = ConcentratorLink.from_url("concentrator://127.0.0.1:1?terminal=32010001&pw=signed")
+    assert link.authenticator.name == "signed"
+    assert checked_pw(link.authenticator, "32010001", 0x10, 5, b"") == bytes([5]) * 16
+    assert pw_authenticator().pw("32010001", 0x10, 1, b"x") == bytes(16)
+    assert isinstance(pw_authenticator("zero"), ZeroPw)
+    with pytest.raises(InputError, match="no PW authenticator 'hsm'"):
+        ConcentratorLink.from_url("concentrator://127.0.0.1:1?terminal=32010001&pw=hsm")
+    with pytest.raises(InputError, match="control=f9"):
+        ConcentratorLink.from_url("concentrator://127.0.0.1:1?terminal=32010001&control=f9")
+
+    class Short:
+        name = "short"
+
+        def pw(self, terminal: str, afn: int, seq: int, units: bytes) -> bytes:
+            return b"\x00"
+
+    with pytest.raises(InputError, match="returned 1 bytes"):
+        checked_pw(Short(), "32010001", 0x10, 1, b"")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    fn=st.sampled_from([10, 11]),
+    port=st.integers(1, 31),
+    target=st.from_regex(r"[0-9]{12}", fullmatch=True),
+    relays=st.lists(st.from_regex(r"[0-9]{12}", fullmatch=True), max_size=3),
+    flag=st.integers(0, 255),
+    password=st.binary(max_size=16),
+    pw=st.binary(min_size=16, max_size=16),
+    seq=st.integers(0, 15),
+)
+def test_control_forward_requests_round_trip(
+    fn: int,
+    port: int,
+    target: str,
+    relays: list[str],
+    flag: int,
+    password: bytes,
+    pw: bytes,
+    seq: int,
+) -> None:
+    from protocols.qgdw1376.frame import Deframer, TerminalAddress
+    from protocols.qgdw1376.messages import ControlForwardRequest, decode_control_forward_request
+
+    request = ControlForwardRequest(fn, port, target, flag, password, tuple(relays), pw)
+    (frame,) = Deframer().feed(request.to_frame(TerminalAddress.parse("32010001"), seq).encode())
+    assert decode_control_forward_request(frame) == request
