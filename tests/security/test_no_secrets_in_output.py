@@ -297,3 +297,73 @@ def test_an_audit_payload_quoting_a_secret_value_is_scrubbed(config: Config) -> 
         assert audit.verify(engine).ok  # scrubbed before hashing: the chain holds
     finally:
         engine.dispose()
+
+
+# -- the integration API (served beside the hook, same app) ------------------------------------
+
+API_KEY = "api-SECRET-9d8c7b6a5f4e"
+
+
+@pytest.mark.parametrize(
+    ("target", "method", "path", "status"),
+    [
+        ("verify", "POST", "/cim/v1/EndDeviceControls", 401),  # before authentication
+        ("parse_request", "POST", "/cim/v1/EndDeviceControls", 500),
+        ("message_state", "GET", "/cim/v1/EndDeviceControls/M1", 500),
+        ("device_state", "GET", "/cim/v1/EndDevices/M1", 500),
+    ],
+)
+async def test_an_api_handler_that_raises_leaks_nothing(
+    tmp_path: Path,
+    log_stream: io.StringIO,
+    monkeypatch: pytest.MonkeyPatch,
+    target: str,
+    method: str,
+    path: str,
+    status: int,
+) -> None:
+    from interfaces.http import cim
+
+    secrets_file = tmp_path / "meters.toml"
+    secrets_file.write_text(f'[meters."000000000001"]\npassword = "{PER_METER_PASSWORD}"\n')
+    config = parse_config(
+        f'[database]\nurl = "sqlite:///{tmp_path / "api.db"}"\n[audit]\nkey = "{AUDIT_KEY}"\n'
+        f'[hooks]\npayment_key = "{HOOK_KEY}"\n'
+        f'[dlt645]\npassword = "{METER_PASSWORD}"\nsecrets_file = "{secrets_file}"\n'
+        f'[api.clients.cis]\nkey = "{API_KEY}"\nrole = "operator"\n',
+        source=tmp_path / "meterctl.toml",
+    )
+    load_secrets(config)
+    engine = make_engine(config.database.url, audit_key=AUDIT_KEY)
+    init_db(engine)
+    clock = FrozenClock(MONDAY_10_SHANGHAI)
+    hook = PaymentHook(engine, config, key=payment_key(config), clock=clock)
+    app = hook.app(client_max_size=1 << 20)
+    cim.IntegrationApi(engine, config, clock=clock).install(app)
+    monkeypatch.setattr(cim, target, _raiser)
+    runner, url = await start_hook(hook, "127.0.0.1", 0, app=app)
+    base = url.rsplit("/payments", 1)[0]
+    body = b"" if method == "GET" else b'{"Header": {}}'
+    stamp = int(MONDAY_10_SHANGHAI.timestamp())
+    headers = {
+        "X-Meterctl-Client": "cis",
+        "X-Meterctl-Timestamp": str(stamp),
+        "X-Meterctl-Signature": sign(API_KEY.encode(), stamp, body),
+    }
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, base + path, data=body, headers=headers) as response,
+        ):
+            got, answer = response.status, await response.text()
+    finally:
+        await runner.cleanup()
+    try:
+        assert got == status
+        logs = log_stream.getvalue()
+        assert "hook.internal_error" in logs
+        for text in (logs, answer, _audit_text(engine)):
+            assert_no_secret(text)
+            assert API_KEY not in text
+    finally:
+        engine.dispose()
