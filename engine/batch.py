@@ -14,16 +14,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, select
 from sqlmodel import Session
 
 from engine import audit
 from engine.config import Config
 from engine.db.database import lock_rows, transaction
-from engine.db.models import ACCOUNTS, METERS, SWITCH_ORDERS, TIMERS, SwitchOrder
+from engine.db.models import ACCOUNTS, METERS, SWITCH_ORDERS, SwitchOrder
+from engine.important import policy_settings, schedule_timeline, timeline_recipients
 from engine.notify import Notifier
 from engine.orders_states import DisconnectState, OrderKind
 from policies.facts import Decision, Outcome
+from policies.important import plan_important_timeline
 
 CHUNK = 500
 TIMELINE_CODE = "important_timeline_required"
@@ -86,6 +88,7 @@ def create_orders_in(
     """
     batch_id = created.batch_id
     warn = timedelta(minutes=config.policy.important_warning_minutes)
+    settings = policy_settings(config)
     # [dispatch] alarm_before_minutes: ordinary disconnections wait that long after the
     # meter's pre-trip alarm (2AH, sent by serve's tick: engine/scheduler/signals.py).
     alarm_before = timedelta(minutes=config.dispatch.alarm_before_minutes)
@@ -130,8 +133,10 @@ def create_orders_in(
         if scheduled and TIMELINE_CODE not in codes:
             created.already_open.append(number)  # its timeline is running
             continue
-        notice_time = now + warn if scheduled else None
-        recipients = [account.phone, *config.notify.important_copy_to] if scheduled else []
+        # T: the earliest stated time whose three steps fit one open stretch of the window
+        # (policies.important.plan_important_timeline).
+        notice_time = plan_important_timeline(now, settings)[1] if scheduled else None
+        recipients = timeline_recipients(account.phone, config) if scheduled else []
         order = SwitchOrder(
             kind=OrderKind.DISCONNECT.value,
             account_no=number,
@@ -164,23 +169,7 @@ def create_orders_in(
             at=now,
         )
         if scheduled and notice_time is not None:
-            session.execute(
-                insert(TIMERS),
-                [
-                    {
-                        "kind": kind,
-                        "order_id": order.id,
-                        "account_no": number,
-                        "due_at": due,
-                        "payload": {},
-                    }
-                    for kind, due in (
-                        ("important_warn", notice_time - warn),
-                        ("important_instruct", notice_time),
-                        ("important_execute", notice_time + warn),
-                    )
-                ],
-            )
+            schedule_timeline(session, order.id, number, notice_time, settings)
             notifier.notify(
                 session,
                 kind="important_scheduled",

@@ -73,13 +73,29 @@ class BatchLimitConfig:
 
 
 @dataclass(frozen=True)
+class ImportantPolicyConfig:
+    # Copies of an important customer's notice and timeline (抄报): the power administration,
+    # the customer's authority, the local government, the judiciary. None: no important
+    # customer is cut (the cut is blocked, saying so).
+    authority_recipients: list[str] = field(default_factory=list)
+    # An execution more than this many minutes after its time (T+15) restarts the timeline.
+    execute_grace_minutes: int = 15
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
     arrears_threshold: float = 0.0
     notice_days: int = 7
     notice_max_age_days: int = 30
+    # A delivery recorded (CLI or billing export) more than this many days after it happened
+    # is refused: evidence written down weeks later is no evidence.
+    notice_backdate_max_days: int = 14
+    # No exemption (保电, humanitarian case) or disconnection approval lasts longer than this.
+    exemption_max_days: int = 90
     important_warning_minutes: int = 15
     window: WindowConfig = field(default_factory=WindowConfig)
     batch_limit: BatchLimitConfig = field(default_factory=BatchLimitConfig)
+    important: ImportantPolicyConfig = field(default_factory=ImportantPolicyConfig)
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,9 @@ class RolesConfig:
     operator: list[str] = field(default_factory=list)
     supervisor: list[str] = field(default_factory=list)
     admin: list[str] = field(default_factory=list)
+    # OS accounts several people use (through sudo -u / su): the identity is then the person
+    # who logged in (the kernel's login uid), never the shared name (docs/security.md).
+    shared_accounts: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -187,6 +206,38 @@ class NotifyConfig:
 
 
 @dataclass(frozen=True)
+class CrewConfig:
+    """``[field.crews.NAME]``: a field crew (班组) orders can be assigned to."""
+
+    members: list[str] = field(default_factory=list)  # people, by the names the desk uses
+    recipients: list[str] = field(default_factory=list)  # notify these; empty = the members
+
+
+@dataclass(frozen=True)
+class NightDutyConfig:
+    """``[field.night_duty]``: who takes reconnection orders raised at night (复电不过夜)."""
+
+    crew: str = ""  # a crew of [field.crews]; empty = no automatic night assignment
+    starts: str = "20:00"
+    ends: str = "08:00"
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    """``[field]``: time limits and escalation of field work orders (engine/fieldwork)."""
+
+    reconnect_hours: float = 4.0  # 现场复电 within this many hours of being raised
+    reconnect_done_by: str = "08:00"  # ... and never left overnight: done by this local time
+    disconnect_working_days: int = 3  # 补停 by the end of the Nth working day after being raised
+    second_level_hours: float = 2.0  # still late this long after 预警: 督办 by the supervisors
+    followup_hours: float = 24.0  # 回访 due this long after a reconnection
+    complaint_working_days: int = 5  # a complaint answered by the end of the Nth working day
+    supervisors: list[str] = field(default_factory=list)  # 督办 recipients; empty = [roles]
+    crews: dict[str, CrewConfig] = field(default_factory=dict)
+    night_duty: NightDutyConfig = field(default_factory=NightDutyConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     site: SiteConfig = field(default_factory=SiteConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -204,6 +255,8 @@ class Config:
     # Not keys: where the file was (for relative paths) and which tables it had.
     source: Path | None = field(default=None, compare=False)
     present_tables: frozenset[str] = field(default_factory=frozenset, compare=False)
+    # ``[field]`` (work orders); last, because the name shadows dataclasses.field in this body.
+    field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
 
     @property
     def roles_configured(self) -> bool:
@@ -249,7 +302,7 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
 
 def _coerce_value(key: str, tp: Any, value: Any) -> Any:
     origin = typing.get_origin(tp)
-    if origin is dict:  # a table of named tables, e.g. [api.clients.NAME]
+    if origin is dict:  # a table of named tables: [api.clients.NAME], [field.crews.NAME]
         _key_type, inner = typing.get_args(tp)
         if not isinstance(value, dict):
             raise ConfigError(f"config key {key}: expected a table, got {value!r}")
@@ -301,7 +354,38 @@ def _build(cls: type[Any], data: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def _validate_field(config: Config) -> None:
+    work = config.field
+    for key in ("reconnect_hours", "second_level_hours", "followup_hours"):
+        if getattr(work, key) <= 0:
+            raise ConfigError(f"config key field.{key}: must be more than 0")
+    for key in ("disconnect_working_days", "complaint_working_days"):
+        if getattr(work, key) < 0:
+            raise ConfigError(f"config key field.{key}: must not be negative")
+    checks = (
+        ("field.reconnect_done_by", work.reconnect_done_by),
+        ("field.night_duty.starts", work.night_duty.starts),
+        ("field.night_duty.ends", work.night_duty.ends),
+    )
+    for key, text in checks:
+        if not _is_hhmm(text, allow_24=False):
+            raise ConfigError(f"config key {key}: {text!r} is not HH:MM")
+    crew = work.night_duty.crew
+    if crew and crew not in work.crews:
+        raise ConfigError(
+            f"config key field.night_duty.crew: {crew!r} is not a crew of field.crews "
+            f"(known: {', '.join(sorted(work.crews)) or 'none'})"
+        )
+    for name, members in sorted(work.crews.items()):
+        for member in members.members:
+            if member in work.crews:
+                raise ConfigError(
+                    f"config key field.crews.{name}.members: {member!r} is also a crew's name"
+                )
+
+
 def _validate(config: Config) -> None:
+    _validate_field(config)
     try:
         config.site.tz  # noqa: B018 - raises on an unknown zone
     except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -349,6 +433,10 @@ def _validate(config: Config) -> None:
             "config key policy.notice_max_age_days: must be at least policy.notice_days"
         )
     _validate_bounds(config)
+    if config.policy.exemption_max_days < 1:
+        raise ConfigError("config key policy.exemption_max_days: must be at least 1")
+    if config.policy.notice_backdate_max_days < 0:
+        raise ConfigError("config key policy.notice_backdate_max_days: must not be negative")
     url = config.database.url
     if not url.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
         raise ConfigError(

@@ -2,7 +2,9 @@
 
 Used by the ``reconnect_deadline`` timer (a reconnection not verified within its deadline),
 the evening sweep (复电不过夜: no reconnection stays pending overnight) and armed orders whose
-customer never pressed the button. Escalation never moves the order: the dispatcher may
+customer never pressed the button. The field order's time limit and crew (night duty at
+night) are set by the scheduler tick's field work (engine.fieldwork.overdue), which runs
+right after the timers in the same tick. Escalation never moves the order: the dispatcher may
 still finish a pending reconnection remotely (a second close is harmless), and an ``armed``
 order is already final. One open field order per order: escalating twice changes nothing.
 """
@@ -21,7 +23,7 @@ from engine.config import Config
 from engine.db.models import FIELD_ORDERS, METERS
 from engine.notify import Notifier
 
-FIELD_CREW = "field-crew"
+FIELD_CREW = "field-crew"  # who is alerted about a field order nobody is assigned to yet
 
 # Why a reconnection went to the field (stable codes, shown by ``field-orders list``).
 RECONNECT_OVERDUE = "reconnect_overdue"  # deadline after payment passed, not verified/armed
@@ -126,7 +128,15 @@ def close_escalations(
         session.execute(
             update(FIELD_ORDERS)
             .where(FIELD_ORDERS.c.id.in_(ids))
-            .values(status="closed", closed_at=now, closed_by=actor)
+            .values(
+                status="closed",
+                closed_at=now,
+                closed_by=actor,
+                outcome="done_remotely",
+                read_back="closed",
+                read_back_source="meter",
+                note=why,
+            )
         )
         account_no = session.execute(
             select(FIELD_ORDERS.c.account_no).where(FIELD_ORDERS.c.id == ids[0])

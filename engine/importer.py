@@ -44,15 +44,20 @@ from engine.db.models import (
     ACCOUNTS,
     CLOSE_MODES,
     CUSTOMER_CLASSES,
+    EXEMPTIONS,
+    FIELD_ORDERS,
     METERS,
     NOTICES,
     PROTOCOLS,
     SECURITY_MODES,
+    SWITCH_ORDERS,
 )
 from engine.identifiers import confusable_problem
 from engine.import_checks import address_clashes
 from engine.money import CENT, COLUMN_LIMIT, AmountError, parse_yuan
-from engine.store.timeinput import parse_timestamp
+from engine.notify import OutboxNotifier
+from engine.store.standdown import stand_down_cuts
+from engine.store.timeinput import check_delivery, parse_delivery
 
 REQUIRED_COLUMNS = (
     "account_no",
@@ -72,7 +77,8 @@ OPTIONAL_COLUMNS = ("station", "security", "close_mode", "password_ref")
 DEFAULT_PROTOCOL = "dlt645-2007"
 CHUNK = 1000
 # A billing clock a little ahead of ours is not an error; a delivery next week is.
-FUTURE_SLACK = timedelta(minutes=5)
+# A delivery older than this is refused ([policy] notice_backdate_max_days).
+DEFAULT_BACKDATE = timedelta(days=14)
 
 _TRUE = {"yes", "y", "true", "1"}
 _FALSE = {"no", "n", "false", "0"}
@@ -145,6 +151,9 @@ class ImportSummary:
     meters_updated: int = 0
     meters_unbound: int = 0
     notices_recorded: int = 0
+    # Cuts stood down because the export says the account is no longer in arrears.
+    orders_cancelled: int = 0
+    field_orders_cancelled: int = 0
     dry_run: bool = False
     audit_seq: int | None = None
     columns: list[str] = field(default_factory=list)
@@ -206,7 +215,11 @@ def _text(value: str, limit: int) -> tuple[str, str | None]:
 
 
 def validate_row(
-    values: dict[str, str], row: int, tz: ZoneInfo, now: datetime
+    values: dict[str, str],
+    row: int,
+    tz: ZoneInfo,
+    now: datetime,
+    max_backdate: timedelta = DEFAULT_BACKDATE,
 ) -> tuple[AccountRow | None, list[Problem]]:
     """Check one row; return the typed row (None when it has problems) and its problems."""
     problems: list[Problem] = []
@@ -268,14 +281,15 @@ def validate_row(
     delivered: datetime | None = None
     if values["notice_delivered_at"].strip():
         try:
-            delivered = parse_timestamp(
-                values["notice_delivered_at"], tz, what="notice_delivered_at"
+            delivered = parse_delivery(
+                values["notice_delivered_at"], tz, now=now, what="notice_delivered_at"
             )
-        except InputError:
-            bad("notice_delivered_at", f"{values['notice_delivered_at']!r} is not an ISO 8601 time")
-        else:
-            if delivered > now + FUTURE_SLACK:
-                bad("notice_delivered_at", f"{values['notice_delivered_at']!r} is in the future")
+            check_delivery(
+                delivered, now=now, max_backdate=max_backdate, tz=tz, what="notice_delivered_at"
+            )
+        except InputError as exc:
+            bad("notice_delivered_at", str(exc).removeprefix("notice_delivered_at: "))
+            delivered = None
     optional: dict[str, str | None] = {}
     for column, allowed, limit in (
         ("station", None, 64),
@@ -357,7 +371,12 @@ def _header(path: Path, encoding: str) -> tuple[list[str], list[Problem]]:
 
 
 def _rows(
-    path: Path, encoding: str, columns: list[str], tz: ZoneInfo, now: datetime
+    path: Path,
+    encoding: str,
+    columns: list[str],
+    tz: ZoneInfo,
+    now: datetime,
+    max_backdate: timedelta = DEFAULT_BACKDATE,
 ) -> Iterator[tuple[int, dict[str, str] | None, AccountRow | None, list[Problem]]]:
     """(row, raw values, typed row or None, problems) for each data row."""
     first = True
@@ -374,7 +393,7 @@ def _rows(
             )
             continue
         values = dict(zip(columns, fields, strict=True))
-        parsed, problems = validate_row(values, row, tz, now)
+        parsed, problems = validate_row(values, row, tz, now, max_backdate)
         yield row, values, parsed, problems
 
 
@@ -440,7 +459,14 @@ def _repeats(
                 yield Problem(row, column, f"{shown} repeats row {first}")
 
 
-def scan(path: Path, *, tz: ZoneInfo, now: datetime, encoding: str = "utf-8-sig") -> Scan:
+def scan(
+    path: Path,
+    *,
+    tz: ZoneInfo,
+    now: datetime,
+    encoding: str = "utf-8-sig",
+    max_backdate: timedelta = DEFAULT_BACKDATE,
+) -> Scan:
     """Pass 1: validate the whole file; memory holds key hashes, not rows or keys.
 
     Repeated keys are found by their hashes (a set of ints per key column, about 60 bytes an
@@ -455,7 +481,9 @@ def scan(path: Path, *, tz: ZoneInfo, now: datetime, encoding: str = "utf-8-sig"
         seen: dict[str, set[int]] = {column: set() for column in _KEY_COLUMNS}
         suspects: dict[str, set[int]] = {column: set() for column in _KEY_COLUMNS}
         count = 0
-        for _row, values, parsed, row_problems in _rows(path, encoding, columns, tz, now):
+        for _row, values, parsed, row_problems in _rows(
+            path, encoding, columns, tz, now, max_backdate
+        ):
             count += 1
             problems.extend(row_problems)
             if values is None:
@@ -507,6 +535,9 @@ def _write_chunk(
     columns: set[str],
     now: datetime,
     summary: ImportSummary,
+    *,
+    actor: str,
+    threshold: Decimal,
 ) -> None:
     numbers = [r.account_no for r in chunk]
     existing = {
@@ -516,6 +547,19 @@ def _write_chunk(
         )
     }
 
+    # A humanitarian case approved in meterctl keeps the flag whatever the export says: the
+    # billing system does not know about it, and losing the flag would let the account be cut
+    # without a supervisor's approval once the case ends.
+    humane = set(
+        session.execute(
+            select(EXEMPTIONS.c.account_no).where(
+                EXEMPTIONS.c.account_no.in_(numbers),
+                EXEMPTIONS.c.kind == "humanitarian",
+                EXEMPTIONS.c.status == "approved",
+            )
+        ).scalars()
+    )
+
     def account_values(r: AccountRow) -> dict[str, Any]:
         values: dict[str, Any] = {
             "name": r.name,
@@ -523,7 +567,7 @@ def _write_chunk(
             "balance": r.balance,
             "agreement": r.agreement,
             "customer_class": r.customer_class,
-            "humanitarian": r.humanitarian,
+            "humanitarian": r.humanitarian or r.account_no in humane,
             "meter_no": r.meter_no,
             "meter_address": r.meter_address,
             "updated_at": now,
@@ -537,10 +581,22 @@ def _write_chunk(
         for r in chunk
         if r.account_no not in existing
     ]
+    # Accounts in arrears before this export that it says are paid up: the episode ends.
+    was_in_arrears = {
+        str(number)
+        for number in session.execute(
+            select(ACCOUNTS.c.account_no).where(
+                ACCOUNTS.c.account_no.in_(numbers), ACCOUNTS.c.balance < threshold
+            )
+        ).scalars()
+    }
     changed = [
         {"b_account_no": r.account_no, **account_values(r)}
         for r in chunk
         if r.account_no in existing
+    ]
+    cleared = [
+        r.account_no for r in chunk if r.account_no in was_in_arrears and r.balance >= threshold
     ]
     if new:
         session.execute(insert(ACCOUNTS), new)
@@ -548,8 +604,21 @@ def _write_chunk(
         session.execute(
             update(ACCOUNTS).where(ACCOUNTS.c.account_no == bindparam("b_account_no")), changed
         )
+    if cleared:
+        session.execute(
+            update(ACCOUNTS)
+            .where(ACCOUNTS.c.account_no.in_(cleared))
+            .values(arrears_cleared_at=now)
+        )
     summary.accounts_created += len(new)
     summary.accounts_updated += len(changed)
+    _stand_down_paid(
+        session,
+        [r.account_no for r in chunk if r.account_no in existing and r.balance >= threshold],
+        actor=actor,
+        now=now,
+        summary=summary,
+    )
 
     # Meters: upsert by meter_no, bind to the account; unbind meters the accounts dropped.
     with_meter = [r for r in chunk if r.meter_no]
@@ -623,29 +692,79 @@ def _checked_write(
     now: datetime,
     summary: ImportSummary,
     clashes: list[Problem],
+    **write: Any,
 ) -> None:
     """Write a chunk unless it (or an earlier one) moves a meter onto a stored meter's address.
 
     After the first clash nothing more is written (the transaction is rolled back anyway) but
-    every chunk is still checked, so the refusal lists every clash.
+    every chunk is still checked, so the refusal lists every clash. ``write``: the rest of
+    :func:`_write_chunk`'s arguments.
     """
     found = [Problem(row, "meter_address", text) for row, text in address_clashes(session, chunk)]
     clashes.extend(found)
     if not clashes:
-        _write_chunk(session, chunk, columns, now, summary)
+        _write_chunk(session, chunk, columns, now, summary, **write)
+
+
+def _stand_down_paid(
+    session: Session, accounts: list[str], *, actor: str, now: datetime, summary: ImportSummary
+) -> None:
+    """Stop every cut of the accounts the export says are no longer in arrears."""
+    if not accounts:
+        return
+    pending = set(
+        session.execute(
+            select(SWITCH_ORDERS.c.account_no).where(
+                SWITCH_ORDERS.c.account_no.in_(accounts),
+                SWITCH_ORDERS.c.kind == "disconnect",
+                SWITCH_ORDERS.c.terminal.is_(False),
+            )
+        ).scalars()
+    ) | set(
+        session.execute(
+            select(FIELD_ORDERS.c.account_no).where(
+                FIELD_ORDERS.c.account_no.in_(accounts), FIELD_ORDERS.c.status == "open"
+            )
+        ).scalars()
+    )
+    for account_no in sorted(pending):
+        stood = stand_down_cuts(
+            session,
+            account_no,
+            actor=actor,
+            now=now,
+            why="account no longer in arrears (billing export)",
+            detail={"source": "import"},
+            notifier=OutboxNotifier(),
+        )
+        summary.orders_cancelled += len(stood.cancelled_orders)
+        summary.field_orders_cancelled += len(stood.cancelled_field_orders)
 
 
 def _record_deliveries(session: Session, rows: list[AccountRow], summary: ImportSummary) -> None:
-    """A delivered notice per row: fill in the newest undelivered one or add one; no repeats."""
+    """A delivered notice per row: fill in the newest undelivered one or add one; no repeats.
+
+    Only a notice of the current arrears episode is filled in (one issued after the account
+    last paid in full). The channel is ``billing_export`` and the evidence the export itself.
+    """
     if not rows:
         return
+    numbers = [r.account_no for r in rows]
+    cleared = dict(
+        session.execute(
+            select(ACCOUNTS.c.account_no, ACCOUNTS.c.arrears_cleared_at).where(
+                ACCOUNTS.c.account_no.in_(numbers)
+            )
+        ).all()
+    )
     notices: dict[str, list[Any]] = {}
     for n in session.execute(
         select(NOTICES.c.id, NOTICES.c.account_no, NOTICES.c.issued_at, NOTICES.c.delivered_at)
-        .where(NOTICES.c.account_no.in_([r.account_no for r in rows]))
+        .where(NOTICES.c.account_no.in_(numbers))
         .order_by(NOTICES.c.issued_at, NOTICES.c.id)
     ):
         notices.setdefault(n.account_no, []).append(n)
+    evidence = f"{summary.file} sha256:{summary.sha256[:16]}"
     fills, adds = [], []
     for r in rows:
         when = r.notice_delivered_at
@@ -653,7 +772,14 @@ def _record_deliveries(session: Session, rows: list[AccountRow], summary: Import
         mine = notices.get(r.account_no, [])
         if any(n.delivered_at == when for n in mine):
             continue  # the same export imported again
-        pending = [n for n in mine if n.delivered_at is None and n.issued_at <= when]
+        since = cleared.get(r.account_no)
+        pending = [
+            n
+            for n in mine
+            if n.delivered_at is None
+            and n.issued_at <= when
+            and (since is None or n.issued_at >= since)
+        ]
         if pending:
             fills.append({"b_id": pending[-1].id, "delivered_at": when})
         else:
@@ -664,10 +790,17 @@ def _record_deliveries(session: Session, rows: list[AccountRow], summary: Import
                     "delivered_at": when,
                     "issued_by": "import",
                     "source": "import",
+                    "channel": "billing_export",
+                    "evidence_ref": evidence,
                 }
             )
     if fills:
-        session.execute(update(NOTICES).where(NOTICES.c.id == bindparam("b_id")), fills)
+        session.execute(
+            update(NOTICES)
+            .where(NOTICES.c.id == bindparam("b_id"))
+            .values(channel="billing_export", evidence_ref=evidence),
+            fills,
+        )
     if adds:
         session.execute(insert(NOTICES), adds)
     summary.notices_recorded += len(fills) + len(adds)
@@ -684,6 +817,8 @@ def import_accounts(
     encoding: str = "utf-8-sig",
     on_scanned: Callable[[int], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    arrears_threshold: Decimal = Decimal("0.00"),
+    max_backdate: timedelta = DEFAULT_BACKDATE,
 ) -> ImportSummary:
     """Validate ``path`` completely, then upsert it in one transaction with one audit record.
 
@@ -691,7 +826,7 @@ def import_accounts(
     is bad. ``on_scanned(rows)`` is called after validation, ``progress(n)`` per written chunk.
     With ``dry_run`` the writes run and are rolled back, so the counts are exact.
     """
-    checked = scan(path, tz=tz, now=now, encoding=encoding)
+    checked = scan(path, tz=tz, now=now, encoding=encoding, max_backdate=max_backdate)
     if checked.problems:
         raise ImportRejected(path, checked.problems)
     if on_scanned is not None:
@@ -708,19 +843,39 @@ def import_accounts(
     try:
         with transaction(engine) as session:
             chunk: list[AccountRow] = []
-            for row, _values, parsed, problems in _rows(path, encoding, checked.columns, tz, now):
+            for row, _values, parsed, problems in _rows(
+                path, encoding, checked.columns, tz, now, max_backdate
+            ):
                 if parsed is None:  # the file changed since pass 1
                     raise ImportRejected(
                         path, problems or [Problem(row, None, "the file changed while importing")]
                     )
                 chunk.append(parsed)
                 if len(chunk) >= CHUNK:
-                    _checked_write(session, chunk, columns, now, summary, clashes)
+                    _checked_write(
+                        session,
+                        chunk,
+                        columns,
+                        now,
+                        summary,
+                        clashes,
+                        actor=actor,
+                        threshold=arrears_threshold,
+                    )
                     if progress is not None:
                         progress(len(chunk))
                     chunk = []
             if chunk:
-                _checked_write(session, chunk, columns, now, summary, clashes)
+                _checked_write(
+                    session,
+                    chunk,
+                    columns,
+                    now,
+                    summary,
+                    clashes,
+                    actor=actor,
+                    threshold=arrears_threshold,
+                )
                 if progress is not None:
                     progress(len(chunk))
             if clashes:

@@ -4,6 +4,7 @@ Disconnect (停电)::
 
     planned ─> noticed ─> [warned (T-15) ─> instructed (T)] ─> ready (T+15)
             ─> dispatching ─> verified
+    (important customers: warned/instructed/ready/dispatching ─> planned = timeline restarted)
     side exits: blocked(reason) · cancelled_paid (a payment cancels by itself) ·
                 cancelled_approved (any other termination needs a supervisor) ·
                 failed ─> field_order
@@ -70,13 +71,23 @@ _CANCELLABLE = frozenset({_D.CANCELLED_PAID, _D.CANCELLED_APPROVED, _D.BLOCKED})
 DISCONNECT_TRANSITIONS: dict[str, frozenset[str]] = {
     _D.PLANNED: frozenset({_D.NOTICED, _D.WARNED, _D.READY, *_CANCELLABLE}),
     _D.NOTICED: frozenset({_D.WARNED, _D.READY, *_CANCELLABLE}),
-    _D.WARNED: frozenset({_D.INSTRUCTED, *_CANCELLABLE}),
-    _D.INSTRUCTED: frozenset({_D.READY, *_CANCELLABLE}),
-    _D.READY: frozenset({_D.DISPATCHING, *_CANCELLABLE}),
+    # back to planned = an important customer's timeline starts again (the execution could
+    # not follow the instruction by 15 minutes: window closed, a forbidden day, far too late).
+    _D.WARNED: frozenset({_D.INSTRUCTED, _D.PLANNED, *_CANCELLABLE}),
+    _D.INSTRUCTED: frozenset({_D.READY, _D.PLANNED, *_CANCELLABLE}),
+    _D.READY: frozenset({_D.DISPATCHING, _D.PLANNED, *_CANCELLABLE}),
     # ready again = retry later with backoff; blocked = the re-check just before the command
     # said no.
     _D.DISPATCHING: frozenset(
-        {_D.VERIFIED, _D.FAILED, _D.FIELD_ORDER, _D.READY, _D.BLOCKED, _D.CANCELLED_PAID}
+        {
+            _D.VERIFIED,
+            _D.FAILED,
+            _D.FIELD_ORDER,
+            _D.READY,
+            _D.PLANNED,
+            _D.BLOCKED,
+            _D.CANCELLED_PAID,
+        }
     ),
     _D.FAILED: frozenset({_D.FIELD_ORDER, _D.READY, _D.CANCELLED_PAID, _D.CANCELLED_APPROVED}),
     _D.VERIFIED: frozenset(),

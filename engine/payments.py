@@ -1,9 +1,9 @@
 """Payments: the post-payment hook's core (CLI ``payments record`` and ``POST /payments``).
 
 One transaction per payment, idempotent by its reference: the same ``ref`` twice changes
-nothing. A payment that clears the arrears cancels every pending disconnection of the account
-at once (a disconnect already on the wire is cancelled by the dispatcher's re-check, or
-compensated) and, when the meter is or may be open, creates a reconnection order with a
+nothing. A payment that clears the arrears stops every path that could still cut the account
+(:mod:`engine.store.standdown`: queued orders, timeline timers, field disconnection orders; a
+disconnect already on the wire is cancelled by the dispatcher's re-check, or compensated) and, when the meter is or may be open, creates a reconnection order with a
 deadline; the dispatcher runs reconnections ahead of disconnections. A payment that leaves
 the account in arrears reconnects nothing.
 """
@@ -32,19 +32,11 @@ from engine.db.models import (
     SwitchOrder,
 )
 from engine.money import CENT, AmountError, parse_yuan
+from engine.notify import notifier_from_config
 from engine.orders_states import DisconnectState, OrderKind, ReconnectState
 from engine.store.accounts import arrears_threshold
 from engine.store.errors import UnknownAccount
-from engine.store.orders import move_order
-
-_PENDING_DISCONNECT = (
-    DisconnectState.PLANNED.value,
-    DisconnectState.NOTICED.value,
-    DisconnectState.WARNED.value,
-    DisconnectState.INSTRUCTED.value,
-    DisconnectState.READY.value,
-    DisconnectState.FAILED.value,
-)
+from engine.store.standdown import stand_down_cuts
 
 
 @dataclass
@@ -56,6 +48,7 @@ class PaymentResult:
     balance: Decimal
     in_arrears: bool
     cancelled_orders: list[int] = field(default_factory=list)
+    cancelled_field_orders: list[int] = field(default_factory=list)
     reconnect_order_id: int | None = None
     meter_link: str | None = None
 
@@ -68,6 +61,7 @@ class PaymentResult:
             "balance": str(self.balance),
             "in_arrears": self.in_arrears,
             "cancelled_orders": self.cancelled_orders,
+            "cancelled_field_orders": self.cancelled_field_orders,
             "order_id": self.reconnect_order_id,
         }
 
@@ -140,10 +134,18 @@ def record_payment(
                 f"the payment would take account {account_no}'s balance to {balance} yuan, "
                 f"beyond the maximum of {max_balance:,} yuan ([payments] max_balance)",
             )
+        in_arrears = balance < threshold
+        # Paid in full: this arrears episode ends, and its notices with it (a new debt needs
+        # a new notice, policies/notice.py).
+        episode_ended = Decimal(account.balance) < threshold and not in_arrears
         session.execute(
             update(ACCOUNTS)
             .where(ACCOUNTS.c.account_no == account_no)
-            .values(balance=balance, updated_at=now)
+            .values(
+                balance=balance,
+                updated_at=now,
+                **({"arrears_cleared_at": now} if episode_ended else {}),
+            )
         )
         session.execute(
             insert(PAYMENTS).values(
@@ -155,7 +157,6 @@ def record_payment(
                 source=source,
             )
         )
-        in_arrears = balance < threshold
         audit.append(
             session,
             actor,
@@ -167,6 +168,7 @@ def record_payment(
                 "balance": str(balance),
                 "source": source,
                 "in_arrears": in_arrears,
+                "arrears_episode_ended": episode_ended,
             },
             at=now,
         )
@@ -174,52 +176,21 @@ def record_payment(
         if in_arrears:
             return result
 
-        disconnects = session.execute(
-            select(SWITCH_ORDERS.c.id, SWITCH_ORDERS.c.state).where(
-                SWITCH_ORDERS.c.account_no == account_no,
-                SWITCH_ORDERS.c.kind == OrderKind.DISCONNECT.value,
-            )
-        ).all()
-        for row in disconnects:
-            if row.state in _PENDING_DISCONNECT:
-                order = session.get(SwitchOrder, row.id)
-                assert order is not None
-                move_order(
-                    session,
-                    order,
-                    DisconnectState.CANCELLED_PAID,
-                    actor=actor,
-                    now=now,
-                    detail={"payment_ref": ref, "balance": str(balance)},
-                )
-                result.cancelled_orders.append(row.id)
-        if result.cancelled_orders:  # their important-customer timers must not fire
-            session.execute(
-                update(TIMERS)
-                .where(TIMERS.c.order_id.in_(result.cancelled_orders), TIMERS.c.fired_at.is_(None))
-                .values(fired_at=now, claimed_by="cancelled:payment")
-            )
-
-        meter = (
-            session.execute(select(METERS).where(METERS.c.meter_no == account.meter_no)).first()
-            if account.meter_no
-            else None
+        stood = stand_down_cuts(
+            session,
+            account_no,
+            actor=actor,
+            now=now,
+            why=f"account no longer in arrears (payment {ref})",
+            detail={"payment_ref": ref, "balance": str(balance)},
+            notifier=notifier_from_config(config),
         )
-        if meter is None:
-            return result
-        result.meter_link = meter.link
-        states = {row.state for row in disconnects}
-        needs = (
-            meter.relay_state in ("open", "armed")
-            or DisconnectState.DISPATCHING.value in states
-            or (meter.relay_state == "unknown" and states & {"verified", "field_order"} != set())
-        )
-        if not needs:
-            return result
-        order_id, _created = ensure_reconnect_order(
+        result.cancelled_orders = stood.cancelled_orders
+        result.cancelled_field_orders = stood.cancelled_field_orders
+        found = reconnect_if_cut(
             session,
             account_no=account_no,
-            meter_id=meter.id,
+            meter_no=account.meter_no,
             now=now,
             actor=actor,
             config=config,
@@ -227,8 +198,62 @@ def record_payment(
             batch_id=f"payment:{ref}",
             detail={"payment_ref": ref},
         )
-        result.reconnect_order_id = order_id
+        result.meter_link, result.reconnect_order_id = found
         return result
+
+
+def reconnect_if_cut(
+    session: Session,
+    *,
+    account_no: str,
+    meter_no: str | None,
+    now: datetime,
+    actor: str,
+    config: Config,
+    reason: str,
+    batch_id: str,
+    detail: Mapping[str, Any] | None = None,
+) -> tuple[str | None, int | None]:
+    """Order the reconnection of an account whose meter is, or may be, open.
+
+    Open or armed by the last read, a disconnection on the wire, or an unknown relay after a
+    verified disconnection or a field order. Returns (the meter's link, the reconnection order
+    id or None). Shared by payments and emergency reconnection (应急复电).
+    """
+    meter = (
+        session.execute(select(METERS).where(METERS.c.meter_no == meter_no)).first()
+        if meter_no
+        else None
+    )
+    if meter is None:
+        return None, None
+    states = set(
+        session.execute(
+            select(SWITCH_ORDERS.c.state).where(
+                SWITCH_ORDERS.c.account_no == account_no,
+                SWITCH_ORDERS.c.kind == OrderKind.DISCONNECT.value,
+            )
+        ).scalars()
+    )
+    needs = (
+        meter.relay_state in ("open", "armed")
+        or DisconnectState.DISPATCHING.value in states
+        or (meter.relay_state == "unknown" and states & {"verified", "field_order"} != set())
+    )
+    if not needs:
+        return meter.link, None
+    order_id, _created = ensure_reconnect_order(
+        session,
+        account_no=account_no,
+        meter_id=meter.id,
+        now=now,
+        actor=actor,
+        config=config,
+        reason=reason,
+        batch_id=batch_id,
+        detail=detail,
+    )
+    return meter.link, order_id
 
 
 def ensure_reconnect_order(

@@ -1,5 +1,8 @@
 """Who may do what: roles come from ``[roles]`` in the config, identity from the OS user.
 
+The identity is the kernel's, never an environment variable (:class:`OsIdentity`; the design
+for shared service accounts is in docs/security.md, "Operator identity").
+
 Roles nest: a supervisor may do all an operator may, an admin all a supervisor may.
 With no ``[roles]`` table at all (the embedded default, a first run) the user running the
 command holds every role, and commands say so on stderr.
@@ -7,10 +10,12 @@ command holds every role, and commands say so on stderr.
 
 from __future__ import annotations
 
-import getpass
 import os
+import pwd
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
+from typing import Protocol
 
 from engine.config import Config
 
@@ -24,12 +29,84 @@ class Role(str, Enum):
 _RANK = {Role.OPERATOR: 1, Role.SUPERVISOR: 2, Role.ADMIN: 3}
 
 
-def current_user() -> str:
-    """The operating-system user running this process (``METERCTL_USER`` is not honoured)."""
+# The kernel's "no login uid" value ((uid_t)-1): a daemon, a container, a boot-time service.
+_NO_LOGIN_UID = 4294967295
+
+
+def user_name(uid: int) -> str:
+    """The passwd name of ``uid``; ``uid:N`` when it has none (a container's bare uid).
+
+    ``:`` cannot appear in a passwd name, so ``uid:N`` can never be mistaken for a user.
+    """
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (containers): fall back to the uid
-        return str(os.getuid())
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid:{uid}"
+
+
+def login_uid(proc: Path = Path("/proc")) -> int | None:
+    """The login uid the kernel keeps for this process (``/proc/self/loginuid``), or None.
+
+    Set by PAM (pam_loginuid) when a person logs in and inherited unchanged through sudo and
+    su; an unprivileged process cannot change it. None when unset (daemons, containers) or
+    on a system without it.
+    """
+    try:
+        value = int((proc / "self" / "loginuid").read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
+    return None if value in (_NO_LOGIN_UID, -1) else value
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who runs the command: ``user`` for roles and the audit trail.
+
+    ``attributable`` is False when the process runs under a shared account and the person
+    behind it cannot be told (no login uid): such a process holds no role.
+    """
+
+    user: str
+    attributable: bool = True
+    via: str = ""  # how it was established, for the audit and the error messages
+
+
+class IdentityProvider(Protocol):
+    """Where the CLI gets its operator identity from (the OS in production)."""
+
+    def identify(self, config: Config) -> Identity: ...
+
+
+@dataclass(frozen=True)
+class OsIdentity:
+    """The identity of the process from the kernel, never from the environment.
+
+    - The effective uid's account is the identity (``pwd.getpwuid(os.geteuid())``):
+      ``USER``, ``LOGNAME``, ``SUDO_USER`` and every other variable are ignored.
+    - Running as root or as an account listed in ``[roles] shared_accounts`` (several people
+      use it through ``sudo -u`` or ``su``), the identity is the person who logged in: the
+      kernel's login uid, which sudo and su keep and no unprivileged process can change.
+    - A shared account with no login uid of another person (a daemon, a shared password
+      typed at a login prompt) is not attributable: it holds no role. Root with no login
+      uid (a container, a boot-time service) stays ``root``.
+    """
+
+    proc: Path = Path("/proc")
+
+    def identify(self, config: Config) -> Identity:
+        euid = os.geteuid()
+        name = user_name(euid)
+        shared = name in config.roles.shared_accounts
+        if euid != 0 and not shared:
+            return Identity(name, True, "effective uid")
+        person = login_uid(self.proc)
+        if person is not None and person != euid:
+            person_name = user_name(person)
+            if person_name not in config.roles.shared_accounts:
+                return Identity(person_name, True, f"login uid (running as {name})")
+        if shared:
+            return Identity(name, False, f"shared account {name}, no personal login uid")
+        return Identity(name, True, "effective uid")
 
 
 @dataclass(frozen=True)
@@ -52,8 +129,10 @@ def roles_of(config: Config, user: str) -> set[Role]:
     return held
 
 
-def check_role(config: Config, user: str, needed: Role, action: str) -> RoleCheck:
+def check_role(config: Config, user: str | Identity, needed: Role, action: str) -> RoleCheck:
     """Decide whether ``user`` may perform ``action``, which needs ``needed``."""
+    identity = user if isinstance(user, Identity) else Identity(user)
+    user = identity.user
     if not config.roles_configured:
         return RoleCheck(
             True,
@@ -61,6 +140,16 @@ def check_role(config: Config, user: str, needed: Role, action: str) -> RoleChec
             needed,
             True,
             f"no [roles] table in the config: {user} holds every role for {action}",
+        )
+    if not identity.attributable:
+        return RoleCheck(
+            False,
+            user,
+            needed,
+            False,
+            f"refused: {action} needs the {needed.value} role, and {user} is a shared account "
+            f"whose person is unknown ({identity.via}): log in with your own account and run "
+            f"meterctl through sudo -u {user}",
         )
     if needed in roles_of(config, user):
         return RoleCheck(True, user, needed, False, f"{user} holds the {needed.value} role")

@@ -24,7 +24,18 @@ the twice-daily "停电不欠费" watch. :func:`screen` answers them from the st
     vendor's quirk (:mod:`protocols.dlt645.tolerant`);
 (f) ``guarantee_mismatch``: meters whose 保电 state read back from the meter differs from the
     database (a guarantee with no approved exemption in force, an exemption whose meter never
-    confirmed it).
+    confirmed it);
+(g) ``field_disconnections_not_in_arrears``: OPEN field disconnection orders (补停) whose
+    account is not in arrears: a crew sent out from that list would cut a customer who owes
+    nothing (payments and billing exports cancel them, so any entry here is an alarm);
+(h) ``cancelled_field_orders``: field orders cancelled in the recent window, with why (a crew
+    holding a printed list must see that the job is off);
+(i) ``expired_protections``: exemptions (保电, humanitarian cases) and disconnection approvals
+    whose end fell in the recent window (audited as ``exemption.expired`` /
+    ``approval.expired``), and approvals without an end (from before ends were required).
+(j) ``overdue_field_orders``: open field orders past their time limit, with the assignee and
+    the escalation level reached (1 预警, 2 督办 by the supervisors);
+(k) ``overdue_complaints``: open complaints past their time limit.
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ from engine.db.database import read_session
 from engine.db.models import (
     ACCOUNTS,
     COMMAND_ATTEMPTS,
+    COMPLAINTS,
     FIELD_ORDERS,
     METER_DEVIATIONS,
     METERS,
@@ -53,6 +65,7 @@ from engine.orders_states import OrderKind
 from engine.store.accounts import arrears_threshold
 from engine.store.cases import load_cases
 from engine.store.exemptions import guarantee_in_force
+from engine.store.expiry import recent_expiries
 from engine.sweeps import disconnected_but_paid
 from policies import evaluate, settings_from_config
 from policies.facts import Decision, Outcome
@@ -64,6 +77,11 @@ SCREENING_KEYS = (
     "failing_buses",
     "protocol_deviations",
     "guarantee_mismatch",
+    "field_disconnections_not_in_arrears",
+    "cancelled_field_orders",
+    "expired_protections",
+    "overdue_field_orders",
+    "overdue_complaints",
 )
 """The lists of :func:`screen`'s document (stable keys)."""
 
@@ -555,6 +573,101 @@ def guarantee_mismatch(engine: Engine, now: datetime) -> list[dict[str, Any]]:
         ]
 
 
+_FIELD_COLUMNS = (
+    FIELD_ORDERS.c.id,
+    FIELD_ORDERS.c.order_id,
+    FIELD_ORDERS.c.account_no,
+    FIELD_ORDERS.c.meter_address,
+    FIELD_ORDERS.c.cause,
+    FIELD_ORDERS.c.status,
+    FIELD_ORDERS.c.created_at,
+    FIELD_ORDERS.c.closed_at,
+    FIELD_ORDERS.c.closed_by,
+    FIELD_ORDERS.c.closed_reason,
+    FIELD_ORDERS.c.due_at,
+    FIELD_ORDERS.c.assignee,
+    FIELD_ORDERS.c.stage,
+    FIELD_ORDERS.c.escalation_level,
+    SWITCH_ORDERS.c.kind,
+    ACCOUNTS.c.balance,
+)
+
+
+def _field_rows(session: Session, *conditions: Any) -> list[dict[str, Any]]:
+    query = (
+        select(*_FIELD_COLUMNS)
+        .select_from(
+            FIELD_ORDERS.outerjoin(
+                SWITCH_ORDERS, SWITCH_ORDERS.c.id == FIELD_ORDERS.c.order_id
+            ).outerjoin(ACCOUNTS, ACCOUNTS.c.account_no == FIELD_ORDERS.c.account_no)
+        )
+        .where(*conditions)
+        .order_by(FIELD_ORDERS.c.id)
+    )
+    rows = []
+    for r in session.execute(query).mappings():
+        row = dict(r)
+        row["balance"] = None if row["balance"] is None else str(row["balance"])
+        row["work"] = "补停 field disconnection" if row["kind"] == "disconnect" else "现场复电"
+        rows.append(row)
+    return rows
+
+
+def field_disconnections_not_in_arrears(engine: Engine, config: Config) -> list[dict[str, Any]]:
+    """Open 补停 field orders whose account is not in arrears (never to be carried out)."""
+    threshold = arrears_threshold(config.policy.arrears_threshold)
+    with read_session(engine) as session:
+        return _field_rows(
+            session,
+            FIELD_ORDERS.c.status == "open",
+            SWITCH_ORDERS.c.kind == OrderKind.DISCONNECT.value,
+            ACCOUNTS.c.balance >= threshold,
+        )
+
+
+def cancelled_field_orders(engine: Engine, *, since: datetime) -> list[dict[str, Any]]:
+    """Field orders cancelled since ``since``, with who cancelled them and why."""
+    with read_session(engine) as session:
+        return _field_rows(
+            session, FIELD_ORDERS.c.status == "cancelled", FIELD_ORDERS.c.closed_at >= since
+        )
+
+
+def expired_protections(engine: Engine, *, since: datetime, now: datetime) -> list[dict[str, Any]]:
+    """Exemptions and approvals that ended in ``[since, now]`` (see engine.store.expiry)."""
+    with read_session(engine) as session:
+        return recent_expiries(session, since=since, now=now)
+
+
+def overdue_field_orders(engine: Engine, *, now: datetime) -> list[dict[str, Any]]:
+    """Open field orders past their time limit (oldest limit first)."""
+    with read_session(engine) as session:
+        rows = _field_rows(
+            session,
+            FIELD_ORDERS.c.status == "open",
+            FIELD_ORDERS.c.due_at.is_not(None),
+            FIELD_ORDERS.c.due_at < now,
+        )
+    for row in rows:
+        row["late_minutes"] = int((now - row["due_at"]).total_seconds() // 60)
+    return sorted(rows, key=lambda r: (r["due_at"], r["id"]))
+
+
+def overdue_complaints(engine: Engine, *, now: datetime) -> list[dict[str, Any]]:
+    """Open complaints past their time limit."""
+    c = COMPLAINTS.c
+    with read_session(engine) as session:
+        return [
+            dict(r)
+            for r in session.execute(
+                select(c.id, c.account_no, c.order_id, c.field_order_id, c.channel,
+                       c.created_at, c.due_at, c.text)
+                .where(c.status == "open", c.due_at < now)
+                .order_by(c.due_at, c.id)
+            ).mappings()
+        ]  # fmt: skip
+
+
 def screen(
     engine: Engine,
     config: Config,
@@ -573,6 +686,11 @@ def screen(
         ),
         "protocol_deviations": protocol_deviations(engine, since=now - options.window),
         "guarantee_mismatch": guarantee_mismatch(engine, now),
+        "field_disconnections_not_in_arrears": field_disconnections_not_in_arrears(engine, config),
+        "cancelled_field_orders": cancelled_field_orders(engine, since=now - options.window),
+        "expired_protections": expired_protections(engine, since=now - options.window, now=now),
+        "overdue_field_orders": overdue_field_orders(engine, now=now),
+        "overdue_complaints": overdue_complaints(engine, now=now),
     }
     return {
         "at": now,

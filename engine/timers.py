@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -35,18 +36,33 @@ from engine.db.database import read_session, transaction
 from engine.db.models import ACCOUNTS, TIMERS, SwitchOrder, Timer
 from engine.dispatch.identity import holder_alive
 from engine.escalation import RECONNECT_OVERDUE, escalate
+from engine.important import (
+    IMPORTANT_EXECUTE,
+    IMPORTANT_INSTRUCT,
+    IMPORTANT_RESTART,
+    IMPORTANT_WARN,
+    policy_settings,
+    restart_timeline,
+    timeline_recipients,
+)
 from engine.notify import Notifier
 from engine.orders_states import DisconnectState, OrderKind, ReconnectState
+from engine.store.accounts import arrears_threshold
 from engine.store.errors import StaleOrder
 from engine.store.orders import move_order
+from engine.store.standdown import stand_down_cuts
+from policies.window import window_open_at
 
 log = structlog.get_logger("engine.timers")
 
-IMPORTANT_WARN = "important_warn"
-IMPORTANT_INSTRUCT = "important_instruct"
-IMPORTANT_EXECUTE = "important_execute"
 RECONNECT_DEADLINE = "reconnect_deadline"
-TIMER_KINDS = (IMPORTANT_WARN, IMPORTANT_INSTRUCT, IMPORTANT_EXECUTE, RECONNECT_DEADLINE)
+TIMER_KINDS = (
+    IMPORTANT_WARN,
+    IMPORTANT_INSTRUCT,
+    IMPORTANT_EXECUTE,
+    IMPORTANT_RESTART,
+    RECONNECT_DEADLINE,
+)
 
 DEFAULT_CLAIM_LEASE = timedelta(seconds=60)
 # A handler that raised is tried again this much later (its claim is released).
@@ -63,6 +79,9 @@ _STEP_OF_STATE = {
     _D.INSTRUCTED.value: 2,
 }
 _TARGET_STEP = {IMPORTANT_WARN: 1, IMPORTANT_INSTRUCT: 2, IMPORTANT_EXECUTE: 3}
+_RESTARTABLE = frozenset(
+    s.value for s in (_D.PLANNED, _D.NOTICED, _D.WARNED, _D.INSTRUCTED, _D.READY)
+)
 
 
 @dataclass(frozen=True)
@@ -261,6 +280,8 @@ def fire_due_timers(
 def _dispatch(session: Session, row: Timer, ctx: TimerContext) -> _Outcome:
     if row.kind in _TARGET_STEP:
         return _important(session, row, ctx)
+    if row.kind == IMPORTANT_RESTART:
+        return _restart(session, row, ctx)
     if row.kind == RECONNECT_DEADLINE:
         return _reconnect_deadline(session, row, ctx)
     log.error("timer.unknown_kind", timer=row.id, kind=row.kind)
@@ -290,17 +311,102 @@ def _important(session: Session, row: Timer, ctx: TimerContext) -> _Outcome:
     done = _STEP_OF_STATE.get(order.state)
     if done is None:  # paid (cancelled_paid), terminated, blocked, or already ready/executed
         return _Done(f"nothing_to_do:{order.state}")
+    if _not_in_arrears(session, order.account_no, ctx):
+        # Paid by a path that did not stand the order down (or a race with it): no warning, no
+        # instruction, no cut for a customer who owes nothing.
+        stand_down_cuts(
+            session,
+            order.account_no,
+            actor=ctx.actor,
+            now=ctx.now,
+            detail={"timer": row.kind},
+            notifier=ctx.notifier,
+        )
+        return _Done("cancelled_not_in_arrears")
     target = _TARGET_STEP[row.kind]
     if done >= target:  # fired twice, or an earlier timer caught up: the step is recorded
         return _Done("already_done")
     due = _next_step_due(order, ctx.step)
     if ctx.now < due:
         return _Later("not_yet", due)
+    why = _cannot_follow(order, ctx, due)
+    if why is not None:
+        restart_timeline(
+            session,
+            order,
+            config=ctx.config,
+            notifier=ctx.notifier,
+            now=ctx.now,
+            actor=ctx.actor,
+            why=why,
+        )
+        return _Done("restarted")
     action = _advance(session, order, ctx, due)
     if done + 1 >= target:
         return _Done(action)
     # An earlier step was missing and has just been done; this timer's own step comes later.
     return _Later(action, _next_step_due(order, ctx.step))
+
+
+def _cannot_follow(order: SwitchOrder, ctx: TimerContext, due: datetime) -> str | None:
+    """Why the timeline cannot go on from here without drifting, or None when it can.
+
+    Doing the next step now must leave the execution exactly one step after the
+    instruction, inside the disconnection window: a step later than
+    ``[policy.important] execute_grace_minutes`` after its time, or a timeline whose
+    remaining steps (from now) leave the open window, starts again.
+    """
+    assert order.notice_time is not None
+    settings = policy_settings(ctx.config)
+    now, step, tz = ctx.now, ctx.step, ctx.config.site.tz
+    grace = timedelta(minutes=settings.important_execute_grace_minutes)
+    if now > due + grace:
+        return (
+            f"the step due {ctx.local(due)} could only be taken at {ctx.local(now)}, more than "
+            f"{settings.important_execute_grace_minutes} min late"
+        )
+    if order.warned_at is None:
+        stated = max(order.notice_time, now + step)
+        remaining = [now, stated, stated + step]
+    elif order.instructed_at is None:
+        remaining = [now, max(order.notice_time + step, now + step, order.warned_at + 2 * step)]
+    else:
+        remaining = [now]
+    for when in remaining:
+        if not window_open_at(when, settings):
+            return (
+                f"{when.astimezone(tz):%Y-%m-%d %H:%M} falls outside the disconnection window "
+                "(or on a day the calendar forbids)"
+            )
+    return None
+
+
+def _restart(session: Session, row: Timer, ctx: TimerContext) -> _Outcome:
+    """The dispatcher could not execute on time: start the timeline again."""
+    order = session.get(SwitchOrder, row.order_id) if row.order_id is not None else None
+    if order is None or order.notice_time is None:
+        return _Done("not_an_important_order")
+    if order.state not in _RESTARTABLE:
+        return _Done(f"nothing_to_do:{order.state}")
+    restart_timeline(
+        session,
+        order,
+        config=ctx.config,
+        notifier=ctx.notifier,
+        now=ctx.now,
+        actor=ctx.actor,
+        why=str((row.payload or {}).get("why") or "the execution could not take place on time"),
+    )
+    return _Done("restarted")
+
+
+def _not_in_arrears(session: Session, account_no: str, ctx: TimerContext) -> bool:
+    balance = session.execute(
+        select(ACCOUNTS.c.balance).where(ACCOUNTS.c.account_no == account_no)
+    ).scalar()
+    return balance is not None and Decimal(balance) >= arrears_threshold(
+        ctx.config.policy.arrears_threshold
+    )
 
 
 def _recipients(session: Session, order: SwitchOrder, ctx: TimerContext) -> tuple[str, ...]:
@@ -309,7 +415,7 @@ def _recipients(session: Session, order: SwitchOrder, ctx: TimerContext) -> tupl
         phone = session.execute(
             select(ACCOUNTS.c.phone).where(ACCOUNTS.c.account_no == order.account_no)
         ).scalar()
-        found = [str(p) for p in (phone, *ctx.config.notify.important_copy_to) if p]
+        found = timeline_recipients(phone, ctx.config)
     return tuple(dict.fromkeys(found))
 
 
@@ -322,6 +428,7 @@ def _advance(session: Session, order: SwitchOrder, ctx: TimerContext, due: datet
     if order.warned_at is None:
         order.warned_at = now
         cut_from = max(order.notice_time, now + step)
+        order.notice_time = cut_from  # T is the time stated to the customer
         kind, to = "warning", DisconnectState.WARNED
         message = (
             f"warning (停电预警): supply of account {order.account_no} will be cut for arrears: "

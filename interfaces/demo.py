@@ -37,6 +37,7 @@ from engine.db import init_db, make_engine, transaction
 from engine.db.models import SwitchOrder
 from engine.dispatch.dispatcher import Dispatcher
 from engine.importer import REQUIRED_COLUMNS, import_accounts
+from engine.store.accounts import arrears_threshold
 from engine.store.exemptions import decide_exemption, request_exemption
 from interfaces.simulation import simulator_settings
 from simulator.fleet import Fleet
@@ -61,6 +62,8 @@ end = "24:00"
 [policy.batch_limit]
 max_share = 0.5
 max_count = 100
+[policy.important]
+authority_recipients = ["county-power-administration", "county-government"]
 [audit]
 key = "demo-audit-key"
 [hooks]
@@ -216,7 +219,13 @@ class Demo:
         init_db(self.engine)
         csv_path = self._write_accounts()
         summary = import_accounts(
-            self.engine, csv_path, actor="operator-li", now=self.clock.now(), tz=self.config.site.tz
+            self.engine,
+            csv_path,
+            actor="operator-li",
+            now=self.clock.now(),
+            tz=self.config.site.tz,
+            arrears_threshold=arrears_threshold(self.config.policy.arrears_threshold),
+            max_backdate=timedelta(days=self.config.policy.notice_backdate_max_days),
         )
         self.out.print(
             f"  {summary.rows} accounts imported from {csv_path.name} (audit record {summary.audit_seq})"

@@ -36,6 +36,9 @@ class AccountFacts:
     meter_no: str | None  # the meter the billing system binds to this account
     meter_address: str | None
     station: str | None = None
+    # When the account last stopped being in arrears (paid in full): notices issued before
+    # belong to that earlier episode and do not count for the current debt.
+    arrears_cleared_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,10 @@ class PolicySettings:
     window: WindowSettings = field(default_factory=WindowSettings)
     batch_max_share: float = 0.05
     batch_max_count: int = 5000
+    # Important customers: the authorities the notice is copied to (抄报); with none, no
+    # important customer is cut. Execution later than this after its time restarts the timeline.
+    important_authorities: tuple[str, ...] = ()
+    important_execute_grace_minutes: int = 15
 
 
 class Verdict(str, Enum):

@@ -11,28 +11,53 @@ The rule counts from the times actually recorded: if the engine sent a step late
 waits a full step after it (the customer always gets 2 x 15 minutes from the warning and 15
 minutes from the instruction). policy_anchors §3.1 could not find a public source for the rule
 ([U]); its length is ``important_warning_minutes`` in the config.
+
+The timeline never drifts (issue 15): T is the time stated to the customer, the three steps
+are planned inside one open stretch of the disconnection window
+(:func:`plan_important_timeline`), and an execution that cannot follow the instruction by one
+step (later than ``important_execute_grace_minutes``, or the window closed) answers
+``important_timeline_expired``: the engine starts the timeline again with a new warning in the
+next open window. The copies to the authorities (抄报) are part of it: with no recipient
+configured the cut is blocked, and an execution whose timeline reached none of them is too.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from base.errors import ConfigError
 from policies._text import local_text
 from policies.facts import Case, CustomerClass, PolicySettings, Reason, Verdict
+from policies.window import next_window_opening, window_open_at
 
 RULE = "important"
 NOT_IMPORTANT = "not_important"
 IMPORTANT_TIMELINE_REQUIRED = "important_timeline_required"
 IMPORTANT_TIMELINE_PENDING = "important_timeline_pending"
 IMPORTANT_TIMELINE_DUE = "important_timeline_due"
+IMPORTANT_TIMELINE_EXPIRED = "important_timeline_expired"
+IMPORTANT_AUTHORITIES_MISSING = "important_authorities_missing"
+IMPORTANT_AUTHORITIES_NOT_COPIED = "important_authorities_not_copied"
 CODES = (
     NOT_IMPORTANT,
     IMPORTANT_TIMELINE_REQUIRED,
     IMPORTANT_TIMELINE_PENDING,
     IMPORTANT_TIMELINE_DUE,
+    IMPORTANT_TIMELINE_EXPIRED,
+    IMPORTANT_AUTHORITIES_MISSING,
+    IMPORTANT_AUTHORITIES_NOT_COPIED,
 )
+# How many window openings to try before calling the window too short for a timeline.
+_PLAN_ATTEMPTS = 1000
 
 _NOT_IMPORTANT = Reason(RULE, Verdict.ALLOW, NOT_IMPORTANT, "not an important customer (重要客户)")
+_AUTHORITIES_MISSING = Reason(
+    RULE,
+    Verdict.BLOCK,
+    IMPORTANT_AUTHORITIES_MISSING,
+    "important customer (重要客户): the notice must be copied to the authorities (抄报), and "
+    "no recipient is configured ([policy.important] authority_recipients)",
+)
 
 
 def important_timeline(
@@ -43,16 +68,52 @@ def important_timeline(
     return notice_time - step, notice_time, notice_time + step
 
 
+def timeline_fits(notice_time: datetime, settings: PolicySettings) -> bool:
+    """True when the warning (T-15), the instruction (T) and the execution (T+15) all fall
+    inside the disconnection window, so the execution follows the instruction by 15 minutes."""
+    return all(window_open_at(t, settings) for t in important_timeline(notice_time, settings))
+
+
+def plan_important_timeline(
+    now: datetime, settings: PolicySettings
+) -> tuple[datetime, datetime, datetime]:
+    """The earliest ``(warn_at, T, execute_at)`` with the warning not before ``now`` and all
+    three steps inside one open stretch of the window (never across a night or a weekend).
+
+    Raises :class:`~base.errors.ConfigError` when the window is never open long enough
+    (shorter than two steps, or never open at all).
+    """
+    step = timedelta(minutes=settings.important_warning_minutes)
+    warn_at = now
+    for _ in range(_PLAN_ATTEMPTS):
+        warn_at = next_window_opening(warn_at, settings)
+        notice_time = warn_at + step
+        if timeline_fits(notice_time, settings):
+            return important_timeline(notice_time, settings)
+        # The execution falls after the window closes: the next opening, after it closes.
+        closed = notice_time + step
+        warn_at = next_window_opening(closed, settings)
+    raise ConfigError(
+        "policy.window: no open stretch of "
+        f"{2 * settings.important_warning_minutes} minutes for an important customer's timeline"
+    )
+
+
 def check_important(case: Case, settings: PolicySettings, now: datetime) -> Reason:
     """Allow ordinary customers; schedule an important customer's cut after its two steps."""
     if case.account.customer_class is not CustomerClass.IMPORTANT:
         return _NOT_IMPORTANT
+    if not settings.important_authorities:
+        return _AUTHORITIES_MISSING
     tz = settings.timezone
     step = timedelta(minutes=settings.important_warning_minutes)
     timeline = case.timeline
     if timeline is None:
-        # The earliest T whose warning is not already in the past is now + one step.
-        warn_at, instruct_at, execute_at = important_timeline(now + step, settings)
+        # The earliest T whose three steps fit in one open stretch of the window.
+        try:
+            warn_at, instruct_at, execute_at = plan_important_timeline(now, settings)
+        except ConfigError:
+            warn_at, instruct_at, execute_at = important_timeline(now + step, settings)
         return Reason(
             RULE,
             Verdict.SCHEDULE,
@@ -85,6 +146,22 @@ def check_important(case: Case, settings: PolicySettings, now: datetime) -> Reas
             f"{local_text(earliest, tz)}",
             not_before=earliest,
         )
+    grace = timedelta(minutes=settings.important_execute_grace_minutes)
+    if now > earliest + grace or not window_open_at(now, settings):
+        try:
+            again = plan_important_timeline(now, settings)[2]
+        except ConfigError:
+            again = now + 2 * step
+        return Reason(
+            RULE,
+            Verdict.SCHEDULE,
+            IMPORTANT_TIMELINE_EXPIRED,
+            f"important customer: the execution was due {local_text(earliest, tz)} and cannot "
+            f"follow the formal instruction by {settings.important_warning_minutes} minutes now "
+            f"({local_text(now, tz)}): the timeline starts again with a new warning in the next "
+            f"open window (execution not before {local_text(again, tz)})",
+            not_before=again,
+        )
     if now < earliest:
         return Reason(
             RULE,
@@ -93,6 +170,15 @@ def check_important(case: Case, settings: PolicySettings, now: datetime) -> Reas
             f"important customer: warning and formal instruction recorded; execution not before "
             f"{local_text(earliest, tz)}",
             not_before=earliest,
+        )
+    copied = [a for a in settings.important_authorities if a in timeline.recipients]
+    if not copied:
+        return Reason(
+            RULE,
+            Verdict.BLOCK,
+            IMPORTANT_AUTHORITIES_NOT_COPIED,
+            "important customer: the timeline was not copied to any of the authorities "
+            f"({', '.join(settings.important_authorities)}) (抄报): restart it",
         )
     recipients = len(timeline.recipients)
     return Reason(

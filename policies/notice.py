@@ -7,6 +7,10 @@ SMS receipt, policy_anchors §5). A notice older than ``notice_max_age_days`` no
 anyone about *this* debt and must be re-issued.
 
 Only the most recent delivered notice counts: a re-delivered notice restarts the clock.
+
+A notice belongs to one arrears episode (issue 15): paying in full ends the episode
+(``AccountFacts.arrears_cleared_at``), and a notice issued before that warned the customer about
+a debt that no longer exists. A new debt needs a new notice.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ NOTICE_SERVED = "notice_served"
 NOTICE_MISSING = "notice_missing"
 NOTICE_PENDING = "notice_pending"
 NOTICE_STALE = "notice_stale"
-CODES = (NOTICE_SERVED, NOTICE_MISSING, NOTICE_PENDING, NOTICE_STALE)
+NOTICE_PREVIOUS_EPISODE = "notice_previous_episode"
+CODES = (NOTICE_SERVED, NOTICE_MISSING, NOTICE_PENDING, NOTICE_STALE, NOTICE_PREVIOUS_EPISODE)
 
 
 class _Limits:
@@ -58,12 +63,27 @@ def check_notice(case: Case, settings: PolicySettings, now: datetime) -> Reason:
     30 days old is not yet stale.
     """
     delivered: datetime | None = None
+    cleared = case.account.arrears_cleared_at
+    earlier = 0
     for notice in case.notices:
+        if cleared is not None and notice.issued_at < cleared:
+            earlier += 1  # served for a debt that was paid in full since
+            continue
         at = notice.delivered_at
         if at is not None and (delivered is None or at > delivered):
             delivered = at
     if delivered is None:
-        if case.notices:
+        if earlier and earlier == len(case.notices):
+            assert cleared is not None
+            return Reason(
+                RULE,
+                Verdict.BLOCK,
+                NOTICE_PREVIOUS_EPISODE,
+                f"the notice on record was served for an earlier debt, paid in full "
+                f"{local_text(cleared, settings.timezone)}: issue and deliver a new notice "
+                "for the current arrears",
+            )
+        if len(case.notices) > earlier:
             return Reason(
                 RULE,
                 Verdict.BLOCK,

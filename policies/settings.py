@@ -133,6 +133,13 @@ def settings_from_config(policy_config: PolicyConfigLike, site_timezone: str) ->
         )
     if policy_config.important_warning_minutes < 0:
         raise ConfigError("config key policy.important_warning_minutes: must not be negative")
+    important = getattr(policy_config, "important", None)
+    authorities = tuple(
+        str(a).strip() for a in getattr(important, "authority_recipients", ()) if str(a).strip()
+    )
+    grace = int(getattr(important, "execute_grace_minutes", 15))
+    if grace < 0:
+        raise ConfigError("config key policy.important.execute_grace_minutes: must not be negative")
     limit = policy_config.batch_limit
     if not 0.0 <= limit.max_share <= 1.0:
         raise ConfigError("config key policy.batch_limit.max_share: must be between 0 and 1")
@@ -147,4 +154,6 @@ def settings_from_config(policy_config: PolicyConfigLike, site_timezone: str) ->
         window=_window(policy_config.window),
         batch_max_share=float(limit.max_share),
         batch_max_count=limit.max_count,
+        important_authorities=authorities,
+        important_execute_grace_minutes=grace,
     )

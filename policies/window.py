@@ -67,6 +67,12 @@ def next_window_opening(now: datetime, settings: PolicySettings) -> datetime:
     )
 
 
+def window_open_at(when: datetime, settings: PolicySettings) -> bool:
+    """True when the window (weekday, holiday, hours) is open at ``when``."""
+    local = when.astimezone(settings.timezone)
+    return _open_on(local.date(), settings.window) and _inside_hours(local.time(), settings.window)
+
+
 def describe_window(window: WindowSettings) -> str:
     """``Mon-Fri 08:00-16:00, not on holidays``: the window as an operator would say it."""
     days = sorted(window.weekdays)

@@ -44,7 +44,17 @@ PROTOCOLS = ("dlt645-2007", "dlt645-1997", "modbus")
 SECURITY_MODES = ("plain", "encrypted")  # 1CH with a plaintext password, or through the ESAM
 CLOSE_MODES = ("direct", "allowed")  # reconnect with 1CH 直接合闸 or 1BH 合闸允许
 EXEMPTION_STATUSES = ("requested", "approved", "rejected")
-FIELD_ORDER_STATUSES = ("open", "closed")
+# guarantee: 保电 (a power guarantee); humanitarian: an outage may endanger life or cause major
+# loss (人性化): both protect while in force and, approved for a customer already cut, reconnect.
+EXEMPTION_KINDS = ("guarantee", "humanitarian")
+# cancelled: the work must not be done any more (a 补停 whose customer paid); never deleted.
+FIELD_ORDER_STATUSES = ("open", "closed", "cancelled")
+NOTICE_CHANNELS = ("posted", "sms", "letter", "in_person", "billing_export")
+# Where an open field order stands in its lifecycle (issue 18): raised (no one has it yet),
+# accepted (接单 by the dispatch desk), assigned (派工 to a crew or a person).
+FIELD_ORDER_STAGES = ("raised", "accepted", "assigned")
+FOLLOW_UP_RESULTS = ("satisfied", "not_satisfied")
+COMPLAINT_STATUSES = ("open", "closed")
 RELAY_STATES = ("closed", "open", "armed", "unknown")
 GUARANTEE_STATES = ("on", "off", "unknown")  # 保电 at the meter (status word 3 bit 12)
 DEVIATION_SOURCES = ("order", "signal", "survey")
@@ -78,6 +88,9 @@ class Account(SQLModel, table=True):
     meter_no: str | None = Field(default=None, max_length=64, index=True)
     meter_address: str | None = Field(default=None, max_length=32)
     station: str | None = Field(default=None, max_length=64, index=True)  # 台区 / substation
+    # When the account last stopped being in arrears (paid in full): the arrears episode
+    # ended, and a notice issued before it no longer counts (a new debt needs a new notice).
+    arrears_cleared_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -134,7 +147,12 @@ class Notice(SQLModel, table=True):
     """A disconnection notice (停电通知); the notice clock starts at delivery, not at issue."""
 
     __tablename__ = "notices"
-    __table_args__ = (Index("ix_notices_account_issued", "account_no", "issued_at"),)
+    __table_args__ = (
+        Index("ix_notices_account_issued", "account_no", "issued_at"),
+        CheckConstraint(
+            f"channel IS NULL OR {_in('channel', NOTICE_CHANNELS)}", name="ck_notices_channel"
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     account_no: str = Field(foreign_key="accounts.account_no", max_length=64)
@@ -142,6 +160,10 @@ class Notice(SQLModel, table=True):
     delivered_at: datetime | None = None
     issued_by: str = Field(default="", max_length=64)
     source: str = Field(default="cli", max_length=16)  # cli | import | engine
+    # How the delivery was made and what proves it (a tracking number, an SMS receipt id, the
+    # export's file and row...). Rows from before issue 15 have neither.
+    channel: str | None = Field(default=None, max_length=16)
+    evidence_ref: str | None = Field(default=None, max_length=200)
 
 
 class Exemption(SQLModel, table=True):
@@ -150,6 +172,7 @@ class Exemption(SQLModel, table=True):
     __tablename__ = "exemptions"
     __table_args__ = (
         CheckConstraint(_in("status", EXEMPTION_STATUSES), name="ck_exemptions_status"),
+        CheckConstraint(_in("kind", EXEMPTION_KINDS), name="ck_exemptions_kind"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -163,6 +186,9 @@ class Exemption(SQLModel, table=True):
     decided_by: str | None = Field(default=None, max_length=64)
     decided_at: datetime | None = None
     decision_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    kind: str = Field(default="guarantee", max_length=16)
+    # When the end passed and was audited (``exemption.expired``); None while in force.
+    expired_at: datetime | None = None
 
 
 class Approval(SQLModel, table=True):
@@ -176,8 +202,9 @@ class Approval(SQLModel, table=True):
     account_no: str = Field(foreign_key="accounts.account_no", index=True, max_length=64)
     approved_by: str = Field(max_length=64)
     approved_at: datetime
-    valid_until: datetime | None = None
+    valid_until: datetime | None = None  # always set since issue 15 (a configurable maximum)
     reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    expired_at: datetime | None = None  # when the end passed and was audited
 
 
 class Payment(SQLModel, table=True):
@@ -273,8 +300,78 @@ class FieldOrder(SQLModel, table=True):
     evidence: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime
     status: str = Field(default="open", max_length=16)
+    closed_at: datetime | None = None  # closed or cancelled at
+    closed_by: str | None = Field(default=None, max_length=64)
+    # Why it was cancelled (e.g. "account no longer in arrears"), shown to crews and supervisors.
+    closed_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The work-order lifecycle (issue 18, engine/fieldwork): kind of work, time limit,
+    # acceptance, dispatch, escalation and the recorded outcome.
+    kind: str | None = Field(
+        default=None, max_length=16
+    )  # disconnect (补停) | reconnect (现场复电)
+    stage: str | None = Field(default=None, max_length=16)  # FIELD_ORDER_STAGES; None = not planned
+    due_at: datetime | None = None  # the time limit; escalated once it passes
+    accepted_at: datetime | None = None
+    accepted_by: str | None = Field(default=None, max_length=64)
+    assignee: str | None = Field(default=None, max_length=64)  # a crew or a member of one
+    assigned_at: datetime | None = None
+    assigned_by: str | None = Field(default=None, max_length=64)
+    escalation_level: int = 0  # 0 none, 1 预警 (crew + duty officer), 2 督办 (supervisors)
+    escalated_at: datetime | None = None  # when the current level was reached
+    outcome: str | None = Field(default=None, max_length=32)  # done, customer_paid, no_access...
+    read_back: str | None = Field(default=None, max_length=16)  # open | closed | unreachable
+    read_back_source: str | None = Field(default=None, max_length=16)  # meter | crew
+    note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    reopened: int = 0  # times sent back for rework
+
+
+class FollowUp(SQLModel, table=True):
+    """A follow-up call (回访) due after a reconnection, remote or in the field."""
+
+    __tablename__ = "follow_ups"
+    __table_args__ = (
+        CheckConstraint(
+            f"result IS NULL OR {_in('result', FOLLOW_UP_RESULTS)}", name="ck_follow_ups_result"
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: int | None = Field(default=None, foreign_key="switch_orders.id", index=True)
+    field_order_id: int | None = Field(default=None, foreign_key="field_orders.id")
+    account_no: str = Field(max_length=64, index=True)
+    created_at: datetime
+    due_at: datetime
+    result: str | None = Field(default=None, max_length=16)  # None while not called yet
+    note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    recorded_at: datetime | None = None
+    recorded_by: str | None = Field(default=None, max_length=64)
+    # The field check opened (or reopened) because the customer was not satisfied.
+    rework_field_order_id: int | None = None
+    escalated_at: datetime | None = None
+
+
+class Complaint(SQLModel, table=True):
+    """A customer complaint (投诉) about a disconnection or reconnection, with its time limit."""
+
+    __tablename__ = "complaints"
+    __table_args__ = (
+        CheckConstraint(_in("status", COMPLAINT_STATUSES), name="ck_complaints_status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_no: str = Field(max_length=64, index=True)
+    order_id: int | None = Field(default=None, foreign_key="switch_orders.id")
+    field_order_id: int | None = Field(default=None, foreign_key="field_orders.id")
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    channel: str = Field(default="phone", max_length=32)  # 95598, 12398, counter, phone...
+    created_at: datetime
+    created_by: str = Field(max_length=64)
+    due_at: datetime
+    status: str = Field(default="open", max_length=16)
     closed_at: datetime | None = None
     closed_by: str | None = Field(default=None, max_length=64)
+    resolution: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    escalated_at: datetime | None = None
 
 
 class MeterDeviation(SQLModel, table=True):
@@ -421,6 +518,8 @@ PAYMENTS = table_of(Payment)
 SWITCH_ORDERS = table_of(SwitchOrder)
 COMMAND_ATTEMPTS = table_of(CommandAttempt)
 FIELD_ORDERS = table_of(FieldOrder)
+FOLLOW_UPS = table_of(FollowUp)
+COMPLAINTS = table_of(Complaint)
 TIMERS = table_of(Timer)
 METER_DEVIATIONS = table_of(MeterDeviation)
 SURVEYS = table_of(Survey)

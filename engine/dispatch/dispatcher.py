@@ -60,6 +60,7 @@ from engine.dispatch.queue import ClaimedOrder, claim_next_in, due_buses, recove
 from engine.notify import Notifier, notifier_from_config
 from engine.orders_states import OrderKind
 from engine.secrets import MeterSecrets, load_secrets
+from engine.store.accounts import arrears_threshold
 from engine.store.cases import case_for
 from engine.switching.drivers import BusPool, CloseMode, LinkSettings, MeterDriver
 from engine.switching.procedure import (
@@ -168,6 +169,7 @@ class Dispatcher:
         self.retry = RetryPolicy(
             max_dispatch_attempts=config.dispatch.max_dispatch_attempts,
             retry_delay=timedelta(seconds=config.dispatch.retry_delay_s),
+            arrears_threshold=arrears_threshold(config.policy.arrears_threshold),
         )
         self.lease = timedelta(seconds=config.dispatch.lease_s)
         self.tz = config.site.tz

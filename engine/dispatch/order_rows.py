@@ -47,12 +47,13 @@ class OrderRow:
     claimed_at: datetime | None
     last_error: str | None
     reasons: list[Any] = field(default_factory=list)
+    notice_time: datetime | None = None  # important customers' T (read only here)
 
 
 _COLUMNS = (
     _O.id, _O.kind, _O.account_no, _O.state, _O.version, _O.terminal, _O.updated_at,
     _O.attempts, _O.not_before, _O.deadline, _O.meter_id, _O.claimed_by, _O.claimed_at,
-    _O.last_error, _O.reasons,
+    _O.last_error, _O.reasons, _O.notice_time,
 )  # fmt: skip
 _LOAD = select(*_COLUMNS).where(_O.id == bindparam("b_id"))
 _WRITE = (

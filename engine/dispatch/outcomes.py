@@ -11,20 +11,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import Session
 
-from engine.db.models import ACCOUNTS, FIELD_ORDERS, METER_DEVIATIONS, METERS
+from engine.db.models import ACCOUNTS, FIELD_ORDERS, METER_DEVIATIONS, METERS, TIMERS
 from engine.dispatch.journal import DbJournal
 from engine.dispatch.leases import renew_bus
 from engine.dispatch.order_rows import load_order, move_row
 from engine.dispatch.queue import ClaimedOrder, claim_in
 from engine.escalation import close_escalations
+from engine.important import IMPORTANT_RESTART
 from engine.notify import Notifier
 from engine.orders_states import DisconnectState, OrderKind, ReconnectState
 from engine.store.errors import StaleOrder
+from engine.store.standdown import cancel_field_disconnections
 from engine.switching.procedure import SwitchOutcome, SwitchStatus
 
 # Causes where nothing reached the meter yet, so trying the whole order again later is safe.
@@ -35,6 +38,9 @@ RETRYABLE_BEFORE_COMMAND = frozenset({"no_reply"})
 class RetryPolicy:
     max_dispatch_attempts: int = 3
     retry_delay: timedelta = timedelta(seconds=30)
+    # A field disconnection order (补停) opened for an account whose balance is (by now) not
+    # below this is cancelled at once: the customer paid while the command was on the wire.
+    arrears_threshold: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -173,7 +179,29 @@ def record_outcome(
         and outcome.cause in RETRYABLE_BEFORE_COMMAND
         and claimed.attempts + 1 < retry.max_dispatch_attempts
     )
-    if retry_later or status is SwitchStatus.DEFERRED:
+    if status is SwitchStatus.DEFERRED and disconnect and order.notice_time is not None:
+        # An important customer's execution must follow the instruction by 15 minutes, not
+        # wait for the window to open again: its timeline starts again (engine.important),
+        # through a timer because restarting needs the policy settings.
+        move_row(
+            session,
+            order,
+            DisconnectState.PLANNED,
+            actor=actor,
+            now=now,
+            detail={**detail, "timeline_restart": True},
+        )
+        session.execute(
+            insert(TIMERS).values(
+                kind=IMPORTANT_RESTART,
+                order_id=claimed.id,
+                account_no=claimed.account_no,
+                due_at=now,
+                payload={"why": f"the execution was deferred: {outcome.message}"},
+            )
+        )
+        state = order.state
+    elif retry_later or status is SwitchStatus.DEFERRED:
         order.attempts += 1 if retry_later else 0
         if status is SwitchStatus.DEFERRED:
             when = outcome.evidence.get("not_before")
@@ -276,6 +304,17 @@ def record_outcome(
             detail={**detail, "field_order_id": field_order_id, "evidence": evidence},
         )
         state = order.state
+        if disconnect and _paid_meanwhile(session, claimed.account_no, retry.arrears_threshold):
+            cancel_field_disconnections(
+                session,
+                claimed.account_no,
+                actor=actor,
+                now=now,
+                why="account no longer in arrears (paid while the command was on the wire)",
+            )
+            return Applied(
+                claimed.id, claimed.kind, state, outcome.cause, field_order_id, None, lease_kept
+            )
         work = "补停 field disconnection" if disconnect else "现场复电 field reconnection"
         notifier.notify(
             session,
@@ -332,6 +371,15 @@ _SET_RELAY = (
     .values(relay_state=bindparam("b_state"), relay_checked_at=bindparam("b_at"))
 )
 _PHONE = select(ACCOUNTS.c.phone).where(ACCOUNTS.c.account_no == bindparam("account"))
+
+
+def _paid_meanwhile(session: Any, account_no: str, threshold: Decimal | None) -> bool:
+    if threshold is None:
+        return False
+    balance = session.execute(
+        select(ACCOUNTS.c.balance).where(ACCOUNTS.c.account_no == account_no)
+    ).scalar()
+    return balance is not None and Decimal(balance) >= threshold
 
 
 def _set_relay(session: Any, meter_id: int, state: str, now: datetime) -> None:

@@ -12,6 +12,8 @@ Definitions (site-local days):
 - *blocked* counts orders the policy re-check stopped right before the command, by reason
   code; ``accounts_now`` is the policy chain's answer for the accounts in arrears at the
   time of the report (the blocks that never became an order);
+- *field_work*: field orders done within their time limit, late and escalated orders,
+  follow-up satisfaction and complaints per million customers (:mod:`engine.fieldwork.figures`);
 - *overdue*: a reconnection restored after its promised deadline (``[dispatch]
   reconnect_deadline_minutes``) or not yet restored past it, and an important customer's
   warning, instruction or execution later than due (两个十五分钟) by more than the tolerance.
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from engine.fieldwork.figures import empty_field_work
 from engine.orders_states import OrderKind
 from engine.reports.history import History, OrderEvent, OrderInfo
 
@@ -37,10 +40,12 @@ REPORT_KEYS = (
     "reconnection_times",
     "blocked_by_reason",
     "field_orders_by_cause",
+    "field_orders_cancelled",
     "per_station",
     "important_timeline",
     "overdue",
     "survey",
+    "field_work",
 )
 """The top-level keys of the report document, in order (stable: scripts rely on them)."""
 
@@ -322,6 +327,7 @@ def compute_figures(history: History) -> dict[str, Any]:
     ]
     blocked = list(first_events(window, ("blocked",)).values())
     cancelled_paid = list(first_events(window, ("cancelled_paid",)).values())
+    cancelled_fields = [f for f in history.field_orders if f.status == "cancelled"]
     done = reconnections(history)
     timeline = important_timeline(history)
     late = overdue(history, done, timeline)
@@ -378,6 +384,7 @@ def compute_figures(history: History) -> dict[str, Any]:
             "reconnections": len(done),
             "reconnections_armed": sum(1 for r in done if r.state == "armed"),
             "field_orders": len(history.field_orders),
+            "field_orders_cancelled": len(cancelled_fields),
             "blocked_orders": len(blocked),
             "cancelled_paid": len(cancelled_paid),
             "payments": len(history.payments_in_period),
@@ -396,8 +403,35 @@ def compute_figures(history: History) -> dict[str, Any]:
             "as_of": _iso(history.now, history),
         },
         "field_orders_by_cause": _sorted_counts(Counter(f.cause for f in history.field_orders)),
+        "field_orders_cancelled": [
+            {
+                "id": f.id,
+                "order_id": f.order_id,
+                "account_no": f.account_no,
+                "cause": f.cause,
+                "status": f.status,
+                "created_at": _iso(f.created_at, history),
+                "cancelled_at": _iso(f.closed_at, history),
+                "reason": f.closed_reason,
+            }
+            for f in cancelled_fields
+        ],
         "per_station": per_station,
         "important_timeline": timeline,
         "overdue": late,
         "survey": None,  # the newest read-only survey, filled by engine.reports.build_report
+        "field_work": _field_work(history),
     }
+
+
+def _field_work(history: History) -> dict[str, Any]:
+    """Field work orders, follow-up calls and complaints (engine.fieldwork.figures)."""
+    work = history.field_work if history.field_work is not None else empty_field_work()
+    return {
+        **work,
+        "overdue": [
+            {**item, "due_at": _iso(item["due_at"], history),
+             "closed_at": _iso(item["closed_at"], history)}
+            for item in work["overdue"]
+        ],
+    }  # fmt: skip

@@ -23,6 +23,7 @@ from sqlmodel import Session
 from engine.config import Config
 from engine.db.database import read_session
 from engine.db.models import ACCOUNTS, AUDIT, FIELD_ORDERS, METERS, PAYMENTS, SWITCH_ORDERS
+from engine.fieldwork.figures import field_work_figures
 from engine.orders_states import OrderKind
 from engine.reports.period import Period
 
@@ -79,6 +80,7 @@ class FieldOrderInfo:
     created_at: datetime
     status: str
     closed_at: datetime | None = None
+    closed_reason: str | None = None  # why it was cancelled (a 补停 whose customer paid)
 
 
 @dataclass
@@ -98,6 +100,8 @@ class History:
     important: list[int] = field(default_factory=list)  # order ids with a timeline in the period
     deadlines: list[int] = field(default_factory=list)  # reconnections due in the period
     blocked_now: dict[str, int] = field(default_factory=dict)  # accounts in arrears, by code
+    # Field-work measures (engine.fieldwork.figures); None when not read from a store.
+    field_work: dict[str, Any] | None = None
 
 
 def _station(account_station: str | None, meter_station: str | None) -> str:
@@ -195,6 +199,7 @@ def _field_orders(session: Session, period: Period) -> list[FieldOrderInfo]:
             f.created_at,
             f.status,
             f.closed_at,
+            f.closed_reason,
             SWITCH_ORDERS.c.kind,
             ACCOUNTS.c.station.label("a_station"),
             METERS.c.station.label("m_station"),
@@ -220,6 +225,7 @@ def _field_orders(session: Session, period: Period) -> list[FieldOrderInfo]:
             created_at=r.created_at,
             status=r.status,
             closed_at=r.closed_at,
+            closed_reason=r.closed_reason,
         )
         for r in session.execute(query)
     ]
@@ -302,6 +308,7 @@ def load_history(
             history.orders.setdefault(info.id, info)
             history.deadlines.append(info.id)
         history.field_orders = _field_orders(session, period)
+        history.field_work = field_work_figures(session, period.start, period.end, now)
         _load_orders(
             session,
             (f.order_id for f in history.field_orders if f.order_id is not None),

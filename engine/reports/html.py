@@ -97,6 +97,49 @@ def _survey_section(survey: dict[str, Any] | None) -> str:
     )
 
 
+def _field_work_tables(doc: dict[str, Any]) -> str:
+    work = doc["field_work"]
+    orders, calls, complaints = work["orders"], work["follow_ups"], work["complaints"]
+    return (
+        "<h3>Field work: time limits, follow-up calls (回访), complaints (投诉)</h3>"
+        + table(
+            ["measure", "value"],
+            [
+                ("field orders closed", orders["closed"]),
+                ("within their time limit", orders["within_limit"]),
+                ("within their time limit (%)", orders["within_limit_pct"] or "-"),
+                ("open past their time limit now", orders["open_overdue"]),
+                ("escalated (预警)", orders["escalated"]),
+                ("escalated to supervisors (督办)", orders["supervised"]),
+                ("follow-up calls recorded", calls["recorded"]),
+                ("customers satisfied (%)", calls["satisfaction_pct"] or "-"),
+                ("follow-up calls due, not made", calls["due_not_made"]),
+                ("complaints opened", complaints["opened"]),
+                ("complaints closed within their time limit", complaints["closed_within_limit"]),
+                ("complaints per million customers", complaints["per_million_customers"] or "-"),
+            ],
+            empty="",
+        )
+        + "<h3>Late field orders</h3>"
+        + table(
+            ["field order", "account", "work", "due", "closed", "minutes late", "level"],
+            [
+                (
+                    f["field_order_id"],
+                    f["account_no"],
+                    f["kind"] or "-",
+                    short(f["due_at"]) or "-",
+                    short(f["closed_at"]) or "open",
+                    f["late_minutes"],
+                    f["escalation_level"],
+                )
+                for f in work["overdue"]
+            ],
+            empty="No field order was late.",
+        )
+    )
+
+
 def _section(name: str, svg: str, body: str) -> str:
     return (
         f'<section id="{name}"><h2>{escape(CHART_TITLES[name])}</h2>'
@@ -221,7 +264,24 @@ def render_html(doc: dict[str, Any], *, title: str = "meterctl operations report
                 ["cause", "field orders"],
                 list(doc["field_orders_by_cause"].items()),
                 empty="No field order in this period.",
-            ),
+            )
+            + "<h3>Cancelled field orders (do not carry out)</h3>"
+            + table(
+                ["field order", "account", "cause", "status", "cancelled at", "why"],
+                [
+                    (
+                        f["id"],
+                        f["account_no"],
+                        f["cause"],
+                        f["status"],
+                        short(f["cancelled_at"]) or "-",
+                        f["reason"] or "",
+                    )
+                    for f in doc["field_orders_cancelled"]
+                ],
+                empty="No field order was cancelled.",
+            )
+            + _field_work_tables(doc),
         ),
         _section(
             "per_station",

@@ -35,6 +35,7 @@ STATUS_KEYS = (
     "last_sweep",
     "window_hours",
     "failing_buses",
+    "overdue_field_orders",
 )
 """The keys of the status document (the first four are the original ``status --json``)."""
 
@@ -129,6 +130,15 @@ def status_snapshot(
                 )
             }
         )
+        late_field = int(
+            session.execute(
+                select(func.count()).where(
+                    FIELD_ORDERS.c.status == "open",
+                    FIELD_ORDERS.c.due_at.is_not(None),
+                    FIELD_ORDERS.c.due_at < now,
+                )
+            ).scalar_one()
+        )
         last_sweep = _last_sweep(session)
     pending = [_pending(r, now, limit) for r in pending_rows]
     return {
@@ -144,4 +154,5 @@ def status_snapshot(
         "last_sweep": last_sweep,
         "window_hours": window.total_seconds() / 3600,
         "failing_buses": failing_buses(engine, since=now - window, min_failures=1),
+        "overdue_field_orders": late_field,  # open past their time limit (engine.fieldwork)
     }

@@ -66,6 +66,9 @@ def csv_rows(doc: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
         yield "blocked_by_reason", code, "accounts_now", _cell(n)
     for cause, n in doc["field_orders_by_cause"].items():
         yield "field_orders_by_cause", cause, "field_orders", _cell(n)
+    for item in doc["field_orders_cancelled"]:
+        for measure in ("account_no", "cause", "status", "cancelled_at", "reason"):
+            yield "field_orders_cancelled", str(item["id"]), measure, _cell(item[measure])
     for row in doc["per_station"]:
         for measure, value in row.items():
             if measure != "station":
@@ -98,6 +101,14 @@ def csv_rows(doc: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
             yield "survey_problems", code, "meters", _cell(n)
         for item in survey["meters"]:
             yield "survey_meters", item["meter_address"], "problems", ";".join(item["problems"])
+    work = doc["field_work"]
+    for part in ("orders", "follow_ups", "complaints"):
+        for measure, value in work[part].items():
+            yield f"field_work_{part}", "", measure, _cell(value)
+    for item in work["overdue"]:
+        for measure, value in item.items():
+            if measure != "field_order_id":
+                yield "field_work_overdue", str(item["field_order_id"]), measure, _cell(value)
 
 
 def to_csv(doc: dict[str, Any]) -> str:

@@ -5,7 +5,8 @@ at every start); everything that must survive a restart is in the database:
 
 - ``tick`` (every ``[scheduler] tick_seconds``; coalesced, one instance): claims due durable
   timers (:mod:`engine.timers`) and fires them, then reads armed meters that are due for a
-  look (:mod:`engine.scheduler.armed`);
+  look (:mod:`engine.scheduler.armed`), then plans new field orders, makes due follow-up
+  calls and escalates late field work (:mod:`engine.fieldwork.overdue`);
 - ``batch`` (``[scheduler] batch_cron``, crontab syntax, site time zone): plans every account
   and creates the orders; over the batch limit it creates none and alerts the duty officer
   and supervisors (only a human may override the limit, with ``batch run --override-limit``);
@@ -35,10 +36,12 @@ from engine.batch import create_orders
 from engine.config import Config
 from engine.db.database import transaction
 from engine.dispatch.dispatcher import Dispatcher
+from engine.fieldwork.overdue import FieldWorkTick, run_field_work
 from engine.notify import Notifier
 from engine.scheduler.armed import ArmedPoll, poll_armed_orders
 from engine.scheduler.signals import SignalResult, sync_meter_signals
 from engine.store.cases import load_cases
+from engine.store.expiry import record_expiries
 from engine.sweeps import (
     SweepResult,
     is_evening,
@@ -75,6 +78,7 @@ class TickResult:
     timers: list[TimerResult] = field(default_factory=list)
     armed: list[ArmedPoll] = field(default_factory=list)
     signals: list[SignalResult] = field(default_factory=list)
+    field_work: FieldWorkTick | None = None
 
 
 @dataclass(frozen=True)
@@ -200,8 +204,13 @@ class SchedulerJobs:
     # -- the jobs --------------------------------------------------------------------------
 
     async def tick(self) -> TickResult:
-        """Fire due timers, then read the armed meters due for a look."""
+        """Fire due timers, read the armed meters, sync alarm/保电 signals, then the field work.
+
+        Field work (:mod:`engine.fieldwork.overdue`) runs after the timers, so a reconnection
+        escalated by a timer in this tick gets its time limit and night crew in the same tick.
+        """
         result = TickResult()
+        await asyncio.to_thread(self._record_expiries)
         result.timers = await asyncio.to_thread(
             fire_due_timers,
             self.engine,
@@ -218,7 +227,20 @@ class SchedulerJobs:
             actor=self.actor,
         )
         result.signals = await sync_meter_signals(self.dispatcher, actor=self.actor)
+        result.field_work = await asyncio.to_thread(
+            run_field_work,
+            self.engine,
+            self.config,
+            now=self.clock.now(),
+            notifier=self.notifier,
+            actor=self.actor,
+        )
         return result
+
+    def _record_expiries(self) -> None:
+        """Audit the exemptions and approvals whose end has passed (engine.store.expiry)."""
+        with transaction(self.engine) as session:
+            record_expiries(session, now=self.clock.now(), actor=self.actor)
 
     async def batch(self) -> BatchJobResult:
         return await asyncio.to_thread(

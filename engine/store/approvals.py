@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
@@ -20,15 +20,26 @@ def approve_disconnect(
     now: datetime,
     valid_until: datetime | None = None,
     reason: str = "",
+    max_days: int = 90,
 ) -> tuple[Approval, bool]:
     """Record a supervisor's approval to disconnect ``account_no``; audit it.
 
     Returns the approval and whether the account is humanitarian-flagged (an approval for
-    another account is recorded too, but has nothing to unlock).
+    another account is recorded too, but has nothing to unlock). No approval lasts forever:
+    without ``valid_until`` it ends ``max_days`` (``[policy] exemption_max_days``) from now,
+    and a later end is refused.
     """
     account = get_account(session, account_no)
-    if valid_until is not None and valid_until <= now:
+    longest = now + timedelta(days=max_days)
+    if valid_until is None:
+        valid_until = longest
+    if valid_until <= now:
         raise InputError(f"--until: {valid_until.isoformat()} is not in the future")
+    if valid_until > longest:
+        raise InputError(
+            f"--until: {valid_until.isoformat()} is more than {max_days} days away "
+            "([policy] exemption_max_days): no approval lasts longer"
+        )
     approval = Approval(
         kind="disconnect",
         account_no=account_no,

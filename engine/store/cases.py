@@ -51,6 +51,7 @@ _ACCOUNT_COLUMNS = (
     ACCOUNTS.c.meter_no,
     ACCOUNTS.c.meter_address,
     ACCOUNTS.c.station,
+    ACCOUNTS.c.arrears_cleared_at,
     METERS.c.meter_no.label("m_meter_no"),
     METERS.c.address.label("m_address"),
     METERS.c.account_no.label("m_account_no"),
@@ -87,7 +88,7 @@ _new_case = _maker(Case)
 
 def _case(row: Any, notices: Any, exemptions: Any, approvals: Any, timeline: Any) -> Case:
     (number, balance, agreement, klass, humanitarian, meter_no, meter_address, station,
-     m_no, m_address, m_account, m_protocol, m_link) = row  # fmt: skip
+     cleared, m_no, m_address, m_account, m_protocol, m_link) = row  # fmt: skip
     case: Case = _new_case(
         _account(
             number,
@@ -98,6 +99,7 @@ def _case(row: Any, notices: Any, exemptions: Any, approvals: Any, timeline: Any
             meter_no,
             meter_address,
             station,
+            cleared,
         ),
         None if m_no is None else _meter(m_no, m_address, m_account, m_protocol, m_link, None),
         notices,

@@ -5,7 +5,7 @@ Four eyes: whoever requested an exemption may not approve or reject it.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import exists, select
@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from base.errors import InputError
 from engine import audit
-from engine.db.models import EXEMPTIONS, METERS, Exemption
+from engine.db.models import EXEMPTION_KINDS, EXEMPTIONS, METERS, Exemption
 from engine.store.accounts import get_account
 from engine.store.errors import Refused, UnknownRecord
 
@@ -27,9 +27,17 @@ def request_exemption(
     actor: str,
     now: datetime,
     starts: datetime | None = None,
+    kind: str = "guarantee",
+    max_days: int = 90,
 ) -> Exemption:
-    """Record a request (status ``requested``) and audit it."""
+    """Record a request (status ``requested``) and audit it.
+
+    ``kind`` is ``guarantee`` (保电) or ``humanitarian``; it ends at ``until``, at most
+    ``max_days`` (``[policy] exemption_max_days``) after it starts: none lasts forever.
+    """
     get_account(session, account_no)
+    if kind not in EXEMPTION_KINDS:
+        raise InputError(f"--kind: {kind!r} is not one of {', '.join(EXEMPTION_KINDS)}")
     if not reason.strip():
         raise InputError("--reason: an exemption needs a reason")
     begin = starts or now
@@ -37,6 +45,12 @@ def request_exemption(
         raise InputError(f"--until: {until.isoformat()} is not in the future")
     if until <= begin:
         raise InputError("--until: the exemption must end after it starts")
+    if until > max(begin, now) + timedelta(days=max_days):
+        raise InputError(
+            f"--until: {until.isoformat()} is more than {max_days} days after the start "
+            "([policy] exemption_max_days): no exemption lasts longer; request a new one "
+            "before it ends"
+        )
     exemption = Exemption(
         account_no=account_no,
         reason=reason.strip(),
@@ -45,6 +59,7 @@ def request_exemption(
         status="requested",
         requested_by=actor,
         requested_at=now,
+        kind=kind,
     )
     session.add(exemption)
     session.flush()
@@ -53,7 +68,13 @@ def request_exemption(
         actor,
         "exemption.requested",
         account_no,
-        {"exemption_id": exemption.id, "reason": exemption.reason, "starts": begin, "until": until},
+        {
+            "exemption_id": exemption.id,
+            "kind": kind,
+            "reason": exemption.reason,
+            "starts": begin,
+            "until": until,
+        },
         at=now,
     )
     return exemption
@@ -94,6 +115,9 @@ def decide_exemption(
     if not approve and not (reason or "").strip():
         raise InputError("--reason: a rejection needs a reason")
     exemption.status = "approved" if approve else "rejected"
+    if approve and exemption.kind == "humanitarian":
+        # From now on the account is disconnected only with a supervisor's approval too.
+        get_account(session, exemption.account_no).humanitarian = True
     exemption.decided_by = actor
     exemption.decided_at = now
     exemption.decision_reason = (reason or "").strip() or None
@@ -107,6 +131,7 @@ def decide_exemption(
         {
             "exemption_id": exemption.id,
             "requested_by": exemption.requested_by,
+            "kind": exemption.kind,
             "until": exemption.until,
             "reason": exemption.decision_reason,
         },
@@ -138,6 +163,8 @@ def revoke_exemption(
         raise InputError(f"exemption {exemption_id} already ended on {exemption.until.isoformat()}")
     previous = exemption.until
     exemption.until = max(now, exemption.starts)
+    if exemption.until <= now:  # its end is audited here (exemption.revoked), not again
+        exemption.expired_at = now
     note = f"revoked by {actor}: {reason.strip()}"
     exemption.decision_reason = (
         f"{exemption.decision_reason}; {note}" if exemption.decision_reason else note

@@ -9,13 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, insert, or_, select
 from sqlmodel import Session
 
+from base.errors import InputError
 from engine import audit
-from engine.db.models import NOTICES, Notice
+from engine.db.models import ACCOUNTS, NOTICE_CHANNELS, NOTICES, Notice
 from engine.store.accounts import accounts_in_arrears, get_account
+from engine.store.timeinput import check_delivery, local
 
 _CHUNK = 1000
 
@@ -57,11 +60,19 @@ def _current_notice_holders(
         chunk = accounts[start : start + _CHUNK]
         rows = session.execute(
             select(NOTICES.c.account_no)
+            .join(ACCOUNTS, ACCOUNTS.c.account_no == NOTICES.c.account_no)
             .where(NOTICES.c.account_no.in_(chunk))
             .where(
                 or_(
                     and_(NOTICES.c.delivered_at.is_(None), NOTICES.c.issued_at >= oldest),
                     NOTICES.c.delivered_at >= oldest,
+                )
+            )
+            # A notice of an earlier arrears episode (paid in full since) is not current.
+            .where(
+                or_(
+                    ACCOUNTS.c.arrears_cleared_at.is_(None),
+                    NOTICES.c.issued_at >= ACCOUNTS.c.arrears_cleared_at,
                 )
             )
             .distinct()
@@ -111,35 +122,76 @@ def issue_notices_in_arrears(
 
 @dataclass(frozen=True)
 class Delivery:
-    """The notice a delivery was recorded on, and whether it had to be created."""
+    """The notice a delivery was recorded on."""
 
     notice: Notice
-    created: bool
-    before_issue: bool  # the delivery time given is earlier than the recorded issue time
+
+
+def _current_episode_start(session: Session, account_no: str) -> datetime | None:
+    """When the account last paid in full: notices issued before belong to an earlier debt."""
+    found = session.execute(
+        select(ACCOUNTS.c.arrears_cleared_at).where(ACCOUNTS.c.account_no == account_no)
+    ).scalar()
+    return found if isinstance(found, datetime) else None
 
 
 def record_delivery(
-    session: Session, account_no: str, delivered_at: datetime, *, actor: str, now: datetime
+    session: Session,
+    account_no: str,
+    delivered_at: datetime,
+    *,
+    channel: str,
+    evidence_ref: str,
+    actor: str,
+    now: datetime,
+    max_backdate: timedelta,
+    tz: ZoneInfo,
 ) -> Delivery:
     """Record that the account's notice was delivered at ``delivered_at``; audit it.
 
-    The newest undelivered notice gets the time. With none outstanding (the notice was
-    handed over outside meterctl), a notice issued and delivered at that time is recorded.
+    The newest undelivered notice of the current arrears episode gets the time, with how it
+    was delivered (``channel``) and what proves it (``evidence_ref``). Refused, naming why:
+    no such notice (issue one first), an unknown channel, no evidence, a delivery before the
+    notice was issued, or one more than ``max_backdate`` ago. The caller refuses the future.
     """
     get_account(session, account_no)
-    pending = session.execute(
+    if channel not in NOTICE_CHANNELS:
+        raise InputError(f"--channel: {channel!r} is not one of {', '.join(NOTICE_CHANNELS)}")
+    evidence_ref = evidence_ref.strip()
+    if not evidence_ref:
+        raise InputError(
+            "--evidence: a delivery needs its evidence (a tracking number, an SMS receipt id, "
+            "a photo reference, the name of who handed it over...)"
+        )
+    if len(evidence_ref) > 200:
+        raise InputError("--evidence: longer than 200 characters")
+    query = (
         select(Notice)
         .where(NOTICES.c.account_no == account_no, NOTICES.c.delivered_at.is_(None))
         .order_by(NOTICES.c.issued_at.desc(), NOTICES.c.id.desc())
         .limit(1)
-    ).scalar_one_or_none()
-    created = pending is None
-    notice = pending or Notice(
-        account_no=account_no, issued_at=delivered_at, issued_by=actor, source="cli"
     )
-    before_issue = delivered_at < notice.issued_at
-    notice.delivered_at = delivered_at
-    session.add(notice)
+    since = _current_episode_start(session, account_no)
+    if since is not None:
+        query = query.where(NOTICES.c.issued_at >= since)
+    pending = session.execute(query).scalar_one_or_none()
+    if pending is None:
+        raise InputError(
+            f"no notice of account {account_no} is awaiting delivery"
+            + (
+                f" in the current arrears episode (paid in full {local(since, tz)})"
+                if since
+                else ""
+            )
+            + f": issue one first (meterctl notices issue --account {account_no})"
+        )
+    check_delivery(
+        delivered_at, now=now, max_backdate=max_backdate, tz=tz, issued_at=pending.issued_at
+    )
+    pending.delivered_at = delivered_at
+    pending.channel = channel
+    pending.evidence_ref = evidence_ref
+    session.add(pending)
     session.flush()
     audit.append(
         session,
@@ -147,11 +199,12 @@ def record_delivery(
         "notice.delivered",
         account_no,
         {
-            "notice_id": notice.id,
-            "issued_at": notice.issued_at,
+            "notice_id": pending.id,
+            "issued_at": pending.issued_at,
             "delivered_at": delivered_at,
-            "created": created,
+            "channel": channel,
+            "evidence_ref": evidence_ref,
         },
         at=now,
     )
-    return Delivery(notice, created, before_issue)
+    return Delivery(pending)

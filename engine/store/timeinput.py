@@ -55,3 +55,57 @@ def local_until(when: datetime, tz: ZoneInfo) -> str:
     if at.time() == time(0):
         return f"through {(at - timedelta(days=1)).date().isoformat()}"
     return f"until {at.strftime('%Y-%m-%d %H:%M %Z')}"
+
+
+# A clock a little ahead of ours (a billing server, a handheld) is not "the future".
+DELIVERY_CLOCK_SLACK = timedelta(minutes=5)
+
+
+def parse_delivery(text: str, tz: ZoneInfo, *, now: datetime, what: str = "--at") -> datetime:
+    """A notice's delivery time, refused when in the future (naming why).
+
+    A date without a time (``2026-06-03``) counts from the **end** of that local day: the
+    customer is never given less than the full notice period because nobody wrote the hour.
+    A date is in the future only when the day itself is after today.
+    """
+    cleaned = text.strip()
+    if len(cleaned) == 10:
+        try:
+            day = date.fromisoformat(cleaned)
+        except ValueError:
+            pass
+        else:
+            if day > now.astimezone(tz).date():
+                raise InputError(f"{what}: {text.strip()!r} is in the future")
+            return parse_until(cleaned, tz, what=what)
+    when = parse_timestamp(cleaned, tz, what=what)
+    if when > now + DELIVERY_CLOCK_SLACK:
+        raise InputError(f"{what}: {text.strip()!r} is in the future")
+    return when
+
+
+def check_delivery(
+    delivered: datetime,
+    *,
+    now: datetime,
+    max_backdate: timedelta,
+    tz: ZoneInfo,
+    issued_at: datetime | None = None,
+    what: str = "--at",
+) -> None:
+    """Refuse a delivery before its notice was issued, or recorded too long after the fact.
+
+    Raises:
+        InputError: naming the rule (the limit is ``[policy] notice_backdate_max_days``).
+    """
+    if issued_at is not None and delivered < issued_at:
+        raise InputError(
+            f"{what}: delivery at {local(delivered, tz)} is before the notice was issued "
+            f"({local(issued_at, tz)}): a notice cannot be delivered before it exists"
+        )
+    if delivered < now - max_backdate:
+        raise InputError(
+            f"{what}: delivery at {local(delivered, tz)} is more than {max_backdate.days} days "
+            "ago ([policy] notice_backdate_max_days): a delivery must be recorded while it can "
+            "still be proven; issue and deliver a new notice"
+        )

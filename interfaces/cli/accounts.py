@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from engine.importer import ImportRejected, import_accounts
 from engine.roles import Role
+from engine.store.accounts import arrears_threshold
 from interfaces.cli.context import err_console, fail, note, print_json, require_role, state
 from interfaces.cli.db import now, open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
@@ -79,6 +81,8 @@ def import_(
                 actor=st.user,
                 now=now(),
                 tz=st.config.site.tz,
+                arrears_threshold=arrears_threshold(st.config.policy.arrears_threshold),
+                max_backdate=timedelta(days=st.config.policy.notice_backdate_max_days),
                 dry_run=dry_run,
                 encoding=encoding,
                 on_scanned=scanned,

@@ -28,7 +28,11 @@ def disconnect(
     account: Annotated[str, typer.Argument(help="The humanitarian-flagged account.")],
     until: Annotated[
         str | None,
-        typer.Option("--until", help="Valid until (YYYY-MM-DD inclusive or ISO 8601)."),
+        typer.Option(
+            "--until",
+            help="Valid until (YYYY-MM-DD inclusive or ISO 8601); default and maximum: "
+            "[policy] exemption_max_days from now.",
+        ),
     ] = None,
     reason: Annotated[str, typer.Option("--reason", help="Why it may be disconnected.")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
@@ -44,7 +48,13 @@ def disconnect(
     engine = open_store(st)
     with store_errors(st, engine), transaction(engine) as session:
         approval, humanitarian = approve_disconnect(
-            session, account, actor=st.user, now=now(), valid_until=valid_until, reason=reason
+            session,
+            account,
+            actor=st.user,
+            now=now(),
+            valid_until=valid_until,
+            reason=reason,
+            max_days=st.config.policy.exemption_max_days,
         )
     if as_json:
         print_json(
@@ -62,7 +72,7 @@ def disconnect(
         note(f"note: {account} is not humanitarian-flagged; the approval changes nothing now")
     note(
         f"approval {approval.id}: {st.user} approves disconnecting {account}"
-        + (f" {local_until(valid_until, tz)}" if valid_until else "")
+        + (f" {local_until(approval.valid_until, tz)}" if approval.valid_until else "")
     )
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 
 from base.errors import MeterctlError
 from engine.config import Config, load_config
-from engine.roles import Role, RoleCheck, check_role, current_user
+from engine.roles import Identity, IdentityProvider, OsIdentity, Role, RoleCheck, check_role
 from interfaces.cli.exitcodes import ExitCode
 
 # Humans read stderr; stdout carries data (one JSON document with --json).
@@ -28,9 +28,24 @@ err_console = Console(stderr=True, highlight=False)
 class CliState:
     config_path: str | None = None
     log_level: str | None = None  # --log-level; None = the command's default
-    user: str = field(default_factory=current_user)
+    # The OS in production. Tests hand another provider in as the root context object
+    # (``CliRunner().invoke(app, args, obj=provider)``): only code in the same process can,
+    # no variable, option or file can (docs/security.md, "Operator identity").
+    identity_provider: IdentityProvider = field(default_factory=OsIdentity)
     _config: Config | None = None
     store: Engine | None = None  # the database the command opened (interfaces.cli.db.open_store)
+    _identity: Identity | None = None
+
+    @property
+    def identity(self) -> Identity:
+        if self._identity is None:
+            self._identity = self.identity_provider.identify(self.config)
+        return self._identity
+
+    @property
+    def user(self) -> str:
+        """The operator's name (roles, audit records, four eyes)."""
+        return self.identity.user
 
     @property
     def config(self) -> Config:
@@ -51,8 +66,11 @@ def state(ctx: typer.Context) -> CliState:
 
 
 def fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> NoReturn:
-    """Print ``message`` on stderr and exit with ``code`` (never a traceback)."""
-    # The message may quote input ("[/]" in a field): escaped, never read as markup.
+    """Print ``message`` on stderr and exit with ``code`` (never a traceback).
+
+    The message is escaped: config tables such as ``[field.crews]`` or ``[roles]`` in it are
+    text, not rich markup (unescaped, rich silently dropped them from the sentence).
+    """
     err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     raise typer.Exit(int(code))
 
@@ -67,7 +85,7 @@ def require_role(st: CliState, needed: Role, action: str) -> RoleCheck:
     Refusals are audited by the caller's store layer through :data:`refusal_auditor`,
     which the store module installs (kept as a hook so this module does no DB work).
     """
-    result = check_role(st.config, st.user, needed, action)
+    result = check_role(st.config, st.identity, needed, action)
     if result.implicit:
         note(f"note: {result.reason}")
     if not result.allowed:

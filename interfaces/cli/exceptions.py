@@ -3,7 +3,10 @@
 See :mod:`engine.screening`. Read-only; an operator runs it (seed 002 §2.4: twice a day).
 ``--json`` prints one document with the keys ``in_arrears_not_disconnected``,
 ``disconnected_not_in_arrears``, ``state_mismatch``, ``failing_buses``,
-``protocol_deviations`` and ``guarantee_mismatch``; otherwise tables go to stderr.
+``protocol_deviations``, ``guarantee_mismatch``, ``field_disconnections_not_in_arrears``,
+``cancelled_field_orders``, ``expired_protections``, ``overdue_field_orders`` and
+``overdue_complaints``; otherwise tables go to stderr. It records (audits) the expiries of
+exemptions and approvals it is the first to see; nothing else is written.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.table import Table
 
+from engine.db.database import transaction
 from engine.roles import Role
 from engine.screening import ScreeningOptions, screen
+from engine.store.expiry import record_expiries
 from interfaces.cli import db as cli_db
 from interfaces.cli.context import err_console, print_json, require_role, state
 from interfaces.cli.db import open_store, store_errors
@@ -141,6 +146,99 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
     err_console.print(table)
     more("guarantee_mismatch")
 
+    e = doc["field_disconnections_not_in_arrears"]
+    table = Table(
+        "field order", "order", "account", "balance", "meter", "cause",
+        title=(
+            f"OPEN field disconnection orders (补停) of accounts NOT in arrears: {len(e)}"
+            + (" — do not carry them out" if e else "")
+        ),
+        title_justify="left",
+    )  # fmt: skip
+    for item in e[:limit]:
+        table.add_row(
+            str(item["id"]),
+            str(item["order_id"]),
+            item["account_no"],
+            item["balance"] or "-",
+            item["meter_address"] or "-",
+            item["cause"],
+        )
+    err_console.print(table)
+    more("field_disconnections_not_in_arrears")
+
+    f = doc["cancelled_field_orders"]
+    table = Table(
+        "field order", "account", "work", "cause", "cancelled", "by", "why",
+        title=f"field orders CANCELLED in the last {doc['window_hours']:g} h: {len(f)}",
+        title_justify="left",
+    )  # fmt: skip
+    for item in f[:limit]:
+        table.add_row(
+            str(item["id"]),
+            item["account_no"],
+            item["work"],
+            item["cause"],
+            _local(item["closed_at"], tz),
+            item["closed_by"] or "-",
+            item["closed_reason"] or "",
+        )
+    err_console.print(table)
+    more("cancelled_field_orders")
+
+    g = doc["expired_protections"]
+    table = Table(
+        "what", "id", "account", "ended", "audited",
+        title=f"exemptions and approvals that ended (or have no end): {len(g)}",
+        title_justify="left",
+    )  # fmt: skip
+    for item in g[:limit]:
+        table.add_row(
+            f"{item['type']} ({item['kind']})",
+            str(item["id"]),
+            item["account_no"],
+            _local(item["ended"], tz) if item["ended"] else "NO END: renew with one",
+            "yes" if item["audited"] else "no",
+        )
+    err_console.print(table)
+    more("expired_protections")
+    o = doc["overdue_field_orders"]
+    table = Table(
+        "field order", "account", "work", "assignee", "due", "min late", "level",
+        title=f"field orders PAST their time limit: {len(o)}",
+        title_justify="left",
+    )  # fmt: skip
+    for item in o[:limit]:
+        table.add_row(
+            str(item["id"]),
+            item["account_no"],
+            item["work"],
+            item["assignee"] or "-",
+            _local(item["due_at"], tz),
+            str(item["late_minutes"]),
+            {0: "-", 1: "1 预警", 2: "2 督办"}.get(item["escalation_level"], "?"),
+        )
+    err_console.print(table)
+    more("overdue_field_orders")
+
+    c = doc["overdue_complaints"]
+    table = Table(
+        "complaint", "account", "channel", "received", "due", "text",
+        title=f"complaints PAST their time limit: {len(c)}",
+        title_justify="left",
+    )  # fmt: skip
+    for item in c[:limit]:
+        table.add_row(
+            str(item["id"]),
+            item["account_no"],
+            item["channel"],
+            _local(item["created_at"], tz),
+            _local(item["due_at"], tz),
+            item["text"][:60],
+        )
+    err_console.print(table)
+    more("overdue_complaints")
+
 
 def register(app: typer.Typer) -> None:
     @app.command("exceptions")
@@ -171,8 +269,11 @@ def register(app: typer.Typer) -> None:
         engine = open_store(st)
         config = st.config
         options = ScreeningOptions(timedelta(hours=window_hours), min_failures)
+        at = cli_db.clock.now()
         with store_errors(st, engine):
-            doc = screen(engine, config, now=cli_db.clock.now(), options=options)
+            with transaction(engine) as session:  # an expiry is audited once, here or by serve
+                record_expiries(session, now=at, actor=st.user)
+            doc = screen(engine, config, now=at, options=options)
         if as_json:
             print_json(doc)
             return

@@ -12,6 +12,7 @@ import typer
 from base.errors import MeterctlError
 from engine.db.database import read_session, transaction
 from engine.db.models import EXEMPTION_STATUSES, Exemption
+from engine.emergency import protect_now
 from engine.roles import Role
 from engine.store.exemptions import (
     decide_exemption,
@@ -23,6 +24,7 @@ from engine.store.timeinput import local_until, parse_timestamp, parse_until
 from interfaces.cli.context import fail, note, print_json, require_role, state
 from interfaces.cli.db import now, open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
+from interfaces.cli.payments import outcome_message, reconnect_and_wait
 
 exemptions_app = typer.Typer(help="Power-guarantee exemptions (保电).", no_args_is_help=True)
 
@@ -43,6 +45,8 @@ def exemption_dict(exemption: Exemption) -> dict[str, Any]:
         "decided_by": exemption.decided_by,
         "decided_at": exemption.decided_at,
         "decision_reason": exemption.decision_reason,
+        "kind": exemption.kind,
+        "expired_at": exemption.expired_at,
     }
 
 
@@ -58,9 +62,24 @@ def request(
     starts: Annotated[
         str | None, typer.Option("--from", help="Start (ISO 8601); default now.")
     ] = None,
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="guarantee (保电, default) or humanitarian (an outage may endanger life or "
+            "cause major loss).",
+        ),
+    ] = "guarantee",
+    humanitarian: Annotated[
+        bool, typer.Option("--humanitarian", help="Shorthand for --kind humanitarian.")
+    ] = False,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
-    """Request an exemption; a supervisor other than you must approve it."""
+    """Request an exemption; a supervisor other than you must approve it.
+
+    It ends at --until, at most [policy] exemption_max_days after it starts. Approved while
+    the customer is cut off, it reconnects them at once (应急复电).
+    """
     st = state(ctx)
     require_role(st, Role.OPERATOR, "exemptions request")
     tz = st.config.site.tz
@@ -72,7 +91,15 @@ def request(
     engine = open_store(st)
     with store_errors(st, engine), transaction(engine) as session:
         exemption = request_exemption(
-            session, account, reason=reason, until=end, starts=begin, actor=st.user, now=now()
+            session,
+            account,
+            reason=reason,
+            until=end,
+            starts=begin,
+            actor=st.user,
+            now=now(),
+            kind="humanitarian" if humanitarian else kind,
+            max_days=st.config.policy.exemption_max_days,
         )
     if as_json:
         print_json(exemption_dict(exemption))
@@ -83,19 +110,48 @@ def request(
 
 
 def _decide(
-    ctx: typer.Context, exemption_id: int, approve: bool, reason: str | None, as_json: bool
+    ctx: typer.Context,
+    exemption_id: int,
+    approve: bool,
+    reason: str | None,
+    as_json: bool,
+    *,
+    wait: bool = True,
+    timeout: float = 300.0,
 ) -> None:
     st = state(ctx)
     verb = "approve" if approve else "reject"
     require_role(st, Role.SUPERVISOR, f"exemptions {verb}")
     engine = open_store(st)
+    at = now()
     with store_errors(st, engine), transaction(engine) as session:
         exemption = decide_exemption(
-            session, exemption_id, approve=approve, reason=reason, actor=st.user, now=now()
+            session, exemption_id, approve=approve, reason=reason, actor=st.user, now=at
         )
-    if as_json:
-        print_json(exemption_dict(exemption))
+        emergency = protect_now(session, exemption, config=st.config, actor=st.user, now=at)
+        document = exemption_dict(exemption)
+    document["cancelled_orders"] = emergency.cancelled_orders
+    document["cancelled_field_orders"] = emergency.cancelled_field_orders
+    document["reconnect_order_id"] = order_id = emergency.reconnect_order_id
+    document["reconnect_state"] = None
+    code = ExitCode.OK
     note(f"exemption {exemption.id} of {exemption.account_no} {exemption.status} by {st.user}")
+    if order_id is not None:
+        note(f"the customer is cut off: emergency reconnection (应急复电) order {order_id}")
+        if wait:
+            try:
+                found = reconnect_and_wait(
+                    engine, st.config, order_id, emergency.meter_link, st.user, timeout
+                )
+            except MeterctlError as exc:
+                fail(str(exc), ExitCode.BAD_INPUT)
+            document["reconnect_state"] = found["state"]
+            code, message = outcome_message(order_id, found, timeout)
+            note(message)
+    if as_json:
+        print_json(document)
+    if code:
+        raise typer.Exit(int(code))
 
 
 @exemptions_app.command("approve")
@@ -103,10 +159,24 @@ def approve(
     ctx: typer.Context,
     exemption_id: Annotated[int, typer.Argument(metavar="ID", help="The exemption's id.")],
     reason: Annotated[str | None, typer.Option("--reason", help="Optional note.")] = None,
+    no_wait: Annotated[
+        bool,
+        typer.Option("--no-wait", help="Do not wait for an emergency reconnection to finish."),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", metavar="SECONDS", help="How long to wait for it.")
+    ] = 300.0,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
-    """Approve a requested exemption (supervisor; not your own request)."""
-    _decide(ctx, exemption_id, True, reason, as_json)
+    """Approve a requested exemption (supervisor; not your own request).
+
+    If the customer is already cut off and the exemption is in force, they are reconnected at
+    once (应急复电): exit 0 when the relay reads closed or armed, 3 when it became a field order
+    or did not finish within --timeout.
+    """
+    if timeout <= 0:
+        fail(f"--timeout: {timeout} must be a positive number of seconds", ExitCode.BAD_INPUT)
+    _decide(ctx, exemption_id, True, reason, as_json, wait=not no_wait, timeout=timeout)
 
 
 @exemptions_app.command("reject")
@@ -166,7 +236,7 @@ def list_(
         decided = f", {e['status']} by {e['decided_by']}" if e["decided_by"] else ""
         typer.echo(
             f"{e['id']:>6}  {e['account_no']:<16} {e['status']:<9} "
-            f"{local_until(e['until'], tz)}  requested by {e['requested_by']}{decided}: "
+            f"{local_until(e['until'], tz)}  {e['kind']:<12} requested by {e['requested_by']}{decided}: "
             f"{e['reason']}"
         )
 

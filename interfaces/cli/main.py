@@ -78,6 +78,7 @@ COMMAND_MODULES = (
     "audit",
     "orders",
     "orders_view",
+    "field_work",
     "payments",
     "status",
     "exceptions",
@@ -111,7 +112,10 @@ def root(
     ] = None,
 ) -> None:
     """meterctl: safe remote disconnection and reconnection of prepaid meters."""
+    injected = ctx.obj  # a test's identity provider (never reachable from outside the process)
     ctx.obj = CliState(config_path=config, log_level=log_level)
+    if injected is not None and callable(getattr(injected, "identify", None)):
+        ctx.obj.identity_provider = injected
     level = (log_level or "WARNING").upper()
     if level not in LOG_LEVELS:
         fail(f"--log-level: {log_level!r} is not one of {', '.join(LOG_LEVELS)}")

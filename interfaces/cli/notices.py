@@ -6,15 +6,17 @@ Recording only: sending the SMS or letter is the engine's notifier. The notice c
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
 
 from base.errors import MeterctlError
 from engine.db.database import transaction
+from engine.db.models import NOTICE_CHANNELS
 from engine.roles import Role
 from engine.store.notices import issue_notice, issue_notices_in_arrears, record_delivery
-from engine.store.timeinput import local, parse_timestamp
+from engine.store.timeinput import local, parse_delivery
 from interfaces.cli.context import fail, note, print_json, require_role, state
 from interfaces.cli.db import now, open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
@@ -89,24 +91,52 @@ def delivered(
     account: Annotated[str, typer.Argument(help="The account whose notice was delivered.")],
     at: Annotated[
         str,
-        typer.Option("--at", help="Delivery time, ISO 8601; without an offset it is site time."),
+        typer.Option(
+            "--at",
+            help="Delivery time, ISO 8601; without an offset it is site time; a date alone "
+            "counts from the end of that day.",
+        ),
+    ],
+    channel: Annotated[
+        str,
+        typer.Option("--channel", help=f"How it was delivered: {', '.join(NOTICE_CHANNELS)}."),
+    ],
+    evidence: Annotated[
+        str,
+        typer.Option(
+            "--evidence",
+            "--evidence-ref",
+            help="What proves it: a tracking number, an SMS receipt id, a photo reference...",
+        ),
     ],
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
-    """Record when the account's notice was delivered (this starts the notice clock)."""
+    """Record when and how the account's issued notice was delivered (starts the notice clock).
+
+    Refused (exit 2, naming why): no notice issued for the current debt, a time before the
+    notice's issue, in the future, or more than [policy] notice_backdate_max_days ago.
+    """
     st = state(ctx)
     require_role(st, Role.OPERATOR, "notices delivered")
     tz = st.config.site.tz
+    current = now()
     try:
-        when = parse_timestamp(at, tz, what="--at")
+        when = parse_delivery(at, tz, now=current, what="--at")
     except MeterctlError as exc:
         fail(str(exc), ExitCode.BAD_INPUT)
-    current = now()
-    if when > current:
-        fail(f"--at: {at} is in the future", ExitCode.BAD_INPUT)
     engine = open_store(st)
     with store_errors(st, engine), transaction(engine) as session:
-        delivery = record_delivery(session, account, when, actor=st.user, now=current)
+        delivery = record_delivery(
+            session,
+            account,
+            when,
+            channel=channel,
+            evidence_ref=evidence,
+            actor=st.user,
+            now=current,
+            max_backdate=timedelta(days=st.config.policy.notice_backdate_max_days),
+            tz=tz,
+        )
     notice = delivery.notice
     if as_json:
         print_json(
@@ -115,14 +145,11 @@ def delivered(
                 "notice_id": notice.id,
                 "issued_at": notice.issued_at,
                 "delivered_at": notice.delivered_at,
-                "created": delivery.created,
+                "channel": notice.channel,
+                "evidence_ref": notice.evidence_ref,
             }
         )
-    if delivery.created:
-        note(f"no notice of {account} was awaiting delivery: recorded one delivered then")
-    if delivery.before_issue:
-        note("note: the delivery time is earlier than the recorded issue time")
-    note(f"notice {notice.id} of {account} delivered {local(when, tz)}")
+    note(f"notice {notice.id} of {account} delivered {local(when, tz)} ({channel}: {evidence})")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,19 +6,19 @@ document on stdout; tables go to stderr.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from engine import audit
 from engine.db.database import read_session
 from engine.db.models import COMMAND_ATTEMPTS, FIELD_ORDERS, METERS, SWITCH_ORDERS
 from engine.roles import Role
 from interfaces.cli.context import err_console, fail, print_json, require_role, state
-from interfaces.cli.db import open_store, store_errors
+from interfaces.cli.db import now, open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
 from interfaces.cli.orders import orders_app
 
@@ -178,17 +178,36 @@ def _when(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
+# The default list: what a crew may still be sent out on, and what it must NOT do any more.
+_CANCELLED_SHOWN_FOR = timedelta(days=7)
+_FIELD_STATUSES = ("current", "open", "closed", "cancelled", "all")
+
+
 @field_orders_app.command("list")
 def list_field_orders(
     ctx: typer.Context,
-    status: Annotated[str, typer.Option("--status", help="open, closed or all.")] = "open",
+    status: Annotated[
+        str,
+        typer.Option(
+            "--status",
+            help="current (open, and cancelled in the last 7 days), open, closed, cancelled "
+            "or all.",
+        ),
+    ] = "current",
+    overdue: Annotated[
+        bool, typer.Option("--overdue", help="Only open orders past their time limit.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
-    """Field work orders with the account, the meter address, the cause and the evidence."""
+    """Field work orders with the account, the meter address, the cause and the evidence,
+    the time limit, the assignee and the escalation level (1 预警, 2 督办).
+
+    A cancelled order (a 补停 whose customer paid) is listed as CANCELLED: do not carry it out.
+    """
     st = state(ctx)
     require_role(st, Role.OPERATOR, "field-orders list")
-    if status not in ("open", "closed", "all"):
-        fail(f"--status {status!r}: use open, closed or all", ExitCode.BAD_INPUT)
+    if status not in _FIELD_STATUSES:
+        fail(f"--status {status!r}: use {', '.join(_FIELD_STATUSES)}", ExitCode.BAD_INPUT)
     engine = open_store(st)
     query = (
         select(FIELD_ORDERS, SWITCH_ORDERS.c.kind)
@@ -197,8 +216,25 @@ def list_field_orders(
         )
         .order_by(FIELD_ORDERS.c.id)
     )
-    if status != "all":
+    if status == "current":
+        query = query.where(
+            or_(
+                FIELD_ORDERS.c.status == "open",
+                and_(
+                    FIELD_ORDERS.c.status == "cancelled",
+                    FIELD_ORDERS.c.closed_at >= now() - _CANCELLED_SHOWN_FOR,
+                ),
+            )
+        )
+    elif status != "all":
         query = query.where(FIELD_ORDERS.c.status == status)
+    at = now()
+    if overdue:
+        query = query.where(
+            FIELD_ORDERS.c.status == "open",
+            FIELD_ORDERS.c.due_at.is_not(None),
+            FIELD_ORDERS.c.due_at < at,
+        )
     with store_errors(st, engine), read_session(engine) as session:
         rows = [dict(r) for r in session.execute(query).mappings()]
     for row in rows:
@@ -207,11 +243,36 @@ def list_field_orders(
             if row.get("kind") == "disconnect"
             else "现场复电 field reconnection"
         )
+        row["cancelled"] = row["status"] == "cancelled"
+        row["overdue"] = (
+            row["status"] == "open" and row["due_at"] is not None and row["due_at"] < at
+        )
     if as_json:
-        print_json({"field_orders": rows, "count": len(rows)})
+        print_json(
+            {
+                "field_orders": rows,
+                "count": len(rows),
+                "open": sum(1 for r in rows if r["status"] == "open"),
+                "cancelled": sum(1 for r in rows if r["cancelled"]),
+                "overdue": sum(1 for r in rows if r["overdue"]),
+            }
+        )
         return
-    table = Table("id", "order", "account", "meter address", "work", "cause", "created")
+    table = Table(
+        "id", "order", "account", "meter address", "work", "cause", "status", "created",
+        "due", "assignee", "level",
+    )  # fmt: skip
     for r in rows:
+        shown = (
+            f"[bold red]CANCELLED[/] {_when(r['closed_at'])}: {r['closed_reason'] or ''} "
+            "— do not carry out"
+            if r["cancelled"]
+            else (r["stage"] or r["status"])
+            if r["status"] == "open"
+            else r["status"]
+        )
+        if r["overdue"]:
+            shown = f"[bold red]LATE[/] {shown}"
         table.add_row(
             str(r["id"]),
             str(r["order_id"]),
@@ -219,7 +280,11 @@ def list_field_orders(
             r["meter_address"] or "-",
             r["work"],
             r["cause"],
+            shown,
             _when(r["created_at"]),
+            _when(r["due_at"]),
+            r["assignee"] or "-",
+            {0: "-", 1: "1 预警", 2: "2 督办"}.get(r["escalation_level"], "?"),
         )
     err_console.print(table)
 

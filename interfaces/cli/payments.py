@@ -34,7 +34,7 @@ from engine.dispatch.identity import new_worker_id
 from engine.dispatch.leases import register_node, server_running, unregister_node
 from engine.identifiers import confusable_problem
 from engine.orders_states import ReconnectState
-from engine.payments import PaymentResult, parse_amount, record_payment
+from engine.payments import parse_amount, record_payment
 from engine.roles import Role
 from interfaces.cli import db as cli_db
 from interfaces.cli.context import fail, note, print_json, require_role, state
@@ -81,18 +81,17 @@ async def _wait_for(engine: Engine, order_id: int, deadline: float) -> dict[str,
 
 
 async def _dispatch_here(
-    engine: Engine, config: Config, result: PaymentResult, actor: str, timeout: float
+    engine: Engine, config: Config, order_id: int, link: str | None, actor: str, timeout: float
 ) -> dict[str, Any]:
     """No server runs: dispatch the reconnection on its bus ourselves, then report its state."""
-    assert result.reconnect_order_id is not None
     deadline = time.monotonic() + timeout
     worker = new_worker_id()
     await asyncio.to_thread(register_node, engine, worker, "payments", cli_db.clock.now())
     dispatcher = Dispatcher(engine, config, clock=cli_db.clock, worker_id=worker, actor=actor)
     try:
-        if result.meter_link:
+        if link:
             await dispatcher.run_until_idle(
-                buses=[result.meter_link],
+                buses=[link],
                 wait_for_busy_s=timeout,
                 max_retry_wait_s=timeout,
             )
@@ -100,7 +99,43 @@ async def _dispatch_here(
         await dispatcher.close()
         await asyncio.to_thread(unregister_node, engine, worker)
     # Another process may have had the bus and be finishing the order: wait for it.
-    return await _wait_for(engine, result.reconnect_order_id, deadline)
+    return await _wait_for(engine, order_id, deadline)
+
+
+def reconnect_and_wait(
+    engine: Engine, config: Config, order_id: int, link: str | None, actor: str, timeout: float
+) -> dict[str, Any]:
+    """Have the reconnection dispatched (by a running ``serve``, else here) and wait for it.
+
+    Returns the order's ``state``, ``last_error`` and ``field_order_id``. Shared by payments
+    and emergency reconnection (``exemptions approve``).
+    """
+    if server_running(engine, cli_db.now()):
+        note(f"reconnection order {order_id}: meterctl serve is dispatching it; waiting")
+        return asyncio.run(_wait_for(engine, order_id, time.monotonic() + timeout))
+    note(f"reconnection order {order_id}: dispatching on {link}")
+    return asyncio.run(_dispatch_here(engine, config, order_id, link, actor, timeout))
+
+
+def outcome_message(order_id: int, found: dict[str, Any], timeout: float) -> tuple[ExitCode, str]:
+    """The exit code and the sentence for a reconnection's state after waiting."""
+    state_now = found["state"]
+    if state_now == ReconnectState.VERIFIED.value:
+        return ExitCode.OK, f"reconnected: order {order_id} verified, the relay reads closed"
+    if state_now == ReconnectState.ARMED.value:
+        return ExitCode.OK, (
+            f"armed: the customer must press the meter button (order {order_id}, "
+            "close allowed / 合闸允许)"
+        )
+    if state_now == ReconnectState.FIELD_ORDER.value:
+        return ExitCode.PARTIAL, (
+            f"reconnection order {order_id} became field order {found['field_order_id']} "
+            f"(现场复电): {found['last_error'] or 'remote reconnection failed'}"
+        )
+    return ExitCode.PARTIAL, (
+        f"reconnection order {order_id} is still {state_now} after {timeout:g} s; "
+        "it stays queued (meterctl serve or the next run dispatches it)"
+    )
 
 
 @payments_app.command("record")
@@ -180,35 +215,13 @@ def record(
         )
     else:
         try:
-            if server_running(engine, cli_db.now()):
-                note(f"reconnection order {order_id}: meterctl serve is dispatching it; waiting")
-                found = asyncio.run(_wait_for(engine, order_id, time.monotonic() + timeout))
-            else:
-                note(f"reconnection order {order_id}: dispatching on {result.meter_link}")
-                found = asyncio.run(_dispatch_here(engine, st.config, result, st.user, timeout))
+            found = reconnect_and_wait(
+                engine, st.config, order_id, result.meter_link, st.user, timeout
+            )
         except MeterctlError as exc:  # e.g. an unreadable secrets file
             fail(str(exc), ExitCode.BAD_INPUT)
         document.update(found)
-        state_now = found["state"]
-        if state_now == ReconnectState.VERIFIED.value:
-            message = f"reconnected: order {order_id} verified, the relay reads closed"
-        elif state_now == ReconnectState.ARMED.value:
-            message = (
-                f"armed: the customer must press the meter button (order {order_id}, "
-                "close allowed / 合闸允许)"
-            )
-        elif state_now == ReconnectState.FIELD_ORDER.value:
-            code = ExitCode.PARTIAL
-            message = (
-                f"reconnection order {order_id} became field order {found['field_order_id']} "
-                f"(现场复电): {found['last_error'] or 'remote reconnection failed'}"
-            )
-        else:
-            code = ExitCode.PARTIAL
-            message = (
-                f"reconnection order {order_id} is still {state_now} after {timeout:g} s; "
-                "it stays queued (meterctl serve or the next run dispatches it)"
-            )
+        code, message = outcome_message(order_id, found, timeout)
     document["message"] = message
     if as_json:
         print_json(document)

@@ -79,8 +79,10 @@ def render_status(doc: dict[str, Any], tz: ZoneInfo) -> RenderableType:
     parts.append(pending if doc["pending_reconnections"] else Text("no reconnection pending"))
 
     causes = ", ".join(f"{c} {n}" for c, n in doc["open_field_orders_by_cause"].items())
+    late = doc["overdue_field_orders"]
     parts.append(
         Text(f"open field orders: {doc['open_field_orders']}" + (f" ({causes})" if causes else ""))
+        + Text(f"; {late} past their time limit" if late else "", style="bold red")
     )
 
     sweep = doc["last_sweep"]

@@ -26,6 +26,8 @@ end = "24:00"
 [policy.batch_limit]
 max_share = 1.0
 max_count = 100000
+[policy.important]
+authority_recipients = ["power-admin"]
 [dispatch]
 poll_interval_s = 0.02
 backoff_s = 0.02

@@ -24,6 +24,7 @@ from typer.testing import CliRunner, Result
 from base.clock import FrozenClock
 from engine.db import head_revision, init_db, make_engine, transaction
 from engine.db.models import Account, Meter
+from engine.roles import Identity
 
 AUDIT_KEY = b"test-audit-key"
 # A Monday, 10:00 in Shanghai: inside the default disconnection window.
@@ -139,6 +140,16 @@ def csv_text(*rows: str) -> str:
     return "\n".join((HEADER, *rows)) + "\n"
 
 
+@dataclass(frozen=True)
+class AsUser:
+    """A test's identity provider: the CLI runs as ``user`` (handed in as the root ``obj``)."""
+
+    user: str
+
+    def identify(self, config: object) -> Identity:
+        return Identity(self.user, True, "test")
+
+
 @dataclass
 class Cli:
     """Runs ``meterctl`` with a temp config as a chosen OS user at a frozen time."""
@@ -152,8 +163,7 @@ class Cli:
     def __call__(self, user: str, *args: str) -> Result:
         from interfaces.cli.main import app
 
-        self.monkeypatch.setattr("getpass.getuser", lambda: user)
-        return self.runner.invoke(app, ["--config", str(self.config), *args])
+        return self.runner.invoke(app, ["--config", str(self.config), *args], obj=AsUser(user))
 
     def json(self, user: str, *args: str) -> Any:
         import json

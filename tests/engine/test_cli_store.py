@@ -90,7 +90,10 @@ def test_notice_clock_starts_at_delivery(cli: Cli) -> None:
     assert notice.issued_at == MONDAY_10_SHANGHAI and notice.delivered_at is None
     # Delivered two days later, at 09:30 site time (naive = Asia/Shanghai).
     cli.clock.advance(timedelta(days=3))
-    result = cli("olga", "notices", "delivered", "A1", "--at", "2026-06-03T09:30", "--json")
+    result = cli(
+        "olga", "notices", "delivered", "A1", "--at", "2026-06-03T09:30",
+        "--channel", "posted", "--evidence", "EMS-1", "--json",
+    )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["delivered_at"] == "2026-06-03T01:30:00+00:00"
     assert ("olga", "notice.delivered", "A1") in _actions(cli)
@@ -102,9 +105,14 @@ def test_notice_commands_check_their_input(cli: Cli) -> None:
     assert cli("olga", "notices", "issue").exit_code == 2
     unknown = cli("olga", "notices", "issue", "--account", "NOPE")
     assert unknown.exit_code == 2 and "NOPE" in unknown.stderr
-    future = cli("olga", "notices", "delivered", "A1", "--at", "2030-01-01T00:00")
+    future = cli(
+        "olga", "notices", "delivered", "A1", "--at", "2030-01-01T00:00",
+        "--channel", "sms", "--evidence", "R-1",
+    )  # fmt: skip
     assert future.exit_code == 2 and "future" in future.stderr
-    garbled = cli("olga", "notices", "delivered", "A1", "--at", "yesterday")
+    garbled = cli(
+        "olga", "notices", "delivered", "A1", "--at", "yesterday", "--channel", "sms", "--evidence", "R",
+    )  # fmt: skip
     assert garbled.exit_code == 2 and "--at" in garbled.stderr
 
 

@@ -134,3 +134,12 @@ def test_api_clients_are_named_tables_with_a_key_and_a_role() -> None:
         parse_config('[api.clients.cis]\nrole = "operator"\n')
     with pytest.raises(ConfigError, match=r"api\.clients\.cis\.colour"):
         parse_config('[api.clients.cis]\nkey = "k"\ncolour = "red"\n')
+
+
+def test_the_example_crews_parse_once_uncommented() -> None:
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# [field.crews.day]"))
+    crews = "\n".join(line[2:] for line in lines[start:] if line.startswith("# "))
+    config = parse_config(crews + '\n[field.night_duty]\ncrew = "night"\n')
+    assert config.field.crews["day"].members == ["wang", "li"]
+    assert config.field.crews["night"].members == ["zhao", "qian"]

@@ -5,13 +5,15 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Engine, insert, update
 
 from base.clock import FrozenClock
 from engine import audit
+from engine.config import parse_config
 from engine.db.database import transaction
-from engine.db.models import TIMERS
+from engine.db.models import SWITCH_ORDERS, TIMERS
 from engine.dispatch.identity import HOST, new_worker_id
 from engine.notify import OutboxNotifier
 from engine.payments import record_payment
@@ -21,12 +23,14 @@ from policies import check_important, settings_from_config
 from policies.facts import Verdict
 from tests.engine import store_helpers
 from tests.engine.scheduler_helpers import (
+    BASE_CONFIG,
     audit_actions,
     field_orders,
     important_order,
     make_config,
     notifications,
     order,
+    rows,
     set_meter,
     timers,
 )
@@ -45,8 +49,10 @@ STEP = timedelta(minutes=15)
 DEAD_HOLDER = f"{HOST}:999999999:deadbeef"  # a pid that cannot exist on this host
 
 
-def tick(engine: Engine, clock: FrozenClock, holder: str = "tester-holder") -> list[str]:
-    config = make_config()
+def tick(
+    engine: Engine, clock: FrozenClock, holder: str = "tester-holder", config: Any = None
+) -> list[str]:
+    config = config or make_config()
     results = fire_due_timers(
         engine, now=clock.now(), holder=holder, config=config, notifier=OutboxNotifier()
     )
@@ -107,8 +113,9 @@ def test_important_timeline_moves_at_the_right_times(sqlite_engine: Engine) -> N
     assert audit.verify(sqlite_engine).ok
 
 
-def test_late_start_keeps_fifteen_minutes_between_steps(sqlite_engine: Engine) -> None:
-    """After downtime all three timers are due; the customer still gets 15 + 15 minutes."""
+def test_late_start_restarts_the_timeline_with_a_new_warning(sqlite_engine: Engine) -> None:
+    """After downtime all three timers are due: the announced T has passed, so the timeline
+    starts again from now (a new T is stated) and the customer still gets 15 + 15 minutes."""
     config = make_config()
     created = important_order(sqlite_engine, config, "IMP2", T0)
     (order_id,) = created.scheduled
@@ -116,25 +123,110 @@ def test_late_start_keeps_fifteen_minutes_between_steps(sqlite_engine: Engine) -
     clock = FrozenClock(late)
 
     assert tick(sqlite_engine, clock) == [
-        "important_warn:warned",
-        "important_instruct:not_yet",
-        "important_execute:not_yet",
+        "important_warn:restarted",
+        "important_instruct:already_fired",
+        "important_execute:already_fired",
     ]
+    (restarted,) = notifications(sqlite_engine, "timeline_restarted")
+    assert "will not take place then" in restarted["message"]
+    assert "power-admin" in restarted["recipients"]
+    o = order(sqlite_engine, order_id)
+    assert o["state"] == "planned" and o["notice_time"] == late + STEP
+    assert audit_actions(sqlite_engine, "order.timeline_restarted")
+
+    assert tick(sqlite_engine, clock) == ["important_warn:warned"]
     assert order(sqlite_engine, order_id)["warned_at"] == late
-    assert timers(sqlite_engine, order_id)["important_instruct"]["due_at"] == late + STEP
-
     clock.set(late + STEP)
-    assert tick(sqlite_engine, clock) == [
-        "important_instruct:instructed",
-        "important_execute:not_yet",
-    ]
-    assert timers(sqlite_engine, order_id)["important_execute"]["due_at"] == late + 2 * STEP
-
+    assert tick(sqlite_engine, clock) == ["important_instruct:instructed"]
     clock.set(late + 2 * STEP - timedelta(seconds=1))
     assert tick(sqlite_engine, clock) == []
     clock.set(late + 2 * STEP)
     assert tick(sqlite_engine, clock) == ["important_execute:ready"]
     assert order(sqlite_engine, order_id)["not_before"] == late + 2 * STEP
+
+
+WEEKDAYS_8_TO_16 = """
+[policy.window]
+weekdays = ["mon", "tue", "wed", "thu", "fri"]
+start = "08:00"
+end = "16:00"
+"""
+
+
+def test_an_execution_outside_the_window_restarts_in_the_next_window(
+    sqlite_engine: Engine,
+) -> None:
+    """Near closing time the execution would fall after 16:00: not the next morning with an
+    instruction 16 hours old, but a new timeline (warning 08:00, T 08:15, execution 08:30)."""
+    config = make_config_with_window()
+    monday_1530 = datetime(2026, 6, 1, 7, 30, tzinfo=UTC)  # 15:30 Shanghai
+    tuesday_0815 = datetime(2026, 6, 2, 0, 15, tzinfo=UTC)
+    (order_id,) = important_order(sqlite_engine, config, "IMP9", monday_1530).scheduled
+    # 15:30 + 15 + 15 = 16:00 is after closing: the batch already planned the next morning.
+    assert order(sqlite_engine, order_id)["notice_time"] == tuesday_0815
+
+    # A timeline stated earlier for 15:45 (e.g. planned before the window was changed):
+    # warned 15:30, instructed 15:45, and at 16:00 the window is closed: it restarts.
+    with transaction(sqlite_engine) as session:
+        session.execute(
+            update(SWITCH_ORDERS)
+            .where(SWITCH_ORDERS.c.id == order_id)
+            .values(notice_time=monday_1530 + STEP)
+        )
+        for kind, due in (
+            ("important_warn", monday_1530),
+            ("important_instruct", monday_1530 + STEP),
+            ("important_execute", monday_1530 + 2 * STEP),
+        ):
+            session.execute(
+                update(TIMERS)
+                .where(TIMERS.c.order_id == order_id, TIMERS.c.kind == kind)
+                .values(due_at=due)
+            )
+    clock = FrozenClock(monday_1530)
+    # The warning would announce an execution at 16:00, after closing: it is not sent; the
+    # timeline starts again tomorrow.
+    assert tick(sqlite_engine, clock, config=config) == ["important_warn:restarted"]
+    assert notifications(sqlite_engine, "warning") == []
+    o = order(sqlite_engine, order_id)
+    assert o["state"] == "planned" and o["notice_time"] == tuesday_0815
+    assert live_timers(sqlite_engine, order_id) == {
+        "important_warn": tuesday_0815 - STEP,
+        "important_instruct": tuesday_0815,
+        "important_execute": tuesday_0815 + STEP,
+    }
+
+    # Tuesday: warned 08:00, instructed 08:15; the engine is down until 10:00. The execution
+    # cannot follow the instruction by 15 minutes any more: a new timeline from 10:00.
+    clock.set(tuesday_0815 - STEP)
+    assert tick(sqlite_engine, clock, config=config) == ["important_warn:warned"]
+    clock.set(tuesday_0815)
+    assert tick(sqlite_engine, clock, config=config) == ["important_instruct:instructed"]
+    tuesday_1000 = tuesday_0815 + timedelta(minutes=105)
+    clock.set(tuesday_1000)
+    assert tick(sqlite_engine, clock, config=config) == ["important_execute:restarted"]
+    o = order(sqlite_engine, order_id)
+    assert o["state"] == "planned" and o["warned_at"] is None and o["instructed_at"] is None
+    assert o["notice_time"] == tuesday_1000 + STEP
+    assert "more than 15 min late" in audit_actions(sqlite_engine, "order.planned")[-1]["payload"]
+
+
+def live_timers(engine: Engine, order_id: int) -> dict[str, datetime]:
+    return {
+        t["kind"]: t["due_at"]
+        for t in rows(engine, TIMERS, TIMERS.c.order_id == order_id)
+        if t["fired_at"] is None
+    }
+
+
+def make_config_with_window() -> Any:
+    text = BASE_CONFIG.replace(
+        '[policy.window]\nweekdays = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]\n'
+        'start = "00:00"\nend = "24:00"\n',
+        WEEKDAYS_8_TO_16.lstrip(),
+    )
+    assert text != BASE_CONFIG
+    return parse_config('[database]\nurl = "sqlite:///unused.db"\n' + text)
 
 
 def test_paid_account_timers_do_nothing(sqlite_engine: Engine) -> None:
@@ -298,3 +390,77 @@ def test_reconnect_deadline_does_nothing_once_reconnected(sqlite_engine: Engine)
     clock = FrozenClock(T0 + timedelta(days=1))
     assert tick(sqlite_engine, clock) == ["reconnect_deadline:armed"]
     assert field_orders(sqlite_engine) == []
+
+
+def test_an_execution_the_dispatcher_defers_restarts_the_timeline(sqlite_engine: Engine) -> None:
+    """The dispatcher's re-check finds the window closed at T+15: the order does not wait in
+    ``ready`` for the next opening; it goes back to ``planned`` and a new timeline starts."""
+    from engine.dispatch.journal import DbJournal
+    from engine.dispatch.outcomes import RetryPolicy, record_outcome
+    from engine.dispatch.queue import ClaimedOrder
+    from engine.switching.procedure import SwitchOutcome, SwitchStatus
+
+    config = make_config_with_window()
+    monday_0930 = datetime(2026, 6, 1, 1, 30, tzinfo=UTC)
+    (order_id,) = important_order(sqlite_engine, config, "IMP8", monday_0930).scheduled
+    with transaction(sqlite_engine) as session:  # the timeline ran; the order is on the wire
+        session.execute(
+            update(SWITCH_ORDERS)
+            .where(SWITCH_ORDERS.c.id == order_id)
+            .values(
+                state="dispatching",
+                warned_at=monday_0930,
+                instructed_at=monday_0930 + STEP,
+            )
+        )
+        session.execute(
+            update(TIMERS).where(TIMERS.c.order_id == order_id).values(fired_at=monday_0930)
+        )
+    o = order(sqlite_engine, order_id)
+    claimed = ClaimedOrder(
+        id=order_id,
+        kind="disconnect",
+        account_no="IMP8",
+        meter_id=o["meter_id"],
+        meter_no="MIMP8",
+        address="000000000008",
+        protocol="dlt645-2007",
+        link="socket://127.0.0.1:9",
+        password_ref=None,
+        security="plain",
+        close_mode="direct",
+        attempts=0,
+        resume_unknown=False,
+        deadline=None,
+    )
+    at = monday_0930 + 2 * STEP
+    deferred = SwitchOutcome(
+        SwitchStatus.DEFERRED,
+        "outside_window",
+        "outside the disconnection window",
+        {"not_before": (at + timedelta(hours=16)).isoformat()},
+    )
+    journal = DbJournal(sqlite_engine, order_id, "IMP8", "dispatcher", FrozenClock(at), {})
+    with transaction(sqlite_engine) as session:
+        applied = record_outcome(
+            session,
+            claimed,
+            deferred,
+            journal,
+            now=at,
+            actor="dispatcher",
+            notifier=OutboxNotifier(),
+            retry=RetryPolicy(),
+        )
+    assert applied.state == "planned"
+    assert tick(sqlite_engine, FrozenClock(at), config=config) == ["important_restart:restarted"]
+    o = order(sqlite_engine, order_id)
+    assert o["state"] == "planned" and o["warned_at"] is None
+    assert o["notice_time"] == at + STEP  # 10:00 is inside the window: warning now, T 10:15
+    assert set(live_timers(sqlite_engine, order_id)) == {
+        "important_warn",
+        "important_instruct",
+        "important_execute",
+    }
+    (told,) = notifications(sqlite_engine, "timeline_restarted")
+    assert "deferred" in told["message"]

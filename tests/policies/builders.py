@@ -18,7 +18,7 @@ from policies import (
 
 # Wednesday 2026-03-04 10:00 in Shanghai (02:00 UTC): inside the default window.
 NOW = datetime(2026, 3, 4, 2, 0, tzinfo=UTC)
-SETTINGS = PolicySettings()
+SETTINGS = PolicySettings(important_authorities=("power-admin",))
 
 
 def account(**changes: Any) -> AccountFacts:

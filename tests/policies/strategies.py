@@ -112,6 +112,10 @@ def policy_settings(draw: st.DrawFn) -> PolicySettings:
         ),
         batch_max_share=draw(st.sampled_from([0.05, 0.0, 0.5, 1.0])),
         batch_max_count=draw(st.sampled_from([5000, 0, 1, 10])),
+        important_authorities=draw(
+            st.sampled_from([(), ("power administration",), ("judiciary",)])
+        ),
+        important_execute_grace_minutes=draw(st.sampled_from([15, 0, 60])),
     )
 
 

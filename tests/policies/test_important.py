@@ -21,7 +21,7 @@ IMPORTANT = account(customer_class=CustomerClass.IMPORTANT)
 def on_time(t: datetime) -> ImportantTimeline:
     """A timeline whose warning and instruction were sent exactly when due."""
     return ImportantTimeline(
-        notice_time=t, warned_at=t - 15 * MIN, instructed_at=t, recipients=("能源局", "县政府")
+        notice_time=t, warned_at=t - 15 * MIN, instructed_at=t, recipients=("能源局", "power-admin")
     )
 
 

@@ -80,3 +80,46 @@ def test_answers_follow_the_settings_in_use() -> None:
         assert check_notice(notice, SETTINGS, NOW).code == "notice_pending"
         assert check_notice(notice, short, NOW).code == "notice_stale"
         assert check_notice(notice, SETTINGS, NOW + 3 * DAY).code == "notice_served"
+
+
+# -- a notice belongs to one arrears episode (issue 15.3) ------------------------------------
+
+
+def paid_in_full(ago: timedelta) -> dict[str, object]:
+    from tests.policies.builders import account
+
+    return {"account": account(arrears_cleared_at=NOW - ago)}
+
+
+def test_a_notice_of_a_debt_paid_in_full_does_not_count() -> None:
+    # Delivered 10 days ago, then the customer paid everything 3 days ago and owes again.
+    reason = check_notice(
+        case(notices=(delivered(10 * DAY),), **paid_in_full(3 * DAY)), SETTINGS, NOW
+    )
+    assert (reason.verdict, reason.code) == (Verdict.BLOCK, "notice_previous_episode")
+    assert "paid in full" in reason.message and "new notice" in reason.message
+
+
+def test_a_notice_of_the_new_debt_counts_again() -> None:
+    issued_after = NoticeFacts(issued_at=NOW - 9 * DAY, delivered_at=NOW - 8 * DAY)
+    reason = check_notice(
+        case(notices=(delivered(20 * DAY), issued_after), **paid_in_full(10 * DAY)),
+        SETTINGS,
+        NOW,
+    )
+    assert reason.code == "notice_served"
+
+
+def test_an_undelivered_notice_of_the_new_debt_is_missing_not_served() -> None:
+    new = NoticeFacts(issued_at=NOW - DAY, delivered_at=None)
+    reason = check_notice(
+        case(notices=(delivered(10 * DAY), new), **paid_in_full(3 * DAY)), SETTINGS, NOW
+    )
+    assert reason.code == "notice_missing"
+
+
+def test_an_episode_end_before_every_notice_changes_nothing() -> None:
+    reason = check_notice(
+        case(notices=(delivered(10 * DAY),), **paid_in_full(40 * DAY)), SETTINGS, NOW
+    )
+    assert reason.code == "notice_served"

@@ -9,6 +9,7 @@ from decimal import Decimal
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
+from base.errors import ConfigError
 from policies import (
     RULE_ERROR,
     BatchPlan,
@@ -19,9 +20,12 @@ from policies import (
     Outcome,
     PolicySettings,
     Verdict,
+    check_notice,
     evaluate,
     plan_batch,
 )
+from policies.important import plan_important_timeline
+from policies.window import window_open_at
 from tests.policies.strategies import batches, scenarios
 
 PLANNED = (Outcome.DISCONNECT, Outcome.SCHEDULE)
@@ -69,7 +73,30 @@ def violations(case: Case, s: PolicySettings, now: datetime) -> set[str]:
         or (w.end is not None and local.time() >= w.end)
     ):
         found.add("window")
+    if a.customer_class is CustomerClass.IMPORTANT:
+        t = case.timeline
+        if not s.important_authorities:
+            found.add("authorities")  # 抄报 impossible: nobody to copy
+        elif (
+            t is not None
+            and not important_not_due(case, s, now)
+            and not expired(case, s, now)
+            and not set(s.important_authorities) & set(t.recipients)
+        ):
+            found.add("authorities_not_copied")
     return found
+
+
+def expired(case: Case, s: PolicySettings, now: datetime) -> bool:
+    """The execution can no longer follow the instruction by one step: restart."""
+    t = case.timeline
+    if case.account.customer_class is not CustomerClass.IMPORTANT:
+        return False
+    if t is None or t.warned_at is None or t.instructed_at is None:
+        return False
+    step = timedelta(minutes=s.important_warning_minutes)
+    due = max(t.notice_time + step, t.instructed_at + step, t.warned_at + 2 * step)
+    return now > due + timedelta(minutes=s.important_execute_grace_minutes)
 
 
 def important_not_due(case: Case, s: PolicySettings, now: datetime) -> bool:
@@ -92,7 +119,7 @@ def test_no_failing_account_is_ever_planned(
     note(f"violations={failed} decision={decision}")
     if failed:
         assert decision.outcome is Outcome.BLOCKED
-    elif important_not_due(case, settings, now):
+    elif important_not_due(case, settings, now) or expired(case, settings, now):
         assert decision.outcome is Outcome.SCHEDULE
     elif case.account.customer_class is not CustomerClass.IMPORTANT:
         # And the converse: an ordinary account that breaks no rule is planned.
@@ -182,3 +209,40 @@ def test_plans_only_shrink_with_exemptions_and_payments(
     # A plan within the batch limit stays within it when accounts drop out.
     if before.within_limit:
         assert after.within_limit
+
+
+@given(
+    scenarios(),
+    st.timedeltas(min_value=timedelta(microseconds=1), max_value=timedelta(days=60)),
+)
+def test_a_notice_of_an_earlier_arrears_episode_never_allows(
+    scenario: tuple[Case, PolicySettings, datetime], after: timedelta
+) -> None:
+    """Paying in full after every notice was issued leaves no notice for the new debt."""
+    case, settings, now = scenario
+    if not case.notices:
+        return
+    cleared = max(n.issued_at for n in case.notices) + after
+    paid = dataclasses.replace(
+        case, account=dataclasses.replace(case.account, arrears_cleared_at=cleared)
+    )
+    reason = check_notice(paid, settings, now)
+    assert reason.verdict is Verdict.BLOCK
+    assert reason.code in ("notice_previous_episode", "notice_missing")
+
+
+@given(scenarios())
+def test_a_planned_important_timeline_never_crosses_a_closed_window(
+    scenario: tuple[Case, PolicySettings, datetime],
+) -> None:
+    """Warning, T and execution all fall inside the window, the warning not in the past, and
+    the execution exactly one step after T (two after the warning)."""
+    _case, settings, now = scenario
+    try:
+        warn_at, notice_time, execute_at = plan_important_timeline(now, settings)
+    except ConfigError:
+        return  # a window too short for a timeline is a configuration error, said so
+    step = timedelta(minutes=settings.important_warning_minutes)
+    assert warn_at >= now
+    assert notice_time - warn_at == step and execute_at - notice_time == step
+    assert all(window_open_at(t, settings) for t in (warn_at, notice_time, execute_at))

@@ -23,12 +23,14 @@ def test_waits_for_the_notice_and_then_the_window() -> None:
 
 
 def test_important_customer_near_closing_time() -> None:
-    # 15:50 local: the timeline would execute at 16:20, after closing: next morning.
+    # 15:50 local: the timeline would execute at 16:20, after closing. It is not stretched
+    # over the night: the whole timeline starts again next morning (warning 08:00, T 08:15,
+    # execution 08:30), so the execution follows the instruction by 15 minutes.
     now = shanghai(2026, 3, 4, 15, 50)
     important = case(account=account(customer_class=CustomerClass.IMPORTANT))
     decision = evaluate(important, SETTINGS, now)
-    assert decision.reasons[5].not_before == now + 30 * MIN
-    assert earliest_execution(decision, SETTINGS, now) == shanghai(2026, 3, 5, 8, 0)
+    assert decision.reasons[5].not_before == shanghai(2026, 3, 5, 8, 30)
+    assert earliest_execution(decision, SETTINGS, now) == shanghai(2026, 3, 5, 8, 30)
 
 
 def test_blocks_that_time_does_not_lift() -> None:

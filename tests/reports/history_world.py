@@ -267,7 +267,8 @@ def story_world(tmp: Path) -> Iterator[StoryWorld]:
     day0 = today - timedelta(days=3)
     clock = TravelClock(local(day0, 9, 59))
     with Fleet.generate(meters=len(ROLES), buses=2, time_scale=0, seed=7, clock=clock) as fleet:
-        world = EngineWorld(tmp, fleet)
+        authorities = '\n[policy.important]\nauthority_recipients = ["power-admin"]\n'
+        world = EngineWorld(tmp, fleet, extra_config=authorities)
         story = StoryWorld(world, clock, day0)
         for role, address in zip(ROLES, fleet.addresses, strict=True):
             story.addresses[role] = address

@@ -14,7 +14,7 @@ from alembic import op
 from base.errors import InputError
 
 revision: str = "0003_issue16"
-down_revision: str | None = "0004"  # chained after main's 0003 (field readiness), 0004 (API)
+down_revision: str | None = "0006"  # chained after main's 0003..0006 (field readiness .. field work)
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

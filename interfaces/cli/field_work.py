@@ -1,0 +1,327 @@
+"""``meterctl field-orders accept|assign|close|reopen|followup|followups`` and ``complaints``.
+
+The desk's side of field work (engine/fieldwork): operators accept (接单), assign (派工),
+close with the outcome, record follow-up calls (回访) and complaints (投诉); a supervisor
+reopens a closed order for rework (it overrides a crew's report). Every change is audited by
+the engine function in the same transaction. ``--json`` prints the record after the change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy import select
+
+from engine.db.database import read_session, transaction
+from engine.db.models import COMPLAINTS, FOLLOW_UPS
+from engine.fieldwork.complaints import CHANNELS, close_complaint, open_complaint
+from engine.fieldwork.followups import record_follow_up
+from engine.fieldwork.orders import (
+    OUTCOMES,
+    accept_field_order,
+    assign_field_order,
+    reopen_field_order,
+)
+from engine.fieldwork.readback import close_reading_meter
+from engine.notify import notifier_from_config
+from engine.roles import Role
+from interfaces.cli import db as cli_db
+from interfaces.cli.context import err_console, fail, note, print_json, require_role, state
+from interfaces.cli.db import now, open_store, store_errors
+from interfaces.cli.exitcodes import ExitCode
+from interfaces.cli.orders_view import field_orders_app
+
+complaints_app = typer.Typer(help="Customer complaints (投诉) and their time limits.")
+
+_JSON = typer.Option("--json", help="Print the record as one JSON document.")
+_ID = typer.Argument(help="The field order's id (see `field-orders list`).")
+
+
+def _at(st: Any, when: datetime | None) -> str:
+    """A stored UTC time in site time, as the desk reads it."""
+    if when is None:
+        return "-"
+    return when.astimezone(st.config.site.tz).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _done(doc: dict[str, Any], as_json: bool, message: str) -> None:
+    if as_json:
+        print_json(doc)
+    note(message)
+
+
+@field_orders_app.command("accept")
+def accept(
+    ctx: typer.Context, field_order: Annotated[int, _ID], as_json: Annotated[bool, _JSON] = False
+) -> None:
+    """接单: take a raised field order at the dispatch desk."""
+    st = state(ctx)
+    require_role(st, Role.OPERATOR, "field-orders accept")
+    engine = open_store(st)
+    notifier = notifier_from_config(st.config)
+    with store_errors(st, engine), transaction(engine) as session:
+        row = accept_field_order(
+            session,
+            field_order,
+            config=st.config,
+            notifier=notifier,
+            actor=st.user,
+            now=now(),
+        )
+    _done(row, as_json, f"field order {field_order} accepted by {st.user}")
+
+
+@field_orders_app.command("assign")
+def assign(
+    ctx: typer.Context,
+    field_order: Annotated[int, _ID],
+    to: Annotated[str, typer.Option("--to", help="A crew of [field.crews] or a member of one.")],
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """派工: assign to a crew or a person (accepts the order too); they are notified."""
+    st = state(ctx)
+    require_role(st, Role.OPERATOR, "field-orders assign")
+    engine = open_store(st)
+    notifier = notifier_from_config(st.config)
+    with store_errors(st, engine), transaction(engine) as session:
+        row = assign_field_order(
+            session,
+            field_order,
+            to,
+            config=st.config,
+            notifier=notifier,
+            actor=st.user,
+            now=now(),
+        )
+    _done(row, as_json, f"field order {field_order} assigned to {to}; due {_at(st, row['due_at'])}")
+
+
+@field_orders_app.command("close")
+def close(
+    ctx: typer.Context,
+    field_order: Annotated[int, _ID],
+    outcome: Annotated[
+        str,
+        typer.Option(
+            "--outcome", help=f"One of {', '.join(o for o in OUTCOMES if o != 'done_remotely')}."
+        ),
+    ],
+    seen: Annotated[
+        str | None,
+        typer.Option(
+            "--seen",
+            help="What the crew saw on site: open, closed or unreachable (used when the "
+            "meter cannot be read remotely).",
+        ),
+    ] = None,
+    read: Annotated[
+        bool,
+        typer.Option("--read/--no-read", help="Read the meter's relay before closing as done."),
+    ] = True,
+    note_text: Annotated[str | None, typer.Option("--note", help="The crew's remarks.")] = None,
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """Close with the outcome. Done needs the relay read back (or seen) in the right state:
+    open for a 补停, closed for a 现场复电."""
+    st = state(ctx)
+    require_role(st, Role.OPERATOR, "field-orders close")
+    engine = open_store(st)
+    with store_errors(st, engine):
+        row = asyncio.run(
+            close_reading_meter(
+                engine,
+                st.config,
+                field_order,
+                outcome,
+                actor=st.user,
+                clock=cli_db.clock,
+                crew_saw=seen,
+                note=note_text,
+                read_meter=read,
+            )
+        )
+    shown = f"{row['read_back']} ({row['read_back_source']})" if row["read_back"] else "not read"
+    _done(row, as_json, f"field order {field_order} closed: {outcome}; relay {shown}")
+
+
+@field_orders_app.command("reopen")
+def reopen(
+    ctx: typer.Context,
+    field_order: Annotated[int, _ID],
+    reason: Annotated[str, typer.Option("--reason", help="Why the work goes back (rework).")],
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """Send a closed order back for rework (supervisor): open again with a new time limit."""
+    st = state(ctx)
+    require_role(st, Role.SUPERVISOR, "field-orders reopen")
+    engine = open_store(st)
+    notifier = notifier_from_config(st.config)
+    with store_errors(st, engine), transaction(engine) as session:
+        row = reopen_field_order(
+            session,
+            field_order,
+            reason,
+            config=st.config,
+            notifier=notifier,
+            actor=st.user,
+            now=now(),
+        )
+    _done(row, as_json, f"field order {field_order} reopened; due {_at(st, row['due_at'])}")
+
+
+@field_orders_app.command("followup")
+def followup(
+    ctx: typer.Context,
+    follow_up: Annotated[
+        int, typer.Argument(help="The follow-up's id (`field-orders followups`).")
+    ],
+    result: Annotated[
+        str, typer.Option("--result", help="satisfied or not_satisfied (the customer's word).")
+    ],
+    note_text: Annotated[
+        str | None, typer.Option("--note", help="What the customer said (needed if not satisfied).")
+    ] = None,
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """Record a follow-up call (回访); not satisfied sends a field check (rework)."""
+    st = state(ctx)
+    require_role(st, Role.OPERATOR, "field-orders followup")
+    engine = open_store(st)
+    notifier = notifier_from_config(st.config)
+    with store_errors(st, engine), transaction(engine) as session:
+        row = record_follow_up(
+            session,
+            follow_up,
+            result,
+            note=note_text,
+            config=st.config,
+            notifier=notifier,
+            actor=st.user,
+            now=now(),
+        )
+    extra = (
+        f"; field order {row['rework_field_order_id']} sent for a field check"
+        if row["rework_field_order_id"]
+        else ""
+    )
+    _done(row, as_json, f"follow-up {follow_up} recorded: {result}{extra}")
+
+
+@field_orders_app.command("followups")
+def followups(
+    ctx: typer.Context,
+    pending: Annotated[
+        bool, typer.Option("--pending/--all", help="Only calls not made yet (default).")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Follow-up calls (回访) due after reconnections."""
+    st = state(ctx)
+    require_role(st, Role.OPERATOR, "field-orders followups")
+    engine = open_store(st)
+    query = select(FOLLOW_UPS).order_by(FOLLOW_UPS.c.due_at, FOLLOW_UPS.c.id)
+    if pending:
+        query = query.where(FOLLOW_UPS.c.result.is_(None))
+    with store_errors(st, engine), read_session(engine) as session:
+        rows = [dict(r) for r in session.execute(query).mappings()]
+    if as_json:
+        print_json({"follow_ups": rows, "count": len(rows)})
+        return
+    for r in rows:
+        err_console.print(
+            f"{r['id']:>5}  {r['account_no']:<12} order {r['order_id']}  due {_at(st, r['due_at'])}  "
+            f"{r['result'] or 'to call'}"
+        )
+    note(f"{len(rows)} follow-up call(s)")
+
+
+@complaints_app.command("open")
+def complaint_open(
+    ctx: typer.Context,
+    account: Annotated[str, typer.Argument(help="The complaining customer's account.")],
+    text: Annotated[str, typer.Option("--text", help="What the customer says.")],
+    order: Annotated[
+        int | None, typer.Option("--order", help="The switch order complained about.")
+    ] = None,
+    field_order: Annotated[
+        int | None, typer.Option("--field-order", help="The field order complained about.")
+    ] = None,
+    channel: Annotated[
+        str, typer.Option("--channel", help=f"One of {', '.join(CHANNELS)}.")
+    ] = "phone",
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """Record a complaint; it must be answered within [field] complaint_working_days."""
+    st = state(ctx)
+    require_role(st, Role.OPERATOR, "complaints open")
+    engine = open_store(st)
+    with store_errors(st, engine), transaction(engine) as session:
+        row = open_complaint(
+            session,
+            account,
+            text,
+            config=st.config,
+            actor=st.user,
+            now=now(),
+            order_id=order,
+            field_order_id=field_order,
+            channel=channel,
+        )
+    _done(
+        row, as_json, f"complaint {row['id']} recorded for {account}; due {_at(st, row['due_at'])}"
+    )
+
+
+@complaints_app.command("close")
+def complaint_close(
+    ctx: typer.Context,
+    complaint: Annotated[int, typer.Argument(help="The complaint's id.")],
+    resolution: Annotated[str, typer.Option("--resolution", help="What was done about it.")],
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """Close a complaint with its resolution."""
+    st = state(ctx)
+    require_role(st, Role.OPERATOR, "complaints close")
+    engine = open_store(st)
+    with store_errors(st, engine), transaction(engine) as session:
+        row = close_complaint(session, complaint, resolution, actor=st.user, now=now())
+    _done(row, as_json, f"complaint {complaint} closed")
+
+
+@complaints_app.command("list")
+def complaint_list(
+    ctx: typer.Context,
+    status: Annotated[str, typer.Option("--status", help="open, closed or all.")] = "open",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Complaints, oldest time limit first."""
+    st = state(ctx)
+    require_role(st, Role.OPERATOR, "complaints list")
+    if status not in ("open", "closed", "all"):
+        fail(f"--status {status!r}: use open, closed or all", ExitCode.BAD_INPUT)
+    engine = open_store(st)
+    query = select(COMPLAINTS).order_by(COMPLAINTS.c.due_at, COMPLAINTS.c.id)
+    if status != "all":
+        query = query.where(COMPLAINTS.c.status == status)
+    with store_errors(st, engine), read_session(engine) as session:
+        rows = [dict(r) for r in session.execute(query).mappings()]
+    at = now()
+    for r in rows:
+        r["overdue"] = r["status"] == "open" and r["due_at"] < at
+    if as_json:
+        print_json({"complaints": rows, "count": len(rows)})
+        return
+    for r in rows:
+        late = " LATE" if r["overdue"] else ""
+        err_console.print(
+            f"{r['id']:>5}  {r['account_no']:<12} {r['status']:<6} due {_at(st, r['due_at'])}{late}  "
+            f"{r['text'][:60]}"
+        )
+    note(f"{len(rows)} complaint(s)")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(complaints_app, name="complaints")
