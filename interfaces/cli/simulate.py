@@ -86,7 +86,8 @@ def register(app: typer.Typer) -> None:
         ] = False,
         baud: Annotated[int, typer.Option("--baud", help="Bus rate for the timing (8E1).")] = 2400,
         time_scale: Annotated[
-            float, typer.Option("--time-scale", help="Multiply every delay (0 = none).")
+            float,
+            typer.Option("--time-scale", min=0, max=1_000, help="Multiply every delay (0 = none)."),
         ] = 1.0,
         pace: Annotated[
             bool, typer.Option("--pace", help="Send reply bytes at the wire pace.")
@@ -96,7 +97,8 @@ def register(app: typer.Typer) -> None:
             typer.Option("--reply-delay-ms", help="One reply delay for all (20-500 ms)."),
         ] = None,
         late_reply_s: Annotated[
-            float, typer.Option("--late-reply-s", help="Delay of a late_reply fault.")
+            float,
+            typer.Option("--late-reply-s", min=0, max=3_600, help="Delay of a late_reply fault."),
         ] = 3.0,
         no_direct_close: Annotated[
             bool, typer.Option("--no-direct-close", help="Meters refuse 1CH direct close.")
@@ -112,7 +114,8 @@ def register(app: typer.Typer) -> None:
         ] = 0,
         seed: Annotated[int, typer.Option("--seed", help="Seed for faults and delays.")] = 0,
         duration: Annotated[
-            float | None, typer.Option("--duration", help="Stop after this many seconds.")
+            float | None,
+            typer.Option("--duration", min=0, max=31_536_000, help="Stop after this many seconds."),
         ] = None,
         as_json: Annotated[
             bool, typer.Option("--json", help="Print the ready document as JSON on stdout.")
