@@ -166,7 +166,7 @@ def test_a_bad_cell_in_a_workbook_names_row_column_and_value(tmp_path: Path) -> 
         _import(engine, path)
     (problem,) = caught.value.problems
     assert (problem.row, problem.column) == (3, "balance")
-    assert "'三十五元' is not a number" in problem.message
+    assert "'三十五元'" in problem.message and "digits 0-9" in problem.message
     assert _contents(engine) == ([], [], [])
 
 
