@@ -50,11 +50,18 @@ class Applied:
 
 @dataclass(frozen=True)
 class LeaseRenewal:
-    """Renew this bus lease in the outcome's transaction (one transaction less per order)."""
+    """Renew this bus lease in the outcome's transaction (one transaction less per order).
+
+    ``due`` False: the holder wrote the lease recently enough that it cannot have been taken
+    over (``Dispatcher._lease_for``); it is kept without an UPDATE. ``written``: the
+    holder's monotonic time when this renewal was prepared.
+    """
 
     bus_key: str
     holder: str
     expires_at: datetime
+    due: bool = True
+    written: float = 0.0
 
 
 def _jsonable(value: Any) -> Any:
@@ -144,7 +151,11 @@ def record_outcome(
     )
     journal.flush(session)
     lease_kept = (
-        None if lease is None else renew_bus(session, lease.bus_key, lease.holder, lease.expires_at)
+        None
+        if lease is None
+        else (
+            renew_bus(session, lease.bus_key, lease.holder, lease.expires_at) if lease.due else True
+        )
     )
     order = load_order(session, claimed.id)
     assert order is not None

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
+from base.clock import SystemClock
 from engine.payments import record_payment
 from simulator.fleet import Fleet
 from simulator.state import RelayState
@@ -183,3 +186,43 @@ def test_a_plan_read_before_another_processs_trip_orders_no_second_trip(
     for address in world.fleet.addresses:
         trips = [e for e in world.fleet.events(address) if e.get("action") == "trip"]
         assert len(trips) == 1, f"meter {address} received {len(trips)} trips"
+
+
+class _HurriedClock(SystemClock):
+    """System time, but every look at the monotonic clock finds ``step`` seconds more."""
+
+    def __init__(self, step: float) -> None:
+        self.step = step
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        self.offset += self.step
+        return super().monotonic() + self.offset
+
+
+@pytest.mark.parametrize("step", [0.0, 25.0])
+def test_the_bus_lease_is_renewed_once_a_third_of_it_has_passed(
+    world: EngineWorld, step: float
+) -> None:
+    """Each outcome renews its bus lease only when a third of the lease (60 s) has passed
+    since it was last written; every order is still verified under a lease held throughout."""
+    world.import_fleet()
+    world.plan_and_create()
+    renewals: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if " ".join(statement.split()).startswith("UPDATE bus_leases SET expires_at"):
+            renewals.append(statement)
+
+    event.listen(world.engine, "before_cursor_execute", count)
+    try:
+        summary = world.dispatch(clock=_HurriedClock(step))
+    finally:
+        event.remove(world.engine, "before_cursor_execute", count)
+
+    orders = len(world.fleet.addresses)
+    assert summary.count("verified") == orders
+    assert summary.busy_buses == []
+    # A quick run: the leases taken at the start last it out. A slow one (25 s between two
+    # looks at the clock, more than 60 s / 3): every outcome renews its bus lease.
+    assert len(renewals) == (0 if step == 0.0 else orders)
