@@ -129,7 +129,11 @@ def bench(meters: int, buses: int, frame_ms: float) -> dict[str, Any]:
         engine = engine_from_config(config)
         pool = InstantPool(numbers, frame_ms / 1000)
         dispatcher = Dispatcher(
-            engine, config, clock=SystemClock(), actor="bench", pool=pool  # type: ignore[arg-type]
+            engine,
+            config,
+            clock=SystemClock(),
+            actor="bench",
+            pool=pool,  # type: ignore[arg-type]
         )
 
         async def run() -> Any:
@@ -151,12 +155,165 @@ def bench(meters: int, buses: int, frame_ms: float) -> dict[str, Any]:
         "verified": verified,
         "cpu_ms_per_verified_order": round(1000 * cpu / max(verified, 1), 3),
         "wall_s": round(wall, 2),
-        "db_jobs_per_transaction": round(dispatcher.group.jobs / max(dispatcher.group.groups, 1), 2),
+        "db_jobs_per_transaction": round(
+            dispatcher.group.jobs / max(dispatcher.group.groups, 1), 2
+        ),
         "states": dict(states),
         "machine": machine(),
     }
     log(f"{verified} verified; {figures['cpu_ms_per_verified_order']} ms CPU per order; "
         f"{figures['db_jobs_per_transaction']} jobs per transaction")  # fmt: skip
+    return figures
+
+
+def jobs_only(meters: int, buses: int, group: int, calls: bool = False) -> dict[str, Any]:
+    """The dispatcher's per-order database jobs alone, in rounds, on one thread.
+
+    Per round every bus has one order done: its claim (first round), policy re-check,
+    write-ahead and outcome with the next claim, ``group`` jobs to a transaction as the
+    group commit runs them. Each round's CPU time is taken apart; the least and the median
+    per order are reported (short rounds: the least is one the machine left alone).
+
+    With ``calls`` the Python function calls per order are counted too (cProfile; the CPU
+    figures are then the profiler's): a count that background load cannot change, to
+    compare two versions of the code on a busy machine.
+    """
+    import cProfile
+    import functools
+    import pstats
+
+    from base.clock import SystemClock
+    from engine.config import load_config
+    from engine.db import engine_from_config
+    from engine.db.database import transaction
+    from engine.dispatch.dispatcher import Dispatcher
+    from engine.dispatch.journal import DbJournal
+    from engine.dispatch.outcomes import LeaseRenewal, record_and_claim
+    from engine.dispatch.queue import claim_next_in
+    from engine.logging import configure_logging
+    from engine.switching.procedure import SwitchOutcome, SwitchStatus
+
+    configure_logging("WARNING", json=False)
+    with (
+        tempfile.TemporaryDirectory(prefix="meterctl-bench-dispatch-db-") as tmp,
+        database(None, Path(tmp)) as url,
+    ):
+        folder = Path(tmp)
+        config_path = write_config(folder, url)
+        accounts = folder / "accounts.csv"
+        _write_accounts(accounts, meters, buses)
+        _prepare(url, config_path, accounts)
+        config = load_config(config_path)
+        engine = engine_from_config(config)
+        clock = SystemClock()
+        dispatcher = Dispatcher(engine, config, clock=clock, actor="bench")
+        links = [f"tcp://127.0.0.1:{30000 + b}" for b in range(buses)]
+
+        def in_groups(jobs: list[Any]) -> list[Any]:
+            results = []
+            for start in range(0, len(jobs), group):
+                with transaction(engine) as session:
+                    for job in jobs[start : start + group]:
+                        with session.begin_nested():
+                            results.append(job(session))
+            return results
+
+        claimed = in_groups(
+            [
+                functools.partial(
+                    claim_next_in, bus_key=bus, holder=dispatcher.worker_id, now=clock.now(),
+                    actor="bench", with_case=True,
+                )
+                for bus in links
+            ]
+        )  # fmt: skip
+        from engine.dispatch.leases import try_acquire_buses
+
+        try_acquire_buses(engine, links, dispatcher.worker_id, clock.now(), dispatcher.lease)
+        per_round: list[float] = []
+        profiler = cProfile.Profile() if calls else None
+        if profiler is not None:
+            profiler.enable()
+        while any(c is not None for c in claimed):
+            live = [(bus, c) for bus, c in zip(links, claimed, strict=True) if c is not None]
+            cpu0 = time.process_time()
+            decisions = in_groups(
+                [
+                    functools.partial(
+                        lambda session, c: dispatcher.evaluate_in(session, c.account_no, c.meter_no),
+                        c=c,
+                    )
+                    for _bus, c in live
+                ]
+            )  # fmt: skip
+            journals = [
+                DbJournal(
+                    engine,
+                    c.id,
+                    c.account_no,
+                    "bench",
+                    clock,
+                    {"meter": c.address, "meter_no": c.meter_no, "bus": c.link},
+                    last_attempt=c.last_attempt,
+                )
+                for _bus, c in live
+            ]
+            attempts = in_groups(
+                [
+                    functools.partial(j._write_ahead, command="trip", now=clock.now())
+                    for j in journals
+                ]
+            )
+            for journal, n in zip(journals, attempts, strict=True):
+                journal._recorded(n)
+                asyncio.run(journal.sent(n, "ack", ""))
+                asyncio.run(journal.read_back(RelayReading(True, True), "status word 3"))
+            outcomes = in_groups(
+                [
+                    functools.partial(
+                        record_and_claim,
+                        claimed=c,
+                        outcome=SwitchOutcome(
+                            SwitchStatus.VERIFIED, "relay_open", "verified", {"read_back": "open"},
+                            decision, 1,
+                        ),
+                        journal=journal,
+                        now=clock.now(),
+                        actor="bench",
+                        notifier=dispatcher.notifier,
+                        retry=dispatcher.retry,
+                        lease=LeaseRenewal(
+                            bus, dispatcher.worker_id, clock.now() + dispatcher.lease
+                        ),
+                        claim_following=True,
+                    )
+                    for (bus, c), decision, journal in zip(live, decisions, journals, strict=True)
+                ]
+            )  # fmt: skip
+            per_round.append(1000 * (time.process_time() - cpu0) / len(live))
+            following = {bus: nxt for (bus, _c), (_a, nxt, _l) in zip(live, outcomes, strict=True)}
+            claimed = [following.get(bus) for bus in links]
+        if profiler is not None:
+            profiler.disable()
+        engine.dispose()
+    per_round.sort()
+    figures = {
+        "mode": "jobs-only",
+        "orders": meters,
+        "buses": buses,
+        "group": group,
+        "cpu_ms_per_order_least": round(per_round[0], 3),
+        "cpu_ms_per_order_median": round(per_round[len(per_round) // 2], 3),
+        "python_calls_per_order": (
+            round(pstats.Stats(profiler).total_calls / meters)  # type: ignore[attr-defined]
+            if profiler is not None
+            else None
+        ),
+        "machine": machine(),
+    }
+    log(f"database jobs per order: least {figures['cpu_ms_per_order_least']} ms, median "
+        f"{figures['cpu_ms_per_order_median']} ms of CPU; "
+        f"{figures['python_calls_per_order']} Python calls")  # fmt: skip
     return figures
 
 
@@ -166,7 +323,14 @@ def main() -> None:
     parser.add_argument("--buses", type=int, default=100)
     parser.add_argument("--frame-ms", type=float, default=250.0)
     parser.add_argument("--repeat", type=int, default=3, help="runs; the least CPU is kept")
+    parser.add_argument(
+        "--jobs-only", type=int, metavar="GROUP", help="only the database jobs, GROUP a commit"
+    )
+    parser.add_argument("--calls", action="store_true", help="with --jobs-only: count calls")
     args = parser.parse_args()
+    if args.jobs_only:
+        emit(jobs_only(args.meters, args.buses, args.jobs_only, args.calls))
+        return
     runs = [bench(args.meters, args.buses, args.frame_ms) for _ in range(max(args.repeat, 1))]
     best = min(runs, key=lambda f: f["cpu_ms_per_verified_order"])
     best["runs_cpu_ms_per_verified_order"] = [f["cpu_ms_per_verified_order"] for f in runs]
