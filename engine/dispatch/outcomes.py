@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, update
 from sqlmodel import Session
 
-from engine.db.models import ACCOUNTS, FIELD_ORDERS, METERS
+from engine.db.models import FIELD_ORDERS, METERS
 from engine.dispatch.journal import DbJournal
 from engine.dispatch.leases import renew_bus
 from engine.dispatch.order_rows import load_order, move_row
@@ -221,7 +221,7 @@ def record_outcome(
             now=now,
             account_no=claimed.account_no,
             order_id=claimed.id,
-            recipients=_customer(session, claimed.account_no),
+            recipients=_customer(claimed),
         )
     elif status is SwitchStatus.ARMED:
         _set_relay(session, claimed.meter_id, "armed", now)
@@ -237,7 +237,7 @@ def record_outcome(
             now=now,
             account_no=claimed.account_no,
             order_id=claimed.id,
-            recipients=_customer(session, claimed.account_no),
+            recipients=_customer(claimed),
         )
     elif status is SwitchStatus.BLOCKED:
         move_row(
@@ -302,13 +302,12 @@ _SET_RELAY = (
     .where(METERS.c.id == bindparam("b_meter"))
     .values(relay_state=bindparam("b_state"), relay_checked_at=bindparam("b_at"))
 )
-_PHONE = select(ACCOUNTS.c.phone).where(ACCOUNTS.c.account_no == bindparam("account"))
 
 
 def _set_relay(session: Any, meter_id: int, state: str, now: datetime) -> None:
     session.execute(_SET_RELAY, {"b_meter": meter_id, "b_state": state, "b_at": now})
 
 
-def _customer(session: Any, account_no: str) -> tuple[str, ...]:
-    phone = session.execute(_PHONE, {"account": account_no}).scalar()
-    return (str(phone),) if phone else ()
+def _customer(claimed: ClaimedOrder) -> tuple[str, ...]:
+    """The customer's phone, read with the claim (a moment ago, in the same dispatch)."""
+    return (str(claimed.phone),) if claimed.phone else ()
