@@ -90,9 +90,11 @@ def record_and_claim(
     """Record ``outcome`` for ``claimed`` and, with ``claim_following`` and ``lease``, claim
     the bus's next order in the same transaction.
 
-    One transaction (and one trip to the database thread) per order less. The claim runs in
-    a savepoint: if it fails, the outcome still commits. Returns (applied, the next order or
-    None, whether the queue must be asked again on its own). No claim when the lease was lost.
+    One transaction (and one trip to the database thread) per order less. A claim that
+    finds its candidate changed meanwhile (:class:`StaleOrder`) has written nothing (its
+    compare-and-set UPDATE matched no row), so no savepoint is needed for the outcome to
+    commit without it. Returns (applied, the next order or None, whether the queue must be
+    asked again on its own). No claim when the lease was lost.
     """
     applied = record_outcome(
         session,
@@ -110,10 +112,7 @@ def record_and_claim(
     if not applied.lease_kept:
         return applied, None, False
     try:
-        with session.begin_nested():
-            following = claim_in(
-                session, lease.bus_key, lease.holder, now, actor=actor, with_case=True
-            )
+        following = claim_in(session, lease.bus_key, lease.holder, now, actor=actor, with_case=True)
     except StaleOrder:
         return applied, None, True
     return applied, following, False

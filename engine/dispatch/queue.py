@@ -166,11 +166,14 @@ def claim_next_in(
     actor: str,
     with_case: bool = False,
 ) -> ClaimedOrder | None:
-    """:func:`claim_next` inside ``session``'s transaction: each try in a savepoint."""
+    """:func:`claim_next` inside ``session``'s transaction.
+
+    A try that meets a changed candidate wrote nothing (see :func:`claim_in`), so the next
+    try needs no savepoint to roll back to.
+    """
     for _ in range(3):  # a candidate changed meanwhile (payment, supervisor) → look again
         try:
-            with session.begin_nested():
-                return claim_in(session, bus_key, holder, now, actor=actor, with_case=with_case)
+            return claim_in(session, bus_key, holder, now, actor=actor, with_case=with_case)
         except StaleOrder:
             continue
     return None
@@ -187,7 +190,9 @@ def claim_in(
 ) -> ClaimedOrder | None:
     """:func:`claim_next` inside ``session``'s transaction (one try).
 
-    Raises :class:`StaleOrder` when a candidate changed under us (roll back and try again).
+    Raises :class:`StaleOrder` when a candidate changed under us, before this try wrote
+    anything: the compare-and-set UPDATE that finds the change is its first write, and the
+    candidates passed over before it wrote nothing. Try again.
     """
     candidates = session.execute(_CANDIDATES, {"bus": bus_key, "now": now}).all()
     for candidate in candidates:

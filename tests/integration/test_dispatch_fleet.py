@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select, update
 
 from base.clock import SystemClock
+from engine.db.database import transaction
+from engine.db.models import AUDIT, SWITCH_ORDERS
+from engine.dispatch import queue
+from engine.dispatch.journal import DbJournal
+from engine.dispatch.outcomes import LeaseRenewal, RetryPolicy, record_and_claim
+from engine.dispatch.queue import claim_next
+from engine.notify import OutboxNotifier
 from engine.payments import record_payment
+from engine.switching.procedure import SwitchOutcome, SwitchStatus
 from simulator.fleet import Fleet
 from simulator.state import RelayState
 from tests.integration.databases import world_db_url
@@ -226,3 +235,54 @@ def test_the_bus_lease_is_renewed_once_a_third_of_it_has_passed(
     # A quick run: the leases taken at the start last it out. A slow one (25 s between two
     # looks at the clock, more than 60 s / 3): every outcome renews its bus lease.
     assert len(renewals) == (0 if step == 0.0 else orders)
+
+
+def test_a_claim_that_meets_a_changed_order_writes_nothing_and_the_outcome_commits(
+    world: EngineWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim of a bus's next order rides in its outcome's transaction without a savepoint:
+    a candidate changed by someone else meanwhile (StaleOrder) must leave no trace of the
+    claim, and the outcome must still commit."""
+    world.import_fleet()
+    world.plan_and_create()
+    bus = world.fleet.link_of(world.fleet.addresses[0])
+    holder, now = "tester-worker", datetime.now(UTC)
+    first = claim_next(world.engine, bus, holder, now, actor="tester")
+    assert first is not None
+    real_move_row = queue.move_row
+    changed: list[int] = []
+
+    def move_row_after_a_change(session: Any, order: Any, *args: Any, **kwargs: Any) -> str:
+        # Another transaction moved the candidate between the claim's read and its write.
+        session.execute(
+            update(SWITCH_ORDERS)
+            .where(SWITCH_ORDERS.c.id == order.id)
+            .values(version=SWITCH_ORDERS.c.version + 1)
+        )
+        changed.append(order.id)
+        return real_move_row(session, order, *args, **kwargs)
+
+    monkeypatch.setattr(queue, "move_row", move_row_after_a_change)
+    journal = DbJournal(world.engine, first.id, first.account_no, "tester", SystemClock(), {})
+    outcome = SwitchOutcome(SwitchStatus.VERIFIED, "relay_open", "verified", {}, None, 1)
+    with transaction(world.engine) as session:
+        applied, following, look = record_and_claim(
+            session, first, outcome, journal, now=now, actor="tester",
+            notifier=OutboxNotifier(), retry=RetryPolicy(),
+            lease=LeaseRenewal(bus, holder, now + timedelta(seconds=60), due=False),
+            claim_following=True,
+        )  # fmt: skip
+
+    assert applied.state == "verified" and following is None and look is True
+    assert len(changed) == 1
+    orders = {o["id"]: o for o in world.orders().values()}
+    assert orders[first.id]["state"] == "verified"
+    candidate = orders[changed[0]]
+    assert candidate["state"] == "ready" and candidate["claimed_by"] is None
+    with world.engine.connect() as conn:
+        claims = conn.execute(
+            select(AUDIT.c.seq).where(
+                AUDIT.c.subject == candidate["account_no"], AUDIT.c.action == "order.dispatching"
+            )
+        ).all()
+    assert claims == []
