@@ -163,14 +163,26 @@ class GroupCommitter:
         with self._lock:  # several drainers on PostgreSQL
             self.groups += 1
             self.jobs += len(group)
+        # One wake-up of each event loop for the whole group, not one per job: each
+        # call_soon_threadsafe writes to the loop's self-pipe and costs the loop a select.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for job, (ok, value) in zip(group, outcomes, strict=True):
-            _settle_from_thread(job, ok, value)
+            by_loop.setdefault(job.loop, []).append((job.future, ok, value))
+        for loop, settled in by_loop.items():
+            # RuntimeError: the loop is closed, nobody waits for the answers any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle_many, settled)
 
 
 def _settle_from_thread(job: _Job[Any], ok: bool, value: Any) -> None:
     # RuntimeError: its event loop is closed, nobody waits for the answer any more.
     with contextlib.suppress(RuntimeError):
         job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
+
+
+def _settle_many(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in settled:
+        _settle(future, ok, value)
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:

@@ -149,3 +149,26 @@ async def test_a_shut_down_executor_fails_the_job_instead_of_hanging(db_engine: 
     with pytest.raises(RuntimeError, match="shutdown"):
         await asyncio.wait_for(group.run(_append("late")), timeout=5)
     assert _actions(db_engine) == []
+
+
+async def test_a_group_wakes_its_event_loop_once(
+    db_engine: Engine, executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The results of a group come back to the event loop in one wake-up, not one per job;
+    a failing job still gets its own exception."""
+    loop = asyncio.get_running_loop()
+    wakeups: list[object] = []
+    real = loop.call_soon_threadsafe
+
+    def counted(callback: Callable[..., object], *args: object, **kwargs: object) -> object:
+        if threading.current_thread() is not threading.main_thread():
+            wakeups.append(callback)
+        return real(callback, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counted)
+    group = GroupCommitter(db_engine, executor)
+    jobs = [_append("a"), _failing("b"), _append("c"), _append("d")]
+    results = await _queued(group, executor, jobs)
+    assert results[0] == 1 and results[2:] == [2, 3]
+    assert isinstance(results[1], ValueError)
+    assert (group.groups, len(wakeups)) == (1, 1)
