@@ -2,18 +2,22 @@
 
 The real dispatcher (:class:`engine.dispatch.dispatcher.Dispatcher`, ``run_until_idle``, its
 claims, policy re-checks, write-ahead records, outcomes, audit chain and group commit) drives
-meters that answer after ``--frame-ms`` of simulated bus time (0.6-1.4 times it, per meter) and cost no CPU: no sockets,
-no simulator, no DL/T 645 codec. Everything runs in this process, so its process CPU time is
-the engine's database and procedure work alone, and it is steady enough on a shared machine
-to compare two versions of the code: each run starts from a fresh database, and the run
-with the least CPU is kept (background load only ever adds CPU time).
+meters that answer after ``--frame-ms`` of simulated bus time (0.6-1.4 times it, per meter)
+and cost no CPU: no sockets, no simulator, no DL/T 645 codec. Everything runs in this
+process, so its process CPU time is the engine's database and procedure work alone. Each
+run starts from a fresh database; the run with the least CPU is kept (background load only
+ever adds CPU time). On a busy shared machine CPU time still moves by 20 % between
+identical runs: ``--jobs-only GROUP --calls`` counts the Python calls per order of the
+database jobs instead, a figure load cannot move (docs/performance.md, issue 20).
 
 ``--frame-ms`` shapes the group commit: with 100 buses and frames of about the real length,
 the jobs of many buses share transactions as in ``benchmarks/dispatch.py``.
 
 Usage::
 
-    .venv/bin/python benchmarks/dispatch_db.py [--meters 2000] [--buses 100] [--frame-ms 250] [--repeat 3]
+    .venv/bin/python benchmarks/dispatch_db.py [--meters 2000] [--buses 100]
+        [--frame-ms 250] [--repeat 3]
+    .venv/bin/python benchmarks/dispatch_db.py --jobs-only 8 [--calls] [--dump FILE]
 
 The figures are one JSON object on the last line of stdout.
 """
