@@ -613,7 +613,8 @@ class Dispatcher:
                 if observed is None and claim_case:
                     return self.evaluate_case(claim_case.pop(), claimed.account_no, None)
                 return await self.group.run(
-                    lambda session: self.evaluate_in(session, claimed.account_no, observed)
+                    lambda session: self.evaluate_in(session, claimed.account_no, observed),
+                    read_only=True,
                 )
 
             return await run_disconnect(
