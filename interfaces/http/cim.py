@@ -4,6 +4,9 @@
   cancels what is not yet sent of one (:mod:`engine.integration.controls`);
 - ``GET /cim/v1/EndDeviceControls/{MessageID}``: each device's state;
 - ``GET /cim/v1/EndDevices/{METER_NO}``: intended and last read-back relay state;
+- ``GET /cim/v1/WorkOrders`` and ``POST /cim/v1/WorkOrders/{id}/accept|assign|close``: the
+  field orders as work items a workforce system pulls and reports on
+  (:mod:`interfaces.http.workorders`);
 - ``GET /openapi.json``: the OpenAPI 3 document of these routes (unsigned).
 
 Every call names its client (``X-Meterctl-Client``) and is signed with that client's key
@@ -19,7 +22,7 @@ import asyncio
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -43,6 +46,8 @@ from engine.integration.events import reply_document
 from engine.integration.messages import BadMessage, parse_request
 from engine.integration.outbox import Callback
 from interfaces.http.payments import SIGNED
+from interfaces.http.replies import error as _error
+from interfaces.http.replies import no_database_errors as _no_database_errors
 from interfaces.http.signature import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -51,6 +56,7 @@ from interfaces.http.signature import (
     signed_headers,
     verify,
 )
+from interfaces.http.workorders import WorkOrdersApi
 
 log = structlog.get_logger("interfaces.http.cim")
 
@@ -111,6 +117,7 @@ class IntegrationApi:
         app.router.add_get(CONTROLS + "/{message_id}", _no_database_errors(self.get_controls))
         app.router.add_get(DEVICES + "/{meter_no}", _no_database_errors(self.get_device))
         app.router.add_get(OPENAPI, self.get_openapi)
+        WorkOrdersApi(self).install(app)
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -156,6 +163,15 @@ class IntegrationApi:
         except SQLAlchemyError as err:
             log.error("api.refusal_not_audited", error=type(err).__name__)
         return _error(401, exc.reason, "header")
+
+    async def identify(
+        self, request: web.Request, body: bytes, action: str
+    ) -> ApiClient | web.Response:
+        """The signing client, or the 401 answer (audited) for ``action``."""
+        try:
+            return self._authenticate(request, body)
+        except Unauthorised as exc:
+            return await self._refused(request, exc, action)
 
     async def _read(self, request: web.Request) -> bytes | web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY:
@@ -246,26 +262,6 @@ class IntegrationApi:
 
     async def get_openapi(self, _request: web.Request) -> web.Response:
         return web.json_response(self._openapi)
-
-
-Handler = Callable[[web.Request], Awaitable[web.Response]]
-
-
-def _no_database_errors(handler: Handler) -> Handler:
-    """A database that is down is a 503 (nothing recorded, retry), never a 500."""
-
-    async def guarded(request: web.Request) -> web.Response:
-        try:
-            return await handler(request)
-        except SQLAlchemyError as exc:
-            log.error("api.database_error", error=type(exc).__name__, path=request.path)
-            return _error(503, "the database is unavailable; nothing was recorded, retry", "body")
-
-    return guarded
-
-
-def _error(status: int, message: str, field: str) -> web.Response:
-    return web.json_response({"error": message, "field": field}, status=status)
 
 
 def make_sender(
