@@ -124,7 +124,7 @@ class IntegrationApi:
     def _guard_for(self, request: web.Request) -> ReplayGuard:
         if request.method == "POST":
             return self.guard
-        path = request.path
+        path = request.path_qs  # the same path with another query is another read
         guard = self._read_guards.pop(path, None) or ReplayGuard(self.max_skew_s, max_entries=1000)
         self._read_guards[path] = guard
         while len(self._read_guards) > READ_GUARD_PATHS:

@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,10 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from sqlalchemy import insert
 
-from engine.db import init_db, make_engine
+from engine.db import init_db, make_engine, transaction
+from engine.db.models import FIELD_ORDERS
 from interfaces.http.cim import IntegrationApi, openapi_document
 from interfaces.http.payments import PaymentHook, start_hook
 from interfaces.http.signature import sign
@@ -42,6 +45,19 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     init_db(engine)
     for n in ("A1", "A2"):
         add_account(engine, n)
+    with transaction(engine) as session:  # work items for /cim/v1/WorkOrders (ids 1 and 2)
+        for kind in ("reconnect", "disconnect"):
+            session.execute(
+                insert(FIELD_ORDERS).values(
+                    account_no="A1",
+                    meter_address="000000000001",
+                    cause="relay_stuck",
+                    evidence={},
+                    created_at=datetime.now(UTC),
+                    status="open",
+                    kind=kind,
+                )
+            )
     config = make_config(CONFIG)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
