@@ -34,7 +34,7 @@ from engine.config import Config
 from engine.db.database import read_session, transaction
 from engine.fieldwork.orders import accept_field_order, assign_field_order, field_order_row
 from engine.fieldwork.readback import close_reading_meter
-from engine.fieldwork.workitems import list_work_items, work_item
+from engine.fieldwork.workitems import WORK_ITEM_STATUSES, list_work_items, work_item
 from engine.integration.clients import ApiClient
 from engine.notify import notifier_from_config
 from engine.store.errors import Refused, UnknownRecord
@@ -116,21 +116,16 @@ class WorkOrdersApi:
         if isinstance(client, web.Response):
             return client
         now = self.gate.clock.now()
+        status, kind = request.query.get("status", "current"), request.query.get("kind")
 
         def pull() -> list[dict[str, Any]]:
             with read_session(self.gate.engine) as session:
-                return list_work_items(
-                    session,
-                    status=request.query.get("status", "current"),
-                    kind=request.query.get("kind"),
-                    now=now,
-                )
+                return list_work_items(session, status=status, kind=kind, now=now)
 
         try:
             rows = await asyncio.to_thread(pull)
         except InputError as exc:
-            field = "kind" if str(exc).startswith("kind") else "status"
-            return error(400, str(exc), field)
+            return error(400, str(exc), "status" if status not in WORK_ITEM_STATUSES else "kind")
         return _json(
             {
                 "field_orders": rows,
