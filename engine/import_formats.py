@@ -141,9 +141,10 @@ def resolve_format(
     if encoding in (None, "", AUTO):
         encoding = detect_encoding(path)
     else:
-        try:
-            codecs.lookup(encoding)
-        except LookupError:
+        try:  # a text codec both ways: not "rot13" (bytes to bytes) nor "undefined" (always fails)
+            "".encode(encoding)
+            b"".decode(encoding)
+        except (LookupError, UnicodeError, ValueError):
             raise InputError(f"--encoding: unknown encoding {encoding!r}") from None
         if codecs.lookup(encoding).name == "utf-8":
             encoding = UTF8_BOM  # a BOM, if any, is not part of the first header

@@ -74,12 +74,6 @@ def import_(
         fail(f"FILE: cannot use that path: {exc.strerror}", ExitCode.BAD_INPUT)
     if not is_file:
         fail(f"FILE: {file} does not exist or is not a file", ExitCode.BAD_INPUT)
-    if encoding is not None:
-        try:
-            "".encode(encoding)
-            b"".decode(encoding)
-        except (LookupError, UnicodeError, ValueError):  # "undefined" raises UnicodeError
-            fail(f"--encoding: unknown text encoding {encoding!r}", ExitCode.BAD_INPUT)
     engine = open_store(st)
     progress = Progress(
         TextColumn("importing {task.description}"),

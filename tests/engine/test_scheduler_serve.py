@@ -163,11 +163,12 @@ async def test_armed_reconnection_is_verified_when_the_button_is_pressed(
 async def test_graceful_stop_finishes_in_flight_orders_and_leaves_the_rest_queued(
     tmp_path: Path,
 ) -> None:
-    with Fleet.generate(meters=12, buses=1, time_scale=0, seed=5, reply_delay_s=0.05) as fleet:
+    # Enough orders that a slow machine's late look at "2 verified" still finds work queued.
+    with Fleet.generate(meters=30, buses=1, time_scale=0, seed=5, reply_delay_s=0.05) as fleet:
         world = EngineWorld(tmp_path, fleet, extra_config=EXTRA)
         world.import_fleet()
         created = world.plan_and_create()
-        assert len(created.ready) == 12
+        assert len(created.ready) == 30
         server = EngineServer(
             world.engine, world.config, worker_id=new_worker_id(), heartbeat_s=0.1,
             dispatch_poll_s=0.05,
