@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from base.errors import InputError
+from base.i18n import _
 
 # The importer's columns (../shared/CONTRACTS.md "CSV"), by the names headers map to.
 REQUIRED_COLUMNS = (
@@ -137,14 +138,16 @@ def resolve_format(
     if path.suffix.lower() in (".xlsx", ".xlsm"):
         return FileFormat("xlsx", sheet=sheet, column_names=names)
     if sheet is not None:
-        raise InputError("--sheet: only an .xlsx file has sheets")
+        raise InputError(_("--sheet: only an .xlsx file has sheets"))
     if encoding in (None, "", AUTO):
         encoding = detect_encoding(path)
     else:
         try:
             codecs.lookup(encoding)
         except LookupError:
-            raise InputError(f"--encoding: unknown encoding {encoding!r}") from None
+            raise InputError(
+                _("--encoding: unknown encoding {encoding}").format(encoding=repr(encoding))
+            ) from None
         if codecs.lookup(encoding).name == "utf-8":
             encoding = UTF8_BOM  # a BOM, if any, is not part of the first header
     return FileFormat("csv", encoding=encoding, column_names=names)
@@ -244,13 +247,15 @@ def xlsx_records(path: Path, sheet: str | None) -> Iterator[tuple[int, list[str]
         from openpyxl import load_workbook
         from openpyxl.utils.exceptions import InvalidFileException
     except ImportError:  # pragma: no cover - a dependency of the project
-        raise InputError("reading .xlsx needs openpyxl (pip install openpyxl)") from None
+        raise InputError(_("reading .xlsx needs openpyxl (pip install openpyxl)")) from None
     import zipfile
 
     try:
         book = load_workbook(path, read_only=True, data_only=True)
     except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError) as exc:
-        raise InputError(f"{path.name}: not a readable .xlsx workbook ({exc})") from None
+        raise InputError(
+            _("{file}: not a readable .xlsx workbook ({error})").format(file=path.name, error=exc)
+        ) from None
     try:
         if sheet is None:
             worksheet = book.worksheets[0]
@@ -258,8 +263,9 @@ def xlsx_records(path: Path, sheet: str | None) -> Iterator[tuple[int, list[str]
             worksheet = book[sheet]
         else:
             raise InputError(
-                f"--sheet: {path.name} has no sheet {sheet!r} "
-                f"(sheets: {', '.join(book.sheetnames)})"
+                _("--sheet: {file} has no sheet {sheet} (sheets: {sheets})").format(
+                    file=path.name, sheet=repr(sheet), sheets=", ".join(book.sheetnames)
+                )
             )
         width = 0
         for number, values in enumerate(worksheet.iter_rows(values_only=True), start=1):

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from base.errors import InputError
+from base.i18n import _, local_time
 
 
 def parse_timestamp(text: str, tz: ZoneInfo, *, what: str = "time") -> datetime:
@@ -53,8 +54,8 @@ def local_until(when: datetime, tz: ZoneInfo) -> str:
     """An end time for humans: a local midnight reads as "through" the day before."""
     at = when.astimezone(tz)
     if at.time() == time(0):
-        return f"through {(at - timedelta(days=1)).date().isoformat()}"
-    return f"until {at.strftime('%Y-%m-%d %H:%M %Z')}"
+        return _("through {day}").format(day=(at - timedelta(days=1)).date().isoformat())
+    return _("until {time}").format(time=local_time(at, tz))
 
 
 # A clock a little ahead of ours (a billing server, a handheld) is not "the future".

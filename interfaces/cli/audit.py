@@ -7,19 +7,23 @@ from typing import Annotated
 
 import typer
 
+from base import i18n
+from base.i18n import _
 from engine import audit
 from engine.db.database import read_session
-from engine.store.timeinput import local
 from interfaces.cli.context import err_console, note, print_json, state
 from interfaces.cli.db import open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
 
-audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
+audit_app = typer.Typer(help=_("The tamper-evident audit trail."), no_args_is_help=True)
 
-_JSON = typer.Option("--json", help="Print one JSON document.")
+_JSON = typer.Option("--json", help=_("Print one JSON document."))
 
 
-@audit_app.command("verify")
+@audit_app.command(
+    "verify",
+    help=_("Check the whole chain; exit 1 naming the first bad record if anything was altered."),
+)
 def verify(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) -> None:
     """Check the whole chain; exit 1 naming the first bad record if anything was altered."""
     st = state(ctx)
@@ -36,24 +40,25 @@ def verify(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) -> None:
             }
         )
     if result.ok:
-        note(f"audit trail intact: {result.records} records")
+        note(_("audit trail intact: {count} records").format(count=result.records))
         return
     err_console.print(
-        f"audit trail BROKEN at record {result.bad_seq}: {result.problem} "
-        f"({result.records} records verified before it)",
+        _(
+            "audit trail BROKEN at record {seq}: {problem} ({count} records verified before it)"
+        ).format(seq=result.bad_seq, problem=result.problem, count=result.records),
         markup=False,
     )
     raise typer.Exit(int(ExitCode.UNEXPECTED))
 
 
-@audit_app.command("show")
+@audit_app.command("show", help=_("Show audit records, oldest first."))
 def show(
     ctx: typer.Context,
     account: Annotated[
-        str | None, typer.Option("--account", help="Only records about this account.")
+        str | None, typer.Option("--account", help=_("Only records about this account."))
     ] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", help="Only the newest N records.", min=1)
+        int | None, typer.Option("--limit", help=_("Only the newest N records."), min=1)
     ] = None,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
@@ -66,11 +71,15 @@ def show(
         print_json({"records": rows, "count": len(rows)})
         return
     if not rows:
-        note("no audit records" + (f" about {account}" if account else ""))
+        note(
+            _("no audit records about {account}").format(account=account)
+            if account
+            else _("no audit records")
+        )
         return
     tz = st.config.site.tz
     for r in rows:
-        when = local(datetime.fromisoformat(r["at"]), tz)
+        when = i18n.local_time(datetime.fromisoformat(r["at"]), tz)
         detail = ", ".join(f"{k}={v}" for k, v in r["payload"].items() if k != "accounts")
         typer.echo(
             f"{r['seq']:>7}  {when}  {r['actor']:<12} {r['action']:<22} {r['subject']}  {detail}"

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from base.errors import InputError, MeterctlError
+from base.i18n import _
 from engine.config import Dlt645Config
 from engine.logging import configure_logging
 from interfaces.cli.context import err_console, fail, print_json, state
@@ -26,16 +27,17 @@ from protocols.errors import FrameError, LinkError, MeterRefused, UnexpectedRepl
 from protocols.links import Link, open_link, scheme_of
 
 meter_app = typer.Typer(
-    help="Read a meter over a link (serial, socket, ...).", no_args_is_help=True
+    help=_("Read a meter over a link (serial, socket, ...)."), no_args_is_help=True
 )
 
 LinkOpt = Annotated[
     str,
     typer.Option(
-        "--link", help="serial:///dev/ttyUSB0?baud=2400&parity=E, /dev/ttyUSB0, socket://HOST:PORT"
+        "--link",
+        help=_("serial:///dev/ttyUSB0?baud=2400&parity=E, /dev/ttyUSB0, socket://HOST:PORT"),
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help=_("Print one JSON document on stdout."))]
 
 
 def _open(url: str, cfg: Dlt645Config) -> tuple[Link, int]:
@@ -82,12 +84,12 @@ def _setup(ctx: typer.Context) -> Dlt645Config:
     return st.config.dlt645
 
 
-@meter_app.command("read")
+@meter_app.command("read", help=_("Read one data identifier and print its decoded value."))
 def read(
     ctx: typer.Context,
     link_url: LinkOpt,
-    address: Annotated[str, typer.Option("--address", help="Meter address (12 digits).")],
-    di: Annotated[str, typer.Option("--di", help="8 hex digits (2007), or 4 (1997 meters).")],
+    address: Annotated[str, typer.Option("--address", help=_("Meter address (12 digits)."))],
+    di: Annotated[str, typer.Option("--di", help=_("8 hex digits (2007), or 4 (1997 meters)."))],
     as_json: JsonOpt = False,
 ) -> None:
     """Read one data identifier and print its decoded value."""
@@ -140,7 +142,10 @@ def read(
     err_console.print(f"meter {result.address}, raw {document['raw']}", markup=False)
 
 
-@meter_app.command("address")
+@meter_app.command(
+    "address",
+    help=_("Read the address of the only meter on a point-to-point link (13H to AAAAAAAAAAAA)."),
+)
 def address(ctx: typer.Context, link_url: LinkOpt, as_json: JsonOpt = False) -> None:
     """Read the address of the only meter on a point-to-point link (13H to AAAAAAAAAAAA)."""
     cfg = _setup(ctx)

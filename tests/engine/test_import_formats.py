@@ -218,3 +218,25 @@ def test_cli_reads_gbk_and_xlsx(tmp_path: Path, cli: Cli) -> None:
     xlsx = _xlsx(tmp_path / "x.xlsx", CHINESE_HEADER, ROWS)
     result = cli.json("olga", "accounts", "import", str(xlsx), "--sheet", "用户")
     assert result["accounts_updated"] == 3
+
+
+def test_problems_are_named_in_chinese(tmp_path: Path) -> None:
+    """The same refusal, read by a Chinese operator: row, column and value, in Chinese."""
+    from base import i18n
+
+    rows = [list(r) for r in ROWS]
+    rows[1][3] = "三十五元"
+    path = _xlsx(tmp_path / "bad.xlsx", CHINESE_HEADER, rows)
+    engine = _store(tmp_path, "bad_zh")
+    i18n.set_language("zh-CN")
+    try:
+        with pytest.raises(ImportRejected) as caught:
+            _import(engine, path)
+        (problem,) = caught.value.problems
+        assert (problem.row, problem.column) == (3, "balance")  # the column keeps its name
+        assert problem.message == "'三十五元' 不是数字"
+        assert str(problem) == "第 3 行，列 balance：'三十五元' 不是数字"
+        assert str(caught.value) == "bad.xlsx：1 个问题；未导入任何内容"
+    finally:
+        i18n.set_language("en")
+    assert _contents(engine) == ([], [], [])
