@@ -241,6 +241,11 @@ def test_field_work_exemptions_and_audit_speak_chinese(cli: Cli) -> None:
     )  # fmt: skip
     assert request.exit_code == 0, request.stderr
     assert "已为 A1 申请豁免" in request.stderr and "至 2026-06-30（含）" in request.stderr
+    too_long = cli(
+        "olga", "--lang", "zh-CN", "exemptions", "request", "A1", "--reason", "x",
+        "--until", "2030-01-31",
+    )  # fmt: skip
+    assert too_long.exit_code == 2 and "距开始超过 90 天" in too_long.stderr
     listed = cli("olga", "--lang", "zh-CN", "exemptions", "list")
     assert "申请人 olga" in listed.stdout
     bad = cli("olga", "--lang", "zh-CN", "exemptions", "list", "--status", "maybe")
