@@ -87,7 +87,7 @@ def decode(
     try:
         frame, deviations = decode_hex_lenient(hex_text)
     except MeterctlError as exc:
-        fail(f"invalid frame: {exc}", ExitCode.BAD_INPUT)
+        fail(_("invalid frame: {error}").format(error=exc), ExitCode.BAD_INPUT)
     fields = describe(frame, deviations)
     if as_json:
         print_json(fields)
@@ -95,7 +95,7 @@ def decode(
     warnings = fields.pop("warnings", [])
     _print_fields(fields)
     for warning in warnings:
-        typer.echo(f"warning: {warning}")
+        typer.echo(_("warning: {warning}").format(warning=warning))
 
 
 def _address(text: str) -> str:
@@ -147,7 +147,7 @@ def _meter_time(ctx: typer.Context, text: str | None, minutes: float) -> datetim
         try:
             when = datetime.fromisoformat(text)
         except ValueError:
-            fail(f"{text!r} is not an ISO date-time", ExitCode.BAD_INPUT)
+            fail(_("{text} is not an ISO date-time").format(text=repr(text)), ExitCode.BAD_INPUT)
         if when.tzinfo is not None:  # meters keep local time in the site's zone
             when = when.astimezone(tz)
         return when.replace(tzinfo=None)
@@ -189,7 +189,12 @@ def encode_control(
     meter = _address(address)
     chosen = ACTIONS.get(action.strip().lower())
     if chosen is None:
-        fail(f"--action: {action!r} is not one of {', '.join(ACTIONS)}", ExitCode.BAD_INPUT)
+        fail(
+            _("--action: {action} is not one of {choices}").format(
+                action=repr(action), choices=", ".join(ACTIONS)
+            ),
+            ExitCode.BAD_INPUT,
+        )
     defaults = state(ctx).config.dlt645
     try:
         credentials = Credentials(

@@ -70,12 +70,20 @@ def _run_or_exit(what: str, coro: Any) -> Any:
     except InputError as exc:
         fail(str(exc), ExitCode.BAD_INPUT)
     except MeterRefused as exc:
-        fail(f"{what}: the meter refused: {', '.join(exc.errors) or exc}", ExitCode.PARTIAL)
+        fail(
+            _("{what}: the meter refused: {errors}").format(
+                what=what, errors=", ".join(exc.errors) or exc
+            ),
+            ExitCode.PARTIAL,
+        )
     except (LinkError, UnexpectedReply) as exc:
         text = str(exc)  # the client's messages already say what was asked of whom
         fail(text if text.startswith(what.split()[0]) else f"{what}: {text}", ExitCode.PARTIAL)
     except FrameError as exc:
-        fail(f"{what}: the meter's answer is not valid: {exc}", ExitCode.PARTIAL)
+        fail(
+            _("{what}: the meter's answer is not valid: {error}").format(what=what, error=exc),
+            ExitCode.PARTIAL,
+        )
 
 
 def _setup(ctx: typer.Context) -> Dlt645Config:
@@ -135,11 +143,14 @@ def read(
         value = ", ".join(f"{k}={v}" for k, v in value.items())
     elif isinstance(value, list):
         value = ", ".join(str(v) for v in value)
-    shown = "(not interpretable)" if value is None else f"{value}{unit}"
+    shown = _("(not interpretable)") if value is None else f"{value}{unit}"
     typer.echo(f"{document['di']}{name}: {shown}")
     for warning in document.get("warnings", []):
-        typer.echo(f"warning: {warning}")
-    err_console.print(f"meter {result.address}, raw {document['raw']}", markup=False)
+        typer.echo(_("warning: {warning}").format(warning=warning))
+    err_console.print(
+        _("meter {address}, raw {raw}").format(address=result.address, raw=document["raw"]),
+        markup=False,
+    )
 
 
 @meter_app.command(
@@ -161,7 +172,7 @@ def address(ctx: typer.Context, link_url: LinkOpt, as_json: JsonOpt = False) -> 
         if exit_.exit_code == ExitCode.PARTIAL:
             # 13H to AAAAAAAAAAAA works with one meter on the line: several answer at once.
             err_console.print(
-                "hint: read address needs a point-to-point link (a single meter on the bus)",
+                _("hint: read address needs a point-to-point link (a single meter on the bus)"),
                 markup=False,
             )
         raise
