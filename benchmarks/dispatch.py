@@ -11,13 +11,23 @@ the sum of its frames' wire time (bytes x 11 bits / baud, preambles included) pl
 reply delays. The simulator counts exactly that per bus (``busy_s``); the limit of the batch
 is the busiest bus. ``ratio`` = wall time / bus limit (1.0 = the engine adds nothing).
 
-The engine's CPU per order is the workers' process CPU time (user + system) divided by the
-orders; on PostgreSQL the server's CPU is reported separately.
+The engine's CPU per verified order is the workers' process CPU time (user + system, from
+"go" to idle; the simulator is another process) divided by the orders that ended verified; on
+PostgreSQL the server's CPU is reported separately. The baseline in the same run is the bus
+limit: ``cpu_share_of_bus_limit`` is the engine CPU over the bus limit (how much of one core
+the engine needs to keep up with its buses).
+
+Honesty checks (the run fails): wall time shorter than the bus limit (faster than physics),
+or a bus whose counted time is less than the wire time of the bytes it carried.
+
+``--profile FILE`` runs each worker under py-spy (``pip install py-spy``; the ``bench``
+extra) and writes the collapsed stacks of the dispatch (imports and set-up left out) to
+FILE, FILE.1, ... and a summary (self and inclusive time by function) to stderr and the JSON.
 
 Usage::
 
     .venv/bin/python benchmarks/dispatch.py [--meters 2000] [--buses 100]
-        [--db-url postgresql://user@host/postgres] [--processes 1]
+        [--db-url postgresql://user@host/postgres] [--processes 1] [--profile FILE]
 
 With ``--db-url`` a fresh database is created on that server (and dropped afterwards);
 without it the store is a SQLite file. Progress goes to stderr; the figures are one JSON
@@ -61,7 +71,26 @@ HEADER = list(REQUIRED_COLUMNS)
 # -- the worker process ------------------------------------------------------------------------
 
 
-def worker(config_path: Path) -> None:
+def _thread_cpu_s() -> dict[str, float]:
+    """CPU seconds of this process's threads, by role: the event loop (the main thread, the
+    frames and the procedure), the database threads, the rest."""
+    import threading
+
+    import psutil
+
+    roles = {
+        t.native_id: "event_loop"
+        if t is threading.main_thread()
+        else ("database" if t.name.startswith("dispatch-db") else "other")
+        for t in threading.enumerate()
+    }
+    out: Counter[str] = Counter()
+    for t in psutil.Process().threads():
+        out[roles.get(t.id, "other")] += t.user_time + t.system_time
+    return dict(out)
+
+
+def worker(config_path: Path, count_sql: bool = False) -> None:
     """One engine process: wait for "go" on stdin, dispatch until idle, print its figures."""
     from base.clock import SystemClock
     from engine.config import load_config
@@ -80,14 +109,34 @@ def worker(config_path: Path) -> None:
     sys.stdin.readline()
     started, cpu_before = time.time(), process_cpu_s()
 
+    statements: Counter[str] = Counter()
+    if count_sql:
+        from sqlalchemy import event
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _count(*args: Any) -> None:
+            statement = str(args[2]).lstrip()
+            statements[statement.split(None, 1)[0].upper()] += 1
+
+        @event.listens_for(engine, "commit")
+        def _commit(conn: Any) -> None:
+            statements["COMMIT"] += 1
+
+    threads_before = _thread_cpu_s()
+    threads_after: dict[str, float] = {}
+
     async def run() -> Any:
         try:  # as `meterctl batch run` does
             return await dispatcher.run_until_idle(wait_for_busy_s=config.dispatch.lease_s)
         finally:
+            threads_after.update(_thread_cpu_s())  # before the database threads end
             await dispatcher.close()
 
     summary = asyncio.run(run())
     finished, cpu_after = time.time(), process_cpu_s()
+    by_thread: Counter[str] = Counter()
+    for name, cpu in threads_after.items():
+        by_thread[name] += cpu - threads_before.get(name, 0.0)
     print(
         json.dumps(
             {
@@ -99,6 +148,8 @@ def worker(config_path: Path) -> None:
                 "busy_buses": len(summary.busy_buses),
                 "db_jobs": dispatcher.group.jobs,
                 "db_job_transactions": dispatcher.group.groups,
+                "cpu_s_by_thread": dict(by_thread),
+                "statements": dict(statements),
             }
         ),
         flush=True,
@@ -199,7 +250,63 @@ def _where_the_time_went(
     }
 
 
-def bench(meters: int, buses: int, db_url: str | None, processes: int, seed: int) -> dict[str, Any]:
+def _profiled(profile: Path | None, n: int) -> list[str]:
+    """The py-spy command line a worker runs under (nothing without ``--profile``)."""
+    if profile is None:
+        return []
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+    out = profile if n == 0 else profile.with_name(f"{profile.name}.{n}")
+    return [str(spy), "record", "--format", "raw", "--threads", "--rate", "200", "--nonblocking",
+            "--output", str(out), "--"]  # fmt: skip
+
+
+def _in_dispatch(frames: list[str]) -> bool:
+    """Whether a stack is the dispatch itself, not the imports and set-up before "go": the
+    main thread's stacks from ``<module>`` run through asyncio's runner (coroutine stacks
+    that py-spy reports without their root are the event loop's too)."""
+    if any(frame.startswith("_find_and_load") for frame in frames):
+        return False
+    return not frames[0].startswith("<module>") or any("runners.py" in f for f in frames)
+
+
+def summarise_profile(paths: list[Path], top: int = 25) -> dict[str, Any]:
+    """Self and inclusive samples by function from py-spy's collapsed (raw) stacks."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for path in paths:
+        if not path.exists():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            stack, _, count_text = line.rpartition(" ")
+            # "function (file:line)" -> "function (file)": lines of one function merge.
+            frames = [frame.rsplit(":", 1)[0] + ")" for frame in stack.split(";")]
+            frames = [f for f in frames if not f.startswith("thread ")]
+            if not frames or not _in_dispatch(frames):
+                continue
+            count = int(count_text)
+            total += count
+            own[frames[-1]] += count
+            for frame in set(frames):
+                inclusive[frame] += count
+
+    def share(counter: Counter[str]) -> list[tuple[str, float]]:
+        return [(name, round(100 * n / max(total, 1), 1)) for name, n in counter.most_common(top)]
+
+    return {"samples": total, "self_pct": share(own), "inclusive_pct": share(inclusive)}
+
+
+def bench(
+    meters: int,
+    buses: int,
+    db_url: str | None,
+    processes: int,
+    seed: int,
+    profile: Path | None = None,
+    count_sql: bool = False,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="meterctl-bench-dispatch-") as tmp:
         folder = Path(tmp)
         with database(db_url, folder) as url:
@@ -215,23 +322,28 @@ def bench(meters: int, buses: int, db_url: str | None, processes: int, seed: int
                 orders = int(prepared["orders"])
                 workers = [
                     subprocess.Popen(
-                        [
+                        _profiled(profile, n)
+                        + [
                             sys.executable,
                             str(Path(__file__).resolve()),
                             "--worker",
                             str(config_path),
-                        ],
+                        ]
+                        + (["--count-sql"] if count_sql else []),
                         cwd=ROOT,
                         stdin=subprocess.PIPE,
                         stdout=subprocess.PIPE,
                         text=True,
                     )
-                    for _ in range(processes)
+                    for n in range(processes)
                 ]
                 for proc in workers:
                     assert proc.stdout is not None
-                    if proc.stdout.readline().strip() != "ready":
-                        raise RuntimeError("a worker failed to start")
+                    line = proc.stdout.readline()
+                    while line.startswith("py-spy>") or line == "\n":  # the profiler's
+                        line = proc.stdout.readline()
+                    if line.strip() != "ready":
+                        raise RuntimeError(f"a worker failed to start: {line!r}")
                 stats_before = sim.bus_stats()
                 sim_cpu_before = sim.cpu_s()
                 pg_cpu_before = postgres_cpu_s(url) if db_kind(url) == "postgresql" else None
@@ -245,7 +357,9 @@ def bench(meters: int, buses: int, db_url: str | None, processes: int, seed: int
                     out, _ = proc.communicate(timeout=3600)
                     if proc.returncode != 0:
                         raise RuntimeError(f"a worker failed (exit {proc.returncode})")
-                    reports.append(json.loads(out.strip().splitlines()[-1]))
+                    reports.append(
+                        json.loads([x for x in out.splitlines() if x.startswith("{")][-1])
+                    )
                 sim_cpu = sim.cpu_s() - sim_cpu_before
                 pg_cpu_after = postgres_cpu_s(url) if pg_cpu_before is not None else None
                 per_bus = _busy(stats_before, sim.bus_stats())
@@ -262,6 +376,16 @@ def bench(meters: int, buses: int, db_url: str | None, processes: int, seed: int
     ]
     cpu = sum(r["cpu_s"] for r in reports)
     frames = sum(b["frames_in"] for b in per_bus.values())
+    verified = states.get("verified", 0)
+    # Faster than physics is a broken benchmark, not a fast engine.
+    if wall < limit:
+        raise SystemExit(f"wall {wall:.3f} s < bus limit {limit:.3f} s: faster than physics")
+    wire_s = {bus: (b["bytes_in"] + b["bytes_out"]) * 11 / BAUD for bus, b in per_bus.items()}
+    short = [bus for bus, b in per_bus.items() if b["busy_s"] + 1e-6 < wire_s[bus]]
+    if short:
+        raise SystemExit(f"buses counted shorter than their bytes' wire time: {short[:5]}")
+    replies = sum(b["frames_out"] for b in per_bus.values())
+    reply_delays = sum(b["busy_s"] - wire_s[bus] for bus, b in per_bus.items())
     figures: dict[str, Any] = {
         "orders": orders,
         "buses": len(per_bus),
@@ -269,6 +393,19 @@ def bench(meters: int, buses: int, db_url: str | None, processes: int, seed: int
         "bus_limit_s": round(limit, 3),
         "ratio": round(wall / limit, 3),
         "cpu_ms_per_order": round(1000 * cpu / max(orders, 1), 2),
+        "cpu_ms_per_verified_order": round(1000 * cpu / max(verified, 1), 2),
+        "verified": verified,
+        # Where the engine's CPU went (thread CPU time; "other": the pool's and the runtime's).
+        "cpu_ms_per_verified_order_by_thread": {
+            name: round(
+                1000 * sum(r["cpu_s_by_thread"].get(name, 0.0) for r in reports) / max(verified, 1),
+                2,
+            )
+            for name in ("event_loop", "database", "other")
+        },
+        "cpu_share_of_bus_limit": round(cpu / limit, 3),
+        "busiest_bus_wire_s": round(wire_s[busiest], 3),
+        "reply_delay_ms_per_reply": round(1000 * reply_delays / max(replies, 1), 1),
         "db": db_kind(url),
         "processes": processes,
         "meters": meters,
@@ -310,8 +447,24 @@ def bench(meters: int, buses: int, db_url: str | None, processes: int, seed: int
         "prepare": {k: round(v, 3) for k, v in prepared.items()},
         "machine": machine(),
     }
+    if count_sql:
+        total: Counter[str] = Counter()
+        for r in reports:
+            total.update(r["statements"])
+        figures["statements_per_order"] = {
+            k: round(n / max(orders, 1), 2) for k, n in total.most_common()
+        }
+    if profile is not None:
+        figures["profile"] = summarise_profile(
+            [
+                profile if n == 0 else profile.with_name(f"{profile.name}.{n}")
+                for n in range(processes)
+            ]
+        )
+        for name, pct in figures["profile"]["self_pct"]:
+            log(f"  self {pct:5.1f} %  {name}")
     log(f"{orders} orders in {wall:.2f} s; bus limit {limit:.2f} s (ratio {wall / limit:.3f}); "
-        f"engine CPU {figures['cpu_ms_per_order']} ms/order; states {dict(states)}")  # fmt: skip
+        f"engine CPU {figures['cpu_ms_per_verified_order']} ms/verified order; states {dict(states)}")  # fmt: skip
     return figures
 
 
@@ -322,16 +475,30 @@ def main() -> None:
     parser.add_argument("--db-url", default=None, help="a PostgreSQL server (fresh database)")
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the workers")
+    parser.add_argument(
+        "--count-sql", action="store_true", help="count the statements (costs some CPU)"
+    )
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
-        worker(args.worker)
+        worker(args.worker, args.count_sql)
         return
     if args.processes < 1:
         parser.error("--processes must be at least 1")
     if args.processes > 1 and (args.db_url is None or args.db_url.startswith("sqlite")):
         parser.error("--processes > 1 needs --db-url (PostgreSQL): SQLite is one process")
-    emit(bench(args.meters, args.buses, args.db_url, args.processes, args.seed))
+    emit(
+        bench(
+            args.meters,
+            args.buses,
+            args.db_url,
+            args.processes,
+            args.seed,
+            args.profile,
+            args.count_sql,
+        )
+    )
 
 
 if __name__ == "__main__":

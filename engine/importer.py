@@ -28,12 +28,13 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from base.errors import InputError
@@ -52,6 +53,8 @@ from engine.db.models import (
     SECURITY_MODES,
     SWITCH_ORDERS,
 )
+from engine.identifiers import confusable_problem
+from engine.import_checks import address_clashes
 from engine.import_formats import (
     OPTIONAL_COLUMNS as OPTIONAL_COLUMNS,  # re-exported: the importer's columns
 )
@@ -66,6 +69,7 @@ from engine.import_formats import (
     resolve_format,
     spool_workbook,
 )
+from engine.money import CENT, COLUMN_LIMIT, AmountError, parse_yuan
 from engine.notify import OutboxNotifier
 from engine.store.standdown import stand_down_cuts
 from engine.store.timeinput import check_delivery, parse_delivery
@@ -89,7 +93,7 @@ CLASS_NAMES = {
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PHONE = re.compile(r"^[0-9+\-() ]{0,64}$")
-_MAX_BALANCE = Decimal("1e12")
+_MAX_BALANCE = COLUMN_LIMIT - CENT  # exact ASCII decimals only (engine.money)
 
 
 @dataclass(frozen=True)
@@ -191,17 +195,17 @@ def _balance(value: str) -> tuple[Decimal | None, str | None]:
     if not text:
         return None, _("empty; expected the balance in yuan (negative = arrears)")
     try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        return None, _("{value} is not a number").format(value=repr(value))
-    if not amount.is_finite():
-        return None, _("{value} is not a finite number").format(value=repr(value))
-    exponent = amount.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -2:
-        return None, _("{value} has more than 2 decimal places (fen)").format(value=repr(value))
-    if abs(amount) >= _MAX_BALANCE:
-        return None, _("{value} is out of range").format(value=repr(value))
-    return amount.quantize(Decimal("0.01")), None
+        amount = parse_yuan(
+            text,
+            field="balance",
+            maximum=_MAX_BALANCE,
+            limit_name="what the database holds",
+            allow_negative=True,
+            allow_zero=True,
+        )
+    except AmountError as exc:
+        return None, str(exc)
+    return amount, None
 
 
 def _address(value: str, protocol: str) -> tuple[str | None, str | None]:
@@ -240,6 +244,7 @@ def validate_row(
         problems.append(Problem(row, column, message))
 
     account_no, err = _text(values["account_no"], 64)
+    err = err or confusable_problem(account_no, "account number")
     if err:
         bad("account_no", err)
     elif not account_no:
@@ -283,6 +288,7 @@ def validate_row(
             ),
         )
     meter_no, err = _text(values["meter_no"], 64)
+    err = err or confusable_problem(meter_no, "meter number")
     if err:
         bad("meter_no", err)
     raw_address = values["meter_address"].strip()
@@ -573,6 +579,12 @@ def scan(
             problems.sort(key=lambda p: p.row)  # stable: a row's problems keep their order
     except UnicodeDecodeError:
         return Scan([], 0, [_decode_problem(path, fmt, columns)], sha, fmt)
+    except UnicodeError as exc:  # UTF-16 without a BOM raises the base class, not a decode error
+        detail = str(exc) or type(exc).__name__
+        advice = "convert the file or pass --encoding (utf-8, gb18030)"
+        return Scan(
+            [], 0, [Problem(0, None, f"not {fmt.encoding} text ({detail}); {advice}")], sha, fmt
+        )
     except csv.Error as exc:
         problem = Problem(0, None, _("not a readable CSV file: {error}").format(error=exc))
         return Scan([], 0, [problem], sha, fmt)
@@ -764,14 +776,36 @@ def _write_chunk(
     changed_meters = [
         {"b_id": known[r.meter_no], **meter_values(r)} for r in with_meter if r.meter_no in known
     ]
-    if new_meters:
-        session.execute(insert(METERS), new_meters)
+    # Moves first: a meter re-addressed in this chunk frees its old address for a new one.
     if changed_meters:
         session.execute(update(METERS).where(METERS.c.id == bindparam("b_id")), changed_meters)
+    if new_meters:
+        session.execute(insert(METERS), new_meters)
     summary.meters_created += len(new_meters)
     summary.meters_updated += len(changed_meters)
 
     _record_deliveries(session, [r for r in chunk if r.notice_delivered_at], summary)
+
+
+def _checked_write(
+    session: Session,
+    chunk: list[AccountRow],
+    columns: set[str],
+    now: datetime,
+    summary: ImportSummary,
+    clashes: list[Problem],
+    **write: Any,
+) -> None:
+    """Write a chunk unless it (or an earlier one) moves a meter onto a stored meter's address.
+
+    After the first clash nothing more is written (the transaction is rolled back anyway) but
+    every chunk is still checked, so the refusal lists every clash. ``write``: the rest of
+    :func:`_write_chunk`'s arguments.
+    """
+    found = [Problem(row, "meter_address", text) for row, text in address_clashes(session, chunk)]
+    clashes.extend(found)
+    if not clashes:
+        _write_chunk(session, chunk, columns, now, summary, **write)
 
 
 def _stand_down_paid(
@@ -920,6 +954,7 @@ def import_accounts(
         format=fmt.describe(),
     )
     columns = set(checked.columns)
+    clashes: list[Problem] = []
     try:
         with transaction(engine) as session:
             chunk: list[AccountRow] = []
@@ -932,12 +967,13 @@ def import_accounts(
                     )
                 chunk.append(parsed)
                 if len(chunk) >= CHUNK:
-                    _write_chunk(
+                    _checked_write(
                         session,
                         chunk,
                         columns,
                         now,
                         summary,
+                        clashes,
                         actor=actor,
                         threshold=arrears_threshold,
                     )
@@ -945,11 +981,20 @@ def import_accounts(
                         progress(len(chunk))
                     chunk = []
             if chunk:
-                _write_chunk(
-                    session, chunk, columns, now, summary, actor=actor, threshold=arrears_threshold
+                _checked_write(
+                    session,
+                    chunk,
+                    columns,
+                    now,
+                    summary,
+                    clashes,
+                    actor=actor,
+                    threshold=arrears_threshold,
                 )
                 if progress is not None:
                     progress(len(chunk))
+            if clashes:
+                raise ImportRejected(path, clashes)
             if file_sha256(path) != checked.sha256:
                 raise ImportRejected(
                     path, [Problem(0, None, "the file changed while it was being imported")]
@@ -971,4 +1016,19 @@ def import_accounts(
             summary.audit_seq = record.seq
     except _DryRun:
         pass
+    except IntegrityError as exc:
+        # The unique (link, address) index caught what address_clashes could not see: two
+        # meters of one file trading addresses (each row valid once both are written).
+        raise ImportRejected(
+            path,
+            [
+                Problem(
+                    0,
+                    "meter_address",
+                    "two meters would share an address on one link while importing (meters "
+                    "trading addresses in one file?): give one a free address first, in an "
+                    f"earlier import ({type(exc.orig).__name__ if exc.orig else 'constraint'})",
+                )
+            ],
+        ) from None
     return summary

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
@@ -31,6 +31,7 @@ from engine.db.models import (
     TIMERS,
     SwitchOrder,
 )
+from engine.money import CENT, AmountError, parse_yuan
 from engine.notify import notifier_from_config
 from engine.orders_states import DisconnectState, OrderKind, ReconnectState
 from engine.store.accounts import arrears_threshold
@@ -65,21 +66,19 @@ class PaymentResult:
         }
 
 
-def parse_amount(text: str) -> Decimal:
-    """Yuan with at most 2 decimals, positive.
+def parse_amount(text: str, config: Config | None = None) -> Decimal:
+    """Yuan with at most 2 decimals, positive, ASCII digits, at most ``[payments] max_amount``.
 
     Raises:
-        InputError: naming the amount.
+        AmountError: an :class:`InputError` naming the field ``amount`` (engine.money).
     """
-    try:
-        amount = Decimal(text.strip())
-    except (InvalidOperation, AttributeError) as exc:
-        raise InputError(f"amount {text!r} is not a number") from exc
-    if not amount.is_finite() or amount <= 0:
-        raise InputError(f"amount {text!r} must be a positive number of yuan")
-    if amount != amount.quantize(Decimal("0.01")):
-        raise InputError(f"amount {text!r} has more than 2 decimals")
-    return amount.quantize(Decimal("0.01"))
+    maximum = (config or Config()).payments.max_amount
+    return parse_yuan(
+        text,
+        field="amount",
+        maximum=Decimal(maximum),
+        limit_name="[payments] max_amount",
+    )
 
 
 def record_payment(
@@ -101,7 +100,8 @@ def record_payment(
     with transaction(engine) as session:
         existing = session.execute(select(PAYMENTS).where(PAYMENTS.c.ref == ref)).first()
         if existing is not None:
-            if existing.account_no != account_no or Decimal(existing.amount) != amount:
+            recorded = Decimal(existing.amount).quantize(CENT)
+            if existing.account_no != account_no or recorded != amount.quantize(CENT):
                 raise InputError(
                     f"payment ref {ref!r} was already recorded for account {existing.account_no} "
                     f"({existing.amount} yuan); a reference is used once"
@@ -126,7 +126,14 @@ def record_payment(
         ).first()
         if account is None:
             raise UnknownAccount(account_no)
-        balance = (Decimal(account.balance) + amount).quantize(Decimal("0.01"))
+        balance = (Decimal(account.balance) + amount).quantize(CENT)
+        max_balance = Decimal(config.payments.max_balance)
+        if balance > max_balance:
+            raise AmountError(
+                "balance",
+                f"the payment would take account {account_no}'s balance to {balance} yuan, "
+                f"beyond the maximum of {max_balance:,} yuan ([payments] max_balance)",
+            )
         in_arrears = balance < threshold
         # Paid in full: this arrears episode ends, and its notices with it (a new debt needs
         # a new notice, policies/notice.py).

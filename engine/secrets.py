@@ -78,4 +78,8 @@ def load_secrets(config: Config) -> MeterSecrets:
             )
         except (FrameStructureError, ValueError, TypeError) as exc:
             raise ConfigError(f"secrets file {path}: meters.{name}: {exc}") from exc
+    from engine.logging import register_secret
+
+    for credentials in per_meter.values():
+        register_secret(credentials.password)
     return MeterSecrets(default, per_meter)

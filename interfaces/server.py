@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import aiohttp
 import structlog
@@ -24,6 +24,8 @@ from aiohttp import web
 from sqlalchemy import Engine
 
 from base.clock import Clock, SystemClock
+from base.errors import ConfigError
+from engine import audit_anchor
 from engine.config import Config
 from engine.dispatch.dispatcher import Dispatcher
 from engine.dispatch.identity import WORKER_ID
@@ -79,6 +81,7 @@ class EngineServer:
             notifier=self.notifier, on_result=self._on_order_result,
         )  # fmt: skip
         self.dispatch_poll_s = dispatch_poll_s
+        self._last_checkpoint: datetime | None = None
         self.heartbeat_s = heartbeat_s or min(
             HEARTBEAT_MAX_S, float(max(1, config.scheduler.tick_seconds))
         )
@@ -197,6 +200,24 @@ class EngineServer:
             await self.dispatcher.close()
             log.info("serve.stopped", worker=self.worker_id)
 
+    async def _checkpoint(self, now: datetime) -> None:
+        """Sign the audit trail's head every ``[audit] checkpoint_interval_s`` (the leader)."""
+        interval = self.config.audit.checkpoint_interval_s
+        if self._last_checkpoint is not None and (now - self._last_checkpoint).total_seconds() < (
+            interval
+        ):
+            return
+        self._last_checkpoint = now
+        try:
+            made = await asyncio.to_thread(
+                audit_anchor.checkpoint_if_possible, self.engine, self.config, now
+            )
+        except ConfigError as exc:  # a trail that does not continue the signed one
+            log.error("serve.checkpoint_refused", reason=str(exc))
+            return
+        if made is not None:
+            log.info("audit.checkpoint", seq=made.seq, hash=made.hash, at=made.at)
+
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         """Heartbeat, and take or lose the scheduler leadership, until stopped."""
         while not stop.is_set():
@@ -209,6 +230,8 @@ class EngineServer:
                     log.warning("serve.leadership_lost", worker=self.worker_id)
                     await self.jobs.stop()
                 await asyncio.to_thread(heartbeat, self.engine, self.worker_id, now, leader=leading)
+                if leading:
+                    await self._checkpoint(now)
             except Exception:  # a database hiccup: try again at the next beat
                 log.exception("serve.housekeeping_error")
             with contextlib.suppress(TimeoutError):

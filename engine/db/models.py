@@ -31,6 +31,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlmodel import Field, SQLModel
 
@@ -103,7 +104,16 @@ class Meter(SQLModel, table=True):
         CheckConstraint(_in("security", SECURITY_MODES), name="ck_meters_security"),
         CheckConstraint(_in("close_mode", CLOSE_MODES), name="ck_meters_close_mode"),
         CheckConstraint(_in("relay_state", RELAY_STATES), name="ck_meters_relay_state"),
-        Index("ix_meters_link_address", "link", "address"),
+        # One bound meter per address on a bus: two would both obey a command meant for one.
+        # (A meter the billing system dropped keeps its row, unbound, and is never commanded.)
+        Index(
+            "ix_meters_link_address",
+            "link",
+            "address",
+            unique=True,
+            sqlite_where=text("account_no IS NOT NULL"),
+            postgresql_where=text("account_no IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -465,6 +475,32 @@ class AuditHead(SQLModel, table=True):
     mac: str = Field(max_length=64)
 
 
+class AuditCheckpoint(SQLModel, table=True):
+    """A signed checkpoint of the chain (a copy of the anchor file's line; engine.audit_anchor).
+
+    ``at`` is kept as the exact ISO text that was signed.
+    """
+
+    __tablename__ = "audit_checkpoints"
+
+    id: int | None = Field(default=None, primary_key=True)
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    hash: str = Field(max_length=64)
+    digest: str = Field(max_length=64)
+    at: str = Field(max_length=40)
+    signature: str = Field(max_length=128)
+
+
+class HookReplay(SQLModel, table=True):
+    """A signature (its SHA-256) accepted by a signed endpoint; shared by serve processes."""
+
+    __tablename__ = "hook_replays"
+    __table_args__ = (Index("ix_hook_replays_expires_at", "expires_at"),)
+
+    digest: str = Field(primary_key=True, max_length=64)
+    expires_at: datetime
+
+
 def table_of(model: type[SQLModel]) -> Table:
     """The Core ``Table`` of a table model (typed, for Core statements and bulk work)."""
     found = getattr(model, "__table__", None)
@@ -490,3 +526,5 @@ SURVEYS = table_of(Survey)
 SURVEY_RESULTS = table_of(SurveyResult)
 AUDIT = table_of(AuditRecord)
 AUDIT_HEADS = table_of(AuditHead)
+AUDIT_CHECKPOINTS = table_of(AuditCheckpoint)
+HOOK_REPLAYS = table_of(HookReplay)

@@ -175,6 +175,9 @@ class Dispatcher:
         self.lease = timedelta(seconds=config.dispatch.lease_s)
         self.tz = config.site.tz
         self._driving: set[str] = set()
+        # When each bus lease was last written (acquired or renewed; monotonic, taken before
+        # the write, so the lease runs at least ``lease`` from it): see _lease_for.
+        self._lease_written: dict[str, float] = {}
         # Live dispatchers sharing the buses (membership.py), refreshed every MEMBERS_TTL_S.
         self._members: tuple[str, ...] = (worker_id,)
         self._members_at = float("-inf")
@@ -361,9 +364,12 @@ class Dispatcher:
         """
         if not buses:
             return set()
+        written = self.clock.monotonic()
         leased = await self.db(
             try_acquire_buses, self.engine, buses, self.worker_id, self.clock.now(), self.lease
         )
+        for bus in leased:
+            self._lease_written[bus] = written
         if leased:
             # Taken over, maybe from a holder that died dispatching here: its in-flight
             # orders go back to the queue first (a resume reads the meter).
@@ -399,6 +405,7 @@ class Dispatcher:
             try:
                 await self._drain_bus(bus, summary, max_retry_wait_s)
             finally:
+                self._lease_written.pop(bus, None)
                 await self.db(release_bus, self.engine, bus, self.worker_id)
         finally:
             self._driving.discard(bus)
@@ -431,9 +438,7 @@ class Dispatcher:
                 # In steps, renewing the bus lease and the presence: a long wait must not let
                 # either expire (another process would take the bus over).
                 await self.sleep(min(max(wait, 0.05), self.lease.total_seconds() / 3))
-                if not await self.db(
-                    try_acquire_bus, self.engine, bus, self.worker_id, self.clock.now(), self.lease
-                ):
+                if not await self._reacquire(bus):
                     log.error("dispatch.lease_lost", bus=bus)
                     return
                 await self._refresh_members()
@@ -441,17 +446,16 @@ class Dispatcher:
                 continue
             await self._refresh_members()
             keep = self.owns(bus)  # another dispatcher's share now: yield after this order
+            lease = self._lease_for(bus)
             applied, following, look = await self._process(
-                claimed,
-                lease=LeaseRenewal(bus, self.worker_id, self.clock.now() + self.lease),
-                claim_following=keep and not self._stopping(),
+                claimed, lease=lease, claim_following=keep and not self._stopping()
             )
+            if lease.due and applied.lease_kept:
+                self._lease_written[bus] = lease.written
             summary.results.append(applied)
             if self.on_result is not None:
                 self.on_result(applied)
-            if not applied.lease_kept and not await self.db(
-                try_acquire_bus, self.engine, bus, self.worker_id, self.clock.now(), self.lease
-            ):
+            if not applied.lease_kept and not await self._reacquire(bus):
                 log.error("dispatch.lease_lost", bus=bus)
                 return
             if not keep and following is None:
@@ -459,6 +463,32 @@ class Dispatcher:
                 return
             claimed = following
             look = look or not applied.lease_kept or self._stopping()
+
+    def _lease_for(self, bus: str) -> LeaseRenewal:
+        """The lease renewal to ride along with the next outcome of ``bus``.
+
+        Due once a third of the lease has passed since it was last written: before that at
+        least two thirds of it are left, so no other process can have taken the bus (a
+        takeover needs the lease expired, or this process dead), and the UPDATE would only
+        push the expiry further out. One statement less for most orders. Monotonic time,
+        so a process that was stopped for a while renews (and learns whether the bus is
+        still its own) before it claims again.
+        """
+        now_m = self.clock.monotonic()
+        written = self._lease_written.get(bus)
+        due = written is None or now_m - written >= self.lease.total_seconds() / 3
+        return LeaseRenewal(
+            bus, self.worker_id, self.clock.now() + self.lease, due=due, written=now_m
+        )
+
+    async def _reacquire(self, bus: str) -> bool:
+        written = self.clock.monotonic()
+        ok = await self.db(
+            try_acquire_bus, self.engine, bus, self.worker_id, self.clock.now(), self.lease
+        )
+        if ok:
+            self._lease_written[bus] = written
+        return ok
 
     def _stopping(self) -> bool:
         return self._stop is not None and self._stop.is_set()
@@ -587,7 +617,8 @@ class Dispatcher:
                 if observed is None and claim_case:
                     return self.evaluate_case(claim_case.pop(), claimed.account_no, None)
                 return await self.group.run(
-                    lambda session: self.evaluate_in(session, claimed.account_no, observed)
+                    lambda session: self.evaluate_in(session, claimed.account_no, observed),
+                    read_only=True,
                 )
 
             outcome = await run_disconnect(

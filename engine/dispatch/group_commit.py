@@ -36,9 +36,10 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
-from engine.db.database import transaction
+from engine.db.database import is_sqlite, transaction
 
 log = structlog.get_logger("engine.dispatch.group_commit")
 
@@ -53,6 +54,7 @@ class _Job(Generic[T]):
     run: Callable[[Session], T]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
+    read_only: bool = False
 
 
 class GroupCommitter:
@@ -81,14 +83,22 @@ class GroupCommitter:
         self._running = 0  # drainers submitted to the executor and not finished
         self.groups = 0  # transactions run (for tests and benchmarks)
         self.jobs = 0
+        self._sqlite = is_sqlite(engine)
 
-    async def run(self, job: Callable[[Session], T]) -> T:
+    async def run(self, job: Callable[[Session], T], *, read_only: bool = False) -> T:
         """Run ``job`` inside a transaction shared with other waiting jobs; its result once
-        that transaction has committed."""
+        that transaction has committed.
+
+        ``read_only``: the job only reads (the policy re-check). On SQLite it then runs
+        without a savepoint: a failed SELECT does not abort a SQLite transaction and the job
+        wrote nothing to roll back, so its own failure still stays its own; a database error
+        fails the whole group, as a failed commit does. On PostgreSQL any error aborts the
+        transaction, so the savepoint stays.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._lock:
-            self._waiting.append(_Job(job, loop, future))
+            self._waiting.append(_Job(job, loop, future, read_only))
             start = self._running < self.drainers
             if start:
                 self._running += 1
@@ -145,6 +155,14 @@ class GroupCommitter:
                     if alone:
                         outcomes.append((True, job.run(session)))
                         continue
+                    if job.read_only and self._sqlite:
+                        try:
+                            outcomes.append((True, job.run(session)))
+                        except DBAPIError:
+                            raise  # the database failed: the whole group, as a failed commit
+                        except Exception as exc:  # the job's own failure (it wrote nothing)
+                            outcomes.append((False, exc))
+                        continue
                     try:
                         with session.begin_nested():
                             outcomes.append((True, job.run(session)))
@@ -163,14 +181,26 @@ class GroupCommitter:
         with self._lock:  # several drainers on PostgreSQL
             self.groups += 1
             self.jobs += len(group)
+        # One wake-up of each event loop for the whole group, not one per job: each
+        # call_soon_threadsafe writes to the loop's self-pipe and costs the loop a select.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for job, (ok, value) in zip(group, outcomes, strict=True):
-            _settle_from_thread(job, ok, value)
+            by_loop.setdefault(job.loop, []).append((job.future, ok, value))
+        for loop, settled in by_loop.items():
+            # RuntimeError: the loop is closed, nobody waits for the answers any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle_many, settled)
 
 
 def _settle_from_thread(job: _Job[Any], ok: bool, value: Any) -> None:
     # RuntimeError: its event loop is closed, nobody waits for the answer any more.
     with contextlib.suppress(RuntimeError):
         job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
+
+
+def _settle_many(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in settled:
+        _settle(future, ok, value)
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:

@@ -11,7 +11,7 @@ UPDATE. :func:`move_row` keeps its rules exactly: the legal transitions of
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -50,12 +50,12 @@ class OrderRow:
     notice_time: datetime | None = None  # important customers' T (read only here)
 
 
-_COLUMNS = (
+ORDER_COLUMNS = (
     _O.id, _O.kind, _O.account_no, _O.state, _O.version, _O.terminal, _O.updated_at,
     _O.attempts, _O.not_before, _O.deadline, _O.meter_id, _O.claimed_by, _O.claimed_at,
     _O.last_error, _O.reasons, _O.notice_time,
 )  # fmt: skip
-_LOAD = select(*_COLUMNS).where(_O.id == bindparam("b_id"))
+_LOAD = select(*ORDER_COLUMNS).where(_O.id == bindparam("b_id"))
 _WRITE = (
     update(SWITCH_ORDERS)
     .where(_O.id == bindparam("b_id"), _O.version == bindparam("b_version"))
@@ -77,11 +77,17 @@ _WRITE = (
 def load_order(session: Session, order_id: int) -> OrderRow | None:
     """The order ``order_id`` as a plain row (None when it does not exist)."""
     row = session.execute(_LOAD, {"b_id": order_id}).first()
-    if row is None:
-        return None
-    values = row._asdict()
-    values["reasons"] = list(values["reasons"] or [])
-    return OrderRow(**values)
+    return None if row is None else order_row(row)
+
+
+def order_row(values: Sequence[Any]) -> OrderRow:
+    """An :class:`OrderRow` from the values of :data:`ORDER_COLUMNS`, in their order."""
+    (ident, kind, account_no, state, version, terminal, updated_at, attempts, not_before,
+     deadline, meter_id, claimed_by, claimed_at, last_error, reasons) = values  # fmt: skip
+    return OrderRow(
+        ident, kind, account_no, state, version, terminal, updated_at, attempts, not_before,
+        deadline, meter_id, claimed_by, claimed_at, last_error, list(reasons or []),
+    )  # fmt: skip
 
 
 def move_row(

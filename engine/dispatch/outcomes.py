@@ -57,11 +57,18 @@ class Applied:
 
 @dataclass(frozen=True)
 class LeaseRenewal:
-    """Renew this bus lease in the outcome's transaction (one transaction less per order)."""
+    """Renew this bus lease in the outcome's transaction (one transaction less per order).
+
+    ``due`` False: the holder wrote the lease recently enough that it cannot have been taken
+    over (``Dispatcher._lease_for``); it is kept without an UPDATE. ``written``: the
+    holder's monotonic time when this renewal was prepared.
+    """
 
     bus_key: str
     holder: str
     expires_at: datetime
+    due: bool = True
+    written: float = 0.0
 
 
 def _jsonable(value: Any) -> Any:
@@ -90,9 +97,11 @@ def record_and_claim(
     """Record ``outcome`` for ``claimed`` and, with ``claim_following`` and ``lease``, claim
     the bus's next order in the same transaction.
 
-    One transaction (and one trip to the database thread) per order less. The claim runs in
-    a savepoint: if it fails, the outcome still commits. Returns (applied, the next order or
-    None, whether the queue must be asked again on its own). No claim when the lease was lost.
+    One transaction (and one trip to the database thread) per order less. A claim that
+    finds its candidate changed meanwhile (:class:`StaleOrder`) has written nothing (its
+    compare-and-set UPDATE matched no row), so no savepoint is needed for the outcome to
+    commit without it. Returns (applied, the next order or None, whether the queue must be
+    asked again on its own). No claim when the lease was lost.
     """
     applied = record_outcome(
         session,
@@ -110,10 +119,7 @@ def record_and_claim(
     if not applied.lease_kept:
         return applied, None, False
     try:
-        with session.begin_nested():
-            following = claim_in(
-                session, lease.bus_key, lease.holder, now, actor=actor, with_case=True
-            )
+        following = claim_in(session, lease.bus_key, lease.holder, now, actor=actor, with_case=True)
     except StaleOrder:
         return applied, None, True
     return applied, following, False
@@ -160,7 +166,11 @@ def record_outcome(
         now=now,
     )
     lease_kept = (
-        None if lease is None else renew_bus(session, lease.bus_key, lease.holder, lease.expires_at)
+        None
+        if lease is None
+        else (
+            renew_bus(session, lease.bus_key, lease.holder, lease.expires_at) if lease.due else True
+        )
     )
     order = load_order(session, claimed.id)
     assert order is not None
@@ -249,7 +259,7 @@ def record_outcome(
             now=now,
             account_no=claimed.account_no,
             order_id=claimed.id,
-            recipients=_customer(session, claimed.account_no),
+            recipients=_customer(claimed),
         )
     elif status is SwitchStatus.ARMED:
         _set_relay(session, claimed.meter_id, "armed", now)
@@ -265,7 +275,7 @@ def record_outcome(
             now=now,
             account_no=claimed.account_no,
             order_id=claimed.id,
-            recipients=_customer(session, claimed.account_no),
+            recipients=_customer(claimed),
         )
     elif status is SwitchStatus.BLOCKED:
         move_row(
@@ -378,7 +388,6 @@ _SET_RELAY = (
     .where(METERS.c.id == bindparam("b_meter"))
     .values(relay_state=bindparam("b_state"), relay_checked_at=bindparam("b_at"))
 )
-_PHONE = select(ACCOUNTS.c.phone).where(ACCOUNTS.c.account_no == bindparam("account"))
 
 
 def _paid_meanwhile(session: Any, account_no: str, threshold: Decimal | None) -> bool:
@@ -394,6 +403,6 @@ def _set_relay(session: Any, meter_id: int, state: str, now: datetime) -> None:
     session.execute(_SET_RELAY, {"b_meter": meter_id, "b_state": state, "b_at": now})
 
 
-def _customer(session: Any, account_no: str) -> tuple[str, ...]:
-    phone = session.execute(_PHONE, {"account": account_no}).scalar()
-    return (str(phone),) if phone else ()
+def _customer(claimed: ClaimedOrder) -> tuple[str, ...]:
+    """The customer's phone, read with the claim (a moment ago, in the same dispatch)."""
+    return (str(claimed.phone),) if claimed.phone else ()

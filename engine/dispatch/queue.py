@@ -19,14 +19,15 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, and_, bindparam, case, func, or_, select
 from sqlmodel import Session
 
 from engine.db.database import read_session, transaction
-from engine.db.models import COMMAND_ATTEMPTS, METERS, SWITCH_ORDERS, SwitchOrder
+from engine.db.models import ACCOUNTS, COMMAND_ATTEMPTS, METERS, SWITCH_ORDERS, SwitchOrder
 from engine.dispatch.identity import holder_alive
-from engine.dispatch.order_rows import load_order, move_row
+from engine.dispatch.order_rows import ORDER_COLUMNS, move_row, order_row
 from engine.orders_states import DisconnectState, OrderKind, ReconnectState
 from engine.store.cases import case_for
 from engine.store.errors import StaleOrder
@@ -65,6 +66,8 @@ class ClaimedOrder:
     last_attempt: int = 0  # the highest command attempt number recorded for the order
     # The account's case read in the claim's transaction: the first policy re-check.
     case: Case | None = field(default=None, compare=False, repr=False)
+    # The customer's phone as of the claim (the outcome's notice goes there).
+    phone: str | None = field(default=None, compare=False, repr=False)
 
 
 def _due(now: datetime | object) -> object:
@@ -102,9 +105,28 @@ def pending_on_bus(engine: Engine, bus_key: str, now: datetime) -> int:
 # No ``terminal`` test here: a due state implies it, and SQLite (no statistics) would pick the
 # ``terminal`` index and scan every open order of the county for each claim (measured: 20 µs
 # through the bus's meters, 400 µs through ``terminal`` with 2,000 open orders).
+# The candidates come with everything a claim needs: the order's columns, its meter, the
+# highest command attempt recorded and the customer's phone (for the outcome's notice), in
+# one statement instead of four (the candidate ids, the order, the meter with the attempts,
+# the phone). On PostgreSQL only the order rows are locked (``FOR UPDATE OF``).
+_METER_COLUMNS = (
+    _M.meter_no, _M.address, _M.protocol, _M.link, _M.password_ref, _M.security, _M.close_mode,
+)  # fmt: skip
 _CANDIDATES = (
-    select(_O.id)
-    .select_from(METERS.join(SWITCH_ORDERS, _M.id == _O.meter_id))
+    select(
+        *ORDER_COLUMNS,
+        *(c.label(f"m_{c.name}") for c in _METER_COLUMNS),
+        select(func.coalesce(func.max(COMMAND_ATTEMPTS.c.n), 0))
+        .where(COMMAND_ATTEMPTS.c.order_id == _O.id)
+        .scalar_subquery()
+        .label("last_attempt"),
+        ACCOUNTS.c.phone.label("phone"),
+    )
+    .select_from(
+        METERS.join(SWITCH_ORDERS, _M.id == _O.meter_id).outerjoin(
+            ACCOUNTS, ACCOUNTS.c.account_no == _O.account_no
+        )
+    )
     .where(
         _M.link == bindparam("bus"),
         _DUE_STATE,
@@ -114,13 +136,7 @@ _CANDIDATES = (
     .limit(4)
     .with_for_update(of=SWITCH_ORDERS, skip_locked=True)
 )
-_METER_AND_ATTEMPTS = select(
-    METERS,
-    select(func.coalesce(func.max(COMMAND_ATTEMPTS.c.n), 0))
-    .where(COMMAND_ATTEMPTS.c.order_id == bindparam("order"))
-    .scalar_subquery()
-    .label("last_attempt"),
-).where(_M.id == bindparam("meter"))
+_ORDER_FIELDS = len(ORDER_COLUMNS)
 
 
 def claim_next(
@@ -150,11 +166,14 @@ def claim_next_in(
     actor: str,
     with_case: bool = False,
 ) -> ClaimedOrder | None:
-    """:func:`claim_next` inside ``session``'s transaction: each try in a savepoint."""
+    """:func:`claim_next` inside ``session``'s transaction.
+
+    A try that meets a changed candidate wrote nothing (see :func:`claim_in`), so the next
+    try needs no savepoint to roll back to.
+    """
     for _ in range(3):  # a candidate changed meanwhile (payment, supervisor) → look again
         try:
-            with session.begin_nested():
-                return claim_in(session, bus_key, holder, now, actor=actor, with_case=with_case)
+            return claim_in(session, bus_key, holder, now, actor=actor, with_case=with_case)
         except StaleOrder:
             continue
     return None
@@ -171,21 +190,23 @@ def claim_in(
 ) -> ClaimedOrder | None:
     """:func:`claim_next` inside ``session``'s transaction (one try).
 
-    Raises :class:`StaleOrder` when a candidate changed under us (roll back and try again).
+    Raises :class:`StaleOrder` when a candidate changed under us, before this try wrote
+    anything: the compare-and-set UPDATE that finds the change is its first write, and the
+    candidates passed over before it wrote nothing. Try again.
     """
-    candidates = list(session.execute(_CANDIDATES, {"bus": bus_key, "now": now}).scalars())
-    for order_id in candidates:
-        claimed = _claim(session, order_id, holder, now, actor, with_case)
+    candidates = session.execute(_CANDIDATES, {"bus": bus_key, "now": now}).all()
+    for candidate in candidates:
+        claimed = _claim(session, candidate, holder, now, actor, with_case)
         if claimed is not None:
             return claimed
     return None
 
 
 def _claim(
-    session: Session, order_id: int, holder: str, now: datetime, actor: str, with_case: bool
+    session: Session, candidate: Any, holder: str, now: datetime, actor: str, with_case: bool
 ) -> ClaimedOrder | None:
-    order = load_order(session, order_id)
-    if order is None or order.terminal or order.meter_id is None:
+    order = order_row(candidate[:_ORDER_FIELDS])
+    if order.terminal or order.meter_id is None:
         return None
     due_state = (
         DisconnectState.READY.value
@@ -194,7 +215,7 @@ def _claim(
     )
     if order.state != due_state or (order.not_before is not None and order.not_before > now):
         return None
-    meter = session.execute(_METER_AND_ATTEMPTS, {"order": order_id, "meter": order.meter_id}).one()
+    meter = candidate
     order.claimed_by = holder
     order.claimed_at = now
     move_row(
@@ -205,7 +226,7 @@ def _claim(
         else ReconnectState.DISPATCHING,
         actor=actor,
         now=now,
-        detail={"bus": meter.link, "meter": meter.address, "worker": holder},
+        detail={"bus": meter.m_link, "meter": meter.m_address, "worker": holder},
     )
     assert order.id is not None
     last_attempt = int(meter.last_attempt or 0)
@@ -213,19 +234,20 @@ def _claim(
         id=order.id,
         kind=order.kind,
         account_no=order.account_no,
-        meter_id=meter.id,
-        meter_no=meter.meter_no,
-        address=meter.address,
-        protocol=meter.protocol,
-        link=meter.link,
-        password_ref=meter.password_ref,
-        security=meter.security,
-        close_mode=meter.close_mode,
+        meter_id=order.meter_id,
+        meter_no=meter.m_meter_no,
+        address=meter.m_address,
+        protocol=meter.m_protocol,
+        link=meter.m_link,
+        password_ref=meter.m_password_ref,
+        security=meter.m_security,
+        close_mode=meter.m_close_mode,
         attempts=order.attempts,
         resume_unknown=last_attempt > 0,
         deadline=order.deadline,
         last_attempt=last_attempt,
         case=case_for(session, order.account_no, now) if with_case else None,
+        phone=meter.phone,
     )
 
 

@@ -68,8 +68,18 @@ def import_(
     """
     st = state(ctx)
     require_role(st, Role.OPERATOR, "accounts import")
-    if not file.is_file():
+    try:
+        is_file = file.is_file()
+    except OSError as exc:  # a name too long for the file system, ...
+        fail(f"FILE: cannot use that path: {exc.strerror}", ExitCode.BAD_INPUT)
+    if not is_file:
         fail(f"FILE: {file} does not exist or is not a file", ExitCode.BAD_INPUT)
+    if encoding is not None:
+        try:
+            "".encode(encoding)
+            b"".decode(encoding)
+        except (LookupError, UnicodeError, ValueError):  # "undefined" raises UnicodeError
+            fail(f"--encoding: unknown text encoding {encoding!r}", ExitCode.BAD_INPUT)
     engine = open_store(st)
     progress = Progress(
         TextColumn("importing {task.description}"),

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
+from sqlalchemy import Engine
 
 from base.errors import MeterctlError
 from engine.config import Config, load_config
@@ -32,6 +33,7 @@ class CliState:
     # no variable, option or file can (docs/security.md, "Operator identity").
     identity_provider: IdentityProvider = field(default_factory=OsIdentity)
     _config: Config | None = None
+    store: Engine | None = None  # the database the command opened (interfaces.cli.db.open_store)
     _identity: Identity | None = None
 
     @property

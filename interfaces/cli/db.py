@@ -8,6 +8,7 @@ Importing this module installs the refusal auditor, so a refused role is audited
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -15,12 +16,12 @@ from typing import Annotated
 
 import typer
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DataError, OperationalError, SQLAlchemyError
 
 from base.clock import Clock, SystemClock
 from base.errors import MeterctlError
 from base.i18n import _
-from engine import audit
+from engine import audit, audit_anchor
 from engine.db.database import (
     current_revision,
     engine_from_config,
@@ -49,14 +50,36 @@ def _safe_url(engine: Engine) -> str:
 
 
 def open_store(st: CliState, *, initialised: bool = True) -> Engine:
-    """The engine for the configured database; exit 2 if it was never initialised."""
+    """The engine for the configured database; exit 2 if it was never initialised.
+
+    Warns (once) about key files others can read, and registers the engine so the command's
+    end signs a checkpoint of the audit trail (:func:`checkpoint_on_close`).
+    """
     try:
         engine = engine_from_config(st.config)
         if initialised:
             require_initialised(engine)
     except MeterctlError as exc:
         fail(str(exc), ExitCode.BAD_INPUT)
+    if st.store is None:
+        for warning in audit_anchor.permission_warnings(st.config):
+            note(f"warning: {warning}")
+    st.store = engine
     return engine
+
+
+def checkpoint_on_close(st: CliState) -> None:
+    """After a command that used the store: sign the audit trail's head if it moved.
+
+    Only where the signing key is readable (``serve``'s account, admins); never fails the
+    command: ``audit verify`` reports a trail that cannot be checkpointed.
+    """
+    if st.store is None:
+        return
+    try:
+        audit_anchor.checkpoint_if_possible(st.store, st.config, now())
+    except (MeterctlError, SQLAlchemyError, OSError) as exc:
+        logging.getLogger("engine.audit").info("audit.checkpoint_skipped: %s", exc)
 
 
 def _audit_refusal(st: CliState, action: str, reason: str) -> None:
@@ -90,6 +113,8 @@ def store_errors(st: CliState, engine: Engine | None = None) -> Iterator[None]:
     except OperationalError as exc:
         first = str(exc.orig if exc.orig is not None else exc).splitlines()[0]
         fail(_("database error: {error}").format(error=first), ExitCode.UNEXPECTED)
+    except (OverflowError, DataError):  # an id or number beyond what the database holds
+        fail(_("a number given is out of the range the database holds"), ExitCode.BAD_INPUT)
 
 
 db_app = typer.Typer(help=_("Create or upgrade the database schema (admin)."), no_args_is_help=True)
@@ -102,6 +127,9 @@ def _migrate(ctx: typer.Context, action: str) -> tuple[Engine, str | None, str]:
     """
     st = state(ctx)
     require_role(st, Role.ADMIN, f"db {action}")
+    with store_errors(st):
+        for path in audit_anchor.ensure_installation_keys(st.config):
+            note(f"created {path} (audit key: keep it, back it up; docs/security.md)")
     engine = open_store(st, initialised=False)
     with store_errors(st, engine):
         before, after = upgrade_db(engine)

@@ -19,7 +19,10 @@ def register(app: typer.Typer) -> None:
         time_scale: Annotated[
             float,
             typer.Option(
-                "--time-scale", help="Bus timing scale: 1.0 = real 2400-baud timing, 0 = instant."
+                "--time-scale",
+                min=0,
+                max=1_000,
+                help="Bus timing scale: 1.0 = real 2400-baud timing, 0 = instant.",
             ),
         ] = 1.0,
     ) -> None:

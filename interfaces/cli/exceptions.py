@@ -264,7 +264,12 @@ def register(app: typer.Typer) -> None:
         ] = False,
         window_hours: Annotated[
             float,
-            typer.Option("--window-hours", min=0.1, help=_("Look-back for failing buses (hours).")),
+            typer.Option(
+                "--window-hours",
+                min=0.1,
+                max=87_600,
+                help=_("Look-back for failing buses (hours)."),
+            ),
         ] = 24.0,
         min_failures: Annotated[
             int,

@@ -7,23 +7,62 @@ name (python-can style registry), each module exposing ``register(app)``.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from base import i18n
 from base.errors import MeterctlError
 from base.i18n import _
-from engine.logging import configure_logging
-from interfaces.cli.context import CliState, err_console
+from engine.logging import configure_logging, scrub_text
+from interfaces.cli.context import CliState, err_console, fail
 from interfaces.cli.exitcodes import ExitCode
 
 # Help texts are translated as the commands are defined, so the language is chosen first,
 # from the command line itself (--lang, --config), the locale variables and the config.
 i18n.setup_from_command_line(sys.argv)
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class SentenceGroup(TyperGroup):
+    """The root command group: whatever escapes a command ends in one sentence, not a traceback.
+
+    Commands turn bad input into exit 2 themselves; this is the net under them for what they
+    did not foresee (a bug, a broken file system): the message is scrubbed of every loaded
+    secret and the traceback (no local variables) goes to the log at debug level only.
+    """
+
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            err_console.print("interrupted", markup=False)
+            raise typer.Exit(130) from None
+        except MeterctlError as exc:
+            err_console.print(f"error: {scrub_text(str(exc))}", markup=False, soft_wrap=True)
+            raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
+        except Exception as exc:
+            if type(exc).__module__.startswith(("typer", "click")):
+                raise  # usage errors: typer prints them and exits 2
+            logging.getLogger("meterctl").debug("cli.unexpected_error", exc_info=True)
+            detail = scrub_text(str(exc).splitlines()[0] if str(exc) else "")
+            err_console.print(
+                f"error: unexpected {type(exc).__name__}{': ' + detail if detail else ''} "
+                "(a bug: please report it with the command; --log-level DEBUG shows where)",
+                markup=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(int(ExitCode.UNEXPECTED)) from None
+
+
 app = typer.Typer(
+    cls=SentenceGroup,
     name="meterctl",
     help=_("Prepaid-metering disconnect/reconnect control engine (DL/T 645-2007)."),
     no_args_is_help=True,
@@ -96,7 +135,17 @@ def root(
     if injected is not None and callable(getattr(injected, "identify", None)):
         ctx.obj.identity_provider = injected
     _choose_language(ctx.obj, lang)
-    configure_logging((log_level or "WARNING").upper(), json=False)
+    level = (log_level or "WARNING").upper()
+    if level not in LOG_LEVELS:
+        fail(f"--log-level: {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    configure_logging(level, json=False)
+    ctx.call_on_close(lambda: _after_command(ctx.obj))
+
+
+def _after_command(st: CliState) -> None:
+    from interfaces.cli.db import checkpoint_on_close
+
+    checkpoint_on_close(st)
 
 
 def _choose_language(st: CliState, lang: str | None) -> None:

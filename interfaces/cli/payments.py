@@ -33,6 +33,7 @@ from engine.db.models import FIELD_ORDERS, SWITCH_ORDERS
 from engine.dispatch.dispatcher import Dispatcher
 from engine.dispatch.identity import new_worker_id
 from engine.dispatch.leases import register_node, server_running, unregister_node
+from engine.identifiers import confusable_problem
 from engine.orders_states import ReconnectState
 from engine.payments import parse_amount, record_payment
 from engine.roles import Role
@@ -158,7 +159,9 @@ def record(
     ] = False,
     timeout: Annotated[
         float,
-        typer.Option("--timeout", metavar="SECONDS", help=_("How long to wait for the meter.")),
+        typer.Option(
+            "--timeout", metavar="SECONDS", max=86_400, help=_("How long to wait for the meter.")
+        ),
     ] = 300.0,
     as_json: Annotated[bool, typer.Option("--json", help=_("Print one JSON document."))] = False,
 ) -> None:
@@ -167,8 +170,11 @@ def record(
     require_role(st, Role.OPERATOR, "payments record")
     if timeout <= 0:
         fail(f"--timeout: {timeout} must be a positive number of seconds", ExitCode.BAD_INPUT)
+    look_alike = confusable_problem(account.strip(), "ACCOUNT: account number")
+    if look_alike:
+        fail(look_alike, ExitCode.BAD_INPUT)
     try:
-        amount: Decimal = parse_amount(amount_text)
+        amount: Decimal = parse_amount(amount_text, st.config)
     except InputError as exc:
         fail(f"AMOUNT: {exc}", ExitCode.BAD_INPUT)
     engine = open_store(st)

@@ -91,7 +91,10 @@ def register(app: typer.Typer) -> None:
             int, typer.Option("--baud", help=_("Bus rate for the timing (8E1)."))
         ] = 2400,
         time_scale: Annotated[
-            float, typer.Option("--time-scale", help=_("Multiply every delay (0 = none)."))
+            float,
+            typer.Option(
+                "--time-scale", min=0, max=1_000, help=_("Multiply every delay (0 = none).")
+            ),
         ] = 1.0,
         pace: Annotated[
             bool, typer.Option("--pace", help=_("Send reply bytes at the wire pace."))
@@ -101,7 +104,10 @@ def register(app: typer.Typer) -> None:
             typer.Option("--reply-delay-ms", help=_("One reply delay for all (20-500 ms).")),
         ] = None,
         late_reply_s: Annotated[
-            float, typer.Option("--late-reply-s", help=_("Delay of a late_reply fault."))
+            float,
+            typer.Option(
+                "--late-reply-s", min=0, max=3_600, help=_("Delay of a late_reply fault.")
+            ),
         ] = 3.0,
         no_direct_close: Annotated[
             bool, typer.Option("--no-direct-close", help=_("Meters refuse 1CH direct close."))
@@ -117,7 +123,10 @@ def register(app: typer.Typer) -> None:
         ] = 0,
         seed: Annotated[int, typer.Option("--seed", help=_("Seed for faults and delays."))] = 0,
         duration: Annotated[
-            float | None, typer.Option("--duration", help=_("Stop after this many seconds."))
+            float | None,
+            typer.Option(
+                "--duration", min=0, max=31_536_000, help=_("Stop after this many seconds.")
+            ),
         ] = None,
         as_json: Annotated[
             bool, typer.Option("--json", help=_("Print the ready document as JSON on stdout."))

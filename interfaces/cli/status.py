@@ -158,11 +158,15 @@ def register(app: typer.Typer) -> None:
         ] = False,
         interval: Annotated[
             float,
-            typer.Option("--interval", min=0.1, help=_("Seconds between refreshes (--watch).")),
+            typer.Option(
+                "--interval", min=0.1, max=86_400, help=_("Seconds between refreshes (--watch).")
+            ),
         ] = 5.0,
         window_hours: Annotated[
             float,
-            typer.Option("--window-hours", min=0.1, help=_("Look-back for bus failures (hours).")),
+            typer.Option(
+                "--window-hours", min=0.1, max=87_600, help=_("Look-back for bus failures (hours).")
+            ),
         ] = 24.0,
         as_json: Annotated[
             bool, typer.Option("--json", help=_("Print one JSON document."))

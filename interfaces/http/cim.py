@@ -42,6 +42,7 @@ from engine.integration.controls import (
 from engine.integration.events import reply_document
 from engine.integration.messages import BadMessage, parse_request
 from engine.integration.outbox import Callback
+from interfaces.http.payments import SIGNED
 from interfaces.http.signature import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -142,6 +143,7 @@ class IntegrationApi:
             )
         except SignatureRefused as exc:
             raise Unauthorised(exc.reason, name) from None
+        request[SIGNED] = True  # an unexpected error from here on is a 500, not a 401
         return client
 
     async def _refused(self, request: web.Request, exc: Unauthorised, action: str) -> web.Response:

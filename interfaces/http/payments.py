@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -32,12 +32,16 @@ from base.clock import Clock, SystemClock
 from base.errors import InputError
 from engine import audit
 from engine.config import Config, read_secret
+from engine.identifiers import confusable_problem
+from engine.logging import scrub_text
+from engine.money import AmountError
 from engine.payments import PaymentResult, parse_amount, record_payment
 from engine.store.errors import UnknownAccount
+from interfaces.http.replays import SharedReplayGuard
 from interfaces.http.signature import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    ReplayGuard,
+    SignatureMemory,
     SignatureRefused,
     verify,
 )
@@ -46,6 +50,11 @@ log = structlog.get_logger("engine.hooks")
 
 PATH = "/payments"
 MAX_BODY = 64 * 1024  # a payment is a few hundred bytes
+BODY_TIMEOUT_S = 10.0  # a body that never arrives must not hold a connection (and a task) open
+LINGER_S = 1.0  # after an answer, how long an unread body is still drained (aiohttp: 10 s)
+SIGNED = web.RequestKey("meterctl.signed", bool)  # set once the call's signature was accepted
+INTERNAL_ERROR = "internal error: the call could not be handled (logged); retry, signed anew"
+NOT_SIGNED = "call refused: it was not accepted as signed"
 NO_KEY = "no [hooks] payment_key configured: the payment hook refuses every call"
 
 
@@ -63,12 +72,17 @@ class BadField(ValueError):
         self.field = field
 
 
-def parse_payment(body: bytes) -> tuple[str, Decimal, str]:
-    """(account, amount, ref) from the JSON body, or :class:`BadField` naming the field."""
+def parse_payment(body: bytes, config: Config | None = None) -> tuple[str, Decimal, str]:
+    """(account, amount, ref) from the JSON body, or :class:`BadField` naming the field.
+
+    ``amount`` is refused beyond ``[payments] max_amount`` of ``config`` (engine.money).
+    """
     try:
-        data = json.loads(body.decode("utf-8"), parse_float=Decimal)
+        data = json.loads(body.decode("utf-8"), parse_float=Decimal, parse_int=Decimal)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadField("body", f"the body is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError):  # e.g. nesting thousands deep
+        raise BadField("body", "the body is not a JSON document meterctl accepts") from None
     if not isinstance(data, dict):
         raise BadField("body", "the body must be a JSON object with account, amount and ref")
 
@@ -79,11 +93,14 @@ def parse_payment(body: bytes) -> tuple[str, Decimal, str]:
         return value.strip()
 
     account, ref = text("account"), text("ref")
+    look_alike = confusable_problem(account, "field 'account':")
+    if look_alike:
+        raise BadField("account", look_alike)
     raw = data.get("amount")
     if isinstance(raw, bool) or not isinstance(raw, str | int | Decimal):
         raise BadField("amount", "field 'amount' must be a number of yuan, e.g. \"12.50\"")
     try:
-        amount = parse_amount(str(raw))
+        amount = parse_amount(str(raw), config)
     except InputError as exc:
         raise BadField("amount", f"field 'amount': {exc}") from None
     return account, amount, ref
@@ -112,15 +129,19 @@ class PaymentHook:
         self.clock = clock or SystemClock()
         self.on_payment = on_payment
         self.max_skew_s = float(config.hooks.max_clock_skew_s)
-        self.guard = ReplayGuard(self.max_skew_s)
+        # Shared by every serve process (a replay sent to another one is refused too).
+        self.guard: SignatureMemory = SharedReplayGuard(engine, self.max_skew_s)
 
     def __repr__(self) -> str:  # never show the key
         return f"PaymentHook(key={'set' if self._key else 'unset'})"
 
     def app(self, *, client_max_size: int = MAX_BODY) -> web.Application:
         """The application serving ``POST /payments`` (a larger ``client_max_size`` when
-        other routes share it; the hook still refuses a body over its own limit)."""
-        app = web.Application(client_max_size=max(client_max_size, MAX_BODY))
+        other routes share it; the hook still refuses a body over its own limit). Its
+        middleware answers one sentence whatever a handler of any route raises."""
+        app = web.Application(
+            client_max_size=max(client_max_size, MAX_BODY), middlewares=[no_traceback]
+        )
         app.router.add_post(PATH, self.handle)
         return app
 
@@ -131,14 +152,15 @@ class PaymentHook:
             return _error(503, NO_KEY)
         if request.content_length is not None and request.content_length > MAX_BODY:
             return _error(413, f"the body is larger than {MAX_BODY} bytes", "body")
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _error(413, f"the body is larger than {MAX_BODY} bytes", "body")
+        body_or_error = await read_body(request)
+        if isinstance(body_or_error, web.Response):
+            return body_or_error
+        body = body_or_error
         if len(body) > MAX_BODY:
             return _error(413, f"the body is larger than {MAX_BODY} bytes", "body")
         try:
-            verify(
+            await asyncio.to_thread(  # the replay memory is a database write
+                verify,
                 self._key,
                 request.headers.get(TIMESTAMP_HEADER),
                 request.headers.get(SIGNATURE_HEADER),
@@ -150,8 +172,12 @@ class PaymentHook:
         except SignatureRefused as exc:
             await self._refused(peer, exc.reason)
             return _error(401, exc.reason)
+        except SQLAlchemyError as exc:  # the replay memory could not be written
+            log.error("hook.database_error", error=type(exc).__name__)
+            return _error(503, "the database is unavailable; retry, signed anew")
+        request[SIGNED] = True
         try:
-            account, amount, ref = parse_payment(body)
+            account, amount, ref = parse_payment(body, self.config)
         except BadField as exc:
             return _error(400, str(exc), exc.field)
         try:
@@ -168,6 +194,8 @@ class PaymentHook:
             )
         except UnknownAccount as exc:
             return _error(404, str(exc), "account")
+        except AmountError as exc:  # beyond [payments] max_balance
+            return _error(400, str(exc), exc.field)
         except InputError as exc:  # the ref was used for another account or amount
             return _error(409, str(exc), "ref")
         except SQLAlchemyError as exc:
@@ -208,8 +236,44 @@ class PaymentHook:
             log.error("hook.refusal_not_audited", error=type(exc).__name__)
 
 
+async def read_body(request: web.Request) -> bytes | web.Response:
+    """The raw body, or the error answer: 413 too large, 408 not arrived in time."""
+    try:
+        return await asyncio.wait_for(request.read(), BODY_TIMEOUT_S)
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, f"the body is larger than {MAX_BODY} bytes", "body")
+    except TimeoutError:
+        answer = _error(408, f"the body did not arrive within {BODY_TIMEOUT_S:g} s", "body")
+        answer.force_close()  # the connection is not waited on any longer
+        return answer
+
+
+@web.middleware
+async def no_traceback(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Whatever a handler raises, answer one sentence: never a traceback, a local or a key.
+
+    The log gets the exception's type and a traceback without local variables
+    (:mod:`engine.logging`). A call that was not (yet) accepted as signed is refused with 401
+    rather than 500: 500 tells the billing system to retry, and an unsigned call must never
+    look retryable.
+    """
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise  # aiohttp's own answers (404, 405 ...) carry no detail of ours
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.error("hook.internal_error", path=request.path, error=type(exc).__name__, exc_info=True)
+        if not request.get(SIGNED, False):
+            return _error(401, NOT_SIGNED)
+        return _error(500, INTERNAL_ERROR)
+
+
 def _error(status: int, message: str, field: str | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": message}
+    body: dict[str, Any] = {"error": scrub_text(message)}  # never a loaded secret
     if field is not None:
         body["field"] = field
     return web.json_response(body, status=status)
@@ -230,7 +294,11 @@ async def start_hook(
     """Serve ``hook`` (or ``app``, which holds the hook's route and others) on ``host:port``
     (0 = any free port); returns the runner and the hook's URL."""
     runner = web.AppRunner(
-        app or hook.app(), access_log=None, handle_signals=False, shutdown_timeout=10.0
+        app or hook.app(),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=10.0,
+        lingering_time=LINGER_S,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port)

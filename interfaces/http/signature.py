@@ -4,10 +4,9 @@ The billing system signs the timestamp (``X-Meterctl-Timestamp``, unix seconds) 
 the exact raw body, so neither can be changed, and a call is accepted only within
 ``[hooks] max_clock_skew_s`` of the engine's clock. A signature seen before (within that same
 window) is a replay and refused; older ones need not be remembered, because the timestamp
-check refuses them anyway. The memory of seen signatures lives in the serving process: with
-several ``serve`` processes behind one address, a replay sent to another process passes this
-check but still changes nothing, since payments are idempotent by their ``ref``
-(docs/operations.md).
+check refuses them anyway. ``serve`` remembers them in the database
+(:class:`interfaces.http.replays.SharedReplayGuard`), so a replay sent to another ``serve``
+process behind the same address is refused too; :class:`ReplayGuard` is the in-process memory.
 
 Nothing here logs or returns the key or a signature.
 """
@@ -18,10 +17,15 @@ import hashlib
 import hmac
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
 TIMESTAMP_HEADER = "X-Meterctl-Timestamp"
 SIGNATURE_HEADER = "X-Meterctl-Signature"
 SCHEME = "sha256="
+# Unix seconds: 10 digits until the year 2286; 12 leaves room and bounds the arithmetic.
+MAX_TIMESTAMP_DIGITS = 12
+_HEX = frozenset("0123456789abcdef")
+_DIGITS = frozenset("0123456789")
 
 
 class SignatureRefused(Exception):
@@ -74,6 +78,50 @@ class ReplayGuard:
     def remember(self, digest: str, timestamp: float) -> None:
         self._seen[digest] = timestamp
 
+    def claim(self, digest: str, timestamp: float, now: float) -> bool:
+        """True the first time ``digest`` is seen within the window (and remember it)."""
+        if self.seen(digest, now):
+            return False
+        self.remember(digest, timestamp)
+        return True
+
+
+class SignatureMemory(Protocol):
+    """Where accepted signatures are remembered: this process (:class:`ReplayGuard`) or the
+    database shared by every serve process (:class:`interfaces.http.replays.SharedReplayGuard`)."""
+
+    def claim(self, digest: str, timestamp: float, now: float) -> bool: ...
+
+
+def check_headers(timestamp: str | None, signature: str | None) -> tuple[int, str]:
+    """Validate the two signature headers' *form*, before any arithmetic or HMAC: pure.
+
+    Returns (unix seconds, the signature lower-cased). Raises :class:`SignatureRefused`
+    naming the header: missing; a timestamp that is not 1..12 ASCII digits (``int()`` would
+    accept full-width or Arabic-Indic digits, signs, underscores and thousands of digits); a
+    signature that is not ``sha256=`` and 64 hex digits. The reason never quotes the values.
+    """
+    if not timestamp or not signature:
+        missing = [
+            name
+            for name, value in ((TIMESTAMP_HEADER, timestamp), (SIGNATURE_HEADER, signature))
+            if not value
+        ]
+        raise SignatureRefused(f"unsigned call: missing header {' and '.join(missing)}")
+    stamp = timestamp.strip(" \t")
+    if not 0 < len(stamp) <= MAX_TIMESTAMP_DIGITS or not set(stamp) <= _DIGITS:
+        raise SignatureRefused(
+            f"header {TIMESTAMP_HEADER} must be unix seconds (an integer of 1 to "
+            f"{MAX_TIMESTAMP_DIGITS} ASCII digits 0-9)"
+        )
+    given = signature.strip(" \t").lower()
+    digest = given[len(SCHEME) :]
+    if not given.startswith(SCHEME) or len(digest) != 64 or not set(digest) <= _HEX:
+        raise SignatureRefused(
+            f"header {SIGNATURE_HEADER} must be 'sha256=' followed by 64 hex digits"
+        )
+    return int(stamp), given
+
 
 def verify(
     key: bytes,
@@ -83,43 +131,24 @@ def verify(
     *,
     now: float,
     max_skew_s: float,
-    guard: ReplayGuard,
+    guard: SignatureMemory,
 ) -> None:
     """Accept a signed call or raise :class:`SignatureRefused` naming the problem.
 
-    Checks, in order: both headers present; a numeric timestamp within ``max_skew_s`` of
-    ``now``; the signature matches (constant-time compare); not a replay. Only a call that
+    Checks, in order: both headers well formed (:func:`check_headers`); a timestamp within
+    ``max_skew_s`` of ``now``; the signature matches (constant-time compare); not a replay. Only a call that
     passes all of them is remembered as seen.
     """
-    if not headers_timestamp or not headers_signature:
-        missing = [
-            name
-            for name, value in (
-                (TIMESTAMP_HEADER, headers_timestamp),
-                (SIGNATURE_HEADER, headers_signature),
-            )
-            if not value
-        ]
-        raise SignatureRefused(f"unsigned call: missing header {' and '.join(missing)}")
-    stamp = headers_timestamp.strip()
-    try:
-        timestamp = int(stamp)
-    except ValueError:
-        raise SignatureRefused(
-            f"header {TIMESTAMP_HEADER} must be unix seconds (an integer)"
-        ) from None
+    timestamp, given = check_headers(headers_timestamp, headers_signature)
     if abs(now - timestamp) > max_skew_s:
         raise SignatureRefused(
             f"header {TIMESTAMP_HEADER} is {int(now - timestamp)} s away from the engine's clock "
             f"(more than the allowed {int(max_skew_s)} s): stale or replayed call"
         )
-    given = headers_signature.strip()
-    if not given.lower().startswith(SCHEME):
-        raise SignatureRefused(f"header {SIGNATURE_HEADER} must be 'sha256=<hex>'")
+    stamp = (headers_timestamp or "").strip(" \t")  # signed as sent (validated above)
     expected = sign(key, stamp, body)
-    if not hmac.compare_digest(given.lower().encode("ascii", "replace"), expected.encode("ascii")):
+    if not hmac.compare_digest(given.encode("ascii"), expected.encode("ascii")):
         raise SignatureRefused(f"bad signature in header {SIGNATURE_HEADER}")
     digest = hashlib.sha256(expected.encode("ascii")).hexdigest()  # never keep the signature
-    if guard.seen(digest, now):
+    if not guard.claim(digest, float(timestamp), now):
         raise SignatureRefused("replayed call: this signature was already accepted")
-    guard.remember(digest, float(timestamp))

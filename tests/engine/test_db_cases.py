@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, event, update
 
 from engine.db import transaction
 from engine.db.models import METERS, Approval, Exemption, Notice, SwitchOrder
 from engine.store import load_cases
+from engine.store.cases import case_for
 from policies.facts import CustomerClass, ExemptionStatus
 from tests.engine.store_helpers import MONDAY_10_SHANGHAI, add_account, db_engine
 
@@ -109,3 +111,41 @@ def test_an_account_whose_meter_is_unknown_has_no_meter(db_engine: Engine) -> No
         session.execute(update(METERS).values(meter_no="OTHER"))
     (case,) = load_cases(db_engine)
     assert case.meter is None and case.account.meter_no == "MA1"
+
+
+def test_one_account_case_equals_the_bulk_one(db_engine: Engine) -> None:
+    """case_for (the dispatcher's re-check) reads the same facts as load_cases, with and
+    without ``now``, for accounts with every kind of side row and for one with none."""
+    _populate(db_engine)
+    for now in (NOW, None):
+        bulk = {c.account.account_no: c for c in load_cases(db_engine, now=now, chunk_size=2)}
+        with transaction(db_engine) as session:
+            for number, case in bulk.items():
+                assert case_for(session, number, now) == case, number
+            assert case_for(session, "nobody", now) is None
+
+
+def test_one_account_case_skips_the_tables_without_its_rows(db_engine: Engine) -> None:
+    """An account with no exemption, approval or open timeline costs two statements: the
+    account row (with whether each side table has rows for it) and its notices."""
+    _populate(db_engine)
+    sent: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement.split(None, 1)[0].upper())
+
+    with transaction(db_engine) as session:
+        session.connection()  # BEGIN before counting
+        event.listen(db_engine, "before_cursor_execute", count)
+        try:
+            a1 = case_for(session, "A1", NOW)  # notices only
+            plain = sent.count("SELECT")
+            sent.clear()
+            important = case_for(session, "I1", NOW)  # approval and timeline, no notice
+            rich = sent.count("SELECT")
+        finally:
+            event.remove(db_engine, "before_cursor_execute", count)
+    assert a1 is not None and len(a1.notices) == 2
+    assert plain == 2
+    assert important is not None and important.timeline is not None and important.approvals
+    assert rich == 3

@@ -149,3 +149,70 @@ async def test_a_shut_down_executor_fails_the_job_instead_of_hanging(db_engine: 
     with pytest.raises(RuntimeError, match="shutdown"):
         await asyncio.wait_for(group.run(_append("late")), timeout=5)
     assert _actions(db_engine) == []
+
+
+async def test_a_group_wakes_its_event_loop_once(
+    db_engine: Engine, executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The results of a group come back to the event loop in one wake-up, not one per job;
+    a failing job still gets its own exception."""
+    loop = asyncio.get_running_loop()
+    wakeups: list[object] = []
+    real = loop.call_soon_threadsafe
+
+    def counted(callback: Callable[..., object], *args: object, **kwargs: object) -> object:
+        if threading.current_thread() is not threading.main_thread():
+            wakeups.append(callback)
+        return real(callback, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counted)
+    group = GroupCommitter(db_engine, executor)
+    jobs = [_append("a"), _failing("b"), _append("c"), _append("d")]
+    results = await _queued(group, executor, jobs)
+    assert results[0] == 1 and results[2:] == [2, 3]
+    assert isinstance(results[1], ValueError)
+    assert (group.groups, len(wakeups)) == (1, 1)
+
+
+async def test_a_read_only_job_needs_no_savepoint_on_sqlite(
+    db_engine: Engine, executor: ThreadPoolExecutor
+) -> None:
+    """A read-only job (the policy re-check) runs without a savepoint on SQLite; its own
+    failure still reaches it alone and the others commit. PostgreSQL keeps the savepoint (an
+    error there aborts the whole transaction)."""
+    group = GroupCommitter(db_engine, executor)
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement.upper())
+
+    def reading(session: Session) -> int:
+        return len(audit.records(session))
+
+    def failing_read(session: Session) -> int:
+        reading(session)
+        raise ValueError("the re-check failed")
+
+    gate = threading.Event()
+    executor.submit(gate.wait)
+    event.listen(db_engine, "before_cursor_execute", seen)
+    try:
+        tasks = [
+            asyncio.ensure_future(group.run(_append("a"))),
+            asyncio.ensure_future(group.run(reading, read_only=True)),
+            asyncio.ensure_future(group.run(failing_read, read_only=True)),
+            asyncio.ensure_future(group.run(_append("b"))),
+        ]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        gate.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        event.remove(db_engine, "before_cursor_execute", seen)
+    assert results[0] == 1 and results[1] == 1 and results[3] == 2
+    assert isinstance(results[2], ValueError)
+    assert group.groups == 1
+    savepoints = [s for s in statements if s.startswith("SAVEPOINT")]
+    assert len(savepoints) == (2 if db_engine.dialect.name == "sqlite" else 4)
+    assert _actions(db_engine) == ["a", "b"]
+    assert audit.verify(db_engine).ok

@@ -166,7 +166,7 @@ def test_a_bad_cell_in_a_workbook_names_row_column_and_value(tmp_path: Path) -> 
         _import(engine, path)
     (problem,) = caught.value.problems
     assert (problem.row, problem.column) == (3, "balance")
-    assert "'三十五元' is not a number" in problem.message
+    assert "'三十五元'" in problem.message and "digits 0-9" in problem.message
     assert _contents(engine) == ([], [], [])
 
 
@@ -234,8 +234,8 @@ def test_problems_are_named_in_chinese(tmp_path: Path) -> None:
             _import(engine, path)
         (problem,) = caught.value.problems
         assert (problem.row, problem.column) == (3, "balance")  # the column keeps its name
-        assert problem.message == "'三十五元' 不是数字"
-        assert str(problem) == "第 3 行，列 balance：'三十五元' 不是数字"
+        assert problem.message == "balance '三十五元' 必须用数字 0-9 书写"
+        assert str(problem) == "第 3 行，列 balance：balance '三十五元' 必须用数字 0-9 书写"
         assert str(caught.value) == "bad.xlsx：1 个问题；未导入任何内容"
     finally:
         i18n.set_language("en")

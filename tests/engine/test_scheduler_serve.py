@@ -204,10 +204,11 @@ def test_serve_command_announces_the_hook_and_stops_on_sigterm(tmp_path: Path) -
     config = tmp_path / "serve.toml"
     config.write_text(
         f'[database]\nurl = "sqlite:///{db}"\n[hooks]\nlisten = "127.0.0.1:0"\n'
-        f'payment_key = "{KEY}"\n[scheduler]\ntick_seconds = 1\n',
+        f'payment_key = "{KEY}"\n[scheduler]\ntick_seconds = 1\n'
+        '[audit]\nkey = "serve-test-audit-key"\n',
         encoding="utf-8",
     )
-    engine = make_engine(f"sqlite:///{db}", audit_key="meterctl-default-audit-key")
+    engine = make_engine(f"sqlite:///{db}", audit_key="serve-test-audit-key")
     init_db(engine)
     proc = subprocess.Popen(
         [sys.executable, "-m", "interfaces.cli.main", "--config", str(config), "serve",

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event, select, update
 
+from base.clock import SystemClock
+from engine.db.database import transaction
+from engine.db.models import AUDIT, SWITCH_ORDERS
+from engine.dispatch import queue
+from engine.dispatch.journal import DbJournal
+from engine.dispatch.outcomes import LeaseRenewal, RetryPolicy, record_and_claim
+from engine.dispatch.queue import claim_next
+from engine.notify import OutboxNotifier
 from engine.payments import record_payment
+from engine.switching.procedure import SwitchOutcome, SwitchStatus
 from simulator.fleet import Fleet
 from simulator.state import RelayState
 from tests.integration.databases import world_db_url
@@ -219,3 +231,94 @@ def test_a_vendor_quirk_is_worked_around_and_shown_in_exceptions(world: EngineWo
         (quirky, "04000503"),
     }
     assert all(e["account_no"] == account_no_for(quirky) for e in listed)
+
+
+class _HurriedClock(SystemClock):
+    """System time, but every look at the monotonic clock finds ``step`` seconds more."""
+
+    def __init__(self, step: float) -> None:
+        self.step = step
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        self.offset += self.step
+        return super().monotonic() + self.offset
+
+
+@pytest.mark.parametrize("step", [0.0, 25.0])
+def test_the_bus_lease_is_renewed_once_a_third_of_it_has_passed(
+    world: EngineWorld, step: float
+) -> None:
+    """Each outcome renews its bus lease only when a third of the lease (60 s) has passed
+    since it was last written; every order is still verified under a lease held throughout."""
+    world.import_fleet()
+    world.plan_and_create()
+    renewals: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if " ".join(statement.split()).startswith("UPDATE bus_leases SET expires_at"):
+            renewals.append(statement)
+
+    event.listen(world.engine, "before_cursor_execute", count)
+    try:
+        summary = world.dispatch(clock=_HurriedClock(step))
+    finally:
+        event.remove(world.engine, "before_cursor_execute", count)
+
+    orders = len(world.fleet.addresses)
+    assert summary.count("verified") == orders
+    assert summary.busy_buses == []
+    # A quick run: the leases taken at the start last it out. A slow one (25 s between two
+    # looks at the clock, more than 60 s / 3): every outcome renews its bus lease.
+    assert len(renewals) == (0 if step == 0.0 else orders)
+
+
+def test_a_claim_that_meets_a_changed_order_writes_nothing_and_the_outcome_commits(
+    world: EngineWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim of a bus's next order rides in its outcome's transaction without a savepoint:
+    a candidate changed by someone else meanwhile (StaleOrder) must leave no trace of the
+    claim, and the outcome must still commit."""
+    world.import_fleet()
+    world.plan_and_create()
+    bus = world.fleet.link_of(world.fleet.addresses[0])
+    holder, now = "tester-worker", datetime.now(UTC)
+    first = claim_next(world.engine, bus, holder, now, actor="tester")
+    assert first is not None
+    real_move_row = queue.move_row
+    changed: list[int] = []
+
+    def move_row_after_a_change(session: Any, order: Any, *args: Any, **kwargs: Any) -> str:
+        # Another transaction moved the candidate between the claim's read and its write.
+        session.execute(
+            update(SWITCH_ORDERS)
+            .where(SWITCH_ORDERS.c.id == order.id)
+            .values(version=SWITCH_ORDERS.c.version + 1)
+        )
+        changed.append(order.id)
+        return real_move_row(session, order, *args, **kwargs)
+
+    monkeypatch.setattr(queue, "move_row", move_row_after_a_change)
+    journal = DbJournal(world.engine, first.id, first.account_no, "tester", SystemClock(), {})
+    outcome = SwitchOutcome(SwitchStatus.VERIFIED, "relay_open", "verified", {}, None, 1)
+    with transaction(world.engine) as session:
+        applied, following, look = record_and_claim(
+            session, first, outcome, journal, now=now, actor="tester",
+            notifier=OutboxNotifier(), retry=RetryPolicy(),
+            lease=LeaseRenewal(bus, holder, now + timedelta(seconds=60), due=False),
+            claim_following=True,
+        )  # fmt: skip
+
+    assert applied.state == "verified" and following is None and look is True
+    assert len(changed) == 1
+    orders = {o["id"]: o for o in world.orders().values()}
+    assert orders[first.id]["state"] == "verified"
+    candidate = orders[changed[0]]
+    assert candidate["state"] == "ready" and candidate["claimed_by"] is None
+    with world.engine.connect() as conn:
+        claims = conn.execute(
+            select(AUDIT.c.seq).where(
+                AUDIT.c.subject == candidate["account_no"], AUDIT.c.action == "order.dispatching"
+            )
+        ).all()
+    assert claims == []
