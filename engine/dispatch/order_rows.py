@@ -83,10 +83,10 @@ def load_order(session: Session, order_id: int) -> OrderRow | None:
 def order_row(values: Sequence[Any]) -> OrderRow:
     """An :class:`OrderRow` from the values of :data:`ORDER_COLUMNS`, in their order."""
     (ident, kind, account_no, state, version, terminal, updated_at, attempts, not_before,
-     deadline, meter_id, claimed_by, claimed_at, last_error, reasons) = values  # fmt: skip
+     deadline, meter_id, claimed_by, claimed_at, last_error, reasons, notice_time) = values  # fmt: skip
     return OrderRow(
         ident, kind, account_no, state, version, terminal, updated_at, attempts, not_before,
-        deadline, meter_id, claimed_by, claimed_at, last_error, list(reasons or []),
+        deadline, meter_id, claimed_by, claimed_at, last_error, list(reasons or []), notice_time,
     )  # fmt: skip
 
 
