@@ -79,7 +79,10 @@ def import_(
             "".encode(encoding)
             b"".decode(encoding)
         except (LookupError, UnicodeError, ValueError):  # "undefined" raises UnicodeError
-            fail(f"--encoding: unknown text encoding {encoding!r}", ExitCode.BAD_INPUT)
+            fail(
+                _("--encoding: unknown encoding {encoding}").format(encoding=repr(encoding)),
+                ExitCode.BAD_INPUT,
+            )
     engine = open_store(st)
     progress = Progress(
         TextColumn("importing {task.description}"),
