@@ -7,6 +7,9 @@ need=()
 command -v socat >/dev/null 2>&1 || need+=(socat)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the report's headless-browser test
+# A CJK font for the Chinese report: matplotlib draws chart text with it, Chromium renders the
+# page with it (tests/integration/test_report_browser.py measures that no glyph is tofu).
+ls /usr/share/fonts/truetype/wqy/wqy-microhei.ttc >/dev/null 2>&1 || need+=(fonts-wqy-microhei)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "system-packages: missing ${need[*]} and not root; tests needing them will be skipped" >&2

@@ -17,7 +17,8 @@ from __future__ import annotations
 import gettext
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -109,6 +110,17 @@ def set_language(language: str) -> None:
 
 def current() -> str:
     return _current
+
+
+@contextmanager
+def using(language: str) -> Iterator[None]:
+    """Speak ``language`` inside the block (e.g. a chart drawn in English), then go back."""
+    before = _current
+    set_language(language)
+    try:
+        yield
+    finally:
+        set_language(before)
 
 
 def _(message: str) -> str:

@@ -68,7 +68,9 @@ def write_county(path: Path, accounts: int, now: datetime, seed: int = 308519) -
             if arrears:
                 r = rng.random()
                 if r < 0.80:  # delivered more than 7 days ago: disconnectable
-                    notice = (now - timedelta(days=rng.uniform(7.2, 40))).isoformat()
+                    # ... and within [policy] notice_backdate_max_days (14), or the import
+                    # refuses the delivery as no longer provable.
+                    notice = (now - timedelta(days=rng.uniform(7.2, 13.5))).isoformat()
                 elif r < 0.95:  # delivered recently: still waiting
                     notice = (now - timedelta(days=rng.uniform(0.1, 6.5))).isoformat()
             mix["arrears"] += arrears

@@ -7,8 +7,8 @@ its header into the importer's column names; :mod:`engine.importer` validates th
   that fails, as GB18030 (the superset of GBK and GB2312 that Chinese billing systems write).
   ``--encoding`` forces one. A byte that does not decode is reported by row, column and the
   bytes themselves, so the operator can see which cell is wrong.
-- **.xlsx.** Read with openpyxl in read-only mode (rows stream from the zip, memory does not
-  grow with the row count), first sheet or ``--sheet``, cached values of formulas. Numbers
+- **.xlsx.** Read with calamine (python-calamine, a Rust reader), first sheet or ``--sheet``,
+  cached values of formulas, copied once into a temporary UTF-8 CSV (``spool_workbook``). Numbers
   are written back as the text a spreadsheet shows (``-120.5``, not ``-120.50000000001``);
   a date-time cell becomes ISO 8601 (site time when it has no zone).
 - **Headers** in English or Chinese (户号, 户名, 联系电话, 余额 ...), plus ``[import.columns]``
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from base.errors import InputError
+from base.i18n import _
 
 # The importer's columns (../shared/CONTRACTS.md "CSV"), by the names headers map to.
 REQUIRED_COLUMNS = (
@@ -137,7 +138,7 @@ def resolve_format(
     if path.suffix.lower() in (".xlsx", ".xlsm"):
         return FileFormat("xlsx", sheet=sheet, column_names=names)
     if sheet is not None:
-        raise InputError("--sheet: only an .xlsx file has sheets")
+        raise InputError(_("--sheet: only an .xlsx file has sheets"))
     if encoding in (None, "", AUTO):
         encoding = detect_encoding(path)
     else:
@@ -145,7 +146,9 @@ def resolve_format(
             "".encode(encoding)
             b"".decode(encoding)
         except (LookupError, UnicodeError, ValueError):
-            raise InputError(f"--encoding: unknown encoding {encoding!r}") from None
+            raise InputError(
+                _("--encoding: unknown encoding {encoding}").format(encoding=repr(encoding))
+            ) from None
         if codecs.lookup(encoding).name == "utf-8":
             encoding = UTF8_BOM  # a BOM, if any, is not part of the first header
     return FileFormat("csv", encoding=encoding, column_names=names)
@@ -240,34 +243,49 @@ def cell_text(value: Any) -> str:
 
 
 def xlsx_records(path: Path, sheet: str | None) -> Iterator[tuple[int, list[str]]]:
-    """(row number, cell texts) for each non-blank row of the sheet; row 1 is the header."""
-    try:
-        from openpyxl import load_workbook
-        from openpyxl.utils.exceptions import InvalidFileException
-    except ImportError:  # pragma: no cover - a dependency of the project
-        raise InputError("reading .xlsx needs openpyxl (pip install openpyxl)") from None
-    import zipfile
+    """(row number, cell texts) for each non-blank row of the sheet; row 1 is the header.
+
+    Parsed by calamine (Rust, through python-calamine): about ten times openpyxl's speed,
+    since the cells are typed in Rust rather than one Python object at a time.
+    """
+    from python_calamine import CalamineError, CalamineWorkbook
 
     try:
-        book = load_workbook(path, read_only=True, data_only=True)
-    except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError) as exc:
-        raise InputError(f"{path.name}: not a readable .xlsx workbook ({exc})") from None
+        book = CalamineWorkbook.from_path(str(path))
+    except (CalamineError, OSError, ValueError) as exc:
+        raise InputError(
+            _("{file}: not a readable .xlsx workbook ({error})").format(file=path.name, error=exc)
+        ) from None
     try:
-        if sheet is None:
-            worksheet = book.worksheets[0]
-        elif sheet in book.sheetnames:
-            worksheet = book[sheet]
-        else:
+        if sheet is not None and sheet not in book.sheet_names:
             raise InputError(
-                f"--sheet: {path.name} has no sheet {sheet!r} "
-                f"(sheets: {', '.join(book.sheetnames)})"
+                _("--sheet: {file} has no sheet {sheet} (sheets: {sheets})").format(
+                    file=path.name, sheet=repr(sheet), sheets=", ".join(book.sheet_names)
+                )
             )
+        try:
+            worksheet = (
+                book.get_sheet_by_index(0) if sheet is None else book.get_sheet_by_name(sheet)
+            )
+        except (CalamineError, ValueError, IndexError) as exc:
+            raise InputError(
+                _("{file}: not a readable .xlsx workbook ({error})").format(
+                    file=path.name, error=exc
+                )
+            ) from None
+        # iter_rows yields every row from row 1 (blank ones too, so the numbers are the
+        # spreadsheet's), but from the used range's first column: put the empty leading
+        # columns back, they are columns too (pinned by tests/engine/test_import_formats.py).
+        first_column = worksheet.start[1] if worksheet.start else 0
+        lead = [""] * first_column
         width = 0
-        for number, values in enumerate(worksheet.iter_rows(values_only=True), start=1):
-            cells = [cell_text(v) for v in values]
-            if number == 1:
+        for number, values in enumerate(worksheet.iter_rows(), start=1):
+            cells = lead + [cell_text(v) for v in values]
+            if width == 0:  # the header: the first non-blank row
                 while cells and not cells[-1].strip():
                     cells.pop()  # trailing empty header cells: formatting, not columns
+                if not cells:
+                    continue
                 width = len(cells)
             else:
                 extra = cells[width:]

@@ -38,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from base.errors import InputError
+from base.i18n import _, ngettext
 from engine import audit
 from engine.db.database import transaction
 from engine.db.models import (
@@ -104,9 +105,11 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = f"row {self.row}" if self.row else "file"
+        where = _("row {row}").format(row=self.row) if self.row else _("file")
         return (
-            f"{where}, column {self.column}: {self.message}"
+            _("{where}, column {column}: {message}").format(
+                where=where, column=self.column, message=self.message
+            )
             if self.column
             else f"{where}: {self.message}"
         )
@@ -116,8 +119,13 @@ class ImportRejected(InputError):
     """The file has problems; nothing was written. ``problems`` lists every one."""
 
     def __init__(self, path: Path, problems: list[Problem]) -> None:
-        noun = "problem" if len(problems) == 1 else "problems"
-        super().__init__(f"{path.name}: {len(problems)} {noun}; nothing was imported")
+        super().__init__(
+            ngettext(
+                "{file}: {count} problem; nothing was imported",
+                "{file}: {count} problems; nothing was imported",
+                len(problems),
+            ).format(file=path.name, count=len(problems))
+        )
         self.path = path
         self.problems = problems
 
@@ -185,7 +193,7 @@ def _bool(value: str) -> bool | None:
 def _balance(value: str) -> tuple[Decimal | None, str | None]:
     text = value.strip()
     if not text:
-        return None, "empty; expected the balance in yuan (negative = arrears)"
+        return None, _("empty; expected the balance in yuan (negative = arrears)")
     try:
         amount = parse_yuan(
             text,
@@ -204,21 +212,21 @@ def _address(value: str, protocol: str) -> tuple[str | None, str | None]:
     text = value.strip()
     if protocol == "modbus":
         if not text.isdigit() or not 1 <= int(text) <= 247:
-            return None, f"{value!r} is not a Modbus unit id (1..247)"
+            return None, _("{value} is not a Modbus unit id (1..247)").format(value=repr(value))
         return str(int(text)), None
     if len(text) != 12 or not text.isdigit():
-        return None, f"{value!r} is not a 12-digit DL/T 645 meter address"
+        return None, _("{value} is not a 12-digit DL/T 645 meter address").format(value=repr(value))
     if text == "9" * 12:
-        return None, "999999999999 is the broadcast address, not a meter"
+        return None, _("999999999999 is the broadcast address, not a meter")
     return text, None
 
 
 def _text(value: str, limit: int) -> tuple[str, str | None]:
     text = value.strip()
     if len(text) > limit:
-        return text, f"longer than {limit} characters"
+        return text, _("longer than {limit} characters").format(limit=limit)
     if _CONTROL.search(text):
-        return text, "contains control characters"
+        return text, _("contains control characters")
     return text, None
 
 
@@ -240,13 +248,13 @@ def validate_row(
     if err:
         bad("account_no", err)
     elif not account_no:
-        bad("account_no", "empty; every row needs an account number")
+        bad("account_no", _("empty; every row needs an account number"))
     name, err = _text(values["name"], 200)
     if err:
         bad("name", err)
     phone = values["phone"].strip()
     if not _PHONE.match(phone):
-        bad("phone", f"{values['phone']!r} is not a phone number")
+        bad("phone", _("{value} is not a phone number").format(value=repr(values["phone"])))
     balance, err = _balance(values["balance"])
     if err:
         bad("balance", err)
@@ -254,7 +262,12 @@ def validate_row(
     for column in ("agreement", "humanitarian"):
         parsed = _bool(values[column])
         if parsed is None:
-            bad(column, f"{values[column]!r} is not yes/no (also true/false, 1/0)")
+            bad(
+                column,
+                _("{value} is not yes/no (also true/false, 1/0)").format(
+                    value=repr(values[column])
+                ),
+            )
         else:
             flags[column] = parsed
     customer_class = values["customer_class"].strip().lower()
@@ -262,11 +275,18 @@ def validate_row(
     if customer_class not in CUSTOMER_CLASSES:
         bad(
             "customer_class",
-            f"{values['customer_class']!r} is not one of {', '.join(CUSTOMER_CLASSES)}",
+            _("{value} is not one of {choices}").format(
+                value=repr(values["customer_class"]), choices=", ".join(CUSTOMER_CLASSES)
+            ),
         )
     protocol = values["protocol"].strip().lower() or DEFAULT_PROTOCOL
     if protocol not in PROTOCOLS:
-        bad("protocol", f"{values['protocol']!r} is not one of {', '.join(PROTOCOLS)}")
+        bad(
+            "protocol",
+            _("{value} is not one of {choices}").format(
+                value=repr(values["protocol"]), choices=", ".join(PROTOCOLS)
+            ),
+        )
     meter_no, err = _text(values["meter_no"], 64)
     err = err or confusable_problem(meter_no, "meter number")
     if err:
@@ -276,17 +296,22 @@ def validate_row(
     address: str | None = None
     if meter_no or raw_address:
         if not meter_no:
-            bad("meter_no", "empty while meter_address is given")
+            bad("meter_no", _("empty while meter_address is given"))
         if not raw_address:
-            bad("meter_address", "empty while meter_no is given")
+            bad("meter_address", _("empty while meter_no is given"))
         elif protocol in PROTOCOLS:
             address, err = _address(raw_address, protocol)
             if err:
                 bad("meter_address", err)
         if not link:
-            bad("link", "empty; a meter needs the URL of its bus, gateway or concentrator")
+            bad("link", _("empty; a meter needs the URL of its bus, gateway or concentrator"))
     if link and (not _SCHEME.match(link) or len(link) > 500):
-        bad("link", f"{link!r} is not a URL such as socket://host:port or serial:///dev/ttyS0")
+        bad(
+            "link",
+            _("{value} is not a URL such as socket://host:port or serial:///dev/ttyS0").format(
+                value=repr(link)
+            ),
+        )
     delivered: datetime | None = None
     if values["notice_delivered_at"].strip():
         try:
@@ -314,7 +339,12 @@ def validate_row(
         if err:
             bad(column, err)
         elif allowed and text and text not in allowed:
-            bad(column, f"{values[column]!r} is not one of {', '.join(allowed)}")
+            bad(
+                column,
+                _("{value} is not one of {choices}").format(
+                    value=repr(values[column]), choices=", ".join(allowed)
+                ),
+            )
         optional[column] = text or (allowed[0] if allowed else None)
     if problems:
         return None, problems
@@ -355,11 +385,17 @@ def _header(path: Path, fmt: FileFormat) -> tuple[list[str], list[Problem]]:
         problems = []
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
-            problems.append(Problem(1, None, f"missing column(s): {', '.join(missing)}"))
+            problems.append(
+                Problem(
+                    1, None, _("missing column(s): {columns}").format(columns=", ".join(missing))
+                )
+            )
         unknown = [c for c in columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
         if unknown:
             hint = (
-                f"; the file was read as {fmt.encoding}: if the names look garbled, pass --encoding"
+                _(
+                    "; the file was read as {encoding}: if the names look garbled, pass --encoding"
+                ).format(encoding=fmt.encoding)
                 if fmt.kind == "csv"
                 else ""
             )
@@ -367,16 +403,27 @@ def _header(path: Path, fmt: FileFormat) -> tuple[list[str], list[Problem]]:
                 Problem(
                     1,
                     None,
-                    f"unknown column(s): {', '.join(repr(written[c]) for c in unknown)} "
-                    f"(optional columns: {', '.join(OPTIONAL_COLUMNS)}; other names can be "
-                    f"mapped in [import.columns]{hint})",
+                    _(
+                        "unknown column(s): {columns} (optional columns: {optional}; other "
+                        "names can be mapped in [import.columns]{hint})"
+                    ).format(
+                        columns=", ".join(repr(written[c]) for c in unknown),
+                        optional=", ".join(OPTIONAL_COLUMNS),
+                        hint=hint,
+                    ),
                 )
             )
         repeated = sorted({c for c in columns if columns.count(c) > 1})
         for column in repeated:
             headers = [repr(h) for c, h in zip(columns, fields, strict=True) if c == column]
             problems.append(
-                Problem(1, column, f"repeated column: {' and '.join(headers)} both mean {column}")
+                Problem(
+                    1,
+                    column,
+                    _("repeated column: {headers} both mean {column}").format(
+                        headers=_(" and ").join(headers), column=column
+                    ),
+                )
             )
         return columns, problems
     return [], [Problem(0, None, "the file is empty (expected a header row)")]
@@ -401,7 +448,15 @@ def _rows(
                 row,
                 None,
                 None,
-                [Problem(row, None, f"expected {len(columns)} fields, found {len(fields)}")],
+                [
+                    Problem(
+                        row,
+                        None,
+                        _("expected {expected} fields, found {found}").format(
+                            expected=len(columns), found=len(fields)
+                        ),
+                    )
+                ],
             )
             continue
         values = dict(zip(columns, fields, strict=True))
@@ -447,7 +502,7 @@ def _keys(values: dict[str, str], parsed: AccountRow | None) -> Iterator[tuple[s
         yield (
             "meter_address",
             f"{parsed.link}\x00{parsed.meter_address}",
-            f"{parsed.meter_address!r} on {parsed.link}",
+            _("{address} on {link}").format(address=repr(parsed.meter_address), link=parsed.link),
         )
 
 
@@ -469,7 +524,9 @@ def _repeats(
                 continue
             first = first_rows[column].setdefault(key, row)
             if first != row:
-                yield Problem(row, column, f"{shown} repeats row {first}")
+                yield Problem(
+                    row, column, _("{value} repeats row {row}").format(value=shown, row=first)
+                )
 
 
 def scan(
@@ -529,7 +586,8 @@ def scan(
             [], 0, [Problem(0, None, f"not {fmt.encoding} text ({detail}); {advice}")], sha, fmt
         )
     except csv.Error as exc:
-        return Scan([], 0, [Problem(0, None, f"not a readable CSV file: {exc}")], sha, fmt)
+        problem = Problem(0, None, _("not a readable CSV file: {error}").format(error=exc))
+        return Scan([], 0, [problem], sha, fmt)
     except InputError as exc:  # an unreadable workbook or a missing sheet
         return Scan([], 0, [Problem(0, None, str(exc))], sha, fmt)
     return Scan(columns, count, problems, sha, fmt)
@@ -547,17 +605,22 @@ def _decode_problem(path: Path, fmt: FileFormat, columns: list[str]) -> Problem:
             columns = map_header(next(csv.reader([first.decode(encoding)])), fmt)
         except (UnicodeDecodeError, StopIteration, csv.Error):
             columns = []
-    advice = "convert the file or pass --encoding (utf-8, gb18030)"
+    advice = _("convert the file or pass --encoding (utf-8, gb18030)")
     if found is None:  # pragma: no cover - the reader failed, so the decoder fails too
-        return Problem(0, None, f"not {encoding} text; {advice}")
+        return Problem(
+            0, None, _("not {encoding} text; {advice}").format(encoding=encoding, advice=advice)
+        )
     row, index, cell, reason = found
     shown = "utf-8" if encoding == "utf-8-sig" else encoding
     column = columns[index] if row > 1 and index < len(columns) else None
-    where = f"field {index + 1}" if column is None else None
+    where = _("field {index}").format(index=index + 1) if column is None else None
     return Problem(
         row,
         column,
-        f"{where + ': ' if where else ''}{cell!r} is not {shown} text ({reason}); {advice}",
+        (f"{where}: " if where else "")
+        + _("{value} is not {encoding} text ({reason}); {advice}").format(
+            value=repr(cell), encoding=shown, reason=reason, advice=advice
+        ),
     )
 
 

@@ -18,6 +18,7 @@ import re
 from decimal import Decimal
 
 from base.errors import InputError
+from base.i18n import _
 
 CENT = Decimal("0.01")
 COLUMN_LIMIT = Decimal("1e12")  # NUMERIC(14, 2): 12 digits before the point
@@ -49,30 +50,58 @@ def parse_yuan(
     shown = _shown(text)
     value = text.strip()
     if not value:
-        raise AmountError(field, f"{field} is empty; expected yuan, e.g. 12.50")
+        raise AmountError(
+            field, _("{field} is empty; expected yuan, e.g. 12.50").format(field=field)
+        )
     if not value.isascii():
-        raise AmountError(field, f"{field} {shown} must be written with the digits 0-9")
+        raise AmountError(
+            field,
+            _("{field} {value} must be written with the digits 0-9").format(
+                field=field, value=shown
+            ),
+        )
     lowered = value.lower().lstrip("+-")
     if lowered in ("nan", "snan", "inf", "infinity"):
-        raise AmountError(field, f"{field} {shown} is not a finite number of yuan")
+        raise AmountError(
+            field,
+            _("{field} {value} is not a finite number of yuan").format(field=field, value=shown),
+        )
     if _PLAIN.fullmatch(value) is None:
         if "e" in lowered and _PLAIN.fullmatch(lowered.replace("e", "", 1).lstrip("+-")):
             raise AmountError(
-                field, f"{field} {shown} must be a plain decimal number of yuan (no exponent)"
+                field,
+                _("{field} {value} must be a plain decimal number of yuan (no exponent)").format(
+                    field=field, value=shown
+                ),
             )
-        raise AmountError(field, f"{field} {shown} is not a number of yuan (e.g. 12.50)")
+        raise AmountError(
+            field,
+            _("{field} {value} is not a number of yuan (e.g. 12.50)").format(
+                field=field, value=shown
+            ),
+        )
     amount = Decimal(value)
     if abs(amount) > maximum:
         raise AmountError(
-            field, f"{field} {shown} is beyond the maximum of {maximum:,} yuan ({limit_name})"
+            field,
+            _("{field} {value} is beyond the maximum of {maximum} yuan ({limit})").format(
+                field=field, value=shown, maximum=f"{maximum:,}", limit=limit_name
+            ),
         )
     if amount != amount.quantize(CENT):
-        raise AmountError(field, f"{field} {shown} has more than 2 decimals (fen)")
+        raise AmountError(
+            field,
+            _("{field} {value} has more than 2 decimals (fen)").format(field=field, value=shown),
+        )
     if amount < 0 and not allow_negative:
-        raise AmountError(field, f"{field} {shown} must be a positive number of yuan")
+        raise AmountError(field, _positive(field, shown))
     if amount == 0 and not allow_zero:
-        raise AmountError(field, f"{field} {shown} must be a positive number of yuan")
+        raise AmountError(field, _positive(field, shown))
     return amount.quantize(CENT)
+
+
+def _positive(field: str, shown: str) -> str:
+    return _("{field} {value} must be a positive number of yuan").format(field=field, value=shown)
 
 
 def _shown(text: str, limit: int = 40) -> str:

@@ -9,7 +9,12 @@ Why this shape:
   around each SVG, so they stay searchable and readable by screen readers.
 - DejaVu Sans ships with matplotlib. It has no CJK glyphs: a station name such as 城关所
   would come out as boxes, so unless a CJK font is installed, non-ASCII labels are replaced
-  by ``S1``, ``S2``... and the HTML table beside the chart gives the full names.
+  by ``S1``, ``S2``... and the HTML table beside the chart gives the full names. A CJK font is
+  looked up in matplotlib's font list and, since that list is cached from the day matplotlib
+  was installed, also at the paths of the Debian packages (fonts-wqy-microhei,
+  fonts-noto-cjk; ``.ci/system-packages.sh`` installs the first).
+- Titles, axis labels and legends are in the current language (``base.i18n``). A Chinese
+  chart needs a CJK font; without one the charts are drawn in English rather than in boxes.
 - ``svg.hashsalt`` is fixed per chart, so the same figures give the same bytes, and the
   clip-path ids of two charts in one page never collide.
 """
@@ -17,10 +22,12 @@ Why this shape:
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -33,11 +40,20 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from base import i18n
+from base.i18n import N_, _
+
 # (label, bars as (start, end, colour), marks as (x, marker, colour)) in minutes.
 _Row = tuple[str, list[tuple[float, float, str]], list[tuple[float, str, str]]]
 
 BASE_FONT = "DejaVu Sans"
 _CJK_HINTS = ("CJK", "WenQuanYi", "Source Han", "Noto Sans SC", "SimHei", "Droid Sans Fallback")
+# Where Debian's CJK font packages put their files (matplotlib's cached list may predate them).
+CJK_FONT_FILES = (
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+)
 
 COLORS = {
     "disconnections": "#c0392b",
@@ -52,23 +68,51 @@ COLORS = {
 }
 
 CHART_TITLES = {
-    "per_day": "Disconnections and reconnections per day",
-    "reconnection_times": "Reconnection time from payment to power",
-    "blocked_by_reason": "Orders blocked by reason",
-    "field_orders_by_cause": "Field orders by cause",
-    "per_station": "Per station",
-    "timeline": "Important customers and overdue items (timeline)",
+    "per_day": N_("Disconnections and reconnections per day"),
+    "reconnection_times": N_("Reconnection time from payment to power"),
+    "blocked_by_reason": N_("Orders blocked by reason"),
+    "field_orders_by_cause": N_("Field orders by cause"),
+    "per_station": N_("Per station"),
+    "timeline": N_("Important customers and overdue items (timeline)"),
 }
-"""Each chart's title (in the SVG and as the HTML heading; stable: tests look for them)."""
+"""Each chart's title, in English (stable: tests look for them); shown through ``_()``."""
+
+SERIES_LABELS = {
+    "disconnections": N_("disconnections"),
+    "reconnections": N_("reconnections"),
+    "field_orders": N_("field orders"),
+    "overdue": N_("overdue"),
+}
+
+
+def _listed_cjk_font() -> str | None:
+    for entry in font_manager.fontManager.ttflist:
+        if any(hint.lower() in entry.name.lower() for hint in _CJK_HINTS):
+            return str(entry.name)
+    return None
 
 
 @cache
 def cjk_font() -> str | None:
     """The family name of an installed CJK font, if any."""
-    for entry in font_manager.fontManager.ttflist:
-        if any(hint.lower() in entry.name.lower() for hint in _CJK_HINTS):
-            return str(entry.name)
+    found = _listed_cjk_font()
+    if found is not None:
+        return found
+    for path in CJK_FONT_FILES:
+        if Path(path).exists():
+            font_manager.fontManager.addfont(path)
+            return _listed_cjk_font()
     return None
+
+
+@contextmanager
+def _chart_language() -> Iterator[None]:
+    """The current language, or English when it needs a CJK font and none is installed."""
+    if i18n.current() == "zh-CN" and cjk_font() is None:
+        with i18n.using("en"):
+            yield
+    else:
+        yield
 
 
 @dataclass
@@ -110,13 +154,14 @@ def to_svg(fig: Figure, title: str) -> str:
 
 
 def _render(name: str, draw: Callable[[Figure], None], size: tuple[float, float]) -> str:
-    with matplotlib.rc_context(_rc(name)):  # type: ignore[arg-type]
+    with _chart_language(), matplotlib.rc_context(_rc(name)):  # type: ignore[arg-type]
         fig = Figure(figsize=size, dpi=100, layout="constrained")
         draw(fig)
-        return to_svg(fig, CHART_TITLES[name])
+        return to_svg(fig, _(CHART_TITLES[name]))
 
 
-def _empty(ax: Axes, message: str = "nothing in this period") -> None:
+def _empty(ax: Axes, message: str | None = None) -> None:
+    message = _("nothing in this period") if message is None else message
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#7f8c8d")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -139,13 +184,13 @@ def per_day_chart(doc: dict[str, Any]) -> str:
                 [x + (i - 1) * width for x in xs],
                 [r[name] for r in rows],
                 width=width,
-                label=name.replace("_", " "),
+                label=_(SERIES_LABELS[name]),
                 color=COLORS[name],
             )
         step = max(1, len(rows) // 14)  # at most ~14 date labels
         ax.set_xticks(list(xs)[::step], [r["day"][5:] for r in rows][::step])
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("orders")
+        ax.set_ylabel(_("orders"))
         fig.legend(frameon=False, ncols=3, loc="outside upper left")
 
     return _render("per_day", draw, (9, 3.2))
@@ -160,7 +205,7 @@ def reconnection_chart(doc: dict[str, Any]) -> str:
     def draw(fig: Figure) -> None:
         ax = fig.add_subplot()
         if not minutes:
-            _empty(ax, "no reconnection in this period")
+            _empty(ax, _("no reconnection in this period"))
             return
         width = limit / 8  # uniform bins for the picture; the JSON keeps the limit's buckets
         top = max(max(minutes), limit * 1.25)
@@ -170,13 +215,16 @@ def reconnection_chart(doc: dict[str, Any]) -> str:
             bins=edges,
             color=COLORS["reconnections"],
             edgecolor="white",
-            label="reconnections",
+            label=_("reconnections"),
         )
         ax.axvline(
-            limit, color=COLORS["overdue"], linewidth=2, label=f"promised limit {limit:g} min"
+            limit,
+            color=COLORS["overdue"],
+            linewidth=2,
+            label=_("promised limit {minutes} min").format(minutes=f"{limit:g}"),
         )
-        ax.set_xlabel("minutes from payment to verified (or armed) relay")
-        ax.set_ylabel("reconnections")
+        ax.set_xlabel(_("minutes from payment to verified (or armed) relay"))
+        ax.set_ylabel(_("reconnections"))
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlim(0, edges[-1])
         fig.legend(frameon=False, ncols=2, loc="outside upper left")
@@ -210,7 +258,7 @@ def _barh(
                 [y + i * height for y in ys],
                 [c[1][i] for c in counts],
                 height=height,
-                label=label,
+                label=_(label),
                 color=color,
             )
         ax.set_yticks(
@@ -233,7 +281,7 @@ def blocked_chart(doc: dict[str, Any]) -> str:
     return _barh(
         "blocked_by_reason",
         counts,
-        ("orders blocked at dispatch (period)", "accounts in arrears blocked now"),
+        (N_("orders blocked at dispatch (period)"), N_("accounts in arrears blocked now")),
         (COLORS["blocked"], "#bb8fce"),
     )
 
@@ -241,7 +289,7 @@ def blocked_chart(doc: dict[str, Any]) -> str:
 def field_orders_chart(doc: dict[str, Any]) -> str:
     """Field work orders created in the period, by cause."""
     counts = [(cause, (n,)) for cause, n in doc["field_orders_by_cause"].items()]
-    return _barh("field_orders_by_cause", counts, ("field orders",), (COLORS["field_orders"],))
+    return _barh("field_orders_by_cause", counts, (N_("field orders"),), (COLORS["field_orders"],))
 
 
 def per_station_chart(doc: dict[str, Any]) -> str:
@@ -251,7 +299,7 @@ def per_station_chart(doc: dict[str, Any]) -> str:
     return _barh(
         "per_station",
         counts,
-        tuple(s.replace("_", " ") for s in series),
+        tuple(SERIES_LABELS[s] for s in series),
         tuple(COLORS[s] for s in series),
     )
 
@@ -313,8 +361,10 @@ def _overdue_rows(doc: dict[str, Any], tz: ZoneInfo, now: datetime | None) -> li
             if item["done"]
             else []
         )
-        state = "restored" if item["done"] else f"still {item['state']}"
-        label = f"{item['account_no']}  paid {started.astimezone(tz):%m-%d %H:%M} ({state})"
+        state = _("restored") if item["done"] else _("still {state}").format(state=item["state"])
+        label = _("{account}  paid {time} ({state})").format(
+            account=item["account_no"], time=f"{started.astimezone(tz):%m-%d %H:%M}", state=state
+        )
         rows.append((label, bars, marks))
     return rows
 
@@ -350,26 +400,31 @@ def timeline_chart(doc: dict[str, Any]) -> str:
     def draw(fig: Figure) -> None:
         top, bottom = fig.subplots(2, 1, height_ratios=[max(1, len(important)), max(1, len(late))])
         top.set_title(
-            "important customers (两个十五分钟)" if cjk_font() else "important customers",
+            _("important customers (两个十五分钟)") if cjk_font() else "important customers",
             loc="left",
             fontsize=9,
         )
         _gantt(
             top,
             important,
-            "minutes from the noticed time T:  ▲ warning (T-15)  ◆ instruction (T)  ● execution (T+15)",
-            "no important-customer disconnection in this period",
+            _(
+                "minutes from the noticed time T:  ▲ warning (T-15)  ◆ instruction (T)  "
+                "● execution (T+15)"
+            ),
+            _("no important-customer disconnection in this period"),
         )
         if important:
             top.axvline(0, color=COLORS["neutral"], linewidth=0.8, linestyle=":")
         bottom.set_title(
-            f"overdue reconnections (promised within {step:g} min)", loc="left", fontsize=9
+            _("overdue reconnections (promised within {minutes} min)").format(minutes=f"{step:g}"),
+            loc="left",
+            fontsize=9,
         )
         _gantt(
             bottom,
             late,
-            "minutes from payment: grey = promised time, red = overdue, ● restored",
-            "no overdue reconnection in this period",
+            _("minutes from payment: grey = promised time, red = overdue, ● restored"),
+            _("no overdue reconnection in this period"),
         )
         if late:
             bottom.axvline(step, color=COLORS["overdue"], linewidth=1, linestyle="--")

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from sqlmodel import Session
 
 from base.errors import InputError
+from base.i18n import _
 from engine import audit
 from engine.db.models import Approval
 from engine.store.accounts import get_account
@@ -34,11 +35,15 @@ def approve_disconnect(
     if valid_until is None:
         valid_until = longest
     if valid_until <= now:
-        raise InputError(f"--until: {valid_until.isoformat()} is not in the future")
+        raise InputError(
+            _("--until: {time} is not in the future").format(time=valid_until.isoformat())
+        )
     if valid_until > longest:
         raise InputError(
-            f"--until: {valid_until.isoformat()} is more than {max_days} days away "
-            "([policy] exemption_max_days): no approval lasts longer"
+            _(
+                "--until: {time} is more than {days} days away "
+                "([policy] exemption_max_days): no approval lasts longer"
+            ).format(time=valid_until.isoformat(), days=max_days)
         )
     approval = Approval(
         kind="disconnect",

@@ -12,6 +12,7 @@ from sqlalchemy import exists, select
 from sqlmodel import Session
 
 from base.errors import InputError
+from base.i18n import _
 from engine import audit
 from engine.db.models import EXEMPTION_KINDS, EXEMPTIONS, METERS, Exemption
 from engine.store.accounts import get_account
@@ -37,19 +38,25 @@ def request_exemption(
     """
     get_account(session, account_no)
     if kind not in EXEMPTION_KINDS:
-        raise InputError(f"--kind: {kind!r} is not one of {', '.join(EXEMPTION_KINDS)}")
+        raise InputError(
+            _("--kind: {kind} is not one of {choices}").format(
+                kind=repr(kind), choices=", ".join(EXEMPTION_KINDS)
+            )
+        )
     if not reason.strip():
-        raise InputError("--reason: an exemption needs a reason")
+        raise InputError(_("--reason: an exemption needs a reason"))
     begin = starts or now
     if until <= now:
-        raise InputError(f"--until: {until.isoformat()} is not in the future")
+        raise InputError(_("--until: {time} is not in the future").format(time=until.isoformat()))
     if until <= begin:
-        raise InputError("--until: the exemption must end after it starts")
+        raise InputError(_("--until: the exemption must end after it starts"))
     if until > max(begin, now) + timedelta(days=max_days):
         raise InputError(
-            f"--until: {until.isoformat()} is more than {max_days} days after the start "
-            "([policy] exemption_max_days): no exemption lasts longer; request a new one "
-            "before it ends"
+            _(
+                "--until: {time} is more than {days} days after the start "
+                "([policy] exemption_max_days): no exemption lasts longer; request a new one "
+                "before it ends"
+            ).format(time=until.isoformat(), days=max_days)
         )
     exemption = Exemption(
         account_no=account_no,
@@ -101,8 +108,10 @@ def decide_exemption(
     verb = "approve" if approve else "reject"
     if exemption.status != "requested":
         raise InputError(
-            f"exemption {exemption_id} is already {exemption.status} "
-            f"(by {exemption.decided_by}); only a requested exemption can be decided"
+            _(
+                "exemption {exemption} is already {status} (by {user}); only a requested "
+                "exemption can be decided"
+            ).format(exemption=exemption_id, status=exemption.status, user=exemption.decided_by)
         )
     if exemption.requested_by == actor:
         raise Refused(
@@ -111,9 +120,13 @@ def decide_exemption(
             action=f"exemptions {verb} {exemption_id}",
         )
     if approve and exemption.until <= now:
-        raise InputError(f"exemption {exemption_id} ended on {exemption.until.isoformat()}")
+        raise InputError(
+            _("exemption {exemption} ended on {time}").format(
+                exemption=exemption_id, time=exemption.until.isoformat()
+            )
+        )
     if not approve and not (reason or "").strip():
-        raise InputError("--reason: a rejection needs a reason")
+        raise InputError(_("--reason: a rejection needs a reason"))
     exemption.status = "approved" if approve else "rejected"
     if approve and exemption.kind == "humanitarian":
         # From now on the account is disconnected only with a supervisor's approval too.
@@ -154,13 +167,19 @@ def revoke_exemption(
     """
     exemption = get_exemption(session, exemption_id)
     if not reason.strip():
-        raise InputError("--reason: a revocation needs a reason")
+        raise InputError(_("--reason: a revocation needs a reason"))
     if exemption.status != "approved":
         raise InputError(
-            f"exemption {exemption_id} is {exemption.status}: only an approved one can be revoked"
+            _("exemption {exemption} is {status}: only an approved one can be revoked").format(
+                exemption=exemption_id, status=exemption.status
+            )
         )
     if exemption.until <= now:
-        raise InputError(f"exemption {exemption_id} already ended on {exemption.until.isoformat()}")
+        raise InputError(
+            _("exemption {exemption} already ended on {time}").format(
+                exemption=exemption_id, time=exemption.until.isoformat()
+            )
+        )
     previous = exemption.until
     exemption.until = max(now, exemption.starts)
     if exemption.until <= now:  # its end is audited here (exemption.revoked), not again

@@ -15,6 +15,7 @@ from sqlalchemy import and_, insert, or_, select
 from sqlmodel import Session
 
 from base.errors import InputError
+from base.i18n import _
 from engine import audit
 from engine.db.models import ACCOUNTS, NOTICE_CHANNELS, NOTICES, Notice
 from engine.store.accounts import accounts_in_arrears, get_account
@@ -156,15 +157,21 @@ def record_delivery(
     """
     get_account(session, account_no)
     if channel not in NOTICE_CHANNELS:
-        raise InputError(f"--channel: {channel!r} is not one of {', '.join(NOTICE_CHANNELS)}")
+        raise InputError(
+            _("--channel: {channel} is not one of {choices}").format(
+                channel=repr(channel), choices=", ".join(NOTICE_CHANNELS)
+            )
+        )
     evidence_ref = evidence_ref.strip()
     if not evidence_ref:
         raise InputError(
-            "--evidence: a delivery needs its evidence (a tracking number, an SMS receipt id, "
-            "a photo reference, the name of who handed it over...)"
+            _(
+                "--evidence: a delivery needs its evidence (a tracking number, an SMS receipt "
+                "id, a photo reference, the name of who handed it over...)"
+            )
         )
     if len(evidence_ref) > 200:
-        raise InputError("--evidence: longer than 200 characters")
+        raise InputError(_("--evidence: longer than 200 characters"))
     query = (
         select(Notice)
         .where(NOTICES.c.account_no == account_no, NOTICES.c.delivered_at.is_(None))
@@ -177,13 +184,19 @@ def record_delivery(
     pending = session.execute(query).scalar_one_or_none()
     if pending is None:
         raise InputError(
-            f"no notice of account {account_no} is awaiting delivery"
-            + (
-                f" in the current arrears episode (paid in full {local(since, tz)})"
+            (
+                _(
+                    "no notice of account {account} is awaiting delivery in the current arrears "
+                    "episode (paid in full {time})"
+                ).format(account=account_no, time=local(since, tz))
                 if since
-                else ""
+                else _("no notice of account {account} is awaiting delivery").format(
+                    account=account_no
+                )
             )
-            + f": issue one first (meterctl notices issue --account {account_no})"
+            + _(": issue one first (meterctl notices issue --account {account})").format(
+                account=account_no
+            )
         )
     check_delivery(
         delivered_at, now=now, max_backdate=max_backdate, tz=tz, issued_at=pending.issued_at

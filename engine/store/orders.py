@@ -16,6 +16,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session
 
 from base.errors import InputError
+from base.i18n import _
 from engine import audit
 from engine.db.models import SwitchOrder
 from engine.orders_states import (
@@ -108,16 +109,26 @@ def terminate_order(
     """A supervisor stops a started disconnection flow (→ ``cancelled_approved``)."""
     order = get_order(session, order_id)
     if not reason.strip():
-        raise InputError("--reason: terminating an order needs a reason")
+        raise InputError(_("--reason: terminating an order needs a reason"))
     if order.kind != OrderKind.DISCONNECT:
-        raise InputError(f"order {order_id} is a {order.kind} order; only disconnections end so")
+        raise InputError(
+            _("order {order} is a {kind} order; only disconnections end so").format(
+                order=order_id, kind=order.kind
+            )
+        )
     if order.state not in TERMINABLE_STATES:
         if order.state == DisconnectState.DISPATCHING:
             raise InputError(
-                f"order {order_id} is dispatching (a command may be on the wire); "
-                "terminate it once it is verified or failed"
+                _(
+                    "order {order} is dispatching (a command may be on the wire); "
+                    "terminate it once it is verified or failed"
+                ).format(order=order_id)
             )
-        raise InputError(f"order {order_id} is already {order.state}: nothing to terminate")
+        raise InputError(
+            _("order {order} is already {state}: nothing to terminate").format(
+                order=order_id, state=order.state
+            )
+        )
     try:
         previous = move_order(
             session,

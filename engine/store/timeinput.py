@@ -10,21 +10,26 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from base.errors import InputError
+from base.i18n import _, local_time
 
 
 def parse_timestamp(text: str, tz: ZoneInfo, *, what: str = "time") -> datetime:
     """Parse an ISO 8601 date-time (a bare date means its local midnight) to aware UTC."""
     cleaned = text.strip()
     if not cleaned:
-        raise InputError(f"{what}: empty, expected an ISO 8601 time such as 2026-05-04T09:30")
+        raise InputError(
+            _("{what}: empty, expected an ISO 8601 time such as 2026-05-04T09:30").format(what=what)
+        )
     try:
         parsed = datetime.fromisoformat(
             cleaned.replace(" ", "T", 1) if "T" not in cleaned else cleaned
         )
     except ValueError:
         raise InputError(
-            f"{what}: {text!r} is not an ISO 8601 time (e.g. 2026-05-04T09:30 or "
-            "2026-05-04T09:30+08:00)"
+            _(
+                "{what}: {text} is not an ISO 8601 time (e.g. 2026-05-04T09:30 or "
+                "2026-05-04T09:30+08:00)"
+            ).format(what=what, text=repr(text))
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
@@ -46,15 +51,15 @@ def parse_until(text: str, tz: ZoneInfo, *, what: str = "--until") -> datetime:
 
 def local(when: datetime, tz: ZoneInfo) -> str:
     """A UTC time shown in the site zone, to the minute (for humans on stderr)."""
-    return when.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+    return local_time(when, tz)
 
 
 def local_until(when: datetime, tz: ZoneInfo) -> str:
     """An end time for humans: a local midnight reads as "through" the day before."""
     at = when.astimezone(tz)
     if at.time() == time(0):
-        return f"through {(at - timedelta(days=1)).date().isoformat()}"
-    return f"until {at.strftime('%Y-%m-%d %H:%M %Z')}"
+        return _("through {day}").format(day=(at - timedelta(days=1)).date().isoformat())
+    return _("until {time}").format(time=local_time(at, tz))
 
 
 # A clock a little ahead of ours (a billing server, a handheld) is not "the future".
@@ -76,11 +81,15 @@ def parse_delivery(text: str, tz: ZoneInfo, *, now: datetime, what: str = "--at"
             pass
         else:
             if day > now.astimezone(tz).date():
-                raise InputError(f"{what}: {text.strip()!r} is in the future")
+                raise InputError(
+                    _("{what}: {text} is in the future").format(what=what, text=repr(text.strip()))
+                )
             return parse_until(cleaned, tz, what=what)
     when = parse_timestamp(cleaned, tz, what=what)
     if when > now + DELIVERY_CLOCK_SLACK:
-        raise InputError(f"{what}: {text.strip()!r} is in the future")
+        raise InputError(
+            _("{what}: {text} is in the future").format(what=what, text=repr(text.strip()))
+        )
     return when
 
 
@@ -100,12 +109,16 @@ def check_delivery(
     """
     if issued_at is not None and delivered < issued_at:
         raise InputError(
-            f"{what}: delivery at {local(delivered, tz)} is before the notice was issued "
-            f"({local(issued_at, tz)}): a notice cannot be delivered before it exists"
+            _(
+                "{what}: delivery at {delivered} is before the notice was issued "
+                "({issued}): a notice cannot be delivered before it exists"
+            ).format(what=what, delivered=local(delivered, tz), issued=local(issued_at, tz))
         )
     if delivered < now - max_backdate:
         raise InputError(
-            f"{what}: delivery at {local(delivered, tz)} is more than {max_backdate.days} days "
-            "ago ([policy] notice_backdate_max_days): a delivery must be recorded while it can "
-            "still be proven; issue and deliver a new notice"
+            _(
+                "{what}: delivery at {delivered} is more than {days} days ago "
+                "([policy] notice_backdate_max_days): a delivery must be recorded while it can "
+                "still be proven; issue and deliver a new notice"
+            ).format(what=what, delivered=local(delivered, tz), days=max_backdate.days)
         )

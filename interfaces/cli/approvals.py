@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from base.errors import MeterctlError
+from base.i18n import _
 from engine.db.database import transaction
 from engine.roles import Role
 from engine.store.approvals import approve_disconnect
@@ -19,23 +20,27 @@ from interfaces.cli.context import fail, note, print_json, require_role, state
 from interfaces.cli.db import now, open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
 
-approvals_app = typer.Typer(help="Supervisor approvals.", no_args_is_help=True)
+approvals_app = typer.Typer(help=_("Supervisor approvals."), no_args_is_help=True)
 
 
-@approvals_app.command("disconnect")
+@approvals_app.command(
+    "disconnect", help=_("Approve disconnecting a humanitarian-flagged account (supervisor).")
+)
 def disconnect(
     ctx: typer.Context,
-    account: Annotated[str, typer.Argument(help="The humanitarian-flagged account.")],
+    account: Annotated[str, typer.Argument(help=_("The humanitarian-flagged account."))],
     until: Annotated[
         str | None,
         typer.Option(
             "--until",
-            help="Valid until (YYYY-MM-DD inclusive or ISO 8601); default and maximum: "
-            "[policy] exemption_max_days from now.",
+            help=_(
+                "Valid until (YYYY-MM-DD inclusive or ISO 8601); default and maximum: "
+                "[policy] exemption_max_days from now."
+            ),
         ),
     ] = None,
-    reason: Annotated[str, typer.Option("--reason", help="Why it may be disconnected.")] = "",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    reason: Annotated[str, typer.Option("--reason", help=_("Why it may be disconnected."))] = "",
+    as_json: Annotated[bool, typer.Option("--json", help=_("Print one JSON document."))] = False,
 ) -> None:
     """Approve disconnecting a humanitarian-flagged account (supervisor)."""
     st = state(ctx)
@@ -69,9 +74,15 @@ def disconnect(
             }
         )
     if not humanitarian:
-        note(f"note: {account} is not humanitarian-flagged; the approval changes nothing now")
+        note(
+            _(
+                "note: {account} is not humanitarian-flagged; the approval changes nothing now"
+            ).format(account=account)
+        )
     note(
-        f"approval {approval.id}: {st.user} approves disconnecting {account}"
+        _("approval {approval}: {user} approves disconnecting {account}").format(
+            approval=approval.id, user=st.user, account=account
+        )
         + (f" {local_until(approval.valid_until, tz)}" if approval.valid_until else "")
     )
 

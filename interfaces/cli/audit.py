@@ -9,6 +9,7 @@ import typer
 from sqlalchemy import Engine
 
 from base.errors import MeterctlError
+from base.i18n import _
 from engine import audit, audit_anchor
 from engine.db.database import make_engine, read_session, require_initialised
 from engine.store.timeinput import local
@@ -16,12 +17,23 @@ from interfaces.cli.context import CliState, err_console, fail, note, print_json
 from interfaces.cli.db import now, open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
 
-audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
+audit_app = typer.Typer(help=_("The tamper-evident audit trail."), no_args_is_help=True)
 
-_JSON = typer.Option("--json", help="Print one JSON document.")
+_JSON = typer.Option("--json", help=_("Print one JSON document."))
 
 
-@audit_app.command("verify")
+@audit_app.command(
+    "verify",
+    help=_(
+        "Check the whole chain and its signed checkpoints; exit 1 naming the first bad record.\n"
+        "\n"
+        "Two checks: the HMAC chain (needs the audit key: edits, deletions, reordering) and the\n"
+        "checkpoints of the anchor file (needs only the public key: a trail wiped, truncated or\n"
+        "re-hashed by someone holding the audit key). Without the audit key (an outside auditor\n"
+        "with the database, the public key and the anchor), the chain's links and the checkpoints\n"
+        "are still checked, and the output says the HMACs were not."
+    ),
+)
 def verify(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) -> None:
     """Check the whole chain and its signed checkpoints; exit 1 naming the first bad record.
 
@@ -61,18 +73,21 @@ def verify(ctx: typer.Context, as_json: Annotated[bool, _JSON] = False) -> None:
             }
         )
     for line in anchored.notes:
-        note(f"note: {line}")
+        note(_("note: {line}").format(line=line))
     if keyless:
-        note("note: no audit key here: links and checkpoints checked, record HMACs not")
+        note(_("note: no audit key here: links and checkpoints checked, record HMACs not"))
     if ok:
         note(
-            f"audit trail intact: {result.records} records, "
-            f"{anchored.checkpoints} signed checkpoints agree"
+            _("audit trail intact: {count} records, {checkpoints} signed checkpoints agree").format(
+                count=result.records, checkpoints=anchored.checkpoints
+            )
         )
         return
-    where = f"at record {bad_seq}" if bad_seq is not None else "(anchor)"
+    where = _("at record {seq}").format(seq=bad_seq) if bad_seq is not None else _("(anchor)")
     err_console.print(
-        f"audit trail BROKEN {where}: {problem} ({result.records} records verified)",
+        _("audit trail BROKEN {where}: {problem} ({count} records verified)").format(
+            where=where, problem=problem, count=result.records
+        ),
         markup=False,
     )
     raise typer.Exit(int(ExitCode.UNEXPECTED))
@@ -87,7 +102,10 @@ def _keyless_store(st: CliState) -> Engine:
     return engine
 
 
-@audit_app.command("checkpoint")
+@audit_app.command(
+    "checkpoint",
+    help=_("Sign the trail's head into the anchor file now (needs the signing key; cron-able)."),
+)
 def checkpoint(ctx: typer.Context) -> None:
     """Sign the trail's head into the anchor file now (needs the signing key; cron-able)."""
     st = state(ctx)
@@ -95,19 +113,23 @@ def checkpoint(ctx: typer.Context) -> None:
     with store_errors(st, engine):
         made = audit_anchor.make_checkpoint(engine, st.config, now())
     if made is None:
-        note("the audit trail has not moved since its last checkpoint: nothing signed")
+        note(_("the audit trail has not moved since its last checkpoint: nothing signed"))
     else:
-        note(f"checkpoint signed: record {made.seq} ({audit_anchor.audit_files(st.config).anchor})")
+        note(
+            _("checkpoint signed: record {seq} ({anchor})").format(
+                seq=made.seq, anchor=audit_anchor.audit_files(st.config).anchor
+            )
+        )
 
 
-@audit_app.command("show")
+@audit_app.command("show", help=_("Show audit records, oldest first."))
 def show(
     ctx: typer.Context,
     account: Annotated[
-        str | None, typer.Option("--account", help="Only records about this account.")
+        str | None, typer.Option("--account", help=_("Only records about this account."))
     ] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", help="Only the newest N records.", min=1)
+        int | None, typer.Option("--limit", help=_("Only the newest N records."), min=1)
     ] = None,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
@@ -120,7 +142,11 @@ def show(
         print_json({"records": rows, "count": len(rows)})
         return
     if not rows:
-        note("no audit records" + (f" about {account}" if account else ""))
+        note(
+            _("no audit records about {account}").format(account=account)
+            if account
+            else _("no audit records")
+        )
         return
     tz = st.config.site.tz
     for r in rows:

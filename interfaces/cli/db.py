@@ -20,6 +20,7 @@ from sqlalchemy.exc import DataError, OperationalError, SQLAlchemyError
 
 from base.clock import Clock, SystemClock
 from base.errors import MeterctlError
+from base.i18n import _
 from engine import audit, audit_anchor
 from engine.db.database import (
     current_revision,
@@ -89,7 +90,7 @@ def _audit_refusal(st: CliState, action: str, reason: str) -> None:
         audit.record_refusal(engine, st.user, action, reason)
         engine.dispose()
     except (MeterctlError, SQLAlchemyError) as exc:
-        note(f"note: the refusal could not be audited ({exc})")
+        note(_("note: the refusal could not be audited ({error})").format(error=exc))
 
 
 context.refusal_auditor = _audit_refusal
@@ -105,18 +106,18 @@ def store_errors(st: CliState, engine: Engine | None = None) -> Iterator[None]:
             try:
                 audit.record_refusal(engine, st.user, exc.action, str(exc))
             except SQLAlchemyError as audit_exc:  # pragma: no cover - DB vanished meanwhile
-                note(f"note: the refusal could not be audited ({audit_exc})")
+                note(_("note: the refusal could not be audited ({error})").format(error=audit_exc))
         fail(str(exc), ExitCode.REFUSED)
     except MeterctlError as exc:
         fail(str(exc), ExitCode.BAD_INPUT)
     except OperationalError as exc:
         first = str(exc.orig if exc.orig is not None else exc).splitlines()[0]
-        fail(f"database error: {first}", ExitCode.UNEXPECTED)
+        fail(_("database error: {error}").format(error=first), ExitCode.UNEXPECTED)
     except (OverflowError, DataError):  # an id or number beyond what the database holds
-        fail("a number given is out of the range the database holds", ExitCode.BAD_INPUT)
+        fail(_("a number given is out of the range the database holds"), ExitCode.BAD_INPUT)
 
 
-db_app = typer.Typer(help="Create or upgrade the database schema (admin).", no_args_is_help=True)
+db_app = typer.Typer(help=_("Create or upgrade the database schema (admin)."), no_args_is_help=True)
 
 
 def _migrate(ctx: typer.Context, action: str) -> tuple[Engine, str | None, str]:
@@ -146,30 +147,44 @@ def _migrate(ctx: typer.Context, action: str) -> tuple[Engine, str | None, str]:
     return engine, before, after
 
 
-@db_app.command("init")
+@db_app.command("init", help=_("Create the database at the newest schema (idempotent)."))
 def init(ctx: typer.Context) -> None:
     """Create the database at the newest schema (idempotent)."""
     engine, before, after = _migrate(ctx, "init")
     if before == after:
-        note(f"database {_safe_url(engine)} is already initialised (revision {after})")
+        note(
+            _("database {url} is already initialised (revision {revision})").format(
+                url=_safe_url(engine), revision=after
+            )
+        )
     else:
-        note(f"database {_safe_url(engine)} initialised at revision {after}")
+        note(
+            _("database {url} initialised at revision {revision}").format(
+                url=_safe_url(engine), revision=after
+            )
+        )
 
 
-@db_app.command("upgrade")
+@db_app.command("upgrade", help=_("Migrate the database schema to the newest revision."))
 def upgrade(ctx: typer.Context) -> None:
     """Migrate the database schema to the newest revision."""
     _engine, before, after = _migrate(ctx, "upgrade")
     if before == after:
-        note(f"database schema is up to date (revision {after})")
+        note(_("database schema is up to date (revision {revision})").format(revision=after))
     else:
-        note(f"database schema upgraded from {before or 'nothing'} to {after}")
+        note(
+            _("database schema upgraded from {before} to {after}").format(
+                before=before or _("nothing"), after=after
+            )
+        )
 
 
-@db_app.command("status")
+@db_app.command(
+    "status", help=_("Show the database URL (password hidden) and its schema revision.")
+)
 def status(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=_("Print one JSON document."))] = False,
 ) -> None:
     """Show the database URL (password hidden) and its schema revision."""
     st = state(ctx)
@@ -188,8 +203,14 @@ def status(
         print_json(document)
     else:
         typer.echo(
-            f"{document['url']}: revision {current or 'none (run meterctl db init)'}"
-            + ("" if current in (None, head) else f", newest is {head} (run meterctl db upgrade)")
+            _("{url}: revision {revision}").format(
+                url=document["url"], revision=current or _("none (run meterctl db init)")
+            )
+            + (
+                ""
+                if current in (None, head)
+                else _(", newest is {head} (run meterctl db upgrade)").format(head=head)
+            )
         )
 
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from base.errors import MeterctlError
+from base.i18n import _
 from engine.db.database import read_session, transaction
 from engine.db.models import EXEMPTION_STATUSES, Exemption
 from engine.emergency import protect_now
@@ -26,9 +27,9 @@ from interfaces.cli.db import now, open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
 from interfaces.cli.payments import outcome_message, reconnect_and_wait
 
-exemptions_app = typer.Typer(help="Power-guarantee exemptions (保电).", no_args_is_help=True)
+exemptions_app = typer.Typer(help=_("Power-guarantee exemptions (保电)."), no_args_is_help=True)
 
-_JSON = typer.Option("--json", help="Print one JSON document.")
+_JSON = typer.Option("--json", help=_("Print one JSON document."))
 
 
 def exemption_dict(exemption: Exemption) -> dict[str, Any]:
@@ -50,28 +51,38 @@ def exemption_dict(exemption: Exemption) -> dict[str, Any]:
     }
 
 
-@exemptions_app.command("request")
+@exemptions_app.command(
+    "request",
+    help=_(
+        "Request an exemption; a supervisor other than you must approve it.\n"
+        "\n"
+        "It ends at --until, at most [policy] exemption_max_days after it starts. Approved while\n"
+        "the customer is cut off, it reconnects them at once (应急复电)."
+    ),
+)
 def request(
     ctx: typer.Context,
-    account: Annotated[str, typer.Argument(help="The account to protect.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why (e.g. home dialysis).")],
+    account: Annotated[str, typer.Argument(help=_("The account to protect."))],
+    reason: Annotated[str, typer.Option("--reason", help=_("Why (e.g. home dialysis)."))],
     until: Annotated[
         str,
-        typer.Option("--until", help="Last day (YYYY-MM-DD, inclusive) or an ISO 8601 time."),
+        typer.Option("--until", help=_("Last day (YYYY-MM-DD, inclusive) or an ISO 8601 time.")),
     ],
     starts: Annotated[
-        str | None, typer.Option("--from", help="Start (ISO 8601); default now.")
+        str | None, typer.Option("--from", help=_("Start (ISO 8601); default now."))
     ] = None,
     kind: Annotated[
         str,
         typer.Option(
             "--kind",
-            help="guarantee (保电, default) or humanitarian (an outage may endanger life or "
-            "cause major loss).",
+            help=_(
+                "guarantee (保电, default) or humanitarian (an outage may endanger life or "
+                "cause major loss)."
+            ),
         ),
     ] = "guarantee",
     humanitarian: Annotated[
-        bool, typer.Option("--humanitarian", help="Shorthand for --kind humanitarian.")
+        bool, typer.Option("--humanitarian", help=_("Shorthand for --kind humanitarian."))
     ] = False,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
@@ -104,8 +115,10 @@ def request(
     if as_json:
         print_json(exemption_dict(exemption))
     note(
-        f"exemption {exemption.id} requested for {account} {local_until(end, tz)}; "
-        "it protects the account once another supervisor approves it"
+        _(
+            "exemption {exemption} requested for {account} {until}; "
+            "it protects the account once another supervisor approves it"
+        ).format(exemption=exemption.id, account=account, until=local_until(end, tz))
     )
 
 
@@ -135,9 +148,20 @@ def _decide(
     document["reconnect_order_id"] = order_id = emergency.reconnect_order_id
     document["reconnect_state"] = None
     code = ExitCode.OK
-    note(f"exemption {exemption.id} of {exemption.account_no} {exemption.status} by {st.user}")
+    note(
+        _("exemption {exemption} of {account} {status} by {user}").format(
+            exemption=exemption.id,
+            account=exemption.account_no,
+            status=exemption.status,
+            user=st.user,
+        )
+    )
     if order_id is not None:
-        note(f"the customer is cut off: emergency reconnection (应急复电) order {order_id}")
+        note(
+            _("the customer is cut off: emergency reconnection (应急复电) order {order}").format(
+                order=order_id
+            )
+        )
         if wait:
             try:
                 found = reconnect_and_wait(
@@ -154,17 +178,26 @@ def _decide(
         raise typer.Exit(int(code))
 
 
-@exemptions_app.command("approve")
+@exemptions_app.command(
+    "approve",
+    help=_(
+        "Approve a requested exemption (supervisor; not your own request).\n"
+        "\n"
+        "If the customer is already cut off and the exemption is in force, they are reconnected at\n"
+        "once (应急复电): exit 0 when the relay reads closed or armed, 3 when it became a field order\n"
+        "or did not finish within --timeout."
+    ),
+)
 def approve(
     ctx: typer.Context,
-    exemption_id: Annotated[int, typer.Argument(metavar="ID", help="The exemption's id.")],
-    reason: Annotated[str | None, typer.Option("--reason", help="Optional note.")] = None,
+    exemption_id: Annotated[int, typer.Argument(metavar="ID", help=_("The exemption's id."))],
+    reason: Annotated[str | None, typer.Option("--reason", help=_("Optional note."))] = None,
     no_wait: Annotated[
         bool,
-        typer.Option("--no-wait", help="Do not wait for an emergency reconnection to finish."),
+        typer.Option("--no-wait", help=_("Do not wait for an emergency reconnection to finish.")),
     ] = False,
     timeout: Annotated[
-        float, typer.Option("--timeout", metavar="SECONDS", help="How long to wait for it.")
+        float, typer.Option("--timeout", metavar="SECONDS", help=_("How long to wait for it."))
     ] = 300.0,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
@@ -175,26 +208,34 @@ def approve(
     or did not finish within --timeout.
     """
     if timeout <= 0:
-        fail(f"--timeout: {timeout} must be a positive number of seconds", ExitCode.BAD_INPUT)
+        fail(
+            _("--timeout: {timeout} must be a positive number of seconds").format(timeout=timeout),
+            ExitCode.BAD_INPUT,
+        )
     _decide(ctx, exemption_id, True, reason, as_json, wait=not no_wait, timeout=timeout)
 
 
-@exemptions_app.command("reject")
+@exemptions_app.command(
+    "reject", help=_("Reject a requested exemption (supervisor; not your own request).")
+)
 def reject(
     ctx: typer.Context,
-    exemption_id: Annotated[int, typer.Argument(metavar="ID", help="The exemption's id.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why it is rejected.")],
+    exemption_id: Annotated[int, typer.Argument(metavar="ID", help=_("The exemption's id."))],
+    reason: Annotated[str, typer.Option("--reason", help=_("Why it is rejected."))],
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """Reject a requested exemption (supervisor; not your own request)."""
     _decide(ctx, exemption_id, False, reason, as_json)
 
 
-@exemptions_app.command("revoke")
+@exemptions_app.command(
+    "revoke",
+    help=_("End an approved exemption now (supervisor); the meter's 保电 is then released (3BH)."),
+)
 def revoke(
     ctx: typer.Context,
-    exemption_id: Annotated[int, typer.Argument(metavar="ID", help="The exemption's id.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why it ends early.")],
+    exemption_id: Annotated[int, typer.Argument(metavar="ID", help=_("The exemption's id."))],
+    reason: Annotated[str, typer.Option("--reason", help=_("Why it ends early."))],
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """End an approved exemption now (supervisor); the meter's 保电 is then released (3BH)."""
@@ -205,22 +246,30 @@ def revoke(
         exemption = revoke_exemption(session, exemption_id, actor=st.user, now=now(), reason=reason)
     if as_json:
         print_json(exemption_dict(exemption))
-    note(f"exemption {exemption.id} of {exemption.account_no} revoked by {st.user}")
+    note(
+        _("exemption {exemption} of {account} revoked by {user}").format(
+            exemption=exemption.id, account=exemption.account_no, user=st.user
+        )
+    )
 
 
-@exemptions_app.command("list")
+@exemptions_app.command("list", help=_("List exemptions, newest request first."))
 def list_(
     ctx: typer.Context,
-    account: Annotated[str | None, typer.Option("--account", help="Only this account.")] = None,
+    account: Annotated[str | None, typer.Option("--account", help=_("Only this account."))] = None,
     status: Annotated[
-        str | None, typer.Option("--status", help="requested, approved or rejected.")
+        str | None, typer.Option("--status", help=_("requested, approved or rejected."))
     ] = None,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """List exemptions, newest request first."""
     st = state(ctx)
     if status is not None and status not in EXEMPTION_STATUSES:
-        fail(f"--status: {status!r} is not one of {', '.join(EXEMPTION_STATUSES)}")
+        fail(
+            _("--status: {status} is not one of {choices}").format(
+                status=repr(status), choices=", ".join(EXEMPTION_STATUSES)
+            )
+        )
     engine = open_store(st)
     with store_errors(st, engine), read_session(engine) as session:
         rows = [
@@ -231,13 +280,18 @@ def list_(
         return
     tz = st.config.site.tz
     if not rows:
-        note("no exemptions")
+        note(_("no exemptions"))
     for e in rows:
-        decided = f", {e['status']} by {e['decided_by']}" if e["decided_by"] else ""
+        decided = (
+            _(", {status} by {user}").format(status=e["status"], user=e["decided_by"])
+            if e["decided_by"]
+            else ""
+        )
         typer.echo(
             f"{e['id']:>6}  {e['account_no']:<16} {e['status']:<9} "
-            f"{local_until(e['until'], tz)}  {e['kind']:<12} requested by {e['requested_by']}{decided}: "
-            f"{e['reason']}"
+            f"{local_until(e['until'], tz)}  {e['kind']:<12} "
+            + _("requested by {user}").format(user=e["requested_by"])
+            + f"{decided}: {e['reason']}"
         )
 
 

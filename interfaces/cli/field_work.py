@@ -15,6 +15,8 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import select
 
+from base import i18n
+from base.i18n import _
 from engine.db.database import read_session, transaction
 from engine.db.models import COMPLAINTS, FOLLOW_UPS
 from engine.fieldwork.complaints import CHANNELS, close_complaint, open_complaint
@@ -34,17 +36,17 @@ from interfaces.cli.db import now, open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
 from interfaces.cli.orders_view import field_orders_app
 
-complaints_app = typer.Typer(help="Customer complaints (投诉) and their time limits.")
+complaints_app = typer.Typer(help=_("Customer complaints (投诉) and their time limits."))
 
-_JSON = typer.Option("--json", help="Print the record as one JSON document.")
-_ID = typer.Argument(help="The field order's id (see `field-orders list`).")
+_JSON = typer.Option("--json", help=_("Print the record as one JSON document."))
+_ID = typer.Argument(help=_("The field order's id (see `field-orders list`)."))
 
 
 def _at(st: Any, when: datetime | None) -> str:
     """A stored UTC time in site time, as the desk reads it."""
     if when is None:
         return "-"
-    return when.astimezone(st.config.site.tz).strftime("%Y-%m-%d %H:%M %Z")
+    return i18n.local_time(when, st.config.site.tz)
 
 
 def _done(doc: dict[str, Any], as_json: bool, message: str) -> None:
@@ -53,7 +55,7 @@ def _done(doc: dict[str, Any], as_json: bool, message: str) -> None:
     note(message)
 
 
-@field_orders_app.command("accept")
+@field_orders_app.command("accept", help=_("接单: take a raised field order at the dispatch desk."))
 def accept(
     ctx: typer.Context, field_order: Annotated[int, _ID], as_json: Annotated[bool, _JSON] = False
 ) -> None:
@@ -71,14 +73,23 @@ def accept(
             actor=st.user,
             now=now(),
         )
-    _done(row, as_json, f"field order {field_order} accepted by {st.user}")
+    _done(
+        row,
+        as_json,
+        _("field order {field_order} accepted by {user}").format(
+            field_order=field_order, user=st.user
+        ),
+    )
 
 
-@field_orders_app.command("assign")
+@field_orders_app.command(
+    "assign",
+    help=_("派工: assign to a crew or a person (accepts the order too); they are notified."),
+)
 def assign(
     ctx: typer.Context,
     field_order: Annotated[int, _ID],
-    to: Annotated[str, typer.Option("--to", help="A crew of [field.crews] or a member of one.")],
+    to: Annotated[str, typer.Option("--to", help=_("A crew of [field.crews] or a member of one."))],
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """派工: assign to a crew or a person (accepts the order too); they are notified."""
@@ -96,32 +107,49 @@ def assign(
             actor=st.user,
             now=now(),
         )
-    _done(row, as_json, f"field order {field_order} assigned to {to}; due {_at(st, row['due_at'])}")
+    _done(
+        row,
+        as_json,
+        _("field order {field_order} assigned to {to}; due {due}").format(
+            field_order=field_order, to=to, due=_at(st, row["due_at"])
+        ),
+    )
 
 
-@field_orders_app.command("close")
+@field_orders_app.command(
+    "close",
+    help=_(
+        "Close with the outcome. Done needs the relay read back (or seen) in the right state:\n"
+        "open for a 补停, closed for a 现场复电."
+    ),
+)
 def close(
     ctx: typer.Context,
     field_order: Annotated[int, _ID],
     outcome: Annotated[
         str,
         typer.Option(
-            "--outcome", help=f"One of {', '.join(o for o in OUTCOMES if o != 'done_remotely')}."
+            "--outcome",
+            help=_("One of {choices}.").format(
+                choices=", ".join(o for o in OUTCOMES if o != "done_remotely")
+            ),
         ),
     ],
     seen: Annotated[
         str | None,
         typer.Option(
             "--seen",
-            help="What the crew saw on site: open, closed or unreachable (used when the "
-            "meter cannot be read remotely).",
+            help=_(
+                "What the crew saw on site: open, closed or unreachable (used when the "
+                "meter cannot be read remotely)."
+            ),
         ),
     ] = None,
     read: Annotated[
         bool,
-        typer.Option("--read/--no-read", help="Read the meter's relay before closing as done."),
+        typer.Option("--read/--no-read", help=_("Read the meter's relay before closing as done.")),
     ] = True,
-    note_text: Annotated[str | None, typer.Option("--note", help="The crew's remarks.")] = None,
+    note_text: Annotated[str | None, typer.Option("--note", help=_("The crew's remarks."))] = None,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """Close with the outcome. Done needs the relay read back (or seen) in the right state:
@@ -143,15 +171,24 @@ def close(
                 read_meter=read,
             )
         )
-    shown = f"{row['read_back']} ({row['read_back_source']})" if row["read_back"] else "not read"
-    _done(row, as_json, f"field order {field_order} closed: {outcome}; relay {shown}")
+    shown = f"{row['read_back']} ({row['read_back_source']})" if row["read_back"] else _("not read")
+    _done(
+        row,
+        as_json,
+        _("field order {field_order} closed: {outcome}; relay {relay}").format(
+            field_order=field_order, outcome=outcome, relay=shown
+        ),
+    )
 
 
-@field_orders_app.command("reopen")
+@field_orders_app.command(
+    "reopen",
+    help=_("Send a closed order back for rework (supervisor): open again with a new time limit."),
+)
 def reopen(
     ctx: typer.Context,
     field_order: Annotated[int, _ID],
-    reason: Annotated[str, typer.Option("--reason", help="Why the work goes back (rework).")],
+    reason: Annotated[str, typer.Option("--reason", help=_("Why the work goes back (rework)."))],
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """Send a closed order back for rework (supervisor): open again with a new time limit."""
@@ -169,20 +206,30 @@ def reopen(
             actor=st.user,
             now=now(),
         )
-    _done(row, as_json, f"field order {field_order} reopened; due {_at(st, row['due_at'])}")
+    _done(
+        row,
+        as_json,
+        _("field order {field_order} reopened; due {due}").format(
+            field_order=field_order, due=_at(st, row["due_at"])
+        ),
+    )
 
 
-@field_orders_app.command("followup")
+@field_orders_app.command(
+    "followup",
+    help=_("Record a follow-up call (回访); not satisfied sends a field check (rework)."),
+)
 def followup(
     ctx: typer.Context,
     follow_up: Annotated[
-        int, typer.Argument(help="The follow-up's id (`field-orders followups`).")
+        int, typer.Argument(help=_("The follow-up's id (`field-orders followups`)."))
     ],
     result: Annotated[
-        str, typer.Option("--result", help="satisfied or not_satisfied (the customer's word).")
+        str, typer.Option("--result", help=_("satisfied or not_satisfied (the customer's word)."))
     ],
     note_text: Annotated[
-        str | None, typer.Option("--note", help="What the customer said (needed if not satisfied).")
+        str | None,
+        typer.Option("--note", help=_("What the customer said (needed if not satisfied).")),
     ] = None,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
@@ -203,20 +250,27 @@ def followup(
             now=now(),
         )
     extra = (
-        f"; field order {row['rework_field_order_id']} sent for a field check"
+        _("; field order {field_order} sent for a field check").format(
+            field_order=row["rework_field_order_id"]
+        )
         if row["rework_field_order_id"]
         else ""
     )
-    _done(row, as_json, f"follow-up {follow_up} recorded: {result}{extra}")
+    _done(
+        row,
+        as_json,
+        _("follow-up {follow_up} recorded: {result}").format(follow_up=follow_up, result=result)
+        + extra,
+    )
 
 
-@field_orders_app.command("followups")
+@field_orders_app.command("followups", help=_("Follow-up calls (回访) due after reconnections."))
 def followups(
     ctx: typer.Context,
     pending: Annotated[
-        bool, typer.Option("--pending/--all", help="Only calls not made yet (default).")
+        bool, typer.Option("--pending/--all", help=_("Only calls not made yet (default)."))
     ] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=_("Print one JSON document."))] = False,
 ) -> None:
     """Follow-up calls (回访) due after reconnections."""
     st = state(ctx)
@@ -232,25 +286,30 @@ def followups(
         return
     for r in rows:
         err_console.print(
-            f"{r['id']:>5}  {r['account_no']:<12} order {r['order_id']}  due {_at(st, r['due_at'])}  "
-            f"{r['result'] or 'to call'}"
+            f"{r['id']:>5}  {r['account_no']:<12} "
+            + _("order {order}  due {due}  {result}").format(
+                order=r["order_id"], due=_at(st, r["due_at"]), result=r["result"] or _("to call")
+            )
         )
-    note(f"{len(rows)} follow-up call(s)")
+    note(_("{count} follow-up call(s)").format(count=len(rows)))
 
 
-@complaints_app.command("open")
+@complaints_app.command(
+    "open", help=_("Record a complaint; it must be answered within [field] complaint_working_days.")
+)
 def complaint_open(
     ctx: typer.Context,
-    account: Annotated[str, typer.Argument(help="The complaining customer's account.")],
-    text: Annotated[str, typer.Option("--text", help="What the customer says.")],
+    account: Annotated[str, typer.Argument(help=_("The complaining customer's account."))],
+    text: Annotated[str, typer.Option("--text", help=_("What the customer says."))],
     order: Annotated[
-        int | None, typer.Option("--order", help="The switch order complained about.")
+        int | None, typer.Option("--order", help=_("The switch order complained about."))
     ] = None,
     field_order: Annotated[
-        int | None, typer.Option("--field-order", help="The field order complained about.")
+        int | None, typer.Option("--field-order", help=_("The field order complained about."))
     ] = None,
     channel: Annotated[
-        str, typer.Option("--channel", help=f"One of {', '.join(CHANNELS)}.")
+        str,
+        typer.Option("--channel", help=_("One of {choices}.").format(choices=", ".join(CHANNELS))),
     ] = "phone",
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
@@ -271,15 +330,19 @@ def complaint_open(
             channel=channel,
         )
     _done(
-        row, as_json, f"complaint {row['id']} recorded for {account}; due {_at(st, row['due_at'])}"
+        row,
+        as_json,
+        _("complaint {complaint} recorded for {account}; due {due}").format(
+            complaint=row["id"], account=account, due=_at(st, row["due_at"])
+        ),
     )
 
 
-@complaints_app.command("close")
+@complaints_app.command("close", help=_("Close a complaint with its resolution."))
 def complaint_close(
     ctx: typer.Context,
-    complaint: Annotated[int, typer.Argument(help="The complaint's id.")],
-    resolution: Annotated[str, typer.Option("--resolution", help="What was done about it.")],
+    complaint: Annotated[int, typer.Argument(help=_("The complaint's id."))],
+    resolution: Annotated[str, typer.Option("--resolution", help=_("What was done about it."))],
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """Close a complaint with its resolution."""
@@ -288,20 +351,23 @@ def complaint_close(
     engine = open_store(st)
     with store_errors(st, engine), transaction(engine) as session:
         row = close_complaint(session, complaint, resolution, actor=st.user, now=now())
-    _done(row, as_json, f"complaint {complaint} closed")
+    _done(row, as_json, _("complaint {complaint} closed").format(complaint=complaint))
 
 
-@complaints_app.command("list")
+@complaints_app.command("list", help=_("Complaints, oldest time limit first."))
 def complaint_list(
     ctx: typer.Context,
-    status: Annotated[str, typer.Option("--status", help="open, closed or all.")] = "open",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    status: Annotated[str, typer.Option("--status", help=_("open, closed or all."))] = "open",
+    as_json: Annotated[bool, typer.Option("--json", help=_("Print one JSON document."))] = False,
 ) -> None:
     """Complaints, oldest time limit first."""
     st = state(ctx)
     require_role(st, Role.OPERATOR, "complaints list")
     if status not in ("open", "closed", "all"):
-        fail(f"--status {status!r}: use open, closed or all", ExitCode.BAD_INPUT)
+        fail(
+            _("--status {status}: use open, closed or all").format(status=repr(status)),
+            ExitCode.BAD_INPUT,
+        )
     engine = open_store(st)
     query = select(COMPLAINTS).order_by(COMPLAINTS.c.due_at, COMPLAINTS.c.id)
     if status != "all":
@@ -315,12 +381,13 @@ def complaint_list(
         print_json({"complaints": rows, "count": len(rows)})
         return
     for r in rows:
-        late = " LATE" if r["overdue"] else ""
+        late = " " + _("LATE") if r["overdue"] else ""
         err_console.print(
-            f"{r['id']:>5}  {r['account_no']:<12} {r['status']:<6} due {_at(st, r['due_at'])}{late}  "
-            f"{r['text'][:60]}"
+            f"{r['id']:>5}  {r['account_no']:<12} {r['status']:<6} "
+            + _("due {due}").format(due=_at(st, r["due_at"]))
+            + f"{late}  {r['text'][:60]}"
         )
-    note(f"{len(rows)} complaint(s)")
+    note(_("{count} complaint(s)").format(count=len(rows)))
 
 
 def register(app: typer.Typer) -> None:

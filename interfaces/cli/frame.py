@@ -18,6 +18,7 @@ import typer
 
 from base.clock import SystemClock
 from base.errors import MeterctlError
+from base.i18n import _
 from interfaces.cli.context import fail, print_json, state
 from interfaces.cli.exitcodes import ExitCode
 from protocols.dlt645 import v1997
@@ -35,19 +36,19 @@ from protocols.dlt645.messages import (
 from protocols.dlt645.tolerant import decode_hex_lenient
 
 frame_app = typer.Typer(
-    help="Decode and encode DL/T 645 frames (field engineer tools).", no_args_is_help=True
+    help=_("Decode and encode DL/T 645 frames (field engineer tools)."), no_args_is_help=True
 )
-encode_app = typer.Typer(help="Print request frames as hex.", no_args_is_help=True)
+encode_app = typer.Typer(help=_("Print request frames as hex."), no_args_is_help=True)
 frame_app.add_typer(encode_app, name="encode")
 
 ACTIONS = {a.name.lower(): a for a in ControlAction}
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help=_("Print one JSON document on stdout."))]
 PreambleOpt = Annotated[
-    int, typer.Option("--preamble", min=0, max=4, help="FEH wake-up bytes in front (0-4).")
+    int, typer.Option("--preamble", min=0, max=4, help=_("FEH wake-up bytes in front (0-4)."))
 ]
 AddressOpt = Annotated[
-    str, typer.Option("--address", help="Meter address, up to 12 digits (AA = wildcard).")
+    str, typer.Option("--address", help=_("Meter address, up to 12 digits (AA = wildcard)."))
 ]
 
 
@@ -63,9 +64,19 @@ def _print_fields(fields: dict[str, Any]) -> None:
         typer.echo(f"{key:<{width}}  {shown}")
 
 
-@frame_app.command("decode")
+@frame_app.command(
+    "decode",
+    help=_(
+        "Explain one frame: address, function, direction, DI and value, errors, 1CH fields.\n"
+        "\n"
+        "Data that departs from the DL/T 645 tables is decoded as far as possible and each\n"
+        "deviation is named under ``warnings`` (exit 0); only framing errors exit 2."
+    ),
+)
 def decode(
-    hex_text: Annotated[str, typer.Argument(metavar="HEX", help="The frame as hex (spaces ok).")],
+    hex_text: Annotated[
+        str, typer.Argument(metavar="HEX", help=_("The frame as hex (spaces ok)."))
+    ],
     as_json: JsonOpt = False,
 ) -> None:
     """Explain one frame: address, function, direction, DI and value, errors, 1CH fields.
@@ -76,7 +87,7 @@ def decode(
     try:
         frame, deviations = decode_hex_lenient(hex_text)
     except MeterctlError as exc:
-        fail(f"invalid frame: {exc}", ExitCode.BAD_INPUT)
+        fail(_("invalid frame: {error}").format(error=exc), ExitCode.BAD_INPUT)
     fields = describe(frame, deviations)
     if as_json:
         print_json(fields)
@@ -84,7 +95,7 @@ def decode(
     warnings = fields.pop("warnings", [])
     _print_fields(fields)
     for warning in warnings:
-        typer.echo(f"warning: {warning}")
+        typer.echo(_("warning: {warning}").format(warning=warning))
 
 
 def _address(text: str) -> str:
@@ -98,10 +109,12 @@ def _emit(frame: Frame, preamble: int) -> None:
     typer.echo(frame.encode(preamble).hex().upper())
 
 
-@encode_app.command("read")
+@encode_app.command(
+    "read", help=_("A read request (11H; 01H for a 4-digit DL/T 645-1997 identifier).")
+)
 def encode_read(
     address: AddressOpt,
-    di: Annotated[str, typer.Option("--di", help="8 hex digits (2007) or 4 (1997).")],
+    di: Annotated[str, typer.Option("--di", help=_("8 hex digits (2007) or 4 (1997)."))],
     preamble: PreambleOpt = 0,
 ) -> None:
     """A read request (11H; 01H for a 4-digit DL/T 645-1997 identifier)."""
@@ -116,9 +129,11 @@ def encode_read(
     _emit(frame, preamble)
 
 
-@encode_app.command("read-address")
+@encode_app.command(
+    "read-address", help=_("A read-address request (13H), by default to AAAAAAAAAAAA.")
+)
 def encode_read_address(
-    address: Annotated[str, typer.Option("--address", help="Usually the wildcard.")] = WILDCARD,
+    address: Annotated[str, typer.Option("--address", help=_("Usually the wildcard."))] = WILDCARD,
     preamble: PreambleOpt = 0,
 ) -> None:
     """A read-address request (13H), by default to AAAAAAAAAAAA."""
@@ -132,7 +147,7 @@ def _meter_time(ctx: typer.Context, text: str | None, minutes: float) -> datetim
         try:
             when = datetime.fromisoformat(text)
         except ValueError:
-            fail(f"{text!r} is not an ISO date-time", ExitCode.BAD_INPUT)
+            fail(_("{text} is not an ISO date-time").format(text=repr(text)), ExitCode.BAD_INPUT)
         if when.tzinfo is not None:  # meters keep local time in the site's zone
             when = when.astimezone(tz)
         return when.replace(tzinfo=None)
@@ -140,36 +155,46 @@ def _meter_time(ctx: typer.Context, text: str | None, minutes: float) -> datetim
     return (now + timedelta(minutes=minutes)).replace(tzinfo=None, microsecond=0)
 
 
-@encode_app.command("control")
+@encode_app.command(
+    "control",
+    help=_("A remote-control frame (1CH): trip, close_allowed, direct_close, alarm, guarantee..."),
+)
 def encode_control(
     ctx: typer.Context,
     address: AddressOpt,
     action: Annotated[str, typer.Option("--action", help=f"One of: {', '.join(ACTIONS)}.")],
     valid_until: Annotated[
         str | None,
-        typer.Option("--valid-until", help="Deadline N3..N8, meter-local ISO time."),
+        typer.Option("--valid-until", help=_("Deadline N3..N8, meter-local ISO time.")),
     ] = None,
     valid_minutes: Annotated[
-        float, typer.Option("--valid-minutes", help="Without --valid-until: now + this.")
+        float, typer.Option("--valid-minutes", help=_("Without --valid-until: now + this."))
     ] = 5.0,
     password_level: Annotated[
-        int | None, typer.Option("--password-level", help="PA; default [dlt645] password_level.")
+        int | None, typer.Option("--password-level", help=_("PA; default [dlt645] password_level."))
     ] = None,
     password: Annotated[
         str | None,
-        typer.Option("--password", help="6 digits; default [dlt645] password.", show_default=False),
+        typer.Option(
+            "--password", help=_("6 digits; default [dlt645] password."), show_default=False
+        ),
     ] = None,
     operator: Annotated[
-        str | None, typer.Option("--operator", help="8 digits; default [dlt645] operator_code.")
+        str | None, typer.Option("--operator", help=_("8 digits; default [dlt645] operator_code."))
     ] = None,
-    n2: Annotated[int, typer.Option("--n2", min=0, max=255, help="Reserved byte N2.")] = 0,
+    n2: Annotated[int, typer.Option("--n2", min=0, max=255, help=_("Reserved byte N2."))] = 0,
     preamble: PreambleOpt = 0,
 ) -> None:
     """A remote-control frame (1CH): trip, close_allowed, direct_close, alarm, guarantee..."""
     meter = _address(address)
     chosen = ACTIONS.get(action.strip().lower())
     if chosen is None:
-        fail(f"--action: {action!r} is not one of {', '.join(ACTIONS)}", ExitCode.BAD_INPUT)
+        fail(
+            _("--action: {action} is not one of {choices}").format(
+                action=repr(action), choices=", ".join(ACTIONS)
+            ),
+            ExitCode.BAD_INPUT,
+        )
     defaults = state(ctx).config.dlt645
     try:
         credentials = Credentials(
@@ -187,11 +212,13 @@ def encode_control(
     _emit(frame, preamble)
 
 
-@encode_app.command("time-sync")
+@encode_app.command(
+    "time-sync", help=_("A broadcast time sync (08H to 999999999999; meters do not reply).")
+)
 def encode_time_sync(
     ctx: typer.Context,
     at: Annotated[
-        str | None, typer.Option("--time", help="Meter-local ISO time; default: now.")
+        str | None, typer.Option("--time", help=_("Meter-local ISO time; default: now."))
     ] = None,
     preamble: PreambleOpt = 0,
 ) -> None:

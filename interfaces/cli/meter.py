@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from base.errors import InputError, MeterctlError
+from base.i18n import _
 from engine.config import Dlt645Config
 from engine.logging import configure_logging
 from interfaces.cli.context import err_console, fail, print_json, state
@@ -26,16 +27,17 @@ from protocols.errors import FrameError, LinkError, MeterRefused, UnexpectedRepl
 from protocols.links import Link, open_link, scheme_of
 
 meter_app = typer.Typer(
-    help="Read a meter over a link (serial, socket, ...).", no_args_is_help=True
+    help=_("Read a meter over a link (serial, socket, ...)."), no_args_is_help=True
 )
 
 LinkOpt = Annotated[
     str,
     typer.Option(
-        "--link", help="serial:///dev/ttyUSB0?baud=2400&parity=E, /dev/ttyUSB0, socket://HOST:PORT"
+        "--link",
+        help=_("serial:///dev/ttyUSB0?baud=2400&parity=E, /dev/ttyUSB0, socket://HOST:PORT"),
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help=_("Print one JSON document on stdout."))]
 
 
 def _open(url: str, cfg: Dlt645Config) -> tuple[Link, int]:
@@ -68,12 +70,20 @@ def _run_or_exit(what: str, coro: Any) -> Any:
     except InputError as exc:
         fail(str(exc), ExitCode.BAD_INPUT)
     except MeterRefused as exc:
-        fail(f"{what}: the meter refused: {', '.join(exc.errors) or exc}", ExitCode.PARTIAL)
+        fail(
+            _("{what}: the meter refused: {errors}").format(
+                what=what, errors=", ".join(exc.errors) or exc
+            ),
+            ExitCode.PARTIAL,
+        )
     except (LinkError, UnexpectedReply) as exc:
         text = str(exc)  # the client's messages already say what was asked of whom
         fail(text if text.startswith(what.split()[0]) else f"{what}: {text}", ExitCode.PARTIAL)
     except FrameError as exc:
-        fail(f"{what}: the meter's answer is not valid: {exc}", ExitCode.PARTIAL)
+        fail(
+            _("{what}: the meter's answer is not valid: {error}").format(what=what, error=exc),
+            ExitCode.PARTIAL,
+        )
 
 
 def _setup(ctx: typer.Context) -> Dlt645Config:
@@ -82,12 +92,12 @@ def _setup(ctx: typer.Context) -> Dlt645Config:
     return st.config.dlt645
 
 
-@meter_app.command("read")
+@meter_app.command("read", help=_("Read one data identifier and print its decoded value."))
 def read(
     ctx: typer.Context,
     link_url: LinkOpt,
-    address: Annotated[str, typer.Option("--address", help="Meter address (12 digits).")],
-    di: Annotated[str, typer.Option("--di", help="8 hex digits (2007), or 4 (1997 meters).")],
+    address: Annotated[str, typer.Option("--address", help=_("Meter address (12 digits)."))],
+    di: Annotated[str, typer.Option("--di", help=_("8 hex digits (2007), or 4 (1997 meters)."))],
     as_json: JsonOpt = False,
 ) -> None:
     """Read one data identifier and print its decoded value."""
@@ -133,14 +143,20 @@ def read(
         value = ", ".join(f"{k}={v}" for k, v in value.items())
     elif isinstance(value, list):
         value = ", ".join(str(v) for v in value)
-    shown = "(not interpretable)" if value is None else f"{value}{unit}"
+    shown = _("(not interpretable)") if value is None else f"{value}{unit}"
     typer.echo(f"{document['di']}{name}: {shown}")
     for warning in document.get("warnings", []):
-        typer.echo(f"warning: {warning}")
-    err_console.print(f"meter {result.address}, raw {document['raw']}", markup=False)
+        typer.echo(_("warning: {warning}").format(warning=warning))
+    err_console.print(
+        _("meter {address}, raw {raw}").format(address=result.address, raw=document["raw"]),
+        markup=False,
+    )
 
 
-@meter_app.command("address")
+@meter_app.command(
+    "address",
+    help=_("Read the address of the only meter on a point-to-point link (13H to AAAAAAAAAAAA)."),
+)
 def address(ctx: typer.Context, link_url: LinkOpt, as_json: JsonOpt = False) -> None:
     """Read the address of the only meter on a point-to-point link (13H to AAAAAAAAAAAA)."""
     cfg = _setup(ctx)
@@ -156,7 +172,7 @@ def address(ctx: typer.Context, link_url: LinkOpt, as_json: JsonOpt = False) -> 
         if exit_.exit_code == ExitCode.PARTIAL:
             # 13H to AAAAAAAAAAAA works with one meter on the line: several answer at once.
             err_console.print(
-                "hint: read address needs a point-to-point link (a single meter on the bus)",
+                _("hint: read address needs a point-to-point link (a single meter on the bus)"),
                 markup=False,
             )
         raise

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.table import Table
 from sqlalchemy import and_, or_, select
 
+from base import i18n
+from base.i18n import _
 from engine import audit
 from engine.db.database import read_session
 from engine.db.models import COMMAND_ATTEMPTS, FIELD_ORDERS, METERS, SWITCH_ORDERS
@@ -22,7 +25,7 @@ from interfaces.cli.db import now, open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
 from interfaces.cli.orders import orders_app
 
-field_orders_app = typer.Typer(help="Field work orders (补停 / 现场复电).", no_args_is_help=True)
+field_orders_app = typer.Typer(help=_("Field work orders (补停 / 现场复电)."), no_args_is_help=True)
 
 _ORDER_COLUMNS = (
     "id",
@@ -57,30 +60,33 @@ def _orders_query() -> Any:
     )
 
 
-@orders_app.command("list")
+@orders_app.command("list", help=_("List switch orders, newest first."))
 def list_orders(
     ctx: typer.Context,
     state_: Annotated[
-        str | None, typer.Option("--state", help="Only orders in this state.")
+        str | None, typer.Option("--state", help=_("Only orders in this state."))
     ] = None,
-    kind: Annotated[str | None, typer.Option("--kind", help="disconnect or reconnect.")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help=_("disconnect or reconnect."))] = None,
     account: Annotated[
-        str | None, typer.Option("--account", help="Only this account's orders.")
+        str | None, typer.Option("--account", help=_("Only this account's orders."))
     ] = None,
     open_only: Annotated[
-        bool, typer.Option("--open", help="Only orders not finished yet.")
+        bool, typer.Option("--open", help=_("Only orders not finished yet."))
     ] = False,
     limit: Annotated[
-        int, typer.Option("--limit", min=1, help="At most this many (newest first).")
+        int, typer.Option("--limit", min=1, help=_("At most this many (newest first)."))
     ] = 200,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=_("Print one JSON document."))] = False,
 ) -> None:
     """List switch orders, newest first."""
     st = state(ctx)
     require_role(st, Role.OPERATOR, "orders list")
     engine = open_store(st)
     if kind is not None and kind not in ("disconnect", "reconnect"):
-        fail(f"--kind {kind!r}: use disconnect or reconnect", ExitCode.BAD_INPUT)
+        fail(
+            _("--kind {kind}: use disconnect or reconnect").format(kind=repr(kind)),
+            ExitCode.BAD_INPUT,
+        )
     query = _orders_query().order_by(SWITCH_ORDERS.c.id.desc()).limit(limit)
     if state_:
         query = query.where(SWITCH_ORDERS.c.state == state_)
@@ -95,7 +101,8 @@ def list_orders(
     if as_json:
         print_json({"orders": rows, "count": len(rows)})
         return
-    table = Table("id", "kind", "account", "state", "meter", "updated", "note")
+    tz = st.config.site.tz
+    table = Table(_("id"), _("kind"), _("account"), _("state"), _("meter"), _("updated"), _("note"))
     for r in rows:
         table.add_row(
             str(r["id"]),
@@ -103,17 +110,17 @@ def list_orders(
             r["account_no"],
             r["state"],
             r["meter_address"] or "-",
-            _when(r["updated_at"]),
+            _when(r["updated_at"], tz),
             (r["last_error"] or "")[:60],
         )
     err_console.print(table)
 
 
-@orders_app.command("show")
+@orders_app.command("show", help=_("One order with its commands, read-backs and audit history."))
 def show_order(
     ctx: typer.Context,
     order_id: Annotated[int, typer.Argument(metavar="ID")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=_("Print one JSON document."))] = False,
 ) -> None:
     """One order with its commands, read-backs and audit history."""
     st = state(ctx)
@@ -126,7 +133,7 @@ def show_order(
             .first()
         )
         if row is None:
-            fail(f"unknown order {order_id}", ExitCode.BAD_INPUT)
+            fail(_("unknown order {order}").format(order=order_id), ExitCode.BAD_INPUT)
         attempts = [
             dict(a)
             for a in session.execute(
@@ -155,15 +162,25 @@ def show_order(
     if as_json:
         print_json(doc)
         return
+    tz = st.config.site.tz
     err_console.print(
-        f"order {doc['id']}: {doc['kind']} of {doc['account_no']} — [bold]{doc['state']}[/]"
+        _("order {order}: {kind} of {account} — {state}").format(
+            order=doc["id"],
+            kind=doc["kind"],
+            account=doc["account_no"],
+            state=f"[bold]{doc['state']}[/]",
+        )
     )
-    err_console.print(f"meter {doc['meter_address']} (no. {doc['meter_no']}) on {doc['bus']}")
-    table = Table("#", "sent", "command", "outcome", "relay read back", "error")
+    err_console.print(
+        _("meter {address} (no. {number}) on {bus}").format(
+            address=doc["meter_address"], number=doc["meter_no"], bus=doc["bus"]
+        )
+    )
+    table = Table("#", _("sent"), _("command"), _("outcome"), _("relay read back"), _("error"))
     for a in attempts:
         table.add_row(
             str(a["n"]),
-            _when(a["sent_at"]),
+            _when(a["sent_at"], tz),
             str(a["request"].get("command")),
             a["outcome"] or "?",
             a["relay_state"] or "-",
@@ -174,8 +191,9 @@ def show_order(
         err_console.print(f"  {item['at']}  {item['actor']:<14} {item['action']}")
 
 
-def _when(value: datetime | None) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+def _when(value: datetime | None, tz: ZoneInfo) -> str:
+    """``2026-12-06 14:05`` in the site's time zone (``base.i18n.local_time``)."""
+    return i18n.local_time(value, tz) if value else "-"
 
 
 # The default list: what a crew may still be sent out on, and what it must NOT do any more.
@@ -183,21 +201,30 @@ _CANCELLED_SHOWN_FOR = timedelta(days=7)
 _FIELD_STATUSES = ("current", "open", "closed", "cancelled", "all")
 
 
-@field_orders_app.command("list")
+@field_orders_app.command(
+    "list",
+    help=_(
+        "Field work orders with the account, the meter address, the cause and the evidence,\n"
+        "the time limit, the assignee and the escalation level (1 预警, 2 督办).\n"
+        "\n"
+        "A cancelled order (a 补停 whose customer paid) is listed as CANCELLED: do not carry it out."
+    ),
+)
 def list_field_orders(
     ctx: typer.Context,
     status: Annotated[
         str,
         typer.Option(
             "--status",
-            help="current (open, and cancelled in the last 7 days), open, closed, cancelled "
-            "or all.",
+            help=_(
+                "current (open, and cancelled in the last 7 days), open, closed, cancelled or all."
+            ),
         ),
     ] = "current",
     overdue: Annotated[
-        bool, typer.Option("--overdue", help="Only open orders past their time limit.")
+        bool, typer.Option("--overdue", help=_("Only open orders past their time limit."))
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=_("Print one JSON document."))] = False,
 ) -> None:
     """Field work orders with the account, the meter address, the cause and the evidence,
     the time limit, the assignee and the escalation level (1 预警, 2 督办).
@@ -207,7 +234,12 @@ def list_field_orders(
     st = state(ctx)
     require_role(st, Role.OPERATOR, "field-orders list")
     if status not in _FIELD_STATUSES:
-        fail(f"--status {status!r}: use {', '.join(_FIELD_STATUSES)}", ExitCode.BAD_INPUT)
+        fail(
+            _("--status {status}: use {choices}").format(
+                status=repr(status), choices=", ".join(_FIELD_STATUSES)
+            ),
+            ExitCode.BAD_INPUT,
+        )
     engine = open_store(st)
     query = (
         select(FIELD_ORDERS, SWITCH_ORDERS.c.kind)
@@ -239,9 +271,9 @@ def list_field_orders(
         rows = [dict(r) for r in session.execute(query).mappings()]
     for row in rows:
         row["work"] = (
-            "补停 field disconnection"
+            _("补停 field disconnection")
             if row.get("kind") == "disconnect"
-            else "现场复电 field reconnection"
+            else _("现场复电 field reconnection")
         )
         row["cancelled"] = row["status"] == "cancelled"
         row["overdue"] = (
@@ -258,21 +290,25 @@ def list_field_orders(
             }
         )
         return
+    tz = st.config.site.tz
     table = Table(
-        "id", "order", "account", "meter address", "work", "cause", "status", "created",
-        "due", "assignee", "level",
+        _("id"), _("order"), _("account"), _("meter address"), _("work"), _("cause"),
+        _("status"), _("created"), _("due"), _("assignee"), _("level"),
     )  # fmt: skip
     for r in rows:
         shown = (
-            f"[bold red]CANCELLED[/] {_when(r['closed_at'])}: {r['closed_reason'] or ''} "
-            "— do not carry out"
+            _("{cancelled} {time}: {reason} — do not carry out").format(
+                cancelled="[bold red]" + _("CANCELLED") + "[/]",
+                time=_when(r["closed_at"], tz),
+                reason=r["closed_reason"] or "",
+            )
             if r["cancelled"]
             else (r["stage"] or r["status"])
             if r["status"] == "open"
             else r["status"]
         )
         if r["overdue"]:
-            shown = f"[bold red]LATE[/] {shown}"
+            shown = f"[bold red]{_('LATE')}[/] {shown}"
         table.add_row(
             str(r["id"]),
             str(r["order_id"]),
@@ -281,10 +317,10 @@ def list_field_orders(
             r["work"],
             r["cause"],
             shown,
-            _when(r["created_at"]),
-            _when(r["due_at"]),
+            _when(r["created_at"], tz),
+            _when(r["due_at"], tz),
             r["assignee"] or "-",
-            {0: "-", 1: "1 预警", 2: "2 督办"}.get(r["escalation_level"], "?"),
+            {0: "-", 1: _("1 预警"), 2: _("2 督办")}.get(r["escalation_level"], "?"),
         )
     err_console.print(table)
 

@@ -114,7 +114,7 @@ def reconnect_and_wait(
     if server_running(engine, cli_db.now()):
         note(f"reconnection order {order_id}: meterctl serve is dispatching it; waiting")
         return asyncio.run(_wait_for(engine, order_id, time.monotonic() + timeout))
-    note(f"reconnection order {order_id}: dispatching on {link}")
+    note(_("reconnection order {order}: dispatching on {link}").format(order=order_id, link=link))
     return asyncio.run(_dispatch_here(engine, config, order_id, link, actor, timeout))
 
 
@@ -122,21 +122,26 @@ def outcome_message(order_id: int, found: dict[str, Any], timeout: float) -> tup
     """The exit code and the sentence for a reconnection's state after waiting."""
     state_now = found["state"]
     if state_now == ReconnectState.VERIFIED.value:
-        return ExitCode.OK, f"reconnected: order {order_id} verified, the relay reads closed"
+        return ExitCode.OK, _("reconnected: order {order} verified, the relay reads closed").format(
+            order=order_id
+        )
     if state_now == ReconnectState.ARMED.value:
-        return ExitCode.OK, (
-            f"armed: the customer must press the meter button (order {order_id}, "
+        return ExitCode.OK, _(
+            "armed: the customer must press the meter button (order {order}, "
             "close allowed / 合闸允许)"
-        )
+        ).format(order=order_id)
     if state_now == ReconnectState.FIELD_ORDER.value:
-        return ExitCode.PARTIAL, (
-            f"reconnection order {order_id} became field order {found['field_order_id']} "
-            f"(现场复电): {found['last_error'] or 'remote reconnection failed'}"
+        return ExitCode.PARTIAL, _(
+            "reconnection order {order} became field order {field_order} (现场复电): {error}"
+        ).format(
+            order=order_id,
+            field_order=found["field_order_id"],
+            error=found["last_error"] or _("remote reconnection failed"),
         )
-    return ExitCode.PARTIAL, (
-        f"reconnection order {order_id} is still {state_now} after {timeout:g} s; "
+    return ExitCode.PARTIAL, _(
+        "reconnection order {order} is still {state} after {seconds} s; "
         "it stays queued (meterctl serve or the next run dispatches it)"
-    )
+    ).format(order=order_id, state=state_now, seconds=f"{timeout:g}")
 
 
 @payments_app.command("record")

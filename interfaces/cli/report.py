@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from base.errors import InputError
+from base.i18n import _
 from engine.reports import FORMATS, Period, build_report, parse_day, render
 from engine.roles import Role
 from interfaces.cli import db as cli_db
@@ -37,19 +38,27 @@ def _write(path: Path, text: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("report")
+    @app.command(
+        "report",
+        help=_(
+            "Charts and figures for a period: disconnections and reconnections per day,\n"
+            "reconnection times against the limit, blocks, field orders, stations, timeline."
+        ),
+    )
     def report(
         ctx: typer.Context,
         date_from: Annotated[
-            str, typer.Option("--from", help="First day (YYYY-MM-DD, site time zone).")
+            str, typer.Option("--from", help=_("First day (YYYY-MM-DD, site time zone)."))
         ],
         date_to: Annotated[
-            str, typer.Option("--to", help="Last day, included (YYYY-MM-DD, site time zone).")
+            str, typer.Option("--to", help=_("Last day, included (YYYY-MM-DD, site time zone)."))
         ],
         out: Annotated[
-            str, typer.Option("--out", help="Output file (- for stdout).")
+            str, typer.Option("--out", help=_("Output file (- for stdout)."))
         ] = "report.html",
-        fmt: Annotated[str, typer.Option("--format", help="html (default), csv or json.")] = "html",
+        fmt: Annotated[
+            str, typer.Option("--format", help=_("html (default), csv or json."))
+        ] = "html",
     ) -> None:
         """Charts and figures for a period: disconnections and reconnections per day,
         reconnection times against the limit, blocks, field orders, stations, timeline."""
@@ -57,7 +66,12 @@ def register(app: typer.Typer) -> None:
         require_role(st, Role.OPERATOR, "report")
         fmt = fmt.lower()
         if fmt not in FORMATS:
-            fail(f"--format {fmt!r}: use one of {', '.join(FORMATS)}", ExitCode.BAD_INPUT)
+            fail(
+                _("--format {format}: use one of {choices}").format(
+                    format=repr(fmt), choices=", ".join(FORMATS)
+                ),
+                ExitCode.BAD_INPUT,
+            )
         config = st.config
         try:
             period = Period(
@@ -67,7 +81,12 @@ def register(app: typer.Typer) -> None:
             fail(str(exc), ExitCode.BAD_INPUT)
         target = None if out == "-" else Path(out)
         if target is not None and not target.parent.is_dir():
-            fail(f"--out {out}: folder {target.parent} does not exist", ExitCode.BAD_INPUT)
+            fail(
+                _("--out {out}: folder {folder} does not exist").format(
+                    out=out, folder=target.parent
+                ),
+                ExitCode.BAD_INPUT,
+            )
         engine = open_store(st)
         with store_errors(st, engine):
             doc = build_report(engine, config, period, now=cli_db.clock.now())
@@ -81,8 +100,18 @@ def register(app: typer.Typer) -> None:
             fail(f"--out {out}: {exc.strerror or exc}", ExitCode.BAD_INPUT)
         totals = doc["totals"]
         note(
-            f"report {period.first} to {period.last} written to {target} ({fmt}): "
-            f"{totals['disconnections']} disconnection(s), {totals['reconnections']} "
-            f"reconnection(s), {totals['field_orders']} field order(s), "
-            f"{totals['overdue']} overdue item(s)"
+            _(
+                "report {first} to {last} written to {target} ({format}): "
+                "{disconnections} disconnection(s), {reconnections} reconnection(s), "
+                "{field_orders} field order(s), {overdue} overdue item(s)"
+            ).format(
+                first=period.first,
+                last=period.last,
+                target=target,
+                format=fmt,
+                disconnections=totals["disconnections"],
+                reconnections=totals["reconnections"],
+                field_orders=totals["field_orders"],
+                overdue=totals["overdue"],
+            )
         )

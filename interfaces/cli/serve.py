@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from base.errors import MeterctlError
+from base.i18n import _
 from engine.logging import configure_logging
 from engine.roles import Role
 from engine.scheduler.jobs import batch_trigger
@@ -33,14 +34,14 @@ def serve(
         typer.Option(
             "--listen",
             metavar="HOST:PORT",
-            help="Where the payment hook listens (default: the config's hooks.listen).",
+            help=_("Where the payment hook listens (default: the config's hooks.listen)."),
         ),
     ] = None,
     json_logs: Annotated[
         bool | None,
         typer.Option(
             "--json-logs/--no-json-logs",
-            help="JSON log lines on stderr (default: the config's logging.json).",
+            help=_("JSON log lines on stderr (default: the config's logging.json)."),
         ),
     ] = None,
 ) -> None:
@@ -74,14 +75,18 @@ def serve(
         fail(str(exc), ExitCode.BAD_INPUT)
     if not server.hook_has_key:
         note(
-            "warning: no [hooks] payment_key configured: the payment hook refuses every call "
-            "(503) until one is set"
+            _(
+                "warning: no [hooks] payment_key configured: the payment hook refuses every call "
+                "(503) until one is set"
+            )
         )
     clients = sorted(server.api.clients)
     note(
-        f"integration API (/cim/v1/EndDeviceControls) for client(s): {', '.join(clients)}"
+        _("integration API (/cim/v1/EndDeviceControls) for client(s): {clients}").format(
+            clients=", ".join(clients)
+        )
         if clients
-        else "integration API: no [api.clients] configured: every call is refused (401)"
+        else _("integration API: no [api.clients] configured: every call is refused (401)")
     )
     code = asyncio.run(_serve(server))
     if code:
@@ -99,12 +104,18 @@ async def _serve(server: EngineServer) -> int:
     except OSError as exc:
         assert server.listen is not None
         host, port = server.listen
-        note(f"error: cannot listen on {host}:{port} (--listen / [hooks] listen): {exc.strerror}")
+        note(
+            _("error: cannot listen on {host}:{port} (--listen / [hooks] listen): {error}").format(
+                host=host, port=port, error=exc.strerror
+            )
+        )
         await server.dispatcher.close()
         return int(ExitCode.BAD_INPUT)
     note(
-        f"meterctl serve: worker {server.worker_id}; dispatching on every bus; "
-        "the elected leader runs the scheduler. Ctrl-C stops gracefully."
+        _(
+            "meterctl serve: worker {worker}; dispatching on every bus; "
+            "the elected leader runs the scheduler. Ctrl-C stops gracefully."
+        ).format(worker=server.worker_id)
     )
     try:
         await server.run(stop)
@@ -112,9 +123,15 @@ async def _serve(server: EngineServer) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-    note("meterctl serve: stopped")
+    note(_("meterctl serve: stopped"))
     return 0
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
+    app.command(
+        "serve",
+        help=_(
+            "Run the engine: the scheduler (on the elected leader), the dispatcher on every "
+            "bus, the payment hook and the integration API."
+        ),
+    )(serve)

@@ -27,6 +27,7 @@ from typing import Annotated, Any
 import typer
 
 from base.errors import InputError
+from base.i18n import _
 from interfaces.cli.context import fail, note, print_json, state
 from interfaces.cli.exitcodes import ExitCode
 from interfaces.simulation import simulator_settings
@@ -64,80 +65,96 @@ def _listing(fleet: Fleet) -> list[str]:
 def register(app: typer.Typer) -> None:
     """Add ``simulate`` to the root app."""
 
-    @app.command("simulate")
+    @app.command(
+        "simulate", help=_("Run simulated DL/T 645 (and Modbus) meters on TCP gateways and ptys.")
+    )
     def simulate(
         ctx: typer.Context,
         fleet_file: Annotated[
-            Path | None, typer.Option("--fleet", help="Fleet CSV (see docs/simulator.md).")
+            Path | None, typer.Option("--fleet", help=_("Fleet CSV (see docs/simulator.md)."))
         ] = None,
         meters: Annotated[
-            int | None, typer.Option("--meters", help="Generate a fleet of N meters.")
+            int | None, typer.Option("--meters", help=_("Generate a fleet of N meters."))
         ] = None,
-        buses: Annotated[int, typer.Option("--buses", help="Buses of a generated fleet.")] = 1,
+        buses: Annotated[int, typer.Option("--buses", help=_("Buses of a generated fleet."))] = 1,
         base_port: Annotated[
-            int, typer.Option("--base-port", help="Generated bus b listens on P+b (0: any).")
+            int, typer.Option("--base-port", help=_("Generated bus b listens on P+b (0: any)."))
         ] = 0,
-        pty: Annotated[bool, typer.Option("--pty", help="Generated buses on ptys.")] = False,
+        pty: Annotated[bool, typer.Option("--pty", help=_("Generated buses on ptys."))] = False,
         write_fleet_path: Annotated[
-            Path | None, typer.Option("--write-fleet", help="Save the generated fleet CSV.")
+            Path | None, typer.Option("--write-fleet", help=_("Save the generated fleet CSV."))
         ] = None,
         no_serve: Annotated[
-            bool, typer.Option("--no-serve", help="With --write-fleet: write and exit.")
+            bool, typer.Option("--no-serve", help=_("With --write-fleet: write and exit."))
         ] = False,
-        baud: Annotated[int, typer.Option("--baud", help="Bus rate for the timing (8E1).")] = 2400,
+        baud: Annotated[
+            int, typer.Option("--baud", help=_("Bus rate for the timing (8E1)."))
+        ] = 2400,
         time_scale: Annotated[
             float,
-            typer.Option("--time-scale", min=0, max=1_000, help="Multiply every delay (0 = none)."),
+            typer.Option(
+                "--time-scale", min=0, max=1_000, help=_("Multiply every delay (0 = none).")
+            ),
         ] = 1.0,
         pace: Annotated[
-            bool, typer.Option("--pace", help="Send reply bytes at the wire pace.")
+            bool, typer.Option("--pace", help=_("Send reply bytes at the wire pace."))
         ] = False,
         reply_delay_ms: Annotated[
             float | None,
-            typer.Option("--reply-delay-ms", help="One reply delay for all (20-500 ms)."),
+            typer.Option("--reply-delay-ms", help=_("One reply delay for all (20-500 ms).")),
         ] = None,
         late_reply_s: Annotated[
             float,
-            typer.Option("--late-reply-s", min=0, max=3_600, help="Delay of a late_reply fault."),
+            typer.Option(
+                "--late-reply-s", min=0, max=3_600, help=_("Delay of a late_reply fault.")
+            ),
         ] = 3.0,
         no_direct_close: Annotated[
-            bool, typer.Option("--no-direct-close", help="Meters refuse 1CH direct close.")
+            bool, typer.Option("--no-direct-close", help=_("Meters refuse 1CH direct close."))
         ] = False,
         ready_file: Annotated[
-            Path | None, typer.Option("--ready-file", help="Write bus URLs as JSON when ready.")
+            Path | None, typer.Option("--ready-file", help=_("Write bus URLs as JSON when ready."))
         ] = None,
         event_log: Annotated[
-            Path | None, typer.Option("--event-log", help="Append events as JSON lines.")
+            Path | None, typer.Option("--event-log", help=_("Append events as JSON lines."))
         ] = None,
         control_port: Annotated[
-            int, typer.Option("--control-port", help="HTTP control port on 127.0.0.1 (0: any).")
+            int, typer.Option("--control-port", help=_("HTTP control port on 127.0.0.1 (0: any)."))
         ] = 0,
-        seed: Annotated[int, typer.Option("--seed", help="Seed for faults and delays.")] = 0,
+        seed: Annotated[int, typer.Option("--seed", help=_("Seed for faults and delays."))] = 0,
         duration: Annotated[
             float | None,
-            typer.Option("--duration", min=0, max=31_536_000, help="Stop after this many seconds."),
+            typer.Option(
+                "--duration", min=0, max=31_536_000, help=_("Stop after this many seconds.")
+            ),
         ] = None,
         as_json: Annotated[
-            bool, typer.Option("--json", help="Print the ready document as JSON on stdout.")
+            bool, typer.Option("--json", help=_("Print the ready document as JSON on stdout."))
         ] = False,
     ) -> None:
         """Run simulated DL/T 645 (and Modbus) meters on TCP gateways and ptys."""
         st = state(ctx)
         config = st.config
         if (fleet_file is None) == (meters is None):
-            fail("give either --fleet FILE or --meters N", ExitCode.BAD_INPUT)
+            fail(_("give either --fleet FILE or --meters N"), ExitCode.BAD_INPUT)
         if baud <= 0:
-            fail(f"--baud {baud} must be positive", ExitCode.BAD_INPUT)
+            fail(_("--baud {baud} must be positive").format(baud=baud), ExitCode.BAD_INPUT)
         if time_scale < 0:
-            fail(f"--time-scale {time_scale} must not be negative", ExitCode.BAD_INPUT)
+            fail(
+                _("--time-scale {scale} must not be negative").format(scale=time_scale),
+                ExitCode.BAD_INPUT,
+            )
         if not 0 <= control_port <= 65535:
-            fail(f"--control-port {control_port} must be 0..65535", ExitCode.BAD_INPUT)
+            fail(
+                _("--control-port {port} must be 0..65535").format(port=control_port),
+                ExitCode.BAD_INPUT,
+            )
         if reply_delay_ms is not None and not 20 <= reply_delay_ms <= 500:
-            fail("--reply-delay-ms must be within 20..500 (DL/T 645 Td)", ExitCode.BAD_INPUT)
+            fail(_("--reply-delay-ms must be within 20..500 (DL/T 645 Td)"), ExitCode.BAD_INPUT)
         if write_fleet_path is not None and meters is None:
-            fail("--write-fleet goes with --meters (a generated fleet)", ExitCode.BAD_INPUT)
+            fail(_("--write-fleet goes with --meters (a generated fleet)"), ExitCode.BAD_INPUT)
         if no_serve and write_fleet_path is None:
-            fail("--no-serve goes with --write-fleet", ExitCode.BAD_INPUT)
+            fail(_("--no-serve goes with --write-fleet"), ExitCode.BAD_INPUT)
         try:
             if fleet_file is not None:
                 specs = load_fleet(
@@ -158,7 +175,11 @@ def register(app: typer.Typer) -> None:
                 )
             if write_fleet_path is not None:
                 write_fleet(write_fleet_path, specs)
-                note(f"fleet of {len(specs)} meters written to {write_fleet_path}")
+                note(
+                    _("fleet of {count} meters written to {path}").format(
+                        count=len(specs), path=write_fleet_path
+                    )
+                )
                 if no_serve:
                     return
             fleet = Fleet(
@@ -177,7 +198,7 @@ def register(app: typer.Typer) -> None:
         except InputError as exc:
             fail(str(exc), ExitCode.BAD_INPUT)
         except OSError as exc:
-            fail(f"cannot write: {exc}", ExitCode.BAD_INPUT)
+            fail(_("cannot write: {error}").format(error=exc), ExitCode.BAD_INPUT)
         if ready_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 ready_file.unlink()  # a stale file must not say "ready" for this run
@@ -191,7 +212,11 @@ def register(app: typer.Typer) -> None:
             try:
                 fleet.start()
             except OSError as exc:
-                fail(f"cannot serve the fleet: {exc} (is a port already in use?)")
+                fail(
+                    _("cannot serve the fleet: {error} (is a port already in use?)").format(
+                        error=exc
+                    )
+                )
             document = fleet.ready_document()
             if as_json:
                 print_json(document)
@@ -201,8 +226,15 @@ def register(app: typer.Typer) -> None:
             if ready_file is not None:
                 write_ready_file(ready_file, document)
             note(
-                f"simulating {len(specs)} meters on {len(document['buses'])} buses "
-                f"({baud} baud, time scale {time_scale:g}); stop with Ctrl-C"
+                _(
+                    "simulating {count} meters on {buses} buses "
+                    "({baud} baud, time scale {scale}); stop with Ctrl-C"
+                ).format(
+                    count=len(specs),
+                    buses=len(document["buses"]),
+                    baud=baud,
+                    scale=f"{time_scale:g}",
+                )
             )
             stop.wait(duration)
         finally:
@@ -212,4 +244,4 @@ def register(app: typer.Typer) -> None:
             if ready_file is not None:
                 with contextlib.suppress(FileNotFoundError):
                     ready_file.unlink()
-        note("simulator stopped")
+        note(_("simulator stopped"))

@@ -20,6 +20,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from base.i18n import _
 from engine.dispatch.dispatcher import Dispatcher
 from engine.roles import Role
 from engine.survey import MeterSurvey, run_survey, survey_report, survey_targets
@@ -31,8 +32,16 @@ from interfaces.cli.exitcodes import ExitCode
 
 def _print(doc: dict[str, Any], limit: int) -> None:
     err_console.print(
-        f"survey {doc['survey']}: {doc['surveyed']} meter(s) surveyed, {doc['ok']} ok, "
-        f"{doc['problem']} with problems, {doc['silent']} silent",
+        _(
+            "survey {survey}: {surveyed} meter(s) surveyed, {ok} ok, "
+            "{problem} with problems, {silent} silent"
+        ).format(
+            survey=doc["survey"],
+            surveyed=doc["surveyed"],
+            ok=doc["ok"],
+            problem=doc["problem"],
+            silent=doc["silent"],
+        ),
         markup=False,
     )
     if doc["by_problem"]:
@@ -41,8 +50,8 @@ def _print(doc: dict[str, Any], limit: int) -> None:
             markup=False,
         )
     table = Table(
-        "meter", "account", "bus", "problems", "relay", "保电", "clock offset",
-        title="what would stop a campaign", title_justify="left",
+        _("meter"), _("account"), _("bus"), _("problems"), _("relay"), "保电", _("clock offset"),
+        title=_("what would stop a campaign"), title_justify="left",
     )  # fmt: skip
     for item in doc["meters"][:limit]:
         seen = item["observed"]
@@ -53,47 +62,61 @@ def _print(doc: dict[str, Any], limit: int) -> None:
             item["bus"],
             ", ".join(item["problems"]),
             str(seen.get("relay", "-")),
-            {True: "on", False: "off"}.get(seen.get("guarantee"), "-"),
+            {True: _("on"), False: _("off")}.get(seen.get("guarantee"), "-"),
             "-" if offset is None else f"{offset:+d} s",
         )
     err_console.print(table)
     extra = len(doc["meters"]) - limit
     if extra > 0:
-        err_console.print(f"  ... and {extra} more (--limit, or --json for all)")
+        err_console.print(
+            "  " + _("... and {count} more (--limit, or --json for all)").format(count=extra)
+        )
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("survey")
+    @app.command(
+        "survey",
+        help=_(
+            "Read every meter in scope without switching anything; report what would stop a\n"
+            "disconnection campaign (wrong meter numbers, clocks off, meters already open, 保电\n"
+            "mismatches, silent meters, protocol deviations)."
+        ),
+    )
     def survey(
         ctx: typer.Context,
         link: Annotated[
             list[str] | None,
-            typer.Option("--link", help="Survey the meters on this bus (repeatable)."),
+            typer.Option("--link", help=_("Survey the meters on this bus (repeatable).")),
         ] = None,
         all_meters: Annotated[
-            bool, typer.Option("--all", help="Survey every meter that has a link.")
+            bool, typer.Option("--all", help=_("Survey every meter that has a link."))
         ] = False,
         new: Annotated[
-            bool, typer.Option("--new", help="Start a new survey instead of resuming.")
+            bool, typer.Option("--new", help=_("Start a new survey instead of resuming."))
         ] = False,
-        as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
-        limit: Annotated[int, typer.Option("--limit", min=1, help="Rows on the terminal.")] = 50,
+        as_json: Annotated[
+            bool, typer.Option("--json", help=_("Print one JSON document."))
+        ] = False,
+        limit: Annotated[int, typer.Option("--limit", min=1, help=_("Rows on the terminal."))] = 50,
     ) -> None:
         """Read every meter in scope without switching anything; report what would stop a
         disconnection campaign (wrong meter numbers, clocks off, meters already open, 保电
         mismatches, silent meters, protocol deviations)."""
         st = state(ctx)
         if bool(link) == all_meters:
-            fail("give --link URL (one or more) or --all", ExitCode.BAD_INPUT)
+            fail(_("give --link URL (one or more) or --all"), ExitCode.BAD_INPUT)
         require_role(st, Role.OPERATOR, "survey")
         engine = open_store(st)
         links = None if all_meters else list(dict.fromkeys(link or []))
         with store_errors(st, engine):
             targets, skipped = survey_targets(engine, links=links, now=cli_db.clock.now())
         if links is not None and not targets and not skipped:
-            fail(f"--link: no meter is on {', '.join(links)}", ExitCode.BAD_INPUT)
+            fail(
+                _("--link: no meter is on {links}").format(links=", ".join(links)),
+                ExitCode.BAD_INPUT,
+            )
         progress = Progress(
-            TextColumn("surveying"),
+            TextColumn(_("surveying")),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -140,8 +163,10 @@ def register(app: typer.Typer) -> None:
             _print(doc, limit)
             if run.busy_buses:
                 err_console.print(
-                    f"{len(run.busy_buses)} bus(es) busy (an engine holds them): "
-                    "run `meterctl survey` again to finish",
+                    _(
+                        "{count} bus(es) busy (an engine holds them): "
+                        "run `meterctl survey` again to finish"
+                    ).format(count=len(run.busy_buses)),
                     markup=False,
                 )
         if run.busy_buses:

@@ -180,3 +180,96 @@ def test_status_and_calendar_in_chinese(cli: Cli) -> None:
     calendar = cli("olga", "--lang", "zh-CN", "calendar", "show", "--year", "2026")
     assert "法定节假日" in calendar.stdout and "调休上班日" in calendar.stdout
     assert "国庆节 National Day" in calendar.stdout  # the library's name, with its Chinese
+
+
+HELP_PROBE = """
+import json
+from typer.testing import CliRunner
+from interfaces.cli.main import app
+commands = json.loads(input())
+out = {}
+for command in commands:
+    result = CliRunner().invoke(app, [*command.split(), "--help"], terminal_width=200)
+    out[command] = result.output
+print(json.dumps(out))
+"""
+
+# A command and a phrase of its Chinese help (a command's summary, an option, a subcommand).
+CHINESE_HELP = {
+    "orders": "停电与复电工单",
+    "orders list": "只显示尚未完成的工单",
+    "field-orders": "现场工单",
+    "field-orders close": "补停为断开",
+    "complaints": "客户投诉及其时限",
+    "complaints open": "客户反映的内容",
+    "exemptions": "保电豁免",
+    "exemptions approve": "应急复电",
+    "approvals": "主管审批",
+    "report": "每日停电与复电",
+    "audit": "防篡改的审计记录",
+    "audit verify": "校验整条链",
+    "meter": "读取电能表",
+    "frame": "现场工程师工具",
+    "db": "创建或升级数据库结构",
+    "db status": "隐藏密码",
+    "simulate": "模拟的 DL/T 645",
+    "serve": "调度器",
+    "survey": "不做任何分合闸",
+}
+
+
+def test_help_of_every_command_in_chinese() -> None:
+    """Help texts are made as the commands are defined: a fresh process with LANG=zh_CN."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LC_")}
+    run = subprocess.run(
+        [sys.executable, "-c", HELP_PROBE], input=json.dumps(list(CHINESE_HELP)),
+        env={**env, "LANG": "zh_CN.UTF-8"}, cwd=ROOT, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    shown = json.loads(run.stdout)
+    missing = {c: p for c, p in CHINESE_HELP.items() if p not in " ".join(shown[c].split())}
+    assert not missing, {c: shown[c][:400] for c in missing}
+
+
+def test_field_work_exemptions_and_audit_speak_chinese(cli: Cli) -> None:
+    assert cli("ada", "db", "init").exit_code == 0
+    add_account(cli.engine(), "A1", balance="-50")
+    request = cli(
+        "olga", "--lang", "zh-CN", "exemptions", "request", "A1", "--reason", "居家透析",
+        "--until", "2026-06-30",
+    )  # fmt: skip
+    assert request.exit_code == 0, request.stderr
+    assert "已为 A1 申请豁免" in request.stderr and "至 2026-06-30（含）" in request.stderr
+    too_long = cli(
+        "olga", "--lang", "zh-CN", "exemptions", "request", "A1", "--reason", "x",
+        "--until", "2030-01-31",
+    )  # fmt: skip
+    assert too_long.exit_code == 2 and "距开始超过 90 天" in too_long.stderr
+    listed = cli("olga", "--lang", "zh-CN", "exemptions", "list")
+    assert "申请人 olga" in listed.stdout
+    bad = cli("olga", "--lang", "zh-CN", "exemptions", "list", "--status", "maybe")
+    assert bad.exit_code == 2 and "不是" in bad.stderr and "requested" in bad.stderr
+    verify = cli("ada", "--lang", "zh-CN", "audit", "verify")
+    assert verify.exit_code == 0 and "审计记录完好" in verify.stderr
+    shown = cli("ada", "--lang", "zh-CN", "audit", "show")
+    assert "exemption" in shown.stdout  # audit actions stay language-neutral
+    doc = json.loads(cli("olga", "--lang", "zh-CN", "exemptions", "list", "--json").stdout)
+    assert doc["exemptions"][0]["status"] == "requested"  # enum values are not translated
+    unknown = cli("olga", "--lang", "zh-CN", "orders", "show", "999")
+    assert unknown.exit_code == 2 and "未知的工单 999" in unknown.stderr
+
+
+def test_payment_outcome_messages_in_chinese() -> None:
+    from interfaces.cli.exitcodes import ExitCode
+    from interfaces.cli.payments import outcome_message
+
+    i18n.set_language("zh-CN")
+    code, text = outcome_message(7, {"state": "verified"}, 30)
+    assert code == ExitCode.OK and text == "已复电：工单 7 已确认，继电器读回为合闸"
+    code, text = outcome_message(
+        7, {"state": "field_order", "field_order_id": 3, "last_error": None}, 30
+    )
+    assert code == ExitCode.PARTIAL and "现场工单 3" in text and "远程复电失败" in text
+    code, text = outcome_message(7, {"state": "queued"}, 30)
+    assert code == ExitCode.PARTIAL and "30 秒后仍为 queued" in text

@@ -218,3 +218,61 @@ def test_cli_reads_gbk_and_xlsx(tmp_path: Path, cli: Cli) -> None:
     xlsx = _xlsx(tmp_path / "x.xlsx", CHINESE_HEADER, ROWS)
     result = cli.json("olga", "accounts", "import", str(xlsx), "--sheet", "用户")
     assert result["accounts_updated"] == 3
+
+
+def test_problems_are_named_in_chinese(tmp_path: Path) -> None:
+    """The same refusal, read by a Chinese operator: row, column and value, in Chinese."""
+    from base import i18n
+
+    rows = [list(r) for r in ROWS]
+    rows[1][3] = "三十五元"
+    path = _xlsx(tmp_path / "bad.xlsx", CHINESE_HEADER, rows)
+    engine = _store(tmp_path, "bad_zh")
+    i18n.set_language("zh-CN")
+    try:
+        with pytest.raises(ImportRejected) as caught:
+            _import(engine, path)
+        (problem,) = caught.value.problems
+        assert (problem.row, problem.column) == (3, "balance")  # the column keeps its name
+        assert problem.message == "balance '三十五元' 必须用数字 0-9 书写"
+        assert str(problem) == "第 3 行，列 balance：balance '三十五元' 必须用数字 0-9 书写"
+        assert str(caught.value) == "bad.xlsx：1 个问题；未导入任何内容"
+    finally:
+        i18n.set_language("en")
+    assert _contents(engine) == ([], [], [])
+
+
+def test_a_sheet_starting_below_and_right_of_a1_keeps_its_row_numbers(tmp_path: Path) -> None:
+    """calamine yields rows from row 1 but columns from the used range's first one: the
+    reader puts the empty leading columns back and numbers rows as the spreadsheet does."""
+    from engine.import_formats import xlsx_records
+
+    book = Workbook()
+    ws = book.active
+    assert ws is not None
+    for i, header in enumerate(CHINESE_HEADER):
+        ws.cell(row=3, column=3 + i, value=header)  # the header at C3
+    for r, row in enumerate(ROWS):
+        for i, value in enumerate(row):
+            ws.cell(row=5 + r, column=3 + i, value=value)  # row 4 left blank
+    ws.cell(row=6, column=3 + 3, value="三十五元")  # the second account's balance
+    path = tmp_path / "offset.xlsx"
+    book.save(path)
+    rows = list(xlsx_records(path, None))
+    assert [n for n, _ in rows] == [3, 5, 6, 7]
+    assert rows[0][1][:3] == ["", "", "户号"] and rows[1][1][2] == "0101000001"
+    # Imported: a sheet whose header is on row 3 (column A) names the bad cell's own row.
+    book = Workbook()
+    ws = book.active
+    assert ws is not None
+    for r, row in enumerate([CHINESE_HEADER, [], *ROWS]):
+        for i, value in enumerate(row):
+            ws.cell(row=3 + r, column=1 + i, value=value)
+    ws.cell(row=6, column=4, value="三十五元")
+    book.save(path)
+    engine = _store(tmp_path, "offset")
+    with pytest.raises(ImportRejected) as caught:
+        _import(engine, path)
+    (problem,) = caught.value.problems
+    assert (problem.row, problem.column) == (6, "balance"), problem
+    assert _contents(engine) == ([], [], [])
