@@ -14,12 +14,13 @@ nothing the second time.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, Select, and_, or_, select, update
+from sqlalchemy import Engine, Select, Table, and_, or_, select, update
 from sqlmodel import Session
 
 from engine import audit
@@ -222,24 +223,15 @@ def _late_complaints(
     actor: str,
     done: FieldWorkTick,
 ) -> None:
-    c = COMPLAINTS.c
-    late = session.execute(_late_complaints_q(now).limit(BATCH)).all()
-    for r in late:
-        session.execute(update(COMPLAINTS).where(c.id == r.id).values(escalated_at=now))
-        audit.append(
-            session, actor, "complaint.overdue", r.account_no, {"complaint_id": r.id}, at=now
-        )
-        notifier.notify(
-            session,
-            kind="complaint.overdue",
-            message=(
-                f"complaint {r.id} of account {r.account_no} was due "
-                f"{r.due_at.isoformat()} and is still open"
-            ),
-            now=now,
-            account_no=r.account_no,
-            recipients=supervisor_recipients(config),
-        )
+    for r in _alert_late(
+        session, notifier, COMPLAINTS, _late_complaints_q(now), now=now, actor=actor,
+        kind="complaint.overdue", id_key="complaint_id",
+        recipients=supervisor_recipients(config),
+        message=lambda r: (
+            f"complaint {r.id} of account {r.account_no} was due "
+            f"{r.due_at.isoformat()} and is still open"
+        ),
+    ):  # fmt: skip
         done.complaints_late.append(r.id)
 
 
@@ -251,23 +243,45 @@ def _late_follow_ups(
     actor: str,
     done: FieldWorkTick,
 ) -> None:
-    u = FOLLOW_UPS.c
-    late = session.execute(_late_follow_ups_q(now).limit(BATCH)).all()
+    for r in _alert_late(
+        session, notifier, FOLLOW_UPS, _late_follow_ups_q(now), now=now, actor=actor,
+        kind="follow_up.overdue", id_key="follow_up_id",
+        recipients=tuple(config.notify.duty_recipients),
+        message=lambda r: (
+            f"follow-up call {r.id} (回访) of account {r.account_no} was due "
+            f"{r.due_at.isoformat()} and has not been made"
+        ),
+        with_order=True,
+    ):  # fmt: skip
+        done.follow_ups_late.append(r.id)
+
+
+def _alert_late(
+    session: Session,
+    notifier: Notifier,
+    table: Table,
+    query: Select[Any],
+    *,
+    now: datetime,
+    actor: str,
+    kind: str,
+    id_key: str,
+    recipients: Sequence[str],
+    message: Callable[[Any], str],
+    with_order: bool = False,
+) -> Sequence[Any]:
+    """Mark each late row escalated, audit it and alert ``recipients`` once (a batch a tick)."""
+    late = session.execute(query.limit(BATCH)).all()
     for r in late:
-        session.execute(update(FOLLOW_UPS).where(u.id == r.id).values(escalated_at=now))
-        audit.append(
-            session, actor, "follow_up.overdue", r.account_no, {"follow_up_id": r.id}, at=now
-        )
+        session.execute(update(table).where(table.c.id == r.id).values(escalated_at=now))
+        audit.append(session, actor, kind, r.account_no, {id_key: r.id}, at=now)
         notifier.notify(
             session,
-            kind="follow_up.overdue",
-            message=(
-                f"follow-up call {r.id} (回访) of account {r.account_no} was due "
-                f"{r.due_at.isoformat()} and has not been made"
-            ),
+            kind=kind,
+            message=message(r),
             now=now,
             account_no=r.account_no,
-            order_id=r.order_id,
-            recipients=tuple(config.notify.duty_recipients),
+            order_id=r.order_id if with_order else None,
+            recipients=tuple(recipients),
         )
-        done.follow_ups_late.append(r.id)
+    return late
