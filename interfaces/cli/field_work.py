@@ -9,6 +9,7 @@ the engine function in the same transaction. ``--json`` prints the record after 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -49,6 +50,19 @@ def _at(st: Any, when: datetime | None) -> str:
     return i18n.local_time(when, st.config.site.tz)
 
 
+def _transition(
+    ctx: typer.Context, role: Role, command: str, change: Callable[..., dict[str, Any]], *args: Any
+) -> tuple[Any, dict[str, Any]]:
+    """Run one audited field-order change in its own transaction, after the role check."""
+    st = state(ctx)
+    require_role(st, role, command)
+    engine = open_store(st)
+    notifier = notifier_from_config(st.config)
+    with store_errors(st, engine), transaction(engine) as session:
+        row = change(session, *args, config=st.config, notifier=notifier, actor=st.user, now=now())
+    return st, row
+
+
 def _done(doc: dict[str, Any], as_json: bool, message: str) -> None:
     if as_json:
         print_json(doc)
@@ -60,19 +74,9 @@ def accept(
     ctx: typer.Context, field_order: Annotated[int, _ID], as_json: Annotated[bool, _JSON] = False
 ) -> None:
     """接单: take a raised field order at the dispatch desk."""
-    st = state(ctx)
-    require_role(st, Role.OPERATOR, "field-orders accept")
-    engine = open_store(st)
-    notifier = notifier_from_config(st.config)
-    with store_errors(st, engine), transaction(engine) as session:
-        row = accept_field_order(
-            session,
-            field_order,
-            config=st.config,
-            notifier=notifier,
-            actor=st.user,
-            now=now(),
-        )
+    st, row = _transition(
+        ctx, Role.OPERATOR, "field-orders accept", accept_field_order, field_order
+    )
     _done(
         row,
         as_json,
@@ -93,20 +97,9 @@ def assign(
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """派工: assign to a crew or a person (accepts the order too); they are notified."""
-    st = state(ctx)
-    require_role(st, Role.OPERATOR, "field-orders assign")
-    engine = open_store(st)
-    notifier = notifier_from_config(st.config)
-    with store_errors(st, engine), transaction(engine) as session:
-        row = assign_field_order(
-            session,
-            field_order,
-            to,
-            config=st.config,
-            notifier=notifier,
-            actor=st.user,
-            now=now(),
-        )
+    st, row = _transition(
+        ctx, Role.OPERATOR, "field-orders assign", assign_field_order, field_order, to
+    )
     _done(
         row,
         as_json,
@@ -192,20 +185,9 @@ def reopen(
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """Send a closed order back for rework (supervisor): open again with a new time limit."""
-    st = state(ctx)
-    require_role(st, Role.SUPERVISOR, "field-orders reopen")
-    engine = open_store(st)
-    notifier = notifier_from_config(st.config)
-    with store_errors(st, engine), transaction(engine) as session:
-        row = reopen_field_order(
-            session,
-            field_order,
-            reason,
-            config=st.config,
-            notifier=notifier,
-            actor=st.user,
-            now=now(),
-        )
+    st, row = _transition(
+        ctx, Role.SUPERVISOR, "field-orders reopen", reopen_field_order, field_order, reason
+    )
     _done(
         row,
         as_json,
