@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 POSTGRES_ENV = "METERCTL_TEST_POSTGRES_URL"
 
@@ -27,6 +28,14 @@ POSTGRES_ENV = "METERCTL_TEST_POSTGRES_URL"
 for _variable in ("LC_ALL", "LC_MESSAGES"):
     os.environ.pop(_variable, None)
 os.environ["LANG"] = "C.UTF-8"
+
+# Hypothesis times its examples on the wall clock. On a CI machine shared with other jobs
+# (two cores, a PostgreSQL server and a simulator next to the suite) a slow moment made the
+# data generation look "too slow" and the per-example deadline fire, failing tests whose
+# property held: what the suite checks is the property, not the machine's speed, which the
+# benchmarks measure.
+settings.register_profile("meterctl", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("meterctl")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -253,7 +253,9 @@ async def test_serve_signs_a_checkpoint_when_the_trail_moved(tmp_path: Path) -> 
     task = asyncio.create_task(server.run(stop))
     anchor = tmp_path / "meterctl-audit.anchor"
     try:
-        for _ in range(100):
+        # Polled: a quick machine writes the checkpoint after about a second; a loaded one
+        # may take several to start the server's scheduler, and only failing costs the 30 s.
+        for _ in range(600):
             if anchor.exists():
                 break
             await asyncio.sleep(0.05)

@@ -70,6 +70,9 @@ def test_paced_reply_arrives_byte_by_byte() -> None:
         finally:
             os.close(fd)
     assert decode_frame(b"".join(chunks)).control == 0x91
-    assert len(chunks) > 9  # not one burst
+    # Not one burst. A loaded machine may let several paced bytes pile up between two reads
+    # (so the count of reads is only a lower bound), but no delay of the reader can make the
+    # last byte arrive sooner than the wire pace allows: the elapsed time below is the proof.
+    assert len(chunks) >= 3
     predicted = ((20 + 18) * 11 / 2400 + 0.05) * 0.5
     assert elapsed >= predicted * 0.95
