@@ -9,9 +9,11 @@ Three steps, each one transaction:
    A control of an unknown type is refused on its own; its devices are finished as ERROR.
 2. :func:`materialize_pending` (after the reply, resumed by any ``serve`` after a crash):
    disconnections are planned by the policy chain (:func:`policies.plan_batch` on the
-   accounts' cases, the batch-wide limit on the whole scope, as ``batch run`` does) and
-   created by :func:`engine.batch.create_orders_in`; the dispatcher re-checks each one just
-   before its command. A refused device is finished as ERROR naming the rules.
+   accounts' cases, the batch-wide limit counted over the whole message, as ``batch run``
+   counts it over its scope) and created by :func:`engine.batch.create_orders_in`, a chunk
+   of accounts per transaction, planned one chunk at a time, so the first meters switch
+   while the rest is still being planned; the dispatcher re-checks each one just before its
+   command. A refused device is finished as ERROR naming the rules.
    Reconnections take the payment's fast path (:func:`engine.payments.ensure_reconnect_order`,
    dispatched ahead of disconnections); a pending disconnection of the same account is
    terminated first, so it cannot trip the meter after the reconnection.
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, insert, select, update
+from sqlalchemy import Engine, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from engine import audit
@@ -363,7 +365,10 @@ def materialize_pending(
         pending = list(
             session.execute(
                 select(API_DEVICES.c.message_pk)
-                .where(API_DEVICES.c.stage == "accepted")
+                .where(
+                    API_DEVICES.c.stage == "accepted",
+                    or_(API_DEVICES.c.start_at.is_(None), API_DEVICES.c.start_at <= now),
+                )
                 .group_by(API_DEVICES.c.message_pk)
                 .order_by(API_DEVICES.c.message_pk)
                 .limit(max_messages)
@@ -403,46 +408,111 @@ def _materialize_message(
     done: Materialized,
     on_buses: Callable[[set[str]], None] | None,
 ) -> None:
+    """Plan and create the message's orders a chunk of accounts at a time.
+
+    The batch-wide limit is counted over the whole message (as the one plan of ``batch run``
+    counts it over its scope) without planning the whole message first: a chunk's orders are
+    created as soon as the limit's answer is known, which is when the accounts counted so
+    far plus every account not yet planned are within it (no plan of the rest can exceed
+    it then), or when the accounts counted so far already exceed it (then nothing is
+    created and every disconnection of the message is refused, in one transaction). The
+    limit only grows with the count, so both answers are the one plan's answer.
+    """
+    due = or_(API_DEVICES.c.start_at.is_(None), API_DEVICES.c.start_at <= now)
     with read_session(engine) as session:
         rows = session.execute(
             select(*_DEVICE_COLUMNS, METERS.c.link)
             .outerjoin(METERS, METERS.c.meter_no == API_DEVICES.c.meter_no)
-            .where(API_DEVICES.c.message_pk == message_pk, API_DEVICES.c.stage == "accepted")
+            .where(API_DEVICES.c.message_pk == message_pk, API_DEVICES.c.stage == "accepted", due)
         ).all()
+        if not rows:
+            return
         in_scope = int(session.execute(select(func.count()).select_from(ACCOUNTS)).scalar_one())
-    if not rows:
-        return
-    disconnect_accounts = sorted({r.account_no for r in rows if r.action == Action.DISCONNECT})
-    # The plan is read before the transaction, as batch run does; the dispatcher re-checks
-    # every account on fresh data right before its command, so nothing stale can trip a meter.
+        # Disconnections of this message ordered by an earlier pass (before a crash, or a
+        # control that started earlier) count toward the limit too.
+        ordered_before = set(
+            session.execute(
+                select(API_DEVICES.c.account_no)
+                .where(
+                    API_DEVICES.c.message_pk == message_pk,
+                    API_DEVICES.c.action == Action.DISCONNECT.value,
+                    API_DEVICES.c.order_id.is_not(None),
+                )
+                .distinct()
+            ).scalars()
+        )
     settings = policy_settings(config)  # with the statutory calendar
-    plan = plan_batch(load_cases(engine, accounts=disconnect_accounts, now=now), settings, now)
-    decisions = {d.account_no: d for d in plan.decisions}
-    eligible = [d for d in plan.decisions if d.outcome in (Outcome.DISCONNECT, Outcome.SCHEDULE)]
-    # As select_batch: a meter already read back open needs no trip and does not count.
-    open_now = accounts_with_open_relay(engine, [d.account_no for d in eligible])
-    limit = check_batch_limit(
-        sum(1 for d in eligible if d.account_no not in open_now), in_scope, settings
-    )
-    # Orders are created a chunk of accounts per transaction and their buses woken after
-    # each, so the first meters are switching while the rest are still being created. (A
-    # crash between chunks leaves the rest accepted; the next pass plans them again, with a
-    # batch limit counted on fewer accounts than the one that already passed.)
     by_account: dict[str, list[Any]] = {}
     for r in rows:
         by_account.setdefault(r.account_no, []).append(r)
     accounts = _across_buses({a: devices[0].link or "" for a, devices in by_account.items()})
+    to_disconnect = {r.account_no for r in rows if r.action == Action.DISCONNECT}
+    # As select_batch: a meter already read back open needs no trip and does not count.
+    open_now = accounts_with_open_relay(engine, sorted(to_disconnect))
+    counted = len(ordered_before)
+    unplanned = len(to_disconnect - open_now - ordered_before)
+    limit: Reason | None = None  # the limit's answer for the whole message, once known
+    if _within(counted + unplanned, in_scope, settings):
+        limit = check_batch_limit(counted + unplanned, in_scope, settings)
+    waiting: list[tuple[list[Any], dict[str, Decision]]] = []  # planned, not yet created
     for start in range(0, len(accounts), ORDER_CHUNK):
         chunk = [r for a in accounts[start : start + ORDER_CHUNK] for r in by_account[a]]
-        wanted = {r.account_no for r in chunk}
-        woken = set(done.buses)
-        _materialize_chunk(
-            engine, config, message_pk, chunk, decisions,
-            [d for d in eligible if d.account_no in wanted], limit,
-            now=now, notifier=notifier, done=done,
+        wanted = sorted({r.account_no for r in chunk if r.action == Action.DISCONNECT})
+        # The plan is read outside the chunk's transaction, as batch run does; the
+        # dispatcher re-checks every account on fresh data right before its command.
+        decisions = (
+            {d.account_no: d for d in plan_batch(load_cases(engine, accounts=wanted, now=now), settings, now).decisions}
+            if wanted
+            else {}
         )  # fmt: skip
-        if on_buses is not None and done.buses - woken:
-            on_buses(done.buses - woken)
+        fresh = [a for a in wanted if a not in open_now and a not in ordered_before]
+        unplanned -= len(fresh)
+        counted += sum(1 for a in fresh if a in decisions and decisions[a].outcome in _ELIGIBLE)
+        waiting.append((chunk, decisions))
+        if limit is None and _within(counted + unplanned, in_scope, settings):
+            limit = check_batch_limit(counted + unplanned, in_scope, settings)
+        if limit is None:
+            continue  # not known yet (the rest is still planned, so the refusals name the rules)
+        for rows_of, decisions_of in waiting:
+            _create_chunk(engine, config, message_pk, rows_of, decisions_of, limit,
+                          now=now, notifier=notifier, done=done, on_buses=on_buses)  # fmt: skip
+        waiting.clear()
+    if waiting:  # over the limit: every disconnection refused, in one transaction
+        merged = [r for rows_of, _ in waiting for r in rows_of]
+        decisions = {a: d for _, decisions_of in waiting for a, d in decisions_of.items()}
+        _create_chunk(engine, config, message_pk, merged, decisions,
+                      check_batch_limit(counted, in_scope, settings),
+                      now=now, notifier=notifier, done=done, on_buses=on_buses)  # fmt: skip
+
+
+_ELIGIBLE = (Outcome.DISCONNECT, Outcome.SCHEDULE)
+
+
+def _within(planned: int, in_scope: int, settings: Any) -> bool:
+    return check_batch_limit(planned, in_scope, settings).verdict is Verdict.ALLOW
+
+
+def _create_chunk(
+    engine: Engine,
+    config: Config,
+    message_pk: int,
+    rows: list[Any],
+    decisions: dict[str, Decision],
+    limit: Reason,
+    *,
+    now: datetime,
+    notifier: Notifier,
+    done: Materialized,
+    on_buses: Callable[[set[str]], None] | None,
+) -> None:
+    woken = set(done.buses)
+    eligible = [d for d in decisions.values() if d.outcome in _ELIGIBLE]
+    _materialize_chunk(
+        engine, config, message_pk, rows, decisions, eligible, limit,
+        now=now, notifier=notifier, done=done,
+    )  # fmt: skip
+    if on_buses is not None and done.buses - woken:
+        on_buses(done.buses - woken)
 
 
 def _across_buses(bus_of: dict[str, str]) -> list[str]:
