@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from engine import audit
@@ -42,6 +42,7 @@ from engine.integration.clients import ApiClient
 from engine.integration.events import (
     CANCELLED,
     ERROR,
+    EXPIRED,
     PROCESSED,
     RELAY_NAMES,
     DeviceOutcome,
@@ -203,11 +204,14 @@ def accept_message(
         )
     errors: list[dict[str, str]] = []
     devices: list[dict[str, Any]] = []
-    refused: list[tuple[int, str, str, str, str]] = []  # seq, control, code, meter, reason
+    # seq, control, code, meter, status, reason: devices finished at once
+    finished: list[tuple[int, str, str, str, str, str]] = []
     seq = 0
     for control in message.Payload.EndDeviceControls:
         code = control.EndDeviceControlType.ref
         action = control.action
+        start, end = _interval(control.scheduledInterval, now)
+        asked_start = _start_of(control)
         problem = None
         if action is None:
             problem = (
@@ -216,15 +220,16 @@ def accept_message(
             )
         elif control.EndDeviceGroups:
             problem = "EndDeviceGroups are not supported: name each device in EndDevices"
-        elif _later(control.scheduledInterval, now):
-            problem = (
-                "scheduledInterval.start in the future is not supported: "
-                "send the control when it is to be carried out"
-            )
+        elif end is not None and asked_start is not None and end <= asked_start:
+            problem = "scheduledInterval.end must be later than scheduledInterval.start"
         elif not control.EndDevices:
             problem = "the control names no EndDevices"
+        status = ERROR
         if problem is not None:
             errors.append({"code": "control_refused", "details": problem, "ref": control.mRID})
+        elif end is not None and end <= now:
+            status, problem = EXPIRED, f"scheduledInterval.end {iso(end)} has passed: nothing sent"
+            errors.append({"code": "control_expired", "details": problem, "ref": control.mRID})
         for device in control.EndDevices:
             key = (
                 ("meter", device.mRID)
@@ -241,10 +246,12 @@ def accept_message(
                     "meter_no": resolved.meter_no,
                     "account_no": resolved.account_no,
                     "stage": "accepted" if problem is None else "done",
+                    "start_at": start,
+                    "end_at": end,
                 }
             )  # fmt: skip
             if problem is not None:
-                refused.append((seq, control.mRID, code, resolved.meter_no, problem))
+                finished.append((seq, control.mRID, code, resolved.meter_no, status, problem))
             seq += 1
     accepted = sum(1 for d in devices if d["stage"] == "accepted")
     result = "OK" if not errors else ("PARTIAL" if accepted else "FAILED")
@@ -279,20 +286,21 @@ def accept_message(
                     "devices": len(devices),
                     "disconnect": sum(1 for d in devices if d["action"] == "disconnect"),
                     "reconnect": sum(1 for d in devices if d["action"] == "reconnect"),
+                    "held_until_start": sum(1 for d in devices if d["start_at"] is not None),
                     "result": result,
                     "reply_address": bool(header.ReplyAddress),
                 },
                 at=now,
             )
-            if refused or not devices:
+            if finished or not devices:
                 row = lock_rows(session, API_MESSAGES.c.id, [message_pk])[message_pk]
-                ids = _device_ids(session, message_pk, [r[0] for r in refused])
+                ids = _device_ids(session, message_pk, [f[0] for f in finished])
                 finish_devices(
                     session,
                     row,
                     [
-                        DeviceOutcome(ids[s], s, mrid, code, meter, ERROR, reason)
-                        for s, mrid, code, meter, reason in refused
+                        DeviceOutcome(ids[s], s, mrid, code, meter, status, reason)
+                        for s, mrid, code, meter, status, reason in finished
                     ],
                     now=now,
                 )
@@ -304,13 +312,17 @@ def accept_message(
     return Accepted(reply, accepted_devices=accepted)
 
 
-def _later(interval: Any, now: datetime) -> bool:
-    start = interval.start if interval is not None else None
-    if start is None:
-        return False
-    if start.tzinfo is None:  # an ISO time without offset: UTC, as CIM timestamps are
-        start = start.replace(tzinfo=UTC)
-    return bool(start > now + timedelta(minutes=1))
+def _start_of(control: Any) -> datetime | None:
+    return control.scheduledInterval.start if control.scheduledInterval is not None else None
+
+
+def _interval(interval: Any, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """(start, end) of a control's scheduledInterval; a start not later than now is None
+    (carried out at once)."""
+    if interval is None:
+        return None, None
+    start = interval.start if interval.start is not None and interval.start > now else None
+    return start, interval.end
 
 
 def _device_ids(session: Any, message_pk: int, seqs: list[int]) -> dict[int, int]:
@@ -365,10 +377,7 @@ def materialize_pending(
         pending = list(
             session.execute(
                 select(API_DEVICES.c.message_pk)
-                .where(
-                    API_DEVICES.c.stage == "accepted",
-                    or_(API_DEVICES.c.start_at.is_(None), API_DEVICES.c.start_at <= now),
-                )
+                .where(API_DEVICES.c.stage == "accepted", _due(now))
                 .group_by(API_DEVICES.c.message_pk)
                 .order_by(API_DEVICES.c.message_pk)
                 .limit(max_messages)
@@ -379,6 +388,14 @@ def materialize_pending(
             engine, config, message_pk, now=now, notifier=notifier, done=done, on_buses=on_buses
         )
     return done
+
+
+def _due(now: datetime) -> Any:
+    """Accepted devices to carry out now: started, and not ended (those expire instead)."""
+    return and_(
+        or_(API_DEVICES.c.start_at.is_(None), API_DEVICES.c.start_at <= now),
+        or_(API_DEVICES.c.end_at.is_(None), API_DEVICES.c.end_at > now),
+    )
 
 
 _DEVICE_COLUMNS = (
@@ -418,12 +435,13 @@ def _materialize_message(
     created and every disconnection of the message is refused, in one transaction). The
     limit only grows with the count, so both answers are the one plan's answer.
     """
-    due = or_(API_DEVICES.c.start_at.is_(None), API_DEVICES.c.start_at <= now)
     with read_session(engine) as session:
         rows = session.execute(
             select(*_DEVICE_COLUMNS, METERS.c.link)
             .outerjoin(METERS, METERS.c.meter_no == API_DEVICES.c.meter_no)
-            .where(API_DEVICES.c.message_pk == message_pk, API_DEVICES.c.stage == "accepted", due)
+            .where(
+                API_DEVICES.c.message_pk == message_pk, API_DEVICES.c.stage == "accepted", _due(now)
+            )
         ).all()
         if not rows:
             return
@@ -814,6 +832,101 @@ def cancel_message(
     return Accepted(reply_document(message_id, correlation_id, result, errors))
 
 
+# -- expiry -----------------------------------------------------------------------------------
+
+EXPIRE_MESSAGES_PER_PASS = 50
+
+
+def expire_due(engine: Engine, *, now: datetime) -> int:
+    """Finish as EXPIRED the devices whose control's ``scheduledInterval.end`` has passed
+    before their command was sent; returns how many.
+
+    A device still held or accepted expires; so does one whose disconnection is not yet on
+    the wire (the states a cancel may stop), and that order is terminated when this message
+    made it and no device whose control has not ended still needs it. An order this message
+    did not make (a batch's, another message's) goes on: it is not this control's to stop.
+    What is on the wire is left to finish and reported as it ends, and so is a reconnection
+    once ordered (a customer's supply is never withdrawn by a timeout).
+    """
+    ending = and_(
+        API_DEVICES.c.stage.in_(("accepted", "ordered")),
+        API_DEVICES.c.end_at.is_not(None),
+        API_DEVICES.c.end_at <= now,
+    )
+    with read_session(engine) as session:
+        messages = list(
+            session.execute(
+                select(API_DEVICES.c.message_pk)
+                .where(ending)
+                .group_by(API_DEVICES.c.message_pk)
+                .order_by(API_DEVICES.c.message_pk)
+                .limit(EXPIRE_MESSAGES_PER_PASS)
+            ).scalars()
+        )
+    expired = 0
+    for message_pk in messages:
+        with transaction(engine) as session:
+            message = lock_rows(session, API_MESSAGES.c.id, [message_pk]).get(message_pk)
+            if message is None:
+                continue
+            rows = session.execute(
+                select(
+                    *_DEVICE_COLUMNS, API_DEVICES.c.stage, API_DEVICES.c.order_id,
+                    API_DEVICES.c.end_at, SWITCH_ORDERS.c.state, SWITCH_ORDERS.c.batch_id,
+                )
+                .outerjoin(SWITCH_ORDERS, SWITCH_ORDERS.c.id == API_DEVICES.c.order_id)
+                .where(API_DEVICES.c.message_pk == message_pk, ending)
+            ).all()  # fmt: skip
+            own = f"api:{message_pk}"
+            outcomes: list[DeviceOutcome] = []
+            ours: set[int] = set()
+            for r in rows:
+                why = f"scheduledInterval.end {iso(r.end_at)} passed before the command was sent"
+                if r.stage == "accepted":
+                    outcomes.append(_outcome(r, EXPIRED, why))
+                elif r.action == Action.DISCONNECT and r.state in NOT_SENT:
+                    if r.batch_id == own:
+                        ours.add(r.order_id)
+                    else:
+                        why += f"; order {r.order_id} (batch {r.batch_id}) goes on"
+                    outcomes.append(_outcome(r, EXPIRED, why))
+            expiring = {o.device_id for o in outcomes}
+            still_needed = (
+                {
+                    order_id
+                    for order_id, device_id in session.execute(
+                        select(API_DEVICES.c.order_id, API_DEVICES.c.id).where(
+                            API_DEVICES.c.order_id.in_(sorted(ours)),
+                            API_DEVICES.c.stage == "ordered",
+                        )
+                    )
+                    if device_id not in expiring
+                }
+                if ours
+                else set()
+            )
+            actor = f"api:{message.client}"
+            for order_id in sorted(ours - still_needed):
+                _terminate(
+                    session,
+                    order_id,
+                    actor=actor,
+                    now=now,
+                    why=f"scheduledInterval.end of message {message.message_id} passed",
+                )
+            if outcomes:
+                audit.append(
+                    session,
+                    actor,
+                    "api.controls.expired",
+                    message.message_id,
+                    {"expired": len(outcomes), "orders_terminated": len(ours - still_needed)},
+                    at=now,
+                )
+            expired += finish_devices(session, message, outcomes, now=now)
+    return expired
+
+
 # -- state views (GET) ------------------------------------------------------------------------
 
 
@@ -847,6 +960,10 @@ def message_state(engine: Engine, message_id: str, *, client: ApiClient) -> dict
             item["reason"] = r.reason
         if r.relay:
             item["Contactor status"] = r.relay
+        if r.start_at or r.end_at:
+            item["scheduledInterval"] = {
+                k: iso(v) for k, v in (("start", r.start_at), ("end", r.end_at)) if v is not None
+            }
         devices.append(item)
     return {
         "MessageID": message.message_id,

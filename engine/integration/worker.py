@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from base.clock import Clock
 from engine.config import Config
 from engine.integration import outbox
-from engine.integration.controls import materialize_pending
+from engine.integration.controls import expire_due, materialize_pending
 from engine.integration.events import collect_finished
 from engine.integration.outbox import Callback
 from engine.notify import Notifier
@@ -72,6 +72,9 @@ class IntegrationWorker:
             while not stop.is_set():
                 self._work.clear()
                 try:
+                    expired = await asyncio.to_thread(expire_due, self.engine, now=self.clock.now())
+                    if expired:
+                        log.info("api.expired", devices=expired)
                     made = await asyncio.to_thread(
                         materialize_pending,
                         self.engine,
@@ -85,7 +88,7 @@ class IntegrationWorker:
                     finished = await asyncio.to_thread(
                         collect_finished, self.engine, now=self.clock.now()
                     )
-                    if finished or made.devices:
+                    if finished or made.devices or expired:
                         self._deliver.set()
                 except Exception:  # a database hiccup: the next pass retries
                     log.exception("api.worker_error")
