@@ -583,3 +583,59 @@ async def test_an_operator_client_cannot_terminate_an_operators_batch_order(api:
     ]
     assert refused["status"]["value"] == "ERROR"
     assert "only a supervisor" in refused["reason"] and "batch-ops" in refused["reason"]
+
+
+async def test_a_replay_is_refused_by_another_serve_process_and_after_a_restart(
+    api: Api,
+) -> None:
+    """The API's replay memory is the database's (as the payment hook's): a signed request
+    replayed to another serve process, or to one started since, is refused 401."""
+    other_engine = make_engine(
+        api.engine.url.render_as_string(hide_password=False), audit_key=store_helpers.AUDIT_KEY
+    )  # another process's connections to the same database
+
+    async def other_server() -> tuple[Any, str]:
+        config = make_config(EXTRA)
+        cim = IntegrationApi(other_engine, config, clock=api.clock)
+        hook = PaymentHook(other_engine, config, key=b"pay", clock=api.clock)
+        app = hook.app(client_max_size=64 * 1024 * 1024)
+        cim.install(app)
+        runner, url = await start_hook(hook, "127.0.0.1", 0, app=app)
+        return runner, url.rsplit("/", 1)[0]
+
+    stamp = int(api.clock.now().timestamp())
+    raw = json.dumps(message("m-replay", ("c1", OPEN, ["MA1"]))).encode()
+    post_headers = {
+        "X-Meterctl-Client": "cis",
+        "X-Meterctl-Timestamp": str(stamp),
+        "X-Meterctl-Signature": sign(KEY, stamp, raw),
+    }
+    read_headers = post_headers | {"X-Meterctl-Signature": sign(KEY, stamp, b"")}
+    controls, device = "/cim/v1/EndDeviceControls", "/cim/v1/EndDevices/MA1"
+
+    async def send(base: str, method: str, path: str) -> int:
+        headers = post_headers if method == "POST" else read_headers
+        body = raw if method == "POST" else b""
+        async with api.session.request(method, base + path, data=body, headers=headers) as r:
+            return r.status
+
+    assert await send(api.base, "POST", controls) == 200
+    assert await send(api.base, "GET", device) == 200
+    runner, other = await other_server()
+    try:
+        assert await send(other, "POST", controls) == 401
+        assert await send(other, "GET", device) == 401
+        # A read of another path in the same second carries the same signature: not a replay.
+        assert await send(other, "GET", "/cim/v1/EndDevices/MA3") == 200
+    finally:
+        await runner.cleanup()
+    runner, restarted = await other_server()  # a serve started since
+    try:
+        assert await send(restarted, "POST", controls) == 401
+        assert await send(restarted, "GET", "/cim/v1/EndDevices/MA3") == 401
+    finally:
+        await runner.cleanup()
+        other_engine.dispose()
+    replays = [r for r in refusals(api.engine) if "replayed" in r["payload"]["reason"]]
+    assert len(replays) == 4
+    assert count(api.engine, API_MESSAGES) == 1
