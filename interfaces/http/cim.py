@@ -13,7 +13,10 @@ Every call names its client (``X-Meterctl-Client``) and is signed with that clie
 exactly like the payment hook (:func:`interfaces.http.signature.verify`); an unknown client or
 a bad, stale or replayed signature is answered 401 and audited. Accepted signatures are
 remembered in the database (:class:`interfaces.http.replays.SharedReplayGuard`, as the
-payment hook's), so a replay is refused by every ``serve`` process and after a restart. The handlers only check,
+payment hook's), so a replay is refused by every ``serve`` process and after a restart.
+Over HTTPS with ``[hooks] tls_client_ca_file``, a client certificate signed by that CA
+identifies the client whose ``certificate_cn`` is its subject CN, instead of a signature
+(:mod:`interfaces.http.tls`). The handlers only check,
 parse and call the engine; the answer never waits for a meter. The callbacks are posted by
 :func:`make_sender`, signed with the receiving client's key.
 """
@@ -60,6 +63,7 @@ from interfaces.http.signature import (
     signed_headers,
     verify,
 )
+from interfaces.http.tls import peer_common_name
 from interfaces.http.workorders import WorkOrdersApi
 
 log = structlog.get_logger("interfaces.http.cim")
@@ -119,6 +123,9 @@ class IntegrationApi:
         self.config = config
         self.clock = clock or SystemClock()
         self.clients = load_clients(config)
+        self._by_certificate = {
+            c.certificate_cn: c for c in self.clients.values() if c.certificate_cn
+        }
         self.on_accepted = on_accepted
         self.max_skew_s = float(config.hooks.max_clock_skew_s)
         # Shared by every serve process and kept across restarts (the payment hook's table).
@@ -144,6 +151,21 @@ class IntegrationApi:
 
     async def _authenticate(self, request: web.Request, body: bytes) -> ApiClient:
         name = (request.headers.get(CLIENT_HEADER) or "").strip()
+        common_name = peer_common_name(request)
+        if common_name is not None:  # mutual TLS: the verified certificate is the identity
+            by_certificate = self._by_certificate.get(common_name)
+            if by_certificate is None:
+                raise Unauthorised(
+                    f"the client certificate (CN {common_name[:64]!r}) is not a configured "
+                    "client's certificate_cn",
+                    name or None,
+                )
+            if name and name != by_certificate.name:
+                raise Unauthorised(
+                    f"header {CLIENT_HEADER} names another client than the certificate", name
+                )
+            request[SIGNED] = True
+            return by_certificate
         if not name:
             raise Unauthorised(f"missing header {CLIENT_HEADER} (the client's name)", None)
         client = self.clients.get(name)
