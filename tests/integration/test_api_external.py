@@ -123,9 +123,11 @@ class Receiver:
             ]
 
 
-def call(base: str, method: str, path: str, doc: dict[str, Any] | None = None) -> tuple[int, Any]:
+def call(
+    base: str, method: str, path: str, doc: dict[str, Any] | None = None, *, ago_s: int = 0
+) -> tuple[int, Any]:
     body = b"" if doc is None else json.dumps(doc).encode()
-    stamp = str(int(time.time()))
+    stamp = str(int(time.time()) - ago_s)
     signature = (
         "sha256=" + hmac.new(KEY.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     )
@@ -323,13 +325,15 @@ def test_one_message_posted_to_two_serve_processes_on_postgresql_is_taken_once(
             _until("both listening", lambda: all(s.hook_url() for s in servers), 30, servers)
             doc = controls("twice", OPEN, meters, receiver.url)
             answers: list[tuple[int, Any]] = []
+            # Two posts of the message, each signed on its own (the same signed request sent
+            # twice is a replay, refused by both processes: the replay memory is shared).
             threads = [
                 threading.Thread(
-                    target=lambda s=s: answers.append(
-                        call(base_url(s), "POST", "/cim/v1/EndDeviceControls", doc)
+                    target=lambda s=s, n=n: answers.append(
+                        call(base_url(s), "POST", "/cim/v1/EndDeviceControls", doc, ago_s=n)
                     )
                 )
-                for s in servers
+                for n, s in enumerate(servers)
             ]
             for t in threads:
                 t.start()
