@@ -255,7 +255,8 @@ async def test_a_certificate_of_no_client_or_of_another_client_is_401_audited(
 
 
 async def test_a_certificate_from_another_ca_ends_the_handshake(tls: Tls, tmp_path: Path) -> None:
-    rogue = Authority(tmp_path / "..", "rogue-ca").issue("cis-system")
+    (tmp_path / "rogue").mkdir()
+    rogue = Authority(tmp_path / "rogue", "rogue-ca").issue("cis-system")
     with pytest.raises(aiohttp.ClientError):
         await tls.post(rogue, message("m-rogue"))
     with tls.engine.connect() as conn:
