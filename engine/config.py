@@ -150,6 +150,11 @@ class HooksConfig:
     payment_key_file: str = ""
     listen: str = "127.0.0.1:8645"
     max_clock_skew_s: int = 300
+    # HTTPS for the hook and the integration API (both files, PEM), and optionally the CA
+    # whose client certificates identify API clients ([api.clients.NAME] certificate_cn).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,9 @@ class ApiClientConfig:
     key: str = ""  # its HMAC-SHA256 key (requests and callbacks are signed with it)
     key_file: str = ""  # or read the key from this file (wins over key)
     role: str = "operator"  # viewer (reads only), operator or supervisor
+    # The subject common name (CN) of the client certificate that identifies this client
+    # over mutual TLS ([hooks] tls_client_ca_file), instead of signing each request.
+    certificate_cn: str = ""
 
 
 @dataclass(frozen=True)
@@ -513,6 +521,26 @@ def _validate_api(config: Config) -> None:
             raise ConfigError(
                 f"config key api.clients.{name}.key: a client needs a key or key_file"
             )
+        if client.certificate_cn and not config.hooks.tls_client_ca_file:
+            raise ConfigError(
+                f"config key api.clients.{name}.certificate_cn: needs [hooks] "
+                "tls_client_ca_file (the CA that signs the client certificates)"
+            )
+    names = [c.certificate_cn for c in api.clients.values() if c.certificate_cn]
+    if len(names) != len(set(names)):
+        raise ConfigError(
+            "config key api.clients.*.certificate_cn: two clients name the same certificate"
+        )
+    hooks = config.hooks
+    if bool(hooks.tls_cert_file) != bool(hooks.tls_key_file):
+        raise ConfigError(
+            "config key hooks.tls_cert_file: HTTPS needs both tls_cert_file and tls_key_file"
+        )
+    if hooks.tls_client_ca_file and not hooks.tls_cert_file:
+        raise ConfigError(
+            "config key hooks.tls_client_ca_file: client certificates need HTTPS "
+            "(tls_cert_file and tls_key_file)"
+        )
 
 
 # (key, smallest, largest): numbers where a negative, zero or absurd value would silently

@@ -38,6 +38,7 @@ from engine.scheduler.leader import LeaderElection
 from interfaces.http.cim import MAX_BODY as API_MAX_BODY
 from interfaces.http.cim import IntegrationApi, make_sender
 from interfaces.http.payments import PaymentHook, payment_key, start_hook
+from interfaces.http.tls import server_context
 
 log = structlog.get_logger("engine.serve")
 
@@ -153,7 +154,9 @@ class EngineServer:
         host, port = self.listen
         app = hook.app(client_max_size=API_MAX_BODY)
         self.api.install(app)
-        self._runner, self.hook_url = await start_hook(hook, host, port, app=app)
+        self._runner, self.hook_url = await start_hook(
+            hook, host, port, app=app, ssl_context=server_context(self.config)
+        )
         log.info("serve.hook_listening", url=self.hook_url, signed=self._key is not None)
         if self.announce is not None:
             self.announce(self.hook_url)

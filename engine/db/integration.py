@@ -45,6 +45,7 @@ class ApiDevice(SQLModel, table=True):
         CheckConstraint("stage IN ('accepted', 'ordered', 'done')", name="ck_api_devices_stage"),
         Index("ix_api_devices_stage", "stage", "message_pk"),
         Index("ix_api_devices_meter", "meter_no", "id"),
+        Index("ix_api_devices_end", "stage", "end_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -60,6 +61,10 @@ class ApiDevice(SQLModel, table=True):
     status: str | None = Field(default=None, max_length=16)
     reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     relay: str | None = Field(default=None, max_length=16)  # Opened | Closed | Armed
+    # The control's scheduledInterval: held (accepted) until ``start_at``; EXPIRED when its
+    # command has not been sent by ``end_at``.
+    start_at: datetime | None = None
+    end_at: datetime | None = None
     # The event's ID is not stored: it is derived from the message ID and ``seq``
     # (engine.integration.events.event_id).
     finished_at: datetime | None = None

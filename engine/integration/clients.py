@@ -19,6 +19,7 @@ class ApiClient:
     name: str
     role: str
     key: bytes = field(repr=False)
+    certificate_cn: str = ""  # identifies it over mutual TLS (its certificate's subject CN)
 
     @property
     def may_control(self) -> bool:
@@ -35,5 +36,5 @@ def load_clients(config: Config) -> dict[str, ApiClient]:
     clients: dict[str, ApiClient] = {}
     for name, entry in config.api.clients.items():
         key = read_secret(config, entry.key, f"api.clients.{name}.key_file", entry.key_file)
-        clients[name] = ApiClient(name, entry.role, key.encode("utf-8"))
+        clients[name] = ApiClient(name, entry.role, key.encode("utf-8"), entry.certificate_cn)
     return clients

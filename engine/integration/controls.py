@@ -9,9 +9,11 @@ Three steps, each one transaction:
    A control of an unknown type is refused on its own; its devices are finished as ERROR.
 2. :func:`materialize_pending` (after the reply, resumed by any ``serve`` after a crash):
    disconnections are planned by the policy chain (:func:`policies.plan_batch` on the
-   accounts' cases, the batch-wide limit on the whole scope, as ``batch run`` does) and
-   created by :func:`engine.batch.create_orders_in`; the dispatcher re-checks each one just
-   before its command. A refused device is finished as ERROR naming the rules.
+   accounts' cases, the batch-wide limit counted over the whole message, as ``batch run``
+   counts it over its scope) and created by :func:`engine.batch.create_orders_in`, a chunk
+   of accounts per transaction, planned one chunk at a time, so the first meters switch
+   while the rest is still being planned; the dispatcher re-checks each one just before its
+   command. A refused device is finished as ERROR naming the rules.
    Reconnections take the payment's fast path (:func:`engine.payments.ensure_reconnect_order`,
    dispatched ahead of disconnections); a pending disconnection of the same account is
    terminated first, so it cannot trip the meter after the reconnection.
@@ -23,10 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, insert, select, update
+from sqlalchemy import Engine, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from engine import audit
@@ -40,6 +42,7 @@ from engine.integration.clients import ApiClient
 from engine.integration.events import (
     CANCELLED,
     ERROR,
+    EXPIRED,
     PROCESSED,
     RELAY_NAMES,
     DeviceOutcome,
@@ -201,11 +204,14 @@ def accept_message(
         )
     errors: list[dict[str, str]] = []
     devices: list[dict[str, Any]] = []
-    refused: list[tuple[int, str, str, str, str]] = []  # seq, control, code, meter, reason
+    # seq, control, code, meter, status, reason: devices finished at once
+    finished: list[tuple[int, str, str, str, str, str]] = []
     seq = 0
     for control in message.Payload.EndDeviceControls:
         code = control.EndDeviceControlType.ref
         action = control.action
+        start, end = _interval(control.scheduledInterval, now)
+        asked_start = _start_of(control)
         problem = None
         if action is None:
             problem = (
@@ -214,15 +220,16 @@ def accept_message(
             )
         elif control.EndDeviceGroups:
             problem = "EndDeviceGroups are not supported: name each device in EndDevices"
-        elif _later(control.scheduledInterval, now):
-            problem = (
-                "scheduledInterval.start in the future is not supported: "
-                "send the control when it is to be carried out"
-            )
+        elif end is not None and asked_start is not None and end <= asked_start:
+            problem = "scheduledInterval.end must be later than scheduledInterval.start"
         elif not control.EndDevices:
             problem = "the control names no EndDevices"
+        status = ERROR
         if problem is not None:
             errors.append({"code": "control_refused", "details": problem, "ref": control.mRID})
+        elif end is not None and end <= now:
+            status, problem = EXPIRED, f"scheduledInterval.end {iso(end)} has passed: nothing sent"
+            errors.append({"code": "control_expired", "details": problem, "ref": control.mRID})
         for device in control.EndDevices:
             key = (
                 ("meter", device.mRID)
@@ -239,10 +246,12 @@ def accept_message(
                     "meter_no": resolved.meter_no,
                     "account_no": resolved.account_no,
                     "stage": "accepted" if problem is None else "done",
+                    "start_at": start,
+                    "end_at": end,
                 }
             )  # fmt: skip
             if problem is not None:
-                refused.append((seq, control.mRID, code, resolved.meter_no, problem))
+                finished.append((seq, control.mRID, code, resolved.meter_no, status, problem))
             seq += 1
     accepted = sum(1 for d in devices if d["stage"] == "accepted")
     result = "OK" if not errors else ("PARTIAL" if accepted else "FAILED")
@@ -277,20 +286,21 @@ def accept_message(
                     "devices": len(devices),
                     "disconnect": sum(1 for d in devices if d["action"] == "disconnect"),
                     "reconnect": sum(1 for d in devices if d["action"] == "reconnect"),
+                    "held_until_start": sum(1 for d in devices if d["start_at"] is not None),
                     "result": result,
                     "reply_address": bool(header.ReplyAddress),
                 },
                 at=now,
             )
-            if refused or not devices:
+            if finished or not devices:
                 row = lock_rows(session, API_MESSAGES.c.id, [message_pk])[message_pk]
-                ids = _device_ids(session, message_pk, [r[0] for r in refused])
+                ids = _device_ids(session, message_pk, [f[0] for f in finished])
                 finish_devices(
                     session,
                     row,
                     [
-                        DeviceOutcome(ids[s], s, mrid, code, meter, ERROR, reason)
-                        for s, mrid, code, meter, reason in refused
+                        DeviceOutcome(ids[s], s, mrid, code, meter, status, reason)
+                        for s, mrid, code, meter, status, reason in finished
                     ],
                     now=now,
                 )
@@ -302,13 +312,17 @@ def accept_message(
     return Accepted(reply, accepted_devices=accepted)
 
 
-def _later(interval: Any, now: datetime) -> bool:
-    start = interval.start if interval is not None else None
-    if start is None:
-        return False
-    if start.tzinfo is None:  # an ISO time without offset: UTC, as CIM timestamps are
-        start = start.replace(tzinfo=UTC)
-    return bool(start > now + timedelta(minutes=1))
+def _start_of(control: Any) -> datetime | None:
+    return control.scheduledInterval.start if control.scheduledInterval is not None else None
+
+
+def _interval(interval: Any, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """(start, end) of a control's scheduledInterval; a start not later than now is None
+    (carried out at once)."""
+    if interval is None:
+        return None, None
+    start = interval.start if interval.start is not None and interval.start > now else None
+    return start, interval.end
 
 
 def _device_ids(session: Any, message_pk: int, seqs: list[int]) -> dict[int, int]:
@@ -363,7 +377,7 @@ def materialize_pending(
         pending = list(
             session.execute(
                 select(API_DEVICES.c.message_pk)
-                .where(API_DEVICES.c.stage == "accepted")
+                .where(API_DEVICES.c.stage == "accepted", _due(now))
                 .group_by(API_DEVICES.c.message_pk)
                 .order_by(API_DEVICES.c.message_pk)
                 .limit(max_messages)
@@ -374,6 +388,14 @@ def materialize_pending(
             engine, config, message_pk, now=now, notifier=notifier, done=done, on_buses=on_buses
         )
     return done
+
+
+def _due(now: datetime) -> Any:
+    """Accepted devices to carry out now: started, and not ended (those expire instead)."""
+    return and_(
+        or_(API_DEVICES.c.start_at.is_(None), API_DEVICES.c.start_at <= now),
+        or_(API_DEVICES.c.end_at.is_(None), API_DEVICES.c.end_at > now),
+    )
 
 
 _DEVICE_COLUMNS = (
@@ -403,46 +425,112 @@ def _materialize_message(
     done: Materialized,
     on_buses: Callable[[set[str]], None] | None,
 ) -> None:
+    """Plan and create the message's orders a chunk of accounts at a time.
+
+    The batch-wide limit is counted over the whole message (as the one plan of ``batch run``
+    counts it over its scope) without planning the whole message first: a chunk's orders are
+    created as soon as the limit's answer is known, which is when the accounts counted so
+    far plus every account not yet planned are within it (no plan of the rest can exceed
+    it then), or when the accounts counted so far already exceed it (then nothing is
+    created and every disconnection of the message is refused, in one transaction). The
+    limit only grows with the count, so both answers are the one plan's answer.
+    """
     with read_session(engine) as session:
         rows = session.execute(
             select(*_DEVICE_COLUMNS, METERS.c.link)
             .outerjoin(METERS, METERS.c.meter_no == API_DEVICES.c.meter_no)
-            .where(API_DEVICES.c.message_pk == message_pk, API_DEVICES.c.stage == "accepted")
+            .where(
+                API_DEVICES.c.message_pk == message_pk, API_DEVICES.c.stage == "accepted", _due(now)
+            )
         ).all()
+        if not rows:
+            return
         in_scope = int(session.execute(select(func.count()).select_from(ACCOUNTS)).scalar_one())
-    if not rows:
-        return
-    disconnect_accounts = sorted({r.account_no for r in rows if r.action == Action.DISCONNECT})
-    # The plan is read before the transaction, as batch run does; the dispatcher re-checks
-    # every account on fresh data right before its command, so nothing stale can trip a meter.
+        # Disconnections of this message ordered by an earlier pass (before a crash, or a
+        # control that started earlier) count toward the limit too.
+        ordered_before = set(
+            session.execute(
+                select(API_DEVICES.c.account_no)
+                .where(
+                    API_DEVICES.c.message_pk == message_pk,
+                    API_DEVICES.c.action == Action.DISCONNECT.value,
+                    API_DEVICES.c.order_id.is_not(None),
+                )
+                .distinct()
+            ).scalars()
+        )
     settings = policy_settings(config)  # with the statutory calendar
-    plan = plan_batch(load_cases(engine, accounts=disconnect_accounts, now=now), settings, now)
-    decisions = {d.account_no: d for d in plan.decisions}
-    eligible = [d for d in plan.decisions if d.outcome in (Outcome.DISCONNECT, Outcome.SCHEDULE)]
-    # As select_batch: a meter already read back open needs no trip and does not count.
-    open_now = accounts_with_open_relay(engine, [d.account_no for d in eligible])
-    limit = check_batch_limit(
-        sum(1 for d in eligible if d.account_no not in open_now), in_scope, settings
-    )
-    # Orders are created a chunk of accounts per transaction and their buses woken after
-    # each, so the first meters are switching while the rest are still being created. (A
-    # crash between chunks leaves the rest accepted; the next pass plans them again, with a
-    # batch limit counted on fewer accounts than the one that already passed.)
     by_account: dict[str, list[Any]] = {}
     for r in rows:
         by_account.setdefault(r.account_no, []).append(r)
     accounts = _across_buses({a: devices[0].link or "" for a, devices in by_account.items()})
+    to_disconnect = {r.account_no for r in rows if r.action == Action.DISCONNECT}
+    # As select_batch: a meter already read back open needs no trip and does not count.
+    open_now = accounts_with_open_relay(engine, sorted(to_disconnect))
+    counted = len(ordered_before)
+    unplanned = len(to_disconnect - open_now - ordered_before)
+    limit: Reason | None = None  # the limit's answer for the whole message, once known
+    if _within(counted + unplanned, in_scope, settings):
+        limit = check_batch_limit(counted + unplanned, in_scope, settings)
+    waiting: list[tuple[list[Any], dict[str, Decision]]] = []  # planned, not yet created
     for start in range(0, len(accounts), ORDER_CHUNK):
         chunk = [r for a in accounts[start : start + ORDER_CHUNK] for r in by_account[a]]
-        wanted = {r.account_no for r in chunk}
-        woken = set(done.buses)
-        _materialize_chunk(
-            engine, config, message_pk, chunk, decisions,
-            [d for d in eligible if d.account_no in wanted], limit,
-            now=now, notifier=notifier, done=done,
+        wanted = sorted({r.account_no for r in chunk if r.action == Action.DISCONNECT})
+        # The plan is read outside the chunk's transaction, as batch run does; the
+        # dispatcher re-checks every account on fresh data right before its command.
+        decisions = (
+            {d.account_no: d for d in plan_batch(load_cases(engine, accounts=wanted, now=now), settings, now).decisions}
+            if wanted
+            else {}
         )  # fmt: skip
-        if on_buses is not None and done.buses - woken:
-            on_buses(done.buses - woken)
+        fresh = [a for a in wanted if a not in open_now and a not in ordered_before]
+        unplanned -= len(fresh)
+        counted += sum(1 for a in fresh if a in decisions and decisions[a].outcome in _ELIGIBLE)
+        waiting.append((chunk, decisions))
+        if limit is None and _within(counted + unplanned, in_scope, settings):
+            limit = check_batch_limit(counted + unplanned, in_scope, settings)
+        if limit is None:
+            continue  # not known yet (the rest is still planned, so the refusals name the rules)
+        for rows_of, decisions_of in waiting:
+            _create_chunk(engine, config, message_pk, rows_of, decisions_of, limit,
+                          now=now, notifier=notifier, done=done, on_buses=on_buses)  # fmt: skip
+        waiting.clear()
+    if waiting:  # over the limit: every disconnection refused, in one transaction
+        merged = [r for rows_of, _ in waiting for r in rows_of]
+        decisions = {a: d for _, decisions_of in waiting for a, d in decisions_of.items()}
+        _create_chunk(engine, config, message_pk, merged, decisions,
+                      check_batch_limit(counted, in_scope, settings),
+                      now=now, notifier=notifier, done=done, on_buses=on_buses)  # fmt: skip
+
+
+_ELIGIBLE = (Outcome.DISCONNECT, Outcome.SCHEDULE)
+
+
+def _within(planned: int, in_scope: int, settings: Any) -> bool:
+    return check_batch_limit(planned, in_scope, settings).verdict is Verdict.ALLOW
+
+
+def _create_chunk(
+    engine: Engine,
+    config: Config,
+    message_pk: int,
+    rows: list[Any],
+    decisions: dict[str, Decision],
+    limit: Reason,
+    *,
+    now: datetime,
+    notifier: Notifier,
+    done: Materialized,
+    on_buses: Callable[[set[str]], None] | None,
+) -> None:
+    woken = set(done.buses)
+    eligible = [d for d in decisions.values() if d.outcome in _ELIGIBLE]
+    _materialize_chunk(
+        engine, config, message_pk, rows, decisions, eligible, limit,
+        now=now, notifier=notifier, done=done,
+    )  # fmt: skip
+    if on_buses is not None and done.buses - woken:
+        on_buses(done.buses - woken)
 
 
 def _across_buses(bus_of: dict[str, str]) -> list[str]:
@@ -744,6 +832,101 @@ def cancel_message(
     return Accepted(reply_document(message_id, correlation_id, result, errors))
 
 
+# -- expiry -----------------------------------------------------------------------------------
+
+EXPIRE_MESSAGES_PER_PASS = 50
+
+
+def expire_due(engine: Engine, *, now: datetime) -> int:
+    """Finish as EXPIRED the devices whose control's ``scheduledInterval.end`` has passed
+    before their command was sent; returns how many.
+
+    A device still held or accepted expires; so does one whose disconnection is not yet on
+    the wire (the states a cancel may stop), and that order is terminated when this message
+    made it and no device whose control has not ended still needs it. An order this message
+    did not make (a batch's, another message's) goes on: it is not this control's to stop.
+    What is on the wire is left to finish and reported as it ends, and so is a reconnection
+    once ordered (a customer's supply is never withdrawn by a timeout).
+    """
+    ending = and_(
+        API_DEVICES.c.stage.in_(("accepted", "ordered")),
+        API_DEVICES.c.end_at.is_not(None),
+        API_DEVICES.c.end_at <= now,
+    )
+    with read_session(engine) as session:
+        messages = list(
+            session.execute(
+                select(API_DEVICES.c.message_pk)
+                .where(ending)
+                .group_by(API_DEVICES.c.message_pk)
+                .order_by(API_DEVICES.c.message_pk)
+                .limit(EXPIRE_MESSAGES_PER_PASS)
+            ).scalars()
+        )
+    expired = 0
+    for message_pk in messages:
+        with transaction(engine) as session:
+            message = lock_rows(session, API_MESSAGES.c.id, [message_pk]).get(message_pk)
+            if message is None:
+                continue
+            rows = session.execute(
+                select(
+                    *_DEVICE_COLUMNS, API_DEVICES.c.stage, API_DEVICES.c.order_id,
+                    API_DEVICES.c.end_at, SWITCH_ORDERS.c.state, SWITCH_ORDERS.c.batch_id,
+                )
+                .outerjoin(SWITCH_ORDERS, SWITCH_ORDERS.c.id == API_DEVICES.c.order_id)
+                .where(API_DEVICES.c.message_pk == message_pk, ending)
+            ).all()  # fmt: skip
+            own = f"api:{message_pk}"
+            outcomes: list[DeviceOutcome] = []
+            ours: set[int] = set()
+            for r in rows:
+                why = f"scheduledInterval.end {iso(r.end_at)} passed before the command was sent"
+                if r.stage == "accepted":
+                    outcomes.append(_outcome(r, EXPIRED, why))
+                elif r.action == Action.DISCONNECT and r.state in NOT_SENT:
+                    if r.batch_id == own:
+                        ours.add(r.order_id)
+                    else:
+                        why += f"; order {r.order_id} (batch {r.batch_id}) goes on"
+                    outcomes.append(_outcome(r, EXPIRED, why))
+            expiring = {o.device_id for o in outcomes}
+            still_needed = (
+                {
+                    order_id
+                    for order_id, device_id in session.execute(
+                        select(API_DEVICES.c.order_id, API_DEVICES.c.id).where(
+                            API_DEVICES.c.order_id.in_(sorted(ours)),
+                            API_DEVICES.c.stage == "ordered",
+                        )
+                    )
+                    if device_id not in expiring
+                }
+                if ours
+                else set()
+            )
+            actor = f"api:{message.client}"
+            for order_id in sorted(ours - still_needed):
+                _terminate(
+                    session,
+                    order_id,
+                    actor=actor,
+                    now=now,
+                    why=f"scheduledInterval.end of message {message.message_id} passed",
+                )
+            if outcomes:
+                audit.append(
+                    session,
+                    actor,
+                    "api.controls.expired",
+                    message.message_id,
+                    {"expired": len(outcomes), "orders_terminated": len(ours - still_needed)},
+                    at=now,
+                )
+            expired += finish_devices(session, message, outcomes, now=now)
+    return expired
+
+
 # -- state views (GET) ------------------------------------------------------------------------
 
 
@@ -777,6 +960,10 @@ def message_state(engine: Engine, message_id: str, *, client: ApiClient) -> dict
             item["reason"] = r.reason
         if r.relay:
             item["Contactor status"] = r.relay
+        if r.start_at or r.end_at:
+            item["scheduledInterval"] = {
+                k: iso(v) for k, v in (("start", r.start_at), ("end", r.end_at)) if v is not None
+            }
         devices.append(item)
     return {
         "MessageID": message.message_id,

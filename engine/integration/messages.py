@@ -10,7 +10,7 @@ ignored, as CIM messages carry many optional ones.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -99,7 +99,19 @@ class ControlType(_Model):
 
 
 class Interval(_Model):
+    """When a control is to be carried out: not before ``start`` (held until then), and not
+    after ``end`` (a device whose command was not sent by then ends EXPIRED). A time without
+    an offset is UTC, as CIM timestamps are."""
+
     start: datetime | None = None
+    end: datetime | None = None
+
+    @field_validator("start", "end", mode="after")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
 
 class EndDeviceControl(_Model):

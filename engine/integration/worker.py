@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from base.clock import Clock
 from engine.config import Config
 from engine.integration import outbox
-from engine.integration.controls import materialize_pending
+from engine.integration.controls import expire_due, materialize_pending
 from engine.integration.events import collect_finished
 from engine.integration.outbox import Callback
 from engine.notify import Notifier
@@ -55,14 +55,20 @@ class IntegrationWorker:
         self.poll_s = poll_s
         self.min_gap_s = min_gap_s
         self._work = asyncio.Event()
+        self._finished = asyncio.Event()
         self._deliver = asyncio.Event()
 
     def poke(self) -> None:
         """Look for new controls and finished orders now."""
         self._work.set()
+        self._finished.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         sending = asyncio.create_task(self._send_loop(stop)) if self.send is not None else None
+        # Outcomes are collected by their own loop: the orders of a large message take
+        # seconds to create, and the first meters finish meanwhile; their events must not
+        # wait for the last chunk.
+        collecting = asyncio.create_task(self._collect_loop(stop))
         loop = asyncio.get_running_loop()
 
         def woken(buses: set[str]) -> None:  # from the database thread, after each chunk
@@ -72,6 +78,9 @@ class IntegrationWorker:
             while not stop.is_set():
                 self._work.clear()
                 try:
+                    expired = await asyncio.to_thread(expire_due, self.engine, now=self.clock.now())
+                    if expired:
+                        log.info("api.expired", devices=expired)
                     made = await asyncio.to_thread(
                         materialize_pending,
                         self.engine,
@@ -82,21 +91,33 @@ class IntegrationWorker:
                     )
                     if made.devices:
                         log.info("api.ordered", devices=made.devices, orders=len(made.orders))
-                    finished = await asyncio.to_thread(
-                        collect_finished, self.engine, now=self.clock.now()
-                    )
-                    if finished or made.devices:
+                    if made.devices or expired:
                         self._deliver.set()
                 except Exception:  # a database hiccup: the next pass retries
                     log.exception("api.worker_error")
-                # Orders finish many per second: one pass per gap takes them together, in one
-                # transaction per message, instead of competing with the dispatcher's
-                # commits for the database's write lock once per order.
                 await _wait(stop, stop, self.min_gap_s)
                 await _wait(self._work, stop, self.poll_s)
         finally:
+            await collecting
             if sending is not None:
                 await sending
+
+    async def _collect_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._finished.clear()
+            try:
+                finished = await asyncio.to_thread(
+                    collect_finished, self.engine, now=self.clock.now()
+                )
+                if finished:
+                    self._deliver.set()
+            except Exception:  # a database hiccup: the next pass retries
+                log.exception("api.worker_error")
+            # Orders finish many per second: one pass per gap takes them together, in one
+            # transaction per message, instead of competing with the dispatcher's
+            # commits for the database's write lock once per order.
+            await _wait(stop, stop, self.min_gap_s)
+            await _wait(self._finished, stop, self.poll_s)
 
     async def _send_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -11,7 +11,12 @@
 
 Every call names its client (``X-Meterctl-Client``) and is signed with that client's key
 exactly like the payment hook (:func:`interfaces.http.signature.verify`); an unknown client or
-a bad, stale or replayed signature is answered 401 and audited. The handlers only check,
+a bad, stale or replayed signature is answered 401 and audited. Accepted signatures are
+remembered in the database (:class:`interfaces.http.replays.SharedReplayGuard`, as the
+payment hook's), so a replay is refused by every ``serve`` process and after a restart.
+Over HTTPS with ``[hooks] tls_client_ca_file``, a client certificate signed by that CA
+identifies the client whose ``certificate_cn`` is its subject CN, instead of a signature
+(:mod:`interfaces.http.tls`). The handlers only check,
 parse and call the engine; the answer never waits for a meter. The callbacks are posted by
 :func:`make_sender`, signed with the receiving client's key.
 """
@@ -19,10 +24,11 @@ parse and call the engine; the answer never waits for a meter. The callbacks are
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
-from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -46,16 +52,18 @@ from engine.integration.events import reply_document
 from engine.integration.messages import BadMessage, parse_request
 from engine.integration.outbox import Callback
 from interfaces.http.payments import SIGNED
+from interfaces.http.replays import SharedReplayGuard
 from interfaces.http.replies import error as _error
 from interfaces.http.replies import no_database_errors as _no_database_errors
 from interfaces.http.signature import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    ReplayGuard,
+    SignatureMemory,
     SignatureRefused,
     signed_headers,
     verify,
 )
+from interfaces.http.tls import peer_common_name
 from interfaces.http.workorders import WorkOrdersApi
 
 log = structlog.get_logger("interfaces.http.cim")
@@ -64,7 +72,6 @@ CLIENT_HEADER = "X-Meterctl-Client"
 CONTROLS = "/cim/v1/EndDeviceControls"
 DEVICES = "/cim/v1/EndDevices"
 OPENAPI = "/openapi.json"
-READ_GUARD_PATHS = 10_000  # paths whose read signatures are remembered (oldest forgotten)
 MAX_BODY = 16 * 1024 * 1024  # 10,000 devices take about 1 MB; a 50 MB body is refused
 
 
@@ -79,6 +86,21 @@ class Unauthorised(Exception):
         super().__init__(reason)
         self.reason = reason
         self.client = client
+
+
+@dataclass(frozen=True)
+class _PerPath:
+    """The replay memory of reads: a GET is signed over an empty body, so two reads in the
+    same second carry the same signature whatever their path; a read's signature is
+    remembered for its path (with its query), so it cannot be replayed there, and a read of
+    another path in the same second is not taken for a replay."""
+
+    memory: SignatureMemory
+    path: str
+
+    def claim(self, digest: str, timestamp: float, now: float) -> bool:
+        scoped = hashlib.sha256(f"GET {self.path}\x1f{digest}".encode()).hexdigest()
+        return self.memory.claim(scoped, timestamp, now)
 
 
 class IntegrationApi:
@@ -101,12 +123,13 @@ class IntegrationApi:
         self.config = config
         self.clock = clock or SystemClock()
         self.clients = load_clients(config)
+        self._by_certificate = {
+            c.certificate_cn: c for c in self.clients.values() if c.certificate_cn
+        }
         self.on_accepted = on_accepted
         self.max_skew_s = float(config.hooks.max_clock_skew_s)
-        self.guard = ReplayGuard(self.max_skew_s)
-        # A GET is signed over an empty body, so two reads in the same second carry the same
-        # signature: replays of reads are remembered per path instead (a read changes nothing).
-        self._read_guards: OrderedDict[str, ReplayGuard] = OrderedDict()
+        # Shared by every serve process and kept across restarts (the payment hook's table).
+        self.guard: SignatureMemory = SharedReplayGuard(engine, self.max_skew_s)
         self._openapi = openapi_document()
 
     def __repr__(self) -> str:
@@ -121,25 +144,36 @@ class IntegrationApi:
 
     # -- identity ---------------------------------------------------------------------------
 
-    def _guard_for(self, request: web.Request) -> ReplayGuard:
+    def _guard_for(self, request: web.Request) -> SignatureMemory:
         if request.method == "POST":
             return self.guard
-        path = request.path_qs  # the same path with another query is another read
-        guard = self._read_guards.pop(path, None) or ReplayGuard(self.max_skew_s, max_entries=1000)
-        self._read_guards[path] = guard
-        while len(self._read_guards) > READ_GUARD_PATHS:
-            self._read_guards.popitem(last=False)
-        return guard
+        return _PerPath(self.guard, request.path_qs)  # the same path with another query differs
 
-    def _authenticate(self, request: web.Request, body: bytes) -> ApiClient:
+    async def _authenticate(self, request: web.Request, body: bytes) -> ApiClient:
         name = (request.headers.get(CLIENT_HEADER) or "").strip()
+        common_name = peer_common_name(request)
+        if common_name is not None:  # mutual TLS: the verified certificate is the identity
+            by_certificate = self._by_certificate.get(common_name)
+            if by_certificate is None:
+                raise Unauthorised(
+                    f"the client certificate (CN {common_name[:64]!r}) is not a configured "
+                    "client's certificate_cn",
+                    name or None,
+                )
+            if name and name != by_certificate.name:
+                raise Unauthorised(
+                    f"header {CLIENT_HEADER} names another client than the certificate", name
+                )
+            request[SIGNED] = True
+            return by_certificate
         if not name:
             raise Unauthorised(f"missing header {CLIENT_HEADER} (the client's name)", None)
         client = self.clients.get(name)
         if client is None:
             raise Unauthorised(f"header {CLIENT_HEADER}: unknown client", name)
         try:
-            verify(
+            await asyncio.to_thread(  # the replay memory is a database write
+                verify,
                 client.key,
                 request.headers.get(TIMESTAMP_HEADER),
                 request.headers.get(SIGNATURE_HEADER),
@@ -169,7 +203,7 @@ class IntegrationApi:
     ) -> ApiClient | web.Response:
         """The signing client, or the 401 answer (audited) for ``action``."""
         try:
-            return self._authenticate(request, body)
+            return await self._authenticate(request, body)
         except Unauthorised as exc:
             return await self._refused(request, exc, action)
 
@@ -188,7 +222,7 @@ class IntegrationApi:
         if isinstance(body, web.Response):
             return body
         try:
-            client = self._authenticate(request, body)
+            client = await self._authenticate(request, body)
         except Unauthorised as exc:
             return await self._refused(request, exc, "api EndDeviceControls")
         try:
@@ -240,7 +274,7 @@ class IntegrationApi:
 
     async def get_controls(self, request: web.Request) -> web.Response:
         try:
-            client = self._authenticate(request, await request.read())
+            client = await self._authenticate(request, await request.read())
         except Unauthorised as exc:
             return await self._refused(request, exc, "api EndDeviceControls state")
         message_id = request.match_info["message_id"]
@@ -251,7 +285,7 @@ class IntegrationApi:
 
     async def get_device(self, request: web.Request) -> web.Response:
         try:
-            self._authenticate(request, await request.read())
+            await self._authenticate(request, await request.read())
         except Unauthorised as exc:
             return await self._refused(request, exc, "api EndDevices state")
         meter_no = request.match_info["meter_no"]

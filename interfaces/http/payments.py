@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -289,10 +290,15 @@ def parse_listen(text: str, option: str = "[hooks] listen") -> tuple[str, int]:
 
 
 async def start_hook(
-    hook: PaymentHook, host: str, port: int, *, app: web.Application | None = None
+    hook: PaymentHook,
+    host: str,
+    port: int,
+    *,
+    app: web.Application | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[web.AppRunner, str]:
     """Serve ``hook`` (or ``app``, which holds the hook's route and others) on ``host:port``
-    (0 = any free port); returns the runner and the hook's URL."""
+    (0 = any free port; HTTPS with ``ssl_context``); returns the runner and the hook's URL."""
     runner = web.AppRunner(
         app or hook.app(),
         access_log=None,
@@ -301,7 +307,7 @@ async def start_hook(
         lingering_time=LINGER_S,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
         await site.start()
     except BaseException:
@@ -313,4 +319,5 @@ async def start_hook(
             bound = int(address[1])
             break
     shown = f"[{host}]" if ":" in host else host
-    return runner, f"http://{shown}:{bound}{PATH}"
+    scheme = "https" if ssl_context is not None else "http"
+    return runner, f"{scheme}://{shown}:{bound}{PATH}"

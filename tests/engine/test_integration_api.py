@@ -21,7 +21,7 @@ from engine.db import make_engine, transaction
 from engine.db.integration import API_CALLBACKS, API_DEVICES, API_MESSAGES
 from engine.db.models import AUDIT, SWITCH_ORDERS, Notice, SwitchOrder
 from engine.integration import outbox
-from engine.integration.controls import materialize_pending
+from engine.integration.controls import expire_due, materialize_pending
 from engine.integration.events import collect_finished, event_id
 from engine.notify import OutboxNotifier
 from engine.orders_states import DisconnectState
@@ -418,14 +418,110 @@ def test_failed_callbacks_back_off_then_are_given_up_and_audited(sqlite_engine: 
     assert len(given_up) == 1
 
 
-async def test_a_control_scheduled_for_later_is_refused_not_silently_run_now(api: Api) -> None:
+def scheduled(body: dict[str, Any], index: int, **interval: Any) -> dict[str, Any]:
+    body["Payload"]["EndDeviceControls"][index]["scheduledInterval"] = {
+        k: v.isoformat() for k, v in interval.items()
+    }
+    return body
+
+
+def orders(engine: Engine) -> list[tuple[str | None, str]]:
+    with engine.connect() as conn:
+        return [
+            (r.account_no, r.state)
+            for r in conn.execute(select(SWITCH_ORDERS).order_by(SWITCH_ORDERS.c.id))
+        ]
+
+
+def materialize_at(api: Api, at: Any) -> None:
+    materialize_pending(api.engine, make_config(EXTRA), now=at, notifier=OutboxNotifier())
+
+
+async def test_a_control_scheduled_for_later_is_held_until_its_start(api: Api) -> None:
+    now = api.clock.now()
     body = message("m-later", ("c-now", OPEN, ["MA1"]), ("c-later", OPEN, ["MA3"]))
-    later = (api.clock.now() + timedelta(hours=3)).isoformat()
-    body["Payload"]["EndDeviceControls"][1]["scheduledInterval"] = {"start": later}
+    status, reply = await api.post(scheduled(body, 1, start=now + timedelta(hours=3)))
+    assert (status, reply["Reply"]["Result"], reply["Reply"]["Error"]) == (200, "OK", [])
+    materialize_at(api, now)
+    assert orders(api.engine) == [("A1", "ready")]  # the held one has no order yet
+    _, state = await api.call("GET", "/cim/v1/EndDeviceControls/m-later")
+    assert [d["stage"] for d in state["EndDevices"]] == ["ordered", "accepted"]
+    assert state["EndDevices"][1]["scheduledInterval"] == {"start": "2026-06-01T05:00:00Z"}
+    # Held in the database: any serve process (a restarted one) takes it up when it starts.
+    materialize_at(api, now + timedelta(hours=2, minutes=59))
+    assert len(orders(api.engine)) == 1
+    assert expire_due(api.engine, now=now + timedelta(hours=3)) == 0
+    materialize_at(api, now + timedelta(hours=3))
+    assert orders(api.engine) == [("A1", "ready"), ("A3", "ready")]
+
+
+async def test_a_held_control_whose_end_passes_first_expires_with_a_callback(api: Api) -> None:
+    now = api.clock.now()
+    body = scheduled(
+        message("m-window", ("c-win", OPEN, ["MA1"])), 0,
+        start=now + timedelta(hours=1), end=now + timedelta(hours=2),
+    )  # fmt: skip
+    assert (await api.post(body))[0] == 200
+    later = now + timedelta(hours=3)  # nothing ran between the start and the end (serve down)
+    materialize_at(api, later)  # an ended control is not carried out late
+    assert orders(api.engine) == []
+    assert expire_due(api.engine, now=later) == 1
+    assert expire_due(api.engine, now=later) == 0  # once only
+    device, summary = events(api.engine)
+    assert device["status"]["value"] == "EXPIRED"
+    assert device["EndDevice"]["mRID"] == "MA1"
+    assert "scheduledInterval.end" in device["reason"]
+    assert summary["status"]["value"] == "FAILED"
+
+
+async def test_an_order_not_sent_by_the_end_is_terminated_and_its_devices_expire(
+    api: Api,
+) -> None:
+    now = api.clock.now()
+    body = message("m-end", ("c-end", OPEN, ["MA1", "MA3"]), ("c-open", OPEN, ["MA1"]))
+    body = scheduled(body, 0, end=now + timedelta(minutes=10))
+    assert (await api.post(body))[0] == 200
+    materialize_at(api, now)
+    assert orders(api.engine) == [("A1", "ready"), ("A3", "ready")]
+    with transaction(api.engine) as session:  # MA3's command is on the wire at the end
+        order = session.execute(
+            select(SwitchOrder).where(SwitchOrder.account_no == "A3")
+        ).scalar_one()
+        move_order(session, order, DisconnectState.DISPATCHING, actor="t", now=now)
+    assert expire_due(api.engine, now=now + timedelta(minutes=9)) == 0
+    assert expire_due(api.engine, now=now + timedelta(minutes=10)) == 1
+    # MA1's order goes on: control c-open, which has no end, still needs it.
+    assert orders(api.engine) == [("A1", "ready"), ("A3", "dispatching")]
+    (expired,) = events(api.engine)
+    assert (expired["EndDevice"]["mRID"], expired["status"]["value"]) == ("MA1", "EXPIRED")
+    with transaction(api.engine) as session:
+        session.execute(
+            update(API_DEVICES)
+            .where(API_DEVICES.c.control_mrid == "c-open")
+            .values(end_at=now + timedelta(minutes=5))
+        )
+    assert expire_due(api.engine, now=now + timedelta(minutes=10)) == 1
+    # No device needs MA1's order any more: it is terminated, nothing was sent.
+    assert orders(api.engine) == [("A1", "cancelled_approved"), ("A3", "dispatching")]
+
+
+async def test_an_ended_or_backwards_interval_is_answered_at_once(api: Api) -> None:
+    now = api.clock.now()
+    body = message(
+        "m-ended", ("c-past", OPEN, ["MA1"]), ("c-back", OPEN, ["MA3"]), ("c-ok", OPEN, ["MA3"])
+    )
+    scheduled(body, 0, end=now - timedelta(minutes=1))
+    scheduled(body, 1, start=now + timedelta(hours=2), end=now + timedelta(hours=1))
     status, reply = await api.post(body)
     assert (status, reply["Reply"]["Result"]) == (200, "PARTIAL")
-    assert reply["Reply"]["Error"][0]["ref"] == "c-later"
-    assert "scheduledInterval" in reply["Reply"]["Error"][0]["details"]
+    assert [(e["code"], e["ref"]) for e in reply["Reply"]["Error"]] == [
+        ("control_expired", "c-past"),
+        ("control_refused", "c-back"),
+    ]
+    got = {e["EndDeviceControl"]["mRID"]: e for e in events(api.engine)}
+    assert got["c-past"]["status"]["value"] == "EXPIRED"
+    assert got["c-back"]["status"]["value"] == "ERROR"
+    assert "scheduledInterval.end" in got["c-back"]["reason"]
 
 
 async def test_a_database_that_is_down_is_a_503_never_a_500(tmp_path: Path) -> None:
@@ -487,3 +583,59 @@ async def test_an_operator_client_cannot_terminate_an_operators_batch_order(api:
     ]
     assert refused["status"]["value"] == "ERROR"
     assert "only a supervisor" in refused["reason"] and "batch-ops" in refused["reason"]
+
+
+async def test_a_replay_is_refused_by_another_serve_process_and_after_a_restart(
+    api: Api,
+) -> None:
+    """The API's replay memory is the database's (as the payment hook's): a signed request
+    replayed to another serve process, or to one started since, is refused 401."""
+    other_engine = make_engine(
+        api.engine.url.render_as_string(hide_password=False), audit_key=store_helpers.AUDIT_KEY
+    )  # another process's connections to the same database
+
+    async def other_server() -> tuple[Any, str]:
+        config = make_config(EXTRA)
+        cim = IntegrationApi(other_engine, config, clock=api.clock)
+        hook = PaymentHook(other_engine, config, key=b"pay", clock=api.clock)
+        app = hook.app(client_max_size=64 * 1024 * 1024)
+        cim.install(app)
+        runner, url = await start_hook(hook, "127.0.0.1", 0, app=app)
+        return runner, url.rsplit("/", 1)[0]
+
+    stamp = int(api.clock.now().timestamp())
+    raw = json.dumps(message("m-replay", ("c1", OPEN, ["MA1"]))).encode()
+    post_headers = {
+        "X-Meterctl-Client": "cis",
+        "X-Meterctl-Timestamp": str(stamp),
+        "X-Meterctl-Signature": sign(KEY, stamp, raw),
+    }
+    read_headers = post_headers | {"X-Meterctl-Signature": sign(KEY, stamp, b"")}
+    controls, device = "/cim/v1/EndDeviceControls", "/cim/v1/EndDevices/MA1"
+
+    async def send(base: str, method: str, path: str) -> int:
+        headers = post_headers if method == "POST" else read_headers
+        body = raw if method == "POST" else b""
+        async with api.session.request(method, base + path, data=body, headers=headers) as r:
+            return r.status
+
+    assert await send(api.base, "POST", controls) == 200
+    assert await send(api.base, "GET", device) == 200
+    runner, other = await other_server()
+    try:
+        assert await send(other, "POST", controls) == 401
+        assert await send(other, "GET", device) == 401
+        # A read of another path in the same second carries the same signature: not a replay.
+        assert await send(other, "GET", "/cim/v1/EndDevices/MA3") == 200
+    finally:
+        await runner.cleanup()
+    runner, restarted = await other_server()  # a serve started since
+    try:
+        assert await send(restarted, "POST", controls) == 401
+        assert await send(restarted, "GET", "/cim/v1/EndDevices/MA3") == 401
+    finally:
+        await runner.cleanup()
+        other_engine.dispose()
+    replays = [r for r in refusals(api.engine) if "replayed" in r["payload"]["reason"]]
+    assert len(replays) == 4
+    assert count(api.engine, API_MESSAGES) == 1

@@ -21,6 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -122,9 +123,11 @@ class Receiver:
             ]
 
 
-def call(base: str, method: str, path: str, doc: dict[str, Any] | None = None) -> tuple[int, Any]:
+def call(
+    base: str, method: str, path: str, doc: dict[str, Any] | None = None, *, ago_s: int = 0
+) -> tuple[int, Any]:
     body = b"" if doc is None else json.dumps(doc).encode()
-    stamp = str(int(time.time()))
+    stamp = str(int(time.time()) - ago_s)
     signature = (
         "sha256=" + hmac.new(KEY.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     )
@@ -322,13 +325,15 @@ def test_one_message_posted_to_two_serve_processes_on_postgresql_is_taken_once(
             _until("both listening", lambda: all(s.hook_url() for s in servers), 30, servers)
             doc = controls("twice", OPEN, meters, receiver.url)
             answers: list[tuple[int, Any]] = []
+            # Two posts of the message, each signed on its own (the same signed request sent
+            # twice is a replay, refused by both processes: the replay memory is shared).
             threads = [
                 threading.Thread(
-                    target=lambda s=s: answers.append(
-                        call(base_url(s), "POST", "/cim/v1/EndDeviceControls", doc)
+                    target=lambda s=s, n=n: answers.append(
+                        call(base_url(s), "POST", "/cim/v1/EndDeviceControls", doc, ago_s=n)
                     )
                 )
-                for s in servers
+                for n, s in enumerate(servers)
             ]
             for t in threads:
                 t.start()
@@ -350,6 +355,64 @@ def test_one_message_posted_to_two_serve_processes_on_postgresql_is_taken_once(
         finally:
             for s in servers:
                 if s.proc.poll() is None:
+                    s.proc.send_signal(signal.SIGTERM)
+                    s.proc.wait(30)
+            receiver.close()
+
+
+@pytest.mark.slow
+def test_a_scheduled_control_is_held_across_a_sigkill_and_one_that_ended_expires(
+    tmp_path: Path,
+) -> None:
+    """A control with a future start waits for it in the database (not in the process that
+    took it): killed and restarted, serve carries it out after its start; a control whose
+    end passed while no serve ran ends EXPIRED, its meter untouched."""
+    with Fleet.generate(meters=4, buses=2, time_scale=0.1, seed=23) as fleet:
+        world = EngineWorld(tmp_path, fleet, extra_config=EXTRA)
+        world.import_fleet()
+        meters = [fleet.meter(a).meter_no for a in fleet.addresses]
+        receiver = Receiver()
+        first = Serve(world, 1)
+        second: Serve | None = None
+        try:
+            _until("serve listening", first.hook_url, 30, [first])
+            now = datetime.now(UTC)
+            doc = controls("later-1", OPEN, meters[:2], receiver.url)
+            held = doc["Payload"]["EndDeviceControls"][0]
+            held["scheduledInterval"] = {"start": (now + timedelta(seconds=6)).isoformat()}
+            doc["Payload"]["EndDeviceControls"].append(
+                {"mRID": "ctl-short", "EndDeviceControlType": {"ref": OPEN},
+                 "EndDevices": [{"mRID": meters[2]}],
+                 "scheduledInterval": {"start": (now + timedelta(seconds=5)).isoformat(),
+                                       "end": (now + timedelta(seconds=7)).isoformat()}}
+            )  # fmt: skip
+            status, reply = call(base_url(first), "POST", "/cim/v1/EndDeviceControls", doc)
+            assert (status, reply["Reply"]) == (200, {"Result": "OK", "Error": []})
+            time.sleep(1.0)
+            status, state = call(base_url(first), "GET", "/cim/v1/EndDeviceControls/later-1")
+            assert [d["stage"] for d in state["EndDevices"]] == ["accepted"] * 3
+            os.kill(first.pid, signal.SIGKILL)
+            first.proc.wait(30)
+            assert all(fleet.relay(a) is RelayState.CLOSED for a in fleet.addresses[:3])
+            time.sleep(max(0.0, (now + timedelta(seconds=8) - datetime.now(UTC)).total_seconds()))
+
+            second = Serve(world, 2)
+            _until("serve listening", second.hook_url, 30, [second])
+            events = _until(
+                "every event", lambda: complete(receiver, "later-1", 3), 60, [first, second]
+            )
+            got = by_meter(events)
+            for address, meter in zip(fleet.addresses[:2], meters[:2], strict=True):
+                assert got[meter]["status"]["value"] == "PROCESSED"
+                assert fleet.relay(address) is RelayState.OPEN
+            assert got[meters[2]]["status"]["value"] == "EXPIRED"
+            assert "scheduledInterval.end" in got[meters[2]]["reason"]
+            assert fleet.relay(fleet.addresses[2]) is RelayState.CLOSED
+            assert summary(events) == "PARTIAL_SUCCESS"
+            assert not receiver.bad
+        finally:
+            for s in (first, second):
+                if s is not None and s.proc.poll() is None:
                     s.proc.send_signal(signal.SIGTERM)
                     s.proc.wait(30)
             receiver.close()
