@@ -1,0 +1,221 @@
+"""Hot statements: SQL compiled once per dialect and run on the session's DBAPI cursor.
+
+The dispatcher sends about twenty statements per order (claim, write-ahead, outcome, audit
+records). Through ``Session.execute`` each costs about 15 µs of Python in SQLAlchemy (the
+compile cache lookup, the execution context, the result object) against 1.5 µs for SQLite
+to run it (docs/performance.md, issue 20). A :class:`HotStatement` is compiled once per
+dialect by SQLAlchemy itself and then runs on the DBAPI cursor of the session's own
+connection:
+
+- in the same transaction (and savepoint) as everything else the session does: the
+  connection is the session's (``Session.connection()``), so the commit, the group commit's
+  savepoints and the write-ahead rule are unchanged;
+- with SQLAlchemy's own bind and result conversions (the types' processors for that
+  dialect: aware datetimes, JSON, booleans), so a row written or read here is the row
+  ``Session.execute`` would write or read (tests/engine/test_hot_sql.py compares them on
+  SQLite and PostgreSQL);
+- through ``Connection._cursor_execute``, SQLAlchemy's path for a statement on a given
+  cursor: ``before_cursor_execute`` listeners see it, and a DBAPI error becomes the same
+  ``sqlalchemy.exc`` error (``IntegrityError``, ``OperationalError``) as before;
+- after the session's pending ORM changes are flushed (the autoflush ``Session.execute``
+  does), so a hot statement sees what the ORM code before it in the transaction wrote.
+
+Only statements with plain bind parameters (no ``IN`` lists, no SQL-side defaults to fetch)
+are meant for this; :meth:`HotStatement.compiled` refuses anything else.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import SessionTransaction
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+_Processor = Callable[[Any], Any] | None
+
+
+@dataclass(slots=True)
+class CompiledHot:
+    """One statement's SQL text for one dialect, with how to bind its parameters."""
+
+    sql: str
+    positional: bool
+    # Per parameter (positional order, or each named parameter once): its name, the caller's
+    # key (None: a constant of the statement), the constant, and the type's bind processor.
+    parameters: tuple[tuple[str, str | None, Any, _Processor], ...]
+    result_types: tuple[Any, ...]
+    dialect: Dialect
+    # Result processors per column, from the first result's cursor.description.
+    result_processors: tuple[_Processor, ...] | None = None
+    processing: bool = False  # whether any result processor is not None
+
+    def bind(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        """The DBAPI parameters for ``values`` (keyed by bind name), converted by type."""
+        out: list[Any] = []
+        for _name, key, constant, process in self.parameters:
+            value = constant if key is None else values[key]
+            out.append(value if process is None else process(value))
+        if self.positional:
+            return tuple(out)
+        return {p[0]: v for p, v in zip(self.parameters, out, strict=True)}
+
+    def convert(self, cursor: Any, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        """``rows`` fetched from ``cursor`` with each column's result processor applied."""
+        processors = self.result_processors
+        if processors is None:
+            processors = self._result_processors(cursor)
+        if not self.processing:
+            return [tuple(row) for row in rows]
+        return [
+            tuple(v if p is None else p(v) for p, v in zip(processors, row, strict=True))
+            for row in rows
+        ]
+
+    def _result_processors(self, cursor: Any) -> tuple[_Processor, ...]:
+        description = cursor.description or ()
+        if len(description) != len(self.result_types):
+            raise ValueError(
+                f"hot statement returned {len(description)} columns, "
+                f"expected {len(self.result_types)}: {self.sql}"
+            )
+        processors = tuple(
+            type_._cached_result_processor(self.dialect, column[1])
+            for type_, column in zip(self.result_types, description, strict=True)
+        )
+        self.result_processors = processors
+        self.processing = any(p is not None for p in processors)
+        return processors
+
+
+@dataclass
+class HotStatement:
+    """A SQLAlchemy Core statement compiled once per dialect (see the module docstring).
+
+    ``column_keys``: for an INSERT or UPDATE without ``.values()``, the columns the caller
+    passes (as ``Session.execute(insert(t), {...})`` would take them from the dict).
+    """
+
+    statement: ClauseElement
+    column_keys: tuple[str, ...] | None = None
+    _by_dialect: weakref.WeakKeyDictionary[Dialect, CompiledHot] = field(
+        default_factory=weakref.WeakKeyDictionary, repr=False
+    )
+
+    def compiled(self, dialect: Dialect) -> CompiledHot:
+        """This statement's SQL and parameter plan for ``dialect`` (compiled on first use)."""
+        found = self._by_dialect.get(dialect)
+        if found is None:
+            found = self._by_dialect[dialect] = self._compile(dialect)
+        return found
+
+    def _compile(self, dialect: Dialect) -> CompiledHot:
+        compiled = self.statement.compile(
+            dialect=dialect,
+            column_keys=list(self.column_keys) if self.column_keys is not None else None,
+        )
+        assert isinstance(compiled, SQLCompiler)
+        if compiled.literal_execute_params or compiled.post_compile_params:
+            raise ValueError(f"a hot statement takes plain bind parameters only: {compiled}")
+        if compiled.insert_prefetch or compiled.update_prefetch:
+            # Column defaults computed by SQLAlchemy at execution: the caller passes them.
+            raise ValueError(f"a hot statement needs every defaulted column passed: {compiled}")
+        binds = {name: bind for bind, name in compiled.bind_names.items()}
+        names = (
+            list(compiled.positiontup or ()) if compiled.positional else list(dict.fromkeys(binds))
+        )
+        processors = compiled._bind_processors
+        parameters: list[tuple[str, str | None, Any, _Processor]] = []
+        for name in names:
+            bind = binds[name]
+            if bind.callable is not None:
+                raise ValueError(f"a hot statement cannot call the value of {name}")
+            # A parameter without a value is the caller's; one with a value is a literal of
+            # the statement (a state name, the LIMIT), bound the same every time.
+            key, constant = (name, None) if bind.required else (None, bind.value)
+            parameters.append((name, key, constant, processors.get(name)))  # type: ignore[arg-type]
+        selected = getattr(self.statement, "selected_columns", None)
+        returning = getattr(self.statement, "_returning", ())
+        columns = list(selected) if selected is not None else list(returning)
+        return CompiledHot(
+            sql=compiled.string,
+            positional=compiled.positional,
+            parameters=tuple(parameters),
+            result_types=tuple(c.type for c in columns),
+            dialect=dialect,
+        )
+
+
+# session.info: the cursor, and the transaction (or savepoint) it was last asked for in.
+_CURSOR = "hot_cursor"
+
+
+@dataclass(frozen=True, slots=True)
+class _Cursor:
+    transaction: SessionTransaction
+    connection: Connection
+    cursor: Any
+
+
+def _cursor_for(session: OrmSession) -> _Cursor:
+    """The DBAPI cursor of ``session``'s connection, for the transaction it works in now.
+
+    Flushes pending ORM changes first (what autoflush does before ``Session.execute``).
+    ``Session.connection()`` is asked once per transaction and per savepoint: a savepoint
+    begun with ``begin_nested()`` is only emitted (``SAVEPOINT``) when its connection is
+    first asked for, so a cursor kept from before it would write outside it.
+    """
+    if not session._is_clean():
+        session.flush()
+    cached = session.info.get(_CURSOR)
+    current = session._transaction
+    if cached is not None and cached.transaction is current and current is not None:
+        return cached  # type: ignore[no-any-return]
+    connection = session.connection()  # BEGIN (IMMEDIATE on SQLite) or SAVEPOINT if due
+    current = session._transaction
+    assert current is not None and connection.connection.dbapi_connection is not None
+    if cached is not None and cached.connection is connection:
+        cursor = cached.cursor
+    else:
+        cursor = connection.connection.dbapi_connection.cursor()
+    held = _Cursor(current, connection, cursor)
+    session.info[_CURSOR] = held
+    return held
+
+
+def run(session: OrmSession, hot: HotStatement, values: Mapping[str, Any]) -> Any:
+    """Execute ``hot`` with ``values`` in ``session``'s transaction; returns the DBAPI cursor
+    (read its ``rowcount``, or use :func:`rows` / :func:`first` for a SELECT)."""
+    held = _cursor_for(session)
+    compiled = hot.compiled(held.connection.dialect)
+    held.connection._cursor_execute(held.cursor, compiled.sql, compiled.bind(values))
+    return held.cursor
+
+
+def rowcount(session: OrmSession, hot: HotStatement, values: Mapping[str, Any]) -> int:
+    """Execute ``hot`` (an UPDATE or DELETE); the number of rows it matched."""
+    return int(run(session, hot, values).rowcount)
+
+
+def rows(
+    session: OrmSession, hot: HotStatement, values: Mapping[str, Any]
+) -> list[tuple[Any, ...]]:
+    """Every row ``hot`` returns, as tuples of Python values (converted as SQLAlchemy would)."""
+    held = _cursor_for(session)
+    compiled = hot.compiled(held.connection.dialect)
+    held.connection._cursor_execute(held.cursor, compiled.sql, compiled.bind(values))
+    return compiled.convert(held.cursor, held.cursor.fetchall())
+
+
+def first(
+    session: OrmSession, hot: HotStatement, values: Mapping[str, Any]
+) -> tuple[Any, ...] | None:
+    """The first row ``hot`` returns, or None."""
+    found = rows(session, hot, values)
+    return found[0] if found else None
