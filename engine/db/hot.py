@@ -14,9 +14,10 @@ connection:
   dialect: aware datetimes, JSON, booleans), so a row written or read here is the row
   ``Session.execute`` would write or read (tests/engine/test_hot_sql.py compares them on
   SQLite and PostgreSQL);
-- through ``Connection._cursor_execute``, SQLAlchemy's path for a statement on a given
-  cursor: ``before_cursor_execute`` listeners see it, and a DBAPI error becomes the same
-  ``sqlalchemy.exc`` error (``IntegrityError``, ``OperationalError``) as before;
+- with SQLAlchemy's error handling: a DBAPI error becomes the same ``sqlalchemy.exc`` error
+  (``IntegrityError``, ``OperationalError``, a lost connection invalidated) as before, and
+  when anyone listens for ``before_cursor_execute`` (a statement counter) or echo is on, the
+  statement goes through ``Connection._cursor_execute``, which calls them;
 - after the session's pending ORM changes are flushed (the autoflush ``Session.execute``
   does), so a hot statement sees what the ORM code before it in the transaction wrote.
 
@@ -52,33 +53,45 @@ class CompiledHot:
     parameters: tuple[tuple[str, str | None, Any, _Processor], ...]
     result_types: tuple[Any, ...]
     dialect: Dialect
-    # Result processors per column, from the first result's cursor.description.
-    result_processors: tuple[_Processor, ...] | None = None
-    processing: bool = False  # whether any result processor is not None
+    # Result processors (column index, processor) for the columns that have one, from the
+    # first result's cursor.description; None until then.
+    result_processors: tuple[tuple[int, Callable[[Any], Any]], ...] | None = None
+    _names: tuple[str, ...] = ()
+    _sources: tuple[tuple[str | None, Any], ...] = ()
+    _bind_processors: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
+
+    def __post_init__(self) -> None:
+        self._names = tuple(p[0] for p in self.parameters)
+        self._sources = tuple((p[1], p[2]) for p in self.parameters)
+        self._bind_processors = tuple(
+            (i, p[3]) for i, p in enumerate(self.parameters) if p[3] is not None
+        )
 
     def bind(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         """The DBAPI parameters for ``values`` (keyed by bind name), converted by type."""
-        out: list[Any] = []
-        for _name, key, constant, process in self.parameters:
-            value = constant if key is None else values[key]
-            out.append(value if process is None else process(value))
+        out = [constant if key is None else values[key] for key, constant in self._sources]
+        for i, process in self._bind_processors:
+            out[i] = process(out[i])
         if self.positional:
             return tuple(out)
-        return {p[0]: v for p, v in zip(self.parameters, out, strict=True)}
+        return dict(zip(self._names, out, strict=True))
 
     def convert(self, cursor: Any, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
         """``rows`` fetched from ``cursor`` with each column's result processor applied."""
         processors = self.result_processors
         if processors is None:
             processors = self._result_processors(cursor)
-        if not self.processing:
+        if not processors:
             return [tuple(row) for row in rows]
-        return [
-            tuple(v if p is None else p(v) for p, v in zip(processors, row, strict=True))
-            for row in rows
-        ]
+        converted = []
+        for row in rows:
+            values = list(row)
+            for i, process in processors:
+                values[i] = process(values[i])
+            converted.append(tuple(values))
+        return converted
 
-    def _result_processors(self, cursor: Any) -> tuple[_Processor, ...]:
+    def _result_processors(self, cursor: Any) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
         description = cursor.description or ()
         if len(description) != len(self.result_types):
             raise ValueError(
@@ -86,11 +99,11 @@ class CompiledHot:
                 f"expected {len(self.result_types)}: {self.sql}"
             )
         processors = tuple(
-            type_._cached_result_processor(self.dialect, column[1])
-            for type_, column in zip(self.result_types, description, strict=True)
+            (i, process)
+            for i, (type_, column) in enumerate(zip(self.result_types, description, strict=True))
+            if (process := type_._cached_result_processor(self.dialect, column[1])) is not None
         )
         self.result_processors = processors
-        self.processing = any(p is not None for p in processors)
         return processors
 
 
@@ -189,12 +202,27 @@ def _cursor_for(session: OrmSession) -> _Cursor:
     return held
 
 
+def _execute(held: _Cursor, hot: HotStatement, values: Mapping[str, Any]) -> CompiledHot:
+    connection, cursor = held.connection, held.cursor
+    compiled = hot.compiled(connection.dialect)
+    parameters = compiled.bind(values)
+    dispatch = connection.dispatch
+    if dispatch.before_cursor_execute or dispatch.after_cursor_execute or connection._echo:
+        # Someone listens (a statement counter, echo): SQLAlchemy's own path, which calls them.
+        connection._cursor_execute(cursor, compiled.sql, parameters)
+        return compiled
+    try:
+        cursor.execute(compiled.sql, parameters)
+    except BaseException as exc:  # the same sqlalchemy.exc error Session.execute raises
+        connection._handle_dbapi_exception(exc, compiled.sql, parameters, cursor, None)
+    return compiled
+
+
 def run(session: OrmSession, hot: HotStatement, values: Mapping[str, Any]) -> Any:
     """Execute ``hot`` with ``values`` in ``session``'s transaction; returns the DBAPI cursor
     (read its ``rowcount``, or use :func:`rows` / :func:`first` for a SELECT)."""
     held = _cursor_for(session)
-    compiled = hot.compiled(held.connection.dialect)
-    held.connection._cursor_execute(held.cursor, compiled.sql, compiled.bind(values))
+    _execute(held, hot, values)
     return held.cursor
 
 
@@ -208,8 +236,7 @@ def rows(
 ) -> list[tuple[Any, ...]]:
     """Every row ``hot`` returns, as tuples of Python values (converted as SQLAlchemy would)."""
     held = _cursor_for(session)
-    compiled = hot.compiled(held.connection.dialect)
-    held.connection._cursor_execute(held.cursor, compiled.sql, compiled.bind(values))
+    compiled = _execute(held, hot, values)
     return compiled.convert(held.cursor, held.cursor.fetchall())
 
 
