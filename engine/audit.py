@@ -19,6 +19,7 @@ transaction-scoped advisory lock, on SQLite by the ``BEGIN IMMEDIATE`` write loc
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import hmac
 import json
@@ -64,6 +65,7 @@ def key_from_config(config: Config) -> bytes:
     return audit_key(config)
 
 
+@functools.lru_cache(maxsize=4096)  # a handful of distinct keys, asked four times an order
 def _is_secret_name(name: str) -> bool:
     lowered = name.lower()
     return lowered in _SECRET_NAMES or lowered.endswith(("_password", "_secret", "_key", "_token"))
@@ -105,6 +107,37 @@ def canonical_json(value: Any) -> str:
 
 def _digest(key: bytes, prev_hash: str, record: Mapping[str, Any]) -> str:
     message = prev_hash.encode("ascii") + b"\n" + canonical_json(record).encode("utf-8")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+# json's own string encoder (the one json.dumps uses with ensure_ascii=False).
+_json_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
+def _body_json(seq: int, at: str, actor: str, action: str, subject: str, payload: str) -> str:
+    """``canonical_json(_record_body(...))`` written out directly (the keys sorted, no
+    spaces): the same text, at a third of the cost, four times an order. A hypothesis
+    property in tests/engine/test_audit.py holds the two equal."""
+    return (
+        f'{{"action":{_json_string(action)},"actor":{_json_string(actor)},'
+        f'"at":{_json_string(at)},"payload":{_json_string(payload)},'
+        f'"seq":{int(seq)!r},"subject":{_json_string(subject)}}}'
+    )
+
+
+def _record_digest(
+    key: bytes,
+    prev_hash: str,
+    seq: int,
+    at: datetime,
+    actor: str,
+    action: str,
+    subject: str,
+    payload: str,
+) -> str:
+    """:func:`_digest` of the record's body (what :func:`verify_session` recomputes)."""
+    body = _body_json(seq, at.astimezone(UTC).isoformat(), actor, action, subject, payload)
+    message = prev_hash.encode("ascii") + b"\n" + body.encode("utf-8")
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
@@ -222,9 +255,7 @@ def append(
     tail = _known_tail(session, current)
     last_seq, prev_hash = (tail.seq, tail.hash) if tail is not None else _read_tail(session)
     seq = last_seq + 1
-    digest = _digest(
-        chain_key, prev_hash, _record_body(seq, when, actor, action, subject, body_payload)
-    )
+    digest = _record_digest(chain_key, prev_hash, seq, when, actor, action, subject, body_payload)
     record = AppendedRecord(seq, when, actor, action, subject, body_payload, prev_hash, digest)
     run_hot(
         session,
