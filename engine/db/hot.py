@@ -174,6 +174,7 @@ class _Cursor:
     transaction: SessionTransaction
     connection: Connection
     cursor: Any
+    pooled_info: dict[str, Any]  # the pool's info of the DBAPI connection (holds the cursor)
 
 
 def _cursor_for(session: OrmSession) -> _Cursor:
@@ -193,28 +194,40 @@ def _cursor_for(session: OrmSession) -> _Cursor:
     connection = session.connection()  # BEGIN (IMMEDIATE on SQLite) or SAVEPOINT if due
     current = session._transaction
     assert current is not None and connection.connection.dbapi_connection is not None
-    if cached is not None and cached.connection is connection:
-        cursor = cached.cursor
-    else:
-        cursor = connection.connection.dbapi_connection.cursor()
-    held = _Cursor(current, connection, cursor)
+    # One cursor per DBAPI connection, kept in the pool's record of it (which SQLAlchemy
+    # clears when the connection is invalidated and replaced), not one per transaction.
+    pooled = connection.connection
+    cursor = pooled.info.get(_CURSOR)
+    if cursor is None:
+        cursor = pooled.info[_CURSOR] = pooled.dbapi_connection.cursor()
+    held = _Cursor(current, connection, cursor, pooled.info)
     session.info[_CURSOR] = held
     return held
 
 
-def _execute(held: _Cursor, hot: HotStatement, values: Mapping[str, Any]) -> CompiledHot:
+def _execute(
+    session: OrmSession, held: _Cursor, hot: HotStatement, values: Mapping[str, Any]
+) -> CompiledHot:
     connection, cursor = held.connection, held.cursor
     compiled = hot.compiled(connection.dialect)
     parameters = compiled.bind(values)
     dispatch = connection.dispatch
-    if dispatch.before_cursor_execute or dispatch.after_cursor_execute or connection._echo:
-        # Someone listens (a statement counter, echo): SQLAlchemy's own path, which calls them.
-        connection._cursor_execute(cursor, compiled.sql, parameters)
-        return compiled
     try:
-        cursor.execute(compiled.sql, parameters)
-    except BaseException as exc:  # the same sqlalchemy.exc error Session.execute raises
-        connection._handle_dbapi_exception(exc, compiled.sql, parameters, cursor, None)
+        if dispatch.before_cursor_execute or dispatch.after_cursor_execute or connection._echo:
+            # Someone listens (a statement counter, echo): SQLAlchemy's path, which calls them.
+            connection._cursor_execute(cursor, compiled.sql, parameters)
+        else:
+            try:
+                cursor.execute(compiled.sql, parameters)
+            except BaseException as exc:  # the same sqlalchemy.exc error Session.execute raises
+                connection._handle_dbapi_exception(exc, compiled.sql, parameters, cursor, None)
+    except BaseException:
+        # SQLAlchemy closed the cursor with the error: the next statement (the group commit's
+        # next job, after this one's savepoint rolled back) takes a new one.
+        session.info.pop(_CURSOR, None)
+        if held.pooled_info.get(_CURSOR) is cursor:
+            del held.pooled_info[_CURSOR]
+        raise
     return compiled
 
 
@@ -222,7 +235,7 @@ def run(session: OrmSession, hot: HotStatement, values: Mapping[str, Any]) -> An
     """Execute ``hot`` with ``values`` in ``session``'s transaction; returns the DBAPI cursor
     (read its ``rowcount``, or use :func:`rows` / :func:`first` for a SELECT)."""
     held = _cursor_for(session)
-    _execute(held, hot, values)
+    _execute(session, held, hot, values)
     return held.cursor
 
 
@@ -236,7 +249,7 @@ def rows(
 ) -> list[tuple[Any, ...]]:
     """Every row ``hot`` returns, as tuples of Python values (converted as SQLAlchemy would)."""
     held = _cursor_for(session)
-    compiled = _execute(held, hot, values)
+    compiled = _execute(session, held, hot, values)
     return compiled.convert(held.cursor, held.cursor.fetchall())
 
 

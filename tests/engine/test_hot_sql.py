@@ -341,3 +341,21 @@ def _account(session: Session) -> str:
     )
     session.flush()
     return "H1"
+
+
+def test_after_a_failed_hot_statement_the_next_job_of_the_transaction_runs(
+    db_engine: Engine,
+) -> None:
+    """The group commit's case: a job's statement fails in its savepoint (SQLAlchemy closes
+    the cursor with the error), the savepoint rolls back, the next job's hot statements run
+    in the same transaction and commit."""
+    order_id = _order(db_engine)
+    attempt = {"order_id": order_id, "n": 1, "sent_at": NOW, "request": {}}
+    with transaction(db_engine) as session:
+        with pytest.raises(IntegrityError), session.begin_nested():
+            run_hot(session, journal._INSERT_ATTEMPT, attempt)  # (order_id, n) is taken
+        with session.begin_nested():
+            run_hot(session, journal._INSERT_ATTEMPT, {**attempt, "n": 2})
+        assert first(session, journal._LAST_ATTEMPT, {"order": order_id}) == (2,)
+    with transaction(db_engine) as session:  # the next transaction on the pooled connection
+        assert first(session, journal._LAST_ATTEMPT, {"order": order_id}) == (2,)
