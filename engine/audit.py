@@ -111,7 +111,7 @@ def _digest(key: bytes, prev_hash: str, record: Mapping[str, Any]) -> str:
 
 
 # json's own string encoder (the one json.dumps uses with ensure_ascii=False).
-_json_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_json_string = json.encoder.encode_basestring
 
 
 def _body_json(seq: int, at: str, actor: str, action: str, subject: str, payload: str) -> str:

@@ -193,13 +193,15 @@ def _cursor_for(session: OrmSession) -> _Cursor:
         return cached  # type: ignore[no-any-return]
     connection = session.connection()  # BEGIN (IMMEDIATE on SQLite) or SAVEPOINT if due
     current = session._transaction
-    assert current is not None and connection.connection.dbapi_connection is not None
+    assert current is not None
     # One cursor per DBAPI connection, kept in the pool's record of it (which SQLAlchemy
     # clears when the connection is invalidated and replaced), not one per transaction.
     pooled = connection.connection
     cursor = pooled.info.get(_CURSOR)
     if cursor is None:
-        cursor = pooled.info[_CURSOR] = pooled.dbapi_connection.cursor()
+        dbapi_connection = pooled.dbapi_connection
+        assert dbapi_connection is not None  # a connection of an active transaction
+        cursor = pooled.info[_CURSOR] = dbapi_connection.cursor()
     held = _Cursor(current, connection, cursor, pooled.info)
     session.info[_CURSOR] = held
     return held
