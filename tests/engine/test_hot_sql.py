@@ -359,3 +359,34 @@ def test_after_a_failed_hot_statement_the_next_job_of_the_transaction_runs(
         assert first(session, journal._LAST_ATTEMPT, {"order": order_id}) == (2,)
     with transaction(db_engine) as session:  # the next transaction on the pooled connection
         assert first(session, journal._LAST_ATTEMPT, {"order": order_id}) == (2,)
+
+
+def test_savepoints_are_sent_as_text_and_still_roll_back(db_engine: Engine) -> None:
+    """SAVEPOINT / RELEASE / ROLLBACK TO go out as plain text (engine.db.database: SQLAlchemy
+    would compile each afresh), with the same effect."""
+    order_id = _order(db_engine)
+    sent: list[tuple[str, bool]] = []
+
+    def listener(_conn: Any, _cursor: Any, statement: str, _p: Any, context: Any, _m: Any) -> None:
+        if "SAVEPOINT" in statement:
+            sent.append((statement, context is not None and context.compiled is not None))
+
+    event.listen(db_engine, "before_cursor_execute", listener)
+    try:
+        with transaction(db_engine) as session:
+            with pytest.raises(RuntimeError), session.begin_nested():
+                rowcount(session, outcomes._SET_RELAY, _relay(order_id, "open"))
+                raise RuntimeError("the job failed")
+            with session.begin_nested():
+                rowcount(session, outcomes._SET_RELAY, _relay(order_id, "closed"))
+    finally:
+        event.remove(db_engine, "before_cursor_execute", listener)
+    assert [s.split(" sa_")[0] for s, _ in sent] == [
+        "SAVEPOINT",
+        "ROLLBACK TO SAVEPOINT",
+        "SAVEPOINT",
+        "RELEASE SAVEPOINT",
+    ]
+    assert not any(compiled for _, compiled in sent)
+    with read_session(db_engine) as session:
+        assert session.execute(select(METERS.c.relay_state)).scalar_one() == "closed"
