@@ -18,6 +18,8 @@ from sqlalchemy import insert
 from sqlmodel import Session
 
 from engine.db.coordination import NOTIFICATIONS
+from engine.db.hot import HotStatement
+from engine.db.hot import run as run_hot
 
 
 class Notifier(Protocol):
@@ -34,9 +36,14 @@ class Notifier(Protocol):
     ) -> None: ...
 
 
-# Built once: the dispatcher notifies on every order, and building the statement costs more
-# CPU than running it.
-_INSERT = insert(NOTIFICATIONS)
+# Compiled once per dialect and run on the connection's cursor (engine.db.hot): the
+# dispatcher notifies on every order.
+_INSERT = HotStatement(
+    insert(NOTIFICATIONS),
+    column_keys=(
+        "kind", "account_no", "order_id", "recipients", "message", "created_at", "channel"
+    ),
+)  # fmt: skip
 
 
 class OutboxNotifier:
@@ -56,7 +63,8 @@ class OutboxNotifier:
         order_id: int | None = None,
         recipients: tuple[str, ...] = (),
     ) -> None:
-        session.execute(
+        run_hot(
+            session,
             _INSERT,
             {
                 "kind": kind,

@@ -100,6 +100,31 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def _plain_savepoints(dialect: Any) -> None:
+    """Emit ``SAVEPOINT`` / ``RELEASE SAVEPOINT`` / ``ROLLBACK TO SAVEPOINT`` as plain text.
+
+    SQLAlchemy compiles each of them afresh (every savepoint has its own name, so its
+    statement cache never hits): about 40 µs a savepoint and its release, against 13 µs as
+    text through ``exec_driver_sql`` (measured on SQLite). The dispatcher's group commit
+    runs most jobs in a savepoint of their own, about two an order. Same SQL, same
+    connection events (``savepoint``, ``release_savepoint``, ``rollback_savepoint``).
+    """
+    quote = dialect.identifier_preparer.quote
+
+    def do_savepoint(connection: Any, name: str) -> None:
+        connection.exec_driver_sql(f"SAVEPOINT {quote(name)}")
+
+    def do_release_savepoint(connection: Any, name: str) -> None:
+        connection.exec_driver_sql(f"RELEASE SAVEPOINT {quote(name)}")
+
+    def do_rollback_to_savepoint(connection: Any, name: str) -> None:
+        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {quote(name)}")
+
+    dialect.do_savepoint = do_savepoint
+    dialect.do_release_savepoint = do_release_savepoint
+    dialect.do_rollback_to_savepoint = do_rollback_to_savepoint
+
+
 def make_engine(url: str, *, audit_key: str | bytes | None = None, echo: bool = False) -> Engine:
     """Create an engine for ``url`` with the project's SQLite or PostgreSQL settings.
 
@@ -119,6 +144,7 @@ def make_engine(url: str, *, audit_key: str | bytes | None = None, echo: bool = 
         event.listen(engine, "begin", _sqlite_begin)
     else:
         engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    _plain_savepoints(engine.dialect)
     if audit_key is not None:
         set_audit_key(engine, audit_key)
     return engine

@@ -20,6 +20,7 @@ from sqlmodel import Session
 
 from engine.db.coordination import BUS_LEASES, ENGINE_NODES
 from engine.db.database import lock_rows, read_session, transaction
+from engine.db.hot import HotStatement, rowcount
 from engine.dispatch.identity import holder_alive
 
 DEFAULT_LEASE = timedelta(seconds=60)
@@ -83,7 +84,8 @@ def try_acquire_buses(
     return taken
 
 
-_RENEW = (
+# Compiled once per dialect and run on the connection's cursor (engine.db.hot).
+_RENEW = HotStatement(
     update(BUS_LEASES)
     .where(BUS_LEASES.c.bus_key == bindparam("b_bus"), BUS_LEASES.c.holder == bindparam("b_holder"))
     .values(expires_at=bindparam("b_expires"))
@@ -97,10 +99,10 @@ def renew_bus(session: Session, bus_key: str, holder: str, expires_at: datetime)
     False means another process took the bus over (we were silent past the lease, or looked
     dead): the caller stops driving it, or asks :func:`try_acquire_bus` again.
     """
-    result = session.execute(
-        _RENEW, {"b_bus": bus_key, "b_holder": holder, "b_expires": expires_at}
+    renewed = rowcount(
+        session, _RENEW, {"b_bus": bus_key, "b_holder": holder, "b_expires": expires_at}
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    return renewed == 1
 
 
 def release_bus(engine: Engine, bus_key: str, holder: str) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
+from engine.db.hot import HotStatement, first, rowcount
 from engine.db.models import SWITCH_ORDERS
 from engine.orders_states import transition
 from engine.store.errors import StaleOrder
@@ -55,8 +56,9 @@ ORDER_COLUMNS = (
     _O.attempts, _O.not_before, _O.deadline, _O.meter_id, _O.claimed_by, _O.claimed_at,
     _O.last_error, _O.reasons, _O.notice_time,
 )  # fmt: skip
-_LOAD = select(*ORDER_COLUMNS).where(_O.id == bindparam("b_id"))
-_WRITE = (
+# Compiled once per dialect, run on the connection's cursor (engine.db.hot).
+_LOAD = HotStatement(select(*ORDER_COLUMNS).where(_O.id == bindparam("b_id")))
+_WRITE = HotStatement(
     update(SWITCH_ORDERS)
     .where(_O.id == bindparam("b_id"), _O.version == bindparam("b_version"))
     .values(
@@ -76,7 +78,7 @@ _WRITE = (
 
 def load_order(session: Session, order_id: int) -> OrderRow | None:
     """The order ``order_id`` as a plain row (None when it does not exist)."""
-    row = session.execute(_LOAD, {"b_id": order_id}).first()
+    row = first(session, _LOAD, {"b_id": order_id})
     return None if row is None else order_row(row)
 
 
@@ -108,7 +110,8 @@ def move_row(
     """
     read_version = order.version
     previous = transition(order, to, now=now)
-    result = session.execute(
+    matched = rowcount(
+        session,
         _WRITE,
         {
             "b_id": order.id,
@@ -125,7 +128,7 @@ def move_row(
             "b_reasons": order.reasons,
         },
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if matched != 1:
         raise StaleOrder(f"order {order.id} was changed by someone else; read it again")
     audit_move(session, order, previous, actor=actor, now=now, detail=detail)
     return previous

@@ -18,6 +18,8 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import Session
 
 from base.i18n import _
+from engine.db.hot import HotStatement
+from engine.db.hot import run as run_hot
 from engine.db.models import ACCOUNTS, FIELD_ORDERS, METER_DEVIATIONS, METERS, TIMERS
 from engine.dispatch.journal import DbJournal
 from engine.dispatch.leases import renew_bus
@@ -382,8 +384,8 @@ def record_deviations(
     )
 
 
-# Built once (see engine/store/cases.py): statement construction is the costly part.
-_SET_RELAY = (
+# Compiled once per dialect and run on the connection's cursor (engine.db.hot).
+_SET_RELAY = HotStatement(
     update(METERS)
     .where(METERS.c.id == bindparam("b_meter"))
     .values(relay_state=bindparam("b_state"), relay_checked_at=bindparam("b_at"))
@@ -400,7 +402,7 @@ def _paid_meanwhile(session: Any, account_no: str, threshold: Decimal | None) ->
 
 
 def _set_relay(session: Any, meter_id: int, state: str, now: datetime) -> None:
-    session.execute(_SET_RELAY, {"b_meter": meter_id, "b_state": state, "b_at": now})
+    run_hot(session, _SET_RELAY, {"b_meter": meter_id, "b_state": state, "b_at": now})
 
 
 def _customer(claimed: ClaimedOrder) -> tuple[str, ...]:

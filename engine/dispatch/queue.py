@@ -25,6 +25,7 @@ from sqlalchemy import Engine, and_, bindparam, case, func, or_, select
 from sqlmodel import Session
 
 from engine.db.database import read_session, transaction
+from engine.db.hot import HotStatement, rows
 from engine.db.models import ACCOUNTS, COMMAND_ATTEMPTS, METERS, SWITCH_ORDERS, SwitchOrder
 from engine.dispatch.identity import holder_alive
 from engine.dispatch.order_rows import ORDER_COLUMNS, move_row, order_row
@@ -112,7 +113,7 @@ def pending_on_bus(engine: Engine, bus_key: str, now: datetime) -> int:
 _METER_COLUMNS = (
     _M.meter_no, _M.address, _M.protocol, _M.link, _M.password_ref, _M.security, _M.close_mode,
 )  # fmt: skip
-_CANDIDATES = (
+_CANDIDATES = HotStatement(
     select(
         *ORDER_COLUMNS,
         *(c.label(f"m_{c.name}") for c in _METER_COLUMNS),
@@ -137,6 +138,9 @@ _CANDIDATES = (
     .with_for_update(of=SWITCH_ORDERS, skip_locked=True)
 )
 _ORDER_FIELDS = len(ORDER_COLUMNS)
+# Where the rest of a candidate row's values are (after the order's columns).
+(_M_METER_NO, _M_ADDRESS, _M_PROTOCOL, _M_LINK, _M_PASSWORD_REF, _M_SECURITY, _M_CLOSE_MODE,
+ _LAST_ATTEMPT, _PHONE) = range(_ORDER_FIELDS, _ORDER_FIELDS + len(_METER_COLUMNS) + 2)  # fmt: skip
 
 
 def claim_next(
@@ -194,7 +198,7 @@ def claim_in(
     anything: the compare-and-set UPDATE that finds the change is its first write, and the
     candidates passed over before it wrote nothing. Try again.
     """
-    candidates = session.execute(_CANDIDATES, {"bus": bus_key, "now": now}).all()
+    candidates = rows(session, _CANDIDATES, {"bus": bus_key, "now": now})
     for candidate in candidates:
         claimed = _claim(session, candidate, holder, now, actor, with_case)
         if claimed is not None:
@@ -203,7 +207,12 @@ def claim_in(
 
 
 def _claim(
-    session: Session, candidate: Any, holder: str, now: datetime, actor: str, with_case: bool
+    session: Session,
+    candidate: tuple[Any, ...],
+    holder: str,
+    now: datetime,
+    actor: str,
+    with_case: bool,
 ) -> ClaimedOrder | None:
     order = order_row(candidate[:_ORDER_FIELDS])
     if order.terminal or order.meter_id is None:
@@ -215,7 +224,6 @@ def _claim(
     )
     if order.state != due_state or (order.not_before is not None and order.not_before > now):
         return None
-    meter = candidate
     order.claimed_by = holder
     order.claimed_at = now
     move_row(
@@ -226,28 +234,28 @@ def _claim(
         else ReconnectState.DISPATCHING,
         actor=actor,
         now=now,
-        detail={"bus": meter.m_link, "meter": meter.m_address, "worker": holder},
+        detail={"bus": candidate[_M_LINK], "meter": candidate[_M_ADDRESS], "worker": holder},
     )
     assert order.id is not None
-    last_attempt = int(meter.last_attempt or 0)
+    last_attempt = int(candidate[_LAST_ATTEMPT] or 0)
     return ClaimedOrder(
         id=order.id,
         kind=order.kind,
         account_no=order.account_no,
         meter_id=order.meter_id,
-        meter_no=meter.m_meter_no,
-        address=meter.m_address,
-        protocol=meter.m_protocol,
-        link=meter.m_link,
-        password_ref=meter.m_password_ref,
-        security=meter.m_security,
-        close_mode=meter.m_close_mode,
+        meter_no=candidate[_M_METER_NO],
+        address=candidate[_M_ADDRESS],
+        protocol=candidate[_M_PROTOCOL],
+        link=candidate[_M_LINK],
+        password_ref=candidate[_M_PASSWORD_REF],
+        security=candidate[_M_SECURITY],
+        close_mode=candidate[_M_CLOSE_MODE],
         attempts=order.attempts,
         resume_unknown=last_attempt > 0,
         deadline=order.deadline,
         last_attempt=last_attempt,
         case=case_for(session, order.account_no, now) if with_case else None,
-        phone=meter.phone,
+        phone=candidate[_PHONE],
     )
 
 

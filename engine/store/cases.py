@@ -20,6 +20,7 @@ from sqlalchemy import Engine, Select, bindparam, select
 from sqlmodel import Session
 
 from engine.db.database import read_session
+from engine.db.hot import HotStatement, rows
 from engine.db.models import ACCOUNTS, APPROVALS, EXEMPTIONS, METERS, NOTICES, SWITCH_ORDERS
 from engine.orders_states import OrderKind
 from policies.facts import (
@@ -201,23 +202,34 @@ def _has(query: Select[Any]) -> Any:
     return query.order_by(None).exists()
 
 
-# One account with, per side table, whether it has any row for it: the dispatcher reads a
-# case twice per order, and most accounts have no exemption, approval or open timeline, so
-# the side queries that would return nothing are not sent (5 statements become 2 for a
-# typical account; on PostgreSQL each one less is a round trip less).
-_ONE_ACCOUNT = (
+# One account with its notices, and per other side table whether it has any row for it:
+# the dispatcher reads a case twice per order, and most accounts have a notice or two but
+# no exemption, approval or open timeline, so one statement (the account outer-joined to
+# its notices, a row per notice) reads a typical account, and the side queries that would
+# return nothing are not sent. Compiled once per dialect and run on the connection's
+# cursor (engine.db.hot): on PostgreSQL each statement less is a round trip less.
+_ONE_ACCOUNT = HotStatement(
     select(
         *_ACCOUNT_COLUMNS,
-        _has(_BY_ACCOUNT.notices).label("has_notices"),
         _has(_BY_ACCOUNT.exemptions_all).label("has_exemptions"),
         _has(_BY_ACCOUNT.approvals_all).label("has_approvals"),
         _has(_BY_ACCOUNT.timelines).label("has_timeline"),
+        NOTICES.c.issued_at,
+        NOTICES.c.delivered_at,
     )
-    .select_from(_ACCOUNTS_WITH_METERS)
+    .select_from(
+        _ACCOUNTS_WITH_METERS.outerjoin(NOTICES, NOTICES.c.account_no == ACCOUNTS.c.account_no)
+    )
     .where(ACCOUNTS.c.account_no == bindparam("account"))
+    .order_by(NOTICES.c.issued_at, NOTICES.c.id)  # the order _BY_ACCOUNT.notices reads them
 )
-_SIDE_TABLES = 4  # the has_* columns at the end of an _ONE_ACCOUNT row
-
+_ACCOUNT_FIELDS = len(_ACCOUNT_COLUMNS)
+_EXEMPTIONS_ALL = HotStatement(_BY_ACCOUNT.exemptions_all)
+_EXEMPTIONS_LIVE = HotStatement(_BY_ACCOUNT.exemptions_live)
+_APPROVALS_ALL = HotStatement(_BY_ACCOUNT.approvals_all)
+_APPROVALS_LIVE = HotStatement(_BY_ACCOUNT.approvals_live)
+_TIMELINES = HotStatement(_BY_ACCOUNT.timelines)
+_SIDE_TABLES = 4  # notices, exemptions, approvals, timelines
 
 _EVERY_TABLE = (True,) * _SIDE_TABLES
 
@@ -280,13 +292,40 @@ def case_for(session: Session, account_no: str, now: datetime | None) -> Case | 
     """The case of one account read inside ``session`` (None when it does not exist).
 
     The dispatcher re-checks an order's account with this right before each command, inside
-    the transaction it already has open (the same data :func:`load_cases` reads).
+    the transaction it already has open (the same data :func:`load_cases` reads, in the same
+    order; tests/engine/test_db_cases.py compares them).
     """
-    row = session.execute(_ONE_ACCOUNT, {"account": account_no, "low": account_no}).first()
-    if row is None:
+    params = {"account": account_no, "low": account_no, "now": now}
+    found = rows(session, _ONE_ACCOUNT, params)
+    if not found:
         return None
-    account, present = row[:-_SIDE_TABLES], tuple(bool(x) for x in row[-_SIDE_TABLES:])
-    return next(_cases_for(session, [account], now, present), None)
+    row = found[0]
+    has_exemptions, has_approvals, has_timeline = row[_ACCOUNT_FIELDS : _ACCOUNT_FIELDS + 3]
+    empty: tuple[Any, ...] = ()
+    notices = tuple(NoticeFacts(r[-2], r[-1]) for r in found) if row[-2] is not None else empty
+    exemptions = empty
+    if has_exemptions:
+        exemptions = tuple(
+            ExemptionFacts(ident, _STATUSES[status], until, starts)
+            for _n, ident, status, until, starts in rows(
+                session, _EXEMPTIONS_ALL if now is None else _EXEMPTIONS_LIVE, params
+            )
+        )
+    approvals = empty
+    if has_approvals:
+        approvals = tuple(
+            ApprovalFacts(by, at, valid_until)
+            for _n, by, at, valid_until in rows(
+                session, _APPROVALS_ALL if now is None else _APPROVALS_LIVE, params
+            )
+        )
+    timeline: ImportantTimeline | None = None
+    if has_timeline:
+        for _n, notice_time, warned, instructed, recipients in rows(session, _TIMELINES, params):
+            timeline = ImportantTimeline(  # the newest open order wins, as in _cases_for
+                notice_time, warned, instructed, tuple(str(r) for r in (recipients or ()))
+            )
+    return _case(row[:_ACCOUNT_FIELDS], notices, exemptions, approvals, timeline)
 
 
 def load_cases(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -331,3 +332,30 @@ def test_chain_then_row_does_not_deadlock_with_row_then_chain(db_engine: Engine)
     assert not errors, errors
     assert [action for _seq, action in _chain(db_engine)] == ["command.result", "payment.recorded"]
     assert audit.verify(db_engine).ok
+
+
+_ANY_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+
+
+@given(
+    seq=st.integers(min_value=1, max_value=2**62),
+    at=st.datetimes(timezones=st.just(UTC)),
+    actor=_ANY_TEXT,
+    action=_ANY_TEXT,
+    subject=_ANY_TEXT,
+    payload=_ANY_TEXT,
+)
+def test_the_appended_records_hash_is_the_canonical_json_hash(
+    seq: int, at: datetime, actor: str, action: str, subject: str, payload: str
+) -> None:
+    """append hashes a body written out directly (engine.audit._body_json); it must be the
+    canonical JSON of the record that verify hashes, for any text (quotes, control
+    characters, line separators, CJK)."""
+    body = audit._record_body(seq, at, actor, action, subject, payload)
+    assert audit._body_json(
+        seq, body["at"], actor, action, subject, payload
+    ) == audit.canonical_json(body)
+    key = b"k" * 32
+    assert audit._record_digest(
+        key, audit.GENESIS_HASH, seq, at, actor, action, subject, payload
+    ) == audit._digest(key, audit.GENESIS_HASH, body)

@@ -1,0 +1,263 @@
+"""Hot statements: SQL compiled once per dialect and run on the session's DBAPI cursor.
+
+The dispatcher sends about twenty statements per order (claim, write-ahead, outcome, audit
+records). Through ``Session.execute`` each costs 15-20 µs of Python in SQLAlchemy (the
+compile cache lookup, the execution context, the result object) for a statement SQLite runs
+in a few µs; here a SELECT by key costs 3.4 µs instead of 21.5 (docs/performance.md, issue
+20). A :class:`HotStatement` is compiled once per dialect by SQLAlchemy itself and then runs
+on the DBAPI cursor of the session's own connection:
+
+- in the same transaction (and savepoint) as everything else the session does: the
+  connection is the session's (``Session.connection()``), so the commit, the group commit's
+  savepoints and the write-ahead rule are unchanged;
+- with SQLAlchemy's own bind and result conversions (the types' processors for that
+  dialect: aware datetimes, JSON, booleans), so a row written or read here is the row
+  ``Session.execute`` would write or read (tests/engine/test_hot_sql.py compares them on
+  SQLite and PostgreSQL);
+- with SQLAlchemy's error handling: a DBAPI error becomes the same ``sqlalchemy.exc`` error
+  (``IntegrityError``, ``OperationalError``, a lost connection invalidated) as before, and
+  when anyone listens for ``before_cursor_execute`` (a statement counter) or echo is on, the
+  statement goes through ``Connection._cursor_execute``, which calls them;
+- after the session's pending ORM changes are flushed (the autoflush ``Session.execute``
+  does), so a hot statement sees what the ORM code before it in the transaction wrote.
+
+Only statements with plain bind parameters (no ``IN`` lists, no SQL-side defaults to fetch)
+are meant for this; :meth:`HotStatement.compiled` refuses anything else.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import SessionTransaction
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+_Processor = Callable[[Any], Any] | None
+
+
+@dataclass(slots=True)
+class CompiledHot:
+    """One statement's SQL text for one dialect, with how to bind its parameters."""
+
+    sql: str
+    positional: bool
+    # Per parameter (positional order, or each named parameter once): its name, the caller's
+    # key (None: a constant of the statement), the constant, and the type's bind processor.
+    parameters: tuple[tuple[str, str | None, Any, _Processor], ...]
+    result_types: tuple[Any, ...]
+    dialect: Dialect
+    # Result processors (column index, processor) for the columns that have one, from the
+    # first result's cursor.description; None until then.
+    result_processors: tuple[tuple[int, Callable[[Any], Any]], ...] | None = None
+    _names: tuple[str, ...] = ()
+    _sources: tuple[tuple[str | None, Any], ...] = ()
+    _bind_processors: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
+
+    def __post_init__(self) -> None:
+        self._names = tuple(p[0] for p in self.parameters)
+        self._sources = tuple((p[1], p[2]) for p in self.parameters)
+        self._bind_processors = tuple(
+            (i, p[3]) for i, p in enumerate(self.parameters) if p[3] is not None
+        )
+
+    def bind(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        """The DBAPI parameters for ``values`` (keyed by bind name), converted by type."""
+        out = [constant if key is None else values[key] for key, constant in self._sources]
+        for i, process in self._bind_processors:
+            out[i] = process(out[i])
+        if self.positional:
+            return tuple(out)
+        return dict(zip(self._names, out, strict=True))
+
+    def convert(self, cursor: Any, rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        """``rows`` fetched from ``cursor`` with each column's result processor applied."""
+        processors = self.result_processors
+        if processors is None:
+            processors = self._result_processors(cursor)
+        if not processors:
+            return [tuple(row) for row in rows]
+        converted = []
+        for row in rows:
+            values = list(row)
+            for i, process in processors:
+                values[i] = process(values[i])
+            converted.append(tuple(values))
+        return converted
+
+    def _result_processors(self, cursor: Any) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
+        description = cursor.description or ()
+        if len(description) != len(self.result_types):
+            raise ValueError(
+                f"hot statement returned {len(description)} columns, "
+                f"expected {len(self.result_types)}: {self.sql}"
+            )
+        processors = tuple(
+            (i, process)
+            for i, (type_, column) in enumerate(zip(self.result_types, description, strict=True))
+            if (process := type_._cached_result_processor(self.dialect, column[1])) is not None
+        )
+        self.result_processors = processors
+        return processors
+
+
+@dataclass
+class HotStatement:
+    """A SQLAlchemy Core statement compiled once per dialect (see the module docstring).
+
+    ``column_keys``: for an INSERT or UPDATE without ``.values()``, the columns the caller
+    passes (as ``Session.execute(insert(t), {...})`` would take them from the dict).
+    """
+
+    statement: ClauseElement
+    column_keys: tuple[str, ...] | None = None
+    _by_dialect: weakref.WeakKeyDictionary[Dialect, CompiledHot] = field(
+        default_factory=weakref.WeakKeyDictionary, repr=False
+    )
+
+    def compiled(self, dialect: Dialect) -> CompiledHot:
+        """This statement's SQL and parameter plan for ``dialect`` (compiled on first use)."""
+        found = self._by_dialect.get(dialect)
+        if found is None:
+            found = self._by_dialect[dialect] = self._compile(dialect)
+        return found
+
+    def _compile(self, dialect: Dialect) -> CompiledHot:
+        compiled = self.statement.compile(
+            dialect=dialect,
+            column_keys=list(self.column_keys) if self.column_keys is not None else None,
+        )
+        assert isinstance(compiled, SQLCompiler)
+        if compiled.literal_execute_params or compiled.post_compile_params:
+            raise ValueError(f"a hot statement takes plain bind parameters only: {compiled}")
+        if compiled.insert_prefetch or compiled.update_prefetch:
+            # Column defaults computed by SQLAlchemy at execution: the caller passes them.
+            raise ValueError(f"a hot statement needs every defaulted column passed: {compiled}")
+        binds = {name: bind for bind, name in compiled.bind_names.items()}
+        names = (
+            list(compiled.positiontup or ()) if compiled.positional else list(dict.fromkeys(binds))
+        )
+        processors = compiled._bind_processors
+        parameters: list[tuple[str, str | None, Any, _Processor]] = []
+        for name in names:
+            bind = binds[name]
+            if bind.callable is not None:
+                raise ValueError(f"a hot statement cannot call the value of {name}")
+            # A parameter without a value is the caller's; one with a value is a literal of
+            # the statement (a state name, the LIMIT), bound the same every time.
+            key, constant = (name, None) if bind.required else (None, bind.value)
+            parameters.append((name, key, constant, processors.get(name)))  # type: ignore[arg-type]
+        selected = getattr(self.statement, "selected_columns", None)
+        returning = getattr(self.statement, "_returning", ())
+        columns = list(selected) if selected is not None else list(returning)
+        return CompiledHot(
+            sql=compiled.string,
+            positional=compiled.positional,
+            parameters=tuple(parameters),
+            result_types=tuple(c.type for c in columns),
+            dialect=dialect,
+        )
+
+
+# session.info: the cursor, and the transaction (or savepoint) it was last asked for in.
+_CURSOR = "hot_cursor"
+
+
+@dataclass(frozen=True, slots=True)
+class _Cursor:
+    transaction: SessionTransaction
+    connection: Connection
+    cursor: Any
+    pooled_info: dict[str, Any]  # the pool's info of the DBAPI connection (holds the cursor)
+
+
+def _cursor_for(session: OrmSession) -> _Cursor:
+    """The DBAPI cursor of ``session``'s connection, for the transaction it works in now.
+
+    Flushes pending ORM changes first (what autoflush does before ``Session.execute``).
+    ``Session.connection()`` is asked once per transaction and per savepoint: a savepoint
+    begun with ``begin_nested()`` is only emitted (``SAVEPOINT``) when its connection is
+    first asked for, so a cursor kept from before it would write outside it.
+    """
+    if not session._is_clean():
+        session.flush()
+    cached = session.info.get(_CURSOR)
+    current = session._transaction
+    if cached is not None and cached.transaction is current and current is not None:
+        return cached  # type: ignore[no-any-return]
+    connection = session.connection()  # BEGIN (IMMEDIATE on SQLite) or SAVEPOINT if due
+    current = session._transaction
+    assert current is not None
+    # One cursor per DBAPI connection, kept in the pool's record of it (which SQLAlchemy
+    # clears when the connection is invalidated and replaced), not one per transaction.
+    pooled = connection.connection
+    cursor = pooled.info.get(_CURSOR)
+    if cursor is None:
+        dbapi_connection = pooled.dbapi_connection
+        assert dbapi_connection is not None  # a connection of an active transaction
+        cursor = pooled.info[_CURSOR] = dbapi_connection.cursor()
+    held = _Cursor(current, connection, cursor, pooled.info)
+    session.info[_CURSOR] = held
+    return held
+
+
+def _execute(
+    session: OrmSession, held: _Cursor, hot: HotStatement, values: Mapping[str, Any]
+) -> CompiledHot:
+    connection, cursor = held.connection, held.cursor
+    compiled = hot.compiled(connection.dialect)
+    parameters = compiled.bind(values)
+    dispatch = connection.dispatch
+    try:
+        if dispatch.before_cursor_execute or dispatch.after_cursor_execute or connection._echo:
+            # Someone listens (a statement counter, echo): SQLAlchemy's path, which calls them.
+            connection._cursor_execute(cursor, compiled.sql, parameters)
+        else:
+            try:
+                cursor.execute(compiled.sql, parameters)
+            except BaseException as exc:  # the same sqlalchemy.exc error Session.execute raises
+                connection._handle_dbapi_exception(exc, compiled.sql, parameters, cursor, None)
+    except BaseException:
+        # SQLAlchemy closed the cursor with the error: the next statement (the group commit's
+        # next job, after this one's savepoint rolled back) takes a new one.
+        session.info.pop(_CURSOR, None)
+        if held.pooled_info.get(_CURSOR) is cursor:
+            del held.pooled_info[_CURSOR]
+        raise
+    return compiled
+
+
+def run(session: OrmSession, hot: HotStatement, values: Mapping[str, Any]) -> Any:
+    """Execute ``hot`` with ``values`` in ``session``'s transaction; returns the DBAPI cursor
+    (read its ``rowcount``, or use :func:`rows` / :func:`first` for a SELECT)."""
+    held = _cursor_for(session)
+    _execute(session, held, hot, values)
+    return held.cursor
+
+
+def rowcount(session: OrmSession, hot: HotStatement, values: Mapping[str, Any]) -> int:
+    """Execute ``hot`` (an UPDATE or DELETE); the number of rows it matched."""
+    return int(run(session, hot, values).rowcount)
+
+
+def rows(
+    session: OrmSession, hot: HotStatement, values: Mapping[str, Any]
+) -> list[tuple[Any, ...]]:
+    """Every row ``hot`` returns, as tuples of Python values (converted as SQLAlchemy would)."""
+    held = _cursor_for(session)
+    compiled = _execute(session, held, hot, values)
+    return compiled.convert(held.cursor, held.cursor.fetchall())
+
+
+def first(
+    session: OrmSession, hot: HotStatement, values: Mapping[str, Any]
+) -> tuple[Any, ...] | None:
+    """The first row ``hot`` returns, or None."""
+    found = rows(session, hot, values)
+    return found[0] if found else None
