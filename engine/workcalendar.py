@@ -21,10 +21,14 @@ from __future__ import annotations
 import csv
 import io
 import tomllib
+from collections.abc import Iterable
+from dataclasses import replace
 from datetime import date
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import Engine
 
 from base.errors import ConfigError
 from engine.config import Config
@@ -152,6 +156,31 @@ def build_calendar(config: Config) -> WorkCalendar | None:
     return WorkCalendar.of(entries, covered, strict=cal.statutory)
 
 
-def policy_settings(config: Config) -> PolicySettings:
-    """``[policy]``, ``[site] timezone`` and the calendar as the rules' :class:`PolicySettings`."""
-    return settings_from_config(config.policy, config.site.timezone, build_calendar(config))
+def with_weather(settings: PolicySettings, days: Iterable[CalendarDay]) -> PolicySettings:
+    """``settings`` with the posted extreme-weather ``days`` in its calendar (a calendar of
+    those days alone when the statutory one is off)."""
+    extra = tuple(days)
+    if not extra:
+        return settings
+    window = settings.window
+    calendar = window.calendar
+    merged = (
+        WorkCalendar.of(extra, (), strict=False) if calendar is None else calendar.with_days(extra)
+    )
+    return replace(settings, window=replace(window, calendar=merged))
+
+
+def read_weather(engine: Engine) -> tuple[CalendarDay, ...]:
+    """The extreme-weather days posted so far (:mod:`engine.store.weather`)."""
+    from engine.db.database import read_session
+    from engine.store.weather import weather_entries
+
+    with read_session(engine) as session:
+        return weather_entries(session)
+
+
+def policy_settings(config: Config, engine: Engine | None = None) -> PolicySettings:
+    """``[policy]``, ``[site] timezone`` and the calendar as the rules' :class:`PolicySettings`;
+    with ``engine``, the extreme-weather days posted in its database too."""
+    settings = settings_from_config(config.policy, config.site.timezone, build_calendar(config))
+    return settings if engine is None else with_weather(settings, read_weather(engine))

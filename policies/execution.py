@@ -20,17 +20,17 @@ from policies.window import HELD_TO_WINDOW, RULE, window_reason
 
 # The window's answer by instant, for one settings object: a batch asks about the same few
 # instants (now, now + lead, the T+15 of each minute) for every account.
-_memo: tuple[PolicySettings, dict[datetime, Reason]] | None = None
+_memo: tuple[PolicySettings, dict[tuple[datetime, str | None], Reason]] | None = None
 
 
-def _window_at(settings: PolicySettings, moment: datetime) -> Reason:
+def _window_at(settings: PolicySettings, moment: datetime, region: str | None = None) -> Reason:
     global _memo
     if _memo is None or _memo[0] is not settings or len(_memo[1]) > 4096:
         _memo = (settings, {})
     answers = _memo[1]
-    answer = answers.get(moment)
+    answer = answers.get((moment, region))
     if answer is None:
-        answer = answers[moment] = window_reason(settings, moment)
+        answer = answers[(moment, region)] = window_reason(settings, moment, region)
     return answer
 
 
@@ -44,7 +44,11 @@ def execution_time(decision: Decision, now: datetime) -> datetime:
 
 
 def judge_at_execution(
-    decision: Decision, settings: PolicySettings, now: datetime, lead: timedelta
+    decision: Decision,
+    settings: PolicySettings,
+    now: datetime,
+    lead: timedelta,
+    region: str | None = None,
 ) -> Decision:
     """``decision`` with its window reason re-read from execution to ``execution + lead``.
 
@@ -63,7 +67,7 @@ def judge_at_execution(
     finish = start + lead
     late = None
     for moment in (start, finish) if lead else (start,):
-        answer = _window_at(settings, moment)
+        answer = _window_at(settings, moment, region)
         if answer.verdict is not Verdict.ALLOW:
             late = (moment, answer)
             break
@@ -71,7 +75,7 @@ def judge_at_execution(
         if not only_window:
             return decision
         # Shut now, open when the scheduled step executes: that is what counts.
-        inside = _window_at(settings, start)
+        inside = _window_at(settings, start, region)
         reasons = tuple(inside if r.rule == RULE else r for r in decision.reasons)
         return replace(decision, outcome=Outcome.SCHEDULE, reasons=reasons)
     moment, answer = late
@@ -87,7 +91,7 @@ def judge_at_execution(
         outcome = Outcome.BLOCKED
     else:
         if moment != start:  # the opening must leave room for the whole command
-            opening = _fitting_opening(settings, opening, lead)
+            opening = _fitting_opening(settings, opening, lead, region)
         held = Reason(
             RULE,
             Verdict.SCHEDULE,
@@ -102,11 +106,13 @@ def judge_at_execution(
     return replace(decision, outcome=outcome, reasons=reasons)
 
 
-def _fitting_opening(settings: PolicySettings, opening: datetime, lead: timedelta) -> datetime:
+def _fitting_opening(
+    settings: PolicySettings, opening: datetime, lead: timedelta, region: str | None = None
+) -> datetime:
     """The first opening from ``opening`` on whose window still holds ``lead`` later."""
     when = opening
     for _ in range(400):
-        answer = _window_at(settings, when + lead)
+        answer = _window_at(settings, when + lead, region)
         if answer.verdict is Verdict.ALLOW:
             return when
         after = answer.not_before

@@ -32,18 +32,20 @@ _SEARCH_DAYS = 800
 _DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
-def _closed_why(day: date, window: WindowSettings) -> str | None:
+def _closed_why(day: date, window: WindowSettings, region: str | None = None) -> str | None:
     """Why ``day`` (site date) is closed all day, or None when it is a disconnection day.
 
     With the statutory calendar: a local no-disconnection day (extreme weather) and a public
     holiday are closed; a make-up working day (调休) is open even on a Saturday left out of
     ``weekdays`` (``statutory_wins``); a year without a published schedule is closed.
+    ``region`` (the account's station): its own extreme-weather days close it too.
     """
     calendar = window.calendar
     if calendar is not None:
-        local = calendar.no_disconnect(day)
+        local = calendar.no_disconnect(day, region)
         if local is not None:
-            return f"a no-disconnection day ({local.name}; {local.source})"
+            where = "" if local.region is None else f" at {local.region}"
+            return f"a no-disconnection day{where} ({local.name}; {local.source})"
         if not calendar.covers(day):
             return (
                 f"no statutory calendar for {day.year} yet: add the State Council's schedule "
@@ -78,26 +80,29 @@ def _end_on(day: date, window: WindowSettings) -> time | None:
     return end
 
 
-def _open_on(day: date, window: WindowSettings) -> bool:
-    return _closed_why(day, window) is None
+def _open_on(day: date, window: WindowSettings, region: str | None = None) -> bool:
+    return _closed_why(day, window, region) is None
 
 
 def _inside_hours(clock: time, window: WindowSettings, end: time | None) -> bool:
     return window.start <= clock and (end is None or clock < end)
 
 
-def next_window_opening(now: datetime, settings: PolicySettings) -> datetime:
+def next_window_opening(
+    now: datetime, settings: PolicySettings, region: str | None = None
+) -> datetime:
     """Return the earliest instant at or after ``now`` when the window is open (UTC).
 
     ``now`` itself when the window is open now. Raises :class:`~base.errors.ConfigError`
     when the configured window never opens (no weekday, ``end <= start``, holidays covering
-    the next two years, or a year the statutory calendar does not cover yet).
+    the next two years, or a year the statutory calendar does not cover yet). ``region``:
+    the account's station, whose own extreme-weather days are closed too.
     """
     window = settings.window
     tz = settings.timezone
     local = now.astimezone(tz)
     day = local.date()
-    if _open_on(day, window) and _inside_hours(local.time(), window, _end_on(day, window)):
+    if _open_on(day, window, region) and _inside_hours(local.time(), window, _end_on(day, window)):
         return now
     if window.end is not None and window.end <= window.start:
         raise ConfigError(
@@ -107,7 +112,7 @@ def next_window_opening(now: datetime, settings: PolicySettings) -> datetime:
     if local.time() >= window.start:
         day += timedelta(days=1)  # today's opening is behind us
     for _ in range(_SEARCH_DAYS):
-        why = _closed_why(day, window)
+        why = _closed_why(day, window, region)
         if why is None:
             end = _end_on(day, window)
             if end is None or window.start < end:
@@ -120,11 +125,13 @@ def next_window_opening(now: datetime, settings: PolicySettings) -> datetime:
     )
 
 
-def window_open_at(when: datetime, settings: PolicySettings) -> bool:
+def window_open_at(when: datetime, settings: PolicySettings, region: str | None = None) -> bool:
     """True when the window (weekday, holiday, statutory calendar, hours) is open at ``when``."""
     local = when.astimezone(settings.timezone)
     day, window = local.date(), settings.window
-    return _open_on(day, window) and _inside_hours(local.time(), window, _end_on(day, window))
+    return _open_on(day, window, region) and _inside_hours(
+        local.time(), window, _end_on(day, window)
+    )
 
 
 def describe_window(window: WindowSettings) -> str:
@@ -140,15 +147,16 @@ def describe_window(window: WindowSettings) -> str:
     return f"{day_text} {window.start:%H:%M}-{end} and 调休 make-up days, not on public holidays"
 
 
-def window_reason(settings: PolicySettings, now: datetime) -> Reason:
-    """The window rule's answer for ``now``; it does not depend on the account."""
+def window_reason(settings: PolicySettings, now: datetime, region: str | None = None) -> Reason:
+    """The window rule's answer for ``now`` at ``region`` (the account's station: only its
+    extreme-weather days depend on it)."""
     window = settings.window
     tz = settings.timezone
     local = now.astimezone(tz)
     day = local.date()
     clock = local.time()
     end = _end_on(day, window)
-    why = _closed_why(day, window)
+    why = _closed_why(day, window, region)
     if why is None and _inside_hours(clock, window, end):
         closes = "end of day" if end is None else f"{end:%H:%M}"
         notes = ""
@@ -183,7 +191,7 @@ def window_reason(settings: PolicySettings, now: datetime) -> Reason:
         f"({describe_window(window)}): {why}"
     )
     try:
-        opening = next_window_opening(now, settings)
+        opening = next_window_opening(now, settings, region)
     except ConfigError as exc:
         return Reason(RULE, Verdict.BLOCK, OUTSIDE_WINDOW, f"{head}; {exc}")
     same_day = opening.astimezone(tz).date() == day
@@ -197,17 +205,26 @@ def window_reason(settings: PolicySettings, now: datetime) -> Reason:
     )
 
 
-# One-entry memo: a batch asks the same question (same settings object, same instant) for
-# every account, and the answer costs a date computation and three formatted strings.
-_last: tuple[PolicySettings, datetime, Reason] | None = None
+def region_of(case: Case, settings: PolicySettings) -> str | None:
+    """The account's station when some extreme-weather day is posted for a region only."""
+    calendar = settings.window.calendar
+    if calendar is None or not calendar.has_regional_days:
+        return None
+    return case.account.station
+
+
+# One-entry memo: a batch asks the same question (same settings object, same instant, same
+# region) for every account, and the answer costs a date computation and three strings.
+_last: tuple[PolicySettings, datetime, str | None, Reason] | None = None
 
 
 def check_window(case: Case, settings: PolicySettings, now: datetime) -> Reason:
     """Allow only inside the configured window (weekday, not a holiday, ``start <= t < end``)."""
     global _last
+    region = region_of(case, settings)
     last = _last
-    if last is not None and last[0] is settings and last[1] == now:
-        return last[2]
-    reason = window_reason(settings, now)
-    _last = (settings, now, reason)
+    if last is not None and last[0] is settings and last[1] == now and last[2] == region:
+        return last[3]
+    reason = window_reason(settings, now, region)
+    _last = (settings, now, region, reason)
     return reason

@@ -415,7 +415,7 @@ def _materialize_message(
     disconnect_accounts = sorted({r.account_no for r in rows if r.action == Action.DISCONNECT})
     # The plan is read before the transaction, as batch run does; the dispatcher re-checks
     # every account on fresh data right before its command, so nothing stale can trip a meter.
-    settings = policy_settings(config)  # with the statutory calendar
+    settings = policy_settings(config, engine)  # statutory calendar, weather days
     plan = plan_batch(load_cases(engine, accounts=disconnect_accounts, now=now), settings, now)
     decisions = {d.account_no: d for d in plan.decisions}
     eligible = [d for d in plan.decisions if d.outcome in (Outcome.DISCONNECT, Outcome.SCHEDULE)]

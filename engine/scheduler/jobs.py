@@ -97,7 +97,7 @@ def run_batch_job(
     engine: Engine, config: Config, *, now: datetime, actor: str, notifier: Notifier
 ) -> BatchJobResult:
     """Plan every account and create the orders (the cron's ``batch``); audited."""
-    settings = policy_settings(config)
+    settings = policy_settings(config, engine)
     plan = plan_batch(load_cases(engine, now=now), settings, now)
     batch_id = f"cron:{now.astimezone(config.site.tz):%Y%m%d-%H%M}"
     if not plan.within_limit:

@@ -126,10 +126,9 @@ def plan(
     """
     st = state(ctx)
     require_role(st, Role.OPERATOR, "batch plan")
-    try:
-        settings = policy_settings(st.config)
-    except MeterctlError as exc:
-        fail(str(exc), ExitCode.BAD_INPUT)
+    engine = open_store(st)
+    with store_errors(st, engine):
+        settings = policy_settings(st.config, engine)  # with the posted weather days
     when = now()
     if at is not None:
         try:
@@ -137,7 +136,6 @@ def plan(
         except MeterctlError as exc:
             fail(str(exc), ExitCode.BAD_INPUT)
     lead = timedelta(minutes=st.config.dispatch.command_validity_minutes)
-    engine = open_store(st)
     out = sys.stdout
     with store_errors(st, engine):
         total = _count_in_scope(engine, station)

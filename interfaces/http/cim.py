@@ -7,6 +7,8 @@
 - ``GET /cim/v1/WorkOrders`` and ``POST /cim/v1/WorkOrders/{id}/accept|assign|close``: the
   field orders as work items a workforce system pulls and reports on
   (:mod:`interfaces.http.workorders`);
+- ``GET|POST /cim/v1/WeatherDays``, ``DELETE /cim/v1/WeatherDays/{id}``: extreme-weather
+  days with no disconnection (:mod:`interfaces.http.weather`);
 - ``GET /openapi.json``: the OpenAPI 3 document of these routes (unsigned).
 
 Every call names its client (``X-Meterctl-Client``) and is signed with that client's key
@@ -56,6 +58,7 @@ from interfaces.http.signature import (
     signed_headers,
     verify,
 )
+from interfaces.http.weather import WeatherApi
 from interfaces.http.workorders import WorkOrdersApi
 
 log = structlog.get_logger("interfaces.http.cim")
@@ -96,12 +99,14 @@ class IntegrationApi:
         *,
         clock: Clock | None = None,
         on_accepted: Callable[[], None] | None = None,
+        on_weather: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self.config = config
         self.clock = clock or SystemClock()
         self.clients = load_clients(config)
         self.on_accepted = on_accepted
+        self.on_weather = on_weather  # a weather day posted or removed (the dispatcher re-reads)
         self.max_skew_s = float(config.hooks.max_clock_skew_s)
         self.guard = ReplayGuard(self.max_skew_s)
         # A GET is signed over an empty body, so two reads in the same second carry the same
@@ -118,6 +123,7 @@ class IntegrationApi:
         app.router.add_get(DEVICES + "/{meter_no}", _no_database_errors(self.get_device))
         app.router.add_get(OPENAPI, self.get_openapi)
         WorkOrdersApi(self).install(app)
+        WeatherApi(self, self.on_weather).install(app)
 
     # -- identity ---------------------------------------------------------------------------
 
