@@ -146,7 +146,9 @@ def test_calendar_show_bad_file_exits_2(cli: Cli, tmp_path: Path) -> None:  # no
     assert "Traceback" not in result.output
 
 
-def test_weather_days_from_the_cli_block_the_plan_and_show_in_the_calendar(cli: Cli) -> None:
+def test_weather_days_from_the_cli_block_the_plan_and_show_in_the_calendar(
+    cli: Cli,  # noqa: F811
+) -> None:
     """calendar weather add (supervisor): stored, audited, in the plan's reasons and in
     calendar show with its source; remove takes it out; an operator is refused (exit 4)."""
 
