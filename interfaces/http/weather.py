@@ -51,8 +51,10 @@ class WeatherApi:
         text = request.query.get("year")
         year = None
         if text is not None:
-            if not (len(text) == 4 and text.isascii() and text.isdigit()):
-                return error(400, f"year: {text[:16]!r} is not a year (YYYY)", "year")
+            if not (len(text) == 4 and text.isascii() and text.isdigit()) or not (
+                1900 <= int(text) <= 2999
+            ):
+                return error(400, f"year: {text[:16]!r} is not a year (1900-2999)", "year")
             year = int(text)
 
         def pull() -> list[dict[str, Any]]:
