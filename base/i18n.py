@@ -135,6 +135,50 @@ def N_(message: str) -> str:
     return message
 
 
+class Msg(str):
+    """An English sentence made from a catalog template, that can be shown translated later.
+
+    It *is* the English text (a ``str``): stored, logged, audited and put in JSON as such, so
+    records stay language-neutral. :func:`shown` gives it in the reader's language, from
+    ``template`` (marked for the catalog with ``N_``) and ``params`` (a ``Msg`` among them is
+    translated too). Code that cannot know its reader's language (the rules, the store's
+    refusals) builds these; the user interfaces show them.
+    """
+
+    template: str
+    params: dict[str, object]
+
+    def __new__(cls, template: str, /, **params: object) -> Msg:
+        self = super().__new__(cls, template.format(**params))
+        self.template = template
+        self.params = params
+        return self
+
+    def __str__(self) -> str:
+        return self  # str(exc) and f"{msg}" keep the template for shown()
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (str, (str.__str__(self),))  # a copy or pickle is the plain English text
+
+
+def joined(parts: Sequence[object], separator: str = "") -> Msg:
+    """``parts`` one after the other (each shown in the reader's language in turn)."""
+    escaped = separator.replace("{", "{{").replace("}", "}}")
+    template = escaped.join(f"{{p{i}}}" for i in range(len(parts)))
+    return Msg(template, **{f"p{i}": part for i, part in enumerate(parts)})
+
+
+def shown(text: object) -> str:
+    """``text`` for a person: a :class:`Msg` in the current language, anything else as is."""
+    if not isinstance(text, Msg) or _current == DEFAULT:
+        return str(text)
+    params = {k: shown(v) if isinstance(v, Msg) else v for k, v in text.params.items()}
+    try:
+        return _(text.template).format(**params)
+    except (KeyError, IndexError, ValueError):  # a broken translation: English, never a crash
+        return str.__str__(text)
+
+
 def ngettext(singular: str, plural: str, n: int) -> str:
     if _current == DEFAULT:
         return singular if n == 1 else plural

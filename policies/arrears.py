@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
+from base.i18n import N_, Msg
 from policies.facts import Case, PolicySettings, Reason, Verdict
 
 RULE = "arrears"
@@ -32,13 +33,21 @@ def _answer(text: str, threshold: Decimal, in_arrears: bool) -> Reason:
             RULE,
             Verdict.ALLOW,
             IN_ARREARS,
-            f"balance {text} yuan is below the arrears threshold {threshold} yuan",
+            Msg(
+                N_("balance {balance} yuan is below the arrears threshold {threshold} yuan"),
+                balance=text,
+                threshold=threshold,
+            ),
         )
     return Reason(
         RULE,
         Verdict.BLOCK,
         NOT_IN_ARREARS,
-        f"balance {text} yuan is not below the arrears threshold {threshold} yuan",
+        Msg(
+            N_("balance {balance} yuan is not below the arrears threshold {threshold} yuan"),
+            balance=text,
+            threshold=threshold,
+        ),
     )
 
 
@@ -54,7 +63,7 @@ def check_arrears(case: Case, settings: PolicySettings, now: datetime) -> Reason
             RULE,
             Verdict.BLOCK,
             NOT_IN_ARREARS,
-            f"balance {balance} is not a number: arrears unknown",
+            Msg(N_("balance {balance} is not a number: arrears unknown"), balance=balance),
         )
     memo_threshold, answers = _memo
     if memo_threshold is not threshold:  # identity: a batch shares one settings object

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from base.i18n import N_, Msg
 from policies._text import local_text
 from policies.facts import Decision, Outcome, PolicySettings, Reason, Verdict
 from policies.window import HELD_TO_WINDOW, RULE, window_reason
@@ -81,10 +82,12 @@ def judge_at_execution(
     moment, answer = late
     tz = settings.timezone
     opening = answer.not_before
-    what = "would execute" if moment == start else "would still be valid"
-    head = (
-        f"the command {what} at {local_text(moment, tz)}, after the window closes "
-        f"({answer.message})"
+    head = Msg(
+        N_("the command would execute at {time}, after the window closes ({why})")
+        if moment == start
+        else N_("the command would still be valid at {time}, after the window closes ({why})"),
+        time=local_text(moment, tz),
+        why=answer.message,
     )
     if opening is None:
         held = Reason(RULE, Verdict.BLOCK, HELD_TO_WINDOW, head)
@@ -96,7 +99,11 @@ def judge_at_execution(
             RULE,
             Verdict.SCHEDULE,
             HELD_TO_WINDOW,
-            f"{head}: held to the next opening, {local_text(opening, tz)}",
+            Msg(
+                N_("{head}: held to the next opening, {time}"),
+                head=head,
+                time=local_text(opening, tz),
+            ),
             not_before=opening,
         )
         outcome = Outcome.SCHEDULE

@@ -15,6 +15,7 @@ from sqlalchemy import insert, select, update
 from sqlmodel import Session
 
 from base.errors import InputError
+from base.i18n import N_, Msg
 from engine import audit
 from engine.config import Config
 from engine.db.models import ACCOUNTS, COMPLAINTS, FIELD_ORDERS, SWITCH_ORDERS
@@ -113,7 +114,11 @@ def close_complaint(
     row = complaint_row(session, complaint_id)
     if row["status"] != "open":
         raise Refused(
-            f"complaint {complaint_id} was already closed by {row['closed_by']}",
+            Msg(
+                N_("complaint {complaint} was already closed by {user}"),
+                complaint=complaint_id,
+                user=row["closed_by"],
+            ),
             action=f"complaints close {complaint_id}",
         )
     session.execute(

@@ -15,6 +15,7 @@ from sqlalchemy import Select, and_, exists, insert, select, update
 from sqlmodel import Session
 
 from base.errors import InputError
+from base.i18n import N_, Msg
 from engine import audit
 from engine.config import Config
 from engine.db.models import FIELD_ORDERS, FOLLOW_UP_RESULTS, FOLLOW_UPS, METERS, SWITCH_ORDERS
@@ -160,8 +161,12 @@ def record_follow_up(
     row = follow_up_row(session, follow_up_id)
     if row["result"] is not None:
         raise Refused(
-            f"follow-up {follow_up_id} was already recorded as {row['result']} by "
-            f"{row['recorded_by']}",
+            Msg(
+                N_("follow-up {follow_up} was already recorded as {result} by {user}"),
+                follow_up=follow_up_id,
+                result=row["result"],
+                user=row["recorded_by"],
+            ),
             action=f"field-orders followup {follow_up_id}",
         )
     rework: int | None = None

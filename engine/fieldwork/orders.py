@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from base.errors import InputError
+from base.i18n import N_, Msg
 from engine import audit
 from engine.config import Config
 from engine.db.models import FIELD_ORDERS, METERS, SWITCH_ORDERS
@@ -101,8 +102,15 @@ def field_order_row(session: Session, field_order_id: int) -> dict[str, Any]:
 def _require_open(row: dict[str, Any], action: str) -> None:
     if row["status"] != "open":
         raise Refused(
-            f"field order {row['id']} is {row['status']}: it cannot be {action}"
-            + (f" ({row['closed_reason']})" if row.get("closed_reason") else ""),
+            Msg(
+                N_("field order {order} is {status}: it cannot be {action} ({why})")
+                if row.get("closed_reason")
+                else N_("field order {order} is {status}: it cannot be {action}"),
+                order=row["id"],
+                status=row["status"],
+                action=action,
+                why=row.get("closed_reason") or "",
+            ),
             action=f"field-orders {action} {row['id']}",
         )
 
@@ -217,8 +225,14 @@ def accept_field_order(
     row = _planned(session, row, config, notifier, now, actor)
     if row["stage"] in (ACCEPTED, ASSIGNED):
         raise Refused(
-            f"field order {field_order_id} was already accepted by {row['accepted_by'] or '?'}"
-            + (f" and assigned to {row['assignee']}" if row["assignee"] else ""),
+            Msg(
+                N_("field order {order} was already accepted by {user} and assigned to {assignee}")
+                if row["assignee"]
+                else N_("field order {order} was already accepted by {user}"),
+                order=field_order_id,
+                user=row["accepted_by"] or "?",
+                assignee=row["assignee"] or "",
+            ),
             action=f"field-orders accept {field_order_id}",
         )
     _set(session, field_order_id, stage=ACCEPTED, accepted_at=now, accepted_by=actor)
@@ -326,9 +340,21 @@ def close_field_order(
             )
         if read_back != needed:
             raise Refused(
-                f"field order {field_order_id} ({WORK_NAMES[row['kind']]}): the relay "
-                f"{'reads' if source == 'meter' else 'was seen'} {read_back}, not {needed}: "
-                "the work is not done",
+                Msg(
+                    N_(
+                        "field order {order} ({work}): the relay reads {state}, not {needed}: "
+                        "the work is not done"
+                    )
+                    if source == "meter"
+                    else N_(
+                        "field order {order} ({work}): the relay was seen {state}, not "
+                        "{needed}: the work is not done"
+                    ),
+                    order=field_order_id,
+                    work=WORK_NAMES[row["kind"]],
+                    state=read_back,
+                    needed=needed,
+                ),
                 action=action,
             )
     values: dict[str, Any] = {
@@ -387,7 +413,11 @@ def reopen_field_order(
     row = field_order_row(session, field_order_id)
     if row["status"] != "closed":
         raise Refused(
-            f"field order {field_order_id} is {row['status']}: only a closed order is reopened",
+            Msg(
+                N_("field order {order} is {status}: only a closed order is reopened"),
+                order=field_order_id,
+                status=row["status"],
+            ),
             action=f"field-orders reopen {field_order_id}",
         )
     values: dict[str, Any] = {

@@ -12,7 +12,7 @@ from sqlalchemy import exists, select
 from sqlmodel import Session
 
 from base.errors import InputError
-from base.i18n import _
+from base.i18n import N_, Msg, _
 from engine import audit
 from engine.db.models import EXEMPTION_KINDS, EXEMPTIONS, METERS, Exemption
 from engine.store.accounts import get_account
@@ -115,8 +115,15 @@ def decide_exemption(
         )
     if exemption.requested_by == actor:
         raise Refused(
-            f"refused: {actor} requested exemption {exemption_id} and may not {verb} it "
-            "(four eyes: another supervisor must decide)",
+            Msg(
+                N_(
+                    "refused: {user} requested exemption {exemption} and may not {verb} it "
+                    "(four eyes: another supervisor must decide)"
+                ),
+                user=actor,
+                exemption=exemption_id,
+                verb=verb,
+            ),
             action=f"exemptions {verb} {exemption_id}",
         )
     if approve and exemption.until <= now:

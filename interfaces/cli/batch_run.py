@@ -15,7 +15,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from base.i18n import N_, _
+from base.i18n import N_, Msg, _
 from engine import audit
 from engine.batch import CreatedOrders
 from engine.batch_run import BatchResult, new_batch_id, run_batch, select_batch
@@ -124,7 +124,10 @@ def run(
                 engine,
                 result,
                 as_json,
-                f"{selection.limit_check.message}: a supervisor must confirm with --override-limit",
+                Msg(
+                    N_("{limit}: a supervisor must confirm with --override-limit"),
+                    limit=selection.limit_check.message,
+                ),
             )
         check = check_role(config, st.user, Role.SUPERVISOR, "batch run --override-limit")
         if not check.allowed:
@@ -146,12 +149,12 @@ def run(
                 engine,
                 result,
                 as_json,
-                "refusing to disconnect without --yes on a non-interactive stdin",
+                Msg(N_("refusing to disconnect without --yes on a non-interactive stdin")),
             )
         if not typer.confirm(
             _("Disconnect {count} account(s) now?").format(count=planned), err=True
         ):
-            _refuse(st, engine, result, as_json, "not confirmed")
+            _refuse(st, engine, result, as_json, Msg(N_("not confirmed")))
 
     progress = Progress(
         TextColumn(_("dispatching")),

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import func, select
 
 from base.errors import MeterctlError
-from base.i18n import N_, _
+from base.i18n import N_, _, shown
 from engine.db.database import read_session
 from engine.db.models import ACCOUNTS
 from engine.roles import Role
@@ -90,7 +90,7 @@ def _human(decision: Decision) -> str:
     lines = [head]
     for reason in decision.reasons:
         meaning = REASON_TEXT.get(reason.code)
-        said = f"{_(meaning)}: {reason.message}" if meaning else reason.message
+        said = f"{_(meaning)}: {shown(reason.message)}" if meaning else shown(reason.message)
         lines.append(f"    {reason.verdict.value:<8} {reason.rule:<12} {reason.code}: {said}")
     return "\n".join(lines)
 
@@ -198,7 +198,7 @@ def plan(
         limit = result.limit
         out.write(
             _("batch limit: {verdict} ({code}): {message}").format(
-                verdict=limit.verdict.value, code=limit.code, message=limit.message
+                verdict=limit.verdict.value, code=limit.code, message=shown(limit.message)
             )
             + "\n"
         )
