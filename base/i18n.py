@@ -56,7 +56,13 @@ def choose(cli: str | None, environ: Mapping[str, str], site: str | None = None)
     if cli:
         chosen = normalise(cli)
         if chosen is None:
-            raise ValueError(f"--lang: {cli!r} is not one of {', '.join(LANGUAGES)}")
+            raise ValueError(
+                Msg(
+                    N_("--lang: {value} is not one of {choices}"),
+                    value=repr(cli),
+                    choices=", ".join(LANGUAGES),
+                )
+            )
         return chosen
     for variable in ("LC_ALL", "LC_MESSAGES", "LANG"):
         value = environ.get(variable, "")

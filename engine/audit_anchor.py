@@ -46,6 +46,7 @@ from sqlalchemy import Engine, insert, select
 from sqlmodel import Session
 
 from base.errors import ConfigError
+from base.i18n import N_, Msg
 from engine.config import DEFAULT_AUDIT_KEY_FILE, PUBLIC_DEFAULT_AUDIT_KEY, Config
 from engine.db.database import read_session, transaction
 from engine.db.models import AUDIT, AUDIT_CHECKPOINTS
@@ -270,10 +271,10 @@ def append_anchor(path: Path, checkpoint: Checkpoint) -> None:
         os.close(fd)
 
 
-def permission_warnings(config: Config) -> list[str]:
+def permission_warnings(config: Config) -> list[Msg]:
     """Sentences about key files others can read and an anchor others can write."""
     files = audit_files(config)
-    warnings: list[str] = []
+    warnings: list[Msg] = []
     secret_files = [files.key, files.signing_key]
     for value in (config.hooks.payment_key_file, config.dlt645.secrets_file):
         if value:
@@ -284,14 +285,26 @@ def permission_warnings(config: Config) -> list[str]:
         mode = _mode(path)
         if mode is not None and mode & 0o077:
             warnings.append(
-                f"{path} holds a secret and other users can read it "
-                f"(mode {mode:04o}): chmod 600 {path}"
+                Msg(
+                    N_(
+                        "{path} holds a secret and other users can read it (mode {mode}): "
+                        "chmod 600 {path}"
+                    ),
+                    path=path,
+                    mode=f"{mode:04o}",
+                )
             )
     mode = _mode(files.anchor)
     if mode is not None and mode & 0o022:
         warnings.append(
-            f"the audit anchor {files.anchor} can be written by other users (mode {mode:04o}): "
-            f"chmod 644 {files.anchor} (better: make it append-only, chattr +a)"
+            Msg(
+                N_(
+                    "the audit anchor {path} can be written by other users (mode {mode}): "
+                    "chmod 644 {path} (better: make it append-only, chattr +a)"
+                ),
+                path=files.anchor,
+                mode=f"{mode:04o}",
+            )
         )
     return warnings
 

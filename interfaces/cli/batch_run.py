@@ -27,20 +27,7 @@ from interfaces.cli.batch import batch_app
 from interfaces.cli.context import err_console, fail, note, print_json, require_role, state
 from interfaces.cli.db import open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
-
-# The English labels are the keys as they always read ("blocked at dispatch").
-COUNT_TEXT = {
-    "planned": N_("planned"),
-    "created": N_("created"),
-    "scheduled": N_("scheduled"),
-    "verified": N_("verified"),
-    "armed": N_("armed"),
-    "blocked_at_dispatch": N_("blocked at dispatch"),
-    "cancelled_paid": N_("cancelled paid"),
-    "deferred": N_("deferred"),
-    "field_orders": N_("field orders"),
-    "already_disconnected": N_("already disconnected"),
-}
+from interfaces.labels import COUNT_TEXT
 
 
 def _reasons_table(result: BatchResult) -> Table:

@@ -18,7 +18,7 @@ import typer
 
 from base.clock import SystemClock
 from base.errors import MeterctlError
-from base.i18n import _
+from base.i18n import _, shown
 from interfaces.cli.context import fail, print_json, state
 from interfaces.cli.exitcodes import ExitCode
 from protocols.dlt645 import v1997
@@ -162,7 +162,10 @@ def _meter_time(ctx: typer.Context, text: str | None, minutes: float) -> datetim
 def encode_control(
     ctx: typer.Context,
     address: AddressOpt,
-    action: Annotated[str, typer.Option("--action", help=f"One of: {', '.join(ACTIONS)}.")],
+    action: Annotated[
+        str,
+        typer.Option("--action", help=_("One of: {choices}.").format(choices=", ".join(ACTIONS))),
+    ],
     valid_until: Annotated[
         str | None,
         typer.Option("--valid-until", help=_("Deadline N3..N8, meter-local ISO time.")),
@@ -203,12 +206,12 @@ def encode_control(
             defaults.operator_code if operator is None else operator,
         )
     except MeterctlError as exc:
-        fail(f"credentials: {exc}", ExitCode.BAD_INPUT)
+        fail(_("credentials: {error}").format(error=shown(exc)), ExitCode.BAD_INPUT)
     deadline = _meter_time(ctx, valid_until, valid_minutes)
     try:
         frame = RemoteControlRequest(meter, credentials, chosen, deadline, n2).to_frame()
     except MeterctlError as exc:
-        fail(f"--valid-until: {exc}", ExitCode.BAD_INPUT)
+        fail(_("--valid-until: {error}").format(error=shown(exc)), ExitCode.BAD_INPUT)
     _emit(frame, preamble)
 
 

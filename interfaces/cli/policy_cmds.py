@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import func, select
 
 from base.errors import MeterctlError
-from base.i18n import N_, _, shown
+from base.i18n import _, shown
 from engine.db.database import read_session
 from engine.db.models import ACCOUNTS
 from engine.roles import Role
@@ -28,6 +28,7 @@ from interfaces.cli.batch import batch_app
 from interfaces.cli.context import err_console, fail, note, require_role, state
 from interfaces.cli.db import now, open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
+from interfaces.labels import OUTCOME_TEXT, REASON_TEXT
 from policies import (
     BatchPlanner,
     Outcome,
@@ -43,44 +44,6 @@ def _count_in_scope(engine: Any, station: str | None) -> int:
         query = query.where(ACCOUNTS.c.station == station)
     with read_session(engine) as session:
         return int(session.execute(query).scalar_one())
-
-
-# What each reason code means, in a few words an operator reads (translated when shown; the
-# codes themselves and the JSON stay as they are).
-REASON_TEXT = {
-    "in_arrears": N_("in arrears"),
-    "not_in_arrears": N_("not in arrears"),
-    "agreement_signed": N_("cost-control agreement signed"),
-    "no_agreement": N_("no cost-control agreement"),
-    "notice_served": N_("notice served"),
-    "notice_missing": N_("no notice delivered"),
-    "notice_pending": N_("notice period not over"),
-    "notice_stale": N_("notice too old"),
-    "inside_window": N_("inside the disconnection window"),
-    "outside_window": N_("outside the disconnection window"),
-    "held_to_window": N_("would execute after the window closes: held to the next opening"),
-    "not_important": N_("not an important customer"),
-    "important_timeline_required": N_("important customer: warning and instruction first"),
-    "important_timeline_pending": N_("important customer: waiting for the timeline"),
-    "important_timeline_due": N_("important customer: execution due"),
-    "meter_bound": N_("the right meter, bound to the account"),
-    "meter_missing": N_("no meter"),
-    "meter_not_bound": N_("meter not bound to this account"),
-    "meter_mismatch": N_("meter number differs from the account's"),
-    "meter_swapped": N_("the meter answered with another number"),
-    "no_exemption": N_("no power guarantee"),
-    "exemption_active": N_("power guarantee (保电) in force"),
-    "humanitarian_needs_approval": N_("humanitarian case: needs a supervisor's approval"),
-    "humanitarian_approved": N_("humanitarian case approved by a supervisor"),
-    "batch_within_limit": N_("within the batch limit"),
-    "batch_limit_exceeded": N_("batch limit exceeded"),
-    "rule_error": N_("a rule failed: blocked to be safe"),
-}
-OUTCOME_TEXT = {
-    "disconnect": N_("disconnect"),
-    "schedule": N_("scheduled"),
-    "blocked": N_("blocked"),
-}
 
 
 def _human(decision: Decision) -> str:
