@@ -22,7 +22,7 @@ from tests.engine.store_helpers import Cli, add_account, cli
 __all__ = ["cli"]
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI_MODULES = sorted((ROOT / "interfaces" / "cli").glob("*.py")) + [ROOT / "interfaces" / "demo.py"]
+CLI_MODULES = [*sorted((ROOT / "interfaces" / "cli").glob("*.py")), ROOT / "interfaces" / "demo.py"]
 PRINTERS = {
     "fail", "note", "print", "echo", "secho", "add_row", "Table", "add_column", "confirm",
     "prompt", "BadParameter", "TextColumn", "Option", "Argument", "Typer", "command", "step",
@@ -137,7 +137,7 @@ ERROR_PATHS: list[tuple[str, tuple[str, ...], int]] = [
 
 @pytest.mark.parametrize(("user", "args", "code"), ERROR_PATHS, ids=lambda v: str(v))
 def test_error_paths_speak_chinese(
-    cli: Cli,  # noqa: F811
+    cli: Cli,
     monkeypatch: pytest.MonkeyPatch,
     user: str,
     args: tuple[str, ...],
