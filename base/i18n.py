@@ -19,10 +19,9 @@ import io
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, tzinfo
 from decimal import Decimal
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 DOMAIN = "meterctl"
 LOCALE_DIR = Path(__file__).parent / "locale"
@@ -191,14 +190,31 @@ def ngettext(singular: str, plural: str, n: int) -> str:
     return translations(_current).ngettext(singular, plural, n)
 
 
-def money(amount: Decimal | float | int) -> str:
-    """Yuan with two decimals: ``-120.50 元`` (English: ``-120.50 yuan``)."""
-    value = Decimal(str(amount)).quantize(Decimal("0.01"))
+def money(amount: Decimal | float | int | str | None) -> str:
+    """Yuan with two decimals: ``-120.50 元`` (English: ``-120.50 yuan``); None or text that is
+    not a number (a missing balance) as ``-`` or as it is."""
+    if amount is None or amount == "":
+        return "-"
+    try:
+        value = Decimal(str(amount)).quantize(Decimal("0.01"))
+    except ArithmeticError:  # InvalidOperation: not a number, shown as written
+        return str(amount)
     return f"{value} 元" if _current == "zh-CN" else f"{value} yuan"
 
 
-def local_time(when: datetime, tz: ZoneInfo) -> str:
-    """``2026-12-06 14:05``: the site's wall clock, as Chinese staff write it."""
+def local_time(when: datetime | str | None, tz: tzinfo | None = None) -> str:
+    """``2026-12-06 14:05``: the site's wall clock, to the minute, as Chinese staff write it.
+
+    The one format for every time a person reads (tables, messages, the HTML report); JSON
+    keeps ISO 8601. ``when`` may be an ISO 8601 string (then ``tz`` defaults to its own
+    offset); None is ``-``.
+    """
+    if when is None or when == "":
+        return "-"
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when)
+    if tz is None:
+        tz = when.tzinfo
     return f"{when.astimezone(tz):%Y-%m-%d %H:%M}"
 
 

@@ -60,6 +60,11 @@ COUNT_TEXT = {
     "field_orders": N_("field orders"),
     "already_disconnected": N_("already disconnected"),
 }
+VERDICT_TEXT = {
+    "allow": N_("allow"),
+    "block": N_("block"),
+    "schedule": N_("schedule"),
+}
 STATE_TEXT = {
     "planned": N_("planned"),
     "noticed": N_("noticed"),

@@ -16,12 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 from sqlmodel import Session
 
 from base.errors import InputError
-from base.i18n import N_, Msg
+from base.i18n import N_, Msg, _, local_time
 from engine import audit
 from engine.config import Config
 from engine.db.models import FIELD_ORDERS, METERS, SWITCH_ORDERS
@@ -119,6 +120,20 @@ def _set(session: Session, field_order_id: int, **values: Any) -> None:
     session.execute(update(FIELD_ORDERS).where(FIELD_ORDERS.c.id == field_order_id).values(values))
 
 
+def order_words(row: dict[str, Any]) -> str:
+    """``field order 7 (补停 field disconnection) for account A1, meter 000000000001``."""
+    if row.get("meter_address"):
+        return _("field order {id} ({work}) for account {account}, meter {meter}").format(
+            id=row["id"],
+            work=WORK_NAMES[row["kind"]],
+            account=row["account_no"],
+            meter=row["meter_address"],
+        )
+    return _("field order {id} ({work}) for account {account}").format(
+        id=row["id"], work=WORK_NAMES[row["kind"]], account=row["account_no"]
+    )
+
+
 def _notify_assignee(
     session: Session,
     notifier: Notifier,
@@ -126,15 +141,14 @@ def _notify_assignee(
     who: Assignee,
     now: datetime,
     why: str,
+    tz: ZoneInfo,
 ) -> None:
-    due = row["due_at"].isoformat() if row.get("due_at") else "no time limit"
+    due = local_time(row["due_at"], tz) if row.get("due_at") else _("no time limit")
     notifier.notify(
         session,
         kind="field_order.assigned",
-        message=(
-            f"field order {row['id']} ({WORK_NAMES[row['kind']]}) for account "
-            f"{row['account_no']}{', meter ' + row['meter_address'] if row['meter_address'] else ''}"
-            f" assigned to {who.name} ({why}); due {due}"
+        message=_("{order} assigned to {assignee} ({why}); due {due}").format(
+            order=order_words(row), assignee=who.name, why=why, due=due
         ),
         now=now,
         account_no=row["account_no"],
@@ -189,7 +203,13 @@ def plan_field_order(
     row.update(values)
     if on_night_duty:
         _notify_assignee(
-            session, notifier, row, resolve_assignee(config, night_crew), now, "night duty"
+            session,
+            notifier,
+            row,
+            resolve_assignee(config, night_crew),
+            now,
+            _("night duty"),
+            config.site.tz,
         )
     return row
 
@@ -285,7 +305,9 @@ def assign_field_order(
         at=now,
     )
     row.update(values)
-    _notify_assignee(session, notifier, row, who, now, f"by {actor}")
+    _notify_assignee(
+        session, notifier, row, who, now, _("by {user}").format(user=actor), config.site.tz
+    )
     return field_order_row(session, field_order_id)
 
 

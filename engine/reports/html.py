@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from base import i18n
-from base.i18n import N_, _
+from base.i18n import N_, _, local_time
 from engine.reports.charts import CHART_TITLES, all_charts, chart_labels
 
 CSS = """
@@ -85,8 +85,8 @@ def _cell(value: Any) -> str:
 
 
 def short(iso: str | None) -> str | None:
-    """A site-local ISO time for people: ``2024-05-01 09:37:00`` (the offset is in the header)."""
-    return iso[:19].replace("T", " ") if iso else None
+    """A site-local ISO time for people: ``2024-05-01 09:37`` (the offset is in the header)."""
+    return local_time(iso) if iso else None
 
 
 def table(

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.table import Table
 
-from base.i18n import _
+from base.i18n import _, local_time, money
 from engine.db.database import transaction
 from engine.roles import Role
 from engine.screening import ScreeningOptions, screen
@@ -30,7 +30,7 @@ from interfaces.labels import REASON_TEXT, RELAY_TEXT, label
 
 
 def _local(value: Any, tz: ZoneInfo) -> str:
-    return value.astimezone(tz).strftime("%Y-%m-%d %H:%M") if value is not None else "-"
+    return local_time(value, tz)
 
 
 def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
@@ -50,7 +50,7 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
     for item in a[:limit]:
         table.add_row(
             item["account_no"],
-            item["balance"],
+            money(item["balance"]),
             item["station"] or "-",
             item["meter_address"] or "-",
             label(RELAY_TEXT, item["relay_state"] or "-"),
@@ -68,7 +68,7 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
     for item in b[:limit]:
         table.add_row(
             item["account_no"],
-            item["balance"],
+            money(item["balance"]),
             item["meter_address"] or "-",
             label(RELAY_TEXT, item["relay_state"] or "-"),
             item["action"].replace("_", " "),
@@ -175,7 +175,7 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
             str(item["id"]),
             str(item["order_id"]),
             item["account_no"],
-            item["balance"] or "-",
+            money(item["balance"]),
             item["meter_address"] or "-",
             item["cause"],
         )

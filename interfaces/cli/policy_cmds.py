@@ -28,7 +28,7 @@ from interfaces.cli.batch import batch_app
 from interfaces.cli.context import err_console, fail, note, require_role, state
 from interfaces.cli.db import now, open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
-from interfaces.labels import OUTCOME_TEXT, REASON_TEXT
+from interfaces.labels import OUTCOME_TEXT, REASON_TEXT, VERDICT_TEXT, label
 from policies import (
     BatchPlanner,
     Outcome,
@@ -54,7 +54,8 @@ def _human(decision: Decision) -> str:
     for reason in decision.reasons:
         meaning = REASON_TEXT.get(reason.code)
         said = f"{_(meaning)}: {shown(reason.message)}" if meaning else shown(reason.message)
-        lines.append(f"    {reason.verdict.value:<8} {reason.rule:<12} {reason.code}: {said}")
+        verdict = label(VERDICT_TEXT, reason.verdict)
+        lines.append(f"    {verdict:<8} {reason.rule:<12} {reason.code}: {said}")
     return "\n".join(lines)
 
 
@@ -161,7 +162,9 @@ def plan(
         limit = result.limit
         out.write(
             _("batch limit: {verdict} ({code}): {message}").format(
-                verdict=limit.verdict.value, code=limit.code, message=shown(limit.message)
+                verdict=label(VERDICT_TEXT, limit.verdict),
+                code=limit.code,
+                message=shown(limit.message),
             )
             + "\n"
         )

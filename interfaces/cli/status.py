@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 
-from base.i18n import _
+from base.i18n import _, local_time
 from engine.reports.status import status_snapshot
 from engine.roles import Role
 from interfaces.cli import db as cli_db
@@ -31,7 +31,7 @@ PENDING_SHOWN = 10  # rows of the pending-reconnection table (the count is exact
 
 
 def _local(value: Any, tz: ZoneInfo) -> str:
-    return value.astimezone(tz).strftime("%m-%d %H:%M:%S") if value is not None else "-"
+    return local_time(value, tz)
 
 
 def _age(seconds: float) -> str:

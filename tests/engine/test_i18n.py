@@ -20,6 +20,7 @@ from babel.messages.pofile import read_po
 
 from base import i18n
 from tests.engine.store_helpers import Cli, add_account, cli
+from tests.policies.builders import SETTINGS as SETTINGS_FOR_TEST
 
 __all__ = ["cli"]
 
@@ -273,3 +274,41 @@ def test_payment_outcome_messages_in_chinese() -> None:
     assert code == ExitCode.PARTIAL and "现场工单 3" in text and "远程复电失败" in text
     code, text = outcome_message(7, {"state": "queued"}, 30)
     assert code == ExitCode.PARTIAL and "30 秒后仍为 queued" in text
+
+
+def test_one_time_format_for_people_and_money_in_yuan() -> None:
+    """Times people read: site time, to the minute, from a datetime or an ISO string (the
+    report's figures keep ISO 8601 with seconds); money with two decimals and 元."""
+    from engine.reports.html import short
+
+    shanghai = ZoneInfo("Asia/Shanghai")
+    when = datetime(2026, 12, 6, 6, 5, 42, tzinfo=UTC)
+    assert i18n.local_time(when, shanghai) == "2026-12-06 14:05"
+    assert i18n.local_time("2026-12-06T14:05:42+08:00") == "2026-12-06 14:05"
+    assert i18n.local_time(None) == "-"
+    assert short("2026-12-06T14:05:42+08:00") == "2026-12-06 14:05"
+    i18n.set_language("zh-CN")
+    assert i18n.money("-50") == "-50.00 元" and i18n.money(None) == "-"
+
+
+def test_reasons_and_refusals_are_english_records_shown_in_chinese(cli: Cli) -> None:
+    """A reason is stored, audited and put in JSON in English; the reader sees Chinese."""
+    from base.i18n import Msg, shown
+    from policies import evaluate
+    from tests.policies.builders import NOW, case
+
+    reason = evaluate(case(), SETTINGS_FOR_TEST, NOW).reasons[0]
+    assert isinstance(reason.message, Msg) and reason.message.startswith("balance -120.50 yuan")
+    i18n.set_language("zh-CN")
+    assert shown(reason.message) == "余额 -120.50 元，低于欠费阈值 0 元"
+    assert json.dumps(reason.message) == json.dumps(str.__str__(reason.message))  # English
+    assert cli("ada", "db", "init").exit_code == 0
+    add_account(cli.engine(), "A1", balance="-50")
+    refused = cli("olga", "--lang", "zh-CN", "approvals", "disconnect", "A1")
+    assert refused.exit_code == 4
+    assert "拒绝：approvals disconnect 需要 supervisor 角色" in refused.stderr
+    records = cli.json("ada", "audit", "show")["records"]
+    (refusal,) = [r for r in records if r["action"] == "refused"]
+    assert "needs the supervisor role" in json.dumps(refusal, ensure_ascii=False)  # English
+    plan = cli("olga", "--lang", "zh-CN", "batch", "plan")
+    assert "在停电时段内" in plan.stdout or "不在停电时段内" in plan.stdout
