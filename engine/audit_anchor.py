@@ -99,9 +99,9 @@ class Checkpoint:
             raise ValueError("not a version-1 checkpoint")
         seq, fields = data.get("seq"), [data.get(k) for k in ("hash", "digest", "at", "sig")]
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise ValueError("seq is not a record number")
+            raise ValueError(Msg(N_("seq is not a record number")))
         if not all(isinstance(f, str) and f.isascii() for f in fields):
-            raise ValueError("hash, digest, at and sig must be ASCII strings")
+            raise ValueError(Msg(N_("hash, digest, at and sig must be ASCII strings")))
         return cls(seq, *(str(f) for f in fields))
 
     def describe(self) -> str:
@@ -199,8 +199,13 @@ def ensure_installation_keys(config: Config) -> list[Path]:
             created.append(files.public_key)
     except OSError as exc:
         raise ConfigError(
-            f"cannot create the audit keys ({exc.filename}: {exc.strerror}); "
-            "set [audit] key_file, signing_key_file and public_key_file to a writable folder"
+            Msg(
+                N_(
+                    "cannot create the audit keys ({filename}: {strerror}); set [audit] key_file, signing_key_file and public_key_file to a writable folder"
+                ),
+                filename=exc.filename,
+                strerror=exc.strerror,
+            )
         ) from None
     return created
 
@@ -211,12 +216,18 @@ def load_signing_key(config: Config) -> Ed25519PrivateKey:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except OSError as exc:
         raise ConfigError(
-            f"config key audit.signing_key_file: cannot read {path}: {exc.strerror}"
+            Msg(
+                N_("config key audit.signing_key_file: cannot read {path}: {strerror}"),
+                path=path,
+                strerror=exc.strerror,
+            )
         ) from None
     except (ValueError, TypeError):
-        raise ConfigError(f"{path} is not an unencrypted Ed25519 private key (PEM)") from None
+        raise ConfigError(
+            Msg(N_("{path} is not an unencrypted Ed25519 private key (PEM)"), path=path)
+        ) from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError(f"{path} is not an Ed25519 private key")
+        raise ConfigError(Msg(N_("{path} is not an Ed25519 private key"), path=path))
     return key
 
 
@@ -229,12 +240,16 @@ def load_public_key(config: Config) -> Ed25519PublicKey | None:
         return None
     except OSError as exc:
         raise ConfigError(
-            f"config key audit.public_key_file: cannot read {path}: {exc.strerror}"
+            Msg(
+                N_("config key audit.public_key_file: cannot read {path}: {strerror}"),
+                path=path,
+                strerror=exc.strerror,
+            )
         ) from None
     except (ValueError, TypeError):
-        raise ConfigError(f"{path} is not an Ed25519 public key (PEM)") from None
+        raise ConfigError(Msg(N_("{path} is not an Ed25519 public key (PEM)"), path=path)) from None
     if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError(f"{path} is not an Ed25519 public key")
+        raise ConfigError(Msg(N_("{path} is not an Ed25519 public key"), path=path))
     return key
 
 
@@ -246,7 +261,11 @@ def read_anchor(path: Path) -> tuple[list[Checkpoint], list[str]] | None:
         return None
     except OSError as exc:
         raise ConfigError(
-            f"config key audit.anchor_file: cannot read {path}: {exc.strerror}"
+            Msg(
+                N_("config key audit.anchor_file: cannot read {path}: {strerror}"),
+                path=path,
+                strerror=exc.strerror,
+            )
         ) from None
     found: list[Checkpoint] = []
     problems: list[str] = []
@@ -377,13 +396,21 @@ def make_checkpoint(engine: Engine, config: Config, now: datetime) -> Checkpoint
             ).first()
             if last.seq and (start_row is None or start_row[7] != last.hash):
                 raise ConfigError(
-                    f"the audit trail contradicts {last.describe()}: run meterctl audit verify"
+                    Msg(
+                        N_("the audit trail contradicts {value}: run meterctl audit verify"),
+                        value=last.describe(),
+                    )
                 )
             digest, prev_hash, seq, start = last.digest, last.hash, last.seq, last.seq
         for row in _rows(session, start):
             if int(row[0]) != seq + 1 or row[6] != prev_hash:
                 raise ConfigError(
-                    f"the audit trail is broken at record {seq + 1}: run meterctl audit verify"
+                    Msg(
+                        N_(
+                            "the audit trail is broken at record {value}: run meterctl audit verify"
+                        ),
+                        value=seq + 1,
+                    )
                 )
             digest, prev_hash, seq = next_digest(digest, row), str(row[7]), int(row[0])
     if seq == 0 or (last is not None and last.seq == seq):

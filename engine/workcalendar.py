@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from base.errors import ConfigError
+from base.i18n import N_, Msg
 from engine.config import Config
 from policies import PolicySettings, settings_from_config
 from policies.calendar import CalendarDay, DayKind, WorkCalendar
@@ -85,15 +86,23 @@ def _entry(row: dict[str, Any], where: str, source: str) -> CalendarDay:
             day = date.fromisoformat(str(raw_date).strip())
         except ValueError:
             raise ConfigError(
-                f"{where}, column date: {raw_date!r} is not an ISO date (YYYY-MM-DD)"
+                Msg(
+                    N_("{where}, column date: {raw_date!r} is not an ISO date (YYYY-MM-DD)"),
+                    where=where,
+                    raw_date=raw_date,
+                )
             ) from None
     kind_text = str(row.get("kind") or "").strip().lower()
     try:
         kind = DayKind(kind_text)
     except ValueError:
         raise ConfigError(
-            f"{where}, column kind: {row.get('kind')!r} is not one of "
-            f"{', '.join(k.value for k in DayKind)}"
+            Msg(
+                N_("{where}, column kind: {value!r} is not one of {items}"),
+                where=where,
+                value=row.get("kind"),
+                items=", ".join(k.value for k in DayKind),
+            )
         ) from None
     name = str(row.get("name") or "").strip() or kind.value
     return CalendarDay(day, kind, name, source)
@@ -108,20 +117,31 @@ def read_site_days(path: Path) -> list[CalendarDay]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"config key calendar.file: cannot read {path}: {exc.strerror}") from exc
+        raise ConfigError(
+            Msg(
+                N_("config key calendar.file: cannot read {path}: {strerror}"),
+                path=path,
+                strerror=exc.strerror,
+            )
+        ) from exc
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ConfigError(f"calendar file {path}: not UTF-8 text") from None
+        raise ConfigError(Msg(N_("calendar file {path}: not UTF-8 text"), path=path)) from None
     if path.suffix.lower() == ".toml":
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"calendar file {path}: not valid TOML: {exc}") from exc
+            raise ConfigError(
+                Msg(N_("calendar file {path}: not valid TOML: {exc}"), path=path, exc=exc)
+            ) from exc
         unknown = set(data) - {"day"}
         if unknown or not isinstance(data.get("day", []), list):
             raise ConfigError(
-                f"calendar file {path}: expected only [[day]] tables (date, kind, name)"
+                Msg(
+                    N_("calendar file {path}: expected only [[day]] tables (date, kind, name)"),
+                    path=path,
+                )
             )
         return [
             _entry(row, f"calendar file {path}: day {i}", source)
@@ -131,7 +151,12 @@ def read_site_days(path: Path) -> list[CalendarDay]:
     header = [h.strip() for h in reader.fieldnames or ()]
     if sorted(header) != sorted(FILE_COLUMNS):
         raise ConfigError(
-            f"calendar file {path}: header {','.join(header)!r} must be {','.join(FILE_COLUMNS)}"
+            Msg(
+                N_("calendar file {path}: header {items!r} must be {items2}"),
+                path=path,
+                items=",".join(header),
+                items2=",".join(FILE_COLUMNS),
+            )
         )
     reader.fieldnames = header
     return [

@@ -138,7 +138,7 @@ def follow_up_row(session: Session, follow_up_id: int) -> dict[str, Any]:
     row = session.execute(select(FOLLOW_UPS).where(FOLLOW_UPS.c.id == follow_up_id)).mappings()
     found = row.first()
     if found is None:
-        raise UnknownRecord(f"no follow-up {follow_up_id}")
+        raise UnknownRecord(Msg(N_("no follow-up {follow_up_id}"), follow_up_id=follow_up_id))
     return dict(found)
 
 
@@ -157,7 +157,7 @@ def record_follow_up(
     if result not in FOLLOW_UP_RESULTS:
         raise InputError(f"result {result!r}: use {' or '.join(FOLLOW_UP_RESULTS)}")
     if result == "not_satisfied" and not (note or "").strip():
-        raise InputError("a not satisfied follow-up needs a note saying what is wrong")
+        raise InputError(Msg(N_("a not satisfied follow-up needs a note saying what is wrong")))
     row = follow_up_row(session, follow_up_id)
     if row["result"] is not None:
         raise Refused(

@@ -72,7 +72,11 @@ def resolve_assignee(config: Config, name: str) -> Assignee:
             return Assignee(name, crew_name, (name,))
     known = ", ".join(sorted(crews)) or "none configured"
     raise InputError(
-        f"{name!r} is neither a crew of [field.crews] nor a member of one (crews: {known})"
+        Msg(
+            N_("{name!r} is neither a crew of [field.crews] nor a member of one (crews: {known})"),
+            name=name,
+            known=known,
+        )
     )
 
 
@@ -94,7 +98,9 @@ def field_order_row(session: Session, field_order_id: int) -> dict[str, Any]:
         .first()
     )
     if row is None:
-        raise UnknownRecord(f"no field order {field_order_id}")
+        raise UnknownRecord(
+            Msg(N_("no field order {field_order_id}"), field_order_id=field_order_id)
+        )
     found = dict(row)
     found["kind"] = found["kind"] or found["order_kind"] or RECONNECT
     return found
@@ -339,7 +345,9 @@ def close_field_order(
     """
     if outcome not in OUTCOMES or outcome == "done_remotely":
         allowed = ", ".join(o for o in OUTCOMES if o != "done_remotely")
-        raise InputError(f"outcome {outcome!r}: use one of {allowed}")
+        raise InputError(
+            Msg(N_("outcome {outcome!r}: use one of {allowed}"), outcome=outcome, allowed=allowed)
+        )
     for label, value in (("meter reading", meter_reading), ("crew report", crew_saw)):
         if value is not None and value not in READ_BACK_VALUES:
             raise InputError(f"{label} {value!r}: use {', '.join(READ_BACK_VALUES)}")
@@ -357,8 +365,13 @@ def close_field_order(
         needed = _required_relay(row["kind"])
         if read_back not in ("open", "closed"):
             raise InputError(
-                f"field order {field_order_id}: the meter could not be read back; closing it as "
-                f"done needs what the crew saw on site (the relay should be {needed})"
+                Msg(
+                    N_(
+                        "field order {field_order_id}: the meter could not be read back; closing it as done needs what the crew saw on site (the relay should be {needed})"
+                    ),
+                    field_order_id=field_order_id,
+                    needed=needed,
+                )
             )
         if read_back != needed:
             raise Refused(
@@ -431,7 +444,7 @@ def reopen_field_order(
     duty crew like a new one.
     """
     if not reason.strip():
-        raise InputError("reopening a field order needs a reason")
+        raise InputError(Msg(N_("reopening a field order needs a reason")))
     row = field_order_row(session, field_order_id)
     if row["status"] != "closed":
         raise Refused(

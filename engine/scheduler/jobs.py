@@ -31,6 +31,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
 from base.clock import Clock
+from base.i18n import N_, Msg
 from engine import audit
 from engine.batch import create_orders
 from engine.config import Config
@@ -71,7 +72,9 @@ def batch_trigger(config: Config) -> CronTrigger | None:
     try:
         return CronTrigger.from_crontab(text, timezone=config.site.tz)
     except ValueError as exc:
-        raise ValueError(f"config key scheduler.batch_cron: {text!r}: {exc}") from exc
+        raise ValueError(
+            Msg(N_("config key scheduler.batch_cron: {text!r}: {exc}"), text=text, exc=exc)
+        ) from exc
 
 
 @dataclass

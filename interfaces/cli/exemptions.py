@@ -110,6 +110,7 @@ def request(
             actor=st.user,
             now=now(),
             kind="humanitarian" if humanitarian else kind,
+            tz=st.config.site.tz,
             max_days=st.config.policy.exemption_max_days,
         )
     if as_json:
@@ -139,7 +140,13 @@ def _decide(
     at = now()
     with store_errors(st, engine), transaction(engine) as session:
         exemption = decide_exemption(
-            session, exemption_id, approve=approve, reason=reason, actor=st.user, now=at
+            session,
+            exemption_id,
+            approve=approve,
+            reason=reason,
+            actor=st.user,
+            now=at,
+            tz=st.config.site.tz,
         )
         emergency = protect_now(session, exemption, config=st.config, actor=st.user, now=at)
         document = exemption_dict(exemption)
@@ -243,7 +250,9 @@ def revoke(
     require_role(st, Role.SUPERVISOR, "exemptions revoke")
     engine = open_store(st)
     with store_errors(st, engine), transaction(engine) as session:
-        exemption = revoke_exemption(session, exemption_id, actor=st.user, now=now(), reason=reason)
+        exemption = revoke_exemption(
+            session, exemption_id, actor=st.user, now=now(), reason=reason, tz=st.config.site.tz
+        )
     if as_json:
         print_json(exemption_dict(exemption))
     note(
