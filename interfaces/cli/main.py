@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 
 from base import i18n
 from base.errors import MeterctlError
-from base.i18n import _, shown
+from base.i18n import N_, _, shown
 from engine.logging import configure_logging, scrub_text
 from interfaces.cli.context import CliState, err_console, fail
 from interfaces.cli.exitcodes import ExitCode
@@ -24,6 +24,49 @@ from interfaces.cli.exitcodes import ExitCode
 # Help texts are translated as the commands are defined, so the language is chosen first,
 # from the command line itself (--lang, --config), the locale variables and the config.
 i18n.setup_from_command_line(sys.argv)
+
+
+def _typer_texts() -> None:
+    """typer's own words around our help (panel titles, "Show this message and exit."), in
+    the chosen language. typer marks them for gettext's default domain, which nobody fills;
+    they are set here from our catalog instead. Best effort: a typer that moves them keeps
+    its English."""
+    from typer import rich_utils
+
+    for name, text in (
+        ("ARGUMENTS_PANEL_TITLE", N_("Arguments")),
+        ("OPTIONS_PANEL_TITLE", N_("Options")),
+        ("COMMANDS_PANEL_TITLE", N_("Commands")),
+        ("ERRORS_PANEL_TITLE", N_("Error")),
+        ("ABORTED_TEXT", N_("Aborted.")),
+        ("DEFAULT_STRING", N_("[default: {}]")),
+        ("ENVVAR_STRING", N_("[env var: {}]")),
+        ("REQUIRED_LONG_STRING", N_("[required]")),
+        ("RICH_HELP", N_("Try [blue]'{command_path} {help_option}'[/] for help.")),
+    ):
+        if hasattr(rich_utils, name):
+            setattr(rich_utils, name, _(text))
+    try:
+        from typer._click import decorators
+    except ImportError:  # pragma: no cover - another typer layout
+        return
+    original = getattr(decorators, "_meterctl_help_option", decorators.help_option)
+    decorators._meterctl_help_option = original  # type: ignore[attr-defined]
+
+    def help_option(param_decls: list[str]) -> Any:
+        add = original(param_decls)
+
+        def apply(command: Any) -> Any:
+            command = add(command)
+            command.params[-1].help = _("Show this message and exit.")
+            return command
+
+        return apply
+
+    decorators.help_option = help_option
+
+
+_typer_texts()
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
