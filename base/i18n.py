@@ -178,8 +178,9 @@ def shown(text: object) -> str:
     if not isinstance(text, Msg) or _current == DEFAULT:
         return str(text)
     params = {k: shown(v) if isinstance(v, Msg) else v for k, v in text.params.items()}
-    try:
-        return _(text.template).format(**params)
+    template = text.template
+    try:  # gettext("") is the catalog's header: an empty template stays empty
+        return (_(template) if template else template).format(**params)
     except (KeyError, IndexError, ValueError):  # a broken translation: English, never a crash
         return str.__str__(text)
 

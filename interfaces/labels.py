@@ -41,6 +41,16 @@ REASON_TEXT = {
     "batch_within_limit": N_("within the batch limit"),
     "batch_limit_exceeded": N_("batch limit exceeded"),
     "rule_error": N_("a rule failed: blocked to be safe"),
+    "notice_previous_episode": N_("notice served for an earlier debt"),
+    "important_timeline_expired": N_("important customer: timeline starts again"),
+    "important_authorities_missing": N_("important customer: no authority to copy"),
+    "important_authorities_not_copied": N_("important customer: authorities not copied"),
+    # The screening's own reasons (exceptions): why an account in arrears is not cut yet.
+    "scheduled": N_("scheduled"),
+    "order_pending": N_("order pending"),
+    "command_failed": N_("command failed"),
+    "field_order": N_("field order"),
+    "not_yet_ordered": N_("allowed, not yet ordered"),
 }
 OUTCOME_TEXT = {
     "disconnect": N_("disconnect"),
@@ -80,6 +90,12 @@ STATE_TEXT = {
     "field_order": N_("field order"),
     "requested": N_("requested"),
     "armed": N_("armed: press the button"),
+    "raised": N_("raised"),
+    "accepted": N_("accepted"),
+    "assigned": N_("assigned"),
+    "open": N_("open"),
+    "closed": N_("closed"),
+    "cancelled": N_("cancelled"),
 }
 RELAY_TEXT = {
     "open": N_("relay open"),

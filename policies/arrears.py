@@ -36,7 +36,7 @@ def _answer(text: str, threshold: Decimal, in_arrears: bool) -> Reason:
             Msg(
                 N_("balance {balance} yuan is below the arrears threshold {threshold} yuan"),
                 balance=text,
-                threshold=threshold,
+                threshold=f"{threshold:.2f}",
             ),
         )
     return Reason(
@@ -46,7 +46,7 @@ def _answer(text: str, threshold: Decimal, in_arrears: bool) -> Reason:
         Msg(
             N_("balance {balance} yuan is not below the arrears threshold {threshold} yuan"),
             balance=text,
-            threshold=threshold,
+            threshold=f"{threshold:.2f}",
         ),
     )
 

@@ -53,7 +53,9 @@ def _human(decision: Decision) -> str:
     lines = [head]
     for reason in decision.reasons:
         meaning = REASON_TEXT.get(reason.code)
-        said = f"{_(meaning)}: {shown(reason.message)}" if meaning else shown(reason.message)
+        said = shown(reason.message)
+        if meaning and not said.startswith(_(meaning)):
+            said = _("{meaning}: {detail}").format(meaning=_(meaning), detail=said)
         verdict = label(VERDICT_TEXT, reason.verdict)
         lines.append(f"    {verdict:<8} {reason.rule:<12} {reason.code}: {said}")
     return "\n".join(lines)
