@@ -300,7 +300,7 @@ def test_reasons_and_refusals_are_english_records_shown_in_chinese(cli: Cli) -> 
     reason = evaluate(case(), SETTINGS_FOR_TEST, NOW).reasons[0]
     assert isinstance(reason.message, Msg) and reason.message.startswith("balance -120.50 yuan")
     i18n.set_language("zh-CN")
-    assert shown(reason.message) == "余额 -120.50 元，低于欠费阈值 0 元"
+    assert shown(reason.message) == "余额 -120.50 元，低于欠费阈值 0.00 元"
     assert json.dumps(reason.message) == json.dumps(str.__str__(reason.message))  # English
     assert cli("ada", "db", "init").exit_code == 0
     add_account(cli.engine(), "A1", balance="-50")
