@@ -89,7 +89,7 @@ class SentenceGroup(TyperGroup):
             raise typer.Exit(130) from None
         except MeterctlError as exc:
             err_console.print(
-                f"{_('error:')} {scrub_text(shown(exc))}", markup=False, soft_wrap=True
+                _("error:") + " " + scrub_text(shown(exc)), markup=False, soft_wrap=True
             )
             raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
         except Exception as exc:
@@ -211,7 +211,7 @@ def _choose_language(st: CliState, lang: str | None) -> None:
         i18n.set_language(i18n.choose(lang, os.environ, site))
     except ValueError as exc:
         i18n.set_language(i18n.choose(None, os.environ, site))  # say it in the reader's language
-        err_console.print(f"{_('error:')} {shown(exc)}", markup=False)
+        err_console.print(_("error:") + " " + shown(exc), markup=False)
         raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
 
 
@@ -228,7 +228,7 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except MeterctlError as exc:  # pragma: no cover - commands normally handle their own
-        err_console.print(f"{_('error:')} {shown(exc)}", markup=False)
+        err_console.print(_("error:") + " " + shown(exc), markup=False)
         sys.exit(int(ExitCode.BAD_INPUT))
 
 

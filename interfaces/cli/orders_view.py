@@ -309,7 +309,7 @@ def list_field_orders(
             else label(STATE_TEXT, r["status"])
         )
         if r["overdue"]:
-            shown = f"[bold red]{_('LATE')}[/] {shown}"
+            shown = "[bold red]" + _("LATE") + "[/] " + shown
         table.add_row(
             str(r["id"]),
             str(r["order_id"]),

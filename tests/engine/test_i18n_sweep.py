@@ -66,6 +66,42 @@ def unwrapped_sentences(source: str) -> list[tuple[int, str]]:
     return found
 
 
+SOURCES = sorted(
+    path
+    for package in ("base", "engine", "interfaces", "policies")
+    for path in (ROOT / package).rglob("*.py")
+    if "migrations" not in path.parts
+)
+
+
+def calls_inside_fstrings(source: str) -> list[int]:
+    """Lines where ``_()``/``N_()`` is called inside an f-string: pybabel cannot see those,
+    so the string never reaches the catalog and stays English."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.JoinedStr):
+            for inner in ast.walk(node):
+                func = getattr(inner, "func", None)
+                if (
+                    isinstance(inner, ast.Call)
+                    and getattr(func, "id", None) in ("_", "N_")
+                    and inner.args
+                    and isinstance(inner.args[0], ast.Constant)  # a variable was marked elsewhere
+                ):
+                    lines.append(inner.lineno)
+    return lines
+
+
+def test_no_translation_call_inside_an_fstring() -> None:
+    found = {
+        str(path.relative_to(ROOT)): lines
+        for path in SOURCES
+        if (lines := calls_inside_fstrings(path.read_text(encoding="utf-8")))
+    }
+    assert not found, f"move these _() calls out of the f-strings: {found}"
+    assert calls_inside_fstrings("x = f\"<h3>{escape(_('Late field orders'))}</h3>\"\n")
+
+
 @pytest.mark.parametrize("module", CLI_MODULES, ids=lambda p: p.name)
 def test_cli_modules_print_no_unwrapped_english(module: Path) -> None:
     found = unwrapped_sentences(module.read_text(encoding="utf-8"))
