@@ -7,7 +7,8 @@ Two sources, the later winning on the same date:
    ``holidays`` (whose ``half_day`` category counts Women's Day, Children's Day and Army Day,
    days off for a group only, as holidays, and which computes years nobody has published yet)
    and ``workalendar`` (its China calendar stops at 2023); see docs/policies.md.
-2. ``[calendar] file``: the site's own days, TOML or CSV with ``date, kind, name``
+2. ``[calendar] file``: the site's own days, TOML or CSV with ``date, kind, name`` and an
+   optional ``region`` (a station: a ``no_disconnect`` day there only)
    (``kind`` = ``holiday`` | ``workday`` | ``no_disconnect``): next year's schedule before the
    library has it, or a local day such as extreme weather. A year becomes *covered* when the
    library has it or the file lists at least one ``holiday`` in it.
@@ -105,7 +106,15 @@ def _entry(row: dict[str, Any], where: str, source: str) -> CalendarDay:
             )
         ) from None
     name = str(row.get("name") or "").strip() or kind.value
-    return CalendarDay(day, kind, name, source)
+    region = str(row.get("region") or "").strip() or None
+    if region is not None and kind is not DayKind.NO_DISCONNECT:
+        raise ConfigError(
+            Msg(
+                N_("{where}, column region: only a no_disconnect day is for one region"),
+                where=where,
+            )
+        )
+    return CalendarDay(day, kind, name, source, region)
 
 
 def read_site_days(path: Path) -> list[CalendarDay]:
@@ -149,7 +158,7 @@ def read_site_days(path: Path) -> list[CalendarDay]:
         ]
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in reader.fieldnames or ()]
-    if sorted(header) != sorted(FILE_COLUMNS):
+    if sorted(h for h in header if h != "region") != sorted(FILE_COLUMNS):
         raise ConfigError(
             Msg(
                 N_("calendar file {path}: header {items!r} must be {items2}"),

@@ -190,3 +190,19 @@ def test_weather_days_from_the_cli_block_the_plan_and_show_in_the_calendar(
     actions = cli.json("ada", "audit", "show")
     names = [r["action"] for r in actions["records"]]
     assert "weather.added" in names and "weather.removed" in names and "refused" in names
+
+
+def test_a_site_file_day_may_be_for_one_region(tmp_path: Path) -> None:
+    path = tmp_path / "days.csv"
+    path.write_text(
+        "date,kind,name,region\n2027-07-20,no_disconnect,暴雨红色预警,S7\n2027-01-01,holiday,元旦,\n",
+        encoding="utf-8",
+    )
+    days = read_site_days(path)
+    assert [(d.kind, d.region) for d in days] == [
+        (DayKind.NO_DISCONNECT, "S7"),
+        (DayKind.HOLIDAY, None),
+    ]
+    path.write_text("date,kind,name,region\n2027-01-01,holiday,元旦,S7\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="row 2, column region"):
+        read_site_days(path)
