@@ -174,7 +174,10 @@ def joined(parts: Sequence[object], separator: str = "") -> Msg:
 
 
 def shown(text: object) -> str:
-    """``text`` for a person: a :class:`Msg` in the current language, anything else as is."""
+    """``text`` for a person: a :class:`Msg` (or an exception made from one) in the current
+    language, anything else as is."""
+    if isinstance(text, BaseException):
+        text = str(text)  # the Msg it was raised with, when it was
     if not isinstance(text, Msg) or _current == DEFAULT:
         return str(text)
     params = {k: shown(v) if isinstance(v, Msg) else v for k, v in text.params.items()}

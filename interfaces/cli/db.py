@@ -90,7 +90,7 @@ def _audit_refusal(st: CliState, action: str, reason: str) -> None:
         audit.record_refusal(engine, st.user, action, reason)
         engine.dispose()
     except (MeterctlError, SQLAlchemyError) as exc:
-        note(_("note: the refusal could not be audited ({error})").format(error=exc))
+        note(_("note: the refusal could not be audited ({error})").format(error=shown(exc)))
 
 
 context.refusal_auditor = _audit_refusal

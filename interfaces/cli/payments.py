@@ -26,7 +26,7 @@ import typer
 from sqlalchemy import Engine, select
 
 from base.errors import InputError, MeterctlError
-from base.i18n import _, money
+from base.i18n import _, money, shown
 from engine.config import Config
 from engine.db.database import read_session
 from engine.db.models import FIELD_ORDERS, SWITCH_ORDERS
@@ -188,7 +188,7 @@ def record(
     try:
         amount: Decimal = parse_amount(amount_text, st.config)
     except InputError as exc:
-        fail(f"AMOUNT: {exc}", ExitCode.BAD_INPUT)
+        fail(_("{option}: {error}").format(option="AMOUNT", error=shown(exc)), ExitCode.BAD_INPUT)
     engine = open_store(st)
     with store_errors(st, engine):
         result = record_payment(

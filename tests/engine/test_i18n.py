@@ -50,7 +50,7 @@ def _catalog() -> dict[str, tuple[str, ...]]:
 
 def _source_messages() -> set[str]:
     found: set[str] = set()
-    for package in ("base", "engine", "interfaces", "policies"):
+    for package in ("base", "engine", "interfaces", "policies", "protocols"):
         for _file, _line, message, _comments, _context in extract_from_dir(
             ROOT / package, method_map=[("**.py", "python")], keywords=KEYWORDS
         ):

@@ -68,7 +68,7 @@ def unwrapped_sentences(source: str) -> list[tuple[int, str]]:
 
 SOURCES = sorted(
     path
-    for package in ("base", "engine", "interfaces", "policies")
+    for package in ("base", "engine", "interfaces", "policies", "protocols")
     for path in (ROOT / package).rglob("*.py")
     if "migrations" not in path.parts
 )
