@@ -27,21 +27,22 @@ from interfaces.cli.batch import batch_app
 from interfaces.cli.context import err_console, fail, note, print_json, require_role, state
 from interfaces.cli.db import open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
-from interfaces.labels import COUNT_TEXT
+from interfaces.labels import COUNT_TEXT, REASON_TEXT, label
 
 
 def _reasons_table(result: BatchResult) -> Table:
     table = Table(_("blocked by"), _("accounts"), title=_("not disconnected, and why"))
     for code, count in result.blocked_by_reason().items():
-        table.add_row(code, str(count))
+        meaning = label(REASON_TEXT, code)
+        table.add_row(code if meaning == code else f"{meaning} ({code})", str(count))
     return table
 
 
 def _summary_table(result: BatchResult) -> Table:
     table = Table(_("outcome"), _("count"), title=_("batch {id}").format(id=result.batch_id))
     for key, value in result.counts().items():
-        label = COUNT_TEXT.get(key)
-        table.add_row(_(label) if label else key.replace("_", " "), str(value))
+        words = COUNT_TEXT.get(key)
+        table.add_row(_(words) if words else key.replace("_", " "), str(value))
     for cause, count in result.field_orders_by_cause().items():
         table.add_row(_("field order: {cause}").format(cause=cause), str(count))
     for bus in result.dispatch.busy_buses if result.dispatch else []:
