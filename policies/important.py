@@ -29,7 +29,7 @@ from base.errors import ConfigError
 from base.i18n import N_, Msg
 from policies._text import local_text
 from policies.facts import Case, CustomerClass, PolicySettings, Reason, Verdict
-from policies.window import next_window_opening, window_open_at
+from policies.window import next_window_opening, region_of, window_open_at
 
 RULE = "important"
 NOT_IMPORTANT = "not_important"
@@ -75,14 +75,18 @@ def important_timeline(
     return notice_time - step, notice_time, notice_time + step
 
 
-def timeline_fits(notice_time: datetime, settings: PolicySettings) -> bool:
+def timeline_fits(
+    notice_time: datetime, settings: PolicySettings, region: str | None = None
+) -> bool:
     """True when the warning (T-15), the instruction (T) and the execution (T+15) all fall
     inside the disconnection window, so the execution follows the instruction by 15 minutes."""
-    return all(window_open_at(t, settings) for t in important_timeline(notice_time, settings))
+    return all(
+        window_open_at(t, settings, region) for t in important_timeline(notice_time, settings)
+    )
 
 
 def plan_important_timeline(
-    now: datetime, settings: PolicySettings
+    now: datetime, settings: PolicySettings, region: str | None = None
 ) -> tuple[datetime, datetime, datetime]:
     """The earliest ``(warn_at, T, execute_at)`` with the warning not before ``now`` and all
     three steps inside one open stretch of the window (never across a night or a weekend).
@@ -93,13 +97,13 @@ def plan_important_timeline(
     step = timedelta(minutes=settings.important_warning_minutes)
     warn_at = now
     for _ in range(_PLAN_ATTEMPTS):
-        warn_at = next_window_opening(warn_at, settings)
+        warn_at = next_window_opening(warn_at, settings, region)
         notice_time = warn_at + step
-        if timeline_fits(notice_time, settings):
+        if timeline_fits(notice_time, settings, region):
             return important_timeline(notice_time, settings)
         # The execution falls after the window closes: the next opening, after it closes.
         closed = notice_time + step
-        warn_at = next_window_opening(closed, settings)
+        warn_at = next_window_opening(closed, settings, region)
     raise ConfigError(
         Msg(
             N_(
@@ -123,7 +127,9 @@ def check_important(case: Case, settings: PolicySettings, now: datetime) -> Reas
     if timeline is None:
         # The earliest T whose three steps fit in one open stretch of the window.
         try:
-            warn_at, instruct_at, execute_at = plan_important_timeline(now, settings)
+            warn_at, instruct_at, execute_at = plan_important_timeline(
+                now, settings, region_of(case, settings)
+            )
         except ConfigError:
             warn_at, instruct_at, execute_at = important_timeline(now + step, settings)
         return Reason(
@@ -170,9 +176,10 @@ def check_important(case: Case, settings: PolicySettings, now: datetime) -> Reas
             not_before=earliest,
         )
     grace = timedelta(minutes=settings.important_execute_grace_minutes)
-    if now > earliest + grace or not window_open_at(now, settings):
+    region = region_of(case, settings)
+    if now > earliest + grace or not window_open_at(now, settings, region):
         try:
-            again = plan_important_timeline(now, settings)[2]
+            again = plan_important_timeline(now, settings, region)[2]
         except ConfigError:
             again = now + 2 * step
         return Reason(

@@ -172,3 +172,15 @@ def test_a_regional_weather_day_closes_only_that_station_and_its_execution() -> 
     other = planner.add(elsewhere)
     (window,) = [r for r in other.reasons if r.rule == "window"]
     assert window.not_before == shanghai(2026, 7, 22, 8, 0)
+
+
+def test_an_important_customers_timeline_is_planned_past_its_stations_weather_day() -> None:
+    from policies.important import plan_important_timeline
+
+    storm = CalendarDay(date(2026, 7, 22), DayKind.NO_DISCONNECT, "暴雨红色预警", "api", "S7")
+    settings = with_calendar(CALENDAR_2026.with_days([storm]))
+    wednesday_9 = shanghai(2026, 7, 22, 9, 0)
+    warn_s7, _t, _execute = plan_important_timeline(wednesday_9, settings, "S7")
+    assert warn_s7 == shanghai(2026, 7, 23, 8, 0)  # the storm day is skipped for S7 only
+    warn_other, _t, _execute = plan_important_timeline(wednesday_9, settings, "S8")
+    assert warn_other == wednesday_9
