@@ -19,7 +19,7 @@ from sqlalchemy import delete, exists, select
 from sqlmodel import Session
 
 from base.errors import InputError
-from base.i18n import _
+from base.i18n import N_, Msg
 from engine import audit
 from engine.db.models import ACCOUNTS, WEATHER_DAYS
 from engine.store.errors import UnknownRecord
@@ -36,7 +36,7 @@ def parse_day(text: str, what: str) -> date:
         return date.fromisoformat(text.strip())
     except (AttributeError, ValueError):
         raise InputError(
-            _("{what}: {value} is not a date (YYYY-MM-DD)").format(what=what, value=repr(text))
+            Msg(N_("{what}: {value} is not a date (YYYY-MM-DD)"), what=what, value=repr(text))
         ) from None
 
 
@@ -51,36 +51,41 @@ def _checked(
     name = name.strip()
     if not name or len(name) > MAX_NAME:
         raise InputError(
-            _("name: the warning's name must be 1 to {limit} characters").format(limit=MAX_NAME)
+            Msg(N_("name: the warning's name must be 1 to {limit} characters"), limit=MAX_NAME)
         )
     if ends < starts:
         raise InputError(
-            _("end: {end} is before the start {start}").format(
-                end=ends.isoformat(), start=starts.isoformat()
+            Msg(
+                N_("end: {end} is before the start {start}"),
+                end=ends.isoformat(),
+                start=starts.isoformat(),
             )
         )
     if ends < today:
         raise InputError(
-            _("end: {end} is already past (today is {today})").format(
-                end=ends.isoformat(), today=today.isoformat()
+            Msg(
+                N_("end: {end} is already past (today is {today})"),
+                end=ends.isoformat(),
+                today=today.isoformat(),
             )
         )
     if (ends - starts).days + 1 > MAX_DAYS:
         raise InputError(
-            _("end: a weather period lasts at most {days} days; post the next one later").format(
-                days=MAX_DAYS
+            Msg(
+                N_("end: a weather period lasts at most {days} days; post the next one later"),
+                days=MAX_DAYS,
             )
         )
     if region is not None:
         region = region.strip()
         if not region or len(region) > MAX_REGION:
             raise InputError(
-                _("region: a station name of 1 to {limit} characters").format(limit=MAX_REGION)
+                Msg(N_("region: a station name of 1 to {limit} characters"), limit=MAX_REGION)
             )
         known = session.execute(select(exists().where(ACCOUNTS.c.station == region))).scalar()
         if not known:
             raise InputError(
-                _("region: no account is at station {region}").format(region=repr(region))
+                Msg(N_("region: no account is at station {region}"), region=repr(region))
             )
     return name, region
 
@@ -135,7 +140,7 @@ def add_weather(
 def _one(session: Session, weather_id: int) -> Any:
     row = session.execute(select(WEATHER_DAYS).where(WEATHER_DAYS.c.id == weather_id)).first()
     if row is None:
-        raise UnknownRecord(_("no weather period {id}").format(id=weather_id))
+        raise UnknownRecord(Msg(N_("no weather period {id}"), id=weather_id))
     return row
 
 
