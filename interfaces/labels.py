@@ -96,6 +96,12 @@ STATE_TEXT = {
     "open": N_("open"),
     "closed": N_("closed"),
     "cancelled": N_("cancelled"),
+    "approved": N_("approved"),
+    "rejected": N_("rejected"),
+}
+EXEMPTION_TEXT = {
+    "guarantee": N_("power guarantee (保电)"),
+    "humanitarian": N_("humanitarian"),
 }
 RELAY_TEXT = {
     "open": N_("relay open"),
