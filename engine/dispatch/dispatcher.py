@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from base.clock import Clock, SystemClock
@@ -324,7 +325,11 @@ class Dispatcher:
         now_m = self.clock.monotonic()
         if not force and now_m - self._weather_at < WEATHER_TTL_S:
             return
-        days = await self.db(read_weather, self.engine)
+        try:
+            days = await self.db(read_weather, self.engine)
+        except SQLAlchemyError as exc:  # the order's own transactions will say more
+            log.warning("dispatch.weather_unread", error=type(exc).__name__)
+            return  # the days read last stay in force; tried again before the next order
         self.policy = with_weather(self._config_policy, days)
         self._weather_at = now_m
 
