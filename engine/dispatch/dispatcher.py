@@ -327,9 +327,11 @@ class Dispatcher:
             return
         try:
             days = await self.db(read_weather, self.engine)
-        except SQLAlchemyError as exc:  # the order's own transactions will say more
+        except SQLAlchemyError as exc:
+            if force or self._weather_at == float("-inf"):
+                raise  # never dispatch without having read them once (serve tries again)
             log.warning("dispatch.weather_unread", error=type(exc).__name__)
-            return  # the days read last stay in force; tried again before the next order
+            return  # the days read seconds ago stay in force; tried again before the next order
         self.policy = with_weather(self._config_policy, days)
         self._weather_at = now_m
 
