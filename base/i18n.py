@@ -150,14 +150,21 @@ class Msg(str):
     refusals) builds these; the user interfaces show them.
     """
 
-    template: str
-    params: dict[str, object]
+    # One attribute, (template, params): a Msg is made per account in a 300k-account plan.
+    parts: tuple[str, dict[str, object]]
 
     def __new__(cls, template: str, /, **params: object) -> Msg:
-        self = super().__new__(cls, template.format(**params))
-        self.template = template
-        self.params = params
+        self = str.__new__(cls, template.format_map(params))
+        self.parts = (template, params)
         return self
+
+    @property
+    def template(self) -> str:
+        return self.parts[0]
+
+    @property
+    def params(self) -> dict[str, object]:
+        return self.parts[1]
 
     def __str__(self) -> str:
         return self  # str(exc) and f"{msg}" keep the template for shown()
@@ -178,14 +185,21 @@ def shown(text: object) -> str:
     language, anything else as is."""
     if isinstance(text, BaseException):
         text = str(text)  # the Msg it was raised with, when it was
-    if not isinstance(text, Msg) or _current == DEFAULT:
+    template: str
+    values: Mapping[str, object]
+    if isinstance(text, tuple):  # (template, values): a rule's sentence (Reason.text)
+        template, values = text
+        if _current == DEFAULT:
+            return template.format_map(values)
+    elif not isinstance(text, Msg) or _current == DEFAULT:
         return str(text)
-    params = {k: shown(v) if isinstance(v, Msg) else v for k, v in text.params.items()}
-    template = text.template
+    else:
+        template, values = text.parts
+    params = {k: shown(v) if isinstance(v, Msg) else v for k, v in values.items()}
     try:  # gettext("") is the catalog's header: an empty template stays empty
         return (_(template) if template else template).format(**params)
     except (KeyError, IndexError, ValueError):  # a broken translation: English, never a crash
-        return str.__str__(text)
+        return template.format_map(values)
 
 
 def ngettext(singular: str, plural: str, n: int) -> str:
@@ -213,13 +227,12 @@ def local_time(when: datetime | str | None, tz: tzinfo | None = None) -> str:
     keeps ISO 8601. ``when`` may be an ISO 8601 string (then ``tz`` defaults to its own
     offset); None is ``-``.
     """
-    if when is None or when == "":
+    if isinstance(when, datetime):  # the common case first: the rules call this per account
+        return f"{when.astimezone(tz or when.tzinfo):%Y-%m-%d %H:%M}"
+    if not when:
         return "-"
-    if isinstance(when, str):
-        when = datetime.fromisoformat(when)
-    if tz is None:
-        tz = when.tzinfo
-    return f"{when.astimezone(tz):%Y-%m-%d %H:%M}"
+    parsed = datetime.fromisoformat(when)
+    return f"{parsed.astimezone(tz or parsed.tzinfo):%Y-%m-%d %H:%M}"
 
 
 def language_from_argv(argv: Sequence[str]) -> str | None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from base.i18n import N_, Msg, local_time
+from base.i18n import N_, Msg
 
 
 def local_text(when: datetime, tz: ZoneInfo) -> str:
     """``2026-03-09 08:00 (Asia/Shanghai)``: ``when`` on the site's wall clock."""
-    return f"{local_time(when, tz)} ({tz.key})"
+    # base.i18n.local_time's form, written out: the rules call this per account.
+    return f"{when.astimezone(tz):%Y-%m-%d %H:%M} ({tz.key})"
 
 
 def clock_text(when: datetime, tz: ZoneInfo) -> str:

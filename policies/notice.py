@@ -31,6 +31,9 @@ CODES = (NOTICE_SERVED, NOTICE_MISSING, NOTICE_PENDING, NOTICE_STALE, NOTICE_PRE
 _NONE = Reason(RULE, Verdict.BLOCK, NOTICE_MISSING, Msg(N_("no disconnection notice delivered")))
 
 
+_PENDING = N_("notice delivered {delivered}; the {days}-day notice period ends {ends}")
+
+
 class _Limits:
     """What the rule derives from (settings, now), computed once per batch, not per account."""
 
@@ -107,17 +110,15 @@ def check_notice(case: Case, settings: PolicySettings, now: datetime) -> Reason:
     age = now - delivered
     if age < limits.min_age:
         matures = delivered + timedelta(days=settings.notice_days)
+        tz, days = settings.timezone, settings.notice_days
+        given, ends = local_text(delivered, tz), local_text(matures, tz)
         return Reason(
             RULE,
             Verdict.BLOCK,
             NOTICE_PENDING,
-            Msg(
-                N_("notice delivered {delivered}; the {days}-day notice period ends {ends}"),
-                delivered=local_text(delivered, settings.timezone),
-                days=settings.notice_days,
-                ends=local_text(matures, settings.timezone),
-            ),
+            f"notice delivered {given}; the {days}-day notice period ends {ends}",
             not_before=matures,
+            text=(_PENDING, {"delivered": given, "days": days, "ends": ends}),
         )
     if age > limits.max_age:
         stale = limits.stale.get(age.days)

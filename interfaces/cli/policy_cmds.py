@@ -53,7 +53,7 @@ def _human(decision: Decision) -> str:
     lines = [head]
     for reason in decision.reasons:
         meaning = REASON_TEXT.get(reason.code)
-        said = shown(reason.message)
+        said = shown(reason.text or reason.message)
         if meaning and not said.startswith(_(meaning)):
             said = _("{meaning}: {detail}").format(meaning=_(meaning), detail=said)
         verdict = label(VERDICT_TEXT, reason.verdict)

@@ -297,11 +297,25 @@ def test_reasons_and_refusals_are_english_records_shown_in_chinese(cli: Cli) -> 
     from policies import evaluate
     from tests.policies.builders import NOW, case
 
-    reason = evaluate(case(), SETTINGS_FOR_TEST, NOW).reasons[0]
-    assert isinstance(reason.message, Msg) and reason.message.startswith("balance -120.50 yuan")
+    reasons = evaluate(case(), SETTINGS_FOR_TEST, NOW).reasons
+    reason = reasons[0]
+    assert reason.message == "balance -120.50 yuan is below the arrears threshold 0.00 yuan"
     i18n.set_language("zh-CN")
-    assert shown(reason.message) == "余额 -120.50 元，低于欠费阈值 0.00 元"
-    assert json.dumps(reason.message) == json.dumps(str.__str__(reason.message))  # English
+    assert shown(reason.text or reason.message) == "余额 -120.50 元，低于欠费阈值 0.00 元"
+    i18n.set_language("en")
+    from datetime import timedelta
+
+    from tests.policies.builders import account, delivered
+
+    pending = case(
+        account=account(balance=Decimal("12.34")), notices=(delivered(timedelta(days=2)),)
+    )
+    reasons += evaluate(pending, SETTINGS_FOR_TEST, NOW).reasons
+    assert {"not_in_arrears", "notice_pending"} <= {r.code for r in reasons}
+    for each in reasons:  # a sentence kept as a template says exactly the English message
+        assert isinstance(each.message, Msg) or each.text is not None, each
+        assert shown(each.text or each.message) == each.message
+    i18n.set_language("zh-CN")
     assert cli("ada", "db", "init").exit_code == 0
     add_account(cli.engine(), "A1", balance="-50")
     refused = cli("olga", "--lang", "zh-CN", "approvals", "disconnect", "A1")
