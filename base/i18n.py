@@ -195,7 +195,7 @@ def shown(text: object) -> str:
         return str(text)
     else:
         template, values = text.parts
-    params = {k: shown(v) if isinstance(v, Msg) else v for k, v in values.items()}
+    params = {k: shown(v) if isinstance(v, Msg | BaseException) else v for k, v in values.items()}
     try:  # gettext("") is the catalog's header: an empty template stays empty
         return (_(template) if template else template).format(**params)
     except (KeyError, IndexError, ValueError):  # a broken translation: English, never a crash

@@ -143,7 +143,14 @@ class Link(ABC):
             if self._eof is not None:
                 partial = self._deframer.pending
                 detail = f" after {partial} bytes of a frame" if partial else ""
-                raise LinkClosed(f"link {self.url} closed{detail}: {self._eof}")
+                raise LinkClosed(
+                    Msg(
+                        N_("link {url} closed{detail}: {why}"),
+                        url=self.url,
+                        detail=detail,
+                        why=self._eof,
+                    )
+                )
             remaining = deadline - loop.time()
             if remaining <= 0:
                 partial = self._deframer.pending

@@ -224,7 +224,7 @@ class ConcentratorLink(Link):
         try:
             terminal = f3761.TerminalAddress.parse(options["terminal"], msa=msa)
         except FrameError as exc:
-            raise InputError(f"link {url!r}: {exc}") from None
+            raise InputError(Msg(N_("link {url!r}: {error}"), url=url, error=exc)) from None
         port = int(number_setting(url, "port", options.get("port", str(DEFAULT_PORT)), int))
         if not 1 <= port <= 31:
             raise InputError(
@@ -238,7 +238,7 @@ class ConcentratorLink(Link):
         try:
             serial = SerialSettings(baud=baud, parity=options.get("parity", "E").upper())
         except FrameError as exc:
-            raise InputError(f"link {url!r}: {exc}") from None
+            raise InputError(Msg(N_("link {url!r}: {error}"), url=url, error=exc)) from None
         meter_timeout = float(
             number_setting(
                 url,
