@@ -19,10 +19,9 @@ import io
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, tzinfo
 from decimal import Decimal
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 DOMAIN = "meterctl"
 LOCALE_DIR = Path(__file__).parent / "locale"
@@ -56,7 +55,13 @@ def choose(cli: str | None, environ: Mapping[str, str], site: str | None = None)
     if cli:
         chosen = normalise(cli)
         if chosen is None:
-            raise ValueError(f"--lang: {cli!r} is not one of {', '.join(LANGUAGES)}")
+            raise ValueError(
+                Msg(
+                    N_("--lang: {value} is not one of {choices}"),
+                    value=repr(cli),
+                    choices=", ".join(LANGUAGES),
+                )
+            )
         return chosen
     for variable in ("LC_ALL", "LC_MESSAGES", "LANG"):
         value = environ.get(variable, "")
@@ -135,21 +140,99 @@ def N_(message: str) -> str:
     return message
 
 
+class Msg(str):
+    """An English sentence made from a catalog template, that can be shown translated later.
+
+    It *is* the English text (a ``str``): stored, logged, audited and put in JSON as such, so
+    records stay language-neutral. :func:`shown` gives it in the reader's language, from
+    ``template`` (marked for the catalog with ``N_``) and ``params`` (a ``Msg`` among them is
+    translated too). Code that cannot know its reader's language (the rules, the store's
+    refusals) builds these; the user interfaces show them.
+    """
+
+    # One attribute, (template, params): a Msg is made per account in a 300k-account plan.
+    parts: tuple[str, dict[str, object]]
+
+    def __new__(cls, template: str, /, **params: object) -> Msg:
+        self = str.__new__(cls, template.format_map(params))
+        self.parts = (template, params)
+        return self
+
+    @property
+    def template(self) -> str:
+        return self.parts[0]
+
+    @property
+    def params(self) -> dict[str, object]:
+        return self.parts[1]
+
+    def __str__(self) -> str:
+        return self  # str(exc) and f"{msg}" keep the template for shown()
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (str, (str.__str__(self),))  # a copy or pickle is the plain English text
+
+
+def joined(parts: Sequence[object], separator: str = "") -> Msg:
+    """``parts`` one after the other (each shown in the reader's language in turn)."""
+    escaped = separator.replace("{", "{{").replace("}", "}}")
+    template = escaped.join(f"{{p{i}}}" for i in range(len(parts)))
+    return Msg(template, **{f"p{i}": part for i, part in enumerate(parts)})
+
+
+def shown(text: object) -> str:
+    """``text`` for a person: a :class:`Msg` (or an exception made from one) in the current
+    language, anything else as is."""
+    if isinstance(text, BaseException):
+        text = str(text)  # the Msg it was raised with, when it was
+    template: str
+    values: Mapping[str, object]
+    if isinstance(text, tuple):  # (template, values): a rule's sentence (Reason.text)
+        template, values = text
+        if _current == DEFAULT:
+            return template.format_map(values)
+    elif not isinstance(text, Msg) or _current == DEFAULT:
+        return str(text)
+    else:
+        template, values = text.parts
+    params = {k: shown(v) if isinstance(v, Msg | BaseException) else v for k, v in values.items()}
+    try:  # gettext("") is the catalog's header: an empty template stays empty
+        return (_(template) if template else template).format(**params)
+    except (KeyError, IndexError, ValueError):  # a broken translation: English, never a crash
+        return template.format_map(values)
+
+
 def ngettext(singular: str, plural: str, n: int) -> str:
     if _current == DEFAULT:
         return singular if n == 1 else plural
     return translations(_current).ngettext(singular, plural, n)
 
 
-def money(amount: Decimal | float | int) -> str:
-    """Yuan with two decimals: ``-120.50 元`` (English: ``-120.50 yuan``)."""
-    value = Decimal(str(amount)).quantize(Decimal("0.01"))
+def money(amount: Decimal | float | int | str | None) -> str:
+    """Yuan with two decimals: ``-120.50 元`` (English: ``-120.50 yuan``); None or text that is
+    not a number (a missing balance) as ``-`` or as it is."""
+    if amount is None or amount == "":
+        return "-"
+    try:
+        value = Decimal(str(amount)).quantize(Decimal("0.01"))
+    except ArithmeticError:  # InvalidOperation: not a number, shown as written
+        return str(amount)
     return f"{value} 元" if _current == "zh-CN" else f"{value} yuan"
 
 
-def local_time(when: datetime, tz: ZoneInfo) -> str:
-    """``2026-12-06 14:05``: the site's wall clock, as Chinese staff write it."""
-    return f"{when.astimezone(tz):%Y-%m-%d %H:%M}"
+def local_time(when: datetime | str | None, tz: tzinfo | None = None) -> str:
+    """``2026-12-06 14:05``: the site's wall clock, to the minute, as Chinese staff write it.
+
+    The one format for every time a person reads (tables, messages, the HTML report); JSON
+    keeps ISO 8601. ``when`` may be an ISO 8601 string (then ``tz`` defaults to its own
+    offset); None is ``-``.
+    """
+    if isinstance(when, datetime):  # the common case first: the rules call this per account
+        return f"{when.astimezone(tz or when.tzinfo):%Y-%m-%d %H:%M}"
+    if not when:
+        return "-"
+    parsed = datetime.fromisoformat(when)
+    return f"{parsed.astimezone(tz or parsed.tzinfo):%Y-%m-%d %H:%M}"
 
 
 def language_from_argv(argv: Sequence[str]) -> str | None:

@@ -46,6 +46,7 @@ from sqlalchemy import Engine, insert, select
 from sqlmodel import Session
 
 from base.errors import ConfigError
+from base.i18n import N_, Msg
 from engine.config import DEFAULT_AUDIT_KEY_FILE, PUBLIC_DEFAULT_AUDIT_KEY, Config
 from engine.db.database import read_session, transaction
 from engine.db.models import AUDIT, AUDIT_CHECKPOINTS
@@ -98,9 +99,9 @@ class Checkpoint:
             raise ValueError("not a version-1 checkpoint")
         seq, fields = data.get("seq"), [data.get(k) for k in ("hash", "digest", "at", "sig")]
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise ValueError("seq is not a record number")
+            raise ValueError(Msg(N_("seq is not a record number")))
         if not all(isinstance(f, str) and f.isascii() for f in fields):
-            raise ValueError("hash, digest, at and sig must be ASCII strings")
+            raise ValueError(Msg(N_("hash, digest, at and sig must be ASCII strings")))
         return cls(seq, *(str(f) for f in fields))
 
     def describe(self) -> str:
@@ -198,8 +199,13 @@ def ensure_installation_keys(config: Config) -> list[Path]:
             created.append(files.public_key)
     except OSError as exc:
         raise ConfigError(
-            f"cannot create the audit keys ({exc.filename}: {exc.strerror}); "
-            "set [audit] key_file, signing_key_file and public_key_file to a writable folder"
+            Msg(
+                N_(
+                    "cannot create the audit keys ({filename}: {strerror}); set [audit] key_file, signing_key_file and public_key_file to a writable folder"
+                ),
+                filename=exc.filename,
+                strerror=exc.strerror,
+            )
         ) from None
     return created
 
@@ -210,12 +216,18 @@ def load_signing_key(config: Config) -> Ed25519PrivateKey:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except OSError as exc:
         raise ConfigError(
-            f"config key audit.signing_key_file: cannot read {path}: {exc.strerror}"
+            Msg(
+                N_("config key audit.signing_key_file: cannot read {path}: {strerror}"),
+                path=path,
+                strerror=exc.strerror,
+            )
         ) from None
     except (ValueError, TypeError):
-        raise ConfigError(f"{path} is not an unencrypted Ed25519 private key (PEM)") from None
+        raise ConfigError(
+            Msg(N_("{path} is not an unencrypted Ed25519 private key (PEM)"), path=path)
+        ) from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError(f"{path} is not an Ed25519 private key")
+        raise ConfigError(Msg(N_("{path} is not an Ed25519 private key"), path=path))
     return key
 
 
@@ -228,12 +240,16 @@ def load_public_key(config: Config) -> Ed25519PublicKey | None:
         return None
     except OSError as exc:
         raise ConfigError(
-            f"config key audit.public_key_file: cannot read {path}: {exc.strerror}"
+            Msg(
+                N_("config key audit.public_key_file: cannot read {path}: {strerror}"),
+                path=path,
+                strerror=exc.strerror,
+            )
         ) from None
     except (ValueError, TypeError):
-        raise ConfigError(f"{path} is not an Ed25519 public key (PEM)") from None
+        raise ConfigError(Msg(N_("{path} is not an Ed25519 public key (PEM)"), path=path)) from None
     if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError(f"{path} is not an Ed25519 public key")
+        raise ConfigError(Msg(N_("{path} is not an Ed25519 public key"), path=path))
     return key
 
 
@@ -245,7 +261,11 @@ def read_anchor(path: Path) -> tuple[list[Checkpoint], list[str]] | None:
         return None
     except OSError as exc:
         raise ConfigError(
-            f"config key audit.anchor_file: cannot read {path}: {exc.strerror}"
+            Msg(
+                N_("config key audit.anchor_file: cannot read {path}: {strerror}"),
+                path=path,
+                strerror=exc.strerror,
+            )
         ) from None
     found: list[Checkpoint] = []
     problems: list[str] = []
@@ -270,10 +290,10 @@ def append_anchor(path: Path, checkpoint: Checkpoint) -> None:
         os.close(fd)
 
 
-def permission_warnings(config: Config) -> list[str]:
+def permission_warnings(config: Config) -> list[Msg]:
     """Sentences about key files others can read and an anchor others can write."""
     files = audit_files(config)
-    warnings: list[str] = []
+    warnings: list[Msg] = []
     secret_files = [files.key, files.signing_key]
     for value in (config.hooks.payment_key_file, config.dlt645.secrets_file):
         if value:
@@ -284,14 +304,26 @@ def permission_warnings(config: Config) -> list[str]:
         mode = _mode(path)
         if mode is not None and mode & 0o077:
             warnings.append(
-                f"{path} holds a secret and other users can read it "
-                f"(mode {mode:04o}): chmod 600 {path}"
+                Msg(
+                    N_(
+                        "{path} holds a secret and other users can read it (mode {mode}): "
+                        "chmod 600 {path}"
+                    ),
+                    path=path,
+                    mode=f"{mode:04o}",
+                )
             )
     mode = _mode(files.anchor)
     if mode is not None and mode & 0o022:
         warnings.append(
-            f"the audit anchor {files.anchor} can be written by other users (mode {mode:04o}): "
-            f"chmod 644 {files.anchor} (better: make it append-only, chattr +a)"
+            Msg(
+                N_(
+                    "the audit anchor {path} can be written by other users (mode {mode}): "
+                    "chmod 644 {path} (better: make it append-only, chattr +a)"
+                ),
+                path=files.anchor,
+                mode=f"{mode:04o}",
+            )
         )
     return warnings
 
@@ -364,13 +396,21 @@ def make_checkpoint(engine: Engine, config: Config, now: datetime) -> Checkpoint
             ).first()
             if last.seq and (start_row is None or start_row[7] != last.hash):
                 raise ConfigError(
-                    f"the audit trail contradicts {last.describe()}: run meterctl audit verify"
+                    Msg(
+                        N_("the audit trail contradicts {value}: run meterctl audit verify"),
+                        value=last.describe(),
+                    )
                 )
             digest, prev_hash, seq, start = last.digest, last.hash, last.seq, last.seq
         for row in _rows(session, start):
             if int(row[0]) != seq + 1 or row[6] != prev_hash:
                 raise ConfigError(
-                    f"the audit trail is broken at record {seq + 1}: run meterctl audit verify"
+                    Msg(
+                        N_(
+                            "the audit trail is broken at record {value}: run meterctl audit verify"
+                        ),
+                        value=seq + 1,
+                    )
                 )
             digest, prev_hash, seq = next_digest(digest, row), str(row[7]), int(row[0])
     if seq == 0 or (last is not None and last.seq == seq):

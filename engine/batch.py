@@ -88,7 +88,7 @@ def create_orders_in(
     """
     batch_id = created.batch_id
     warn = timedelta(minutes=config.policy.important_warning_minutes)
-    settings = policy_settings(config)
+    settings = policy_settings(config, session)  # with the posted weather days
     # [dispatch] alarm_before_minutes: ordinary disconnections wait that long after the
     # meter's pre-trip alarm (2AH, sent by serve's tick: engine/scheduler/signals.py).
     alarm_before = timedelta(minutes=config.dispatch.alarm_before_minutes)
@@ -135,7 +135,9 @@ def create_orders_in(
             continue
         # T: the earliest stated time whose three steps fit one open stretch of the window
         # (policies.important.plan_important_timeline).
-        notice_time = plan_important_timeline(now, settings)[1] if scheduled else None
+        notice_time = (
+            plan_important_timeline(now, settings, account.station)[1] if scheduled else None
+        )
         recipients = timeline_recipients(account.phone, config) if scheduled else []
         order = SwitchOrder(
             kind=OrderKind.DISCONNECT.value,

@@ -57,7 +57,7 @@ def select_batch(
     limit: int | None = None,
 ) -> BatchSelection:
     """Plan every account in scope and choose what the batch would disconnect."""
-    settings = policy_settings(config)
+    settings = policy_settings(config, engine)  # with the posted extreme-weather days
     plan = plan_batch(load_cases(engine, station, now=now), settings, now)
     eligible = [d for d in plan.decisions if d.outcome in (Outcome.DISCONNECT, Outcome.SCHEDULE)]
     # A meter already verified open needs no second trip (a re-run after a crash, a second batch).

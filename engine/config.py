@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from base.errors import ConfigError
+from base.i18n import N_, Msg
 from engine.import_formats import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 
 CONFIG_ENV = "METERCTL_CONFIG"
@@ -329,7 +330,11 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
             return _coerce_value(key, tp, value)
         except ConfigError:  # the message would quote the value: a secret
             raise ConfigError(
-                f"config key {key}: expected {_type_name(tp)} (value not shown: a secret)"
+                Msg(
+                    N_("config key {key}: expected {type_name} (value not shown: a secret)"),
+                    key=key,
+                    type_name=_type_name(tp),
+                )
             ) from None
     return _coerce_value(key, tp, value)
 
@@ -339,35 +344,68 @@ def _coerce_value(key: str, tp: Any, value: Any) -> Any:
     if origin is dict:  # named tables ([api.clients.NAME], [field.crews.NAME]) or strings
         _key_type, inner = typing.get_args(tp)
         if not isinstance(value, dict):
-            raise ConfigError(f"config key {key}: expected a table, got {value!r}")
+            raise ConfigError(
+                Msg(N_("config key {key}: expected a table, got {value!r}"), key=key, value=value)
+            )
         if not dataclasses.is_dataclass(inner):  # e.g. [import.columns]: header -> column
             return {str(k): _coerce(f"{key}.{k}", inner, v) for k, v in value.items()}
         built: dict[str, Any] = {}
         for name, item in value.items():
             if not isinstance(item, dict):
-                raise ConfigError(f"config key {key}.{name}: expected a table, got {item!r}")
+                raise ConfigError(
+                    Msg(
+                        N_("config key {key}.{name}: expected a table, got {item!r}"),
+                        key=key,
+                        name=name,
+                        item=item,
+                    )
+                )
             built[name] = _build(typing.cast(type[Any], inner), item, f"{key}.{name}.")
         return built
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise ConfigError(f"config key {key}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(
+                Msg(
+                    N_("config key {key}: expected {type_name}, got {value!r}"),
+                    key=key,
+                    type_name=_type_name(tp),
+                    value=value,
+                )
+            )
         return [_coerce(f"{key}[{i}]", inner, item) for i, item in enumerate(value)]
     if origin in (types.UnionType, typing.Union):
-        raise ConfigError(f"config key {key}: unsupported type")  # pragma: no cover
+        raise ConfigError(
+            Msg(N_("config key {key}: unsupported type"), key=key)
+        )  # pragma: no cover
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"config key {key}: expected a number, got {value!r}")
+            raise ConfigError(
+                Msg(N_("config key {key}: expected a number, got {value!r}"), key=key, value=value)
+            )
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key {key}: expected an integer, got {value!r}")
+            raise ConfigError(
+                Msg(
+                    N_("config key {key}: expected an integer, got {value!r}"), key=key, value=value
+                )
+            )
         return value
     if tp in (str, bool):
         if not isinstance(value, tp):
-            raise ConfigError(f"config key {key}: expected a {_type_name(tp)}, got {value!r}")
+            raise ConfigError(
+                Msg(
+                    N_("config key {key}: expected a {type_name}, got {value!r}"),
+                    key=key,
+                    type_name=_type_name(tp),
+                    value=value,
+                )
+            )
         return value
-    raise ConfigError(f"config key {key}: unsupported type {tp!r}")  # pragma: no cover
+    raise ConfigError(
+        Msg(N_("config key {key}: unsupported type {tp!r}"), key=key, tp=tp)
+    )  # pragma: no cover
 
 
 def _build(cls: type[Any], data: dict[str, Any], prefix: str) -> Any:
@@ -383,13 +421,23 @@ def _build(cls: type[Any], data: dict[str, Any], prefix: str) -> Any:
         dotted = f"{prefix}{key}"
         if key not in known:
             raise ConfigError(
-                f"unknown config key {dotted!r} (known in this table: {', '.join(sorted(known))})"
+                Msg(
+                    N_("unknown config key {dotted!r} (known in this table: {items})"),
+                    dotted=dotted,
+                    items=", ".join(sorted(known)),
+                )
             )
         name = known[key].name
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
-                raise ConfigError(f"config key {dotted}: expected a table, got {value!r}")
+                raise ConfigError(
+                    Msg(
+                        N_("config key {dotted}: expected a table, got {value!r}"),
+                        dotted=dotted,
+                        value=value,
+                    )
+                )
             kwargs[name] = _build(typing.cast(type[Any], tp), value, f"{dotted}.")
         else:
             kwargs[name] = _coerce(dotted, tp, value)
@@ -400,10 +448,10 @@ def _validate_field(config: Config) -> None:
     work = config.field
     for key in ("reconnect_hours", "second_level_hours", "followup_hours"):
         if getattr(work, key) <= 0:
-            raise ConfigError(f"config key field.{key}: must be more than 0")
+            raise ConfigError(Msg(N_("config key field.{key}: must be more than 0"), key=key))
     for key in ("disconnect_working_days", "complaint_working_days"):
         if getattr(work, key) < 0:
-            raise ConfigError(f"config key field.{key}: must not be negative")
+            raise ConfigError(Msg(N_("config key field.{key}: must not be negative"), key=key))
     checks = (
         ("field.reconnect_done_by", work.reconnect_done_by),
         ("field.night_duty.starts", work.night_duty.starts),
@@ -411,18 +459,31 @@ def _validate_field(config: Config) -> None:
     )
     for key, text in checks:
         if not _is_hhmm(text, allow_24=False):
-            raise ConfigError(f"config key {key}: {text!r} is not HH:MM")
+            raise ConfigError(
+                Msg(N_("config key {key}: {text!r} is not HH:MM"), key=key, text=text)
+            )
     crew = work.night_duty.crew
     if crew and crew not in work.crews:
         raise ConfigError(
-            f"config key field.night_duty.crew: {crew!r} is not a crew of field.crews "
-            f"(known: {', '.join(sorted(work.crews)) or 'none'})"
+            Msg(
+                N_(
+                    "config key field.night_duty.crew: {crew!r} is not a crew of field.crews (known: {value})"
+                ),
+                crew=crew,
+                value=", ".join(sorted(work.crews)) or "none",
+            )
         )
     for name, members in sorted(work.crews.items()):
         for member in members.members:
             if member in work.crews:
                 raise ConfigError(
-                    f"config key field.crews.{name}.members: {member!r} is also a crew's name"
+                    Msg(
+                        N_(
+                            "config key field.crews.{name}.members: {member!r} is also a crew's name"
+                        ),
+                        name=name,
+                        member=member,
+                    )
                 )
 
 
@@ -432,37 +493,52 @@ def _validate(config: Config) -> None:
         config.site.tz  # noqa: B018 - raises on an unknown zone
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ConfigError(
-            f"config key site.timezone: unknown time zone {config.site.timezone!r}"
+            Msg(
+                N_("config key site.timezone: unknown time zone {timezone!r}"),
+                timezone=config.site.timezone,
+            )
         ) from exc
     from base.i18n import LANGUAGES, normalise
 
     if normalise(config.site.language) not in LANGUAGES:
         raise ConfigError(
-            f"config key site.language: {config.site.language!r} is not one of "
-            f"{', '.join(LANGUAGES)}"
+            Msg(
+                N_("config key site.language: {language!r} is not one of {items}"),
+                language=config.site.language,
+                items=", ".join(LANGUAGES),
+            )
         )
     if config.dlt645.password_level < 0 or config.dlt645.password_level > 0xFF:
-        raise ConfigError("config key dlt645.password_level: must be 0..255")
+        raise ConfigError(Msg(N_("config key dlt645.password_level: must be 0..255")))
     if len(config.dlt645.password) != 6 or not _ascii_digits(config.dlt645.password):
-        raise ConfigError("config key dlt645.password: must be 6 digits")
+        raise ConfigError(Msg(N_("config key dlt645.password: must be 6 digits")))
     if len(config.dlt645.operator_code) != 8 or not _ascii_digits(config.dlt645.operator_code):
-        raise ConfigError("config key dlt645.operator_code: must be 8 digits")
+        raise ConfigError(Msg(N_("config key dlt645.operator_code: must be 8 digits")))
     if config.dlt645.parity not in ("E", "O", "N"):
-        raise ConfigError("config key dlt645.parity: must be E, O or N")
+        raise ConfigError(Msg(N_("config key dlt645.parity: must be E, O or N")))
     if config.dlt645.baud not in (300, 600, 1200, 2400, 4800, 9600, 19200):
-        raise ConfigError("config key dlt645.baud: must be one of 600..19200 (a DL/T 645 rate)")
+        raise ConfigError(
+            Msg(N_("config key dlt645.baud: must be one of 600..19200 (a DL/T 645 rate)"))
+        )
     days = {"mon", "tue", "wed", "thu", "fri", "sat", "sun"}
     for i, day in enumerate(config.policy.window.weekdays):
         if day not in days:
             raise ConfigError(
-                f"config key policy.window.weekdays[{i}]: {day!r} is not one of {sorted(days)}"
+                Msg(
+                    N_("config key policy.window.weekdays[{i}]: {day!r} is not one of {sorted}"),
+                    i=i,
+                    day=day,
+                    sorted=sorted(days),
+                )
             )
     for key in ("start", "end", "holiday_eve_after"):
         text = getattr(config.policy.window, key)
         if key == "holiday_eve_after" and text == "":
             continue
         if not _is_hhmm(text, allow_24=(key == "end")):
-            raise ConfigError(f"config key policy.window.{key}: {text!r} is not HH:MM")
+            raise ConfigError(
+                Msg(N_("config key policy.window.{key}: {text!r} is not HH:MM"), key=key, text=text)
+            )
     from datetime import date
 
     for i, text in enumerate(config.policy.window.holidays):
@@ -470,36 +546,54 @@ def _validate(config: Config) -> None:
             date.fromisoformat(text)
         except ValueError as exc:
             raise ConfigError(
-                f"config key policy.window.holidays[{i}]: {text!r} is not an ISO date"
+                Msg(
+                    N_("config key policy.window.holidays[{i}]: {text!r} is not an ISO date"),
+                    i=i,
+                    text=text,
+                )
             ) from exc
     if not 0.0 <= config.policy.batch_limit.max_share <= 1.0:
-        raise ConfigError("config key policy.batch_limit.max_share: must be between 0 and 1")
+        raise ConfigError(
+            Msg(N_("config key policy.batch_limit.max_share: must be between 0 and 1"))
+        )
     if config.policy.batch_limit.max_count < 0:
-        raise ConfigError("config key policy.batch_limit.max_count: must not be negative")
+        raise ConfigError(Msg(N_("config key policy.batch_limit.max_count: must not be negative")))
     if (
         config.policy.notice_days < 0
         or config.policy.notice_max_age_days < config.policy.notice_days
     ):
         raise ConfigError(
-            "config key policy.notice_max_age_days: must be at least policy.notice_days"
+            Msg(N_("config key policy.notice_max_age_days: must be at least policy.notice_days"))
         )
     _validate_bounds(config)
     if config.policy.exemption_max_days < 1:
-        raise ConfigError("config key policy.exemption_max_days: must be at least 1")
+        raise ConfigError(Msg(N_("config key policy.exemption_max_days: must be at least 1")))
     if config.policy.notice_backdate_max_days < 0:
-        raise ConfigError("config key policy.notice_backdate_max_days: must not be negative")
+        raise ConfigError(
+            Msg(N_("config key policy.notice_backdate_max_days: must not be negative"))
+        )
     if config.import_.columns:
         for header, column in config.import_.columns.items():
             if column not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS:
                 raise ConfigError(
-                    f"config key import.columns.{header!r}: {column!r} is not a column "
-                    f"({', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)})"
+                    Msg(
+                        N_(
+                            "config key import.columns.{header!r}: {column!r} is not a column ({items})"
+                        ),
+                        header=header,
+                        column=column,
+                        items=", ".join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS),
+                    )
                 )
     url = config.database.url
     if not url.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
         raise ConfigError(
-            f"config key database.url: {url.split('://')[0]!r} is not supported "
-            "(use sqlite:///file.db or postgresql://...)"
+            Msg(
+                N_(
+                    "config key database.url: {value!r} is not supported (use sqlite:///file.db or postgresql://...)"
+                ),
+                value=url.split("://")[0],
+            )
         )
     _validate_api(config)
 
@@ -507,19 +601,26 @@ def _validate(config: Config) -> None:
 def _validate_api(config: Config) -> None:
     api = config.api
     if not 1 <= api.max_devices <= 100_000:
-        raise ConfigError("config key api.max_devices: must be between 1 and 100000")
+        raise ConfigError(Msg(N_("config key api.max_devices: must be between 1 and 100000")))
     for key in ("callback_retry_hours", "callback_backoff_s", "callback_max_backoff_s"):
         if getattr(api, key) <= 0:
-            raise ConfigError(f"config key api.{key}: must be positive")
+            raise ConfigError(Msg(N_("config key api.{key}: must be positive"), key=key))
     for name, client in api.clients.items():
         if client.role not in API_ROLES:
             raise ConfigError(
-                f"config key api.clients.{name}.role: {client.role!r} is not one of "
-                f"{', '.join(API_ROLES)}"
+                Msg(
+                    N_("config key api.clients.{name}.role: {role!r} is not one of {items}"),
+                    name=name,
+                    role=client.role,
+                    items=", ".join(API_ROLES),
+                )
             )
         if not client.key and not client.key_file:
             raise ConfigError(
-                f"config key api.clients.{name}.key: a client needs a key or key_file"
+                Msg(
+                    N_("config key api.clients.{name}.key: a client needs a key or key_file"),
+                    name=name,
+                )
             )
         if client.certificate_cn and not config.hooks.tls_client_ca_file:
             raise ConfigError(
@@ -573,9 +674,19 @@ def _validate_bounds(config: Config) -> None:
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
         if not low <= value <= high:
-            raise ConfigError(f"config key {key}: {value!r} is out of range ({low:g} to {high:g})")
+            raise ConfigError(
+                Msg(
+                    N_("config key {key}: {value!r} is out of range ({low:g} to {high:g})"),
+                    key=key,
+                    value=value,
+                    low=low,
+                    high=high,
+                )
+            )
     if config.payments.max_amount > config.payments.max_balance:
-        raise ConfigError("config key payments.max_amount: must not exceed payments.max_balance")
+        raise ConfigError(
+            Msg(N_("config key payments.max_amount: must not exceed payments.max_balance"))
+        )
 
 
 def _is_hhmm(text: str, *, allow_24: bool) -> bool:
@@ -594,7 +705,9 @@ def parse_config(text: str, source: Path | None = None) -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file is not valid TOML{where}: {exc}") from exc
+        raise ConfigError(
+            Msg(N_("config file is not valid TOML{where}: {exc}"), where=where, exc=exc)
+        ) from exc
     config: Config = _build(Config, data, "")
     config = dataclasses.replace(config, source=source, present_tables=frozenset(data))
     _validate(config)
@@ -620,15 +733,27 @@ def load_config(path: str | Path | None = None) -> Config:
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise ConfigError(f"config file {file} does not exist") from exc
+        raise ConfigError(Msg(N_("config file {file} does not exist"), file=file)) from exc
     except IsADirectoryError as exc:
-        raise ConfigError(f"config file {file} is a folder, not a file") from exc
+        raise ConfigError(Msg(N_("config file {file} is a folder, not a file"), file=file)) from exc
     except OSError as exc:
-        raise ConfigError(f"config file {file} cannot be read: {exc.strerror}") from exc
+        raise ConfigError(
+            Msg(
+                N_("config file {file} cannot be read: {strerror}"),
+                file=file,
+                strerror=exc.strerror,
+            )
+        ) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(
-            f"config file {file} is not UTF-8 text (byte {exc.start}: "
-            f"0x{exc.object[exc.start]:02X}); save it as UTF-8"
+            Msg(
+                N_(
+                    "config file {file} is not UTF-8 text (byte {start}: 0x{value:02X}); save it as UTF-8"
+                ),
+                file=file,
+                start=exc.start,
+                value=exc.object[exc.start],
+            )
         ) from None
     return parse_config(text, source=file.resolve())
 
@@ -646,9 +771,22 @@ def read_secret(config: Config, inline: str, file_key: str, file_value: str) -> 
         try:
             secret = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"config key {file_key}: cannot read {path}: {exc.strerror}") from exc
+            raise ConfigError(
+                Msg(
+                    N_("config key {file_key}: cannot read {path}: {strerror}"),
+                    file_key=file_key,
+                    path=path,
+                    strerror=exc.strerror,
+                )
+            ) from exc
         except UnicodeDecodeError as exc:
-            raise ConfigError(f"config key {file_key}: {path} is not UTF-8 text") from exc
+            raise ConfigError(
+                Msg(
+                    N_("config key {file_key}: {path} is not UTF-8 text"),
+                    file_key=file_key,
+                    path=path,
+                )
+            ) from exc
         register_secret(secret)
         return secret
     register_secret(inline)
@@ -683,18 +821,25 @@ def audit_key(config: Config) -> bytes:
     path = audit_key_path(config)
     if path is not None and not config.audit.key_file and not path.exists():
         raise ConfigError(
-            f"no audit key: `meterctl db init` creates one in {path} "
-            "(or set [audit] key_file to the installation's key)"
+            Msg(
+                N_(
+                    "no audit key: `meterctl db init` creates one in {path} (or set [audit] key_file to the installation's key)"
+                ),
+                path=path,
+            )
         )
     secret = read_secret(
         config, config.audit.key, "audit.key_file", str(path) if path is not None else ""
     )
     if not secret:
-        raise ConfigError("config key audit.key: the audit key must not be empty")
+        raise ConfigError(Msg(N_("config key audit.key: the audit key must not be empty")))
     if secret == PUBLIC_DEFAULT_AUDIT_KEY:
         raise ConfigError(
-            "config key audit.key: this is the old built-in default key, which is public; "
-            "anyone could re-hash the trail (docs/security.md: moving to a generated key)"
+            Msg(
+                N_(
+                    "config key audit.key: this is the old built-in default key, which is public; anyone could re-hash the trail (docs/security.md: moving to a generated key)"
+                )
+            )
         )
     return secret.encode("utf-8")
 

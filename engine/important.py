@@ -16,16 +16,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 from sqlmodel import Session
 
 from engine import audit
 from engine.config import Config
-from engine.db.models import TIMERS, SwitchOrder
+from engine.db.models import ACCOUNTS, TIMERS, SwitchOrder
 from engine.notify import Notifier
 from engine.orders_states import DisconnectState
 from engine.store.orders import move_order
 from engine.workcalendar import policy_settings as calendar_policy_settings
+from engine.workcalendar import with_weather
 from policies.facts import PolicySettings
 from policies.important import important_timeline, plan_important_timeline
 
@@ -36,9 +37,15 @@ IMPORTANT_EXECUTE = "important_execute"
 IMPORTANT_RESTART = "important_restart"
 
 
-def policy_settings(config: Config) -> PolicySettings:
-    """The rules' settings with the statutory calendar (the timeline's steps honour it)."""
-    return calendar_policy_settings(config)
+def policy_settings(config: Config, session: Session | None = None) -> PolicySettings:
+    """The rules' settings with the statutory calendar (the timeline's steps honour it) and,
+    read in ``session``, the extreme-weather days posted."""
+    settings = calendar_policy_settings(config)
+    if session is None:
+        return settings
+    from engine.store.weather import weather_entries  # the store reads this module's peers
+
+    return with_weather(settings, weather_entries(session))
 
 
 def timeline_recipients(phone: str | None, config: Config) -> list[str]:
@@ -102,8 +109,11 @@ def restart_timeline(
     told that the announced cut will not happen then and that a new warning will come.
     """
     assert order.id is not None
-    settings = policy_settings(config)
-    warn_at, notice_time, execute_at = plan_important_timeline(now, settings)
+    settings = policy_settings(config, session)
+    station = session.execute(
+        select(ACCOUNTS.c.station).where(ACCOUNTS.c.account_no == order.account_no)
+    ).scalar()
+    warn_at, notice_time, execute_at = plan_important_timeline(now, settings, station)
     old = order.notice_time
     retire_timers(session, order.id, now, "restart")
     order.notice_time = notice_time

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, insert, select, update
 from sqlmodel import Session
 
 from base.errors import InputError
+from base.i18n import N_, Msg
 from engine import audit
 from engine.config import Config
 from engine.db.database import transaction
@@ -95,7 +96,7 @@ def record_payment(
     """Record a payment and trigger what it implies (see the module docstring)."""
     ref = ref.strip()
     if not ref:
-        raise InputError("--ref: a payment needs its billing reference")
+        raise InputError(Msg(N_("--ref: a payment needs its billing reference")))
     threshold = arrears_threshold(config.policy.arrears_threshold)
     with transaction(engine) as session:
         existing = session.execute(select(PAYMENTS).where(PAYMENTS.c.ref == ref)).first()
@@ -103,8 +104,14 @@ def record_payment(
             recorded = Decimal(existing.amount).quantize(CENT)
             if existing.account_no != account_no or recorded != amount.quantize(CENT):
                 raise InputError(
-                    f"payment ref {ref!r} was already recorded for account {existing.account_no} "
-                    f"({existing.amount} yuan); a reference is used once"
+                    Msg(
+                        N_(
+                            "payment ref {ref!r} was already recorded for account {account_no} ({amount} yuan); a reference is used once"
+                        ),
+                        ref=ref,
+                        account_no=existing.account_no,
+                        amount=existing.amount,
+                    )
                 )
             balance = session.execute(
                 select(ACCOUNTS.c.balance).where(ACCOUNTS.c.account_no == account_no)

@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
+from base.i18n import N_, Msg
 from engine.config import Config
 
 
@@ -139,7 +140,11 @@ def check_role(config: Config, user: str | Identity, needed: Role, action: str) 
             user,
             needed,
             True,
-            f"no [roles] table in the config: {user} holds every role for {action}",
+            Msg(
+                N_("no [roles] table in the config: {user} holds every role for {action}"),
+                user=user,
+                action=action,
+            ),
         )
     if not identity.attributable:
         return RoleCheck(
@@ -147,17 +152,38 @@ def check_role(config: Config, user: str | Identity, needed: Role, action: str) 
             user,
             needed,
             False,
-            f"refused: {action} needs the {needed.value} role, and {user} is a shared account "
-            f"whose person is unknown ({identity.via}): log in with your own account and run "
-            f"meterctl through sudo -u {user}",
+            Msg(
+                N_(
+                    "refused: {action} needs the {role} role, and {user} is a shared account "
+                    "whose person is unknown ({via}): log in with your own account and run "
+                    "meterctl through sudo -u {user}"
+                ),
+                action=action,
+                role=needed.value,
+                user=user,
+                via=identity.via,
+            ),
         )
     if needed in roles_of(config, user):
-        return RoleCheck(True, user, needed, False, f"{user} holds the {needed.value} role")
+        return RoleCheck(
+            True,
+            user,
+            needed,
+            False,
+            Msg(N_("{user} holds the {role} role"), user=user, role=needed.value),
+        )
     return RoleCheck(
         False,
         user,
         needed,
         False,
-        f"refused: {action} needs the {needed.value} role, which {user} does not hold "
-        f"(add {user} to [roles] {needed.value} in the config)",
+        Msg(
+            N_(
+                "refused: {action} needs the {role} role, which {user} does not hold "
+                "(add {user} to [roles] {role} in the config)"
+            ),
+            action=action,
+            role=needed.value,
+            user=user,
+        ),
     )

@@ -175,7 +175,7 @@ def _failed_commands(session: Session, order_ids: Sequence[int]) -> dict[int, in
 def _decisions(
     engine: Engine, config: Config, accounts: Sequence[str], now: datetime
 ) -> Iterator[Decision]:
-    settings = policy_settings(config)
+    settings = policy_settings(config, engine)
     for case in load_cases(engine, accounts=accounts, now=now):
         yield evaluate(case, settings, now)
 

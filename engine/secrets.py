@@ -17,6 +17,7 @@ import tomllib
 from dataclasses import dataclass, field
 
 from base.errors import ConfigError
+from base.i18n import N_, Msg
 from engine.config import Config
 from protocols.dlt645.messages import Credentials
 from protocols.errors import FrameStructureError
@@ -52,23 +53,40 @@ def load_secrets(config: Config) -> MeterSecrets:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(
-            f"config key dlt645.secrets_file: cannot read {path}: {exc.strerror}"
+            Msg(
+                N_("config key dlt645.secrets_file: cannot read {path}: {strerror}"),
+                path=path,
+                strerror=exc.strerror,
+            )
         ) from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"secrets file {path} is not valid TOML: {exc}") from exc
+        raise ConfigError(
+            Msg(N_("secrets file {path} is not valid TOML: {exc}"), path=path, exc=exc)
+        ) from exc
     unknown = set(data) - {"meters"}
     if unknown:
         raise ConfigError(
-            f'secrets file {path}: unknown table(s) {sorted(unknown)}; use [meters."ADDR"]'
+            Msg(
+                N_('secrets file {path}: unknown table(s) {sorted}; use [meters."ADDR"]'),
+                path=path,
+                sorted=sorted(unknown),
+            )
         )
     per_meter: dict[str, Credentials] = {}
     for name, entry in (data.get("meters") or {}).items():
         if not isinstance(entry, dict):
-            raise ConfigError(f"secrets file {path}: meters.{name} must be a table")
+            raise ConfigError(
+                Msg(N_("secrets file {path}: meters.{name} must be a table"), path=path, name=name)
+            )
         extra = set(entry) - {"password", "password_level", "operator_code"}
         if extra:
             raise ConfigError(
-                f"secrets file {path}: meters.{name} has unknown key(s) {sorted(extra)}"
+                Msg(
+                    N_("secrets file {path}: meters.{name} has unknown key(s) {sorted}"),
+                    path=path,
+                    name=name,
+                    sorted=sorted(extra),
+                )
             )
         try:
             per_meter[str(name)] = Credentials(
@@ -77,7 +95,9 @@ def load_secrets(config: Config) -> MeterSecrets:
                 str(entry.get("operator_code", default.operator)),
             )
         except (FrameStructureError, ValueError, TypeError) as exc:
-            raise ConfigError(f"secrets file {path}: meters.{name}: {exc}") from exc
+            raise ConfigError(
+                Msg(N_("secrets file {path}: meters.{name}: {exc}"), path=path, name=name, exc=exc)
+            ) from exc
     from engine.logging import register_secret
 
     for credentials in per_meter.values():

@@ -33,6 +33,7 @@ import structlog
 from sqlalchemy import Engine, and_, exists, func, or_, select
 from sqlalchemy.orm import aliased
 
+from base.i18n import N_, Msg
 from engine import audit
 from engine.config import Config
 from engine.db.database import read_session, transaction
@@ -130,7 +131,9 @@ def parse_hhmm(text: str, key: str) -> time:
         hours, minutes = (int(p) for p in text.split(":"))
         return time(hours, minutes)
     except ValueError as exc:
-        raise ValueError(f"config key {key}: {text!r} is not HH:MM") from exc
+        raise ValueError(
+            Msg(N_("config key {key}: {text!r} is not HH:MM"), key=key, text=text)
+        ) from exc
 
 
 def sweep_times(config: Config) -> list[time]:

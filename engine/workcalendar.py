@@ -7,7 +7,8 @@ Two sources, the later winning on the same date:
    ``holidays`` (whose ``half_day`` category counts Women's Day, Children's Day and Army Day,
    days off for a group only, as holidays, and which computes years nobody has published yet)
    and ``workalendar`` (its China calendar stops at 2023); see docs/policies.md.
-2. ``[calendar] file``: the site's own days, TOML or CSV with ``date, kind, name``
+2. ``[calendar] file``: the site's own days, TOML or CSV with ``date, kind, name`` and an
+   optional ``region`` (a station: a ``no_disconnect`` day there only)
    (``kind`` = ``holiday`` | ``workday`` | ``no_disconnect``): next year's schedule before the
    library has it, or a local day such as extreme weather. A year becomes *covered* when the
    library has it or the file lists at least one ``holiday`` in it.
@@ -21,12 +22,17 @@ from __future__ import annotations
 import csv
 import io
 import tomllib
+from collections.abc import Iterable
+from dataclasses import replace
 from datetime import date
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine
+
 from base.errors import ConfigError
+from base.i18n import N_, Msg
 from engine.config import Config
 from policies import PolicySettings, settings_from_config
 from policies.calendar import CalendarDay, DayKind, WorkCalendar
@@ -81,18 +87,34 @@ def _entry(row: dict[str, Any], where: str, source: str) -> CalendarDay:
             day = date.fromisoformat(str(raw_date).strip())
         except ValueError:
             raise ConfigError(
-                f"{where}, column date: {raw_date!r} is not an ISO date (YYYY-MM-DD)"
+                Msg(
+                    N_("{where}, column date: {raw_date!r} is not an ISO date (YYYY-MM-DD)"),
+                    where=where,
+                    raw_date=raw_date,
+                )
             ) from None
     kind_text = str(row.get("kind") or "").strip().lower()
     try:
         kind = DayKind(kind_text)
     except ValueError:
         raise ConfigError(
-            f"{where}, column kind: {row.get('kind')!r} is not one of "
-            f"{', '.join(k.value for k in DayKind)}"
+            Msg(
+                N_("{where}, column kind: {value!r} is not one of {items}"),
+                where=where,
+                value=row.get("kind"),
+                items=", ".join(k.value for k in DayKind),
+            )
         ) from None
     name = str(row.get("name") or "").strip() or kind.value
-    return CalendarDay(day, kind, name, source)
+    region = str(row.get("region") or "").strip() or None
+    if region is not None and kind is not DayKind.NO_DISCONNECT:
+        raise ConfigError(
+            Msg(
+                N_("{where}, column region: only a no_disconnect day is for one region"),
+                where=where,
+            )
+        )
+    return CalendarDay(day, kind, name, source, region)
 
 
 def read_site_days(path: Path) -> list[CalendarDay]:
@@ -104,20 +126,31 @@ def read_site_days(path: Path) -> list[CalendarDay]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"config key calendar.file: cannot read {path}: {exc.strerror}") from exc
+        raise ConfigError(
+            Msg(
+                N_("config key calendar.file: cannot read {path}: {strerror}"),
+                path=path,
+                strerror=exc.strerror,
+            )
+        ) from exc
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ConfigError(f"calendar file {path}: not UTF-8 text") from None
+        raise ConfigError(Msg(N_("calendar file {path}: not UTF-8 text"), path=path)) from None
     if path.suffix.lower() == ".toml":
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"calendar file {path}: not valid TOML: {exc}") from exc
+            raise ConfigError(
+                Msg(N_("calendar file {path}: not valid TOML: {exc}"), path=path, exc=exc)
+            ) from exc
         unknown = set(data) - {"day"}
         if unknown or not isinstance(data.get("day", []), list):
             raise ConfigError(
-                f"calendar file {path}: expected only [[day]] tables (date, kind, name)"
+                Msg(
+                    N_("calendar file {path}: expected only [[day]] tables (date, kind, name)"),
+                    path=path,
+                )
             )
         return [
             _entry(row, f"calendar file {path}: day {i}", source)
@@ -125,9 +158,14 @@ def read_site_days(path: Path) -> list[CalendarDay]:
         ]
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in reader.fieldnames or ()]
-    if sorted(header) != sorted(FILE_COLUMNS):
+    if sorted(h for h in header if h != "region") != sorted(FILE_COLUMNS):
         raise ConfigError(
-            f"calendar file {path}: header {','.join(header)!r} must be {','.join(FILE_COLUMNS)}"
+            Msg(
+                N_("calendar file {path}: header {items!r} must be {items2}"),
+                path=path,
+                items=",".join(header),
+                items2=",".join(FILE_COLUMNS),
+            )
         )
     reader.fieldnames = header
     return [
@@ -152,6 +190,31 @@ def build_calendar(config: Config) -> WorkCalendar | None:
     return WorkCalendar.of(entries, covered, strict=cal.statutory)
 
 
-def policy_settings(config: Config) -> PolicySettings:
-    """``[policy]``, ``[site] timezone`` and the calendar as the rules' :class:`PolicySettings`."""
-    return settings_from_config(config.policy, config.site.timezone, build_calendar(config))
+def with_weather(settings: PolicySettings, days: Iterable[CalendarDay]) -> PolicySettings:
+    """``settings`` with the posted extreme-weather ``days`` in its calendar (a calendar of
+    those days alone when the statutory one is off)."""
+    extra = tuple(days)
+    if not extra:
+        return settings
+    window = settings.window
+    calendar = window.calendar
+    merged = (
+        WorkCalendar.of(extra, (), strict=False) if calendar is None else calendar.with_days(extra)
+    )
+    return replace(settings, window=replace(window, calendar=merged))
+
+
+def read_weather(engine: Engine) -> tuple[CalendarDay, ...]:
+    """The extreme-weather days posted so far (:mod:`engine.store.weather`)."""
+    from engine.db.database import read_session
+    from engine.store.weather import weather_entries
+
+    with read_session(engine) as session:
+        return weather_entries(session)
+
+
+def policy_settings(config: Config, engine: Engine | None = None) -> PolicySettings:
+    """``[policy]``, ``[site] timezone`` and the calendar as the rules' :class:`PolicySettings`;
+    with ``engine``, the extreme-weather days posted in its database too."""
+    settings = settings_from_config(config.policy, config.site.timezone, build_calendar(config))
+    return settings if engine is None else with_weather(settings, read_weather(engine))

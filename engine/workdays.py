@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Protocol
 
+from base.i18n import N_, Msg
 from engine.config import Config
 
 
@@ -50,7 +51,7 @@ def add_working_days(day: date, n: int, calendar: WorkingCalendar | None = None)
         ValueError: for a negative ``n``.
     """
     if n < 0:
-        raise ValueError(f"working days must not be negative, got {n}")
+        raise ValueError(Msg(N_("working days must not be negative, got {n}"), n=n))
     cal = calendar or WeekdayCalendar()
     current = day
     while not cal.is_working_day(current):

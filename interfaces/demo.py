@@ -40,9 +40,18 @@ from engine.dispatch.dispatcher import Dispatcher
 from engine.importer import REQUIRED_COLUMNS, import_accounts
 from engine.store.accounts import arrears_threshold
 from engine.store.exemptions import decide_exemption, request_exemption
+from interfaces.labels import COUNT_TEXT, OUTCOME_TEXT, REASON_TEXT, RELAY_TEXT, STATE_TEXT, label
 from interfaces.simulation import simulator_settings
 from simulator.fleet import Fleet
 from simulator.state import RelayState
+
+# What the story expects of each customer, as the table shows it.
+EXPECT_TEXT = {
+    "cut": N_("cut"),
+    "kept": N_("kept"),
+    "field_order": N_("field order"),
+    "scheduled": N_("scheduled"),
+}
 
 DEMO_CONFIG = """\
 # meterctl demo configuration (written by `meterctl demo`).
@@ -282,8 +291,8 @@ class Demo:
             table.add_row(
                 decision.account_no,
                 names.get(decision.account_no, ""),
-                decision.outcome.value,
-                ", ".join(blocks + others[:2]),
+                label(OUTCOME_TEXT, decision.outcome),
+                _("; ").join(label(REASON_TEXT, code) for code in blocks + others[:2]),
             )
         self.out.print(table)
         self._expect_plan(selection)
@@ -299,13 +308,16 @@ class Demo:
             order = self.order_of(customer.account_no)
             table.add_row(
                 customer.account_no,
-                customer.expect,
-                order.state if order else "-",
-                self.relay(customer.account_no).value,
+                _(EXPECT_TEXT[customer.expect]),
+                label(STATE_TEXT, order.state) if order else "-",
+                label(RELAY_TEXT, self.relay(customer.account_no)),
                 _(customer.why),
             )
         self.out.print(table)
-        self.out.print("  " + _("counts: {counts}").format(counts=result.counts()))
+        counts = _(", ").join(
+            f"{label(COUNT_TEXT, key)} {value}" for key, value in result.counts().items() if value
+        )
+        self.out.print("  " + _("counts: {counts}").format(counts=counts))
         self._expect_cuts()
 
         self.step(
@@ -476,7 +488,7 @@ class Demo:
                 ]
             )
         )
-        table = Table("message", "control", "meter", "status", "contactor / reason")
+        table = Table(_("message"), _("control"), _("meter"), _("status"), _("contactor / reason"))
         account = {m: a for a, m in meter.items()}
         for message_id, event in events:
             device = event.get("EndDevice", {}).get("mRID")
@@ -484,7 +496,7 @@ class Demo:
             table.add_row(
                 message_id,
                 event["EndDeviceEventType"]["ref"],
-                f"{device} ({account[device]})" if device else "(summary)",
+                f"{device} ({account[device]})" if device else _("(summary)"),
                 event["status"]["value"],
                 details[0]["value"] or str(event.get("reason", ""))[:70],
             )
@@ -509,8 +521,11 @@ class Demo:
         )
         _check(self.relay("D-1003") is RelayState.CLOSED, "D-1003 must not be cut")
         self.out.print(
-            "  every callback signed with the CIS's key and verified by its receiver; "
-            "the paid-up account refused by the same rule as in the batch"
+            "  "
+            + _(
+                "every callback signed with the CIS's key and verified by its receiver; "
+                "the paid-up account refused by the same rule as in the batch"
+            )
         )
 
     async def _cis_calls(
@@ -563,7 +578,9 @@ class Demo:
             while server.hook_url is None:
                 await asyncio.sleep(0.05)
             url = server.hook_url.rsplit("/", 1)[0] + "/cim/v1/EndDeviceControls"
-            self.out.print(f"  meterctl serve listening; the CIS posts to {url}")
+            self.out.print(
+                "  " + _("meterctl serve listening; the CIS posts to {url}").format(url=url)
+            )
             async with aiohttp.ClientSession() as http:
                 for message_id, code, meters in messages:
                     doc = {
@@ -585,8 +602,13 @@ class Demo:
                     async with http.post(url, data=body, headers=headers) as response:
                         reply = await response.json()
                     self.out.print(
-                        f"  {message_id} ({code}): reply {response.status} "
-                        f"{reply['Reply']['Result']}"
+                        "  "
+                        + _("{message} ({code}): reply {status} {result}").format(
+                            message=message_id,
+                            code=code,
+                            status=response.status,
+                            result=reply["Reply"]["Result"],
+                        )
                     )
                     _check(response.status == 200, f"the API refused {message_id}: {reply}")
                     deadline = time.monotonic() + 60

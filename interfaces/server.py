@@ -101,7 +101,13 @@ class EngineServer:
         self.hook_url: str | None = None
         self._key = payment_key(config)
         # The integration API (IEC 61968-9) shares the hook's server and this event loop.
-        self.api = IntegrationApi(engine, config, clock=self.clock, on_accepted=self._on_api)
+        self.api = IntegrationApi(
+            engine,
+            config,
+            clock=self.clock,
+            on_accepted=self._on_api,
+            on_weather=self.dispatcher.weather_changed,
+        )
         self.integration: IntegrationWorker | None = None
         self._runner: web.AppRunner | None = None
         self._stop: asyncio.Event | None = None

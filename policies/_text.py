@@ -10,9 +10,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from base.i18n import N_, Msg
+
 
 def local_text(when: datetime, tz: ZoneInfo) -> str:
     """``2026-03-09 08:00 (Asia/Shanghai)``: ``when`` on the site's wall clock."""
+    # base.i18n.local_time's form, written out: the rules call this per account.
     return f"{when.astimezone(tz):%Y-%m-%d %H:%M} ({tz.key})"
 
 
@@ -21,10 +24,10 @@ def clock_text(when: datetime, tz: ZoneInfo) -> str:
     return f"{when.astimezone(tz):%H:%M}"
 
 
-def age_text(age: timedelta) -> str:
+def age_text(age: timedelta) -> Msg:
     """A rounded-down age in days, or hours under a day (``3 days``, ``5 hours``)."""
     if age >= timedelta(days=1):
         days = age.days
-        return f"{days} day" if days == 1 else f"{days} days"
+        return Msg(N_("{n} day"), n=days) if days == 1 else Msg(N_("{n} days"), n=days)
     hours = max(int(age.total_seconds() // 3600), 0)
-    return f"{hours} hour" if hours == 1 else f"{hours} hours"
+    return Msg(N_("{n} hour"), n=hours) if hours == 1 else Msg(N_("{n} hours"), n=hours)

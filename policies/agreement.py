@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from base.i18n import N_, Msg
 from policies.facts import Case, PolicySettings, Reason, Verdict
 
 RULE = "agreement"
@@ -16,12 +17,14 @@ NO_AGREEMENT = "no_agreement"
 CODES = (AGREEMENT_SIGNED, NO_AGREEMENT)
 
 # Built once: these answers do not depend on the case (the batch path evaluates 300k cases).
-_SIGNED = Reason(RULE, Verdict.ALLOW, AGREEMENT_SIGNED, "cost-control agreement (费控协议) signed")
+_SIGNED = Reason(
+    RULE, Verdict.ALLOW, AGREEMENT_SIGNED, Msg(N_("cost-control agreement (费控协议) signed"))
+)
 _MISSING = Reason(
     RULE,
     Verdict.BLOCK,
     NO_AGREEMENT,
-    "no cost-control agreement (费控协议) signed: the account may not be cut remotely",
+    Msg(N_("no cost-control agreement (费控协议) signed: the account may not be cut remotely")),
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
+from base.i18n import N_, Msg
 from policies.facts import Case, PolicySettings, Reason, Verdict
 
 RULE = "arrears"
@@ -23,22 +24,29 @@ CODES = (IN_ARREARS, NOT_IN_ARREARS)
 # balance instead of one per account. Keyed by the text so a message never shows another
 # account's spelling of an equal amount ("-10.5" vs "-10.50"). Bounded: cleared when full.
 _MEMO_LIMIT = 50_000
-_memo: tuple[Decimal | None, dict[str, Reason]] = (None, {})
+_memo: tuple[Decimal | None, str, dict[str, Reason]] = (None, "", {})
 
 
-def _answer(text: str, threshold: Decimal, in_arrears: bool) -> Reason:
+# Made per account (a plain message and its template are cheaper than a Msg; facts.Reason).
+_BELOW = N_("balance {balance} yuan is below the arrears threshold {threshold} yuan")
+_NOT_BELOW = N_("balance {balance} yuan is not below the arrears threshold {threshold} yuan")
+
+
+def _answer(text: str, threshold: str, in_arrears: bool) -> Reason:
     if in_arrears:
         return Reason(
             RULE,
             Verdict.ALLOW,
             IN_ARREARS,
             f"balance {text} yuan is below the arrears threshold {threshold} yuan",
+            text=(_BELOW, {"balance": text, "threshold": threshold}),
         )
     return Reason(
         RULE,
         Verdict.BLOCK,
         NOT_IN_ARREARS,
         f"balance {text} yuan is not below the arrears threshold {threshold} yuan",
+        text=(_NOT_BELOW, {"balance": text, "threshold": threshold}),
     )
 
 
@@ -54,16 +62,17 @@ def check_arrears(case: Case, settings: PolicySettings, now: datetime) -> Reason
             RULE,
             Verdict.BLOCK,
             NOT_IN_ARREARS,
-            f"balance {balance} is not a number: arrears unknown",
+            Msg(N_("balance {balance} is not a number: arrears unknown"), balance=balance),
         )
-    memo_threshold, answers = _memo
+    memo_threshold, threshold_text, answers = _memo
     if memo_threshold is not threshold:  # identity: a batch shares one settings object
         answers = {}
-        _memo = (threshold, answers)
+        threshold_text = f"{threshold:.2f}"  # money with two decimals
+        _memo = (threshold, threshold_text, answers)
     text = str(balance)
     answer = answers.get(text)
     if answer is None:
         if len(answers) >= _MEMO_LIMIT:
             answers.clear()
-        answer = answers[text] = _answer(text, threshold, in_arrears)
+        answer = answers[text] = _answer(text, threshold_text, in_arrears)
     return answer

@@ -17,6 +17,7 @@ from policies.batch_limit import check_batch_limit
 from policies.chain import RULES, Rule, evaluate
 from policies.execution import judge_at_execution
 from policies.facts import Case, Decision, Outcome, PolicySettings, Reason, Verdict
+from policies.window import region_of
 
 _BLOCK = Verdict.BLOCK
 _BLOCKED = Outcome.BLOCKED
@@ -97,7 +98,13 @@ class BatchPlanner:
         """Decide one case, count it and return its decision."""
         decision = evaluate(case, self._settings, self._now, self._rules)
         if self._lead is not None:
-            decision = judge_at_execution(decision, self._settings, self._now, self._lead)
+            decision = judge_at_execution(
+                decision,
+                self._settings,
+                self._now,
+                self._lead,
+                region_of(case, self._settings),
+            )
         outcome = decision.outcome
         if outcome is _BLOCKED:
             self._blocked += 1
@@ -125,7 +132,9 @@ class BatchPlanner:
             for case in cases:
                 decision = evaluate(case, settings, now, rules)
                 if lead is not None:
-                    decision = judge_at_execution(decision, settings, now, lead)
+                    decision = judge_at_execution(
+                        decision, settings, now, lead, region_of(case, settings)
+                    )
                 outcome = decision.outcome
                 if outcome is _BLOCKED:
                     blocked += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+from base.i18n import N_, Msg
 from policies.facts import PolicySettings, Reason, Verdict
 
 RULE = "batch_limit"
@@ -29,30 +30,51 @@ def check_batch_limit(planned: int, in_scope: int, settings: PolicySettings) -> 
     # Exact arithmetic: 0.05 * 100 must be 5, not 5.000000000000001.
     share = Fraction(repr(settings.batch_max_share))
     share_limit = share * in_scope
-    over: list[str] = []
+    percent = f"{float(share):.2%}"
+    over: list[Msg] = []
     if planned > settings.batch_max_count:
-        over.append(f"the count limit of {settings.batch_max_count}")
+        over.append(Msg(N_("the count limit of {count}"), count=settings.batch_max_count))
     if planned > share_limit:
         over.append(
-            f"the share limit of {float(share):.2%} of {_accounts(in_scope)} in scope "
-            f"(at most {int(share_limit)})"
+            Msg(
+                N_("the share limit of {percent} of {scope} in scope (at most {most})"),
+                percent=percent,
+                scope=accounts_text(in_scope),
+                most=int(share_limit),
+            )
         )
     if over:
+        limits = over[0] if len(over) == 1 else Msg(N_("{a} and {b}"), a=over[0], b=over[1])
         return Reason(
             RULE,
             Verdict.BLOCK,
             BATCH_LIMIT_EXCEEDED,
-            f"the batch would disconnect {_accounts(planned)}, more than {' and '.join(over)}: "
-            "a supervisor must approve it",
+            Msg(
+                N_(
+                    "the batch would disconnect {planned}, more than {limits}: a supervisor must "
+                    "approve it"
+                ),
+                planned=accounts_text(planned),
+                limits=limits,
+            ),
         )
     return Reason(
         RULE,
         Verdict.ALLOW,
         BATCH_WITHIN_LIMIT,
-        f"the batch would disconnect {planned} of {_accounts(in_scope)}, within the limits "
-        f"({_accounts(settings.batch_max_count)}, {float(share):.2%} of the scope)",
+        Msg(
+            N_(
+                "the batch would disconnect {planned} of {scope}, within the limits ({most}, "
+                "{percent} of the scope)"
+            ),
+            planned=planned,
+            scope=accounts_text(in_scope),
+            most=accounts_text(settings.batch_max_count),
+            percent=percent,
+        ),
     )
 
 
-def _accounts(n: int) -> str:
-    return "1 account" if n == 1 else f"{n} accounts"
+def accounts_text(n: int) -> Msg:
+    """``1 account``, ``5 accounts`` (户 in Chinese)."""
+    return Msg(N_("{n} account"), n=n) if n == 1 else Msg(N_("{n} accounts"), n=n)

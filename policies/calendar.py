@@ -33,6 +33,9 @@ class CalendarDay:
     kind: DayKind
     name: str  # "National Day", "国庆节", "台风红色预警"
     source: str  # where it came from: "chinese_calendar 1.11.0", "site file holidays.csv"
+    # A no-disconnection day for one region only (a station, 台区): extreme weather there.
+    # None: the whole site.
+    region: str | None = None
 
 
 def _index(entries: tuple[CalendarDay, ...]) -> Mapping[date, CalendarDay]:
@@ -58,17 +61,30 @@ class WorkCalendar:
     # Derived lookups (not part of equality): built once, read per account.
     _days: Mapping[date, CalendarDay] = field(init=False, compare=False, repr=False)
     _local: Mapping[date, CalendarDay] = field(init=False, compare=False, repr=False)
+    _regional: Mapping[tuple[date, str], CalendarDay] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_days", _index(self.entries))
-        local = {e.day: e for e in self.entries if e.kind is DayKind.NO_DISCONNECT}
+        local: dict[date, CalendarDay] = {}
+        regional: dict[tuple[date, str], CalendarDay] = {}
+        for e in self.entries:
+            if e.kind is DayKind.NO_DISCONNECT:
+                if e.region is None:
+                    local.setdefault(e.day, e)
+                else:
+                    regional.setdefault((e.day, e.region), e)
         object.__setattr__(self, "_local", MappingProxyType(local))
+        object.__setattr__(self, "_regional", MappingProxyType(regional))
 
     @classmethod
     def of(
         cls, entries: Iterable[CalendarDay], covered_years: Iterable[int], *, strict: bool = True
     ) -> WorkCalendar:
         return cls(tuple(entries), frozenset(covered_years), strict)
+
+    def with_days(self, extra: Iterable[CalendarDay]) -> WorkCalendar:
+        """This calendar with ``extra`` days added (the extreme-weather days posted)."""
+        return WorkCalendar.of((*self.entries, *extra), self.covered_years, strict=self.strict)
 
     def covers(self, day: date) -> bool:
         return not self.strict or day.year in self.covered_years
@@ -81,8 +97,16 @@ class WorkCalendar:
         entry = self._days.get(day)
         return entry if entry is not None and entry.kind is DayKind.WORKDAY else None
 
-    def no_disconnect(self, day: date) -> CalendarDay | None:
-        return self._local.get(day)
+    def no_disconnect(self, day: date, region: str | None = None) -> CalendarDay | None:
+        """The site's no-disconnection day on ``day``, else ``region``'s (a station's)."""
+        found = self._local.get(day)
+        if found is None and region is not None and self._regional:
+            found = self._regional.get((day, region))
+        return found
+
+    @property
+    def has_regional_days(self) -> bool:
+        return bool(self._regional)
 
     def is_working_day(self, day: date) -> bool:
         """Statutory working day: a make-up day, or a Monday-Friday that is not a holiday."""
@@ -108,9 +132,9 @@ class WorkCalendar:
 
     def in_year(self, year: int) -> tuple[CalendarDay, ...]:
         """Every entry of ``year`` in date order (holidays, make-up days, local days)."""
-        chosen = [*self._days.values(), *self._local.values()]
+        chosen = [*self._days.values(), *self._local.values(), *self._regional.values()]
         return tuple(sorted((e for e in chosen if e.day.year == year), key=_order))
 
 
-def _order(entry: CalendarDay) -> tuple[date, str]:
-    return entry.day, entry.kind.value
+def _order(entry: CalendarDay) -> tuple[date, str, str]:
+    return entry.day, entry.kind.value, entry.region or ""

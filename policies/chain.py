@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from base.i18n import N_, Msg
 from policies.agreement import check_agreement
 from policies.arrears import check_arrears
 from policies.exemption import check_exemption
@@ -49,7 +50,11 @@ def _rule_error(rule: Rule, exc: Exception) -> Reason:
         name,
         Verdict.BLOCK,
         RULE_ERROR,
-        f"rule {name} could not decide ({type(exc).__name__}: {exc}): blocked to be safe",
+        Msg(
+            N_("rule {rule} could not decide ({error}): blocked to be safe"),
+            rule=name,
+            error=f"{type(exc).__name__}: {exc}",
+        ),
     )
 
 

@@ -14,23 +14,24 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from base.i18n import N_, Msg
 from policies._text import local_text
 from policies.facts import Decision, Outcome, PolicySettings, Reason, Verdict
 from policies.window import HELD_TO_WINDOW, RULE, window_reason
 
 # The window's answer by instant, for one settings object: a batch asks about the same few
 # instants (now, now + lead, the T+15 of each minute) for every account.
-_memo: tuple[PolicySettings, dict[datetime, Reason]] | None = None
+_memo: tuple[PolicySettings, dict[tuple[datetime, str | None], Reason]] | None = None
 
 
-def _window_at(settings: PolicySettings, moment: datetime) -> Reason:
+def _window_at(settings: PolicySettings, moment: datetime, region: str | None = None) -> Reason:
     global _memo
     if _memo is None or _memo[0] is not settings or len(_memo[1]) > 4096:
         _memo = (settings, {})
     answers = _memo[1]
-    answer = answers.get(moment)
+    answer = answers.get((moment, region))
     if answer is None:
-        answer = answers[moment] = window_reason(settings, moment)
+        answer = answers[(moment, region)] = window_reason(settings, moment, region)
     return answer
 
 
@@ -44,7 +45,11 @@ def execution_time(decision: Decision, now: datetime) -> datetime:
 
 
 def judge_at_execution(
-    decision: Decision, settings: PolicySettings, now: datetime, lead: timedelta
+    decision: Decision,
+    settings: PolicySettings,
+    now: datetime,
+    lead: timedelta,
+    region: str | None = None,
 ) -> Decision:
     """``decision`` with its window reason re-read from execution to ``execution + lead``.
 
@@ -63,7 +68,7 @@ def judge_at_execution(
     finish = start + lead
     late = None
     for moment in (start, finish) if lead else (start,):
-        answer = _window_at(settings, moment)
+        answer = _window_at(settings, moment, region)
         if answer.verdict is not Verdict.ALLOW:
             late = (moment, answer)
             break
@@ -71,28 +76,34 @@ def judge_at_execution(
         if not only_window:
             return decision
         # Shut now, open when the scheduled step executes: that is what counts.
-        inside = _window_at(settings, start)
+        inside = _window_at(settings, start, region)
         reasons = tuple(inside if r.rule == RULE else r for r in decision.reasons)
         return replace(decision, outcome=Outcome.SCHEDULE, reasons=reasons)
     moment, answer = late
     tz = settings.timezone
     opening = answer.not_before
-    what = "would execute" if moment == start else "would still be valid"
-    head = (
-        f"the command {what} at {local_text(moment, tz)}, after the window closes "
-        f"({answer.message})"
+    head = Msg(
+        N_("the command would execute at {time}, after the window closes ({why})")
+        if moment == start
+        else N_("the command would still be valid at {time}, after the window closes ({why})"),
+        time=local_text(moment, tz),
+        why=answer.message,
     )
     if opening is None:
         held = Reason(RULE, Verdict.BLOCK, HELD_TO_WINDOW, head)
         outcome = Outcome.BLOCKED
     else:
         if moment != start:  # the opening must leave room for the whole command
-            opening = _fitting_opening(settings, opening, lead)
+            opening = _fitting_opening(settings, opening, lead, region)
         held = Reason(
             RULE,
             Verdict.SCHEDULE,
             HELD_TO_WINDOW,
-            f"{head}: held to the next opening, {local_text(opening, tz)}",
+            Msg(
+                N_("{head}: held to the next opening, {time}"),
+                head=head,
+                time=local_text(opening, tz),
+            ),
             not_before=opening,
         )
         outcome = Outcome.SCHEDULE
@@ -102,11 +113,13 @@ def judge_at_execution(
     return replace(decision, outcome=outcome, reasons=reasons)
 
 
-def _fitting_opening(settings: PolicySettings, opening: datetime, lead: timedelta) -> datetime:
+def _fitting_opening(
+    settings: PolicySettings, opening: datetime, lead: timedelta, region: str | None = None
+) -> datetime:
     """The first opening from ``opening`` on whose window still holds ``lead`` later."""
     when = opening
     for _ in range(400):
-        answer = _window_at(settings, when + lead)
+        answer = _window_at(settings, when + lead, region)
         if answer.verdict is Verdict.ALLOW:
             return when
         after = answer.not_before

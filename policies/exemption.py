@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from base.i18n import N_, Msg
 from policies._text import local_text
 from policies.facts import Case, ExemptionStatus, PolicySettings, Reason, Verdict
 
@@ -26,13 +27,19 @@ HUMANITARIAN_NEEDS_APPROVAL = "humanitarian_needs_approval"
 HUMANITARIAN_APPROVED = "humanitarian_approved"
 CODES = (NO_EXEMPTION, EXEMPTION_ACTIVE, HUMANITARIAN_NEEDS_APPROVAL, HUMANITARIAN_APPROVED)
 
-_NONE = Reason(RULE, Verdict.ALLOW, NO_EXEMPTION, "no power-guarantee exemption (保电) in force")
+_NONE = Reason(
+    RULE, Verdict.ALLOW, NO_EXEMPTION, Msg(N_("no power-guarantee exemption (保电) in force"))
+)
 _NEEDS_APPROVAL = Reason(
     RULE,
     Verdict.BLOCK,
     HUMANITARIAN_NEEDS_APPROVAL,
-    "humanitarian-flagged account (an outage may endanger life or cause major loss): "
-    "a supervisor must approve the disconnection first (meterctl approvals disconnect)",
+    Msg(
+        N_(
+            "humanitarian-flagged account (an outage may endanger life or cause major loss): "
+            "a supervisor must approve the disconnection first (meterctl approvals disconnect)"
+        )
+    ),
 )
 
 
@@ -53,8 +60,11 @@ def check_exemption(case: Case, settings: PolicySettings, now: datetime) -> Reas
             RULE,
             Verdict.BLOCK,
             EXEMPTION_ACTIVE,
-            f"power-guarantee exemption (保电) #{active_id} is in force until "
-            f"{local_text(active_until, settings.timezone)}",
+            Msg(
+                N_("power-guarantee exemption (保电) #{id} is in force until {until}"),
+                id=active_id,
+                until=local_text(active_until, settings.timezone),
+            ),
         )
     if not case.account.humanitarian:
         return _NONE
@@ -62,16 +72,23 @@ def check_exemption(case: Case, settings: PolicySettings, now: datetime) -> Reas
         if approval.approved_at <= now and (
             approval.valid_until is None or now < approval.valid_until
         ):
-            until = (
-                ""
-                if approval.valid_until is None
-                else f", valid until {local_text(approval.valid_until, settings.timezone)}"
-            )
+            tz = settings.timezone
             return Reason(
                 RULE,
                 Verdict.ALLOW,
                 HUMANITARIAN_APPROVED,
-                f"humanitarian-flagged account: disconnection approved by {approval.approved_by} "
-                f"at {local_text(approval.approved_at, settings.timezone)}{until}",
+                Msg(
+                    N_("humanitarian-flagged account: disconnection approved by {user} at {at}")
+                    if approval.valid_until is None
+                    else N_(
+                        "humanitarian-flagged account: disconnection approved by {user} at "
+                        "{at}, valid until {until}"
+                    ),
+                    user=approval.approved_by,
+                    at=local_text(approval.approved_at, tz),
+                    until=""
+                    if approval.valid_until is None
+                    else local_text(approval.valid_until, tz),
+                ),
             )
     return _NEEDS_APPROVAL

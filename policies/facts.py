@@ -144,8 +144,12 @@ class Reason:
     rule: str  # rule name, e.g. "notice"
     verdict: Verdict
     code: str  # stable machine code, e.g. "notice_pending"
-    message: str  # one human sentence
+    message: str  # one human sentence, in English (a base.i18n.Msg, or see text)
     not_before: datetime | None = None  # for SCHEDULE: earliest execution time
+    # The sentence as a catalog template and its values, for the sentences a rule makes per
+    # account (a plain str message and this tuple cost less than a Msg: no objects for the
+    # garbage collector in a 300k-account plan). Shown with base.i18n.shown(text or message).
+    text: tuple[str, dict[str, object]] | None = field(default=None, compare=False)
 
 
 class Outcome(str, Enum):

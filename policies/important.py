@@ -26,9 +26,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from base.errors import ConfigError
+from base.i18n import N_, Msg
 from policies._text import local_text
 from policies.facts import Case, CustomerClass, PolicySettings, Reason, Verdict
-from policies.window import next_window_opening, window_open_at
+from policies.window import next_window_opening, region_of, window_open_at
 
 RULE = "important"
 NOT_IMPORTANT = "not_important"
@@ -50,13 +51,19 @@ CODES = (
 # How many window openings to try before calling the window too short for a timeline.
 _PLAN_ATTEMPTS = 1000
 
-_NOT_IMPORTANT = Reason(RULE, Verdict.ALLOW, NOT_IMPORTANT, "not an important customer (重要客户)")
+_NOT_IMPORTANT = Reason(
+    RULE, Verdict.ALLOW, NOT_IMPORTANT, Msg(N_("not an important customer (重要客户)"))
+)
 _AUTHORITIES_MISSING = Reason(
     RULE,
     Verdict.BLOCK,
     IMPORTANT_AUTHORITIES_MISSING,
-    "important customer (重要客户): the notice must be copied to the authorities (抄报), and "
-    "no recipient is configured ([policy.important] authority_recipients)",
+    Msg(
+        N_(
+            "important customer (重要客户): the notice must be copied to the authorities (抄报), "
+            "and no recipient is configured ([policy.important] authority_recipients)"
+        )
+    ),
 )
 
 
@@ -68,14 +75,18 @@ def important_timeline(
     return notice_time - step, notice_time, notice_time + step
 
 
-def timeline_fits(notice_time: datetime, settings: PolicySettings) -> bool:
+def timeline_fits(
+    notice_time: datetime, settings: PolicySettings, region: str | None = None
+) -> bool:
     """True when the warning (T-15), the instruction (T) and the execution (T+15) all fall
     inside the disconnection window, so the execution follows the instruction by 15 minutes."""
-    return all(window_open_at(t, settings) for t in important_timeline(notice_time, settings))
+    return all(
+        window_open_at(t, settings, region) for t in important_timeline(notice_time, settings)
+    )
 
 
 def plan_important_timeline(
-    now: datetime, settings: PolicySettings
+    now: datetime, settings: PolicySettings, region: str | None = None
 ) -> tuple[datetime, datetime, datetime]:
     """The earliest ``(warn_at, T, execute_at)`` with the warning not before ``now`` and all
     three steps inside one open stretch of the window (never across a night or a weekend).
@@ -86,16 +97,21 @@ def plan_important_timeline(
     step = timedelta(minutes=settings.important_warning_minutes)
     warn_at = now
     for _ in range(_PLAN_ATTEMPTS):
-        warn_at = next_window_opening(warn_at, settings)
+        warn_at = next_window_opening(warn_at, settings, region)
         notice_time = warn_at + step
-        if timeline_fits(notice_time, settings):
+        if timeline_fits(notice_time, settings, region):
             return important_timeline(notice_time, settings)
         # The execution falls after the window closes: the next opening, after it closes.
         closed = notice_time + step
-        warn_at = next_window_opening(closed, settings)
+        warn_at = next_window_opening(closed, settings, region)
     raise ConfigError(
-        "policy.window: no open stretch of "
-        f"{2 * settings.important_warning_minutes} minutes for an important customer's timeline"
+        Msg(
+            N_(
+                "policy.window: no open stretch of {minutes} minutes for an important "
+                "customer's timeline"
+            ),
+            minutes=2 * settings.important_warning_minutes,
+        )
     )
 
 
@@ -111,29 +127,37 @@ def check_important(case: Case, settings: PolicySettings, now: datetime) -> Reas
     if timeline is None:
         # The earliest T whose three steps fit in one open stretch of the window.
         try:
-            warn_at, instruct_at, execute_at = plan_important_timeline(now, settings)
+            warn_at, instruct_at, execute_at = plan_important_timeline(
+                now, settings, region_of(case, settings)
+            )
         except ConfigError:
             warn_at, instruct_at, execute_at = important_timeline(now + step, settings)
         return Reason(
             RULE,
             Verdict.SCHEDULE,
             IMPORTANT_TIMELINE_REQUIRED,
-            f"important customer (重要客户): schedule the warning (earliest "
-            f"{local_text(warn_at, tz)}), the formal instruction (T, earliest "
-            f"{local_text(instruct_at, tz)}) and the execution "
-            f"(T+{settings.important_warning_minutes} min, earliest "
-            f"{local_text(execute_at, tz)}), copying the notice to the authorities",
+            Msg(
+                N_(
+                    "important customer (重要客户): schedule the warning (earliest {warn}), the "
+                    "formal instruction (T, earliest {instruct}) and the execution (T+{minutes} "
+                    "min, earliest {execute}), copying the notice to the authorities"
+                ),
+                warn=local_text(warn_at, tz),
+                instruct=local_text(instruct_at, tz),
+                minutes=settings.important_warning_minutes,
+                execute=local_text(execute_at, tz),
+            ),
             not_before=execute_at,
         )
     warn_at, instruct_at, earliest = important_timeline(timeline.notice_time, settings)
-    missing: list[str] = []
+    missing: list[Msg] = []
     if timeline.warned_at is None:
-        missing.append(f"warning (due {local_text(warn_at, tz)})")
+        missing.append(Msg(N_("warning (due {time})"), time=local_text(warn_at, tz)))
         earliest = max(earliest, now + 2 * step)
     else:
         earliest = max(earliest, timeline.warned_at + 2 * step)
     if timeline.instructed_at is None:
-        missing.append(f"formal instruction (due {local_text(instruct_at, tz)})")
+        missing.append(Msg(N_("formal instruction (due {time})"), time=local_text(instruct_at, tz)))
         earliest = max(earliest, now + step)
     else:
         earliest = max(earliest, timeline.instructed_at + step)
@@ -142,24 +166,38 @@ def check_important(case: Case, settings: PolicySettings, now: datetime) -> Reas
             RULE,
             Verdict.SCHEDULE,
             IMPORTANT_TIMELINE_PENDING,
-            f"important customer: {' and '.join(missing)} not yet recorded; execution not before "
-            f"{local_text(earliest, tz)}",
+            Msg(
+                N_("important customer: {missing} not yet recorded; execution not before {time}"),
+                missing=missing[0]
+                if len(missing) == 1
+                else Msg(N_("{a} and {b}"), a=missing[0], b=missing[1]),
+                time=local_text(earliest, tz),
+            ),
             not_before=earliest,
         )
     grace = timedelta(minutes=settings.important_execute_grace_minutes)
-    if now > earliest + grace or not window_open_at(now, settings):
+    region = region_of(case, settings)
+    if now > earliest + grace or not window_open_at(now, settings, region):
         try:
-            again = plan_important_timeline(now, settings)[2]
+            again = plan_important_timeline(now, settings, region)[2]
         except ConfigError:
             again = now + 2 * step
         return Reason(
             RULE,
             Verdict.SCHEDULE,
             IMPORTANT_TIMELINE_EXPIRED,
-            f"important customer: the execution was due {local_text(earliest, tz)} and cannot "
-            f"follow the formal instruction by {settings.important_warning_minutes} minutes now "
-            f"({local_text(now, tz)}): the timeline starts again with a new warning in the next "
-            f"open window (execution not before {local_text(again, tz)})",
+            Msg(
+                N_(
+                    "important customer: the execution was due {due} and cannot follow the "
+                    "formal instruction by {minutes} minutes now ({now}): the timeline starts "
+                    "again with a new warning in the next open window (execution not before "
+                    "{again})"
+                ),
+                due=local_text(earliest, tz),
+                minutes=settings.important_warning_minutes,
+                now=local_text(now, tz),
+                again=local_text(again, tz),
+            ),
             not_before=again,
         )
     if now < earliest:
@@ -167,8 +205,13 @@ def check_important(case: Case, settings: PolicySettings, now: datetime) -> Reas
             RULE,
             Verdict.SCHEDULE,
             IMPORTANT_TIMELINE_PENDING,
-            f"important customer: warning and formal instruction recorded; execution not before "
-            f"{local_text(earliest, tz)}",
+            Msg(
+                N_(
+                    "important customer: warning and formal instruction recorded; execution "
+                    "not before {time}"
+                ),
+                time=local_text(earliest, tz),
+            ),
             not_before=earliest,
         )
     copied = [a for a in settings.important_authorities if a in timeline.recipients]
@@ -177,15 +220,30 @@ def check_important(case: Case, settings: PolicySettings, now: datetime) -> Reas
             RULE,
             Verdict.BLOCK,
             IMPORTANT_AUTHORITIES_NOT_COPIED,
-            "important customer: the timeline was not copied to any of the authorities "
-            f"({', '.join(settings.important_authorities)}) (抄报): restart it",
+            Msg(
+                N_(
+                    "important customer: the timeline was not copied to any of the authorities "
+                    "({authorities}) (抄报): restart it"
+                ),
+                authorities=", ".join(settings.important_authorities),
+            ),
         )
     recipients = len(timeline.recipients)
     return Reason(
         RULE,
         Verdict.ALLOW,
         IMPORTANT_TIMELINE_DUE,
-        f"important customer: warning and formal instruction recorded, execution due since "
-        f"{local_text(earliest, tz)} ({recipients} notice recipient"
-        f"{'' if recipients == 1 else 's'} recorded)",
+        Msg(
+            N_(
+                "important customer: warning and formal instruction recorded, execution due "
+                "since {time} (1 notice recipient recorded)"
+            )
+            if recipients == 1
+            else N_(
+                "important customer: warning and formal instruction recorded, execution due "
+                "since {time} ({count} notice recipients recorded)"
+            ),
+            time=local_text(earliest, tz),
+            count=recipients,
+        ),
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from base.i18n import N_, Msg
 from policies.facts import Case, PolicySettings, Reason, Verdict
 
 RULE = "meter"
@@ -25,7 +26,10 @@ METER_SWAPPED = "meter_swapped"
 CODES = (METER_BOUND, METER_MISSING, METER_NOT_BOUND, METER_MISMATCH, METER_SWAPPED)
 
 _BOUND = Reason(
-    RULE, Verdict.ALLOW, METER_BOUND, "meter bound to the account; number and address agree"
+    RULE,
+    Verdict.ALLOW,
+    METER_BOUND,
+    Msg(N_("meter bound to the account; number and address agree")),
 )
 
 
@@ -34,31 +38,47 @@ def check_meter(case: Case, settings: PolicySettings, now: datetime) -> Reason:
     account = case.account
     meter = case.meter
     if meter is None or account.meter_no is None:
-        what = "no meter record" if meter is None else "the account names no meter"
-        return Reason(RULE, Verdict.BLOCK, METER_MISSING, f"{what}: nothing to disconnect safely")
+        what = (
+            N_("no meter record: nothing to disconnect safely")
+            if meter is None
+            else N_("the account names no meter: nothing to disconnect safely")
+        )
+        return Reason(RULE, Verdict.BLOCK, METER_MISSING, Msg(what))
     if meter.account_no != account.account_no:
-        bound = "no account" if meter.account_no is None else f"account {meter.account_no}"
         return Reason(
             RULE,
             Verdict.BLOCK,
             METER_NOT_BOUND,
-            f"meter {meter.meter_no} is bound to {bound}, not to {account.account_no}",
+            Msg(
+                N_("meter {meter} is bound to no account, not to {account}")
+                if meter.account_no is None
+                else N_("meter {meter} is bound to account {other}, not to {account}"),
+                meter=meter.meter_no,
+                other=meter.account_no,
+                account=account.account_no,
+            ),
         )
     if account.meter_no != meter.meter_no:
         return Reason(
             RULE,
             Verdict.BLOCK,
             METER_MISMATCH,
-            f"account names meter number {account.meter_no} but the meter record has "
-            f"{meter.meter_no}",
+            Msg(
+                N_("account names meter number {named} but the meter record has {recorded}"),
+                named=account.meter_no,
+                recorded=meter.meter_no,
+            ),
         )
     if account.meter_address != meter.address:
         return Reason(
             RULE,
             Verdict.BLOCK,
             METER_MISMATCH,
-            f"account names meter address {account.meter_address} but the meter record has "
-            f"{meter.address}",
+            Msg(
+                N_("account names meter address {named} but the meter record has {recorded}"),
+                named=account.meter_address,
+                recorded=meter.address,
+            ),
         )
     observed = meter.observed_meter_no
     if observed is not None and observed != account.meter_no:
@@ -66,7 +86,14 @@ def check_meter(case: Case, settings: PolicySettings, now: datetime) -> Reason:
             RULE,
             Verdict.BLOCK,
             METER_SWAPPED,
-            f"the meter at address {meter.address} reports number {observed}, not "
-            f"{account.meter_no}: meter swapped or miswired, send a field crew",
+            Msg(
+                N_(
+                    "the meter at address {address} reports number {observed}, not "
+                    "{expected}: meter swapped or miswired, send a field crew"
+                ),
+                address=meter.address,
+                observed=observed,
+                expected=account.meter_no,
+            ),
         )
     return _BOUND

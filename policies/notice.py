@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from base.i18n import N_, Msg
 from policies._text import age_text, local_text
 from policies.facts import Case, PolicySettings, Reason, Verdict
 
@@ -27,6 +28,10 @@ NOTICE_PENDING = "notice_pending"
 NOTICE_STALE = "notice_stale"
 NOTICE_PREVIOUS_EPISODE = "notice_previous_episode"
 CODES = (NOTICE_SERVED, NOTICE_MISSING, NOTICE_PENDING, NOTICE_STALE, NOTICE_PREVIOUS_EPISODE)
+_NONE = Reason(RULE, Verdict.BLOCK, NOTICE_MISSING, Msg(N_("no disconnection notice delivered")))
+
+
+_PENDING = N_("notice delivered {delivered}; the {days}-day notice period ends {ends}")
 
 
 class _Limits:
@@ -79,31 +84,41 @@ def check_notice(case: Case, settings: PolicySettings, now: datetime) -> Reason:
                 RULE,
                 Verdict.BLOCK,
                 NOTICE_PREVIOUS_EPISODE,
-                f"the notice on record was served for an earlier debt, paid in full "
-                f"{local_text(cleared, settings.timezone)}: issue and deliver a new notice "
-                "for the current arrears",
+                Msg(
+                    N_(
+                        "the notice on record was served for an earlier debt, paid in full "
+                        "{time}: issue and deliver a new notice for the current arrears"
+                    ),
+                    time=local_text(cleared, settings.timezone),
+                ),
             )
         if len(case.notices) > earlier:
             return Reason(
                 RULE,
                 Verdict.BLOCK,
                 NOTICE_MISSING,
-                "a notice was issued but never delivered: the "
-                f"{settings.notice_days}-day clock starts at delivery",
+                Msg(
+                    N_(
+                        "a notice was issued but never delivered: the {days}-day clock starts "
+                        "at delivery"
+                    ),
+                    days=settings.notice_days,
+                ),
             )
-        return Reason(RULE, Verdict.BLOCK, NOTICE_MISSING, "no disconnection notice delivered")
+        return _NONE
     limits = _limits(settings, now)
     age = now - delivered
     if age < limits.min_age:
         matures = delivered + timedelta(days=settings.notice_days)
+        tz, days = settings.timezone, settings.notice_days
+        given, ends = local_text(delivered, tz), local_text(matures, tz)
         return Reason(
             RULE,
             Verdict.BLOCK,
             NOTICE_PENDING,
-            f"notice delivered {local_text(delivered, settings.timezone)}; the "
-            f"{settings.notice_days}-day notice period ends "
-            f"{local_text(matures, settings.timezone)}",
+            f"notice delivered {given}; the {days}-day notice period ends {ends}",
             not_before=matures,
+            text=(_PENDING, {"delivered": given, "days": days, "ends": ends}),
         )
     if age > limits.max_age:
         stale = limits.stale.get(age.days)
@@ -112,12 +127,23 @@ def check_notice(case: Case, settings: PolicySettings, now: datetime) -> Reason:
                 RULE,
                 Verdict.BLOCK,
                 NOTICE_STALE,
-                f"the newest notice was delivered {age_text(age)} ago, more than the "
-                f"{settings.notice_max_age_days}-day maximum: issue and deliver a new one",
+                Msg(
+                    N_(
+                        "the newest notice was delivered {age} ago, more than the {days}-day "
+                        "maximum: issue and deliver a new one"
+                    ),
+                    age=age_text(age),
+                    days=settings.notice_max_age_days,
+                ),
             )
         return stale
     served = limits.served.get(age.days)
     if served is None:
-        served = Reason(RULE, Verdict.ALLOW, NOTICE_SERVED, f"notice delivered {age_text(age)} ago")
+        served = Reason(
+            RULE,
+            Verdict.ALLOW,
+            NOTICE_SERVED,
+            Msg(N_("notice delivered {age} ago"), age=age_text(age)),
+        )
         limits.served[age.days] = served
     return served

@@ -138,3 +138,12 @@ def _forget_control_forwarding() -> Iterator[None]:
     forget_control_forwarding()
     yield
     forget_control_forwarding()
+
+
+@pytest.fixture(autouse=True)
+def _english_after_each_test() -> Iterator[None]:
+    """A command run with --lang zh-CN sets the process's language: not for the next test."""
+    from base import i18n
+
+    yield
+    i18n.set_language("en")

@@ -29,6 +29,7 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
 from base.errors import ConfigError, MeterctlError
+from base.i18n import N_, Msg
 from engine.config import Config, audit_key
 
 _HERE = Path(__file__).resolve().parent
@@ -72,8 +73,12 @@ def normalise_url(url: str) -> str:
     if not url.startswith(("sqlite://", "postgresql+psycopg://")):
         scheme = url.split("://", 1)[0]
         raise ConfigError(
-            f"config key database.url: {scheme!r} is not supported "
-            "(use sqlite:///file.db or postgresql://...)"
+            Msg(
+                N_(
+                    "config key database.url: {scheme!r} is not supported (use sqlite:///file.db or postgresql://...)"
+                ),
+                scheme=scheme,
+            )
         )
     return url
 
@@ -343,14 +348,23 @@ def require_initialised(engine: Engine) -> None:
         current = current_revision(engine)
     except Exception as exc:  # cannot connect: say where, not a traceback
         raise DatabaseNotInitialised(
-            f"cannot open the database {engine.url.render_as_string(hide_password=True)}: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            Msg(
+                N_("cannot open the database {value}: {name}: {value2}"),
+                value=engine.url.render_as_string(hide_password=True),
+                name=type(exc).__name__,
+                value2=str(exc).splitlines()[0] if str(exc) else "",
+            )
         ) from exc
     if current is None:
-        raise DatabaseNotInitialised("database not initialised: run meterctl db init")
+        raise DatabaseNotInitialised(Msg(N_("database not initialised: run meterctl db init")))
     head = head_revision()
     if current != head:
         raise DatabaseNotInitialised(
-            f"database schema is at revision {current}, this meterctl needs {head}: "
-            "run meterctl db upgrade"
+            Msg(
+                N_(
+                    "database schema is at revision {current}, this meterctl needs {head}: run meterctl db upgrade"
+                ),
+                current=current,
+                head=head,
+            )
         )

@@ -17,7 +17,7 @@ append-only: triggers created by the migration refuse UPDATE and DELETE.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -501,6 +501,26 @@ class HookReplay(SQLModel, table=True):
     expires_at: datetime
 
 
+class WeatherDay(SQLModel, table=True):
+    """An extreme-weather period (极端天气): no disconnection on its days (site dates, both
+    ends included), at the whole site or in one region (a station, 台区). Posted through the
+    API or ``calendar weather add``; reconnections go on as always."""
+
+    __tablename__ = "weather_days"
+    __table_args__ = (
+        CheckConstraint("ends >= starts", name="ck_weather_days_period"),
+        Index("ix_weather_days_ends", "ends"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    starts: date
+    ends: date
+    region: str | None = Field(default=None, max_length=64)  # None: the whole site
+    name: str = Field(max_length=200)  # "暴雨红色预警"
+    posted_by: str = Field(max_length=128)  # the user, or api:CLIENT
+    posted_at: datetime
+
+
 def table_of(model: type[SQLModel]) -> Table:
     """The Core ``Table`` of a table model (typed, for Core statements and bulk work)."""
     found = getattr(model, "__table__", None)
@@ -528,3 +548,4 @@ AUDIT = table_of(AuditRecord)
 AUDIT_HEADS = table_of(AuditHead)
 AUDIT_CHECKPOINTS = table_of(AuditCheckpoint)
 HOOK_REPLAYS = table_of(HookReplay)
+WEATHER_DAYS = table_of(WeatherDay)

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from base.clock import Clock, SystemClock
@@ -71,7 +72,7 @@ from engine.switching.procedure import (
     run_reconnect,
     with_deviations,
 )
-from engine.workcalendar import policy_settings
+from engine.workcalendar import policy_settings, read_weather, with_weather
 from policies import evaluate
 from policies.facts import Case, Decision, Outcome, Reason, Verdict
 from protocols.errors import LinkError
@@ -82,6 +83,9 @@ T = TypeVar("T")
 
 # How long a view of the live dispatchers is used before it is read again.
 MEMBERS_TTL_S = 2.0
+# How late a weather day posted by another process (CLI, another serve) may reach the
+# dispatcher's re-check before a command; a post to this process's API is seen at once.
+WEATHER_TTL_S = 5.0
 # run_until_idle: passes in a row that dispatched nothing before it gives up, and the pause.
 MAX_IDLE_PASSES = 20
 IDLE_PASS_S = 0.5
@@ -165,7 +169,11 @@ class Dispatcher:
         self.secrets = secrets or load_secrets(config)
         self.on_result = on_result
         self.sleep = sleep
-        self.policy = policy_settings(config)
+        # The rules' settings: the config's (read once) with the extreme-weather days posted
+        # in the database, re-read every WEATHER_TTL_S (and at once after a post here).
+        self._config_policy = policy_settings(config)
+        self.policy = self._config_policy
+        self._weather_at = float("-inf")
         self.switching = switch_settings(config)
         self.retry = RetryPolicy(
             max_dispatch_attempts=config.dispatch.max_dispatch_attempts,
@@ -306,6 +314,26 @@ class Dispatcher:
         if self._joined == 1:
             self._announced_at = float("-inf")
         await self._refresh_members(force=True)
+        await self.refresh_weather(force=True)
+
+    def weather_changed(self) -> None:
+        """A weather day was posted or removed: re-read them before the next command."""
+        self._weather_at = float("-inf")
+
+    async def refresh_weather(self, *, force: bool = False) -> None:
+        """Re-read the posted extreme-weather days into :attr:`policy` (cached)."""
+        now_m = self.clock.monotonic()
+        if not force and now_m - self._weather_at < WEATHER_TTL_S:
+            return
+        try:
+            days = await self.db(read_weather, self.engine)
+        except SQLAlchemyError as exc:
+            if force or self._weather_at == float("-inf"):
+                raise  # never dispatch without having read them once (serve tries again)
+            log.warning("dispatch.weather_unread", error=type(exc).__name__)
+            return  # the days read seconds ago stay in force; tried again before the next order
+        self.policy = with_weather(self._config_policy, days)
+        self._weather_at = now_m
 
     async def _leave(self) -> None:
         self._joined -= 1
@@ -445,6 +473,7 @@ class Dispatcher:
                 look = True
                 continue
             await self._refresh_members()
+            await self.refresh_weather()
             keep = self.owns(bus)  # another dispatcher's share now: yield after this order
             lease = self._lease_for(bus)
             applied, following, look = await self._process(

@@ -15,6 +15,7 @@ from sqlalchemy import insert, select, update
 from sqlmodel import Session
 
 from base.errors import InputError
+from base.i18n import N_, Msg
 from engine import audit
 from engine.config import Config
 from engine.db.models import ACCOUNTS, COMPLAINTS, FIELD_ORDERS, SWITCH_ORDERS
@@ -32,7 +33,7 @@ def complaint_row(session: Session, complaint_id: int) -> dict[str, Any]:
         .first()
     )
     if found is None:
-        raise UnknownRecord(f"no complaint {complaint_id}")
+        raise UnknownRecord(Msg(N_("no complaint {complaint_id}"), complaint_id=complaint_id))
     return dict(found)
 
 
@@ -43,7 +44,15 @@ def _belongs(session: Session, table: Any, record_id: int, account_no: str, what
     if owner is None:
         raise UnknownRecord(f"no {what} {record_id}")
     if owner != account_no:
-        raise InputError(f"{what} {record_id} is account {owner}'s, not {account_no}'s")
+        raise InputError(
+            Msg(
+                N_("{what} {record_id} is account {owner}'s, not {account_no}'s"),
+                what=what,
+                record_id=record_id,
+                owner=owner,
+                account_no=account_no,
+            )
+        )
 
 
 def open_complaint(
@@ -60,9 +69,15 @@ def open_complaint(
 ) -> dict[str, Any]:
     """Record a complaint; its time limit counts from now in working days."""
     if not text.strip():
-        raise InputError("a complaint needs its text (what the customer says)")
+        raise InputError(Msg(N_("a complaint needs its text (what the customer says)")))
     if channel not in CHANNELS:
-        raise InputError(f"channel {channel!r}: use one of {', '.join(CHANNELS)}")
+        raise InputError(
+            Msg(
+                N_("channel {channel!r}: use one of {items}"),
+                channel=channel,
+                items=", ".join(CHANNELS),
+            )
+        )
     known = session.execute(
         select(ACCOUNTS.c.account_no).where(ACCOUNTS.c.account_no == account_no)
     ).scalar()
@@ -109,11 +124,15 @@ def close_complaint(
 ) -> dict[str, Any]:
     """Close a complaint with what was done about it."""
     if not resolution.strip():
-        raise InputError("closing a complaint needs the resolution (what was done)")
+        raise InputError(Msg(N_("closing a complaint needs the resolution (what was done)")))
     row = complaint_row(session, complaint_id)
     if row["status"] != "open":
         raise Refused(
-            f"complaint {complaint_id} was already closed by {row['closed_by']}",
+            Msg(
+                N_("complaint {complaint} was already closed by {user}"),
+                complaint=complaint_id,
+                user=row["closed_by"],
+            ),
             action=f"complaints close {complaint_id}",
         )
     session.execute(

@@ -15,6 +15,7 @@ from sqlalchemy import Select, and_, exists, insert, select, update
 from sqlmodel import Session
 
 from base.errors import InputError
+from base.i18n import N_, Msg
 from engine import audit
 from engine.config import Config
 from engine.db.models import FIELD_ORDERS, FOLLOW_UP_RESULTS, FOLLOW_UPS, METERS, SWITCH_ORDERS
@@ -137,7 +138,7 @@ def follow_up_row(session: Session, follow_up_id: int) -> dict[str, Any]:
     row = session.execute(select(FOLLOW_UPS).where(FOLLOW_UPS.c.id == follow_up_id)).mappings()
     found = row.first()
     if found is None:
-        raise UnknownRecord(f"no follow-up {follow_up_id}")
+        raise UnknownRecord(Msg(N_("no follow-up {follow_up_id}"), follow_up_id=follow_up_id))
     return dict(found)
 
 
@@ -156,12 +157,16 @@ def record_follow_up(
     if result not in FOLLOW_UP_RESULTS:
         raise InputError(f"result {result!r}: use {' or '.join(FOLLOW_UP_RESULTS)}")
     if result == "not_satisfied" and not (note or "").strip():
-        raise InputError("a not satisfied follow-up needs a note saying what is wrong")
+        raise InputError(Msg(N_("a not satisfied follow-up needs a note saying what is wrong")))
     row = follow_up_row(session, follow_up_id)
     if row["result"] is not None:
         raise Refused(
-            f"follow-up {follow_up_id} was already recorded as {row['result']} by "
-            f"{row['recorded_by']}",
+            Msg(
+                N_("follow-up {follow_up} was already recorded as {result} by {user}"),
+                follow_up=follow_up_id,
+                result=row["result"],
+                user=row["recorded_by"],
+            ),
             action=f"field-orders followup {follow_up_id}",
         )
     rework: int | None = None

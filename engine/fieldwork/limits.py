@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from base.i18n import N_, Msg
 from engine.config import FieldConfig
 from engine.workdays import WorkingCalendar, add_working_days
 
@@ -58,7 +59,13 @@ def order_deadline(
     if kind == DISCONNECT:
         day = raised_at.astimezone(tz).date()
         return _end_of_day(add_working_days(day, work.disconnect_working_days, calendar), tz)
-    raise ValueError(f"unknown field order kind {kind!r} (use {' or '.join(KINDS)})")
+    raise ValueError(
+        Msg(
+            N_("unknown field order kind {kind!r} (use {items})"),
+            kind=kind,
+            items=" or ".join(KINDS),
+        )
+    )
 
 
 def complaint_deadline(

@@ -16,11 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 from sqlmodel import Session
 
 from base.errors import InputError
+from base.i18n import N_, Msg, _, local_time
 from engine import audit
 from engine.config import Config
 from engine.db.models import FIELD_ORDERS, METERS, SWITCH_ORDERS
@@ -70,7 +72,11 @@ def resolve_assignee(config: Config, name: str) -> Assignee:
             return Assignee(name, crew_name, (name,))
     known = ", ".join(sorted(crews)) or "none configured"
     raise InputError(
-        f"{name!r} is neither a crew of [field.crews] nor a member of one (crews: {known})"
+        Msg(
+            N_("{name!r} is neither a crew of [field.crews] nor a member of one (crews: {known})"),
+            name=name,
+            known=known,
+        )
     )
 
 
@@ -92,7 +98,9 @@ def field_order_row(session: Session, field_order_id: int) -> dict[str, Any]:
         .first()
     )
     if row is None:
-        raise UnknownRecord(f"no field order {field_order_id}")
+        raise UnknownRecord(
+            Msg(N_("no field order {field_order_id}"), field_order_id=field_order_id)
+        )
     found = dict(row)
     found["kind"] = found["kind"] or found["order_kind"] or RECONNECT
     return found
@@ -101,14 +109,35 @@ def field_order_row(session: Session, field_order_id: int) -> dict[str, Any]:
 def _require_open(row: dict[str, Any], action: str) -> None:
     if row["status"] != "open":
         raise Refused(
-            f"field order {row['id']} is {row['status']}: it cannot be {action}"
-            + (f" ({row['closed_reason']})" if row.get("closed_reason") else ""),
+            Msg(
+                N_("field order {order} is {status}: it cannot be {action} ({why})")
+                if row.get("closed_reason")
+                else N_("field order {order} is {status}: it cannot be {action}"),
+                order=row["id"],
+                status=row["status"],
+                action=action,
+                why=row.get("closed_reason") or "",
+            ),
             action=f"field-orders {action} {row['id']}",
         )
 
 
 def _set(session: Session, field_order_id: int, **values: Any) -> None:
     session.execute(update(FIELD_ORDERS).where(FIELD_ORDERS.c.id == field_order_id).values(values))
+
+
+def order_words(row: dict[str, Any]) -> str:
+    """``field order 7 (补停 field disconnection) for account A1, meter 000000000001``."""
+    if row.get("meter_address"):
+        return _("field order {id} ({work}) for account {account}, meter {meter}").format(
+            id=row["id"],
+            work=WORK_NAMES[row["kind"]],
+            account=row["account_no"],
+            meter=row["meter_address"],
+        )
+    return _("field order {id} ({work}) for account {account}").format(
+        id=row["id"], work=WORK_NAMES[row["kind"]], account=row["account_no"]
+    )
 
 
 def _notify_assignee(
@@ -118,15 +147,14 @@ def _notify_assignee(
     who: Assignee,
     now: datetime,
     why: str,
+    tz: ZoneInfo,
 ) -> None:
-    due = row["due_at"].isoformat() if row.get("due_at") else "no time limit"
+    due = local_time(row["due_at"], tz) if row.get("due_at") else _("no time limit")
     notifier.notify(
         session,
         kind="field_order.assigned",
-        message=(
-            f"field order {row['id']} ({WORK_NAMES[row['kind']]}) for account "
-            f"{row['account_no']}{', meter ' + row['meter_address'] if row['meter_address'] else ''}"
-            f" assigned to {who.name} ({why}); due {due}"
+        message=_("{order} assigned to {assignee} ({why}); due {due}").format(
+            order=order_words(row), assignee=who.name, why=why, due=due
         ),
         now=now,
         account_no=row["account_no"],
@@ -181,7 +209,13 @@ def plan_field_order(
     row.update(values)
     if on_night_duty:
         _notify_assignee(
-            session, notifier, row, resolve_assignee(config, night_crew), now, "night duty"
+            session,
+            notifier,
+            row,
+            resolve_assignee(config, night_crew),
+            now,
+            _("night duty"),
+            config.site.tz,
         )
     return row
 
@@ -217,8 +251,14 @@ def accept_field_order(
     row = _planned(session, row, config, notifier, now, actor)
     if row["stage"] in (ACCEPTED, ASSIGNED):
         raise Refused(
-            f"field order {field_order_id} was already accepted by {row['accepted_by'] or '?'}"
-            + (f" and assigned to {row['assignee']}" if row["assignee"] else ""),
+            Msg(
+                N_("field order {order} was already accepted by {user} and assigned to {assignee}")
+                if row["assignee"]
+                else N_("field order {order} was already accepted by {user}"),
+                order=field_order_id,
+                user=row["accepted_by"] or "?",
+                assignee=row["assignee"] or "",
+            ),
             action=f"field-orders accept {field_order_id}",
         )
     _set(session, field_order_id, stage=ACCEPTED, accepted_at=now, accepted_by=actor)
@@ -271,7 +311,9 @@ def assign_field_order(
         at=now,
     )
     row.update(values)
-    _notify_assignee(session, notifier, row, who, now, f"by {actor}")
+    _notify_assignee(
+        session, notifier, row, who, now, _("by {user}").format(user=actor), config.site.tz
+    )
     return field_order_row(session, field_order_id)
 
 
@@ -303,7 +345,9 @@ def close_field_order(
     """
     if outcome not in OUTCOMES or outcome == "done_remotely":
         allowed = ", ".join(o for o in OUTCOMES if o != "done_remotely")
-        raise InputError(f"outcome {outcome!r}: use one of {allowed}")
+        raise InputError(
+            Msg(N_("outcome {outcome!r}: use one of {allowed}"), outcome=outcome, allowed=allowed)
+        )
     for label, value in (("meter reading", meter_reading), ("crew report", crew_saw)):
         if value is not None and value not in READ_BACK_VALUES:
             raise InputError(f"{label} {value!r}: use {', '.join(READ_BACK_VALUES)}")
@@ -321,14 +365,31 @@ def close_field_order(
         needed = _required_relay(row["kind"])
         if read_back not in ("open", "closed"):
             raise InputError(
-                f"field order {field_order_id}: the meter could not be read back; closing it as "
-                f"done needs what the crew saw on site (the relay should be {needed})"
+                Msg(
+                    N_(
+                        "field order {field_order_id}: the meter could not be read back; closing it as done needs what the crew saw on site (the relay should be {needed})"
+                    ),
+                    field_order_id=field_order_id,
+                    needed=needed,
+                )
             )
         if read_back != needed:
             raise Refused(
-                f"field order {field_order_id} ({WORK_NAMES[row['kind']]}): the relay "
-                f"{'reads' if source == 'meter' else 'was seen'} {read_back}, not {needed}: "
-                "the work is not done",
+                Msg(
+                    N_(
+                        "field order {order} ({work}): the relay reads {state}, not {needed}: "
+                        "the work is not done"
+                    )
+                    if source == "meter"
+                    else N_(
+                        "field order {order} ({work}): the relay was seen {state}, not "
+                        "{needed}: the work is not done"
+                    ),
+                    order=field_order_id,
+                    work=WORK_NAMES[row["kind"]],
+                    state=read_back,
+                    needed=needed,
+                ),
                 action=action,
             )
     values: dict[str, Any] = {
@@ -383,11 +444,15 @@ def reopen_field_order(
     duty crew like a new one.
     """
     if not reason.strip():
-        raise InputError("reopening a field order needs a reason")
+        raise InputError(Msg(N_("reopening a field order needs a reason")))
     row = field_order_row(session, field_order_id)
     if row["status"] != "closed":
         raise Refused(
-            f"field order {field_order_id} is {row['status']}: only a closed order is reopened",
+            Msg(
+                N_("field order {order} is {status}: only a closed order is reopened"),
+                order=field_order_id,
+                status=row["status"],
+            ),
             action=f"field-orders reopen {field_order_id}",
         )
     values: dict[str, Any] = {

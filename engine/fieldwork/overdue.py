@@ -23,6 +23,7 @@ import structlog
 from sqlalchemy import Engine, Select, Table, and_, or_, select, update
 from sqlmodel import Session
 
+from base.i18n import _, local_time
 from engine import audit
 from engine.config import Config
 from engine.db.database import read_session, transaction
@@ -34,8 +35,8 @@ from engine.fieldwork.followups import (
     remote_reconnections_to_call,
 )
 from engine.fieldwork.orders import (
-    WORK_NAMES,
     field_order_row,
+    order_words,
     plan_field_order,
     resolve_assignee,
 )
@@ -165,12 +166,11 @@ def _escalate_orders(
         level = r.escalation_level + 1
         row = field_order_row(session, r.id)
         late_by = now - row["due_at"]
-        what = (
-            f"field order {row['id']} ({WORK_NAMES[row['kind']]}) for account "
-            f"{row['account_no']}"
-            f"{', meter ' + row['meter_address'] if row['meter_address'] else ''}, "
-            f"assigned to {row['assignee'] or 'nobody'}, was due {row['due_at'].isoformat()} "
-            f"and is {int(late_by.total_seconds() // 60)} min late"
+        what = _("{order}, assigned to {assignee}, was due {due} and is {minutes} min late").format(
+            order=order_words(row),
+            assignee=row["assignee"] or _("nobody"),
+            due=local_time(row["due_at"], config.site.tz),
+            minutes=int(late_by.total_seconds() // 60),
         )
         if level == 1:
             recipients = tuple(
@@ -178,12 +178,15 @@ def _escalate_orders(
                     [*_assignee_recipients(config, row["assignee"]), *config.notify.duty_recipients]
                 )
             )
-            kind, action, message = "field_order.overdue", "field_order.overdue", f"预警: {what}"
+            kind, action = "field_order.overdue", "field_order.overdue"
+            message = _("预警: {what}").format(what=what)
             done.warned.append(r.id)
         else:
             recipients = supervisor_recipients(config)
             kind, action = "field_order.supervised", "field_order.supervised"
-            message = f"督办 (second level): {what}; still open after the first alert"
+            message = _("督办 (second level): {what}; still open after the first alert").format(
+                what=what
+            )
             done.supervised.append(r.id)
         session.execute(
             update(FIELD_ORDERS)
@@ -227,10 +230,9 @@ def _late_complaints(
         session, notifier, COMPLAINTS, _late_complaints_q(now), now=now, actor=actor,
         kind="complaint.overdue", id_key="complaint_id",
         recipients=supervisor_recipients(config),
-        message=lambda r: (
-            f"complaint {r.id} of account {r.account_no} was due "
-            f"{r.due_at.isoformat()} and is still open"
-        ),
+        message=lambda r: _(
+            "complaint {id} of account {account} was due {due} and is still open"
+        ).format(id=r.id, account=r.account_no, due=local_time(r.due_at, config.site.tz)),
     ):  # fmt: skip
         done.complaints_late.append(r.id)
 
@@ -247,10 +249,9 @@ def _late_follow_ups(
         session, notifier, FOLLOW_UPS, _late_follow_ups_q(now), now=now, actor=actor,
         kind="follow_up.overdue", id_key="follow_up_id",
         recipients=tuple(config.notify.duty_recipients),
-        message=lambda r: (
-            f"follow-up call {r.id} (回访) of account {r.account_no} was due "
-            f"{r.due_at.isoformat()} and has not been made"
-        ),
+        message=lambda r: _(
+            "follow-up call {id} (回访) of account {account} was due {due} and has not been made"
+        ).format(id=r.id, account=r.account_no, due=local_time(r.due_at, config.site.tz)),
         with_order=True,
     ):  # fmt: skip
         done.follow_ups_late.append(r.id)

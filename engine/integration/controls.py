@@ -459,7 +459,7 @@ def _materialize_message(
                 .distinct()
             ).scalars()
         )
-    settings = policy_settings(config)  # with the statutory calendar
+    settings = policy_settings(config, engine)  # statutory calendar, weather days
     by_account: dict[str, list[Any]] = {}
     for r in rows:
         by_account.setdefault(r.account_no, []).append(r)

@@ -41,7 +41,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from base import i18n
-from base.i18n import N_, _
+from base.i18n import N_, _, local_time
 
 # (label, bars as (start, end, colour), marks as (x, marker, colour)) in minutes.
 _Row = tuple[str, list[tuple[float, float, str]], list[tuple[float, str, str]]]
@@ -333,7 +333,7 @@ def _important_rows(doc: dict[str, Any], tz: ZoneInfo, now: datetime | None) -> 
                 marks.append((_minutes_between(t, done), marker, color))
             elif step["status"] == "missing" and now is not None and due is not None:
                 bars.append((_minutes_between(t, due), _minutes_between(t, now), color))
-        label = f"{item['account_no']}  T={t.astimezone(tz):%m-%d %H:%M}"
+        label = f"{item['account_no']}  T={local_time(t, tz)}"
         rows.append((label, bars, marks))
     return rows
 
@@ -363,7 +363,7 @@ def _overdue_rows(doc: dict[str, Any], tz: ZoneInfo, now: datetime | None) -> li
         )
         state = _("restored") if item["done"] else _("still {state}").format(state=item["state"])
         label = _("{account}  paid {time} ({state})").format(
-            account=item["account_no"], time=f"{started.astimezone(tz):%m-%d %H:%M}", state=state
+            account=item["account_no"], time=local_time(started, tz), state=state
         )
         rows.append((label, bars, marks))
     return rows

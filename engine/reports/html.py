@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from base import i18n
-from base.i18n import N_, _
+from base.i18n import N_, _, local_time
 from engine.reports.charts import CHART_TITLES, all_charts, chart_labels
 
 CSS = """
@@ -44,6 +44,7 @@ TOTAL_LABELS = {
     "reconnections": N_("reconnections restored"),
     "reconnections_armed": N_("of which armed (1BH)"),
     "field_orders": N_("field orders"),
+    "field_orders_cancelled": N_("field orders cancelled"),
     "blocked_orders": N_("orders blocked"),
     "cancelled_paid": N_("cancelled by payment"),
     "payments": N_("payments"),
@@ -74,7 +75,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return "<td>-</td>"
     if isinstance(value, bool):
-        return f"<td>{_('yes') if value else _('no')}</td>"
+        return "<td>" + (_("yes") if value else _("no")) + "</td>"
     if isinstance(value, int | float):
         return (
             f'<td class="num">{value:g}</td>'
@@ -85,8 +86,8 @@ def _cell(value: Any) -> str:
 
 
 def short(iso: str | None) -> str | None:
-    """A site-local ISO time for people: ``2024-05-01 09:37:00`` (the offset is in the header)."""
-    return iso[:19].replace("T", " ") if iso else None
+    """A site-local ISO time for people: ``2024-05-01 09:37`` (the offset is in the header)."""
+    return local_time(iso) if iso else None
 
 
 def table(
@@ -127,7 +128,9 @@ def _survey_section(survey: dict[str, Any] | None) -> str:
         for m in survey["meters"]
     ]
     return (
-        f'<section id="survey"><h2>{escape(_("Read-only survey before a campaign"))}</h2>'
+        '<section id="survey"><h2>'
+        + escape(_("Read-only survey before a campaign"))
+        + "</h2>"
         + head
         + table(
             [_("meter"), _("account"), _("bus"), _("problems")],
@@ -142,7 +145,11 @@ def _field_work_tables(doc: dict[str, Any]) -> str:
     work = doc["field_work"]
     orders, calls, complaints = work["orders"], work["follow_ups"], work["complaints"]
     return (
-        f"<h3>{escape(_('Field work: time limits, follow-up calls (回访), complaints (投诉)'))}</h3>"
+        (
+            "<h3>"
+            + escape(_("Field work: time limits, follow-up calls (回访), complaints (投诉)"))
+            + "</h3>"
+        )
         + table(
             [_("measure"), _("value")],
             [
@@ -161,7 +168,7 @@ def _field_work_tables(doc: dict[str, Any]) -> str:
             ],
             empty="",
         )
-        + f"<h3>{escape(_('Late field orders'))}</h3>"
+        + ("<h3>" + escape(_("Late field orders")) + "</h3>")
         + table(
             [
                 _("field order"),
@@ -207,12 +214,12 @@ def _timeline_table(doc: dict[str, Any]) -> str:
         for step in item["steps"]:
             due, done = escape(short(step["due"]) or "-"), escape(short(step["done"]) or "-")
             cells.append(
-                f"<td>{escape(_('due'))} {due}<br>{escape(_('done'))} {done}<br>"
+                "<td>" + escape(_("due")) + f" {due}<br>" + escape(_("done")) + f" {done}<br>"
                 f"{_status(step['status'])}</td>"
             )
         rows.append("<tr>" + "".join(cells) + "</tr>")
     if not rows:
-        return f"<p>{escape(_('No important-customer disconnection in this period.'))}</p>"
+        return "<p>" + escape(_("No important-customer disconnection in this period.")) + "</p>"
     head = "".join(
         f"<th>{escape(_(h))}</th>"
         for h in (
@@ -247,7 +254,7 @@ def render_html(doc: dict[str, Any], *, title: str | None = None) -> str:
         _section(
             "per_day",
             charts["per_day"],
-            f"<details><summary>{escape(_('numbers per day'))}</summary>"
+            ("<details><summary>" + escape(_("numbers per day")) + "</summary>")
             + table(
                 [
                     _("day"),
@@ -290,7 +297,7 @@ def render_html(doc: dict[str, Any], *, title: str | None = None) -> str:
                 )
             )
             + "</p>"
-            + f"<details><summary>{escape(_('every reconnection'))}</summary>"
+            + ("<details><summary>" + escape(_("every reconnection")) + "</summary>")
             + table(
                 [
                     _("order"),
@@ -344,7 +351,7 @@ def render_html(doc: dict[str, Any], *, title: str | None = None) -> str:
                 list(doc["field_orders_by_cause"].items()),
                 empty=_("No field order in this period."),
             )
-            + f"<h3>{escape(_('Cancelled field orders (do not carry out)'))}</h3>"
+            + ("<h3>" + escape(_("Cancelled field orders (do not carry out)")) + "</h3>")
             + table(
                 [
                     _("field order"),
@@ -403,9 +410,9 @@ def render_html(doc: dict[str, Any], *, title: str | None = None) -> str:
         _section(
             "timeline",
             charts["timeline"],
-            f"<h3>{escape(_('Important customers (两个十五分钟)'))}</h3>"
+            ("<h3>" + escape(_("Important customers (两个十五分钟)")) + "</h3>")
             + _timeline_table(doc)
-            + f"<h3>{escape(_('Overdue items'))}</h3>"
+            + ("<h3>" + escape(_("Overdue items")) + "</h3>")
             + table(
                 [
                     _("what"),

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from base.errors import InputError
+from base.i18n import N_, Msg
 
 MAX_DAYS = 3660  # ten years: a typo such as 2204 for 2024 is refused instead of scanned
 
@@ -26,9 +27,18 @@ class Period:
 
     def __post_init__(self) -> None:
         if self.last < self.first:
-            raise InputError(f"--to {self.last} is before --from {self.first}")
+            raise InputError(
+                Msg(N_("--to {last} is before --from {first}"), last=self.last, first=self.first)
+            )
         if (self.last - self.first).days >= MAX_DAYS:
-            raise InputError(f"--from {self.first} --to {self.last}: at most {MAX_DAYS} days")
+            raise InputError(
+                Msg(
+                    N_("--from {first} --to {last}: at most {max_days} days"),
+                    first=self.first,
+                    last=self.last,
+                    max_days=MAX_DAYS,
+                )
+            )
 
     @property
     def start(self) -> datetime:
@@ -60,4 +70,6 @@ def parse_day(text: str, option: str) -> date:
     try:
         return date.fromisoformat(text.strip())
     except ValueError as exc:
-        raise InputError(f"{option} {text!r}: use a date like 2024-05-31") from exc
+        raise InputError(
+            Msg(N_("{option} {text!r}: use a date like 2024-05-31"), option=option, text=text)
+        ) from exc

@@ -31,6 +31,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
 from base.clock import Clock
+from base.i18n import N_, Msg
 from engine import audit
 from engine.batch import create_orders
 from engine.config import Config
@@ -71,7 +72,9 @@ def batch_trigger(config: Config) -> CronTrigger | None:
     try:
         return CronTrigger.from_crontab(text, timezone=config.site.tz)
     except ValueError as exc:
-        raise ValueError(f"config key scheduler.batch_cron: {text!r}: {exc}") from exc
+        raise ValueError(
+            Msg(N_("config key scheduler.batch_cron: {text!r}: {exc}"), text=text, exc=exc)
+        ) from exc
 
 
 @dataclass
@@ -97,7 +100,7 @@ def run_batch_job(
     engine: Engine, config: Config, *, now: datetime, actor: str, notifier: Notifier
 ) -> BatchJobResult:
     """Plan every account and create the orders (the cron's ``batch``); audited."""
-    settings = policy_settings(config)
+    settings = policy_settings(config, engine)
     plan = plan_batch(load_cases(engine, now=now), settings, now)
     batch_id = f"cron:{now.astimezone(config.site.tz):%Y%m%d-%H%M}"
     if not plan.within_limit:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlmodel import Session
 
 from base.errors import InputError
-from base.i18n import _
+from base.i18n import _, local_time
 from engine import audit
 from engine.db.models import Approval
 from engine.store.accounts import get_account
@@ -22,6 +23,7 @@ def approve_disconnect(
     valid_until: datetime | None = None,
     reason: str = "",
     max_days: int = 90,
+    tz: ZoneInfo | None = None,
 ) -> tuple[Approval, bool]:
     """Record a supervisor's approval to disconnect ``account_no``; audit it.
 
@@ -36,14 +38,18 @@ def approve_disconnect(
         valid_until = longest
     if valid_until <= now:
         raise InputError(
-            _("--until: {time} is not in the future").format(time=valid_until.isoformat())
+            _("--until: {time} is not in the future").format(
+                time=local_time(valid_until, tz) if tz else valid_until.isoformat()
+            )
         )
     if valid_until > longest:
         raise InputError(
             _(
                 "--until: {time} is more than {days} days away "
                 "([policy] exemption_max_days): no approval lasts longer"
-            ).format(time=valid_until.isoformat(), days=max_days)
+            ).format(
+                time=local_time(valid_until, tz) if tz else valid_until.isoformat(), days=max_days
+            )
         )
     approval = Approval(
         kind="disconnect",

@@ -7,16 +7,22 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import exists, select
 from sqlmodel import Session
 
 from base.errors import InputError
-from base.i18n import _
+from base.i18n import N_, Msg, _, local_time
 from engine import audit
 from engine.db.models import EXEMPTION_KINDS, EXEMPTIONS, METERS, Exemption
 from engine.store.accounts import get_account
 from engine.store.errors import Refused, UnknownRecord
+
+
+def _shown_time(when: datetime, tz: ZoneInfo | None) -> str:
+    """A time in a message: site time to the minute when the site's zone is known."""
+    return local_time(when, tz) if tz is not None else when.isoformat()
 
 
 def request_exemption(
@@ -30,6 +36,7 @@ def request_exemption(
     starts: datetime | None = None,
     kind: str = "guarantee",
     max_days: int = 90,
+    tz: ZoneInfo | None = None,
 ) -> Exemption:
     """Record a request (status ``requested``) and audit it.
 
@@ -47,7 +54,9 @@ def request_exemption(
         raise InputError(_("--reason: an exemption needs a reason"))
     begin = starts or now
     if until <= now:
-        raise InputError(_("--until: {time} is not in the future").format(time=until.isoformat()))
+        raise InputError(
+            _("--until: {time} is not in the future").format(time=_shown_time(until, tz))
+        )
     if until <= begin:
         raise InputError(_("--until: the exemption must end after it starts"))
     if until > max(begin, now) + timedelta(days=max_days):
@@ -56,7 +65,7 @@ def request_exemption(
                 "--until: {time} is more than {days} days after the start "
                 "([policy] exemption_max_days): no exemption lasts longer; request a new one "
                 "before it ends"
-            ).format(time=until.isoformat(), days=max_days)
+            ).format(time=_shown_time(until, tz), days=max_days)
         )
     exemption = Exemption(
         account_no=account_no,
@@ -90,7 +99,7 @@ def request_exemption(
 def get_exemption(session: Session, exemption_id: int) -> Exemption:
     found = session.get(Exemption, exemption_id)
     if found is None:
-        raise UnknownRecord(f"unknown exemption {exemption_id}")
+        raise UnknownRecord(Msg(N_("unknown exemption {id}"), id=exemption_id))
     return found
 
 
@@ -102,6 +111,7 @@ def decide_exemption(
     actor: str,
     now: datetime,
     reason: str | None = None,
+    tz: ZoneInfo | None = None,
 ) -> Exemption:
     """Approve or reject a requested exemption; refuse the requester's own decision."""
     exemption = get_exemption(session, exemption_id)
@@ -115,14 +125,21 @@ def decide_exemption(
         )
     if exemption.requested_by == actor:
         raise Refused(
-            f"refused: {actor} requested exemption {exemption_id} and may not {verb} it "
-            "(four eyes: another supervisor must decide)",
+            Msg(
+                N_(
+                    "refused: {user} requested exemption {exemption} and may not {verb} it "
+                    "(four eyes: another supervisor must decide)"
+                ),
+                user=actor,
+                exemption=exemption_id,
+                verb=verb,
+            ),
             action=f"exemptions {verb} {exemption_id}",
         )
     if approve and exemption.until <= now:
         raise InputError(
             _("exemption {exemption} ended on {time}").format(
-                exemption=exemption_id, time=exemption.until.isoformat()
+                exemption=exemption_id, time=_shown_time(exemption.until, tz)
             )
         )
     if not approve and not (reason or "").strip():
@@ -154,7 +171,13 @@ def decide_exemption(
 
 
 def revoke_exemption(
-    session: Session, exemption_id: int, *, actor: str, now: datetime, reason: str
+    session: Session,
+    exemption_id: int,
+    *,
+    actor: str,
+    now: datetime,
+    reason: str,
+    tz: ZoneInfo | None = None,
 ) -> Exemption:
     """End an approved exemption now (``until`` = now), audited as ``exemption.revoked``.
 
@@ -177,7 +200,7 @@ def revoke_exemption(
     if exemption.until <= now:
         raise InputError(
             _("exemption {exemption} already ended on {time}").format(
-                exemption=exemption_id, time=exemption.until.isoformat()
+                exemption=exemption_id, time=_shown_time(exemption.until, tz)
             )
         )
     previous = exemption.until

@@ -16,7 +16,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session
 
 from base.errors import InputError
-from base.i18n import _
+from base.i18n import N_, Msg, _
 from engine import audit
 from engine.db.models import SwitchOrder
 from engine.orders_states import (
@@ -32,7 +32,7 @@ from engine.store.errors import StaleOrder, UnknownRecord
 def get_order(session: Session, order_id: int) -> SwitchOrder:
     found = session.get(SwitchOrder, order_id)
     if found is None:
-        raise UnknownRecord(f"unknown order {order_id}")
+        raise UnknownRecord(Msg(N_("unknown order {id}"), id=order_id))
     return found
 
 
@@ -56,7 +56,11 @@ def move_order(
     try:
         session.flush()
     except StaleDataError as exc:
-        raise StaleOrder(f"order {order_id} was changed by someone else; read it again") from exc
+        raise StaleOrder(
+            Msg(
+                N_("order {order_id} was changed by someone else; read it again"), order_id=order_id
+            )
+        ) from exc
     audit_move(session, order, previous, actor=actor, now=now, detail=detail)
     return previous
 

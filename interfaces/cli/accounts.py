@@ -71,12 +71,17 @@ def import_(
     try:
         is_file = file.is_file()
     except OSError as exc:  # a name too long for the file system, ...
-        fail(f"FILE: cannot use that path: {exc.strerror}", ExitCode.BAD_INPUT)
+        fail(
+            _("FILE: cannot use that path: {error}").format(error=exc.strerror),
+            ExitCode.BAD_INPUT,
+        )
     if not is_file:
-        fail(f"FILE: {file} does not exist or is not a file", ExitCode.BAD_INPUT)
+        fail(
+            _("FILE: {file} does not exist or is not a file").format(file=file), ExitCode.BAD_INPUT
+        )
     engine = open_store(st)
     progress = Progress(
-        TextColumn("importing {task.description}"),
+        TextColumn(_("importing {task.description}")),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

@@ -60,6 +60,7 @@ def disconnect(
             valid_until=valid_until,
             reason=reason,
             max_days=st.config.policy.exemption_max_days,
+            tz=st.config.site.tz,
         )
     if as_json:
         print_json(

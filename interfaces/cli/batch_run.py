@@ -15,7 +15,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from base.i18n import N_, _
+from base.i18n import N_, Msg, _
 from engine import audit
 from engine.batch import CreatedOrders
 from engine.batch_run import BatchResult, new_batch_id, run_batch, select_batch
@@ -27,34 +27,22 @@ from interfaces.cli.batch import batch_app
 from interfaces.cli.context import err_console, fail, note, print_json, require_role, state
 from interfaces.cli.db import open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
-
-# The English labels are the keys as they always read ("blocked at dispatch").
-COUNT_TEXT = {
-    "planned": N_("planned"),
-    "created": N_("created"),
-    "scheduled": N_("scheduled"),
-    "verified": N_("verified"),
-    "armed": N_("armed"),
-    "blocked_at_dispatch": N_("blocked at dispatch"),
-    "cancelled_paid": N_("cancelled paid"),
-    "deferred": N_("deferred"),
-    "field_orders": N_("field orders"),
-    "already_disconnected": N_("already disconnected"),
-}
+from interfaces.labels import COUNT_TEXT, REASON_TEXT, label
 
 
 def _reasons_table(result: BatchResult) -> Table:
     table = Table(_("blocked by"), _("accounts"), title=_("not disconnected, and why"))
     for code, count in result.blocked_by_reason().items():
-        table.add_row(code, str(count))
+        meaning = label(REASON_TEXT, code)
+        table.add_row(code if meaning == code else f"{meaning} ({code})", str(count))
     return table
 
 
 def _summary_table(result: BatchResult) -> Table:
     table = Table(_("outcome"), _("count"), title=_("batch {id}").format(id=result.batch_id))
     for key, value in result.counts().items():
-        label = COUNT_TEXT.get(key)
-        table.add_row(_(label) if label else key.replace("_", " "), str(value))
+        words = COUNT_TEXT.get(key)
+        table.add_row(_(words) if words else key.replace("_", " "), str(value))
     for cause, count in result.field_orders_by_cause().items():
         table.add_row(_("field order: {cause}").format(cause=cause), str(count))
     for bus in result.dispatch.busy_buses if result.dispatch else []:
@@ -124,7 +112,10 @@ def run(
                 engine,
                 result,
                 as_json,
-                f"{selection.limit_check.message}: a supervisor must confirm with --override-limit",
+                Msg(
+                    N_("{limit}: a supervisor must confirm with --override-limit"),
+                    limit=selection.limit_check.message,
+                ),
             )
         check = check_role(config, st.user, Role.SUPERVISOR, "batch run --override-limit")
         if not check.allowed:
@@ -146,12 +137,12 @@ def run(
                 engine,
                 result,
                 as_json,
-                "refusing to disconnect without --yes on a non-interactive stdin",
+                Msg(N_("refusing to disconnect without --yes on a non-interactive stdin")),
             )
         if not typer.confirm(
             _("Disconnect {count} account(s) now?").format(count=planned), err=True
         ):
-            _refuse(st, engine, result, as_json, "not confirmed")
+            _refuse(st, engine, result, as_json, Msg(N_("not confirmed")))
 
     progress = Progress(
         TextColumn(_("dispatching")),

@@ -71,15 +71,18 @@ def fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> NoReturn:
     The message is escaped: config tables such as ``[field.crews]`` or ``[roles]`` in it are
     text, not rich markup (unescaped, rich silently dropped them from the sentence).
     """
-    from base.i18n import _
+    from base.i18n import _, shown
 
     label = escape(_("error:"))
-    err_console.print(f"[bold red]{label}[/] {escape(message)}", markup=True, soft_wrap=True)
+    err_console.print(f"[bold red]{label}[/] {escape(shown(message))}", markup=True, soft_wrap=True)
     raise typer.Exit(int(code))
 
 
 def note(message: str) -> None:
-    err_console.print(message, markup=False, soft_wrap=True)
+    """Print ``message`` for the operator on stderr (a :class:`~base.i18n.Msg` translated)."""
+    from base.i18n import shown
+
+    err_console.print(shown(message), markup=False, soft_wrap=True)
 
 
 def require_role(st: CliState, needed: Role, action: str) -> RoleCheck:
@@ -90,7 +93,9 @@ def require_role(st: CliState, needed: Role, action: str) -> RoleCheck:
     """
     result = check_role(st.config, st.identity, needed, action)
     if result.implicit:
-        note(f"note: {result.reason}")
+        from base.i18n import _, shown
+
+        note(_("note: {text}").format(text=shown(result.reason)))
     if not result.allowed:
         if refusal_auditor is not None:
             refusal_auditor(st, action, result.reason)

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DataError, OperationalError, SQLAlchemyError
 
 from base.clock import Clock, SystemClock
 from base.errors import MeterctlError
-from base.i18n import _
+from base.i18n import _, shown
 from engine import audit, audit_anchor
 from engine.db.database import (
     current_revision,
@@ -63,7 +63,7 @@ def open_store(st: CliState, *, initialised: bool = True) -> Engine:
         fail(str(exc), ExitCode.BAD_INPUT)
     if st.store is None:
         for warning in audit_anchor.permission_warnings(st.config):
-            note(f"warning: {warning}")
+            note(_("warning: {text}").format(text=shown(warning)))
     st.store = engine
     return engine
 
@@ -90,7 +90,7 @@ def _audit_refusal(st: CliState, action: str, reason: str) -> None:
         audit.record_refusal(engine, st.user, action, reason)
         engine.dispose()
     except (MeterctlError, SQLAlchemyError) as exc:
-        note(_("note: the refusal could not be audited ({error})").format(error=exc))
+        note(_("note: the refusal could not be audited ({error})").format(error=shown(exc)))
 
 
 context.refusal_auditor = _audit_refusal
@@ -129,7 +129,11 @@ def _migrate(ctx: typer.Context, action: str) -> tuple[Engine, str | None, str]:
     require_role(st, Role.ADMIN, f"db {action}")
     with store_errors(st):
         for path in audit_anchor.ensure_installation_keys(st.config):
-            note(f"created {path} (audit key: keep it, back it up; docs/security.md)")
+            note(
+                _("created {path} (audit key: keep it, back it up; docs/security.md)").format(
+                    path=path
+                )
+            )
     engine = open_store(st, initialised=False)
     with store_errors(st, engine):
         before, after = upgrade_db(engine)

@@ -7,14 +7,20 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from base.i18n import _
 from interfaces.cli.exitcodes import ExitCode
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("demo")
+    @app.command(
+        "demo",
+        help=_(
+            "Run the whole story on a temporary database and simulated meters (no setup needed)."
+        ),
+    )
     def demo(
         keep: Annotated[
-            bool, typer.Option("--keep", help="Keep the demo's database and files.")
+            bool, typer.Option("--keep", help=_("Keep the demo's database and files."))
         ] = False,
         time_scale: Annotated[
             float,
@@ -22,7 +28,7 @@ def register(app: typer.Typer) -> None:
                 "--time-scale",
                 min=0,
                 max=1_000,
-                help="Bus timing scale: 1.0 = real 2400-baud timing, 0 = instant.",
+                help=_("Bus timing scale: 1.0 = real 2400-baud timing, 0 = instant."),
             ),
         ] = 1.0,
     ) -> None:

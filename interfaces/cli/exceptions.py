@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.table import Table
 
-from base.i18n import _
+from base.i18n import _, local_time, money
 from engine.db.database import transaction
 from engine.roles import Role
 from engine.screening import ScreeningOptions, screen
@@ -26,10 +26,11 @@ from engine.store.expiry import record_expiries
 from interfaces.cli import db as cli_db
 from interfaces.cli.context import err_console, print_json, require_role, state
 from interfaces.cli.db import open_store, store_errors
+from interfaces.labels import REASON_TEXT, RELAY_TEXT, label
 
 
 def _local(value: Any, tz: ZoneInfo) -> str:
-    return value.astimezone(tz).strftime("%Y-%m-%d %H:%M") if value is not None else "-"
+    return local_time(value, tz)
 
 
 def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
@@ -49,11 +50,11 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
     for item in a[:limit]:
         table.add_row(
             item["account_no"],
-            item["balance"],
+            money(item["balance"]),
             item["station"] or "-",
             item["meter_address"] or "-",
-            item["relay_state"] or "-",
-            ", ".join(item["why"]),
+            label(RELAY_TEXT, item["relay_state"] or "-"),
+            _("; ").join(label(REASON_TEXT, code) for code in item["why"]),
         )
     err_console.print(table)
     more("in_arrears_not_disconnected")
@@ -67,9 +68,9 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
     for item in b[:limit]:
         table.add_row(
             item["account_no"],
-            item["balance"],
+            money(item["balance"]),
             item["meter_address"] or "-",
-            item["relay_state"] or "-",
+            label(RELAY_TEXT, item["relay_state"] or "-"),
             item["action"].replace("_", " "),
         )
     err_console.print(table)
@@ -121,8 +122,10 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
 
     e = doc.get("protocol_deviations", [])
     table = Table(
-        "meter", "account", "DI", "deviation", "times", "last seen", "detail",
-        title=f"replies departing from the DL/T 645 tables (vendor quirks): {len(e)}",
+        _("meter"), _("account"), _("DI"), _("deviation"), _("times"), _("last seen"), _("detail"),
+        title=_("replies departing from the DL/T 645 tables (vendor quirks): {count}").format(
+            count=len(e)
+        ),
         title_justify="left",
     )  # fmt: skip
     for item in e[:limit]:
@@ -140,15 +143,16 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
 
     f = doc.get("guarantee_mismatch", [])
     table = Table(
-        "meter", "account", "meter says", "exemption in force", "why", "read at",
-        title=f"保电 at the meter differs from the database: {len(f)}", title_justify="left",
+        _("meter"), _("account"), _("meter says"), _("exemption in force"), _("why"), _("read at"),
+        title=_("保电 at the meter differs from the database: {count}").format(count=len(f)),
+        title_justify="left",
     )  # fmt: skip
     for item in f[:limit]:
         table.add_row(
             item["meter_address"],
             item["account_no"] or "-",
             item["meter_guarantee"],
-            "yes" if item["exemption_in_force"] else "no",
+            _("yes") if item["exemption_in_force"] else _("no"),
             item["why"].replace("_", " "),
             _local(item["checked_at"], tz),
         )
@@ -157,10 +161,12 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
 
     e = doc["field_disconnections_not_in_arrears"]
     table = Table(
-        "field order", "order", "account", "balance", "meter", "cause",
+        _("field order"), _("order"), _("account"), _("balance"), _("meter"), _("cause"),
         title=(
-            f"OPEN field disconnection orders (补停) of accounts NOT in arrears: {len(e)}"
-            + (" — do not carry them out" if e else "")
+            _("OPEN field disconnection orders (补停) of accounts NOT in arrears: {count}").format(
+                count=len(e)
+            )
+            + (_(" — do not carry them out") if e else "")
         ),
         title_justify="left",
     )  # fmt: skip
@@ -169,7 +175,7 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
             str(item["id"]),
             str(item["order_id"]),
             item["account_no"],
-            item["balance"] or "-",
+            money(item["balance"]),
             item["meter_address"] or "-",
             item["cause"],
         )
@@ -178,8 +184,10 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
 
     f = doc["cancelled_field_orders"]
     table = Table(
-        "field order", "account", "work", "cause", "cancelled", "by", "why",
-        title=f"field orders CANCELLED in the last {doc['window_hours']:g} h: {len(f)}",
+        _("field order"), _("account"), _("work"), _("cause"), _("cancelled"), _("by"), _("why"),
+        title=_("field orders CANCELLED in the last {hours} h: {count}").format(
+            hours=f"{doc['window_hours']:g}", count=len(f)
+        ),
         title_justify="left",
     )  # fmt: skip
     for item in f[:limit]:
@@ -197,8 +205,10 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
 
     g = doc["expired_protections"]
     table = Table(
-        "what", "id", "account", "ended", "audited",
-        title=f"exemptions and approvals that ended (or have no end): {len(g)}",
+        _("what"), _("id"), _("account"), _("ended"), _("audited"),
+        title=_("exemptions and approvals that ended (or have no end): {count}").format(
+            count=len(g)
+        ),
         title_justify="left",
     )  # fmt: skip
     for item in g[:limit]:
@@ -206,15 +216,15 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
             f"{item['type']} ({item['kind']})",
             str(item["id"]),
             item["account_no"],
-            _local(item["ended"], tz) if item["ended"] else "NO END: renew with one",
-            "yes" if item["audited"] else "no",
+            _local(item["ended"], tz) if item["ended"] else _("NO END: renew with one"),
+            _("yes") if item["audited"] else _("no"),
         )
     err_console.print(table)
     more("expired_protections")
     o = doc["overdue_field_orders"]
     table = Table(
-        "field order", "account", "work", "assignee", "due", "min late", "level",
-        title=f"field orders PAST their time limit: {len(o)}",
+        _("field order"), _("account"), _("work"), _("assignee"), _("due"), _("min late"), _("level"),
+        title=_("field orders PAST their time limit: {count}").format(count=len(o)),
         title_justify="left",
     )  # fmt: skip
     for item in o[:limit]:
@@ -232,8 +242,8 @@ def _print_tables(doc: dict[str, Any], tz: ZoneInfo, limit: int) -> None:
 
     c = doc["overdue_complaints"]
     table = Table(
-        "complaint", "account", "channel", "received", "due", "text",
-        title=f"complaints PAST their time limit: {len(c)}",
+        _("complaint"), _("account"), _("channel"), _("received"), _("due"), _("text"),
+        title=_("complaints PAST their time limit: {count}").format(count=len(c)),
         title_justify="left",
     )  # fmt: skip
     for item in c[:limit]:

@@ -26,6 +26,7 @@ from interfaces.cli.context import fail, note, print_json, require_role, state
 from interfaces.cli.db import now, open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
 from interfaces.cli.payments import outcome_message, reconnect_and_wait
+from interfaces.labels import EXEMPTION_TEXT, STATE_TEXT, label
 
 exemptions_app = typer.Typer(help=_("Power-guarantee exemptions (保电)."), no_args_is_help=True)
 
@@ -110,6 +111,7 @@ def request(
             actor=st.user,
             now=now(),
             kind="humanitarian" if humanitarian else kind,
+            tz=st.config.site.tz,
             max_days=st.config.policy.exemption_max_days,
         )
     if as_json:
@@ -139,7 +141,13 @@ def _decide(
     at = now()
     with store_errors(st, engine), transaction(engine) as session:
         exemption = decide_exemption(
-            session, exemption_id, approve=approve, reason=reason, actor=st.user, now=at
+            session,
+            exemption_id,
+            approve=approve,
+            reason=reason,
+            actor=st.user,
+            now=at,
+            tz=st.config.site.tz,
         )
         emergency = protect_now(session, exemption, config=st.config, actor=st.user, now=at)
         document = exemption_dict(exemption)
@@ -243,7 +251,9 @@ def revoke(
     require_role(st, Role.SUPERVISOR, "exemptions revoke")
     engine = open_store(st)
     with store_errors(st, engine), transaction(engine) as session:
-        exemption = revoke_exemption(session, exemption_id, actor=st.user, now=now(), reason=reason)
+        exemption = revoke_exemption(
+            session, exemption_id, actor=st.user, now=now(), reason=reason, tz=st.config.site.tz
+        )
     if as_json:
         print_json(exemption_dict(exemption))
     note(
@@ -283,13 +293,15 @@ def list_(
         note(_("no exemptions"))
     for e in rows:
         decided = (
-            _(", {status} by {user}").format(status=e["status"], user=e["decided_by"])
+            _(", {status} by {user}").format(
+                status=label(STATE_TEXT, e["status"]), user=e["decided_by"]
+            )
             if e["decided_by"]
             else ""
         )
         typer.echo(
-            f"{e['id']:>6}  {e['account_no']:<16} {e['status']:<9} "
-            f"{local_until(e['until'], tz)}  {e['kind']:<12} "
+            f"{e['id']:>6}  {e['account_no']:<16} {label(STATE_TEXT, e['status']):<9} "
+            f"{local_until(e['until'], tz)}  {label(EXEMPTION_TEXT, e['kind']):<12} "
             + _("requested by {user}").format(user=e["requested_by"])
             + f"{decided}: {e['reason']}"
         )

@@ -18,7 +18,7 @@ import typer
 
 from base.clock import SystemClock
 from base.errors import MeterctlError
-from base.i18n import _
+from base.i18n import _, shown
 from interfaces.cli.context import fail, print_json, state
 from interfaces.cli.exitcodes import ExitCode
 from protocols.dlt645 import v1997
@@ -56,12 +56,12 @@ def _print_fields(fields: dict[str, Any]) -> None:
     width = max(len(k) for k in fields)
     for key, value in fields.items():
         if isinstance(value, dict):
-            shown = ", ".join(f"{k}={v}" for k, v in value.items())
+            text = ", ".join(f"{k}={v}" for k, v in value.items())
         elif isinstance(value, list):
-            shown = ", ".join(str(v) for v in value)
+            text = ", ".join(str(v) for v in value)
         else:
-            shown = str(value)
-        typer.echo(f"{key:<{width}}  {shown}")
+            text = str(value)
+        typer.echo(f"{key:<{width}}  {text}")
 
 
 @frame_app.command(
@@ -87,7 +87,7 @@ def decode(
     try:
         frame, deviations = decode_hex_lenient(hex_text)
     except MeterctlError as exc:
-        fail(_("invalid frame: {error}").format(error=exc), ExitCode.BAD_INPUT)
+        fail(_("invalid frame: {error}").format(error=shown(exc)), ExitCode.BAD_INPUT)
     fields = describe(frame, deviations)
     if as_json:
         print_json(fields)
@@ -102,7 +102,9 @@ def _address(text: str) -> str:
     try:
         return normalize_address(text)
     except MeterctlError as exc:
-        fail(f"--address: {exc}", ExitCode.BAD_INPUT)
+        fail(
+            _("{option}: {error}").format(option="--address", error=shown(exc)), ExitCode.BAD_INPUT
+        )
 
 
 def _emit(frame: Frame, preamble: int) -> None:
@@ -125,7 +127,7 @@ def encode_read(
         else:
             frame = ReadRequest(meter, parse_di(di)).to_frame()
     except MeterctlError as exc:
-        fail(f"--di: {exc}", ExitCode.BAD_INPUT)
+        fail(_("{option}: {error}").format(option="--di", error=shown(exc)), ExitCode.BAD_INPUT)
     _emit(frame, preamble)
 
 
@@ -162,7 +164,10 @@ def _meter_time(ctx: typer.Context, text: str | None, minutes: float) -> datetim
 def encode_control(
     ctx: typer.Context,
     address: AddressOpt,
-    action: Annotated[str, typer.Option("--action", help=f"One of: {', '.join(ACTIONS)}.")],
+    action: Annotated[
+        str,
+        typer.Option("--action", help=_("One of: {choices}.").format(choices=", ".join(ACTIONS))),
+    ],
     valid_until: Annotated[
         str | None,
         typer.Option("--valid-until", help=_("Deadline N3..N8, meter-local ISO time.")),
@@ -203,12 +208,12 @@ def encode_control(
             defaults.operator_code if operator is None else operator,
         )
     except MeterctlError as exc:
-        fail(f"credentials: {exc}", ExitCode.BAD_INPUT)
+        fail(_("credentials: {error}").format(error=shown(exc)), ExitCode.BAD_INPUT)
     deadline = _meter_time(ctx, valid_until, valid_minutes)
     try:
         frame = RemoteControlRequest(meter, credentials, chosen, deadline, n2).to_frame()
     except MeterctlError as exc:
-        fail(f"--valid-until: {exc}", ExitCode.BAD_INPUT)
+        fail(_("--valid-until: {error}").format(error=shown(exc)), ExitCode.BAD_INPUT)
     _emit(frame, preamble)
 
 
@@ -227,7 +232,7 @@ def encode_time_sync(
     try:
         frame = BroadcastTimeSync(when).to_frame()
     except MeterctlError as exc:
-        fail(f"--time: {exc}", ExitCode.BAD_INPUT)
+        fail(_("{option}: {error}").format(option="--time", error=shown(exc)), ExitCode.BAD_INPUT)
     _emit(frame, preamble)
 
 

@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 
 from base import i18n
 from base.errors import MeterctlError
-from base.i18n import _
+from base.i18n import N_, _, shown
 from engine.logging import configure_logging, scrub_text
 from interfaces.cli.context import CliState, err_console, fail
 from interfaces.cli.exitcodes import ExitCode
@@ -24,6 +24,49 @@ from interfaces.cli.exitcodes import ExitCode
 # Help texts are translated as the commands are defined, so the language is chosen first,
 # from the command line itself (--lang, --config), the locale variables and the config.
 i18n.setup_from_command_line(sys.argv)
+
+
+def _typer_texts() -> None:
+    """typer's own words around our help (panel titles, "Show this message and exit."), in
+    the chosen language. typer marks them for gettext's default domain, which nobody fills;
+    they are set here from our catalog instead. Best effort: a typer that moves them keeps
+    its English."""
+    from typer import rich_utils
+
+    for name, text in (
+        ("ARGUMENTS_PANEL_TITLE", N_("Arguments")),
+        ("OPTIONS_PANEL_TITLE", N_("Options")),
+        ("COMMANDS_PANEL_TITLE", N_("Commands")),
+        ("ERRORS_PANEL_TITLE", N_("Error")),
+        ("ABORTED_TEXT", N_("Aborted.")),
+        ("DEFAULT_STRING", N_("[default: {}]")),
+        ("ENVVAR_STRING", N_("[env var: {}]")),
+        ("REQUIRED_LONG_STRING", N_("[required]")),
+        ("RICH_HELP", N_("Try [blue]'{command_path} {help_option}'[/] for help.")),
+    ):
+        if hasattr(rich_utils, name):
+            setattr(rich_utils, name, _(text))
+    try:
+        from typer._click import decorators
+    except ImportError:  # pragma: no cover - another typer layout
+        return
+    original = getattr(decorators, "_meterctl_help_option", decorators.help_option)
+    decorators._meterctl_help_option = original  # type: ignore[attr-defined]
+
+    def help_option(param_decls: list[str]) -> Any:
+        add = original(param_decls)
+
+        def apply(command: Any) -> Any:
+            command = add(command)
+            command.params[-1].help = _("Show this message and exit.")
+            return command
+
+        return apply
+
+    decorators.help_option = help_option
+
+
+_typer_texts()
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -42,10 +85,12 @@ class SentenceGroup(TyperGroup):
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except KeyboardInterrupt:
-            err_console.print("interrupted", markup=False)
+            err_console.print(_("interrupted"), markup=False)
             raise typer.Exit(130) from None
         except MeterctlError as exc:
-            err_console.print(f"error: {scrub_text(str(exc))}", markup=False, soft_wrap=True)
+            err_console.print(
+                _("error:") + " " + scrub_text(shown(exc)), markup=False, soft_wrap=True
+            )
             raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
         except Exception as exc:
             if type(exc).__module__.startswith(("typer", "click")):
@@ -53,8 +98,10 @@ class SentenceGroup(TyperGroup):
             logging.getLogger("meterctl").debug("cli.unexpected_error", exc_info=True)
             detail = scrub_text(str(exc).splitlines()[0] if str(exc) else "")
             err_console.print(
-                f"error: unexpected {type(exc).__name__}{': ' + detail if detail else ''} "
-                "(a bug: please report it with the command; --log-level DEBUG shows where)",
+                _(
+                    "error: unexpected {error} (a bug: please report it with the command; "
+                    "--log-level DEBUG shows where)"
+                ).format(error=f"{type(exc).__name__}{': ' + detail if detail else ''}"),
                 markup=False,
                 soft_wrap=True,
             )
@@ -137,7 +184,11 @@ def root(
     _choose_language(ctx.obj, lang)
     level = (log_level or "WARNING").upper()
     if level not in LOG_LEVELS:
-        fail(f"--log-level: {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        fail(
+            _("--log-level: {value} is not one of {choices}").format(
+                value=repr(log_level), choices=", ".join(LOG_LEVELS)
+            )
+        )
     configure_logging(level, json=False)
     ctx.call_on_close(lambda: _after_command(ctx.obj))
 
@@ -159,7 +210,8 @@ def _choose_language(st: CliState, lang: str | None) -> None:
     try:
         i18n.set_language(i18n.choose(lang, os.environ, site))
     except ValueError as exc:
-        err_console.print(f"error: {exc}", markup=False)
+        i18n.set_language(i18n.choose(None, os.environ, site))  # say it in the reader's language
+        err_console.print(_("error:") + " " + shown(exc), markup=False)
         raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
 
 
@@ -176,7 +228,7 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except MeterctlError as exc:  # pragma: no cover - commands normally handle their own
-        err_console.print(f"error: {exc}", markup=False)
+        err_console.print(_("error:") + " " + shown(exc), markup=False)
         sys.exit(int(ExitCode.BAD_INPUT))
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from base.errors import InputError, MeterctlError
-from base.i18n import _
+from base.i18n import _, shown
 from engine.config import Dlt645Config
 from engine.logging import configure_logging
 from interfaces.cli.context import err_console, fail, print_json, state
@@ -48,7 +48,7 @@ def _open(url: str, cfg: Dlt645Config) -> tuple[Link, int]:
             settings = {"baud": cfg.baud, "parity": cfg.parity}
         link = open_link(url, **settings)
     except MeterctlError as exc:
-        fail(f"--link: {exc}", ExitCode.BAD_INPUT)
+        fail(_("{option}: {error}").format(option="--link", error=shown(exc)), ExitCode.BAD_INPUT)
     baud = int(getattr(link, "baud", cfg.baud))
     return link, baud
 
@@ -68,7 +68,7 @@ def _run_or_exit(what: str, coro: Any) -> Any:
     try:
         return asyncio.run(coro)
     except InputError as exc:
-        fail(str(exc), ExitCode.BAD_INPUT)
+        fail(shown(exc), ExitCode.BAD_INPUT)
     except MeterRefused as exc:
         fail(
             _("{what}: the meter refused: {errors}").format(
@@ -77,11 +77,16 @@ def _run_or_exit(what: str, coro: Any) -> Any:
             ExitCode.PARTIAL,
         )
     except (LinkError, UnexpectedReply) as exc:
-        text = str(exc)  # the client's messages already say what was asked of whom
-        fail(text if text.startswith(what.split()[0]) else f"{what}: {text}", ExitCode.PARTIAL)
+        # The client's messages already say what was asked of whom ("read 04000503: ...").
+        text = shown(exc)
+        if not str(exc).startswith("read"):
+            text = _("{what}: {error}").format(what=what, error=text)
+        fail(text, ExitCode.PARTIAL)
     except FrameError as exc:
         fail(
-            _("{what}: the meter's answer is not valid: {error}").format(what=what, error=exc),
+            _("{what}: the meter's answer is not valid: {error}").format(
+                what=what, error=shown(exc)
+            ),
             ExitCode.PARTIAL,
         )
 
@@ -105,12 +110,14 @@ def read(
     try:
         meter = normalize_address(address)
     except MeterctlError as exc:
-        fail(f"--address: {exc}", ExitCode.BAD_INPUT)
+        fail(
+            _("{option}: {error}").format(option="--address", error=shown(exc)), ExitCode.BAD_INPUT
+        )
     old = len(di.strip().removeprefix("0x")) == 4
     try:
         number = v1997.parse_di(di) if old else parse_di(di)
     except MeterctlError as exc:
-        fail(f"--di: {exc}", ExitCode.BAD_INPUT)
+        fail(_("{option}: {error}").format(option="--di", error=shown(exc)), ExitCode.BAD_INPUT)
     link, baud = _open(link_url, cfg)
 
     async def run() -> ReadResult:
@@ -120,7 +127,8 @@ def read(
                 return await client.read_1997(meter, number)
             return await client.read(meter, number)
 
-    result: ReadResult = _run_or_exit(f"read {di.upper()} from {meter}", run())
+    what = _("read {di} from {meter}").format(di=di.upper(), meter=meter)
+    result: ReadResult = _run_or_exit(what, run())
     entry = v1997.lookup(number) if old else identifiers.lookup(number)
     document: dict[str, Any] = {
         "address": result.address,
@@ -143,8 +151,8 @@ def read(
         value = ", ".join(f"{k}={v}" for k, v in value.items())
     elif isinstance(value, list):
         value = ", ".join(str(v) for v in value)
-    shown = _("(not interpretable)") if value is None else f"{value}{unit}"
-    typer.echo(f"{document['di']}{name}: {shown}")
+    text = _("(not interpretable)") if value is None else f"{value}{unit}"
+    typer.echo(f"{document['di']}{name}: {text}")
     for warning in document.get("warnings", []):
         typer.echo(_("warning: {warning}").format(warning=warning))
     err_console.print(
@@ -167,7 +175,7 @@ def address(ctx: typer.Context, link_url: LinkOpt, as_json: JsonOpt = False) -> 
             return await _client(link, baud, cfg).read_address()
 
     try:
-        found: str = _run_or_exit("read address", run())
+        found: str = _run_or_exit(_("read address"), run())
     except typer.Exit as exit_:
         if exit_.exit_code == ExitCode.PARTIAL:
             # 13H to AAAAAAAAAAAA works with one meter on the line: several answer at once.

@@ -24,6 +24,7 @@ from interfaces.cli.context import err_console, fail, print_json, require_role, 
 from interfaces.cli.db import now, open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
 from interfaces.cli.orders import orders_app
+from interfaces.labels import KIND_TEXT, STATE_TEXT, label
 
 field_orders_app = typer.Typer(help=_("Field work orders (补停 / 现场复电)."), no_args_is_help=True)
 
@@ -106,9 +107,9 @@ def list_orders(
     for r in rows:
         table.add_row(
             str(r["id"]),
-            r["kind"],
+            label(KIND_TEXT, r["kind"]),
             r["account_no"],
-            r["state"],
+            label(STATE_TEXT, r["state"]),
             r["meter_address"] or "-",
             _when(r["updated_at"], tz),
             (r["last_error"] or "")[:60],
@@ -303,12 +304,12 @@ def list_field_orders(
                 reason=r["closed_reason"] or "",
             )
             if r["cancelled"]
-            else (r["stage"] or r["status"])
+            else label(STATE_TEXT, r["stage"] or r["status"])
             if r["status"] == "open"
-            else r["status"]
+            else label(STATE_TEXT, r["status"])
         )
         if r["overdue"]:
-            shown = f"[bold red]{_('LATE')}[/] {shown}"
+            shown = "[bold red]" + _("LATE") + "[/] " + shown
         table.add_row(
             str(r["id"]),
             str(r["order_id"]),

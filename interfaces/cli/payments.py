@@ -26,7 +26,7 @@ import typer
 from sqlalchemy import Engine, select
 
 from base.errors import InputError, MeterctlError
-from base.i18n import _, money
+from base.i18n import _, money, shown
 from engine.config import Config
 from engine.db.database import read_session
 from engine.db.models import FIELD_ORDERS, SWITCH_ORDERS
@@ -112,7 +112,11 @@ def reconnect_and_wait(
     and emergency reconnection (``exemptions approve``).
     """
     if server_running(engine, cli_db.now()):
-        note(f"reconnection order {order_id}: meterctl serve is dispatching it; waiting")
+        note(
+            _("reconnection order {order}: meterctl serve is dispatching it; waiting").format(
+                order=order_id
+            )
+        )
         return asyncio.run(_wait_for(engine, order_id, time.monotonic() + timeout))
     note(_("reconnection order {order}: dispatching on {link}").format(order=order_id, link=link))
     return asyncio.run(_dispatch_here(engine, config, order_id, link, actor, timeout))
@@ -144,7 +148,12 @@ def outcome_message(order_id: int, found: dict[str, Any], timeout: float) -> tup
     ).format(order=order_id, state=state_now, seconds=f"{timeout:g}")
 
 
-@payments_app.command("record")
+@payments_app.command(
+    "record",
+    help=_(
+        "Record a payment; when it clears the arrears, reconnect the meter and wait for the result."
+    ),
+)
 def record(
     ctx: typer.Context,
     account: Annotated[str, typer.Argument(metavar="ACCOUNT", help=_("The account number."))],
@@ -169,14 +178,17 @@ def record(
     st = state(ctx)
     require_role(st, Role.OPERATOR, "payments record")
     if timeout <= 0:
-        fail(f"--timeout: {timeout} must be a positive number of seconds", ExitCode.BAD_INPUT)
+        fail(
+            _("--timeout: {timeout} must be a positive number of seconds").format(timeout=timeout),
+            ExitCode.BAD_INPUT,
+        )
     look_alike = confusable_problem(account.strip(), "ACCOUNT: account number")
     if look_alike:
         fail(look_alike, ExitCode.BAD_INPUT)
     try:
         amount: Decimal = parse_amount(amount_text, st.config)
     except InputError as exc:
-        fail(f"AMOUNT: {exc}", ExitCode.BAD_INPUT)
+        fail(_("{option}: {error}").format(option="AMOUNT", error=shown(exc)), ExitCode.BAD_INPUT)
     engine = open_store(st)
     with store_errors(st, engine):
         result = record_payment(

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import func, select
 
 from base.errors import MeterctlError
-from base.i18n import N_, _
+from base.i18n import _, shown
 from engine.db.database import read_session
 from engine.db.models import ACCOUNTS
 from engine.roles import Role
@@ -28,6 +28,7 @@ from interfaces.cli.batch import batch_app
 from interfaces.cli.context import err_console, fail, note, require_role, state
 from interfaces.cli.db import now, open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
+from interfaces.labels import OUTCOME_TEXT, REASON_TEXT, VERDICT_TEXT, label
 from policies import (
     BatchPlanner,
     Outcome,
@@ -45,44 +46,6 @@ def _count_in_scope(engine: Any, station: str | None) -> int:
         return int(session.execute(query).scalar_one())
 
 
-# What each reason code means, in a few words an operator reads (translated when shown; the
-# codes themselves and the JSON stay as they are).
-REASON_TEXT = {
-    "in_arrears": N_("in arrears"),
-    "not_in_arrears": N_("not in arrears"),
-    "agreement_signed": N_("cost-control agreement signed"),
-    "no_agreement": N_("no cost-control agreement"),
-    "notice_served": N_("notice served"),
-    "notice_missing": N_("no notice delivered"),
-    "notice_pending": N_("notice period not over"),
-    "notice_stale": N_("notice too old"),
-    "inside_window": N_("inside the disconnection window"),
-    "outside_window": N_("outside the disconnection window"),
-    "held_to_window": N_("would execute after the window closes: held to the next opening"),
-    "not_important": N_("not an important customer"),
-    "important_timeline_required": N_("important customer: warning and instruction first"),
-    "important_timeline_pending": N_("important customer: waiting for the timeline"),
-    "important_timeline_due": N_("important customer: execution due"),
-    "meter_bound": N_("the right meter, bound to the account"),
-    "meter_missing": N_("no meter"),
-    "meter_not_bound": N_("meter not bound to this account"),
-    "meter_mismatch": N_("meter number differs from the account's"),
-    "meter_swapped": N_("the meter answered with another number"),
-    "no_exemption": N_("no power guarantee"),
-    "exemption_active": N_("power guarantee (保电) in force"),
-    "humanitarian_needs_approval": N_("humanitarian case: needs a supervisor's approval"),
-    "humanitarian_approved": N_("humanitarian case approved by a supervisor"),
-    "batch_within_limit": N_("within the batch limit"),
-    "batch_limit_exceeded": N_("batch limit exceeded"),
-    "rule_error": N_("a rule failed: blocked to be safe"),
-}
-OUTCOME_TEXT = {
-    "disconnect": N_("disconnect"),
-    "schedule": N_("scheduled"),
-    "blocked": N_("blocked"),
-}
-
-
 def _human(decision: Decision) -> str:
     blocked = ", ".join(r.code for r in decision.blocked_by)
     outcome = _(OUTCOME_TEXT[decision.outcome.value])
@@ -90,8 +53,11 @@ def _human(decision: Decision) -> str:
     lines = [head]
     for reason in decision.reasons:
         meaning = REASON_TEXT.get(reason.code)
-        said = f"{_(meaning)}: {reason.message}" if meaning else reason.message
-        lines.append(f"    {reason.verdict.value:<8} {reason.rule:<12} {reason.code}: {said}")
+        said = shown(reason.text or reason.message)
+        if meaning and not said.startswith(_(meaning)):
+            said = _("{meaning}: {detail}").format(meaning=_(meaning), detail=said)
+        verdict = label(VERDICT_TEXT, reason.verdict)
+        lines.append(f"    {verdict:<8} {reason.rule:<12} {reason.code}: {said}")
     return "\n".join(lines)
 
 
@@ -126,10 +92,9 @@ def plan(
     """
     st = state(ctx)
     require_role(st, Role.OPERATOR, "batch plan")
-    try:
-        settings = policy_settings(st.config)
-    except MeterctlError as exc:
-        fail(str(exc), ExitCode.BAD_INPUT)
+    engine = open_store(st)
+    with store_errors(st, engine):
+        settings = policy_settings(st.config, engine)  # with the posted weather days
     when = now()
     if at is not None:
         try:
@@ -137,7 +102,6 @@ def plan(
         except MeterctlError as exc:
             fail(str(exc), ExitCode.BAD_INPUT)
     lead = timedelta(minutes=st.config.dispatch.command_validity_minutes)
-    engine = open_store(st)
     out = sys.stdout
     with store_errors(st, engine):
         total = _count_in_scope(engine, station)
@@ -200,7 +164,9 @@ def plan(
         limit = result.limit
         out.write(
             _("batch limit: {verdict} ({code}): {message}").format(
-                verdict=limit.verdict.value, code=limit.code, message=limit.message
+                verdict=label(VERDICT_TEXT, limit.verdict),
+                code=limit.code,
+                message=shown(limit.message),
             )
             + "\n"
         )

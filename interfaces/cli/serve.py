@@ -68,7 +68,7 @@ def serve(
             config,
             clock=cli_db.clock,
             listen=(host, port),
-            announce=lambda url: note(f"payment hook listening on {url}"),
+            announce=lambda url: note(_("payment hook listening on {url}").format(url=url)),
             actor="engine",
         )
     except MeterctlError as exc:  # e.g. an unreadable payment_key_file or secrets file

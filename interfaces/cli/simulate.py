@@ -27,7 +27,7 @@ from typing import Annotated, Any
 import typer
 
 from base.errors import InputError
-from base.i18n import _
+from base.i18n import _, shown
 from interfaces.cli.context import fail, note, print_json, state
 from interfaces.cli.exitcodes import ExitCode
 from interfaces.simulation import simulator_settings
@@ -198,7 +198,7 @@ def register(app: typer.Typer) -> None:
         except InputError as exc:
             fail(str(exc), ExitCode.BAD_INPUT)
         except OSError as exc:
-            fail(_("cannot write: {error}").format(error=exc), ExitCode.BAD_INPUT)
+            fail(_("cannot write: {error}").format(error=shown(exc)), ExitCode.BAD_INPUT)
         if ready_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 ready_file.unlink()  # a stale file must not say "ready" for this run
@@ -214,7 +214,7 @@ def register(app: typer.Typer) -> None:
             except OSError as exc:
                 fail(
                     _("cannot serve the fleet: {error} (is a port already in use?)").format(
-                        error=exc
+                        error=shown(exc)
                     )
                 )
             document = fleet.ready_document()

@@ -19,19 +19,20 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 
-from base.i18n import _
+from base.i18n import _, local_time
 from engine.reports.status import status_snapshot
 from engine.roles import Role
 from interfaces.cli import db as cli_db
 from interfaces.cli.context import err_console, fail, print_json, require_role, state
 from interfaces.cli.db import open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
+from interfaces.labels import KIND_TEXT, STATE_TEXT, label
 
 PENDING_SHOWN = 10  # rows of the pending-reconnection table (the count is exact)
 
 
 def _local(value: Any, tz: ZoneInfo) -> str:
-    return value.astimezone(tz).strftime("%m-%d %H:%M:%S") if value is not None else "-"
+    return local_time(value, tz)
 
 
 def _age(seconds: float) -> str:
@@ -52,7 +53,7 @@ def render_status(doc: dict[str, Any], tz: ZoneInfo) -> RenderableType:
         _("kind"), _("state"), _("orders"), title=_("orders by state"), title_justify="left"
     )
     for r in doc["orders_by_state"]:
-        orders.add_row(r["kind"], r["state"], str(r["count"]))
+        orders.add_row(label(KIND_TEXT, r["kind"]), label(STATE_TEXT, r["state"]), str(r["count"]))
     parts.append(orders if doc["orders_by_state"] else Text(_("no orders yet")))
 
     limit = doc["reconnect_deadline_minutes"]
@@ -78,7 +79,7 @@ def render_status(doc: dict[str, Any], tz: ZoneInfo) -> RenderableType:
         pending.add_row(
             str(p["order_id"]),
             p["account_no"],
-            p["state"],
+            label(STATE_TEXT, p["state"]),
             _local(p["since"], tz),
             _age(p["age_s"]),
             _local(p["deadline"], tz),

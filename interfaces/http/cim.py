@@ -7,6 +7,8 @@
 - ``GET /cim/v1/WorkOrders`` and ``POST /cim/v1/WorkOrders/{id}/accept|assign|close``: the
   field orders as work items a workforce system pulls and reports on
   (:mod:`interfaces.http.workorders`);
+- ``GET|POST /cim/v1/WeatherDays``, ``DELETE /cim/v1/WeatherDays/{id}``: extreme-weather
+  days with no disconnection (:mod:`interfaces.http.weather`);
 - ``GET /openapi.json``: the OpenAPI 3 document of these routes (unsigned).
 
 Every call names its client (``X-Meterctl-Client``) and is signed with that client's key
@@ -64,6 +66,7 @@ from interfaces.http.signature import (
     verify,
 )
 from interfaces.http.tls import peer_common_name
+from interfaces.http.weather import WeatherApi
 from interfaces.http.workorders import WorkOrdersApi
 
 log = structlog.get_logger("interfaces.http.cim")
@@ -118,6 +121,7 @@ class IntegrationApi:
         *,
         clock: Clock | None = None,
         on_accepted: Callable[[], None] | None = None,
+        on_weather: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self.config = config
@@ -127,6 +131,7 @@ class IntegrationApi:
             c.certificate_cn: c for c in self.clients.values() if c.certificate_cn
         }
         self.on_accepted = on_accepted
+        self.on_weather = on_weather  # a weather day posted or removed (the dispatcher re-reads)
         self.max_skew_s = float(config.hooks.max_clock_skew_s)
         # Shared by every serve process and kept across restarts (the payment hook's table).
         self.guard: SignatureMemory = SharedReplayGuard(engine, self.max_skew_s)
@@ -141,6 +146,7 @@ class IntegrationApi:
         app.router.add_get(DEVICES + "/{meter_no}", _no_database_errors(self.get_device))
         app.router.add_get(OPENAPI, self.get_openapi)
         WorkOrdersApi(self).install(app)
+        WeatherApi(self, self.on_weather).install(app)
 
     # -- identity ---------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from typing import Any
 import structlog
 
 from base.errors import InputError
+from base.i18n import N_, Msg
 from protocols.dlt645 import identifiers, v1997
 from protocols.dlt645.codes import ControlAction
 from protocols.dlt645.decoding import decode_message
@@ -88,7 +89,14 @@ class ReadResult:
         """The value, or FrameError naming the deviations when none could be interpreted."""
         if self.value is None:
             why = "; ".join(str(d) for d in self.deviations) or "no value"
-            raise FrameError(f"{what} from meter {self.address} cannot be interpreted: {why}")
+            raise FrameError(
+                Msg(
+                    N_("{what} from meter {address} cannot be interpreted: {why}"),
+                    what=what,
+                    address=self.address,
+                    why=why,
+                )
+            )
         return self.value
 
 
@@ -134,9 +142,14 @@ class Dlt645Client:
         inter_byte_max_s: float = INTER_BYTE_S,
     ) -> None:
         if baud <= 0:
-            raise InputError(f"baud rate {baud} must be positive")
+            raise InputError(Msg(N_("baud rate {baud} must be positive"), baud=baud))
         if not 0 <= wake_preamble <= 4:
-            raise InputError(f"wake preamble {wake_preamble} must be 0..4 FEH bytes")
+            raise InputError(
+                Msg(
+                    N_("wake preamble {wake_preamble} must be 0..4 FEH bytes"),
+                    wake_preamble=wake_preamble,
+                )
+            )
         self.link = link
         self.baud = baud
         self.wake_preamble = wake_preamble
@@ -190,7 +203,13 @@ class Dlt645Client:
         while frame.has_follow_up:
             seq += 1
             if seq > MAX_FOLLOW_UPS:
-                raise FrameError(f"read {di:08X}: more than {MAX_FOLLOW_UPS} follow-up frames")
+                raise FrameError(
+                    Msg(
+                        N_("read {di:08X}: more than {max_follow_ups} follow-up frames"),
+                        di=di,
+                        max_follow_ups=MAX_FOLLOW_UPS,
+                    )
+                )
             follow = ReadFollowUpRequest(address, di, seq).to_frame()
 
             def same_seq(f: Frame, seq: int = seq) -> bool:
@@ -236,7 +255,9 @@ class Dlt645Client:
         request = ReadAddressRequest(normalize_address(address)).to_frame()
         reply = await self._with_retries(request, OVERHEAD + 6, None, "read address")
         if len(reply.data) < 6:
-            raise FrameError(f"read-address reply has {len(reply.data)} data bytes, not 6")
+            raise FrameError(
+                Msg(N_("read-address reply has {data} data bytes, not 6"), data=len(reply.data))
+            )
         message = decode_message(reply)
         result: str = message.address
         return result
@@ -295,8 +316,13 @@ class Dlt645Client:
             reply = await self._transaction(request, OVERHEAD + 2, None, f"control {action.name}")
         except LinkTimeout as exc:
             raise LinkTimeout(
-                f"{exc}; the {action.name.lower()} command may have been executed: "
-                "read status word 3 before deciding to resend"
+                Msg(
+                    N_(
+                        "{exc}; the {value} command may have been executed: read status word 3 before deciding to resend"
+                    ),
+                    exc=exc,
+                    value=action.name.lower(),
+                )
             ) from exc
         return RemoteControlReply(reply.address, reply.data)
 
@@ -339,7 +365,13 @@ class Dlt645Client:
     def _unicast(address: str, what: str) -> str:
         text = normalize_address(address)
         if text == BROADCAST:
-            raise InputError(f"cannot {what} the broadcast address {BROADCAST}: meters never reply")
+            raise InputError(
+                Msg(
+                    N_("cannot {what} the broadcast address {broadcast}: meters never reply"),
+                    what=what,
+                    broadcast=BROADCAST,
+                )
+            )
         return text
 
     async def _with_retries(
@@ -410,8 +442,14 @@ class Dlt645Client:
                     continue
                 if not address_matches(request.address, frame.address):
                     raise AddressMismatch(
-                        f"{what}: reply from meter {frame.address}, "
-                        f"but meter {request.address} was addressed"
+                        Msg(
+                            N_(
+                                "{what}: reply from meter {address}, but meter {address2} was addressed"
+                            ),
+                            what=what,
+                            address=frame.address,
+                            address2=request.address,
+                        )
                     )
                 if frame.is_abnormal:
                     refusal = decode_message(frame)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from base.i18n import N_, Msg
 from protocols.dlt645 import codes
 from protocols.dlt645._fastinit import fast_frozen_init
 from protocols.dlt645.codes import FunctionCode
@@ -56,7 +57,9 @@ def baud_code(baud: int) -> int:
         return BAUD_CODES[baud]
     except KeyError:
         rates = ", ".join(str(b) for b in BAUD_CODES)
-        raise FrameStructureError(f"baud rate {baud} is not one of {rates}") from None
+        raise FrameStructureError(
+            Msg(N_("baud rate {baud} is not one of {rates}"), baud=baud, rates=rates)
+        ) from None
 
 
 def baud_from_code(code: int) -> int:
@@ -68,12 +71,21 @@ def baud_from_code(code: int) -> int:
     try:
         return BAUD_BY_CODE[code]
     except KeyError:
-        raise FrameStructureError(f"baud characteristic word {code:02X}H is not valid") from None
+        raise FrameStructureError(
+            Msg(N_("baud characteristic word {code:02X}H is not valid"), code=code)
+        ) from None
 
 
 def _exact(frame: Frame, size: int, what: str) -> None:
     if len(frame.data) != size:
-        raise FrameLengthError(f"{what} needs {size} data bytes, got {len(frame.data)}")
+        raise FrameLengthError(
+            Msg(
+                N_("{what} needs {size} data bytes, got {data}"),
+                what=what,
+                size=size,
+                data=len(frame.data),
+            )
+        )
 
 
 def _auth(credentials: Credentials) -> bytes:
@@ -113,7 +125,14 @@ def _freeze_byte(value: int | None, top: int, what: str) -> int:
     if value is None:
         return 0x99  # "any": 99 in a field widens the freeze to every such period
     if not 0 <= value <= top:
-        raise FrameStructureError(f"freeze {what} {value} is out of range 0..{top}")
+        raise FrameStructureError(
+            Msg(
+                N_("freeze {what} {value} is out of range 0..{top}"),
+                what=what,
+                value=value,
+                top=top,
+            )
+        )
     return (value // 10) << 4 | (value % 10)
 
 
@@ -121,7 +140,9 @@ def _freeze_field(byte: int, what: str) -> int | None:
     if byte == 0x99:
         return None
     if (byte >> 4) > 9 or (byte & 0x0F) > 9:
-        raise FrameStructureError(f"freeze {what} byte {byte:02X}H is not BCD")
+        raise FrameStructureError(
+            Msg(N_("freeze {what} byte {byte:02X}H is not BCD"), what=what, byte=byte)
+        )
     return (byte >> 4) * 10 + (byte & 0x0F)
 
 
@@ -192,7 +213,7 @@ class ChangeBaudReply:
 def password_di(level: int) -> int:
     """DI naming the password of ``level``: 04000C01 for level 0 .. 04000C0A for level 9."""
     if not 0 <= level <= 9:
-        raise FrameStructureError(f"password level {level} must be 0..9")
+        raise FrameStructureError(Msg(N_("password level {level} must be 0..9"), level=level))
     return PASSWORD_DI_BASE + level
 
 
@@ -342,8 +363,11 @@ def _change_password(f: Frame) -> ChangePasswordRequest:
     )
     if di_from_wire(f.data) != request.di:
         raise FrameStructureError(
-            f"change-password DI {di_from_wire(f.data):08X} "
-            f"does not match level {request.new.level}"
+            Msg(
+                N_("change-password DI {di_from_wire:08X} does not match level {level}"),
+                di_from_wire=di_from_wire(f.data),
+                level=request.new.level,
+            )
         )
     return request
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from base.i18n import N_, Msg
 from protocols.dlt645._fastinit import fast_frozen_init
 from protocols.dlt645.codes import ABNORMAL, DIRECTION_REPLY, FOLLOW_UP, FUNCTION_MASK
 from protocols.errors import (
@@ -75,7 +76,9 @@ def address_to_wire(address: str) -> bytes:
     """
     text = address.strip().upper()
     if not 1 <= len(text) <= 12:
-        raise FrameStructureError(f"meter address {address!r} must have 1 to 12 digits")
+        raise FrameStructureError(
+            Msg(N_("meter address {address!r} must have 1 to 12 digits"), address=address)
+        )
     text = text.rjust(12, "0")
     out = bytearray(6)
     for i in range(6):
@@ -86,7 +89,11 @@ def address_to_wire(address: str) -> bytes:
             out[i] = int(pair, 16)
         else:
             raise FrameStructureError(
-                f"meter address {address!r} is not BCD: {pair!r} must be two digits or AA"
+                Msg(
+                    N_("meter address {address!r} is not BCD: {pair!r} must be two digits or AA"),
+                    address=address,
+                    pair=pair,
+                )
             )
     return bytes(out)
 
@@ -99,7 +106,7 @@ def address_from_wire(raw: bytes) -> str:
         FrameStructureError: a byte is neither BCD nor the AA wildcard.
     """
     if len(raw) != 6:
-        raise FrameStructureError(f"address must be 6 bytes, got {len(raw)}")
+        raise FrameStructureError(Msg(N_("address must be 6 bytes, got {raw}"), raw=len(raw)))
     parts = []
     for byte in reversed(raw):
         if byte == 0xAA:
@@ -107,7 +114,7 @@ def address_from_wire(raw: bytes) -> str:
         elif (byte >> 4) <= 9 and (byte & 0x0F) <= 9:
             parts.append(f"{byte:02X}")
         else:
-            raise AddressNotBcd(f"address byte {byte:02X}H is not BCD")
+            raise AddressNotBcd(Msg(N_("address byte {byte:02X}H is not BCD"), byte=byte))
     return "".join(parts)
 
 
@@ -157,9 +164,17 @@ def encode_frame(address: str, control: int, data: bytes = b"", preamble: int = 
         FrameStructureError: a bad address or control byte.
     """
     if len(data) > MAX_DATA:
-        raise FrameLengthError(f"{len(data)} data bytes exceed the maximum of {MAX_DATA}")
+        raise FrameLengthError(
+            Msg(
+                N_("{data} data bytes exceed the maximum of {max_data}"),
+                data=len(data),
+                max_data=MAX_DATA,
+            )
+        )
     if not 0 <= control <= 0xFF:
-        raise FrameStructureError(f"control byte {control} is out of range")
+        raise FrameStructureError(
+            Msg(N_("control byte {control} is out of range"), control=control)
+        )
     body = b"\x68%s\x68%c%c%s" % (
         address_to_wire(address),
         control,
@@ -216,41 +231,81 @@ def _frame_error(raw: bytes, start: int) -> FrameError:
     size = len(raw) - start
     if size < OVERHEAD:
         return FrameLengthError(
-            f"frame too short: {size} bytes after the preamble, at least 12 needed "
-            f"(truncated after byte {len(raw) - 1})"
+            Msg(
+                N_(
+                    "frame too short: {size} bytes after the preamble, at least 12 needed (truncated after byte {value})"
+                ),
+                size=size,
+                value=len(raw) - 1,
+            )
         )
     if raw[start] != START:
         return FrameStructureError(
-            f"frame must start with 68H, found {raw[start]:02X}H at byte {start}"
+            Msg(
+                N_("frame must start with 68H, found {value:02X}H at byte {start}"),
+                value=raw[start],
+                start=start,
+            )
         )
     if raw[start + 7] != START:
         return FrameStructureError(
-            f"second start byte must be 68H, found {raw[start + 7]:02X}H at byte {start + 7}"
+            Msg(
+                N_("second start byte must be 68H, found {value:02X}H at byte {value2}"),
+                value=raw[start + 7],
+                value2=start + 7,
+            )
         )
     length = raw[start + 9]
     if length > MAX_DATA:
         return FrameLengthError(
-            f"length byte {length} ({length:02X}H at byte {start + 9}) exceeds the maximum "
-            f"of {MAX_DATA}"
+            Msg(
+                N_(
+                    "length byte {length} ({length:02X}H at byte {value}) exceeds the maximum of {max_data}"
+                ),
+                length=length,
+                value=start + 9,
+                max_data=MAX_DATA,
+            )
         )
     if size < OVERHEAD + length:
         return FrameLengthError(
-            f"frame truncated: length byte says {length} data bytes, only {size - OVERHEAD} "
-            f"present (length byte {length:02X}H at byte {start + 9})"
+            Msg(
+                N_(
+                    "frame truncated: length byte says {length} data bytes, only {value} present (length byte {length:02X}H at byte {value2})"
+                ),
+                length=length,
+                value=size - OVERHEAD,
+                value2=start + 9,
+            )
         )
     if size > OVERHEAD + length:
         return FrameLengthError(
-            f"{size - OVERHEAD - length} extra bytes after the frame from byte "
-            f"{start + OVERHEAD + length} (length byte says {length} data bytes)"
+            Msg(
+                N_(
+                    "{value} extra bytes after the frame from byte {value2} (length byte says {length} data bytes)"
+                ),
+                value=size - OVERHEAD - length,
+                value2=start + OVERHEAD + length,
+                length=length,
+            )
         )
     end = start + OVERHEAD + length
     if raw[end - 1] != END:
         return FrameStructureError(
-            f"frame must end with 16H, found {raw[end - 1]:02X}H at byte {end - 1}"
+            Msg(
+                N_("frame must end with 16H, found {value:02X}H at byte {value2}"),
+                value=raw[end - 1],
+                value2=end - 1,
+            )
         )
     expected = sum(raw[start : end - 2]) & 0xFF
     return FrameChecksumError(
-        f"checksum is {raw[end - 2]:02X}H at byte {end - 2}, expected {expected:02X}H"
+        Msg(
+            N_("checksum is {value:02X}H at byte {value2}, expected {expected:02X}H"),
+            value=raw[end - 2],
+            value2=end - 2,
+            expected=expected,
+        )
     )
 
 
@@ -265,11 +320,15 @@ def decode_hex(text: str) -> Frame:
     cleaned = "".join(ch for ch in cleaned if ch not in " \t\r\n:-,")
     bad = next((ch for ch in cleaned if ch not in _HEX_DIGITS), None)
     if bad is not None:
-        raise FrameStructureError(f"not hex: character {bad!r} in {text[:60]!r}")
+        raise FrameStructureError(
+            Msg(N_("not hex: character {bad!r} in {value!r}"), bad=bad, value=text[:60])
+        )
     if len(cleaned) % 2:
-        raise FrameStructureError(f"not hex: odd number of digits ({len(cleaned)})")
+        raise FrameStructureError(
+            Msg(N_("not hex: odd number of digits ({cleaned})"), cleaned=len(cleaned))
+        )
     if not cleaned:
-        raise FrameStructureError("no frame given: the hex string is empty")
+        raise FrameStructureError(Msg(N_("no frame given: the hex string is empty")))
     return decode_frame(bytes.fromhex(cleaned))
 
 

@@ -39,6 +39,7 @@ from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
+from base.i18n import N_, Msg
 from protocols.errors import FrameLengthError, FrameStructureError
 
 # --- formats ----------------------------------------------------------------------------
@@ -68,37 +69,48 @@ class ValueFormat(Protocol):
 
 def _check_size(raw: bytes, size: int, pattern: str) -> None:
     if len(raw) != size:
-        raise FrameLengthError(f"value {pattern} needs {size} bytes, got {len(raw)}")
+        raise FrameLengthError(
+            Msg(
+                N_("value {pattern} needs {size} bytes, got {raw}"),
+                pattern=pattern,
+                size=size,
+                raw=len(raw),
+            )
+        )
 
 
 def _bcd_int(raw: bytes) -> int:
     """BCD bytes, low byte first, to an int (raises on a nibble above 9)."""
     digits = raw[::-1].hex()
     if not digits.isdigit():
-        raise FrameStructureError(f"value bytes {raw.hex().upper()} are not BCD")
+        raise FrameStructureError(
+            Msg(N_("value bytes {value} are not BCD"), value=raw.hex().upper())
+        )
     return int(digits) if digits else 0
 
 
 def _int_bcd(number: int, size: int) -> bytes:
     digits = f"{number:0{size * 2}d}"
     if len(digits) > size * 2:
-        raise FrameStructureError(f"{number} does not fit in {size} BCD bytes")
+        raise FrameStructureError(
+            Msg(N_("{number} does not fit in {size} BCD bytes"), number=number, size=size)
+        )
     return bytes.fromhex(digits)[::-1]
 
 
 def _to_decimal(value: Any) -> Decimal:
     if isinstance(value, bool):
-        raise FrameStructureError(f"{value!r} is not a number")
+        raise FrameStructureError(Msg(N_("{value!r} is not a number"), value=value))
     if isinstance(value, Decimal):
         return value
     if isinstance(value, int | str):
         try:
             return Decimal(value)
         except InvalidOperation as exc:
-            raise FrameStructureError(f"{value!r} is not a number") from exc
+            raise FrameStructureError(Msg(N_("{value!r} is not a number"), value=value)) from exc
     if isinstance(value, float):
         return Decimal(str(value))
-    raise FrameStructureError(f"{value!r} is not a number")
+    raise FrameStructureError(Msg(N_("{value!r} is not a number"), value=value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,15 +147,29 @@ class Bcd:
         number = _to_decimal(value)
         scaled = number.scaleb(self.decimals)
         if scaled != scaled.to_integral_value():
-            raise FrameStructureError(f"{value} has more than {self.decimals} decimals")
+            raise FrameStructureError(
+                Msg(
+                    N_("{value} has more than {decimals} decimals"),
+                    value=value,
+                    decimals=self.decimals,
+                )
+            )
         magnitude = int(abs(scaled))
         negative = scaled < 0
         if negative and not self.signed:
-            raise FrameStructureError(f"{value} is negative; {self.pattern} is unsigned")
+            raise FrameStructureError(
+                Msg(
+                    N_("{value} is negative; {pattern} is unsigned"),
+                    value=value,
+                    pattern=self.pattern,
+                )
+            )
         # Sign-magnitude keeps the top digit's low 3 bits: the largest magnitude is 7999..9.
         limit = 8 * 10 ** (self.width * 2 - 1) if self.signed else 10 ** (self.width * 2)
         if magnitude >= limit:
-            raise FrameStructureError(f"{value} does not fit {self.pattern}")
+            raise FrameStructureError(
+                Msg(N_("{value} does not fit {pattern}"), value=value, pattern=self.pattern)
+            )
         out = _int_bcd(magnitude, self.width)
         if negative:
             out = out[:-1] + bytes((out[-1] | 0x80,))
@@ -172,14 +198,21 @@ class BcdBlock:
     def decode(self, raw: bytes) -> list[Decimal]:
         width = self.item.width
         if len(raw) % width or (self.count is not None and len(raw) != width * self.count):
-            raise FrameLengthError(f"block {self.pattern} cannot be {len(raw)} bytes")
+            raise FrameLengthError(
+                Msg(N_("block {pattern} cannot be {raw} bytes"), pattern=self.pattern, raw=len(raw))
+            )
         return [self.item.decode(raw[i : i + width]) for i in range(0, len(raw), width)]
 
     def encode(self, value: Any) -> bytes:
         items = list(value)
         if self.count is not None and len(items) != self.count:
             raise FrameStructureError(
-                f"block {self.pattern} needs {self.count} items, got {len(items)}"
+                Msg(
+                    N_("block {pattern} needs {count} items, got {items}"),
+                    pattern=self.pattern,
+                    count=self.count,
+                    items=len(items),
+                )
             )
         return b"".join(self.item.encode(v) for v in items)
 
@@ -202,13 +235,21 @@ class Digits:
         _check_size(raw, self.width, self.pattern)
         digits = raw[::-1].hex()
         if not digits.isdigit():
-            raise FrameStructureError(f"value bytes {raw.hex().upper()} are not BCD digits")
+            raise FrameStructureError(
+                Msg(N_("value bytes {value} are not BCD digits"), value=raw.hex().upper())
+            )
         return digits
 
     def encode(self, value: Any) -> bytes:
         text = str(value).strip().rjust(self.width * 2, "0")
         if len(text) != self.width * 2 or not (text.isdigit() and text.isascii()):
-            raise FrameStructureError(f"{value!r} must be up to {self.width * 2} digits")
+            raise FrameStructureError(
+                Msg(
+                    N_("{value!r} must be up to {value2} digits"),
+                    value=value,
+                    value2=self.width * 2,
+                )
+            )
         return bytes.fromhex(text)[::-1]
 
 
@@ -240,13 +281,28 @@ class Bits:
             elif value.startswith("reserved_") and value[9:].isdigit():
                 number = int(value[9:])  # what get() returns for an unnamed code
             else:
-                raise FrameStructureError(f"{self.name} must be one of {', '.join(self.names)}")
+                raise FrameStructureError(
+                    Msg(
+                        N_("{name} must be one of {items}"),
+                        name=self.name,
+                        items=", ".join(self.names),
+                    )
+                )
         elif isinstance(value, bool | int):
             number = int(value)
         else:
-            raise FrameStructureError(f"{self.name} = {value!r} is not valid")
+            raise FrameStructureError(
+                Msg(N_("{name} = {value!r} is not valid"), name=self.name, value=value)
+            )
         if not 0 <= number < (1 << self.width):
-            raise FrameStructureError(f"{self.name} = {value!r} does not fit {self.width} bits")
+            raise FrameStructureError(
+                Msg(
+                    N_("{name} = {value!r} does not fit {width} bits"),
+                    name=self.name,
+                    value=value,
+                    width=self.width,
+                )
+            )
         return (raw & ~self.mask) | (number << self.shift)
 
 
@@ -273,7 +329,7 @@ class StatusWord:
     def from_value(self, value: Any) -> int:
         """An int, or a dict of named fields (``raw`` as the base for unnamed bits)."""
         if isinstance(value, bool):
-            raise FrameStructureError("a status word is an int or a dict of named bits")
+            raise FrameStructureError(Msg(N_("a status word is an int or a dict of named bits")))
         if isinstance(value, int):
             raw = value
         elif isinstance(value, Mapping):
@@ -283,12 +339,12 @@ class StatusWord:
                 if key == "raw":
                     continue
                 if key not in known:
-                    raise FrameStructureError(f"status word has no field {key!r}")
+                    raise FrameStructureError(Msg(N_("status word has no field {key!r}"), key=key))
                 raw = known[key].put(raw, item)
         else:
-            raise FrameStructureError("a status word is an int or a dict of named bits")
+            raise FrameStructureError(Msg(N_("a status word is an int or a dict of named bits")))
         if not 0 <= raw <= 0xFFFF:
-            raise FrameStructureError(f"status word {raw} does not fit 16 bits")
+            raise FrameStructureError(Msg(N_("status word {raw} does not fit 16 bits"), raw=raw))
         return raw
 
     def decode(self, raw: bytes) -> dict[str, Any]:
@@ -320,7 +376,9 @@ class StatusBlock:
     def encode(self, value: Any) -> bytes:
         items = list(value)
         if len(items) != len(self.words):
-            raise FrameStructureError(f"status block needs {len(self.words)} words")
+            raise FrameStructureError(
+                Msg(N_("status block needs {words} words"), words=len(self.words))
+            )
         return b"".join(w.encode(v) for w, v in zip(self.words, items, strict=True))
 
 
@@ -330,7 +388,7 @@ def _bcd_byte(value: int) -> int:
 
 def _from_bcd_byte(byte: int) -> int:
     if (byte >> 4) > 9 or (byte & 0x0F) > 9:
-        raise FrameStructureError(f"byte {byte:02X}H is not BCD")
+        raise FrameStructureError(Msg(N_("byte {byte:02X}H is not BCD"), byte=byte))
     return (byte >> 4) * 10 + (byte & 0x0F)
 
 
@@ -352,7 +410,9 @@ class DateWeek:
         try:
             when = date(2000 + year, month, day)
         except ValueError as exc:
-            raise FrameStructureError(f"date bytes {raw.hex().upper()} are not a date") from exc
+            raise FrameStructureError(
+                Msg(N_("date bytes {value} are not a date"), value=raw.hex().upper())
+            ) from exc
         return {"date": when.isoformat(), "weekday": week}
 
     def encode(self, value: Any) -> bytes:
@@ -363,7 +423,9 @@ class DateWeek:
             when = _parse_date(value)
             week = when.isoweekday() % 7
         if not 2000 <= when.year <= 2099:
-            raise FrameStructureError(f"year {when.year} cannot be expressed (2000-2099)")
+            raise FrameStructureError(
+                Msg(N_("year {year} cannot be expressed (2000-2099)"), year=when.year)
+            )
         return bytes(_bcd_byte(v) for v in (week, when.day, when.month, when.year % 100))
 
 
@@ -375,7 +437,9 @@ def _parse_date(value: Any) -> date:
     try:
         return date.fromisoformat(str(value))
     except ValueError as exc:
-        raise FrameStructureError(f"{value!r} is not a date (YYYY-MM-DD)") from exc
+        raise FrameStructureError(
+            Msg(N_("{value!r} is not a date (YYYY-MM-DD)"), value=value)
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,7 +458,9 @@ class TimeOfDay:
         _check_size(raw, 3, self.pattern)
         sec, minute, hour = (_from_bcd_byte(b) for b in raw)
         if hour > 23 or minute > 59 or sec > 59:
-            raise FrameStructureError(f"time bytes {raw.hex().upper()} are not a time of day")
+            raise FrameStructureError(
+                Msg(N_("time bytes {value} are not a time of day"), value=raw.hex().upper())
+            )
         return f"{hour:02d}:{minute:02d}:{sec:02d}"
 
     def encode(self, value: Any) -> bytes:
@@ -404,7 +470,9 @@ class TimeOfDay:
             try:
                 value = time.fromisoformat(str(value))
             except ValueError as exc:
-                raise FrameStructureError(f"{value!r} is not a time (hh:mm:ss)") from exc
+                raise FrameStructureError(
+                    Msg(N_("{value!r} is not a time (hh:mm:ss)"), value=value)
+                ) from exc
         return bytes(_bcd_byte(v) for v in (value.second, value.minute, value.hour))
 
 
@@ -699,11 +767,20 @@ def encode_value(di: int, value: Any) -> bytes:
             try:
                 return bytes.fromhex(value)
             except ValueError as exc:
-                raise FrameStructureError(f"DI {di:08X} is unknown: give bytes or hex") from exc
-        raise FrameStructureError(f"DI {di:08X} is unknown: give bytes or hex")
+                raise FrameStructureError(
+                    Msg(N_("DI {di:08X} is unknown: give bytes or hex"), di=di)
+                ) from exc
+        raise FrameStructureError(Msg(N_("DI {di:08X} is unknown: give bytes or hex"), di=di))
     try:
         return entry.fmt.encode(value)
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, FrameStructureError):
             raise FrameStructureError(f"DI {di:08X} ({entry.name}): {exc}") from exc
-        raise FrameStructureError(f"DI {di:08X} ({entry.name}): {value!r} is not valid") from exc
+        raise FrameStructureError(
+            Msg(
+                N_("DI {di:08X} ({name}): {value!r} is not valid"),
+                di=di,
+                name=entry.name,
+                value=value,
+            )
+        ) from exc

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn
 
+from base.i18n import N_, Msg
 from protocols.dlt645 import codes
 from protocols.dlt645._fastinit import fast_frozen_init
 from protocols.dlt645.codes import ControlAction, ErrorBits, FunctionCode
@@ -69,24 +70,32 @@ def parse_di(text: str) -> int:
     """
     cleaned = text.strip().removeprefix("0x").removeprefix("0X")
     if len(cleaned) != 8:
-        raise FrameStructureError(f"data identifier {text!r} must be 8 hex digits")
+        raise FrameStructureError(
+            Msg(N_("data identifier {text!r} must be 8 hex digits"), text=text)
+        )
     try:
         return int(cleaned, 16)
     except ValueError as exc:
-        raise FrameStructureError(f"data identifier {text!r} is not hex") from exc
+        raise FrameStructureError(
+            Msg(N_("data identifier {text!r} is not hex"), text=text)
+        ) from exc
 
 
 def _bcd(value: int, width: int) -> bytes:
     """Integer to BCD, low byte first."""
     digits = f"{value:0{width * 2}d}"
     if len(digits) > width * 2:
-        raise FrameStructureError(f"{value} does not fit in {width} BCD bytes")
+        raise FrameStructureError(
+            Msg(N_("{value} does not fit in {width} BCD bytes"), value=value, width=width)
+        )
     return bytes(int(digits[i : i + 2], 16) for i in range(len(digits) - 2, -2, -2))
 
 
 def _digits_to_bcd(text: str, width: int, what: str) -> bytes:
     if len(text) != width * 2 or not text.isdigit():
-        raise FrameStructureError(f"{what} must be {width * 2} digits")
+        raise FrameStructureError(
+            Msg(N_("{what} must be {value} digits"), what=what, value=width * 2)
+        )
     return bytes(int(text[i : i + 2], 16) for i in range(len(text) - 2, -2, -2))
 
 
@@ -97,7 +106,9 @@ def _bcd_to_digits(raw: bytes) -> str:
 def encode_datetime(when: datetime) -> bytes:
     """``ss mm hh DD MM YY`` BCD (the meter's local time; tz is ignored)."""
     if not 2000 <= when.year <= 2099:
-        raise FrameStructureError(f"year {when.year} cannot be expressed (2000-2099)")
+        raise FrameStructureError(
+            Msg(N_("year {year} cannot be expressed (2000-2099)"), year=when.year)
+        )
     return bytes(
         int(f"{v:02d}", 16)
         for v in (when.second, when.minute, when.hour, when.day, when.month, when.year % 100)
@@ -107,13 +118,13 @@ def encode_datetime(when: datetime) -> bytes:
 def decode_datetime(raw: bytes) -> datetime:
     """Inverse of :func:`encode_datetime` (naive: the meter's local time)."""
     if len(raw) != 6:
-        raise FrameLengthError(f"date-time needs 6 bytes, got {len(raw)}")
+        raise FrameLengthError(Msg(N_("date-time needs 6 bytes, got {raw}"), raw=len(raw)))
     try:
         sec, minute, hour, day, month, year = (int(f"{b:02X}") for b in raw)
         return datetime(2000 + year, month, day, hour, minute, sec)
     except ValueError as exc:
         raise FrameStructureError(
-            f"date-time bytes {raw.hex().upper()} are not a valid BCD time"
+            Msg(N_("date-time bytes {value} are not a valid BCD time"), value=raw.hex().upper())
         ) from exc
 
 
@@ -127,11 +138,13 @@ class Credentials:
 
     def __post_init__(self) -> None:
         if not 0 <= self.level <= 0xFF:
-            raise FrameStructureError("password level must be 0..255")
+            raise FrameStructureError(Msg(N_("password level must be 0..255")))
         if len(self.password) != 6 or not self.password.isdigit():
-            raise FrameStructureError("password must be 6 digits")  # never echo it
+            raise FrameStructureError(Msg(N_("password must be 6 digits")))  # never echo it
         if len(self.operator) != 8 or not self.operator.isdigit():
-            raise FrameStructureError(f"operator code {self.operator!r} must be 8 digits")
+            raise FrameStructureError(
+                Msg(N_("operator code {operator!r} must be 8 digits"), operator=self.operator)
+            )
 
     def __repr__(self) -> str:
         return (
@@ -156,7 +169,7 @@ class Credentials:
                 _bcd_to_digits(operator_field),
             )
         except FrameStructureError as exc:
-            raise FrameStructureError("password or operator field is not BCD") from exc
+            raise FrameStructureError(Msg(N_("password or operator field is not BCD"))) from exc
 
 
 # --- read -----------------------------------------------------------------------------
@@ -250,7 +263,13 @@ class WriteRequest:
             + self.data
         )
         if len(payload) > MAX_WRITE_DATA:
-            raise FrameLengthError(f"write data of {len(payload)} bytes exceeds {MAX_WRITE_DATA}")
+            raise FrameLengthError(
+                Msg(
+                    N_("write data of {payload} bytes exceeds {max_write_data}"),
+                    payload=len(payload),
+                    max_write_data=MAX_WRITE_DATA,
+                )
+            )
         return Frame(self.address, FunctionCode.WRITE, payload)
 
 
@@ -375,14 +394,21 @@ Message = Any  # any of the dataclasses above (kept open: the registry below is 
 
 def _need(frame: Frame, minimum: int, what: str) -> None:
     if len(frame.data) < minimum:
-        raise FrameLengthError(f"{what} needs at least {minimum} data bytes, got {len(frame.data)}")
+        raise FrameLengthError(
+            Msg(
+                N_("{what} needs at least {minimum} data bytes, got {data}"),
+                what=what,
+                minimum=minimum,
+                data=len(frame.data),
+            )
+        )
 
 
 def decode_abnormal(frame: Frame) -> AbnormalReply:
     """An abnormal reply (control code | C0H): the refused function and its error word."""
     control = frame.control
     if not control & REPLY:
-        raise FrameStructureError("abnormal flag set on a master-to-slave frame")
+        raise FrameStructureError(Msg(N_("abnormal flag set on a master-to-slave frame")))
     data = frame.data
     _need(frame, 1, "abnormal reply")
     width = 2 if len(data) >= 2 else 1
@@ -439,11 +465,15 @@ def _write_request(f: Frame) -> WriteRequest:
 
 def _control_request(f: Frame) -> RemoteControlRequest:
     if len(f.data) != 16:
-        raise FrameLengthError(f"remote control needs 16 data bytes, got {len(f.data)}")
+        raise FrameLengthError(
+            Msg(N_("remote control needs 16 data bytes, got {data}"), data=len(f.data))
+        )
     try:
         action = ControlAction(f.data[8])
     except ValueError as exc:
-        raise FrameStructureError(f"unknown remote-control action N1={f.data[8]:02X}H") from exc
+        raise FrameStructureError(
+            Msg(N_("unknown remote-control action N1={value:02X}H"), value=f.data[8])
+        ) from exc
     return RemoteControlRequest(
         f.address,
         Credentials.from_fields(f.data[0:4], f.data[4:8]),

@@ -43,6 +43,7 @@ from typing import Any, Protocol, runtime_checkable
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from base.errors import ConfigError
+from base.i18n import N_, Msg
 from protocols.dlt645.codes import ControlAction, FunctionCode
 from protocols.dlt645.decoding import register_decoder
 from protocols.dlt645.frame import Frame, address_to_wire
@@ -90,7 +91,14 @@ def _rev(raw: bytes) -> bytes:
 
 def _need(frame: Frame, size: int, what: str) -> None:
     if len(frame.data) != size:
-        raise FrameLengthError(f"{what} needs {size} data bytes, got {len(frame.data)}")
+        raise FrameLengthError(
+            Msg(
+                N_("{what} needs {size} data bytes, got {data}"),
+                what=what,
+                size=size,
+                data=len(frame.data),
+            )
+        )
 
 
 def _operator_field(operator: str) -> bytes:
@@ -112,7 +120,13 @@ class AuthenticationChallenge:
     def __post_init__(self) -> None:
         for name in ("cipher", "random", "factor"):
             if len(getattr(self, name)) != FIELD:
-                raise FrameLengthError(f"identity authentication {name} must be {FIELD} bytes")
+                raise FrameLengthError(
+                    Msg(
+                        N_("identity authentication {name} must be {field} bytes"),
+                        name=name,
+                        field=FIELD,
+                    )
+                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +162,10 @@ class AuthenticationRequest:
         _need(frame, 4 + 4 + 3 * FIELD, "identity authentication (03H)")
         if di_from_wire(frame.data) != DI_IDENTITY_AUTH:
             raise FrameStructureError(
-                f"03H data identifier {di_from_wire(frame.data):08X} is not 070000FF"
+                Msg(
+                    N_("03H data identifier {di_from_wire:08X} is not 070000FF"),
+                    di_from_wire=di_from_wire(frame.data),
+                )
             )
         d = frame.data
         return cls(
@@ -191,7 +208,9 @@ class SealedControlRequest:
 
     def __post_init__(self) -> None:
         if len(self.sealed) != SEALED:
-            raise FrameLengthError(f"sealed control data must be {SEALED} bytes")
+            raise FrameLengthError(
+                Msg(N_("sealed control data must be {sealed} bytes"), sealed=SEALED)
+            )
 
     def to_frame(self) -> Frame:
         return Frame(
@@ -204,7 +223,7 @@ class SealedControlRequest:
     def from_frame(cls, frame: Frame) -> SealedControlRequest:
         _need(frame, 8 + SEALED, "encrypted remote control (1CH, PA=98H)")
         if frame.data[0] != PA_ENCRYPTED:
-            raise FrameStructureError(f"PA {frame.data[0]:02X}H is not 98H")
+            raise FrameStructureError(Msg(N_("PA {value:02X}H is not 98H"), value=frame.data[0]))
         return cls(frame.address, _operator_text(frame.data[4:8]), _rev(frame.data[8:]))
 
 
@@ -278,7 +297,7 @@ class PlaintextModule:
         self.credentials = credentials
 
     async def authenticate(self, meter_address: str) -> AuthenticationChallenge:
-        raise NotImplementedError("the plaintext path has no identity authentication")
+        raise NotImplementedError(Msg(N_("the plaintext path has no identity authentication")))
 
     async def seal_control(
         self,
@@ -313,7 +332,7 @@ class SecurityKeys:
 
     def __post_init__(self) -> None:
         if len(self.identity) != BLOCK or len(self.control) != BLOCK:
-            raise ConfigError("security keys must be 16 bytes (32 hex digits) each")
+            raise ConfigError(Msg(N_("security keys must be 16 bytes (32 hex digits) each")))
 
     @classmethod
     def test_keys(cls) -> SecurityKeys:
@@ -334,15 +353,31 @@ class SecurityKeys:
         try:
             data = tomllib.loads(file.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise ConfigError(f"security key file {file}: cannot read: {exc.strerror}") from None
+            raise ConfigError(
+                Msg(
+                    N_("security key file {file}: cannot read: {strerror}"),
+                    file=file,
+                    strerror=exc.strerror,
+                )
+            ) from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"security key file {file} is not valid TOML: {exc}") from None
+            raise ConfigError(
+                Msg(N_("security key file {file} is not valid TOML: {exc}"), file=file, exc=exc)
+            ) from None
         try:
             return cls(bytes.fromhex(str(data["identity"])), bytes.fromhex(str(data["control"])))
         except KeyError as exc:
-            raise ConfigError(f"security key file {file}: missing key {exc.args[0]!r}") from None
+            raise ConfigError(
+                Msg(
+                    N_("security key file {file}: missing key {value!r}"),
+                    file=file,
+                    value=exc.args[0],
+                )
+            ) from None
         except ValueError:
-            raise ConfigError(f"security key file {file}: keys must be 32 hex digits") from None
+            raise ConfigError(
+                Msg(N_("security key file {file}: keys must be 32 hex digits"), file=file)
+            ) from None
 
 
 def sm4_encrypt_block(key: bytes, block: bytes) -> bytes:
@@ -366,7 +401,7 @@ def unpad(data: bytes) -> bytes:
     """Raises FrameStructureError: no 80H 00.. padding."""
     stripped = data.rstrip(b"\x00")
     if not stripped.endswith(b"\x80"):
-        raise FrameStructureError("decrypted control data has no 80H padding")
+        raise FrameStructureError(Msg(N_("decrypted control data has no 80H padding")))
     return stripped[:-1]
 
 
@@ -434,7 +469,9 @@ class SoftwareSecurityModule:
         n2: int = 0,
     ) -> bytes:
         if session is None:
-            raise FrameStructureError("an encrypted control command needs the meter's session")
+            raise FrameStructureError(
+                Msg(N_("an encrypted control command needs the meter's session"))
+            )
         key = diversify(self.keys.control, session.esam_serial)
         ciphertext = sm4_encrypt_block(key, pad(_control_plaintext(action, n2, valid_until)))
         iv = session.random2 + bytes(BLOCK - RANDOM2)
@@ -525,15 +562,24 @@ def load_security_module(spec: str, key_file: str | Path | None = None) -> Secur
         return SoftwareSecurityModule(keys)
     module_name, sep, factory_name = name.partition(":")
     if not sep:
-        raise ConfigError(f"security module {name!r}: use 'software' or 'package.module:factory'")
+        raise ConfigError(
+            Msg(
+                N_("security module {name!r}: use 'software' or 'package.module:factory'"),
+                name=name,
+            )
+        )
     try:
         module = importlib.import_module(module_name)
         factory: Any = getattr(module, factory_name)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"security module {name!r} cannot be loaded: {exc}") from None
+        raise ConfigError(
+            Msg(N_("security module {name!r} cannot be loaded: {exc}"), name=name, exc=exc)
+        ) from None
     loaded = factory(key_file)
     if not isinstance(loaded, SecurityModule):
-        raise ConfigError(f"security module {name!r} does not implement SecurityModule")
+        raise ConfigError(
+            Msg(N_("security module {name!r} does not implement SecurityModule"), name=name)
+        )
     return loaded
 
 
@@ -571,14 +617,20 @@ async def send_control(
                 "identity_authentication_failed",
             )
             raise AuthenticationRefused(
-                f"meter {meter_address} refused the identity authentication (03H): "
-                f"{', '.join(names)} (SERR={exc.error_word:04X}H)",
+                Msg(
+                    N_(
+                        "meter {meter_address} refused the identity authentication (03H): {items} (SERR={error_word:04X}H)"
+                    ),
+                    meter_address=meter_address,
+                    items=", ".join(names),
+                    error_word=exc.error_word,
+                ),
                 error_word=exc.error_word,
                 errors=names,
                 function=FunctionCode.SECURITY,
             ) from None
         if not isinstance(reply, AuthenticationReply):
-            raise FrameStructureError(f"03H answered by {type(reply).__name__}")
+            raise FrameStructureError(Msg(N_("03H answered by {name}"), name=type(reply).__name__))
         session = reply.session
     data = await module.seal_control(
         meter_address, action, valid_until, session=session, operator=operator
@@ -591,9 +643,14 @@ async def send_control(
         answer = await client.request(request)
     except LinkTimeout as exc:
         raise LinkTimeout(
-            f"{exc}; the {action.name.lower()} command may have been executed: "
-            "read status word 3 before deciding to resend"
+            Msg(
+                N_(
+                    "{exc}; the {value} command may have been executed: read status word 3 before deciding to resend"
+                ),
+                exc=exc,
+                value=action.name.lower(),
+            )
         ) from exc
     if not isinstance(answer, RemoteControlReply):
-        raise FrameStructureError(f"1CH answered by {type(answer).__name__}")
+        raise FrameStructureError(Msg(N_("1CH answered by {name}"), name=type(answer).__name__))
     return answer

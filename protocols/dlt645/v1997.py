@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from base.i18n import N_, Msg
 from protocols.dlt645 import codes
 from protocols.dlt645._fastinit import fast_frozen_init
 from protocols.dlt645.codes import Function1997
@@ -53,11 +54,15 @@ def parse_di(text: str) -> int:
     """
     cleaned = text.strip().removeprefix("0x").removeprefix("0X")
     if len(cleaned) != 4:
-        raise FrameStructureError(f"DL/T 645-1997 data identifier {text!r} must be 4 hex digits")
+        raise FrameStructureError(
+            Msg(N_("DL/T 645-1997 data identifier {text!r} must be 4 hex digits"), text=text)
+        )
     try:
         return int(cleaned, 16)
     except ValueError as exc:
-        raise FrameStructureError(f"data identifier {text!r} is not hex") from exc
+        raise FrameStructureError(
+            Msg(N_("data identifier {text!r} is not hex"), text=text)
+        ) from exc
 
 
 REGISTRY: dict[int, DataIdentifier] = {}
@@ -124,7 +129,7 @@ def encode_value(di: int, value: Any) -> bytes:
     if entry is None:
         if isinstance(value, bytes | bytearray):
             return bytes(value)
-        raise FrameStructureError(f"DI {di:04X} is unknown: give bytes")
+        raise FrameStructureError(Msg(N_("DI {di:04X} is unknown: give bytes"), di=di))
     result: bytes = entry.fmt.encode(value)
     return result
 
@@ -162,13 +167,17 @@ class Read1997Reply:
 
 def _read_request(f: Frame) -> Read1997Request:
     if len(f.data) != 2:
-        raise FrameLengthError(f"1997 read request needs 2 data bytes, got {len(f.data)}")
+        raise FrameLengthError(
+            Msg(N_("1997 read request needs 2 data bytes, got {data}"), data=len(f.data))
+        )
     return Read1997Request(f.address, int.from_bytes(f.data, "little"))
 
 
 def _read_reply(f: Frame) -> Read1997Reply:
     if len(f.data) < 2:
-        raise FrameLengthError(f"1997 read reply needs at least 2 data bytes, got {len(f.data)}")
+        raise FrameLengthError(
+            Msg(N_("1997 read reply needs at least 2 data bytes, got {data}"), data=len(f.data))
+        )
     return Read1997Reply(
         f.address, int.from_bytes(f.data[:2], "little"), f.data[2:], f.has_follow_up
     )

@@ -22,6 +22,7 @@ from collections import deque
 from types import TracebackType
 from typing import Self
 
+from base.i18n import N_, Msg
 from protocols.dlt645.deframer import Deframer
 from protocols.dlt645.frame import Frame
 from protocols.errors import LinkClosed, LinkTimeout
@@ -127,7 +128,7 @@ class Link(ABC):
             LinkClosed: the link is closed or the peer closed it.
         """
         if not self._open or self._arrived is None:
-            raise LinkClosed(f"link {self.url} is not open")
+            raise LinkClosed(Msg(N_("link {url} is not open"), url=self.url))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         arrived = self._arrived
@@ -142,15 +143,33 @@ class Link(ABC):
             if self._eof is not None:
                 partial = self._deframer.pending
                 detail = f" after {partial} bytes of a frame" if partial else ""
-                raise LinkClosed(f"link {self.url} closed{detail}: {self._eof}")
+                raise LinkClosed(
+                    Msg(
+                        N_("link {url} closed{detail}: {why}"),
+                        url=self.url,
+                        detail=detail,
+                        why=self._eof,
+                    )
+                )
             remaining = deadline - loop.time()
             if remaining <= 0:
                 partial = self._deframer.pending
                 if partial:
                     raise LinkTimeout(
-                        f"incomplete frame on {self.url}: {partial} bytes within {timeout:.3f} s"
+                        Msg(
+                            N_("incomplete frame on {url}: {partial} bytes within {timeout:.3f} s"),
+                            url=self.url,
+                            partial=partial,
+                            timeout=timeout,
+                        )
                     )
-                raise LinkTimeout(f"no reply on {self.url} within {timeout:.3f} s")
+                raise LinkTimeout(
+                    Msg(
+                        N_("no reply on {url} within {timeout:.3f} s"),
+                        url=self.url,
+                        timeout=timeout,
+                    )
+                )
             arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(arrived.wait(), remaining)

@@ -60,6 +60,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from base.errors import InputError
+from base.i18n import N_, Msg
 from protocols.dlt645.codes import ControlAction, ErrorBits, FunctionCode
 from protocols.dlt645.deframer import Deframer as Dlt645Deframer
 from protocols.dlt645.frame import Frame as Dlt645Frame
@@ -175,7 +176,13 @@ class ConcentratorLink(Link):
         self._failure: LinkError | None = None
         self.heartbeats = 0  # link checks answered (login/heartbeat the terminal sent)
         if control not in CONTROL_MODES:
-            raise InputError(f"control={control!r} must be one of {', '.join(CONTROL_MODES)}")
+            raise InputError(
+                Msg(
+                    N_("control={control!r} must be one of {items}"),
+                    control=control,
+                    items=", ".join(CONTROL_MODES),
+                )
+            )
         self.control = control
         self.authenticator = authenticator or pw_authenticator("zero")
         if self.authenticator.name == "zero" and not _ZERO_PW_NOTED:
@@ -201,24 +208,37 @@ class ConcentratorLink(Link):
         except ValueError:
             tcp_port = None
         if not parts.hostname or tcp_port is None:
-            raise InputError(f"link {url!r}: expected concentrator://HOST:PORT?terminal=RRRRTTTT")
+            raise InputError(
+                Msg(
+                    N_("link {url!r}: expected concentrator://HOST:PORT?terminal=RRRRTTTT"), url=url
+                )
+            )
         if "terminal" not in options:
             raise InputError(
-                f"link {url!r}: terminal=RRRRTTTT is required (region BCD + terminal hex)"
+                Msg(
+                    N_("link {url!r}: terminal=RRRRTTTT is required (region BCD + terminal hex)"),
+                    url=url,
+                )
             )
         msa = int(number_setting(url, "msa", options.get("msa", "1"), int))
         try:
             terminal = f3761.TerminalAddress.parse(options["terminal"], msa=msa)
         except FrameError as exc:
-            raise InputError(f"link {url!r}: {exc}") from None
+            raise InputError(Msg(N_("link {url!r}: {error}"), url=url, error=exc)) from None
         port = int(number_setting(url, "port", options.get("port", str(DEFAULT_PORT)), int))
         if not 1 <= port <= 31:
-            raise InputError(f"link {url!r}: port={port} must be a concentrator port 1..31")
+            raise InputError(
+                Msg(
+                    N_("link {url!r}: port={port} must be a concentrator port 1..31"),
+                    url=url,
+                    port=port,
+                )
+            )
         baud = int(number_setting(url, "baud", options.get("baud", "2400"), int))
         try:
             serial = SerialSettings(baud=baud, parity=options.get("parity", "E").upper())
         except FrameError as exc:
-            raise InputError(f"link {url!r}: {exc}") from None
+            raise InputError(Msg(N_("link {url!r}: {error}"), url=url, error=exc)) from None
         meter_timeout = float(
             number_setting(
                 url,
@@ -228,26 +248,42 @@ class ConcentratorLink(Link):
             )
         )
         if not 0 < meter_timeout <= 127:
-            raise InputError(f"link {url!r}: meter_timeout must be in (0, 127] seconds")
+            raise InputError(
+                Msg(N_("link {url!r}: meter_timeout must be in (0, 127] seconds"), url=url)
+            )
         byte_timeout = float(
             number_setting(
                 url, "byte_timeout", options.get("byte_timeout", str(DEFAULT_BYTE_TIMEOUT_S)), float
             )
         )
         if byte_timeout > 2.55:
-            raise InputError(f"link {url!r}: byte_timeout must be at most 2.55 seconds")
+            raise InputError(
+                Msg(N_("link {url!r}: byte_timeout must be at most 2.55 seconds"), url=url)
+            )
         timeout: float | None = None
         if "timeout" in options:
             timeout = float(number_setting(url, "timeout", options["timeout"], float))
             if not 0 < timeout <= MAX_TIMEOUT_S:
-                raise InputError(f"link {url!r}: timeout must be in (0, {MAX_TIMEOUT_S:g}] seconds")
+                raise InputError(
+                    Msg(
+                        N_("link {url!r}: timeout must be in (0, {max_timeout_s:g}] seconds"),
+                        url=url,
+                        max_timeout_s=MAX_TIMEOUT_S,
+                    )
+                )
         connect = float(
             number_setting(url, "connect_timeout", options.get("connect_timeout", "5"), float)
         )
         tp = options.get("tp", "1").strip().lower() not in ("0", "no", "false", "off")
         control = options.get("control", "auto").strip().lower()
         if control not in CONTROL_MODES:
-            raise InputError(f"link {url!r}: control={control} must be auto or f1")
+            raise InputError(
+                Msg(
+                    N_("link {url!r}: control={control} must be auto or f1"),
+                    url=url,
+                    control=control,
+                )
+            )
         authenticator = pw_authenticator(options.get("pw", "zero").strip())
         return cls(
             parts.hostname,
@@ -280,10 +316,16 @@ class ConcentratorLink(Link):
             )
         except TimeoutError as exc:
             raise LinkTimeout(
-                f"{where} did not accept a connection within {self.connect_timeout} s"
+                Msg(
+                    N_("{where} did not accept a connection within {connect_timeout} s"),
+                    where=where,
+                    connect_timeout=self.connect_timeout,
+                )
             ) from exc
         except OSError as exc:
-            raise LinkError(f"cannot connect to {where}: {exc}") from exc
+            raise LinkError(
+                Msg(N_("cannot connect to {where}: {exc}"), where=where, exc=exc)
+            ) from exc
         self._writer = writer
         self._deframer376.clear()
         self._pump = asyncio.create_task(self._read_loop(reader), name=f"pump {self.url}")
@@ -322,7 +364,7 @@ class ConcentratorLink(Link):
     async def _write(self, data: bytes) -> None:
         """Wrap one DL/T 645 frame in AFN=10H F1 (or a 1CH in F10/F11) and send it."""
         if self._writer is None:
-            raise LinkError(f"link {self.url} is not open")
+            raise LinkError(Msg(N_("link {url} is not open"), url=self.url))
         self._answered = False
         self._failure = None
         self._control_pending = None
@@ -339,7 +381,12 @@ class ConcentratorLink(Link):
         except OSError as exc:
             self._input_ended(f"write failed: {exc}")
             raise LinkError(
-                f"write to concentrator {self.host}:{self.tcp_port} failed: {exc}"
+                Msg(
+                    N_("write to concentrator {host}:{tcp_port} failed: {exc}"),
+                    host=self.host,
+                    tcp_port=self.tcp_port,
+                    exc=exc,
+                )
             ) from exc
 
     def _next_request(self) -> tuple[int, TimeLabel | None]:
@@ -360,14 +407,19 @@ class ConcentratorLink(Link):
     def _send(self, frame: f3761.Frame) -> None:
         writer = self._writer
         if writer is None:
-            raise LinkError(f"link {self.url} is not open")
+            raise LinkError(Msg(N_("link {url} is not open"), url=self.url))
         self._waiting_seq = frame.seq.number
         try:
             writer.write(frame.encode())
         except (OSError, RuntimeError) as exc:
             self._input_ended(f"write failed: {exc}")
             raise LinkError(
-                f"write to concentrator {self.host}:{self.tcp_port} failed: {exc}"
+                Msg(
+                    N_("write to concentrator {host}:{tcp_port} failed: {exc}"),
+                    host=self.host,
+                    tcp_port=self.tcp_port,
+                    exc=exc,
+                )
             ) from exc
 
     def _as_control_forward(
@@ -549,7 +601,7 @@ class ConcentratorLink(Link):
             LinkClosed: the connection dropped.
         """
         if not self._open or self._arrived is None:
-            raise LinkClosed(f"link {self.url} is not open")
+            raise LinkClosed(Msg(N_("link {url} is not open"), url=self.url))
         loop = asyncio.get_running_loop()
         wait = max(timeout, self.timeout_s)
         deadline = loop.time() + wait
@@ -571,16 +623,30 @@ class ConcentratorLink(Link):
                 detail = f" ({partial} bytes of an incomplete frame)" if partial else ""
                 self._deframer.clear()
                 raise LinkTimeout(
-                    f"no valid reply from the meter behind concentrator {self.terminal} "
-                    f"port {self.port}{detail}"
+                    Msg(
+                        N_(
+                            "no valid reply from the meter behind concentrator {terminal} port {port}{detail}"
+                        ),
+                        terminal=self.terminal,
+                        port=self.port,
+                        detail=detail,
+                    )
                 )
             if self._eof is not None:
                 raise LinkClosed(f"link {self.url} closed: {self._eof}")
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise LinkTimeout(
-                    f"concentrator {self.host}:{self.tcp_port} ({self.terminal}) did not answer "
-                    f"the forward on port {self.port} within {wait:.1f} s"
+                    Msg(
+                        N_(
+                            "concentrator {host}:{tcp_port} ({terminal}) did not answer the forward on port {port} within {wait:.1f} s"
+                        ),
+                        host=self.host,
+                        tcp_port=self.tcp_port,
+                        terminal=self.terminal,
+                        port=self.port,
+                        wait=wait,
+                    )
                 )
             arrived.clear()
             with contextlib.suppress(TimeoutError):

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from base.errors import InputError
+from base.i18n import N_, Msg
 from protocols.links.base import Link
 from protocols.links.registry import number_setting, query_settings
 
@@ -65,7 +66,9 @@ class MemoryLink(Link):
         try:
             handler = _HANDLERS[name]
         except KeyError:
-            raise InputError(f"link {url!r}: no in-memory bus named {name!r}") from None
+            raise InputError(
+                Msg(N_("link {url!r}: no in-memory bus named {name!r}"), url=url, name=name)
+            ) from None
         return cls(
             handler,
             url=url,

@@ -22,6 +22,7 @@ from typing import Any, Protocol, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from base.errors import InputError
+from base.i18n import N_, Msg
 from protocols.links.base import Link
 
 
@@ -53,7 +54,12 @@ def scheme_of(url: str) -> str:
     if text.startswith("/"):
         return "serial"
     if "://" not in text:
-        raise InputError(f"link {url!r} is not a URL (serial:///dev/..., socket://host:port, ...)")
+        raise InputError(
+            Msg(
+                N_("link {url!r} is not a URL (serial:///dev/..., socket://host:port, ...)"),
+                url=url,
+            )
+        )
     return text.split("://", 1)[0].lower()
 
 
@@ -68,14 +74,25 @@ def open_link(url: str, **settings: Any) -> Link:
         module_name, class_name = SCHEMES[scheme]
     except KeyError:
         known = ", ".join(f"{s}://" for s in SCHEMES)
-        raise InputError(f"link {url!r}: unknown scheme {scheme!r} (known: {known})") from None
+        raise InputError(
+            Msg(
+                N_("link {url!r}: unknown scheme {scheme!r} (known: {known})"),
+                url=url,
+                scheme=scheme,
+                known=known,
+            )
+        ) from None
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name != module_name:
             raise
         raise InputError(
-            f"link {url!r}: {scheme}:// links are not available in this build"
+            Msg(
+                N_("link {url!r}: {scheme}:// links are not available in this build"),
+                url=url,
+                scheme=scheme,
+            )
         ) from exc
     factory = cast(LinkFactory, getattr(module, class_name))
     return factory.from_url(url.strip(), **settings)
@@ -92,8 +109,12 @@ def query_settings(url: str, allowed: set[str], settings: dict[str, Any]) -> dic
     unknown = sorted(set(merged) - allowed)
     if unknown:
         raise InputError(
-            f"link {url!r}: unknown setting {', '.join(unknown)} "
-            f"(allowed: {', '.join(sorted(allowed))})"
+            Msg(
+                N_("link {url!r}: unknown setting {items} (allowed: {items2})"),
+                url=url,
+                items=", ".join(unknown),
+                items2=", ".join(sorted(allowed)),
+            )
         )
     return {k: str(v) for k, v in merged.items() if v is not None}
 
@@ -103,7 +124,9 @@ def number_setting(url: str, name: str, text: str, kind: type[int] | type[float]
     try:
         value = kind(text)
     except ValueError:
-        raise InputError(f"link {url!r}: {name}={text!r} is not a number") from None
+        raise InputError(
+            Msg(N_("link {url!r}: {name}={text!r} is not a number"), url=url, name=name, text=text)
+        ) from None
     if value < 0:
-        raise InputError(f"link {url!r}: {name} must not be negative")
+        raise InputError(Msg(N_("link {url!r}: {name} must not be negative"), url=url, name=name))
     return value

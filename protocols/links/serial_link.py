@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 import serial
 
 from base.errors import InputError
+from base.i18n import N_, Msg
 from protocols.errors import LinkError
 from protocols.links.base import Link
 from protocols.links.registry import number_setting, query_settings
@@ -47,7 +48,13 @@ class SerialLink(Link):
         url: str = "",
     ) -> None:
         if parity.upper() not in _PARITIES:
-            raise InputError(f"link {url or device!r}: parity must be E, O or N, not {parity!r}")
+            raise InputError(
+                Msg(
+                    N_("link {value!r}: parity must be E, O or N, not {parity!r}"),
+                    value=url or device,
+                    parity=parity,
+                )
+            )
         super().__init__(url or f"serial://{device}", f"serial://{os.path.realpath(device)}")
         self.device = device
         self.baud = baud
@@ -68,7 +75,9 @@ class SerialLink(Link):
         options = query_settings(url, _SETTINGS, settings)
         device = unquote(urlsplit(url).path) if "://" in url else url.split("?", 1)[0]
         if not device:
-            raise InputError(f"link {url!r}: no device path (serial:///dev/ttyUSB0)")
+            raise InputError(
+                Msg(N_("link {url!r}: no device path (serial:///dev/ttyUSB0)"), url=url)
+            )
         return cls(
             device,
             baud=int(number_setting(url, "baud", options.get("baud", "2400"), int)),
@@ -91,7 +100,9 @@ class SerialLink(Link):
                 exclusive=self.exclusive,
             )
         except (serial.SerialException, ValueError, OSError) as exc:
-            raise LinkError(f"cannot open serial port {self.device}: {exc}") from exc
+            raise LinkError(
+                Msg(N_("cannot open serial port {device}: {exc}"), device=self.device, exc=exc)
+            ) from exc
         self._port = port
         self._fd = port.fileno()
         asyncio.get_running_loop().add_reader(self._fd, self._on_readable)
@@ -122,13 +133,15 @@ class SerialLink(Link):
     async def _write(self, data: bytes) -> None:
         port = self._port
         if port is None:
-            raise LinkError(f"link {self.url} is not open")
+            raise LinkError(Msg(N_("link {url} is not open"), url=self.url))
         try:
             # The kernel's buffer takes a DL/T 645 frame at once; the wire time is part of
             # the client's reply deadline, so there is no tcdrain() wait here.
             port.write(data)
         except (serial.SerialException, OSError) as exc:
-            raise LinkError(f"write to {self.device} failed: {exc}") from exc
+            raise LinkError(
+                Msg(N_("write to {device} failed: {exc}"), device=self.device, exc=exc)
+            ) from exc
 
     def _drop_pending_input(self) -> None:
         port = self._port

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from base.errors import InputError
+from base.i18n import N_, Msg
 from protocols.errors import LinkError, LinkTimeout
 from protocols.links.base import Link
 from protocols.links.registry import number_setting, query_settings
@@ -53,7 +54,7 @@ class SocketLink(Link):
         except ValueError:
             port = None
         if not parts.hostname or port is None:
-            raise InputError(f"link {url!r}: expected socket://HOST:PORT")
+            raise InputError(Msg(N_("link {url!r}: expected socket://HOST:PORT"), url=url))
         timeout = number_setting(url, "connect_timeout", options.get("connect_timeout", "5"), float)
         # baud/parity are accepted (config passes them to every link) but belong to the gateway.
         return cls(parts.hostname, port, connect_timeout=timeout, url=url)
@@ -65,11 +66,24 @@ class SocketLink(Link):
             )
         except TimeoutError as exc:
             raise LinkTimeout(
-                f"gateway {self.host}:{self.port} did not accept a connection "
-                f"within {self.connect_timeout} s"
+                Msg(
+                    N_(
+                        "gateway {host}:{port} did not accept a connection within {connect_timeout} s"
+                    ),
+                    host=self.host,
+                    port=self.port,
+                    connect_timeout=self.connect_timeout,
+                )
             ) from exc
         except OSError as exc:
-            raise LinkError(f"cannot connect to gateway {self.host}:{self.port}: {exc}") from exc
+            raise LinkError(
+                Msg(
+                    N_("cannot connect to gateway {host}:{port}: {exc}"),
+                    host=self.host,
+                    port=self.port,
+                    exc=exc,
+                )
+            ) from exc
         self._reader, self._writer = reader, writer
         self._pump = asyncio.create_task(self._read_loop(reader), name=f"pump {self.url}")
 
@@ -87,13 +101,20 @@ class SocketLink(Link):
     async def _write(self, data: bytes) -> None:
         writer = self._writer
         if writer is None:
-            raise LinkError(f"link {self.url} is not open")
+            raise LinkError(Msg(N_("link {url} is not open"), url=self.url))
         try:
             writer.write(data)
             await writer.drain()
         except OSError as exc:
             self._input_ended(f"write failed: {exc}")
-            raise LinkError(f"write to gateway {self.host}:{self.port} failed: {exc}") from exc
+            raise LinkError(
+                Msg(
+                    N_("write to gateway {host}:{port} failed: {exc}"),
+                    host=self.host,
+                    port=self.port,
+                    exc=exc,
+                )
+            ) from exc
 
     async def _disconnect(self) -> None:
         pump, self._pump = self._pump, None

@@ -40,6 +40,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
+from base.i18n import N_, Msg
 from protocols.errors import (
     AddressMismatch,
     LinkClosed,
@@ -191,11 +192,13 @@ class ModbusMeterClient:
             LinkClosed: cannot connect (refused, unreachable, no such port).
         """
         if self._closed:
-            raise LinkClosed(f"Modbus link {self.bus_key} was closed")
+            raise LinkClosed(Msg(N_("Modbus link {bus_key} was closed"), bus_key=self.bus_key))
         if self.connected:
             return
         if not await self._client.connect():
-            raise LinkClosed(f"cannot connect to Modbus link {self.bus_key}")
+            raise LinkClosed(
+                Msg(N_("cannot connect to Modbus link {bus_key}"), bus_key=self.bus_key)
+            )
 
     async def close(self) -> None:
         """Close the connection; later requests raise :class:`LinkClosed`."""
@@ -285,8 +288,14 @@ class ModbusMeterClient:
         )
         if rsp.bits and bool(rsp.bits[0]) != closed:
             raise UnexpectedReply(
-                f"Modbus device {device_id} echoed relay command {bool(rsp.bits[0])} "
-                f"for a write of {closed}"
+                Msg(
+                    N_(
+                        "Modbus device {device_id} echoed relay command {bool} for a write of {closed}"
+                    ),
+                    device_id=device_id,
+                    bool=bool(rsp.bits[0]),
+                    closed=closed,
+                )
             )
 
     # ── plumbing ──────────────────────────────────────────────────────────────
@@ -302,7 +311,12 @@ class ModbusMeterClient:
         words = list(rsp.registers)
         if len(words) != count:
             raise UnexpectedReply(
-                f"Modbus device {device_id} returned {len(words)} registers, expected {count}"
+                Msg(
+                    N_("Modbus device {device_id} returned {words} registers, expected {count}"),
+                    device_id=device_id,
+                    words=len(words),
+                    count=count,
+                )
             )
         return words
 
@@ -339,21 +353,43 @@ class ModbusMeterClient:
         try:
             rsp = await request()
         except ConnectionException as exc:
-            raise LinkClosed(f"Modbus link {self.bus_key} is not connected: {exc}") from exc
+            raise LinkClosed(
+                Msg(
+                    N_("Modbus link {bus_key} is not connected: {exc}"),
+                    bus_key=self.bus_key,
+                    exc=exc,
+                )
+            ) from exc
         except ModbusIOException as exc:
             if not self.connected:
-                raise LinkClosed(f"Modbus link {self.bus_key} dropped: {exc}") from exc
+                raise LinkClosed(
+                    Msg(N_("Modbus link {bus_key} dropped: {exc}"), bus_key=self.bus_key, exc=exc)
+                ) from exc
             if "but received" in str(exc):
                 # pymodbus' only signal for "a reply from another device id/transaction".
                 raise AddressMismatch(
-                    f"Modbus device {device_id} on {self.bus_key}: {exc.message}"
+                    Msg(
+                        N_("Modbus device {device_id} on {bus_key}: {message}"),
+                        device_id=device_id,
+                        bus_key=self.bus_key,
+                        message=exc.message,
+                    )
                 ) from exc
             raise LinkTimeout(
-                f"no reply from Modbus device {device_id} on {self.bus_key} "
-                f"within {self._spec.timeout_s:g} s (function 0x{function:02x})"
+                Msg(
+                    N_(
+                        "no reply from Modbus device {device_id} on {bus_key} within {timeout_s:g} s (function 0x{function:02x})"
+                    ),
+                    device_id=device_id,
+                    bus_key=self.bus_key,
+                    timeout_s=self._spec.timeout_s,
+                    function=function,
+                )
             ) from exc
         except ModbusException as exc:
-            raise LinkError(f"Modbus link {self.bus_key}: {exc}") from exc
+            raise LinkError(
+                Msg(N_("Modbus link {bus_key}: {exc}"), bus_key=self.bus_key, exc=exc)
+            ) from exc
 
         if rsp.isError():
             code = rsp.exception_code
@@ -368,17 +404,27 @@ class ModbusMeterClient:
             # On RTU framing a late reply to an earlier request can arrive in the slot
             # of this one; the function code is the only thing that tells them apart.
             raise UnexpectedReply(
-                f"Modbus device {device_id} answered function 0x{rsp.function_code:02x} "
-                f"to a request 0x{function:02x}"
+                Msg(
+                    N_(
+                        "Modbus device {device_id} answered function 0x{function_code:02x} to a request 0x{function:02x}"
+                    ),
+                    device_id=device_id,
+                    function_code=rsp.function_code,
+                    function=function,
+                )
             )
         if rsp.dev_id and rsp.dev_id != device_id:
             raise AddressMismatch(
-                f"reply from Modbus device {rsp.dev_id} to a request for device {device_id}"
+                Msg(
+                    N_("reply from Modbus device {dev_id} to a request for device {device_id}"),
+                    dev_id=rsp.dev_id,
+                    device_id=device_id,
+                )
             )
         return rsp
 
 
 def _first_bit(rsp: ModbusPDU, what: str) -> bool:
     if not rsp.bits:
-        raise UnexpectedReply(f"Modbus reply carries no {what} bit")
+        raise UnexpectedReply(Msg(N_("Modbus reply carries no {what} bit"), what=what))
     return bool(rsp.bits[0])

@@ -23,6 +23,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from base.errors import InputError
+from base.i18n import N_, Msg
 from protocols.errors import UnexpectedReply
 
 RELAY_COIL = 0
@@ -55,7 +56,9 @@ def parse_device_id(address: str | int) -> int:
     """
     text = str(address).strip()
     if not text.isdigit():
-        raise InputError(f"Modbus meter address {text!r} is not a device id (a number 1-247)")
+        raise InputError(
+            Msg(N_("Modbus meter address {text!r} is not a device id (a number 1-247)"), text=text)
+        )
     return check_device_id(int(text))
 
 
@@ -63,7 +66,12 @@ def check_device_id(device_id: int) -> int:
     """Return ``device_id`` if it is a unicast Modbus device id (1..247)."""
     if not MIN_DEVICE_ID <= device_id <= MAX_DEVICE_ID:
         raise InputError(
-            f"Modbus device id {device_id} is out of range {MIN_DEVICE_ID}-{MAX_DEVICE_ID}"
+            Msg(
+                N_("Modbus device id {device_id} is out of range {min_device_id}-{max_device_id}"),
+                device_id=device_id,
+                min_device_id=MIN_DEVICE_ID,
+                max_device_id=MAX_DEVICE_ID,
+            )
         )
     return device_id
 
@@ -75,7 +83,9 @@ def _split32(value: int) -> list[int]:
 
 def _join32(words: list[int], what: str) -> int:
     if len(words) != 2 or any(not 0 <= w <= 0xFFFF for w in words):
-        raise UnexpectedReply(f"{what}: expected two 16-bit registers, got {words!r}")
+        raise UnexpectedReply(
+            Msg(N_("{what}: expected two 16-bit registers, got {words!r}"), what=what, words=words)
+        )
     return (words[0] << 16) | words[1]
 
 
@@ -87,10 +97,14 @@ def encode_balance(balance: Decimal) -> list[int]:
     """
     fen = balance / _FEN
     if fen != fen.to_integral_value():
-        raise InputError(f"balance {balance} has more than 2 decimal places")
+        raise InputError(
+            Msg(N_("balance {balance} has more than 2 decimal places"), balance=balance)
+        )
     raw = int(fen)
     if not _INT32_MIN <= raw <= _INT32_MAX:
-        raise InputError(f"balance {balance} does not fit a 32-bit register pair")
+        raise InputError(
+            Msg(N_("balance {balance} does not fit a 32-bit register pair"), balance=balance)
+        )
     return _split32(raw & 0xFFFFFFFF)
 
 
@@ -110,7 +124,12 @@ def encode_energy(energy_kwh: Decimal) -> list[int]:
     """
     raw = int(energy_kwh / _FEN)
     if not 0 <= raw <= _UINT32_MAX:
-        raise InputError(f"energy {energy_kwh} kWh does not fit an unsigned 32-bit register pair")
+        raise InputError(
+            Msg(
+                N_("energy {energy_kwh} kWh does not fit an unsigned 32-bit register pair"),
+                energy_kwh=energy_kwh,
+            )
+        )
     return _split32(raw)
 
 
@@ -126,7 +145,13 @@ def encode_meter_no(meter_no: str) -> list[int]:
     """
     text = meter_no.strip()
     if not text.isdigit() or len(text) > METER_NO_DIGITS:
-        raise InputError(f"meter number {meter_no!r} is not up to {METER_NO_DIGITS} digits")
+        raise InputError(
+            Msg(
+                N_("meter number {meter_no!r} is not up to {meter_no_digits} digits"),
+                meter_no=meter_no,
+                meter_no_digits=METER_NO_DIGITS,
+            )
+        )
     text = text.zfill(METER_NO_DIGITS)
     return [
         int(text[i : i + _DIGITS_PER_REGISTER])
@@ -137,5 +162,7 @@ def encode_meter_no(meter_no: str) -> list[int]:
 def decode_meter_no(words: list[int]) -> str:
     """The 12-digit meter number from registers 4..6."""
     if len(words) != METER_NO_COUNT or any(not 0 <= w <= 9999 for w in words):
-        raise UnexpectedReply(f"meter number registers {words!r} are not three 4-digit groups")
+        raise UnexpectedReply(
+            Msg(N_("meter number registers {words!r} are not three 4-digit groups"), words=words)
+        )
     return "".join(f"{w:04d}" for w in words)

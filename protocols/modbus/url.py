@@ -22,6 +22,7 @@ from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
 from base.errors import InputError
+from base.i18n import N_, Msg
 
 Transport = Literal["tcp", "rtu-tcp", "rtu"]
 
@@ -84,9 +85,23 @@ def _number(url: str, key: str, text: str | None, kind: type[int] | type[float])
     try:
         value = kind(text)
     except ValueError:
-        raise InputError(f"link {url!r}: option {key}={text!r} is not a number") from None
+        raise InputError(
+            Msg(
+                N_("link {url!r}: option {key}={text!r} is not a number"),
+                url=url,
+                key=key,
+                text=text,
+            )
+        ) from None
     if value <= 0 and not (key == "retries" and value == 0):
-        raise InputError(f"link {url!r}: option {key}={text!r} must be positive")
+        raise InputError(
+            Msg(
+                N_("link {url!r}: option {key}={text!r} must be positive"),
+                url=url,
+                key=key,
+                text=text,
+            )
+        )
     return value
 
 
@@ -101,13 +116,19 @@ def parse_modbus_url(url: str) -> ModbusLinkSpec:
     transport = _SCHEMES.get(parts.scheme.lower())
     if transport is None:
         raise InputError(
-            f"link {url!r} is not a Modbus link (expected one of {', '.join(sorted(SCHEMES))})"
+            Msg(
+                N_("link {url!r} is not a Modbus link (expected one of {items})"),
+                url=url,
+                items=", ".join(sorted(SCHEMES)),
+            )
         )
     query = parse_qs(parts.query, keep_blank_values=True)
     allowed = _COMMON_KEYS | (_SERIAL_KEYS if transport == "rtu" else frozenset())
     unknown = sorted(set(query) - allowed)
     if unknown:
-        raise InputError(f"link {url!r}: unknown option {unknown[0]!r}")
+        raise InputError(
+            Msg(N_("link {url!r}: unknown option {value!r}"), url=url, value=unknown[0])
+        )
 
     timeout = _number(url, "timeout", _one(query, "timeout"), float)
     retries = _number(url, "retries", _one(query, "retries"), int)
@@ -117,17 +138,25 @@ def parse_modbus_url(url: str) -> ModbusLinkSpec:
     if transport == "rtu":
         device = parts.path or ""
         if parts.netloc or not device.startswith("/"):
-            raise InputError(f"link {url!r}: expected modbus-rtu:///dev/PORT (an absolute path)")
+            raise InputError(
+                Msg(N_("link {url!r}: expected modbus-rtu:///dev/PORT (an absolute path)"), url=url)
+            )
         parity = (_one(query, "parity") or "E").upper()
         if parity not in _PARITIES:
-            raise InputError(f"link {url!r}: option parity={parity!r} must be N, E or O")
+            raise InputError(
+                Msg(
+                    N_("link {url!r}: option parity={parity!r} must be N, E or O"),
+                    url=url,
+                    parity=parity,
+                )
+            )
         baud = _number(url, "baud", _one(query, "baud"), int)
         stopbits = _number(url, "stopbits", _one(query, "stopbits"), int)
         bytesize = _number(url, "bytesize", _one(query, "bytesize"), int)
         if stopbits is not None and stopbits not in (1, 2):
-            raise InputError(f"link {url!r}: option stopbits must be 1 or 2")
+            raise InputError(Msg(N_("link {url!r}: option stopbits must be 1 or 2"), url=url))
         if bytesize is not None and bytesize not in (7, 8):
-            raise InputError(f"link {url!r}: option bytesize must be 7 or 8")
+            raise InputError(Msg(N_("link {url!r}: option bytesize must be 7 or 8"), url=url))
         return ModbusLinkSpec(
             transport,
             device=device,
@@ -140,19 +169,23 @@ def parse_modbus_url(url: str) -> ModbusLinkSpec:
         )
 
     if parts.path not in ("", "/"):
-        raise InputError(f"link {url!r}: a TCP link has no path")
+        raise InputError(Msg(N_("link {url!r}: a TCP link has no path"), url=url))
     try:
         port = parts.port
     except ValueError:
-        raise InputError(f"link {url!r}: the port is not a number 1-65535") from None
+        raise InputError(
+            Msg(N_("link {url!r}: the port is not a number 1-65535"), url=url)
+        ) from None
     host = parts.hostname or ""
     if not host:
-        raise InputError(f"link {url!r}: missing host")
+        raise InputError(Msg(N_("link {url!r}: missing host"), url=url))
     if port is None:
         if transport == "rtu-tcp":
             # Transparent gateways have no standard port; guessing 502 would talk MBAP-less
             # frames to whatever Modbus TCP server sits there.
-            raise InputError(f"link {url!r}: modbus-rtu-tcp needs an explicit :PORT")
+            raise InputError(
+                Msg(N_("link {url!r}: modbus-rtu-tcp needs an explicit :PORT"), url=url)
+            )
         port = DEFAULT_TCP_PORT
     return ModbusLinkSpec(
         transport, host=host, port=port, timeout_s=timeout_s, read_retries=read_retries

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from base.i18n import N_, Msg
 from protocols.errors import FrameChecksumError, FrameLengthError, FrameStructureError
 
 START = 0x68
@@ -76,7 +77,9 @@ class Control:
 
     def __post_init__(self) -> None:
         if not 0 <= self.function <= 0x0F:
-            raise FrameStructureError(f"link function code {self.function} is not 0..15")
+            raise FrameStructureError(
+                Msg(N_("link function code {function} is not 0..15"), function=self.function)
+            )
 
     def to_byte(self) -> int:
         return (
@@ -115,7 +118,9 @@ class Seq:
 
     def __post_init__(self) -> None:
         if not 0 <= self.number <= MAX_SEQ:
-            raise FrameStructureError(f"sequence number {self.number} is not 0..15")
+            raise FrameStructureError(
+                Msg(N_("sequence number {number} is not 0..15"), number=self.number)
+            )
 
     def to_byte(self) -> int:
         return (
@@ -152,11 +157,17 @@ class TerminalAddress:
 
     def __post_init__(self) -> None:
         if len(self.region) != 4 or not (self.region.isdigit() and self.region.isascii()):
-            raise FrameStructureError(f"region code {self.region!r} must be 4 BCD digits")
+            raise FrameStructureError(
+                Msg(N_("region code {region!r} must be 4 BCD digits"), region=self.region)
+            )
         if not 0 <= self.terminal <= 0xFFFF:
-            raise FrameStructureError(f"terminal address {self.terminal} is not 0..65535")
+            raise FrameStructureError(
+                Msg(N_("terminal address {terminal} is not 0..65535"), terminal=self.terminal)
+            )
         if not 0 <= self.msa <= 127:
-            raise FrameStructureError(f"master station address {self.msa} is not 0..127")
+            raise FrameStructureError(
+                Msg(N_("master station address {msa} is not 0..127"), msa=self.msa)
+            )
 
     @classmethod
     def parse(cls, text: str, msa: int = 1) -> TerminalAddress:
@@ -168,12 +179,19 @@ class TerminalAddress:
         value = text.strip()
         if len(value) != 8:
             raise FrameStructureError(
-                f"terminal {text!r} must be 8 characters: region RRRR (BCD) + terminal TTTT (hex)"
+                Msg(
+                    N_(
+                        "terminal {text!r} must be 8 characters: region RRRR (BCD) + terminal TTTT (hex)"
+                    ),
+                    text=text,
+                )
             )
         try:
             terminal = int(value[4:], 16)
         except ValueError:
-            raise FrameStructureError(f"terminal {text!r}: TTTT must be 4 hex digits") from None
+            raise FrameStructureError(
+                Msg(N_("terminal {text!r}: TTTT must be 4 hex digits"), text=text)
+            ) from None
         return cls(value[:4], terminal, msa)
 
     def __str__(self) -> str:
@@ -188,10 +206,10 @@ class TerminalAddress:
     def from_wire(cls, raw: bytes) -> TerminalAddress:
         """Raises FrameStructureError: short or non-BCD region."""
         if len(raw) != 5:
-            raise FrameLengthError(f"address field needs 5 bytes, got {len(raw)}")
+            raise FrameLengthError(Msg(N_("address field needs 5 bytes, got {raw}"), raw=len(raw)))
         region = f"{raw[1]:02X}{raw[0]:02X}"
         if not region.isdigit():
-            raise FrameStructureError(f"region code {region} is not BCD")
+            raise FrameStructureError(Msg(N_("region code {region} is not BCD"), region=region))
         return cls(region, int.from_bytes(raw[2:4], "little"), raw[4] >> 1, bool(raw[4] & 1))
 
     def same_terminal(self, other: TerminalAddress) -> bool:
@@ -225,7 +243,13 @@ class Frame:
         """
         user = self.user_data()
         if len(user) > MAX_USER:
-            raise FrameLengthError(f"user data of {len(user)} bytes exceeds {MAX_USER}")
+            raise FrameLengthError(
+                Msg(
+                    N_("user data of {user} bytes exceeds {max_user}"),
+                    user=len(user),
+                    max_user=MAX_USER,
+                )
+            )
         length = ((len(user) << 2) | PROTOCOL_3761).to_bytes(2, "little")
         return (
             bytes((START,))
@@ -249,18 +273,34 @@ def user_length(header: bytes | bytearray) -> int:
         FrameStructureError: wrong delimiters, differing copies of L or unknown protocol id.
     """
     if len(header) < HEADER:
-        raise FrameLengthError(f"a 376.1 header needs {HEADER} bytes, got {len(header)}")
+        raise FrameLengthError(
+            Msg(
+                N_("a 376.1 header needs {header} bytes, got {header2}"),
+                header=HEADER,
+                header2=len(header),
+            )
+        )
     if header[0] != START or header[5] != START:
-        raise FrameStructureError("a 376.1 frame starts 68H L L 68H")
+        raise FrameStructureError(Msg(N_("a 376.1 frame starts 68H L L 68H")))
     first = int.from_bytes(header[1:3], "little")
     second = int.from_bytes(header[3:5], "little")
     if first != second:
-        raise FrameStructureError(f"the two length fields differ ({first:04X}H, {second:04X}H)")
+        raise FrameStructureError(
+            Msg(
+                N_("the two length fields differ ({first:04X}H, {second:04X}H)"),
+                first=first,
+                second=second,
+            )
+        )
     if first & 0b11 not in (PROTOCOL_3761, PROTOCOL_130):
-        raise FrameStructureError(f"protocol id {first & 0b11} in L is not 376.1 (2)")
+        raise FrameStructureError(
+            Msg(N_("protocol id {value} in L is not 376.1 (2)"), value=first & 0b11)
+        )
     size = first >> 2
     if size < FIXED_USER:
-        raise FrameLengthError(f"user-data length {size} is shorter than C+A+AFN+SEQ")
+        raise FrameLengthError(
+            Msg(N_("user-data length {size} is shorter than C+A+AFN+SEQ"), size=size)
+        )
     return size
 
 
@@ -274,13 +314,23 @@ def decode_frame(raw: bytes | bytearray) -> Frame:
     size = user_length(data[:HEADER])
     total = HEADER + size + 2
     if len(data) != total:
-        raise FrameLengthError(f"L announces a {total}-byte frame, got {len(data)} bytes")
+        raise FrameLengthError(
+            Msg(
+                N_("L announces a {total}-byte frame, got {data} bytes"),
+                total=total,
+                data=len(data),
+            )
+        )
     user = data[HEADER : HEADER + size]
     if data[-1] != END:
-        raise FrameStructureError("a 376.1 frame ends with 16H")
+        raise FrameStructureError(Msg(N_("a 376.1 frame ends with 16H")))
     if data[-2] != checksum(user):
         raise FrameChecksumError(
-            f"checksum {data[-2]:02X}H does not match the user data ({checksum(user):02X}H)"
+            Msg(
+                N_("checksum {value:02X}H does not match the user data ({checksum:02X}H)"),
+                value=data[-2],
+                checksum=checksum(user),
+            )
         )
     return Frame(
         Control.from_byte(user[0]),
@@ -319,7 +369,9 @@ class Deframer:
             try:
                 size = user_length(buf[:HEADER])
                 if size > self.max_user:
-                    raise FrameLengthError(f"user-data length {size} is too long")
+                    raise FrameLengthError(
+                        Msg(N_("user-data length {size} is too long"), size=size)
+                    )
             except (FrameStructureError, FrameLengthError):
                 self.garbage_bytes += 1
                 del buf[:1]

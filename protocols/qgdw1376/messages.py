@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from base.i18n import N_, Msg
 from protocols.errors import FrameLengthError, FrameStructureError
 from protocols.qgdw1376.frame import Afn, Control, Frame, LinkFunction, Seq, TerminalAddress
 
@@ -92,7 +93,7 @@ def encode_da(pn: int) -> bytes:
         FrameStructureError: pn out of 0..2040.
     """
     if not 0 <= pn <= MAX_PN:
-        raise FrameStructureError(f"Pn {pn} is not 0..{MAX_PN}")
+        raise FrameStructureError(Msg(N_("Pn {pn} is not 0..{max_pn}"), pn=pn, max_pn=MAX_PN))
     if pn == 0:
         return b"\x00\x00"
     return bytes((1 << ((pn - 1) % 8), (pn - 1) // 8 + 1))
@@ -105,14 +106,16 @@ def decode_da(raw: bytes) -> tuple[int, ...]:
         FrameLengthError: not 2 bytes. FrameStructureError: DA2 = 0 with DA1 != 0.
     """
     if len(raw) != 2:
-        raise FrameLengthError(f"DA needs 2 bytes, got {len(raw)}")
+        raise FrameLengthError(Msg(N_("DA needs 2 bytes, got {raw}"), raw=len(raw)))
     da1, da2 = raw[0], raw[1]
     if da1 == 0 and da2 == 0:
         return (0,)
     if da2 == 0:
         if da1 == 0xFF:  # every measurement point (p0 with all bits): treat as p0 group
             return (0,)
-        raise FrameStructureError(f"DA {raw.hex().upper()}: DA2 = 0 but DA1 = {da1:02X}H")
+        raise FrameStructureError(
+            Msg(N_("DA {value}: DA2 = 0 but DA1 = {da1:02X}H"), value=raw.hex().upper(), da1=da1)
+        )
     return tuple((da2 - 1) * 8 + bit + 1 for bit in range(8) if da1 & (1 << bit))
 
 
@@ -123,7 +126,7 @@ def encode_dt(fn: int) -> bytes:
         FrameStructureError: fn out of 1..248.
     """
     if not 1 <= fn <= MAX_FN:
-        raise FrameStructureError(f"F{fn} is not F1..F{MAX_FN}")
+        raise FrameStructureError(Msg(N_("F{fn} is not F1..F{max_fn}"), fn=fn, max_fn=MAX_FN))
     return bytes((1 << ((fn - 1) % 8), (fn - 1) // 8))
 
 
@@ -134,17 +137,23 @@ def decode_dt(raw: bytes) -> tuple[int, ...]:
         FrameLengthError: not 2 bytes. FrameStructureError: no bit set.
     """
     if len(raw) != 2:
-        raise FrameLengthError(f"DT needs 2 bytes, got {len(raw)}")
+        raise FrameLengthError(Msg(N_("DT needs 2 bytes, got {raw}"), raw=len(raw)))
     dt1, dt2 = raw[0], raw[1]
     fns = tuple(dt2 * 8 + bit + 1 for bit in range(8) if dt1 & (1 << bit))
     if not fns:
-        raise FrameStructureError(f"DT {raw.hex().upper()} names no Fn")
+        raise FrameStructureError(Msg(N_("DT {value} names no Fn"), value=raw.hex().upper()))
     return fns
 
 
 def _unit_id(body: bytes, what: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     if len(body) < 4:
-        raise FrameLengthError(f"{what}: needs a 4-byte data-unit id, got {len(body)} bytes")
+        raise FrameLengthError(
+            Msg(
+                N_("{what}: needs a 4-byte data-unit id, got {body} bytes"),
+                what=what,
+                body=len(body),
+            )
+        )
     return decode_da(body[:2]), decode_dt(body[2:4])
 
 
@@ -163,14 +172,24 @@ class SerialSettings:
     def __post_init__(self) -> None:
         if self.baud not in BAUD_RATES:
             raise FrameStructureError(
-                f"baud {self.baud} is not one of {', '.join(map(str, BAUD_RATES))}"
+                Msg(
+                    N_("baud {baud} is not one of {items}"),
+                    baud=self.baud,
+                    items=", ".join(map(str, BAUD_RATES)),
+                )
             )
         if self.parity not in PARITIES:
-            raise FrameStructureError(f"parity {self.parity!r} is not E, O or N")
+            raise FrameStructureError(
+                Msg(N_("parity {parity!r} is not E, O or N"), parity=self.parity)
+            )
         if not 5 <= self.data_bits <= 8:
-            raise FrameStructureError(f"data bits {self.data_bits} is not 5..8")
+            raise FrameStructureError(
+                Msg(N_("data bits {data_bits} is not 5..8"), data_bits=self.data_bits)
+            )
         if self.stop_bits not in (1, 2):
-            raise FrameStructureError(f"stop bits {self.stop_bits} is not 1 or 2")
+            raise FrameStructureError(
+                Msg(N_("stop bits {stop_bits} is not 1 or 2"), stop_bits=self.stop_bits)
+            )
 
     def to_byte(self) -> int:
         return (
@@ -198,7 +217,9 @@ def encode_message_timeout(seconds: float) -> int:
         FrameStructureError: not in (0, 127] seconds.
     """
     if not 0 < seconds <= 127:
-        raise FrameStructureError(f"message timeout {seconds} s is not in (0, 127]")
+        raise FrameStructureError(
+            Msg(N_("message timeout {seconds} s is not in (0, 127]"), seconds=seconds)
+        )
     ticks = math.ceil(round(seconds * 100, 6))
     if ticks <= 0x7F:
         return ticks
@@ -219,7 +240,9 @@ def encode_byte_timeout(seconds: float) -> int:
     """
     ticks = math.ceil(round(seconds * 100, 6))
     if not 0 <= ticks <= 0xFF:
-        raise FrameStructureError(f"byte timeout {seconds} s is not 0..2.55 s")
+        raise FrameStructureError(
+            Msg(N_("byte timeout {seconds} s is not 0..2.55 s"), seconds=seconds)
+        )
     return ticks
 
 
@@ -233,7 +256,7 @@ def _bcd(value: int) -> int:
 def _from_bcd(value: int, what: str) -> int:
     text = f"{value:02X}"
     if not text.isdigit():
-        raise FrameStructureError(f"Tp {what} {text} is not BCD")
+        raise FrameStructureError(Msg(N_("Tp {what} {text} is not BCD"), what=what, text=text))
     return int(text)
 
 
@@ -267,7 +290,9 @@ class TimeLabel:
     @classmethod
     def from_bytes(cls, raw: bytes) -> TimeLabel:
         if len(raw) != TP_LENGTH:
-            raise FrameLengthError(f"Tp needs {TP_LENGTH} bytes, got {len(raw)}")
+            raise FrameLengthError(
+                Msg(N_("Tp needs {tp_length} bytes, got {raw}"), tp_length=TP_LENGTH, raw=len(raw))
+            )
         return cls(
             raw[0],
             _from_bcd(raw[1], "second"),
@@ -308,11 +333,28 @@ class ForwardRequest:
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= MAX_PORT:
-            raise FrameStructureError(f"concentrator port {self.port} is not 1..{MAX_PORT}")
+            raise FrameStructureError(
+                Msg(
+                    N_("concentrator port {port} is not 1..{max_port}"),
+                    port=self.port,
+                    max_port=MAX_PORT,
+                )
+            )
         if len(self.content) > 0xFFFF:
-            raise FrameLengthError(f"forwarded content of {len(self.content)} bytes is too long")
+            raise FrameLengthError(
+                Msg(
+                    N_("forwarded content of {content} bytes is too long"),
+                    content=len(self.content),
+                )
+            )
         if len(self.pw) != PW_LENGTH:
-            raise FrameLengthError(f"PW must be {PW_LENGTH} bytes, got {len(self.pw)}")
+            raise FrameLengthError(
+                Msg(
+                    N_("PW must be {pw_length} bytes, got {pw}"),
+                    pw_length=PW_LENGTH,
+                    pw=len(self.pw),
+                )
+            )
 
     def unit(self) -> bytes:
         """DA DT and the data unit (what a PW authenticator signs)."""
@@ -372,7 +414,9 @@ class ForwardReply:
 def _address_wire(address: str) -> bytes:
     text = address.strip()
     if len(text) != 12 or not text.isdigit():
-        raise FrameStructureError(f"meter address {address!r} must be 12 digits")
+        raise FrameStructureError(
+            Msg(N_("meter address {address!r} must be 12 digits"), address=address)
+        )
     return bytes.fromhex(text)[::-1]
 
 
@@ -406,13 +450,27 @@ class ControlForwardRequest:
 
     def __post_init__(self) -> None:
         if self.fn not in CONTROL_FNS:
-            raise FrameStructureError(f"AFN=10H F{self.fn} is not a control forward (F10/F11)")
+            raise FrameStructureError(
+                Msg(N_("AFN=10H F{fn} is not a control forward (F10/F11)"), fn=self.fn)
+            )
         if not 1 <= self.port <= MAX_PORT:
-            raise FrameStructureError(f"concentrator port {self.port} is not 1..{MAX_PORT}")
+            raise FrameStructureError(
+                Msg(
+                    N_("concentrator port {port} is not 1..{max_port}"),
+                    port=self.port,
+                    max_port=MAX_PORT,
+                )
+            )
         if len(self.password) > 0xFF:
-            raise FrameLengthError("control password too long")
+            raise FrameLengthError(Msg(N_("control password too long")))
         if len(self.pw) != PW_LENGTH:
-            raise FrameLengthError(f"PW must be {PW_LENGTH} bytes, got {len(self.pw)}")
+            raise FrameLengthError(
+                Msg(
+                    N_("PW must be {pw_length} bytes, got {pw}"),
+                    pw_length=PW_LENGTH,
+                    pw=len(self.pw),
+                )
+            )
 
     def unit(self) -> bytes:
         """DA DT and the data unit (what a PW authenticator signs)."""
@@ -471,17 +529,19 @@ def decode_control_forward_request(frame: Frame) -> ControlForwardRequest:
         FrameStructureError / FrameLengthError: not F10/F11, or fields do not fit.
     """
     if frame.control.up or frame.afn != Afn.FORWARD:
-        raise FrameStructureError("expected a downlink AFN=10H frame")
+        raise FrameStructureError(Msg(N_("expected a downlink AFN=10H frame")))
     body = frame.body
     _pns, fns = _unit_id(body, "AFN=10H")
     if len(fns) != 1 or fns[0] not in CONTROL_FNS:
-        raise FrameStructureError(f"AFN=10H F{fns[0]} is not a control forward (F10/F11)")
+        raise FrameStructureError(
+            Msg(N_("AFN=10H F{value} is not a control forward (F10/F11)"), value=fns[0])
+        )
     if len(body) < 6:
-        raise FrameLengthError("AFN=10H F10/F11 request needs port and relay count")
+        raise FrameLengthError(Msg(N_("AFN=10H F10/F11 request needs port and relay count")))
     port, relays = body[4], body[5]
     at = 6 + 6 * relays
     if len(body) < at + 8:
-        raise FrameLengthError("AFN=10H F10/F11 request too short for its target and flag")
+        raise FrameLengthError(Msg(N_("AFN=10H F10/F11 request too short for its target and flag")))
     hops = tuple(_address_text(body[6 + 6 * i : 12 + 6 * i]) for i in range(relays))
     target = _address_text(body[at : at + 6])
     flag, size = body[at + 6], body[at + 7]
@@ -490,8 +550,15 @@ def decode_control_forward_request(frame: Frame) -> ControlForwardRequest:
     need = PW_LENGTH + (TP_LENGTH if frame.seq.tpv else 0)
     if len(password) != size or len(rest) != need:
         raise FrameLengthError(
-            f"AFN=10H F{fns[0]} request: password of {size} bytes then PW"
-            f"{' + Tp' if frame.seq.tpv else ''} ({need} bytes) do not fit"
+            Msg(
+                N_(
+                    "AFN=10H F{value} request: password of {size} bytes then PW{value2} ({need} bytes) do not fit"
+                ),
+                value=fns[0],
+                size=size,
+                value2=" + Tp" if frame.seq.tpv else "",
+                need=need,
+            )
         )
     tp = TimeLabel.from_bytes(rest[PW_LENGTH:]) if frame.seq.tpv else None
     return ControlForwardRequest(fns[0], port, target, flag, password, hops, rest[:PW_LENGTH], tp)
@@ -555,7 +622,9 @@ def _uplink_tail(frame: Frame, rest: bytes) -> tuple[bytes | None, TimeLabel | N
     ec: bytes | None = None
     need = (TP_LENGTH if frame.seq.tpv else 0) + (EC_LENGTH if frame.control.acd else 0)
     if len(rest) < need:
-        raise FrameLengthError(f"AFN={frame.afn:02X}H: auxiliary field needs {need} bytes")
+        raise FrameLengthError(
+            Msg(N_("AFN={afn:02X}H: auxiliary field needs {need} bytes"), afn=frame.afn, need=need)
+        )
     if frame.seq.tpv:
         tp = TimeLabel.from_bytes(rest[len(rest) - TP_LENGTH :])
         rest = rest[: len(rest) - TP_LENGTH]
@@ -572,24 +641,37 @@ def decode_uplink(frame: Frame) -> UplinkMessage:
         FrameLengthError: k larger than the bytes present, short fields.
     """
     if not frame.control.up:
-        raise FrameStructureError("expected an uplink frame (DIR = 1)")
+        raise FrameStructureError(Msg(N_("expected an uplink frame (DIR = 1)")))
     body = frame.body
     pns, fns = _unit_id(body, f"AFN={frame.afn:02X}H")
     if frame.afn == Afn.FORWARD and fns == (F_FORWARD,):
         if len(body) < 7:
-            raise FrameLengthError(f"AFN=10H F1 reply needs port and k, got {len(body)} bytes")
+            raise FrameLengthError(
+                Msg(N_("AFN=10H F1 reply needs port and k, got {body} bytes"), body=len(body))
+            )
         port = body[4]
         k = int.from_bytes(body[5:7], "little")
         content = body[7 : 7 + k]
         if len(content) != k:
-            raise FrameLengthError(f"AFN=10H F1 reply announces k={k} but has {len(content)} bytes")
+            raise FrameLengthError(
+                Msg(
+                    N_("AFN=10H F1 reply announces k={k} but has {content} bytes"),
+                    k=k,
+                    content=len(content),
+                )
+            )
         ec, tp = _uplink_tail(frame, body[7 + k :])
         return ForwardReply(port, content, tp, ec)
     if frame.afn == Afn.FORWARD and len(fns) == 1 and fns[0] in CONTROL_FNS:
         if len(body) < 13:
             raise FrameLengthError(
-                f"AFN=10H F{fns[0]} reply needs port, address, result and flag, "
-                f"got {len(body)} bytes"
+                Msg(
+                    N_(
+                        "AFN=10H F{value} reply needs port, address, result and flag, got {body} bytes"
+                    ),
+                    value=fns[0],
+                    body=len(body),
+                )
             )
         ec, tp = _uplink_tail(frame, body[13:])
         return ControlForwardReply(
@@ -610,30 +692,49 @@ def decode_forward_request(frame: Frame) -> ForwardRequest:
         FrameStructureError / FrameLengthError: not AFN=10H F1 or fields do not fit.
     """
     if frame.control.up or frame.afn != Afn.FORWARD:
-        raise FrameStructureError("expected a downlink AFN=10H frame")
+        raise FrameStructureError(Msg(N_("expected a downlink AFN=10H frame")))
     body = frame.body
     _pns, fns = _unit_id(body, "AFN=10H")
     if fns != (F_FORWARD,):
-        raise FrameStructureError(f"AFN=10H F{fns[0]} is not transparent forwarding (F1)")
+        raise FrameStructureError(
+            Msg(N_("AFN=10H F{value} is not transparent forwarding (F1)"), value=fns[0])
+        )
     if len(body) < 10:
         raise FrameLengthError(
-            f"AFN=10H F1 request needs 10 bytes before the content, got {len(body)}"
+            Msg(
+                N_("AFN=10H F1 request needs 10 bytes before the content, got {body}"),
+                body=len(body),
+            )
         )
     port, control, message, byte = body[4], body[5], body[6], body[7]
     k = int.from_bytes(body[8:10], "little")
     content = body[10 : 10 + k]
     if len(content) != k:
-        raise FrameLengthError(f"AFN=10H F1 request announces k={k} but has {len(content)} bytes")
+        raise FrameLengthError(
+            Msg(
+                N_("AFN=10H F1 request announces k={k} but has {content} bytes"),
+                k=k,
+                content=len(content),
+            )
+        )
     rest = body[10 + k :]
     need = PW_LENGTH + (TP_LENGTH if frame.seq.tpv else 0)
     if len(rest) != need:
         raise FrameLengthError(
-            f"AFN=10H F1 request: expected PW{' + Tp' if frame.seq.tpv else ''} "
-            f"({need} bytes) after the content, got {len(rest)}"
+            Msg(
+                N_(
+                    "AFN=10H F1 request: expected PW{value} ({need} bytes) after the content, got {rest}"
+                ),
+                value=" + Tp" if frame.seq.tpv else "",
+                need=need,
+                rest=len(rest),
+            )
         )
     tp = TimeLabel.from_bytes(rest[PW_LENGTH:]) if frame.seq.tpv else None
     if not 1 <= port <= MAX_PORT:
-        raise FrameStructureError(f"concentrator port {port} is not 1..{MAX_PORT}")
+        raise FrameStructureError(
+            Msg(N_("concentrator port {port} is not 1..{max_port}"), port=port, max_port=MAX_PORT)
+        )
     return ForwardRequest(
         port,
         content,

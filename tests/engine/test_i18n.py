@@ -20,6 +20,7 @@ from babel.messages.pofile import read_po
 
 from base import i18n
 from tests.engine.store_helpers import Cli, add_account, cli
+from tests.policies.builders import SETTINGS as SETTINGS_FOR_TEST
 
 __all__ = ["cli"]
 
@@ -49,7 +50,7 @@ def _catalog() -> dict[str, tuple[str, ...]]:
 
 def _source_messages() -> set[str]:
     found: set[str] = set()
-    for package in ("base", "engine", "interfaces", "policies"):
+    for package in ("base", "engine", "interfaces", "policies", "protocols"):
         for _file, _line, message, _comments, _context in extract_from_dir(
             ROOT / package, method_map=[("**.py", "python")], keywords=KEYWORDS
         ):
@@ -273,3 +274,55 @@ def test_payment_outcome_messages_in_chinese() -> None:
     assert code == ExitCode.PARTIAL and "现场工单 3" in text and "远程复电失败" in text
     code, text = outcome_message(7, {"state": "queued"}, 30)
     assert code == ExitCode.PARTIAL and "30 秒后仍为 queued" in text
+
+
+def test_one_time_format_for_people_and_money_in_yuan() -> None:
+    """Times people read: site time, to the minute, from a datetime or an ISO string (the
+    report's figures keep ISO 8601 with seconds); money with two decimals and 元."""
+    from engine.reports.html import short
+
+    shanghai = ZoneInfo("Asia/Shanghai")
+    when = datetime(2026, 12, 6, 6, 5, 42, tzinfo=UTC)
+    assert i18n.local_time(when, shanghai) == "2026-12-06 14:05"
+    assert i18n.local_time("2026-12-06T14:05:42+08:00") == "2026-12-06 14:05"
+    assert i18n.local_time(None) == "-"
+    assert short("2026-12-06T14:05:42+08:00") == "2026-12-06 14:05"
+    i18n.set_language("zh-CN")
+    assert i18n.money("-50") == "-50.00 元" and i18n.money(None) == "-"
+
+
+def test_reasons_and_refusals_are_english_records_shown_in_chinese(cli: Cli) -> None:
+    """A reason is stored, audited and put in JSON in English; the reader sees Chinese."""
+    from base.i18n import Msg, shown
+    from policies import evaluate
+    from tests.policies.builders import NOW, case
+
+    reasons = evaluate(case(), SETTINGS_FOR_TEST, NOW).reasons
+    reason = reasons[0]
+    assert reason.message == "balance -120.50 yuan is below the arrears threshold 0.00 yuan"
+    i18n.set_language("zh-CN")
+    assert shown(reason.text or reason.message) == "余额 -120.50 元，低于欠费阈值 0.00 元"
+    i18n.set_language("en")
+    from datetime import timedelta
+
+    from tests.policies.builders import account, delivered
+
+    pending = case(
+        account=account(balance=Decimal("12.34")), notices=(delivered(timedelta(days=2)),)
+    )
+    reasons += evaluate(pending, SETTINGS_FOR_TEST, NOW).reasons
+    assert {"not_in_arrears", "notice_pending"} <= {r.code for r in reasons}
+    for each in reasons:  # a sentence kept as a template says exactly the English message
+        assert isinstance(each.message, Msg) or each.text is not None, each
+        assert shown(each.text or each.message) == each.message
+    i18n.set_language("zh-CN")
+    assert cli("ada", "db", "init").exit_code == 0
+    add_account(cli.engine(), "A1", balance="-50")
+    refused = cli("olga", "--lang", "zh-CN", "approvals", "disconnect", "A1")
+    assert refused.exit_code == 4
+    assert "拒绝：approvals disconnect 需要 supervisor 角色" in refused.stderr
+    records = cli.json("ada", "audit", "show")["records"]
+    (refusal,) = [r for r in records if r["action"] == "refused"]
+    assert "needs the supervisor role" in json.dumps(refusal, ensure_ascii=False)  # English
+    plan = cli("olga", "--lang", "zh-CN", "batch", "plan")
+    assert "在停电时段内" in plan.stdout or "不在停电时段内" in plan.stdout

@@ -144,3 +144,65 @@ def test_calendar_show_bad_file_exits_2(cli: Cli, tmp_path: Path) -> None:  # no
     assert result.exit_code == 2
     assert "row 2, column date: 'soon'" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_weather_days_from_the_cli_block_the_plan_and_show_in_the_calendar(
+    cli: Cli,  # noqa: F811
+) -> None:
+    """calendar weather add (supervisor): stored, audited, in the plan's reasons and in
+    calendar show with its source; remove takes it out; an operator is refused (exit 4)."""
+
+    from tests.engine.store_helpers import add_account
+
+    assert cli("ada", "db", "init").exit_code == 0
+    add_account(cli.engine(), "A1", balance="-50", station="S7")
+    add_account(cli.engine(), "A2", balance="-50", station="S8")
+    refused = cli("olga", "calendar", "weather", "add", "2026-06-01", "--name", "台风")
+    assert refused.exit_code == 4 and "supervisor" in refused.stderr
+    assert cli.json("olga", "calendar", "weather", "list")["count"] == 0
+    unknown = cli("sam", "calendar", "weather", "add", "2026-06-01", "--name", "x",
+                  "--region", "S9")  # fmt: skip
+    assert unknown.exit_code == 2 and "S9" in unknown.stderr
+    added = cli.json(
+        "sam", "calendar", "weather", "add", "2026-06-01", "--end", "2026-06-02",
+        "--name", "暴雨红色预警", "--region", "S7",
+    )  # fmt: skip
+    assert (added["start"], added["end"], added["region"]) == ("2026-06-01", "2026-06-02", "S7")
+    plan = cli.json("olga", "batch", "plan")  # Monday 2026-06-01 10:00 (the frozen clock)
+    window = {
+        d["account_no"]: next(r for r in d["reasons"] if r["rule"] == "window")
+        for d in plan["decisions"]
+    }
+    assert "暴雨红色预警" in window["A1"]["message"] and window["A1"]["verdict"] != "allow"
+    assert window["A2"]["verdict"] == "allow"
+    shown = cli.json("olga", "calendar", "show", "--year", "2026")
+    stormy = [d for d in shown["days"] if d["name"] == "暴雨红色预警"]
+    assert [d["date"] for d in stormy] == ["2026-06-01", "2026-06-02"]
+    assert {d["region"] for d in stormy} == {"S7"}
+    assert {d["source"] for d in stormy} == {"weather posted by sam"}
+    text = cli("olga", "--lang", "zh-CN", "calendar", "show", "--year", "2026")
+    assert "暴雨红色预警 (S7)" in text.stdout and "停电" in text.stdout
+    removed = cli("sam", "calendar", "weather", "remove", str(added["id"]))
+    assert removed.exit_code == 0, removed.stderr
+    assert cli.json("olga", "calendar", "weather", "list")["count"] == 0
+    again = cli("sam", "calendar", "weather", "remove", str(added["id"]))
+    assert again.exit_code == 2
+    actions = cli.json("ada", "audit", "show")
+    names = [r["action"] for r in actions["records"]]
+    assert "weather.added" in names and "weather.removed" in names and "refused" in names
+
+
+def test_a_site_file_day_may_be_for_one_region(tmp_path: Path) -> None:
+    path = tmp_path / "days.csv"
+    path.write_text(
+        "date,kind,name,region\n2027-07-20,no_disconnect,暴雨红色预警,S7\n2027-01-01,holiday,元旦,\n",
+        encoding="utf-8",
+    )
+    days = read_site_days(path)
+    assert [(d.kind, d.region) for d in days] == [
+        (DayKind.NO_DISCONNECT, "S7"),
+        (DayKind.HOLIDAY, None),
+    ]
+    path.write_text("date,kind,name,region\n2027-01-01,holiday,元旦,S7\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="row 2, column region"):
+        read_site_days(path)

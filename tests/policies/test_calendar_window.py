@@ -138,3 +138,49 @@ def test_holiday_ahead_skips_the_weekend_only() -> None:
     assert CALENDAR_2026.holiday_ahead(date(2026, 9, 29)) is None
     assert CALENDAR_2026.is_working_day(date(2026, 2, 14))
     assert not CALENDAR_2026.is_working_day(date(2026, 2, 16))
+
+
+def test_a_regional_weather_day_closes_only_that_station_and_its_execution() -> None:
+    """A weather day posted for one station (台区): its accounts wait, the others do not,
+    and a plan judged at execution holds the station's orders to the day after."""
+    from datetime import timedelta
+
+    from policies import BatchPlanner, evaluate
+    from policies.facts import NoticeFacts
+    from tests.policies.builders import account
+
+    served = (NoticeFacts(shanghai(2026, 7, 10, 9), shanghai(2026, 7, 10, 9)),)
+
+    storm = CalendarDay(date(2026, 7, 22), DayKind.NO_DISCONNECT, "暴雨红色预警", "api", "S7")
+    settings = with_calendar(CALENDAR_2026.with_days([storm]))
+    at_s7 = case(account=account(station="S7"), notices=served)
+    elsewhere = case(account=account(station="S8"), notices=served)
+    wednesday = shanghai(2026, 7, 22, 10, 0)
+    blocked = check_window(at_s7, settings, wednesday)
+    assert blocked.verdict is Verdict.BLOCK
+    assert "no-disconnection day at S7 (暴雨红色预警; api)" in blocked.message
+    assert blocked.not_before == shanghai(2026, 7, 23, 8, 0)
+    assert check_window(elsewhere, settings, wednesday).verdict is Verdict.ALLOW
+    assert evaluate(elsewhere, settings, wednesday).allowed
+    # Planned the evening before, judged at execution: S7's order is held past the storm.
+    planner = BatchPlanner(
+        settings, shanghai(2026, 7, 21, 15, 50), execution_lead=timedelta(minutes=30)
+    )
+    held = planner.add(at_s7)
+    (window,) = [r for r in held.reasons if r.rule == "window"]
+    assert window.code == "held_to_window" and window.not_before == shanghai(2026, 7, 23, 8, 0)
+    other = planner.add(elsewhere)
+    (window,) = [r for r in other.reasons if r.rule == "window"]
+    assert window.not_before == shanghai(2026, 7, 22, 8, 0)
+
+
+def test_an_important_customers_timeline_is_planned_past_its_stations_weather_day() -> None:
+    from policies.important import plan_important_timeline
+
+    storm = CalendarDay(date(2026, 7, 22), DayKind.NO_DISCONNECT, "暴雨红色预警", "api", "S7")
+    settings = with_calendar(CALENDAR_2026.with_days([storm]))
+    wednesday_9 = shanghai(2026, 7, 22, 9, 0)
+    warn_s7, _t, _execute = plan_important_timeline(wednesday_9, settings, "S7")
+    assert warn_s7 == shanghai(2026, 7, 23, 8, 0)  # the storm day is skipped for S7 only
+    warn_other, _t, _execute = plan_important_timeline(wednesday_9, settings, "S8")
+    assert warn_other == wednesday_9
