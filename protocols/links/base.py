@@ -16,7 +16,6 @@ two links (or two URLs) reaching the same bus serialise on the same key in the e
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from abc import ABC, abstractmethod
 from collections import deque
 from types import TracebackType
@@ -39,8 +38,9 @@ class Link(ABC):
         self.bus_key = bus_key
         self._deframer = Deframer()
         self._frames: deque[Frame] = deque()
-        self._inbox = bytearray()
-        self._arrived: asyncio.Event | None = None
+        # The receivers waiting for a frame, the end of input or a backend's news (_wake):
+        # a bare future each, resolved from the read callback (no Event, no wait_for task).
+        self._waiters: list[asyncio.Future[None]] = []
         self._eof: str | None = None  # why the input ended, once it has
         self._open = False
         self._lock: asyncio.Lock | None = None
@@ -65,16 +65,46 @@ class Link(ABC):
     # -- what backends call ------------------------------------------------------------
 
     def _feed_input(self, chunk: bytes) -> None:
-        """Bytes arrived from the bus (called from the event loop's thread)."""
-        self._inbox.extend(chunk)
-        if self._arrived is not None:
-            self._arrived.set()
+        """Bytes arrived from the bus (called from the event loop's thread).
+
+        They are framed at once; a waiting :meth:`receive` is woken only when a frame is
+        complete (a serial port delivers a reply a few bytes at a time).
+        """
+        frames = self._deframer.feed(chunk)
+        if frames:
+            self._frames.extend(frames)
+            self._wake()
 
     def _input_ended(self, reason: str) -> None:
         """The port or peer went away; a waiting :meth:`receive` raises LinkClosed."""
         self._eof = reason
-        if self._arrived is not None:
-            self._arrived.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        """Let every waiting :meth:`receive` look again (a backend's news: a failure, an
+        answer that ends the wait)."""
+        waiters = self._waiters
+        if waiters:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            waiters.clear()
+
+    async def _wait(
+        self, loop: asyncio.AbstractEventLoop, deadline: float, timer: ReceiveDeadline | None
+    ) -> ReceiveDeadline:
+        """Wait for :meth:`_wake` or ``deadline`` (loop time), whichever comes first.
+
+        One timer serves a whole receive however often it is woken: pass back the
+        returned :class:`ReceiveDeadline` (and cancel it when the receive ends).
+        """
+        if timer is None:
+            timer = ReceiveDeadline(self)
+            timer.handle = loop.call_at(deadline, timer.expire)
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        await waiter
+        return timer
 
     # -- the interface -----------------------------------------------------------------
 
@@ -99,7 +129,6 @@ class Link(ABC):
             return
         if self._open:  # dropped: release the old connection before reconnecting
             await self.close()
-        self._arrived = asyncio.Event()
         self._eof = None
         self._reset_input()
         await self._connect()
@@ -126,34 +155,31 @@ class Link(ABC):
                 says how many bytes came).
             LinkClosed: the link is closed or the peer closed it.
         """
-        if not self._open or self._arrived is None:
+        if not self._open:
             raise LinkClosed(f"link {self.url} is not open")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        arrived = self._arrived
-        while True:
-            if self._frames:
-                return self._frames.popleft()
-            if self._inbox:
-                chunk = bytes(self._inbox)
-                self._inbox.clear()
-                self._frames.extend(self._deframer.feed(chunk))
-                continue
-            if self._eof is not None:
-                partial = self._deframer.pending
-                detail = f" after {partial} bytes of a frame" if partial else ""
-                raise LinkClosed(f"link {self.url} closed{detail}: {self._eof}")
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                partial = self._deframer.pending
-                if partial:
-                    raise LinkTimeout(
-                        f"incomplete frame on {self.url}: {partial} bytes within {timeout:.3f} s"
-                    )
-                raise LinkTimeout(f"no reply on {self.url} within {timeout:.3f} s")
-            arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(arrived.wait(), remaining)
+        timer: ReceiveDeadline | None = None
+        try:
+            while True:
+                if self._frames:
+                    return self._frames.popleft()
+                if self._eof is not None:
+                    partial = self._deframer.pending
+                    detail = f" after {partial} bytes of a frame" if partial else ""
+                    raise LinkClosed(f"link {self.url} closed{detail}: {self._eof}")
+                if timeout <= 0 or (timer is not None and timer.expired):
+                    partial = self._deframer.pending
+                    if partial:
+                        raise LinkTimeout(
+                            f"incomplete frame on {self.url}: {partial} bytes within "
+                            f"{timeout:.3f} s"
+                        )
+                    raise LinkTimeout(f"no reply on {self.url} within {timeout:.3f} s")
+                timer = await self._wait(loop, deadline, timer)
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def discard_input(self) -> None:
         """Forget everything received so far (stale replies, echoes, partial frames)."""
@@ -179,7 +205,6 @@ class Link(ABC):
         return self._deframer.bad_frames
 
     def _reset_input(self) -> None:
-        self._inbox.clear()
         self._frames.clear()
         self._deframer.clear()
 
@@ -197,3 +222,22 @@ class Link(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+class ReceiveDeadline:
+    """The one timer of a :meth:`Link.receive`: when it fires, the receive times out."""
+
+    __slots__ = ("expired", "handle", "link")
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.expired = False
+        self.handle: asyncio.TimerHandle | None = None
+
+    def expire(self) -> None:
+        self.expired = True
+        self.link._wake()
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()

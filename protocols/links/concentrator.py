@@ -65,7 +65,7 @@ from protocols.dlt645.deframer import Deframer as Dlt645Deframer
 from protocols.dlt645.frame import Frame as Dlt645Frame
 from protocols.dlt645.messages import AbnormalReply, RemoteControlReply
 from protocols.errors import FrameError, GatewayError, LinkClosed, LinkError, LinkTimeout
-from protocols.links.base import Link
+from protocols.links.base import Link, ReceiveDeadline
 from protocols.links.registry import number_setting, query_settings
 from protocols.qgdw1376 import frame as f3761
 from protocols.qgdw1376.auth import PwAuthenticator, checked_pw, pw_authenticator
@@ -451,6 +451,7 @@ class ConcentratorLink(Link):
                 )
             else:
                 self._feed_input(message.content)
+                self._wake()  # answered: even an incomplete frame is all there will be
         elif isinstance(message, Confirmation):
             self._answered = True
             if message.confirmed:
@@ -529,8 +530,7 @@ class ConcentratorLink(Link):
 
     def _fail(self, error: LinkError) -> None:
         self._failure = error
-        if self._arrived is not None:
-            self._arrived.set()
+        self._wake()
 
     def _drop_pending_input(self) -> None:
         # A new transaction begins: forget the last forward's outcome.
@@ -548,40 +548,36 @@ class ConcentratorLink(Link):
             GatewayError: the concentrator denied the forward.
             LinkClosed: the connection dropped.
         """
-        if not self._open or self._arrived is None:
+        if not self._open:
             raise LinkClosed(f"link {self.url} is not open")
         loop = asyncio.get_running_loop()
         wait = max(timeout, self.timeout_s)
         deadline = loop.time() + wait
-        arrived = self._arrived
-        while True:
-            if self._frames:
-                return self._frames.popleft()
-            if self._inbox:
-                chunk = bytes(self._inbox)
-                self._inbox.clear()
-                self._frames.extend(self._deframer.feed(chunk))
-                continue
-            if self._failure is not None:
-                failure, self._failure = self._failure, None
-                raise failure
-            if self._answered:
-                # The concentrator's reply is final: what it carried is all there will be.
-                partial = self._deframer.pending
-                detail = f" ({partial} bytes of an incomplete frame)" if partial else ""
-                self._deframer.clear()
-                raise LinkTimeout(
-                    f"no valid reply from the meter behind concentrator {self.terminal} "
-                    f"port {self.port}{detail}"
-                )
-            if self._eof is not None:
-                raise LinkClosed(f"link {self.url} closed: {self._eof}")
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise LinkTimeout(
-                    f"concentrator {self.host}:{self.tcp_port} ({self.terminal}) did not answer "
-                    f"the forward on port {self.port} within {wait:.1f} s"
-                )
-            arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(arrived.wait(), remaining)
+        timer: ReceiveDeadline | None = None
+        try:
+            while True:
+                if self._frames:
+                    return self._frames.popleft()
+                if self._failure is not None:
+                    failure, self._failure = self._failure, None
+                    raise failure
+                if self._answered:
+                    # The concentrator's reply is final: what it carried is all there will be.
+                    partial = self._deframer.pending
+                    detail = f" ({partial} bytes of an incomplete frame)" if partial else ""
+                    self._deframer.clear()
+                    raise LinkTimeout(
+                        f"no valid reply from the meter behind concentrator {self.terminal} "
+                        f"port {self.port}{detail}"
+                    )
+                if self._eof is not None:
+                    raise LinkClosed(f"link {self.url} closed: {self._eof}")
+                if wait <= 0 or (timer is not None and timer.expired):
+                    raise LinkTimeout(
+                        f"concentrator {self.host}:{self.tcp_port} ({self.terminal}) did not "
+                        f"answer the forward on port {self.port} within {wait:.1f} s"
+                    )
+                timer = await self._wait(loop, deadline, timer)
+        finally:
+            if timer is not None:
+                timer.cancel()
