@@ -41,6 +41,9 @@ class Link(ABC):
         # The receivers waiting for a frame, the end of input or a backend's news (_wake):
         # a bare future each, resolved from the read callback (no Event, no wait_for task).
         self._waiters: list[asyncio.Future[None]] = []
+        self._timer: asyncio.TimerHandle | None = None  # see _wait
+        self._timer_at = 0.0
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._eof: str | None = None  # why the input ended, once it has
         self._open = False
         self._lock: asyncio.Lock | None = None
@@ -90,21 +93,36 @@ class Link(ABC):
                     waiter.set_result(None)
             waiters.clear()
 
-    async def _wait(
-        self, loop: asyncio.AbstractEventLoop, deadline: float, timer: ReceiveDeadline | None
-    ) -> ReceiveDeadline:
-        """Wait for :meth:`_wake` or ``deadline`` (loop time), whichever comes first.
+    async def _wait(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Wait for :meth:`_wake`, or until about ``deadline`` (loop time): the caller
+        compares the time with its deadline after each wake-up.
 
-        One timer serves a whole receive however often it is woken: pass back the
-        returned :class:`ReceiveDeadline` (and cancel it when the receive ends).
+        The link keeps ONE timer at a time, left running when a receive ends early (the
+        usual case: a reply in tens of milliseconds, a deadline over a second away). The
+        next receive's deadline is later, so it rides on that timer; it is replaced only
+        by an earlier deadline. When it fires, it wakes the waiters, and a receive whose
+        deadline has not come yet arms the next one. A timer created and cancelled for
+        every frame costs the event loop's timer heap a push and a pop each time.
         """
-        if timer is None:
-            timer = ReceiveDeadline(self)
-            timer.handle = loop.call_at(deadline, timer.expire)
+        timer = self._timer
+        if timer is None or self._timer_at > deadline or self._timer_loop is not loop:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
+            self._timer_loop = loop
         waiter = loop.create_future()
         self._waiters.append(waiter)
         await waiter
-        return timer
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._wake()
+
+    def _stop_timer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
 
     # -- the interface -----------------------------------------------------------------
 
@@ -130,6 +148,7 @@ class Link(ABC):
         if self._open:  # dropped: release the old connection before reconnecting
             await self.close()
         self._eof = None
+        self._stop_timer()
         self._reset_input()
         await self._connect()
         self._open = True
@@ -159,27 +178,21 @@ class Link(ABC):
             raise LinkClosed(f"link {self.url} is not open")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        timer: ReceiveDeadline | None = None
-        try:
-            while True:
-                if self._frames:
-                    return self._frames.popleft()
-                if self._eof is not None:
-                    partial = self._deframer.pending
-                    detail = f" after {partial} bytes of a frame" if partial else ""
-                    raise LinkClosed(f"link {self.url} closed{detail}: {self._eof}")
-                if timeout <= 0 or (timer is not None and timer.expired):
-                    partial = self._deframer.pending
-                    if partial:
-                        raise LinkTimeout(
-                            f"incomplete frame on {self.url}: {partial} bytes within "
-                            f"{timeout:.3f} s"
-                        )
-                    raise LinkTimeout(f"no reply on {self.url} within {timeout:.3f} s")
-                timer = await self._wait(loop, deadline, timer)
-        finally:
-            if timer is not None:
-                timer.cancel()
+        while True:
+            if self._frames:
+                return self._frames.popleft()
+            if self._eof is not None:
+                partial = self._deframer.pending
+                detail = f" after {partial} bytes of a frame" if partial else ""
+                raise LinkClosed(f"link {self.url} closed{detail}: {self._eof}")
+            if loop.time() >= deadline:
+                partial = self._deframer.pending
+                if partial:
+                    raise LinkTimeout(
+                        f"incomplete frame on {self.url}: {partial} bytes within {timeout:.3f} s"
+                    )
+                raise LinkTimeout(f"no reply on {self.url} within {timeout:.3f} s")
+            await self._wait(loop, deadline)
 
     async def discard_input(self) -> None:
         """Forget everything received so far (stale replies, echoes, partial frames)."""
@@ -192,6 +205,7 @@ class Link(ABC):
         if self._open:
             self._open = False
             await self._disconnect()
+        self._stop_timer()
         self._reset_input()
 
     @property
@@ -222,22 +236,3 @@ class Link(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
-
-
-class ReceiveDeadline:
-    """The one timer of a :meth:`Link.receive`: when it fires, the receive times out."""
-
-    __slots__ = ("expired", "handle", "link")
-
-    def __init__(self, link: Link) -> None:
-        self.link = link
-        self.expired = False
-        self.handle: asyncio.TimerHandle | None = None
-
-    def expire(self) -> None:
-        self.expired = True
-        self.link._wake()
-
-    def cancel(self) -> None:
-        if self.handle is not None:
-            self.handle.cancel()

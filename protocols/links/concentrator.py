@@ -65,7 +65,7 @@ from protocols.dlt645.deframer import Deframer as Dlt645Deframer
 from protocols.dlt645.frame import Frame as Dlt645Frame
 from protocols.dlt645.messages import AbnormalReply, RemoteControlReply
 from protocols.errors import FrameError, GatewayError, LinkClosed, LinkError, LinkTimeout
-from protocols.links.base import Link, ReceiveDeadline
+from protocols.links.base import Link
 from protocols.links.registry import number_setting, query_settings
 from protocols.qgdw1376 import frame as f3761
 from protocols.qgdw1376.auth import PwAuthenticator, checked_pw, pw_authenticator
@@ -553,31 +553,26 @@ class ConcentratorLink(Link):
         loop = asyncio.get_running_loop()
         wait = max(timeout, self.timeout_s)
         deadline = loop.time() + wait
-        timer: ReceiveDeadline | None = None
-        try:
-            while True:
-                if self._frames:
-                    return self._frames.popleft()
-                if self._failure is not None:
-                    failure, self._failure = self._failure, None
-                    raise failure
-                if self._answered:
-                    # The concentrator's reply is final: what it carried is all there will be.
-                    partial = self._deframer.pending
-                    detail = f" ({partial} bytes of an incomplete frame)" if partial else ""
-                    self._deframer.clear()
-                    raise LinkTimeout(
-                        f"no valid reply from the meter behind concentrator {self.terminal} "
-                        f"port {self.port}{detail}"
-                    )
-                if self._eof is not None:
-                    raise LinkClosed(f"link {self.url} closed: {self._eof}")
-                if wait <= 0 or (timer is not None and timer.expired):
-                    raise LinkTimeout(
-                        f"concentrator {self.host}:{self.tcp_port} ({self.terminal}) did not "
-                        f"answer the forward on port {self.port} within {wait:.1f} s"
-                    )
-                timer = await self._wait(loop, deadline, timer)
-        finally:
-            if timer is not None:
-                timer.cancel()
+        while True:
+            if self._frames:
+                return self._frames.popleft()
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                raise failure
+            if self._answered:
+                # The concentrator's reply is final: what it carried is all there will be.
+                partial = self._deframer.pending
+                detail = f" ({partial} bytes of an incomplete frame)" if partial else ""
+                self._deframer.clear()
+                raise LinkTimeout(
+                    f"no valid reply from the meter behind concentrator {self.terminal} "
+                    f"port {self.port}{detail}"
+                )
+            if self._eof is not None:
+                raise LinkClosed(f"link {self.url} closed: {self._eof}")
+            if loop.time() >= deadline:
+                raise LinkTimeout(
+                    f"concentrator {self.host}:{self.tcp_port} ({self.terminal}) did not "
+                    f"answer the forward on port {self.port} within {wait:.1f} s"
+                )
+            await self._wait(loop, deadline)
