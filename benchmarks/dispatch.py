@@ -90,7 +90,7 @@ def _thread_cpu_s() -> dict[str, float]:
     return dict(out)
 
 
-def worker(config_path: Path, count_sql: bool = False) -> None:
+def worker(config_path: Path, count_sql: bool = False, loop_profile: Path | None = None) -> None:
     """One engine process: wait for "go" on stdin, dispatch until idle, print its figures."""
     from base.clock import SystemClock
     from engine.config import load_config
@@ -132,7 +132,16 @@ def worker(config_path: Path, count_sql: bool = False) -> None:
             threads_after.update(_thread_cpu_s())  # before the database threads end
             await dispatcher.close()
 
+    profiler = None
+    if loop_profile is not None:  # the event loop's thread only (cProfile, thread CPU time)
+        import cProfile
+
+        profiler = cProfile.Profile(time.thread_time)
+        profiler.enable()
     summary = asyncio.run(run())
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(loop_profile)
     finished, cpu_after = time.time(), process_cpu_s()
     by_thread: Counter[str] = Counter()
     for name, cpu in threads_after.items():
@@ -306,6 +315,7 @@ def bench(
     seed: int,
     profile: Path | None = None,
     count_sql: bool = False,
+    loop_profile: Path | None = None,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="meterctl-bench-dispatch-") as tmp:
         folder = Path(tmp)
@@ -329,7 +339,8 @@ def bench(
                             "--worker",
                             str(config_path),
                         ]
-                        + (["--count-sql"] if count_sql else []),
+                        + (["--count-sql"] if count_sql else [])
+                        + (["--loop-profile", f"{loop_profile}.{n}"] if loop_profile else []),
                         cwd=ROOT,
                         stdin=subprocess.PIPE,
                         stdout=subprocess.PIPE,
@@ -479,10 +490,15 @@ def main() -> None:
     parser.add_argument(
         "--count-sql", action="store_true", help="count the statements (costs some CPU)"
     )
+    parser.add_argument(
+        "--loop-profile",
+        type=Path,
+        help="cProfile the event loop's thread of each worker (thread CPU time) to FILE.N",
+    )
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
-        worker(args.worker, args.count_sql)
+        worker(args.worker, args.count_sql, args.loop_profile)
         return
     if args.processes < 1:
         parser.error("--processes must be at least 1")
@@ -497,6 +513,7 @@ def main() -> None:
             args.seed,
             args.profile,
             args.count_sql,
+            args.loop_profile,
         )
     )
 

@@ -116,16 +116,15 @@ class EngineServer:
 
     # -- waking the dispatcher -------------------------------------------------------------
 
-    def wake(self, buses: Iterable[str]) -> None:
-        """Dispatch the due orders of ``buses`` now instead of at the next poll."""
+    def wake(self, buses: Iterable[str], *, reconnection: bool = False) -> None:
+        """Dispatch the due orders of ``buses`` now instead of at the next poll
+        (``reconnection``: a payment's reconnection, ahead of the campaign: Dispatcher.wake)."""
         if self._stop is None or self._stop.is_set():
             return
         for bus in buses:
             if not bus:
                 continue
-            task = asyncio.create_task(
-                self.dispatcher.run_until_idle(buses=[bus], max_retry_wait_s=0.0)
-            )
+            task = asyncio.create_task(self.dispatcher.wake([bus], reconnection=reconnection))
             self._wakes.add(task)
             task.add_done_callback(self._wakes.discard)
 
@@ -139,7 +138,7 @@ class EngineServer:
 
     def _on_payment(self, result: PaymentResult) -> None:
         if result.meter_link:
-            self.wake([result.meter_link])
+            self.wake([result.meter_link], reconnection=True)
 
     # -- lifecycle -------------------------------------------------------------------------
 

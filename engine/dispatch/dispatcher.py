@@ -22,6 +22,11 @@ Per order the database sees four short jobs, each next to the frame it guards
 These jobs go through a :class:`~engine.dispatch.group_commit.GroupCommitter`: the jobs of
 different buses that are waiting at the same moment share one transaction (each in its own
 savepoint), so a hundred buses finishing together do not queue for a hundred commits.
+
+Reconnections first, in the database too: the jobs of a reconnection, and of the order in
+flight on a bus where a reconnection waits (:meth:`Dispatcher.wake`, called when a payment
+created it), go through a second committer on the urgent lane of the same threads
+(:mod:`engine.dispatch.lanes`), ahead of every job of the campaign that has not started.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from engine.db.models import METERS, SWITCH_ORDERS
 from engine.dispatch.group_commit import GroupCommitter
 from engine.dispatch.identity import WORKER_ID
 from engine.dispatch.journal import DbJournal
+from engine.dispatch.lanes import Lanes
 from engine.dispatch.leases import release_bus, try_acquire_bus, try_acquire_buses
 from engine.dispatch.membership import announce, live_dispatchers, owner, withdraw
 from engine.dispatch.outcomes import (
@@ -186,8 +192,14 @@ class Dispatcher:
         threads = db_threads or (1 if is_sqlite(engine) else POSTGRES_DB_THREADS)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dispatch-db")
         # The per-order jobs (claim, re-check, write-ahead, outcome) share transactions when
-        # they queue up (group commit); one group at a time per database thread.
-        self.group = GroupCommitter(engine, self._executor, drainers=threads)
+        # they queue up (group commit); one group at a time per database thread. The jobs
+        # of reconnections (and of the order a reconnection waits for) have their own
+        # committer on the threads' urgent lane: they start before any waiting campaign job.
+        self._lanes = Lanes(self._executor)
+        self.group = GroupCommitter(engine, self._lanes.normal, drainers=threads)
+        self.urgent_group = GroupCommitter(engine, self._lanes.urgent, drainers=threads)
+        # Buses where a reconnection was just created (wake): loop time of the last wake.
+        self._reconnection_waits: dict[str, float] = {}
         # Set by serve(): once stopping, a bus finishes its in-flight order and claims no more.
         self._stop: asyncio.Event | None = None
 
@@ -293,6 +305,44 @@ class Dispatcher:
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             await self._leave()
+
+    async def wake(self, buses: Iterable[str], *, reconnection: bool = False) -> None:
+        """Orders were just created on ``buses``: dispatch them now, not at the next poll.
+
+        ``reconnection``: they are reconnections (a payment). A bus this dispatcher is
+        driving claims one right after the order in flight (the claim takes reconnections
+        first), so nothing is asked of the database then: the bus is only marked, and until
+        its next claim the jobs of that order in flight run on the urgent lane. The other
+        buses are driven at once (``run_until_idle``).
+        """
+        chosen = [bus for bus in dict.fromkeys(buses) if bus]
+        if reconnection:
+            now = asyncio.get_running_loop().time()
+            for bus in chosen:
+                self._reconnection_waits[bus] = now
+            chosen = [bus for bus in chosen if bus not in self._driving]
+        if chosen:
+            await self.run_until_idle(buses=chosen, max_retry_wait_s=0.0)
+
+    def _committer(self, bus: str, kind: str | None = None) -> GroupCommitter:
+        """The committer for a job of ``bus`` (of an order of ``kind``): the urgent one for
+        a reconnection and while a reconnection waits for the bus."""
+        if kind == OrderKind.RECONNECT.value or bus in self._reconnection_waits:
+            return self.urgent_group
+        return self.group
+
+    async def _run_for(
+        self, bus: str, kind: str | None, job: Callable[[Session], T], *, read_only: bool = False
+    ) -> T:
+        """Run ``job`` on the lane :meth:`_committer` chooses at this moment; once a claim
+        asked after the last wake of ``bus`` has answered, the reconnection is claimed (the
+        claim takes it first) and the bus is no longer marked."""
+        asked_at = asyncio.get_running_loop().time()
+        result = await self._committer(bus, kind).run(job, read_only=read_only)
+        waiting = self._reconnection_waits.get(bus)
+        if waiting is not None and waiting <= asked_at and _claims(job):
+            del self._reconnection_waits[bus]
+        return result
 
     # -- sharing the buses with other engine processes -------------------------------------
 
@@ -418,7 +468,9 @@ class Dispatcher:
             if claimed is None and look:
                 if self._stopping():
                     return  # graceful stop: the order in flight is done, leave the rest queued
-                claimed = await self.group.run(
+                claimed = await self._run_for(
+                    bus,
+                    None,
                     functools.partial(
                         claim_next_in,
                         bus_key=bus,
@@ -426,8 +478,13 @@ class Dispatcher:
                         now=self.clock.now(),
                         actor=self.actor,
                         with_case=True,
-                    )
+                    ),
                 )
+            if claimed is None and bus in self._reconnection_waits:
+                # A reconnection was created after the last claim was asked (wake): ask
+                # again rather than leave the bus with it until the next poll.
+                look = True
+                continue
             if claimed is None:
                 retry_at = await self.db(self._next_retry, bus)
                 if retry_at is None:
@@ -543,7 +600,7 @@ class Dispatcher:
             self.clock,
             {"meter": claimed.address, "meter_no": claimed.meter_no, "bus": claimed.link},
             last_attempt=claimed.last_attempt,
-            run_in_transaction=self.group.run,
+            run_in_transaction=functools.partial(self._run_for, claimed.link, claimed.kind),
         )
         try:
             outcome = await self._switch(claimed, journal)
@@ -557,7 +614,9 @@ class Dispatcher:
                 None,
                 journal.commands,
             )
-        applied, following, look = await self.group.run(
+        applied, following, look = await self._run_for(
+            claimed.link,
+            claimed.kind,
             functools.partial(
                 record_and_claim,
                 claimed=claimed,
@@ -569,7 +628,7 @@ class Dispatcher:
                 retry=self.retry,
                 lease=lease,
                 claim_following=claim_following,
-            )
+            ),
         )
         log_.info("dispatch.order_done", state=applied.state, cause=applied.cause)
         return applied, following, look
@@ -616,7 +675,9 @@ class Dispatcher:
             async def recheck(observed: str | None) -> Decision:
                 if observed is None and claim_case:
                     return self.evaluate_case(claim_case.pop(), claimed.account_no, None)
-                return await self.group.run(
+                return await self._run_for(
+                    claimed.link,
+                    claimed.kind,
                     lambda session: self.evaluate_in(session, claimed.account_no, observed),
                     read_only=True,
                 )
@@ -676,3 +737,12 @@ class Dispatcher:
                 case, meter=dataclasses.replace(case.meter, observed_meter_no=observed_meter_no)
             )
         return evaluate(case, self.policy, now)
+
+
+def _claims(job: object) -> bool:
+    """Whether ``job`` claims the bus's next order (a claim, or an outcome that claims)."""
+    if not isinstance(job, functools.partial):
+        return False
+    if job.func is claim_next_in:
+        return True
+    return job.func is record_and_claim and bool(job.keywords.get("claim_following"))
