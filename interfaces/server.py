@@ -147,8 +147,9 @@ class EngineServer:
         if self.listen is None or self._runner is not None:
             return self.hook_url
         hook = PaymentHook(
-            self.engine, self.config, key=self._key, clock=self.clock, on_payment=self._on_payment
-        )
+            self.engine, self.config, key=self._key, clock=self.clock,
+            on_payment=self._on_payment, run_blocking=self.dispatcher.urgent,
+        )  # fmt: skip
         host, port = self.listen
         app = hook.app(client_max_size=API_MAX_BODY)
         self.api.install(app)

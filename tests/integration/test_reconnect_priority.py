@@ -88,6 +88,31 @@ def test_a_reconnections_jobs_run_before_the_campaigns_waiting_jobs(world: Engin
     assert asyncio.run(run()) == ["reconnect", "disconnect 0", "disconnect 1", "disconnect 2"]
 
 
+def test_the_payment_hooks_writes_run_before_the_campaigns_waiting_jobs(
+    world: EngineWorld,
+) -> None:
+    bus = world.fleet.link_of(world.fleet.addresses[0])
+
+    async def run() -> list[str]:
+        dispatcher = world.dispatcher()
+
+        def urgent(job: Any) -> Any:
+            return dispatcher.urgent(job, None)  # the hook's calls take no session
+
+        try:
+            return await _jobs_in_order(
+                dispatcher,
+                [
+                    ("campaign", functools.partial(dispatcher._run_for, bus, "disconnect")),
+                    ("payment", urgent),
+                ],
+            )
+        finally:
+            await dispatcher.close()
+
+    assert asyncio.run(run()) == ["payment", "campaign"]
+
+
 def test_the_order_a_reconnection_waits_for_goes_first_until_the_bus_claims_again(
     world: EngineWorld,
 ) -> None:

@@ -316,6 +316,26 @@ async def test_serial_partial_frame_times_out(pty_pair: tuple[int, str]) -> None
             await link.receive(0.2)
 
 
+async def test_serial_write_larger_than_the_port_buffer_arrives_whole(
+    pty_pair: tuple[int, str],
+) -> None:
+    """The write goes to the descriptor directly; what the kernel's buffer did not take is
+    written after it (nothing lost, nothing reordered)."""
+    master, name = pty_pair
+    data = bytes(range(256)) * 512  # 128 KiB: far more than a pty buffers
+    received = bytearray()
+
+    def drain() -> None:
+        while len(received) < len(data):
+            received.extend(os.read(master, 65536))
+
+    async with open_link(name, parity="N") as link:
+        reader = asyncio.get_running_loop().run_in_executor(None, drain)
+        await link.send(data)
+        await asyncio.wait_for(reader, 10)
+    assert bytes(received) == data
+
+
 async def test_serial_missing_device() -> None:
     with pytest.raises(LinkError, match="cannot open serial port"):
         await open_link("serial:///dev/does-not-exist-42?parity=N").open()
