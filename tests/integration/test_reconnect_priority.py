@@ -201,3 +201,31 @@ def test_a_payment_just_after_its_bus_asked_for_its_next_order_is_dispatched_at_
     assert world.fleet.relay(target) is RelayState.CLOSED
     order = world.orders()[account_no_for(target)]
     assert order["kind"] == "reconnect" and order["state"] == "verified"
+
+
+def test_buses_due_for_a_membership_refresh_ask_the_database_once(world: EngineWorld) -> None:
+    """Every bus checks the live dispatchers before an order; when the view is due, the
+    first asks and the others go on with the view they have instead of each waiting for a
+    presence write and a read of their own."""
+
+    async def run() -> tuple[list[str], float]:
+        dispatcher = world.dispatcher()
+        asked: list[str] = []
+        real_db = dispatcher.db
+
+        async def db(func: Any, *args: Any, **kwargs: Any) -> Any:
+            asked.append(func.__name__)
+            await asyncio.sleep(0.05)  # the database thread is busy
+            return await real_db(func, *args, **kwargs)
+
+        dispatcher.db = db  # type: ignore[method-assign]
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await asyncio.gather(*(dispatcher._refresh_members() for _ in range(50)))
+            return asked, loop.time() - started
+        finally:
+            await dispatcher.close()
+
+    asked, _took = asyncio.run(run())
+    assert asked == ["announce", "live_dispatchers"]
