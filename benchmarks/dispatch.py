@@ -87,6 +87,7 @@ def _thread_cpu_s() -> dict[str, float]:
     out: Counter[str] = Counter()
     for t in psutil.Process().threads():
         out[roles.get(t.id, "other")] += t.user_time + t.system_time
+        out[roles.get(t.id, "other") + "_system"] += t.system_time
     return dict(out)
 
 
@@ -413,6 +414,16 @@ def bench(
                 2,
             )
             for name in ("event_loop", "database", "other")
+        },
+        # Of which in the kernel (system calls; waking another thread is charged here).
+        "system_cpu_ms_per_verified_order_by_thread": {
+            name: round(
+                1000
+                * sum(r["cpu_s_by_thread"].get(f"{name}_system", 0.0) for r in reports)
+                / max(verified, 1),
+                2,
+            )
+            for name in ("event_loop", "database")
         },
         "cpu_share_of_bus_limit": round(cpu / limit, 3),
         "busiest_bus_wire_s": round(wire_s[busiest], 3),
