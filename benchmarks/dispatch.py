@@ -87,10 +87,11 @@ def _thread_cpu_s() -> dict[str, float]:
     out: Counter[str] = Counter()
     for t in psutil.Process().threads():
         out[roles.get(t.id, "other")] += t.user_time + t.system_time
+        out[roles.get(t.id, "other") + "_system"] += t.system_time
     return dict(out)
 
 
-def worker(config_path: Path, count_sql: bool = False) -> None:
+def worker(config_path: Path, count_sql: bool = False, loop_profile: Path | None = None) -> None:
     """One engine process: wait for "go" on stdin, dispatch until idle, print its figures."""
     from base.clock import SystemClock
     from engine.config import load_config
@@ -132,7 +133,16 @@ def worker(config_path: Path, count_sql: bool = False) -> None:
             threads_after.update(_thread_cpu_s())  # before the database threads end
             await dispatcher.close()
 
+    profiler = None
+    if loop_profile is not None:  # the event loop's thread only (cProfile, thread CPU time)
+        import cProfile
+
+        profiler = cProfile.Profile(time.thread_time)
+        profiler.enable()
     summary = asyncio.run(run())
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(loop_profile)
     finished, cpu_after = time.time(), process_cpu_s()
     by_thread: Counter[str] = Counter()
     for name, cpu in threads_after.items():
@@ -306,6 +316,7 @@ def bench(
     seed: int,
     profile: Path | None = None,
     count_sql: bool = False,
+    loop_profile: Path | None = None,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="meterctl-bench-dispatch-") as tmp:
         folder = Path(tmp)
@@ -329,7 +340,8 @@ def bench(
                             "--worker",
                             str(config_path),
                         ]
-                        + (["--count-sql"] if count_sql else []),
+                        + (["--count-sql"] if count_sql else [])
+                        + (["--loop-profile", f"{loop_profile}.{n}"] if loop_profile else []),
                         cwd=ROOT,
                         stdin=subprocess.PIPE,
                         stdout=subprocess.PIPE,
@@ -402,6 +414,16 @@ def bench(
                 2,
             )
             for name in ("event_loop", "database", "other")
+        },
+        # Of which in the kernel (system calls; waking another thread is charged here).
+        "system_cpu_ms_per_verified_order_by_thread": {
+            name: round(
+                1000
+                * sum(r["cpu_s_by_thread"].get(f"{name}_system", 0.0) for r in reports)
+                / max(verified, 1),
+                2,
+            )
+            for name in ("event_loop", "database")
         },
         "cpu_share_of_bus_limit": round(cpu / limit, 3),
         "busiest_bus_wire_s": round(wire_s[busiest], 3),
@@ -479,10 +501,15 @@ def main() -> None:
     parser.add_argument(
         "--count-sql", action="store_true", help="count the statements (costs some CPU)"
     )
+    parser.add_argument(
+        "--loop-profile",
+        type=Path,
+        help="cProfile the event loop's thread of each worker (thread CPU time) to FILE.N",
+    )
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
-        worker(args.worker, args.count_sql)
+        worker(args.worker, args.count_sql, args.loop_profile)
         return
     if args.processes < 1:
         parser.error("--processes must be at least 1")
@@ -497,6 +524,7 @@ def main() -> None:
             args.seed,
             args.profile,
             args.count_sql,
+            args.loop_profile,
         )
     )
 

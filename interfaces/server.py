@@ -123,8 +123,9 @@ class EngineServer:
 
     # -- waking the dispatcher -------------------------------------------------------------
 
-    def wake(self, buses: Iterable[str]) -> None:
-        """Dispatch the due orders of ``buses`` now instead of at the next poll."""
+    def wake(self, buses: Iterable[str], *, reconnection: bool = False) -> None:
+        """Dispatch the due orders of ``buses`` now instead of at the next poll
+        (``reconnection``: a payment's reconnection, ahead of the campaign: Dispatcher.wake)."""
         if self._stop is None or self._stop.is_set():
             return
         # One run for all the buses woken together: it leases and recovers them in one
@@ -134,9 +135,7 @@ class EngineServer:
         woken = sorted({bus for bus in buses if bus})
         if not woken:
             return
-        task = asyncio.create_task(
-            self.dispatcher.run_until_idle(buses=woken, max_retry_wait_s=0.0)
-        )
+        task = asyncio.create_task(self.dispatcher.wake(woken, reconnection=reconnection))
         self._wakes.add(task)
         task.add_done_callback(self._wakes.discard)
 
@@ -150,7 +149,7 @@ class EngineServer:
 
     def _on_payment(self, result: PaymentResult) -> None:
         if result.meter_link:
-            self.wake([result.meter_link])
+            self.wake([result.meter_link], reconnection=True)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -159,8 +158,9 @@ class EngineServer:
         if self.listen is None or self._runner is not None:
             return self.hook_url
         hook = PaymentHook(
-            self.engine, self.config, key=self._key, clock=self.clock, on_payment=self._on_payment
-        )
+            self.engine, self.config, key=self._key, clock=self.clock,
+            on_payment=self._on_payment, run_blocking=self.dispatcher.urgent,
+        )  # fmt: skip
         host, port = self.listen
         app = hook.app(client_max_size=API_MAX_BODY)
         self.api.install(app)

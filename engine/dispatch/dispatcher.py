@@ -22,6 +22,11 @@ Per order the database sees four short jobs, each next to the frame it guards
 These jobs go through a :class:`~engine.dispatch.group_commit.GroupCommitter`: the jobs of
 different buses that are waiting at the same moment share one transaction (each in its own
 savepoint), so a hundred buses finishing together do not queue for a hundred commits.
+
+Reconnections first, in the database too: the jobs of a reconnection, and of the order in
+flight on a bus where a reconnection waits (:meth:`Dispatcher.wake`, called when a payment
+created it), go through a second committer on the urgent lane of the same threads
+(:mod:`engine.dispatch.lanes`), ahead of every job of the campaign that has not started.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from engine.db.models import METERS, SWITCH_ORDERS
 from engine.dispatch.group_commit import GroupCommitter
 from engine.dispatch.identity import WORKER_ID
 from engine.dispatch.journal import DbJournal
+from engine.dispatch.lanes import Lanes
 from engine.dispatch.leases import release_bus, try_acquire_bus, try_acquire_buses
 from engine.dispatch.membership import announce, live_dispatchers, owner, withdraw
 from engine.dispatch.outcomes import (
@@ -174,6 +180,8 @@ class Dispatcher:
         self._config_policy = policy_settings(config)
         self.policy = self._config_policy
         self._weather_at = float("-inf")
+        self._weather_generation = 0  # moved by every change: a read begun before is stale
+        self._weather_read: asyncio.Future[None] | None = None
         self.switching = switch_settings(config)
         self.retry = RetryPolicy(
             max_dispatch_attempts=config.dispatch.max_dispatch_attempts,
@@ -190,12 +198,20 @@ class Dispatcher:
         self._members: tuple[str, ...] = (worker_id,)
         self._members_at = float("-inf")
         self._announced_at = float("-inf")
+        # The membership refresh waiting for the database, if any (one at a time).
+        self._refreshing: asyncio.Future[None] | None = None
         self._joined = 0
         threads = db_threads or (1 if is_sqlite(engine) else POSTGRES_DB_THREADS)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dispatch-db")
         # The per-order jobs (claim, re-check, write-ahead, outcome) share transactions when
-        # they queue up (group commit); one group at a time per database thread.
-        self.group = GroupCommitter(engine, self._executor, drainers=threads)
+        # they queue up (group commit); one group at a time per database thread. The jobs
+        # of reconnections (and of the order a reconnection waits for) have their own
+        # committer on the threads' urgent lane: they start before any waiting campaign job.
+        self._lanes = Lanes(self._executor)
+        self.group = GroupCommitter(engine, self._lanes.normal, drainers=threads)
+        self.urgent_group = GroupCommitter(engine, self._lanes.urgent, drainers=threads)
+        # Buses where a reconnection was just created (wake): loop time of the last wake.
+        self._reconnection_waits: dict[str, float] = {}
         # Set by serve(): once stopping, a bus finishes its in-flight order and claims no more.
         self._stop: asyncio.Event | None = None
 
@@ -205,6 +221,13 @@ class Dispatcher:
         """Run a blocking database call on the dispatcher's database threads."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(func, *args, **kwargs))
+
+    async def urgent(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking database call on the database threads' urgent lane: ahead of the
+        campaign's waiting jobs, and on SQLite without contending for the write lock with
+        them (the payment hook's writes: a payment is what makes a reconnection)."""
+        future = self._lanes.urgent.submit(functools.partial(func, *args, **kwargs))
+        return await asyncio.wrap_future(future)
 
     async def run_until_idle(
         self,
@@ -302,6 +325,44 @@ class Dispatcher:
         finally:
             await self._leave()
 
+    async def wake(self, buses: Iterable[str], *, reconnection: bool = False) -> None:
+        """Orders were just created on ``buses``: dispatch them now, not at the next poll.
+
+        ``reconnection``: they are reconnections (a payment). A bus this dispatcher is
+        driving claims one right after the order in flight (the claim takes reconnections
+        first), so nothing is asked of the database then: the bus is only marked, and until
+        its next claim the jobs of that order in flight run on the urgent lane. The other
+        buses are driven at once (``run_until_idle``).
+        """
+        chosen = [bus for bus in dict.fromkeys(buses) if bus]
+        if reconnection:
+            now = asyncio.get_running_loop().time()
+            for bus in chosen:
+                self._reconnection_waits[bus] = now
+            chosen = [bus for bus in chosen if bus not in self._driving]
+        if chosen:
+            await self.run_until_idle(buses=chosen, max_retry_wait_s=0.0)
+
+    def _committer(self, bus: str, kind: str | None = None) -> GroupCommitter:
+        """The committer for a job of ``bus`` (of an order of ``kind``): the urgent one for
+        a reconnection and while a reconnection waits for the bus."""
+        if kind == OrderKind.RECONNECT.value or bus in self._reconnection_waits:
+            return self.urgent_group
+        return self.group
+
+    async def _run_for(
+        self, bus: str, kind: str | None, job: Callable[[Session], T], *, read_only: bool = False
+    ) -> T:
+        """Run ``job`` on the lane :meth:`_committer` chooses at this moment; once a claim
+        asked after the last wake of ``bus`` has answered, the reconnection is claimed (the
+        claim takes it first) and the bus is no longer marked."""
+        asked_at = asyncio.get_running_loop().time()
+        result = await self._committer(bus, kind).run(job, read_only=read_only)
+        waiting = self._reconnection_waits.get(bus)
+        if waiting is not None and waiting <= asked_at and _claims(job):
+            del self._reconnection_waits[bus]
+        return result
+
     # -- sharing the buses with other engine processes -------------------------------------
 
     def owns(self, bus: str) -> bool:
@@ -319,21 +380,44 @@ class Dispatcher:
     def weather_changed(self) -> None:
         """A weather day was posted or removed: re-read them before the next command."""
         self._weather_at = float("-inf")
+        self._weather_generation += 1
 
     async def refresh_weather(self, *, force: bool = False) -> None:
-        """Re-read the posted extreme-weather days into :attr:`policy` (cached)."""
+        """Re-read the posted extreme-weather days into :attr:`policy` (cached).
+
+        One read at a time, as :meth:`_refresh_members`: when the days are only due by age,
+        the buses that notice while a read is in flight go on with the days read seconds
+        ago. After a change (or with ``force``) nobody goes on without a read begun after
+        it: they wait for the read in flight and, if that one began before the change,
+        for the next.
+        """
+        if force:
+            self.weather_changed()
+        while self.clock.monotonic() - self._weather_at >= WEATHER_TTL_S:
+            running = self._weather_read
+            if running is None:
+                running = asyncio.ensure_future(self._read_weather(self._weather_generation))
+                self._weather_read = running
+            elif self._weather_at != float("-inf"):
+                return
+            await asyncio.shield(running)
+            if self._weather_at != float("-inf"):
+                return  # read (or, if it failed, the days read before stay in force)
+
+    async def _read_weather(self, generation: int) -> None:
         now_m = self.clock.monotonic()
-        if not force and now_m - self._weather_at < WEATHER_TTL_S:
-            return
         try:
             days = await self.db(read_weather, self.engine)
         except SQLAlchemyError as exc:
-            if force or self._weather_at == float("-inf"):
-                raise  # never dispatch without having read them once (serve tries again)
+            if self._weather_at == float("-inf"):
+                raise  # never dispatch without the days read since the last change
             log.warning("dispatch.weather_unread", error=type(exc).__name__)
             return  # the days read seconds ago stay in force; tried again before the next order
+        finally:
+            self._weather_read = None
         self.policy = with_weather(self._config_policy, days)
-        self._weather_at = now_m
+        if generation == self._weather_generation:
+            self._weather_at = now_m
 
     async def _leave(self) -> None:
         self._joined -= 1
@@ -344,10 +428,33 @@ class Dispatcher:
                 log.exception("dispatch.withdraw_failed")
 
     async def _refresh_members(self, *, force: bool = False) -> None:
-        """Renew this dispatcher's presence and re-read the live dispatchers (cached)."""
+        """Renew this dispatcher's presence and re-read the live dispatchers (cached).
+
+        One refresh at a time: when the view is due, the first bus to notice asks the
+        database and the others go on with the view they have (a view a moment older than
+        MEMBERS_TTL_S changes nothing a view of that age could not). Without this, every
+        bus reaching an order while the first refresh waited for the database thread asked
+        again: dozens of presence writes every two seconds with 300 buses, each bus idle
+        meanwhile.
+        """
         now_m = self.clock.monotonic()
         if not force and now_m - self._members_at < MEMBERS_TTL_S:
             return
+        running = self._refreshing
+        if running is not None:
+            if force:  # a run joining: it needs the fresh view, wait for the one in flight
+                await asyncio.shield(running)
+            return
+        task = asyncio.ensure_future(self._read_members(now_m))
+        self._refreshing = task
+        task.add_done_callback(self._refreshed)
+        await task
+
+    def _refreshed(self, task: asyncio.Future[None]) -> None:
+        if self._refreshing is task:
+            self._refreshing = None
+
+    async def _read_members(self, now_m: float) -> None:
         now = self.clock.now()
         if now_m - self._announced_at > self.lease.total_seconds() / 3:
             await self.db(announce, self.engine, self.worker_id, now, self.lease)
@@ -446,7 +553,9 @@ class Dispatcher:
             if claimed is None and look:
                 if self._stopping():
                     return  # graceful stop: the order in flight is done, leave the rest queued
-                claimed = await self.group.run(
+                claimed = await self._run_for(
+                    bus,
+                    None,
                     functools.partial(
                         claim_next_in,
                         bus_key=bus,
@@ -454,8 +563,13 @@ class Dispatcher:
                         now=self.clock.now(),
                         actor=self.actor,
                         with_case=True,
-                    )
+                    ),
                 )
+            if claimed is None and bus in self._reconnection_waits:
+                # A reconnection was created after the last claim was asked (wake): ask
+                # again rather than leave the bus with it until the next poll.
+                look = True
+                continue
             if claimed is None:
                 retry_at = await self.db(self._next_retry, bus)
                 if retry_at is None:
@@ -561,9 +675,10 @@ class Dispatcher:
         """:meth:`process`; with ``claim_following`` (and a lease) the outcome's transaction
         also claims the bus's next order. Returns (applied, next order, ask the queue again).
         """
-        log_ = log.bind(
-            order=claimed.id, kind=claimed.kind, meter=claimed.address, bus=claimed.link
-        )
+        # Passed with each event rather than bound: a bound logger is built for every
+        # order, and at the usual WARNING level both events below are dropped anyway.
+        fields = {"order": claimed.id, "kind": claimed.kind, "meter": claimed.address,
+                  "bus": claimed.link}  # fmt: skip
         journal = DbJournal(
             self.engine,
             claimed.id,
@@ -572,12 +687,12 @@ class Dispatcher:
             self.clock,
             {"meter": claimed.address, "meter_no": claimed.meter_no, "bus": claimed.link},
             last_attempt=claimed.last_attempt,
-            run_in_transaction=self.group.run,
+            run_in_transaction=functools.partial(self._run_for, claimed.link, claimed.kind),
         )
         try:
             outcome = await self._switch(claimed, journal)
         except Exception as exc:  # never leave an order dispatching because of a bug
-            log_.exception("dispatch.engine_error")
+            log.exception("dispatch.engine_error", **fields)
             outcome = SwitchOutcome(
                 SwitchStatus.FIELD_ORDER,
                 "engine_error",
@@ -586,7 +701,9 @@ class Dispatcher:
                 None,
                 journal.commands,
             )
-        applied, following, look = await self.group.run(
+        applied, following, look = await self._run_for(
+            claimed.link,
+            claimed.kind,
             functools.partial(
                 record_and_claim,
                 claimed=claimed,
@@ -598,9 +715,9 @@ class Dispatcher:
                 retry=self.retry,
                 lease=lease,
                 claim_following=claim_following,
-            )
+            ),
         )
-        log_.info("dispatch.order_done", state=applied.state, cause=applied.cause)
+        log.info("dispatch.order_done", state=applied.state, cause=applied.cause, **fields)
         return applied, following, look
 
     async def open_driver(
@@ -645,7 +762,9 @@ class Dispatcher:
             async def recheck(observed: str | None) -> Decision:
                 if observed is None and claim_case:
                     return self.evaluate_case(claim_case.pop(), claimed.account_no, None)
-                return await self.group.run(
+                return await self._run_for(
+                    claimed.link,
+                    claimed.kind,
                     lambda session: self.evaluate_in(session, claimed.account_no, observed),
                     read_only=True,
                 )
@@ -705,3 +824,12 @@ class Dispatcher:
                 case, meter=dataclasses.replace(case.meter, observed_meter_no=observed_meter_no)
             )
         return evaluate(case, self.policy, now)
+
+
+def _claims(job: object) -> bool:
+    """Whether ``job`` claims the bus's next order (a claim, or an outcome that claims)."""
+    if not isinstance(job, functools.partial):
+        return False
+    if job.func is claim_next_in:
+        return True
+    return job.func is record_and_claim and bool(job.keywords.get("claim_following"))

@@ -113,6 +113,11 @@ class PaymentHook:
     Args:
         key: the shared HMAC key (None: refuse every call with 503).
         on_payment: called (in the event loop) after a recorded payment.
+        run_blocking: runs the hook's database writes (the replay memory, the payment) off
+            the event loop; default ``asyncio.to_thread``. ``meterctl serve`` passes its
+            dispatcher's urgent lane (``Dispatcher.urgent``): on SQLite a thread of its own
+            would wait in the busy handler while the campaign's database thread holds the
+            write lock (measured with 300 busy buses: 2.8 s at p99).
     """
 
     def __init__(
@@ -123,12 +128,14 @@ class PaymentHook:
         key: bytes | None,
         clock: Clock | None = None,
         on_payment: Callable[[PaymentResult], None] | None = None,
+        run_blocking: Callable[..., Awaitable[Any]] | None = None,
     ) -> None:
         self.engine = engine
         self.config = config
         self._key = key
         self.clock = clock or SystemClock()
         self.on_payment = on_payment
+        self._blocking = run_blocking or asyncio.to_thread
         self.max_skew_s = float(config.hooks.max_clock_skew_s)
         # Shared by every serve process (a replay sent to another one is refused too).
         self.guard: SignatureMemory = SharedReplayGuard(engine, self.max_skew_s)
@@ -160,7 +167,7 @@ class PaymentHook:
         if len(body) > MAX_BODY:
             return _error(413, f"the body is larger than {MAX_BODY} bytes", "body")
         try:
-            await asyncio.to_thread(  # the replay memory is a database write
+            await self._blocking(  # the replay memory is a database write
                 verify,
                 self._key,
                 request.headers.get(TIMESTAMP_HEADER),
@@ -182,7 +189,7 @@ class PaymentHook:
         except BadField as exc:
             return _error(400, str(exc), exc.field)
         try:
-            result = await asyncio.to_thread(
+            result = await self._blocking(
                 record_payment,
                 self.engine,
                 account_no=account,

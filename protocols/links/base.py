@@ -16,7 +16,6 @@ two links (or two URLs) reaching the same bus serialise on the same key in the e
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from abc import ABC, abstractmethod
 from collections import deque
 from types import TracebackType
@@ -40,8 +39,12 @@ class Link(ABC):
         self.bus_key = bus_key
         self._deframer = Deframer()
         self._frames: deque[Frame] = deque()
-        self._inbox = bytearray()
-        self._arrived: asyncio.Event | None = None
+        # The receivers waiting for a frame, the end of input or a backend's news (_wake):
+        # a bare future each, resolved from the read callback (no Event, no wait_for task).
+        self._waiters: list[asyncio.Future[None]] = []
+        self._timer: asyncio.TimerHandle | None = None  # see _wait
+        self._timer_at = 0.0
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._eof: str | None = None  # why the input ended, once it has
         self._open = False
         self._lock: asyncio.Lock | None = None
@@ -66,16 +69,61 @@ class Link(ABC):
     # -- what backends call ------------------------------------------------------------
 
     def _feed_input(self, chunk: bytes) -> None:
-        """Bytes arrived from the bus (called from the event loop's thread)."""
-        self._inbox.extend(chunk)
-        if self._arrived is not None:
-            self._arrived.set()
+        """Bytes arrived from the bus (called from the event loop's thread).
+
+        They are framed at once; a waiting :meth:`receive` is woken only when a frame is
+        complete (a serial port delivers a reply a few bytes at a time).
+        """
+        frames = self._deframer.feed(chunk)
+        if frames:
+            self._frames.extend(frames)
+            self._wake()
 
     def _input_ended(self, reason: str) -> None:
         """The port or peer went away; a waiting :meth:`receive` raises LinkClosed."""
         self._eof = reason
-        if self._arrived is not None:
-            self._arrived.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        """Let every waiting :meth:`receive` look again (a backend's news: a failure, an
+        answer that ends the wait)."""
+        waiters = self._waiters
+        if waiters:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            waiters.clear()
+
+    async def _wait(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Wait for :meth:`_wake`, or until about ``deadline`` (loop time): the caller
+        compares the time with its deadline after each wake-up.
+
+        The link keeps ONE timer at a time, left running when a receive ends early (the
+        usual case: a reply in tens of milliseconds, a deadline over a second away). The
+        next receive's deadline is later, so it rides on that timer; it is replaced only
+        by an earlier deadline. When it fires, it wakes the waiters, and a receive whose
+        deadline has not come yet arms the next one. A timer created and cancelled for
+        every frame costs the event loop's timer heap a push and a pop each time.
+        """
+        timer = self._timer
+        if timer is None or self._timer_at > deadline or self._timer_loop is not loop:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
+            self._timer_loop = loop
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._wake()
+
+    def _stop_timer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
 
     # -- the interface -----------------------------------------------------------------
 
@@ -100,8 +148,8 @@ class Link(ABC):
             return
         if self._open:  # dropped: release the old connection before reconnecting
             await self.close()
-        self._arrived = asyncio.Event()
         self._eof = None
+        self._stop_timer()
         self._reset_input()
         await self._connect()
         self._open = True
@@ -127,19 +175,13 @@ class Link(ABC):
                 says how many bytes came).
             LinkClosed: the link is closed or the peer closed it.
         """
-        if not self._open or self._arrived is None:
+        if not self._open:
             raise LinkClosed(Msg(N_("link {url} is not open"), url=self.url))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        arrived = self._arrived
         while True:
             if self._frames:
                 return self._frames.popleft()
-            if self._inbox:
-                chunk = bytes(self._inbox)
-                self._inbox.clear()
-                self._frames.extend(self._deframer.feed(chunk))
-                continue
             if self._eof is not None:
                 partial = self._deframer.pending
                 detail = f" after {partial} bytes of a frame" if partial else ""
@@ -151,8 +193,7 @@ class Link(ABC):
                         why=self._eof,
                     )
                 )
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            if loop.time() >= deadline:
                 partial = self._deframer.pending
                 if partial:
                     raise LinkTimeout(
@@ -170,9 +211,7 @@ class Link(ABC):
                         timeout=timeout,
                     )
                 )
-            arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(arrived.wait(), remaining)
+            await self._wait(loop, deadline)
 
     async def discard_input(self) -> None:
         """Forget everything received so far (stale replies, echoes, partial frames)."""
@@ -185,6 +224,7 @@ class Link(ABC):
         if self._open:
             self._open = False
             await self._disconnect()
+        self._stop_timer()
         self._reset_input()
 
     @property
@@ -198,7 +238,6 @@ class Link(ABC):
         return self._deframer.bad_frames
 
     def _reset_input(self) -> None:
-        self._inbox.clear()
         self._frames.clear()
         self._deframer.clear()
 

@@ -503,6 +503,7 @@ class ConcentratorLink(Link):
                 )
             else:
                 self._feed_input(message.content)
+                self._wake()  # answered: even an incomplete frame is all there will be
         elif isinstance(message, Confirmation):
             self._answered = True
             if message.confirmed:
@@ -581,8 +582,7 @@ class ConcentratorLink(Link):
 
     def _fail(self, error: LinkError) -> None:
         self._failure = error
-        if self._arrived is not None:
-            self._arrived.set()
+        self._wake()
 
     def _drop_pending_input(self) -> None:
         # A new transaction begins: forget the last forward's outcome.
@@ -600,20 +600,14 @@ class ConcentratorLink(Link):
             GatewayError: the concentrator denied the forward.
             LinkClosed: the connection dropped.
         """
-        if not self._open or self._arrived is None:
+        if not self._open:
             raise LinkClosed(Msg(N_("link {url} is not open"), url=self.url))
         loop = asyncio.get_running_loop()
         wait = max(timeout, self.timeout_s)
         deadline = loop.time() + wait
-        arrived = self._arrived
         while True:
             if self._frames:
                 return self._frames.popleft()
-            if self._inbox:
-                chunk = bytes(self._inbox)
-                self._inbox.clear()
-                self._frames.extend(self._deframer.feed(chunk))
-                continue
             if self._failure is not None:
                 failure, self._failure = self._failure, None
                 raise failure
@@ -634,8 +628,7 @@ class ConcentratorLink(Link):
                 )
             if self._eof is not None:
                 raise LinkClosed(f"link {self.url} closed: {self._eof}")
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            if loop.time() >= deadline:
                 raise LinkTimeout(
                     Msg(
                         N_(
@@ -648,6 +641,4 @@ class ConcentratorLink(Link):
                         wait=wait,
                     )
                 )
-            arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(arrived.wait(), remaining)
+            await self._wait(loop, deadline)

@@ -136,8 +136,15 @@ class SerialLink(Link):
             raise LinkError(Msg(N_("link {url} is not open"), url=self.url))
         try:
             # The kernel's buffer takes a DL/T 645 frame at once; the wire time is part of
-            # the client's reply deadline, so there is no tcdrain() wait here.
-            port.write(data)
+            # the client's reply deadline, so there is no tcdrain() wait here. Straight to
+            # the (non-blocking) descriptor: pyserial's write adds a select() after every
+            # write; it only takes what the buffer did not (it waits for room).
+            try:
+                written = os.write(port.fileno(), data)
+            except BlockingIOError:
+                written = 0
+            if written < len(data):
+                port.write(data[written:])
         except (serial.SerialException, OSError) as exc:
             raise LinkError(
                 Msg(N_("write to {device} failed: {exc}"), device=self.device, exc=exc)

@@ -1,11 +1,13 @@
 """Transparent serial-to-TCP gateways (DTU, "serial server"): raw DL/T 645 bytes over TCP.
 
-``socket://HOST:PORT[?connect_timeout=5]``. Uses asyncio streams rather than pyserial's
+``socket://HOST:PORT[?connect_timeout=5]``. Uses an asyncio transport rather than pyserial's
 ``socket://`` handler, whose ``close()`` sleeps 0.3 s and which ignores serial settings
 anyway: the gateway's own UART is configured on the device (2400 8E1).
 
-A background task copies what arrives into the link's input; when the gateway closes the
-connection, a waiting :meth:`~protocols.links.base.Link.receive` raises
+What arrives goes straight from the transport's ``data_received`` callback into the link's
+framing (an :class:`asyncio.Protocol`, no stream reader and no reading task: a reply wakes
+the waiting transaction once, not a reader task and then the transaction). When the gateway
+closes the connection, a waiting :meth:`~protocols.links.base.Link.receive` raises
 :class:`~protocols.errors.LinkClosed` and the next send reconnects.
 """
 
@@ -22,7 +24,55 @@ from protocols.errors import LinkError, LinkTimeout
 from protocols.links.base import Link
 from protocols.links.registry import number_setting, query_settings
 
-_READ_SIZE = 4096
+
+class _GatewayProtocol(asyncio.Protocol):
+    """Feeds one connection's bytes to its link; detached when the link lets it go."""
+
+    def __init__(self, link: SocketLink) -> None:
+        self.link: SocketLink | None = link
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._paused = False
+        self._drained: asyncio.Future[None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.link is not None:
+            self.link._feed_input(data)
+
+    def eof_received(self) -> bool:
+        if self.link is not None:
+            self.link._input_ended("the gateway closed the connection")
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.link is not None and self.link._eof is None:
+            why = f"connection error: {exc}" if exc else "the gateway closed the connection"
+            self.link._input_ended(why)
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self._resume(exc)
+
+    # Flow control: a frame is a few dozen bytes, but a dead gateway must not let the
+    # transport's buffer grow without bound.
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._resume(None)
+
+    def _resume(self, exc: Exception | None) -> None:
+        self._paused = False
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            if exc is None:
+                drained.set_result(None)
+            else:
+                drained.set_exception(ConnectionResetError(str(exc)))
+
+    async def drain(self) -> None:
+        if self._paused:
+            if self._drained is None:
+                self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
 
 
 class SocketLink(Link):
@@ -36,9 +86,8 @@ class SocketLink(Link):
         self.host = host
         self.port = port
         self.connect_timeout = connect_timeout
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._pump: asyncio.Task[None] | None = None
+        self._transport: asyncio.Transport | None = None
+        self._protocol: _GatewayProtocol | None = None
 
     @classmethod
     def from_url(cls, url: str, **settings: Any) -> SocketLink:
@@ -60,9 +109,11 @@ class SocketLink(Link):
         return cls(parts.hostname, port, connect_timeout=timeout, url=url)
 
     async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self.connect_timeout
+            transport, protocol = await asyncio.wait_for(
+                loop.create_connection(lambda: _GatewayProtocol(self), self.host, self.port),
+                self.connect_timeout,
             )
         except TimeoutError as exc:
             raise LinkTimeout(
@@ -84,28 +135,19 @@ class SocketLink(Link):
                     exc=exc,
                 )
             ) from exc
-        self._reader, self._writer = reader, writer
-        self._pump = asyncio.create_task(self._read_loop(reader), name=f"pump {self.url}")
-
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
-        try:
-            while True:
-                chunk = await reader.read(_READ_SIZE)
-                if not chunk:
-                    self._input_ended("the gateway closed the connection")
-                    return
-                self._feed_input(chunk)
-        except OSError as exc:
-            self._input_ended(f"connection error: {exc}")
+        assert isinstance(transport, asyncio.Transport)
+        self._transport, self._protocol = transport, protocol
 
     async def _write(self, data: bytes) -> None:
-        writer = self._writer
-        if writer is None:
+        transport, protocol = self._transport, self._protocol
+        if transport is None or protocol is None:
             raise LinkError(Msg(N_("link {url} is not open"), url=self.url))
         try:
-            writer.write(data)
-            await writer.drain()
-        except OSError as exc:
+            if transport.is_closing():
+                raise ConnectionResetError("the connection is closing")
+            transport.write(data)
+            await protocol.drain()
+        except (OSError, RuntimeError) as exc:
             self._input_ended(f"write failed: {exc}")
             raise LinkError(
                 Msg(
@@ -117,14 +159,12 @@ class SocketLink(Link):
             ) from exc
 
     async def _disconnect(self) -> None:
-        pump, self._pump = self._pump, None
-        if pump is not None:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump
-        writer, self._writer = self._writer, None
-        self._reader = None
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError, asyncio.TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+        transport, self._transport = self._transport, None
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            protocol.link = None  # what the old connection says next is no longer ours
+        if transport is not None:
+            transport.close()
+            if protocol is not None:
+                with contextlib.suppress(OSError, asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(protocol.closed), 1.0)

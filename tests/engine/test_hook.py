@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -259,3 +260,28 @@ def test_signed_headers_are_what_the_hook_accepts() -> None:
             max_skew_s=300,
             guard=ReplayGuard(300),
         )
+
+
+async def test_the_hooks_database_writes_go_where_serve_says(sqlite_engine: Engine) -> None:
+    """``meterctl serve`` runs them on its dispatcher's urgent lane (no second SQLite writer
+    waiting in the busy handler behind the campaign's)."""
+    add_account(sqlite_engine, "H9", balance="-30.00")
+    set_meter(sqlite_engine, "H9", relay_state="open")
+    ran: list[str] = []
+
+    async def run_blocking(func: Any, *args: Any, **kwargs: Any) -> Any:
+        ran.append(func.__name__)
+        return await asyncio.to_thread(func, *args, **kwargs)
+
+    clock = FrozenClock(MONDAY_10_SHANGHAI)
+    hook = PaymentHook(sqlite_engine, make_config(), key=KEY, clock=clock,
+                       run_blocking=run_blocking)  # fmt: skip
+    runner, url = await start_hook(hook, "127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as session:
+            served = Hook(url, clock, sqlite_engine, [], session)
+            status, body = await served.post({"account": "H9", "amount": "50.00", "ref": "P-9"})
+    finally:
+        await runner.cleanup()
+    assert status == 200 and body["order_id"] is not None
+    assert ran == ["verify", "record_payment"]

@@ -96,3 +96,66 @@ def test_the_dispatcher_sees_a_post_at_once_here_and_within_the_ttl_from_elsewhe
 
     asyncio.run(scenario())
     assert policy_settings(config, sqlite_engine).window.calendar is not None
+
+
+def test_buses_due_for_a_weather_read_together_share_one_read(
+    sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three hundred buses reaching an order at the same moment used to ask the database
+    # thread for the weather days each: one read serves them all.
+    clock = FrozenClock(MONDAY_10_SHANGHAI)
+    dispatcher = Dispatcher(sqlite_engine, make_config(), clock=clock)
+    reads: list[int] = []
+    real_db = dispatcher.db
+
+    async def counting_db(fn: object, *args: object) -> object:
+        reads.append(1)
+        await asyncio.sleep(0.01)  # the read waits for the database thread
+        return await real_db(fn, *args)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        await dispatcher.refresh_weather(force=True)
+        monkeypatch.setattr(dispatcher, "db", counting_db)
+        clock.advance(WEATHER_TTL_S)  # due by age
+        await asyncio.gather(*(dispatcher.refresh_weather() for _ in range(300)))
+        assert len(reads) == 1
+        await dispatcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_post_during_a_read_is_not_missed_by_the_next_command(
+    sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A read in flight began before the post: it must not count as the read after it.
+    clock = FrozenClock(MONDAY_10_SHANGHAI)
+    dispatcher = Dispatcher(sqlite_engine, make_config(), clock=clock)
+    real_db = dispatcher.db
+    in_read = asyncio.Event()
+    go_on = asyncio.Event()
+    first = True
+
+    async def slow_first_db(fn: object, *args: object) -> object:
+        nonlocal first
+        result = await real_db(fn, *args)  # type: ignore[arg-type]
+        if first:  # hold the first read's (stale) answer until the post is made
+            first = False
+            in_read.set()
+            await go_on.wait()
+        return result
+
+    async def scenario() -> None:
+        monkeypatch.setattr(dispatcher, "db", slow_first_db)
+        earlier = asyncio.ensure_future(dispatcher.refresh_weather(force=True))
+        await in_read.wait()
+        post(sqlite_engine)  # Monday closed, posted to this process while the read waits
+        dispatcher.weather_changed()
+        later = asyncio.ensure_future(dispatcher.refresh_weather())
+        await asyncio.sleep(0)
+        go_on.set()
+        await asyncio.gather(earlier, later)
+        calendar = dispatcher.policy.window.calendar
+        assert calendar is not None and calendar.no_disconnect(MONDAY) is not None
+        await dispatcher.close()
+
+    asyncio.run(scenario())

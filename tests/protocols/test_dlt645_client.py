@@ -242,3 +242,45 @@ def test_timeouts_scale_with_baud() -> None:
     assert client.reply_timeout(20, 22) == pytest.approx(expected)
     slow = Dlt645Client(MemoryLink(lambda _: None), baud=1200, margin_s=0.5)
     assert slow.reply_timeout(20, 22) > client.reply_timeout(20, 22)
+
+
+def test_debug_events_are_skipped_only_when_the_level_filter_would_drop_them() -> None:
+    """The client checks the level before building a transaction's debug events, and only
+    where the configured chain filters by the stdlib level (as the engine's does)."""
+    import logging
+
+    import structlog
+
+    from protocols.client import dlt645
+
+    saved = structlog.get_config()
+    logger = logging.getLogger("protocols.client.dlt645")
+    saved_level = logger.level
+    try:
+        structlog.configure(
+            processors=[structlog.stdlib.filter_by_level, structlog.testing.LogCapture()],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+        )
+        logger.setLevel(logging.WARNING)
+        assert not dlt645._debug_logged()
+        logger.setLevel(logging.DEBUG)
+        assert dlt645._debug_logged()
+        logger.setLevel(logging.WARNING)
+        with capture_logs():  # no level filter in the chain: every event is kept
+            assert dlt645._debug_logged()
+    finally:
+        logger.setLevel(saved_level)
+        structlog.configure(**saved)
+
+
+async def test_request_and_reply_are_logged_at_debug_without_the_password() -> None:
+    secret = "917253"
+    meter = FakeMeter(password=secret)
+    with capture_logs() as logs:
+        await fast_client(MemoryLink(meter)).control(
+            "123456789012", ControlAction.DIRECT_CLOSE, Credentials(2, secret), DEADLINE
+        )
+    events = [entry["event"] for entry in logs]
+    assert events == ["dlt645.request", "dlt645.reply"]
+    assert secret not in repr(logs)

@@ -95,6 +95,65 @@ class TestMemoryLink:
                 await link.receive(0.01)
 
 
+class TestReceiveDeadline:
+    """One timer per link serves successive receives (base.Link._wait): each receive still
+    times out at its own deadline, whichever receives came before it."""
+
+    async def test_a_short_receive_after_a_long_one_times_out_at_its_own_deadline(
+        self,
+    ) -> None:
+        link = MemoryLink(lambda _: None)
+        loop = asyncio.get_running_loop()
+        async with link:
+            loop.call_later(0.01, link._feed_input, REPLY)
+            assert (await link.receive(5.0)).encode() == REPLY  # leaves a timer 5 s out
+            started = loop.time()
+            with pytest.raises(LinkTimeout, match="no reply"):
+                await link.receive(0.05)
+            assert 0.05 <= loop.time() - started < 1.0
+
+    async def test_a_long_receive_outlives_the_timer_of_a_short_one(self) -> None:
+        link = MemoryLink(lambda _: None)
+        async with link:
+            with pytest.raises(LinkTimeout):
+                await link.receive(0.02)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            asyncio.get_running_loop().call_later(0.15, link._feed_input, REPLY)
+            assert (await link.receive(2.0)).encode() == REPLY
+            assert loop.time() - started >= 0.15
+
+    async def test_successive_timeouts_each_last_their_own_time(self) -> None:
+        link = MemoryLink(lambda _: None)
+        loop = asyncio.get_running_loop()
+        async with link:
+            for timeout in (0.08, 0.02, 0.05):
+                started = loop.time()
+                with pytest.raises(LinkTimeout):
+                    await link.receive(timeout)
+                assert timeout <= loop.time() - started < timeout + 0.5
+
+    async def test_a_receiver_is_woken_by_whole_frames_not_by_each_chunk(self) -> None:
+        link = MemoryLink(lambda _: None)
+        wakes = 0
+        wake = link._wake
+
+        def counting_wake() -> None:
+            nonlocal wakes
+            wakes += 1
+            wake()
+
+        link._wake = counting_wake  # type: ignore[method-assign]
+        async with link:
+            receiving = asyncio.create_task(link.receive(2.0))
+            await asyncio.sleep(0)
+            for byte in REPLY:  # a serial port delivers a reply a byte or two at a time
+                link._feed_input(bytes([byte]))
+                await asyncio.sleep(0)
+            assert (await receiving).encode() == REPLY
+        assert wakes == 1
+
+
 # --- socket:// --------------------------------------------------------------------------
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -255,6 +314,26 @@ async def test_serial_partial_frame_times_out(pty_pair: tuple[int, str]) -> None
         os.write(master, REPLY[:10])
         with pytest.raises(LinkTimeout, match="10 bytes"):
             await link.receive(0.2)
+
+
+async def test_serial_write_larger_than_the_port_buffer_arrives_whole(
+    pty_pair: tuple[int, str],
+) -> None:
+    """The write goes to the descriptor directly; what the kernel's buffer did not take is
+    written after it (nothing lost, nothing reordered)."""
+    master, name = pty_pair
+    data = bytes(range(256)) * 512  # 128 KiB: far more than a pty buffers
+    received = bytearray()
+
+    def drain() -> None:
+        while len(received) < len(data):
+            received.extend(os.read(master, 65536))
+
+    async with open_link(name, parity="N") as link:
+        reader = asyncio.get_running_loop().run_in_executor(None, drain)
+        await link.send(data)
+        await asyncio.wait_for(reader, 10)
+    assert bytes(received) == data
 
 
 async def test_serial_missing_device() -> None:
