@@ -50,7 +50,7 @@ OPTIONAL_COLUMNS = ("station", "security", "close_mode", "password_ref")
 AUTO = "auto"
 UTF8_BOM = "utf-8-sig"
 GB18030 = "gb18030"
-_BLOCK = 1 << 20
+_BLOCK = 1 << 16  # reads in 64 KiB blocks: memory does not grow with the file
 
 # Header names Chinese billing systems (SG186 / 营销系统 exports) use, to our columns.
 CHINESE_HEADERS: Mapping[str, str] = {
