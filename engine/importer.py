@@ -567,7 +567,7 @@ class _KeyLedger:
             column: {
                 digest
                 for (digest,) in self._db.execute(
-                    f"SELECT {sql} FROM keys WHERE {sql} IS NOT NULL "  # noqa: S608 - our names
+                    f"SELECT {sql} FROM keys WHERE {sql} IS NOT NULL "  # our column names
                     f"GROUP BY {sql} HAVING COUNT(*) > 1"
                 )
             }
