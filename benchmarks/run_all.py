@@ -136,6 +136,8 @@ def plan_block(f: dict[str, Any], m: dict[str, Any]) -> str:
         f"| read floor (the same rows, plain Core SELECTs) | {f['read_floor_s']} s "
         f"(runs: {', '.join(map(str, f['read_floor_runs_s']))}) |",
         f"| ratio plan / floor (goal <= 3) | **{f['ratio']}** |",
+        f"| `meterctl batch plan --json` in its own process (document to /dev/null) "
+        f"| {f.get('plan_command_s', '-')} s, peak RSS **{f.get('plan_command_peak_rss_mb', '-')} MB** |",
         f"| decisions | {_counts(f['plan']['outcomes'])} |",
     ]
     return _block("plan", [command("plan.py")], body, m)
