@@ -49,6 +49,7 @@ _CACHE = 4096  # shared strings kept in memory (the repeated ones: links, yes/no
 _DATE_FORMATS = frozenset([*range(14, 23), *range(27, 37), *range(45, 48), *range(50, 59)])
 _TIME_ONLY = frozenset([18, 19, 20, 21, 45, 46, 47])
 _QUOTED = re.compile(r'"[^"]*"|\\.|\[[^\]]*\]')
+_ELAPSED = re.compile(r"\[(h+|m+|s+)\]", re.IGNORECASE)
 _COLUMN = re.compile(r"[A-Z]{1,3}")
 _DIGITS = "0123456789"
 
@@ -64,7 +65,10 @@ def _tags(*names: str) -> dict[str, str]:
 
 def _format_kind(code: str) -> str | None:
     """ "date", "time" (no day part) or None for a custom number format's code."""
-    text = _QUOTED.sub("", code.split(";", 1)[0]).lower()
+    section = code.split(";", 1)[0]
+    if _ELAPSED.search(section):
+        return "time"  # [h]:mm, a duration
+    text = _QUOTED.sub("", section).lower()
     if "general" in text:
         return None
     has_date = any(c in text for c in "dy") or ("m" in text and not any(c in text for c in "hs"))

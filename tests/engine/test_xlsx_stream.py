@@ -18,7 +18,7 @@ from openpyxl import Workbook
 from python_calamine import CalamineWorkbook
 
 from engine.import_formats import xlsx_records
-from engine.xlsx_stream import XlsxBook, XlsxError
+from engine.xlsx_stream import XlsxBook, XlsxError, _format_kind
 
 
 def _calamine(path: Path, sheet: int = 0) -> dict[int, list[Any]]:
@@ -187,3 +187,23 @@ def test_a_sheet_written_with_a_namespace_prefix_reads_the_same(tmp_path: Path) 
             target.writestr(item, data)
     assert b"<x:c " in zipfile.ZipFile(prefixed).read("xl/worksheets/sheet1.xml")
     assert _mine(prefixed) == _mine(plain) == _calamine(prefixed)
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        ("yyyy-mm-dd", "date"),
+        ('yyyy"年"m"月"d"日"', "date"),
+        ("[$-804]yyyy年m月d日 hh:mm", "date"),
+        ("h:mm", "time"),
+        ("mm:ss", "time"),
+        ("[h]:mm", "time"),
+        ("0.00", None),
+        ("General", None),
+        ("@", None),
+        ("#,##0.00;[Red]-#,##0.00", None),
+        ('0.00"元"', None),
+    ],
+)
+def test_number_formats_that_show_a_date(code: str, kind: str | None) -> None:
+    assert _format_kind(code) == kind
