@@ -10,6 +10,7 @@ from __future__ import annotations
 import tracemalloc
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -83,11 +84,15 @@ def test_planning_memory_does_not_grow_with_the_accounts(
     """
 
     def peak(accounts: int) -> int:
+        """The lower of two runs: a one-off (a cache filled, a collection) is not growth."""
         import_accounts(sqlite_engine, _export(tmp_path, accounts), actor="olga", now=NOW, tz=TZ)
-        planner = BatchPlanner(PolicySettings(), NOW, keep_decisions=False, execution_lead=LEAD)
-        result = _peak(lambda: planner.extend(load_cases(sqlite_engine, now=NOW, chunk_size=500)))
-        assert planner.finish().in_scope == accounts
-        return result
+        peaks = []
+        for _ in range(2):
+            planner = BatchPlanner(PolicySettings(), NOW, keep_decisions=False, execution_lead=LEAD)
+            cases = load_cases(sqlite_engine, now=NOW, chunk_size=500)  # read as iterated
+            peaks.append(_peak(partial(planner.extend, cases)))
+            assert planner.finish().in_scope == accounts
+        return min(peaks)
 
     peak(1_000)  # warm up (statement caches)
     small_peak, large_peak = peak(1_000), peak(5_000)
