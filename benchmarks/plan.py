@@ -91,6 +91,13 @@ def write_county(path: Path, accounts: int, now: datetime, seed: int = 308519) -
 
 def import_county(config: Path, csv_path: Path) -> tuple[float, float]:
     """``meterctl accounts import`` in its own process: (seconds, its peak RSS in MB)."""
+    elapsed, rss, _cpu = import_usage(config, csv_path)
+    return elapsed, rss
+
+
+def import_usage(config: Path, csv_path: Path) -> tuple[float, float, float]:
+    """``meterctl accounts import`` in its own process: (seconds, its peak RSS in MB, its CPU
+    seconds, user + system: on a shared machine the figure to compare between formats)."""
     command = [sys.executable, "-m", "interfaces.cli.main", "--config", str(config),
                "accounts", "import", str(csv_path)]  # fmt: skip
     started = time.perf_counter()
@@ -100,7 +107,7 @@ def import_county(config: Path, csv_path: Path) -> tuple[float, float]:
     stderr = proc.stderr.read().decode() if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"the import failed: {stderr[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024  # KiB on Linux
+    return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # KiB on Linux
 
 
 def read_floor(url: str) -> tuple[float, int]:
