@@ -9,9 +9,9 @@ its header into the importer's column names; :mod:`engine.importer` validates th
   bytes themselves, so the operator can see which cell is wrong.
 - **.xlsx.** Streamed row by row (:mod:`engine.xlsx_stream`: expat, shared strings on disk),
   first sheet or ``--sheet``, cached values of formulas, copied once into a temporary UTF-8
-  CSV (``spool_workbook``). Numbers
-  are written back as the text a spreadsheet shows (``-120.5``, not ``-120.50000000001``);
-  a date-time cell becomes ISO 8601 (site time when it has no zone).
+  CSV (``spool_workbook``). Numbers are written back as the text a spreadsheet shows
+  (``-120.5``, not ``-120.50000000001``); a date-time cell becomes ISO 8601 (site time when
+  it has no zone).
 - **Headers** in English or Chinese (户号, 户名, 联系电话, 余额 ...), plus ``[import.columns]``
   (the file's header on the left, the column it means on the right), which wins.
 """
