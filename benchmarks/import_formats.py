@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from plan import COUNTY, HEADER, import_county, write_county
+from plan import COUNTY, HEADER, import_usage, write_county
 from support import database, emit, log, machine, write_config
 
 from engine.import_formats import CHINESE_HEADERS
@@ -74,10 +74,11 @@ def import_each(folder: Path, paths: dict[str, Path], label: str) -> dict[str, d
         run_folder.mkdir()
         with database(None, run_folder) as url:
             config = write_config(run_folder, url)
-            seconds, rss = import_county(config, path)
-        results[kind] = {"s": round(seconds, 2), "peak_rss_mb": round(rss, 1),
+            seconds, rss, cpu = import_usage(config, path)
+        results[kind] = {"s": round(seconds, 2), "cpu_s": round(cpu, 2),
+                         "peak_rss_mb": round(rss, 1),
                          "mb": round(path.stat().st_size / 2**20, 1)}  # fmt: skip
-        log(f"{label} {kind}: {seconds:.1f} s, peak RSS {rss:.0f} MB")
+        log(f"{label} {kind}: {seconds:.1f} s ({cpu:.1f} s CPU), peak RSS {rss:.0f} MB")
     return results
 
 
@@ -99,6 +100,7 @@ def bench(accounts: int) -> dict[str, Any]:
         "formats": big,
         "tenth": tenth,
         "time_ratio": {k: round(v["s"] / base["s"], 2) for k, v in big.items()},
+        "cpu_ratio": {k: round(v["cpu_s"] / base["cpu_s"], 2) for k, v in big.items()},
         "rss_ratio": {k: round(v["peak_rss_mb"] / base["peak_rss_mb"], 2) for k, v in big.items()},
         "rss_growth_10x_rows": {
             k: round(big[k]["peak_rss_mb"] / tenth[k]["peak_rss_mb"], 2) for k in big

@@ -6,8 +6,10 @@
    humanitarian, 2 % without a remote-disconnection agreement.
 2. ``meterctl accounts import`` loads it (a separate process: its peak RSS is the import's
    memory, which stays bounded: two passes over the file, rows written in chunks).
-3. The plan: :func:`policies.plan_batch` over :func:`engine.store.cases.load_cases`, every
-   account decided with all its reasons, exactly what ``meterctl batch plan`` computes.
+3. The plan: :class:`policies.BatchPlanner` over :func:`engine.store.cases.load_cases`, every
+   account decided with all its reasons, exactly what ``meterctl batch plan`` computes
+   (streamed: decisions counted, not kept). Then ``meterctl batch plan --json`` itself in its
+   own process (its peak RSS is the plan's memory; the document goes to /dev/null).
 4. The floor: reading the same rows with plain Core SELECTs of the same tables and columns
    (accounts joined with meters, notices, exemptions, approvals, open important-customer
    orders), every row fetched, nothing built. Planning cannot be faster than that.
@@ -89,6 +91,13 @@ def write_county(path: Path, accounts: int, now: datetime, seed: int = 308519) -
 
 def import_county(config: Path, csv_path: Path) -> tuple[float, float]:
     """``meterctl accounts import`` in its own process: (seconds, its peak RSS in MB)."""
+    elapsed, rss, _cpu = import_usage(config, csv_path)
+    return elapsed, rss
+
+
+def import_usage(config: Path, csv_path: Path) -> tuple[float, float, float]:
+    """``meterctl accounts import`` in its own process: (seconds, its peak RSS in MB, its CPU
+    seconds, user + system: on a shared machine the figure to compare between formats)."""
     command = [sys.executable, "-m", "interfaces.cli.main", "--config", str(config),
                "accounts", "import", str(csv_path)]  # fmt: skip
     started = time.perf_counter()
@@ -98,7 +107,7 @@ def import_county(config: Path, csv_path: Path) -> tuple[float, float]:
     stderr = proc.stderr.read().decode() if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"the import failed: {stderr[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024  # KiB on Linux
+    return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # KiB on Linux
 
 
 def read_floor(url: str) -> tuple[float, int]:
@@ -139,26 +148,46 @@ def read_floor(url: str) -> tuple[float, int]:
 
 
 def plan(config_path: Path) -> tuple[float, dict[str, Any]]:
-    """Plan every account as ``meterctl batch plan`` does; (seconds, summary)."""
+    """Plan every account as ``meterctl batch plan`` does; (seconds, summary).
+
+    Streamed as the command streams it: each decision is counted and dropped
+    (``keep_decisions=False``), so memory holds one chunk of cases, not the county.
+    """
     from engine.config import load_config
     from engine.db import engine_from_config
     from engine.store.cases import load_cases
-    from policies import plan_batch, settings_from_config
+    from policies import BatchPlanner, settings_from_config
 
     config = load_config(config_path)
     engine = engine_from_config(config)
     now = datetime.now(UTC)
     settings = settings_from_config(config.policy, config.site.timezone)
     started = time.perf_counter()
-    result = plan_batch(load_cases(engine, now=now), settings, now)
+    planner = BatchPlanner(settings, now, keep_decisions=False)
+    planner.extend(load_cases(engine, now=now))
+    result = planner.finish()
     elapsed = time.perf_counter() - started
     engine.dispose()
-    outcomes = Counter(d.outcome.value for d in result.decisions)
     return elapsed, {
-        "decisions": len(result.decisions),
-        "outcomes": dict(outcomes),
+        "decisions": result.in_scope,
+        "outcomes": {o.value: n for o, n in result.by_outcome.items() if n},
         "blocked_by": dict(Counter(dict(result.by_block_code)).most_common(8)),
     }
+
+
+def plan_command(config: Path) -> tuple[float, float]:
+    """``meterctl batch plan --json`` in its own process, its document thrown away:
+    (seconds, its peak RSS in MB): the memory a province-sized plan needs."""
+    command = [sys.executable, "-m", "interfaces.cli.main", "--config", str(config),
+               "batch", "plan", "--json"]  # fmt: skip
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"batch plan failed: {stderr[-2000:]}")
+    return elapsed, usage.ru_maxrss / 1024  # KiB on Linux
 
 
 def bench(accounts: int, db_url: str | None, repeat: int) -> dict[str, Any]:
@@ -185,6 +214,8 @@ def bench(accounts: int, db_url: str | None, repeat: int) -> dict[str, Any]:
                 log(f"run {n + 1}: read floor {floor_s:.2f} s ({floor_rows:,} rows), "
                     f"plan {plan_s:.2f} s")  # fmt: skip
             plan_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            command_s, command_rss = plan_command(config)
+            log(f"batch plan --json: {command_s:.1f} s, peak RSS {command_rss:.0f} MB")
     plan_s, floor_s = min(plans), min(floors)
     return {
         "accounts": accounts,
@@ -197,6 +228,9 @@ def bench(accounts: int, db_url: str | None, repeat: int) -> dict[str, Any]:
         "plan_runs_s": [round(p, 2) for p in plans],
         "read_floor_runs_s": [round(f, 2) for f in floors],
         "plan_process_peak_rss_mb": round(plan_rss, 1),
+        "plan_command_s": round(command_s, 2),
+        "plan_command_peak_rss_mb": round(command_rss, 1),
+        "plan_us_per_account": round(plan_s / accounts * 1e6, 2),
         "import_accounts_per_s": round(accounts / import_s),
         "plan_accounts_per_s": round(accounts / plan_s),
         "csv_mb": round(csv_mb, 1),

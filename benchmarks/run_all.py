@@ -136,6 +136,8 @@ def plan_block(f: dict[str, Any], m: dict[str, Any]) -> str:
         f"| read floor (the same rows, plain Core SELECTs) | {f['read_floor_s']} s "
         f"(runs: {', '.join(map(str, f['read_floor_runs_s']))}) |",
         f"| ratio plan / floor (goal <= 3) | **{f['ratio']}** |",
+        f"| `meterctl batch plan --json` in its own process (document to /dev/null) "
+        f"| {f.get('plan_command_s', '-')} s, peak RSS **{f.get('plan_command_peak_rss_mb', '-')} MB** |",
         f"| decisions | {_counts(f['plan']['outcomes'])} |",
     ]
     return _block("plan", [command("plan.py")], body, m)
@@ -149,14 +151,16 @@ def import_formats_block(f: dict[str, Any], m: dict[str, Any]) -> str:
         "own process into a fresh SQLite database; also at a tenth of the rows (memory flat: "
         "the peak should barely grow).",
         "",
-        "| format | file | import | time vs UTF-8 CSV (goal <= 1.5) | peak RSS | RSS vs UTF-8 "
-        "| RSS at 10x the rows vs 1x |",
-        "|---|---|---|---|---|---|---|",
+        "| format | file | import | time vs UTF-8 CSV (goal <= 1.5) | CPU | CPU vs UTF-8 "
+        "| peak RSS | RSS vs UTF-8 | RSS at 10x the rows vs 1x |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, fig in f["formats"].items():
         body.append(
             f"| {names.get(kind, kind)} | {fig['mb']} MB | {fig['s']} s "
-            f"| **{f['time_ratio'][kind]}** | {fig['peak_rss_mb']} MB | {f['rss_ratio'][kind]} "
+            f"| **{f['time_ratio'][kind]}** | {fig.get('cpu_s', '-')} s "
+            f"| **{f.get('cpu_ratio', {}).get(kind, '-')}** "
+            f"| {fig['peak_rss_mb']} MB | {f['rss_ratio'][kind]} "
             f"| {f['rss_growth_10x_rows'][kind]} |"
         )
     return _block("import_formats", [command("import_formats.py")], body, m)

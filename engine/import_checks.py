@@ -43,14 +43,25 @@ def address_clashes(session: Session, chunk: Sequence[_MeterRow]) -> list[tuple[
         return []
     moving = {r.meter_no for r in chunk if r.meter_no}  # these leave their old address
     accounts = {r.account_no for r in chunk}  # their other meters are unbound by this chunk
-    holders: list[Any] = list(
-        session.execute(
-            select(METERS.c.meter_no, METERS.c.account_no, METERS.c.link, METERS.c.address).where(
-                METERS.c.address.in_({address for _link, address in wanted}),
-                METERS.c.account_no.is_not(None),  # an unbound meter is never commanded
+    by_link: dict[str, set[str]] = {}
+    for link, address in wanted:
+        by_link.setdefault(link, set()).add(address)
+    # One query per link (a chunk of an export spans a few buses): link = ? AND address IN
+    # (...) is served by the unique (link, address) index. Asking by address alone made the
+    # database scan every bound meter for every chunk, an import quadratic in its rows.
+    holders: list[Any] = []
+    for link, addresses in by_link.items():
+        holders.extend(
+            session.execute(
+                select(
+                    METERS.c.meter_no, METERS.c.account_no, METERS.c.link, METERS.c.address
+                ).where(
+                    METERS.c.link == link,
+                    METERS.c.address.in_(addresses),
+                    METERS.c.account_no.is_not(None),  # an unbound meter is never commanded
+                )
             )
         )
-    )
     clashes: list[tuple[int, str]] = []
     for meter_no, account_no, link, address in holders:
         r = wanted.get((link, address))

@@ -7,10 +7,11 @@ its header into the importer's column names; :mod:`engine.importer` validates th
   that fails, as GB18030 (the superset of GBK and GB2312 that Chinese billing systems write).
   ``--encoding`` forces one. A byte that does not decode is reported by row, column and the
   bytes themselves, so the operator can see which cell is wrong.
-- **.xlsx.** Read with calamine (python-calamine, a Rust reader), first sheet or ``--sheet``,
-  cached values of formulas, copied once into a temporary UTF-8 CSV (``spool_workbook``). Numbers
-  are written back as the text a spreadsheet shows (``-120.5``, not ``-120.50000000001``);
-  a date-time cell becomes ISO 8601 (site time when it has no zone).
+- **.xlsx.** Streamed row by row (:mod:`engine.xlsx_stream`: expat, shared strings on disk),
+  first sheet or ``--sheet``, cached values of formulas, copied once into a temporary UTF-8
+  CSV (``spool_workbook``). Numbers are written back as the text a spreadsheet shows
+  (``-120.5``, not ``-120.50000000001``); a date-time cell becomes ISO 8601 (site time when
+  it has no zone).
 - **Headers** in English or Chinese (户号, 户名, 联系电话, 余额 ...), plus ``[import.columns]``
   (the file's header on the left, the column it means on the right), which wins.
 """
@@ -50,7 +51,7 @@ OPTIONAL_COLUMNS = ("station", "security", "close_mode", "password_ref")
 AUTO = "auto"
 UTF8_BOM = "utf-8-sig"
 GB18030 = "gb18030"
-_BLOCK = 1 << 20
+_BLOCK = 1 << 16  # reads in 64 KiB blocks: memory does not grow with the file
 
 # Header names Chinese billing systems (SG186 / 营销系统 exports) use, to our columns.
 CHINESE_HEADERS: Mapping[str, str] = {
@@ -245,59 +246,47 @@ def cell_text(value: Any) -> str:
 def xlsx_records(path: Path, sheet: str | None) -> Iterator[tuple[int, list[str]]]:
     """(row number, cell texts) for each non-blank row of the sheet; row 1 is the header.
 
-    Parsed by calamine (Rust, through python-calamine): about ten times openpyxl's speed,
-    since the cells are typed in Rust rather than one Python object at a time.
+    Streamed (:mod:`engine.xlsx_stream`): memory does not grow with the rows.
     """
-    from python_calamine import CalamineError, CalamineWorkbook
+    from engine.xlsx_stream import XlsxBook, XlsxError
+
+    def unreadable(exc: Exception) -> InputError:
+        return InputError(
+            _("{file}: not a readable .xlsx workbook ({error})").format(file=path.name, error=exc)
+        )
 
     try:
-        book = CalamineWorkbook.from_path(str(path))
-    except (CalamineError, OSError, ValueError) as exc:
-        raise InputError(
-            _("{file}: not a readable .xlsx workbook ({error})").format(file=path.name, error=exc)
-        ) from None
-    try:
+        book = XlsxBook(path)
+    except XlsxError as exc:
+        raise unreadable(exc) from None
+    with book:
         if sheet is not None and sheet not in book.sheet_names:
             raise InputError(
                 _("--sheet: {file} has no sheet {sheet} (sheets: {sheets})").format(
                     file=path.name, sheet=repr(sheet), sheets=", ".join(book.sheet_names)
                 )
             )
-        try:
-            worksheet = (
-                book.get_sheet_by_index(0) if sheet is None else book.get_sheet_by_name(sheet)
-            )
-        except (CalamineError, ValueError, IndexError) as exc:
-            raise InputError(
-                _("{file}: not a readable .xlsx workbook ({error})").format(
-                    file=path.name, error=exc
-                )
-            ) from None
-        # iter_rows yields every row from row 1 (blank ones too, so the numbers are the
-        # spreadsheet's), but from the used range's first column: put the empty leading
-        # columns back, they are columns too (pinned by tests/engine/test_import_formats.py).
-        first_column = worksheet.start[1] if worksheet.start else 0
-        lead = [""] * first_column
         width = 0
-        for number, values in enumerate(worksheet.iter_rows(), start=1):
-            cells = lead + [cell_text(v) for v in values]
-            if width == 0:  # the header: the first non-blank row
-                while cells and not cells[-1].strip():
-                    cells.pop()  # trailing empty header cells: formatting, not columns
-                if not cells:
-                    continue
-                width = len(cells)
-            else:
-                extra = cells[width:]
-                if any(c.strip() for c in extra):
-                    cells = cells[: width + len(extra)]
+        try:
+            for number, values in book.iter_rows(sheet):
+                cells = [v if type(v) is str else cell_text(v) for v in values]
+                if width == 0:  # the header: the first non-blank row
+                    while cells and not cells[-1].strip():
+                        cells.pop()  # trailing empty header cells: formatting, not columns
+                    if not cells:
+                        continue
+                    width = len(cells)
                 else:
-                    cells = cells[:width] + [""] * (width - len(cells))
-            if not any(c.strip() for c in cells):
-                continue
-            yield number, cells
-    finally:
-        book.close()
+                    extra = cells[width:]
+                    if any(c.strip() for c in extra):
+                        cells = cells[: width + len(extra)]
+                    else:
+                        cells = cells[:width] + [""] * (width - len(cells))
+                if not any(c.strip() for c in cells):
+                    continue
+                yield number, cells
+        except (XlsxError, ValueError) as exc:
+            raise unreadable(exc) from None
 
 
 def records(path: Path, fmt: FileFormat) -> Iterator[tuple[int, list[str]]]:

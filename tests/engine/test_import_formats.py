@@ -243,8 +243,8 @@ def test_problems_are_named_in_chinese(tmp_path: Path) -> None:
 
 
 def test_a_sheet_starting_below_and_right_of_a1_keeps_its_row_numbers(tmp_path: Path) -> None:
-    """calamine yields rows from row 1 but columns from the used range's first one: the
-    reader puts the empty leading columns back and numbers rows as the spreadsheet does."""
+    """The empty leading columns are columns too (calamine started from the used range's
+    first one), and rows are numbered as the spreadsheet numbers them."""
     from engine.import_formats import xlsx_records
 
     book = Workbook()
