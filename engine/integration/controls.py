@@ -49,6 +49,7 @@ from engine.integration.events import (
     event_id,
     finish_devices,
     iso,
+    messages_with_devices,
     reply_document,
 )
 from engine.integration.messages import Action, RequestMessage
@@ -853,16 +854,7 @@ def expire_due(engine: Engine, *, now: datetime) -> int:
         API_DEVICES.c.end_at.is_not(None),
         API_DEVICES.c.end_at <= now,
     )
-    with read_session(engine) as session:
-        messages = list(
-            session.execute(
-                select(API_DEVICES.c.message_pk)
-                .where(ending)
-                .group_by(API_DEVICES.c.message_pk)
-                .order_by(API_DEVICES.c.message_pk)
-                .limit(EXPIRE_MESSAGES_PER_PASS)
-            ).scalars()
-        )
+    messages = messages_with_devices(engine, ending, limit=EXPIRE_MESSAGES_PER_PASS)
     expired = 0
     for message_pk in messages:
         with transaction(engine) as session:

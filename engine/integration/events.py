@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, exists, func, insert, select, update
+from sqlalchemy import Engine, and_, bindparam, exists, func, insert, select, update
 from sqlmodel import Session
 
 from engine.db.database import lock_rows, read_session, transaction
@@ -263,19 +263,29 @@ def order_outcome(
     return ERROR, f"order ended in state {state}", None
 
 
-def collect_finished(engine: Engine, *, now: datetime) -> int:
-    """Finish the devices whose order reached a final state; returns how many were finished."""
+def messages_with_devices(engine: Engine, where: Any, *, limit: int) -> list[int]:
+    """The keys of the messages (oldest first, at most ``limit``) with a device for which
+    ``where`` holds; ``where`` may name the device's order (outer-joined)."""
     with read_session(engine) as session:
-        messages = list(
+        return list(
             session.execute(
                 select(API_DEVICES.c.message_pk)
-                .join(SWITCH_ORDERS, SWITCH_ORDERS.c.id == API_DEVICES.c.order_id)
-                .where(API_DEVICES.c.stage == "ordered", SWITCH_ORDERS.c.terminal.is_(True))
+                .outerjoin(SWITCH_ORDERS, SWITCH_ORDERS.c.id == API_DEVICES.c.order_id)
+                .where(where)
                 .group_by(API_DEVICES.c.message_pk)
                 .order_by(API_DEVICES.c.message_pk)
-                .limit(MESSAGES_PER_PASS)
+                .limit(limit)
             ).scalars()
         )
+
+
+def collect_finished(engine: Engine, *, now: datetime) -> int:
+    """Finish the devices whose order reached a final state; returns how many were finished."""
+    messages = messages_with_devices(
+        engine,
+        and_(API_DEVICES.c.stage == "ordered", SWITCH_ORDERS.c.terminal.is_(True)),
+        limit=MESSAGES_PER_PASS,
+    )
     finished = 0
     for message_pk in messages:
         with transaction(engine) as session:
