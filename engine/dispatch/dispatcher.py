@@ -760,14 +760,29 @@ class Dispatcher:
             claim_case = [claimed.case] if claimed.case is not None else []
 
             async def recheck(observed: str | None) -> Decision:
-                if observed is None and claim_case:
-                    return self.evaluate_case(claim_case.pop(), claimed.account_no, None)
-                return await self._run_for(
-                    claimed.link,
-                    claimed.kind,
-                    lambda session: self.evaluate_in(session, claimed.account_no, observed),
-                    read_only=True,
-                )
+                if observed is None:
+                    if claim_case:
+                        return self.evaluate_case(claim_case.pop(), claimed.account_no, None)
+                    return await self._run_for(
+                        claimed.link,
+                        claimed.kind,
+                        lambda session: self.evaluate_in(session, claimed.account_no, None),
+                        read_only=True,
+                    )
+                # The re-check right before the command (the meter has just reported its
+                # number): when it allows the trip, the trip's write-ahead record is written
+                # in the same transaction (DbJournal.prepare), which commits before the frame.
+                try:
+                    return await self._run_for(
+                        claimed.link,
+                        claimed.kind,
+                        lambda session: self._check_and_prepare(
+                            session, claimed, journal, observed
+                        ),
+                    )
+                except BaseException:
+                    journal.prepared = None  # rolled back with its transaction
+                    raise
 
             outcome = await run_disconnect(
                 driver,
@@ -791,6 +806,14 @@ class Dispatcher:
                 sleep=self.sleep,
             )
         return with_deviations(outcome, driver)
+
+    def _check_and_prepare(
+        self, session: Session, claimed: ClaimedOrder, journal: DbJournal, observed: str
+    ) -> Decision:
+        decision = self.evaluate_in(session, claimed.account_no, observed)
+        if decision.outcome is Outcome.DISCONNECT:
+            journal.prepare(session, "trip")
+        return decision
 
     def evaluate_in(
         self, session: Session, account_no: str, observed_meter_no: str | None

@@ -84,6 +84,20 @@ class DbJournal:
     # Runs ``job(session)`` in a transaction off the event loop and returns its result once
     # committed (the dispatcher's :class:`~engine.dispatch.group_commit.GroupCommitter`).
     run_in_transaction: Callable[[Callable[[Session], int]], Awaitable[int]] | None = None
+    # A write-ahead made by :meth:`prepare` in the transaction of the re-check that allowed
+    # the command: (command, attempt), handed out by the next :meth:`sending` of it.
+    prepared: tuple[str, int] | None = None
+
+    def prepare(self, session: Session, command: str) -> None:
+        """Write the write-ahead record of ``command`` inside ``session``.
+
+        For the policy re-check right before a command: when it allows the command, its
+        transaction also carries the write-ahead, and the procedure's next ``sending``
+        returns that attempt once the transaction has committed, instead of a transaction
+        of its own (one commit an order less; the re-check and the record are then one
+        atomic step, nearer the frame than before).
+        """
+        self.prepared = (command, self._write_ahead(session, command=command, now=self.clock.now()))
 
     async def sending(self, command: str) -> int:
         """Record that ``command`` is about to be sent; returns its attempt number.
@@ -91,6 +105,14 @@ class DbJournal:
         Returns only once the record is committed (write-ahead: a crash after this leaves
         the next worker knowing a command may have reached the meter).
         """
+        prepared, self.prepared = self.prepared, None
+        if prepared is not None:
+            if prepared[0] != command:  # the procedure sends what its re-check allowed
+                raise RuntimeError(
+                    f"write-ahead prepared for {prepared[0]!r}, about to send {command!r}"
+                )
+            self._recorded(prepared[1])
+            return prepared[1]
         now = self.clock.now()
         job = functools.partial(self._write_ahead, command=command, now=now)
         if self.run_in_transaction is not None:
