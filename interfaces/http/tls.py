@@ -14,13 +14,16 @@ import ssl
 from aiohttp import web
 
 from base.errors import ConfigError
+from base.i18n import N_, Msg
 from engine.config import Config
 
 
 def _file(config: Config, key: str, value: str) -> str:
     path = config.resolve_path(value)
     if not path.is_file():
-        raise ConfigError(f"config key hooks.{key}: no such file {str(path)!r}")
+        raise ConfigError(
+            Msg(N_("config key hooks.{key}: no such file {path!r}"), key=key, path=str(path))
+        )
     return str(path)
 
 
@@ -38,7 +41,13 @@ def server_context(config: Config) -> ssl.SSLContext | None:
         )
     except ssl.SSLError as exc:
         raise ConfigError(
-            f"config key hooks.tls_cert_file: the certificate and key cannot be used ({exc.reason})"
+            Msg(
+                N_(
+                    "config key hooks.tls_cert_file: the certificate and key cannot be used "
+                    "({reason})"
+                ),
+                reason=exc.reason,
+            )
         ) from None
     if hooks.tls_client_ca_file:
         try:
@@ -47,7 +56,10 @@ def server_context(config: Config) -> ssl.SSLContext | None:
             )
         except ssl.SSLError as exc:
             raise ConfigError(
-                f"config key hooks.tls_client_ca_file: not a CA certificate ({exc.reason})"
+                Msg(
+                    N_("config key hooks.tls_client_ca_file: not a CA certificate ({reason})"),
+                    reason=exc.reason,
+                )
             ) from None
         # Optional: a client with a certificate is verified against the CA (a bad one ends
         # the handshake); one without signs its requests as before.
