@@ -45,7 +45,7 @@ def load_secrets(config: Config) -> MeterSecrets:
     try:
         default = Credentials(d.password_level, d.password, d.operator_code)
     except FrameStructureError as exc:
-        raise ConfigError(f"config [dlt645]: {exc}") from exc
+        raise ConfigError(Msg(N_("config [dlt645]: {problem}"), problem=exc)) from exc
     if not d.secrets_file:
         return MeterSecrets(default)
     path = config.resolve_path(d.secrets_file)

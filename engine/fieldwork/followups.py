@@ -155,7 +155,13 @@ def record_follow_up(
 ) -> dict[str, Any]:
     """Record the call; ``not_satisfied`` sends the work back for a field check (rework)."""
     if result not in FOLLOW_UP_RESULTS:
-        raise InputError(f"result {result!r}: use {' or '.join(FOLLOW_UP_RESULTS)}")
+        raise InputError(
+            Msg(
+                N_("result {result!r}: use {allowed}"),
+                result=result,
+                allowed=" or ".join(FOLLOW_UP_RESULTS),
+            )
+        )
     if result == "not_satisfied" and not (note or "").strip():
         raise InputError(Msg(N_("a not satisfied follow-up needs a note saying what is wrong")))
     row = follow_up_row(session, follow_up_id)

@@ -348,9 +348,19 @@ def close_field_order(
         raise InputError(
             Msg(N_("outcome {outcome!r}: use one of {allowed}"), outcome=outcome, allowed=allowed)
         )
-    for label, value in (("meter reading", meter_reading), ("crew report", crew_saw)):
+    for label, value in (
+        (Msg(N_("meter reading")), meter_reading),
+        (Msg(N_("crew report")), crew_saw),
+    ):
         if value is not None and value not in READ_BACK_VALUES:
-            raise InputError(f"{label} {value!r}: use {', '.join(READ_BACK_VALUES)}")
+            raise InputError(
+                Msg(
+                    N_("{label} {value!r}: use {allowed}"),
+                    label=label,
+                    value=value,
+                    allowed=", ".join(READ_BACK_VALUES),
+                )
+            )
     row = field_order_row(session, field_order_id)
     _require_open(row, "closed")
     read_back, source = None, None
