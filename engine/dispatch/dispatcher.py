@@ -9,15 +9,18 @@ one bus never stalls the frames of another: one thread on SQLite (a single write
 two threads of one process would only meet in SQLite's busy handler, which sleeps
 milliseconds), several on PostgreSQL (commits of different buses overlap their WAL flushes).
 
-Per order the database sees four short jobs, each next to the frame it guards
+Per order the database sees the jobs next to the frames they guard, and one commit
 (docs/performance.md has the figures):
 
-1. claim (audited), reading the meter, the attempts so far and the account's case, which
-   serves the first policy re-check (for a bus's first order; later ones are claimed by 4);
-2. after the meter-number read: the policy re-check on fresh data;
-3. write-ahead of the command (audited), committed before the frame goes out;
-4. the outcome with every command result and read-back (audited), renewing the bus lease
-   and claiming the bus's next order.
+1. before the meter-number read, the first policy re-check, on the case read when the order
+   was peeked at (in the transaction of the bus's order before it);
+2. after it, the policy re-check on fresh data; when it allows the trip, the trip's
+   write-ahead record (audited), committed before the frame goes out. The same commit
+   claims the order (audited: ``ready`` -> ``dispatching``), writes the outcome of the
+   bus's order before it, and peeks at the next order (:mod:`engine.dispatch.flow`);
+3. the outcome, with every command result and read-back (audited), rides with the next
+   order's commit, or is written at once (a reconnection, the bus's last order, a lease
+   renewal due, a reconnection waiting), then renewing the bus lease and claiming the next.
 
 These jobs go through a :class:`~engine.dispatch.group_commit.GroupCommitter`: the jobs of
 different buses that are waiting at the same moment share one transaction (each in its own
@@ -51,6 +54,7 @@ from base.errors import ConfigError, InputError
 from engine.config import Config
 from engine.db.database import is_sqlite, read_session
 from engine.db.models import METERS, SWITCH_ORDERS
+from engine.dispatch.flow import BusFlow, Carried, CarriedFailed, FlowDone, OrderTaken, flow_job
 from engine.dispatch.group_commit import GroupCommitter
 from engine.dispatch.identity import WORKER_ID
 from engine.dispatch.journal import DbJournal
@@ -212,6 +216,8 @@ class Dispatcher:
         self.urgent_group = GroupCommitter(engine, self._lanes.urgent, drainers=threads)
         # Buses where a reconnection was just created (wake): loop time of the last wake.
         self._reconnection_waits: dict[str, float] = {}
+        # Per bus being drained: what rides with its next transaction (engine.dispatch.flow).
+        self._flows: dict[str, BusFlow] = {}
         # Set by serve(): once stopping, a bus finishes its in-flight order and claims no more.
         self._stop: asyncio.Event | None = None
 
@@ -355,13 +361,83 @@ class Dispatcher:
     ) -> T:
         """Run ``job`` on the lane :meth:`_committer` chooses at this moment; once a claim
         asked after the last wake of ``bus`` has answered, the reconnection is claimed (the
-        claim takes it first) and the bus is no longer marked."""
+        claim takes it first) and the bus is no longer marked.
+
+        What waits for the bus's next transaction (its :class:`~engine.dispatch.flow.BusFlow`:
+        the last order's outcome, the claim of the order in flight, the peek at the next
+        one) rides with ``job``. Raises :class:`~engine.dispatch.flow.OrderTaken` when the
+        order in flight changed before its claim (``job`` did not run).
+        """
         asked_at = asyncio.get_running_loop().time()
-        result = await self._committer(bus, kind).run(job, read_only=read_only)
+        flow = self._flows.get(bus)
+        if flow is None or not flow.rides:
+            result = await self._committer(bus, kind).run(job, read_only=read_only)
+            claims = _claims(job)
+        else:
+            result = await self._ride(flow, bus, kind, job)
+            claims = True  # the peek (or a claim) took the reconnection first, if any
         waiting = self._reconnection_waits.get(bus)
-        if waiting is not None and waiting <= asked_at and _claims(job):
+        if waiting is not None and waiting <= asked_at and claims:
             del self._reconnection_waits[bus]
         return result
+
+    async def _ride(
+        self, flow: BusFlow, bus: str, kind: str | None, job: Callable[[Session], T]
+    ) -> T:
+        """``job`` with what waits in ``flow``, in one transaction (:func:`flow_job`)."""
+        carried, claim, peek = flow.carried, flow.claim, flow.peek
+        combined = functools.partial(
+            flow_job,
+            job=job,
+            carried=carried,
+            claim=claim,
+            peek=peek,
+            bus=bus,
+            holder=self.worker_id,
+            actor=self.actor,
+            now=self.clock.now(),
+        )
+        try:
+            done: FlowDone = await self._committer(bus, kind).run(combined)
+        except Exception:
+            if carried is None:
+                raise
+            # Nothing of it was written. The carried outcome alone first, so the failure
+            # is charged to its own order, not to the order in flight; then the rest.
+            carried.rolled_back()
+            flow.carried = None
+            try:
+                await self._write_carried(bus, carried, flow)
+            except Exception as exc:
+                raise CarriedFailed(f"order {carried.claimed.id}: {exc}") from exc
+            return await self._run_for(bus, kind, job)
+        except BaseException:
+            if carried is not None:
+                carried.rolled_back()
+            raise
+        flow.carried = None
+        flow.claim = None
+        if done.carried is not None:
+            flow.delivered.append(done.carried)
+        if done.taken:
+            assert claim is not None
+            raise OrderTaken(claim.id)
+        if peek:
+            flow.peek = False
+            flow.peeked = done.peeked
+        return done.result  # type: ignore[no-any-return]
+
+    async def _write_carried(self, bus: str, carried: Carried, flow: BusFlow) -> None:
+        """Write a carried outcome in a transaction of its own (the bus stops, or the
+        transaction it rode with failed)."""
+        try:
+            applied, _following, _look = await self._committer(bus, carried.claimed.kind).run(
+                carried.job
+            )
+        except Exception:
+            carried.rolled_back()
+            raise
+        flow.delivered.append(applied)
 
     # -- sharing the buses with other engine processes -------------------------------------
 
@@ -546,6 +622,24 @@ class Dispatcher:
             self._driving.discard(bus)
 
     async def _drain_bus(self, bus: str, summary: DispatchSummary, max_retry_wait_s: float) -> None:
+        flow = BusFlow()
+        self._flows[bus] = flow
+        try:
+            await self._drain(bus, flow, summary, max_retry_wait_s)
+        finally:
+            del self._flows[bus]
+            carried, flow.carried = flow.carried, None
+            if carried is not None:  # the last order's outcome: nothing more to ride with
+                try:
+                    await self._write_carried(bus, carried, flow)
+                except Exception:
+                    # Left dispatching with its command attempts: recovery reads the relay.
+                    log.exception("dispatch.outcome_failed", order=carried.claimed.id, bus=bus)
+            self._deliver(flow, summary)
+
+    async def _drain(
+        self, bus: str, flow: BusFlow, summary: DispatchSummary, max_retry_wait_s: float
+    ) -> None:
         started = self.clock.monotonic()
         claimed: ClaimedOrder | None = None
         look = True  # whether the queue must be asked (the outcome's transaction may have)
@@ -589,23 +683,69 @@ class Dispatcher:
             await self._refresh_members()
             await self.refresh_weather()
             keep = self.owns(bus)  # another dispatcher's share now: yield after this order
+            going_on = keep and not self._stopping()
             lease = self._lease_for(bus)
-            applied, following, look = await self._process(
-                claimed, lease=lease, claim_following=keep and not self._stopping()
+            # The order's first transaction claims it (if only peeked at) and peeks at the
+            # bus's next order (engine.dispatch.flow).
+            flow.claim = claimed if claimed.peeked else None
+            flow.peek = going_on
+            try:
+                outcome, journal = await self._switch_order(claimed)
+            except OrderTaken:
+                flow.peek, flow.peeked = False, None
+                self._deliver(flow, summary)
+                claimed, look = None, True
+                continue
+            following, flow.peek, flow.peeked = flow.peeked, False, None
+            if following is not None and bus in self._reconnection_waits:
+                following = None  # created after the peek: the claim below takes it first
+            if (
+                following is not None
+                and going_on
+                and not lease.due
+                and flow.claim is None
+                and claimed.kind == OrderKind.DISCONNECT.value
+            ):
+                # The outcome rides with the next order's first transaction (before its trip).
+                flow.carried = Carried(
+                    self._outcome_job(claimed, outcome, journal, lease, claim_following=False),
+                    claimed,
+                    journal,
+                    list(journal.pending),
+                )
+                self._deliver(flow, summary)
+                claimed, look = following, False
+                continue
+            applied, claimed_next, look = await self._run_for(
+                claimed.link,
+                claimed.kind,
+                self._outcome_job(
+                    claimed, outcome, journal, lease, claim_following=going_on and not following
+                ),
             )
             if lease.due and applied.lease_kept:
                 self._lease_written[bus] = lease.written
-            summary.results.append(applied)
-            if self.on_result is not None:
-                self.on_result(applied)
+            flow.delivered.append(applied)
+            self._deliver(flow, summary)
             if not applied.lease_kept and not await self._reacquire(bus):
                 log.error("dispatch.lease_lost", bus=bus)
                 return
-            if not keep and following is None:
+            claimed = claimed_next or following
+            if not keep and claimed is None:
                 log.info("dispatch.bus_yielded", bus=bus, owner=owner(bus, self._members))
                 return
-            claimed = following
             look = look or not applied.lease_kept or self._stopping()
+
+    def _deliver(self, flow: BusFlow, summary: DispatchSummary) -> None:
+        """Hand the outcomes written so far to the summary and the progress callback."""
+        for applied in flow.delivered:
+            # At the usual WARNING level this event is dropped before it is built.
+            log.info("dispatch.order_done", order=applied.order_id, kind=applied.kind,
+                     state=applied.state, cause=applied.cause)  # fmt: skip
+            summary.results.append(applied)
+            if self.on_result is not None:
+                self.on_result(applied)
+        flow.delivered.clear()
 
     def _lease_for(self, bus: str) -> LeaseRenewal:
         """The lease renewal to ride along with the next outcome of ``bus``.
@@ -675,10 +815,19 @@ class Dispatcher:
         """:meth:`process`; with ``claim_following`` (and a lease) the outcome's transaction
         also claims the bus's next order. Returns (applied, next order, ask the queue again).
         """
-        # Passed with each event rather than bound: a bound logger is built for every
-        # order, and at the usual WARNING level both events below are dropped anyway.
-        fields = {"order": claimed.id, "kind": claimed.kind, "meter": claimed.address,
-                  "bus": claimed.link}  # fmt: skip
+        outcome, journal = await self._switch_order(claimed)
+        applied, following, look = await self._run_for(
+            claimed.link,
+            claimed.kind,
+            self._outcome_job(claimed, outcome, journal, lease, claim_following=claim_following),
+        )
+        log.info("dispatch.order_done", order=claimed.id, kind=claimed.kind,
+                 state=applied.state, cause=applied.cause)  # fmt: skip
+        return applied, following, look
+
+    async def _switch_order(self, claimed: ClaimedOrder) -> tuple[SwitchOutcome, DbJournal]:
+        """Run the switch procedure for ``claimed``: its outcome (not written yet) and its
+        journal (the command results buffered for the outcome's transaction)."""
         journal = DbJournal(
             self.engine,
             claimed.id,
@@ -691,8 +840,12 @@ class Dispatcher:
         )
         try:
             outcome = await self._switch(claimed, journal)
+        except (OrderTaken, CarriedFailed):
+            raise  # nothing of this order was written or sent
         except Exception as exc:  # never leave an order dispatching because of a bug
-            log.exception("dispatch.engine_error", **fields)
+            # Passed with the event rather than bound: a bound logger per order costs.
+            log.exception("dispatch.engine_error", order=claimed.id, kind=claimed.kind,
+                          meter=claimed.address, bus=claimed.link)  # fmt: skip
             outcome = SwitchOutcome(
                 SwitchStatus.FIELD_ORDER,
                 "engine_error",
@@ -701,24 +854,30 @@ class Dispatcher:
                 None,
                 journal.commands,
             )
-        applied, following, look = await self._run_for(
-            claimed.link,
-            claimed.kind,
-            functools.partial(
-                record_and_claim,
-                claimed=claimed,
-                outcome=outcome,
-                journal=journal,
-                now=self.clock.now(),
-                actor=self.actor,
-                notifier=self.notifier,
-                retry=self.retry,
-                lease=lease,
-                claim_following=claim_following,
-            ),
+        return outcome, journal
+
+    def _outcome_job(
+        self,
+        claimed: ClaimedOrder,
+        outcome: SwitchOutcome,
+        journal: DbJournal,
+        lease: LeaseRenewal | None,
+        *,
+        claim_following: bool,
+    ) -> functools.partial[tuple[Applied, ClaimedOrder | None, bool]]:
+        """The job that records ``outcome`` (and claims the bus's next order, if asked)."""
+        return functools.partial(
+            record_and_claim,
+            claimed=claimed,
+            outcome=outcome,
+            journal=journal,
+            now=self.clock.now(),
+            actor=self.actor,
+            notifier=self.notifier,
+            retry=self.retry,
+            lease=lease,
+            claim_following=claim_following,
         )
-        log.info("dispatch.order_done", state=applied.state, cause=applied.cause, **fields)
-        return applied, following, look
 
     async def open_driver(
         self,

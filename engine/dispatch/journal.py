@@ -48,7 +48,7 @@ _UPDATE_ATTEMPT = HotStatement(
 
 
 @dataclass
-class _PendingResult:
+class PendingResult:
     attempt: int
     outcome: str | None = None
     error: str | None = None
@@ -74,7 +74,7 @@ class DbJournal:
     actor: str
     clock: Clock
     request: dict[str, Any]  # what is being switched (never a password)
-    pending: list[_PendingResult] = field(default_factory=list)
+    pending: list[PendingResult] = field(default_factory=list)
     readings: list[dict[str, Any]] = field(default_factory=list)
     commands: int = 0
     # The highest attempt number already recorded (known from the claim), else read each time.
@@ -156,7 +156,7 @@ class DbJournal:
 
     def _recorded(self, n: int) -> None:
         """Once the write-ahead of attempt ``n`` is committed: expect its result."""
-        self.pending.append(_PendingResult(n))
+        self.pending.append(PendingResult(n))
         self.commands += 1
         if self.last_attempt is not None:
             self.last_attempt = n

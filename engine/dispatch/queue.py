@@ -16,6 +16,7 @@ locking clause is not rendered there).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,7 +29,7 @@ from engine.db.database import read_session, transaction
 from engine.db.hot import HotStatement, rows
 from engine.db.models import ACCOUNTS, COMMAND_ATTEMPTS, METERS, SWITCH_ORDERS, SwitchOrder
 from engine.dispatch.identity import holder_alive
-from engine.dispatch.order_rows import ORDER_COLUMNS, move_row, order_row
+from engine.dispatch.order_rows import ORDER_COLUMNS, OrderRow, move_row, order_row
 from engine.orders_states import DisconnectState, OrderKind, ReconnectState
 from engine.store.cases import case_for
 from engine.store.errors import StaleOrder
@@ -69,6 +70,14 @@ class ClaimedOrder:
     case: Case | None = field(default=None, compare=False, repr=False)
     # The customer's phone as of the claim (the outcome's notice goes there).
     phone: str | None = field(default=None, compare=False, repr=False)
+    # A peeked order (:func:`peek_in`): not claimed yet, its columns as read; the claim
+    # (:func:`claim_peeked_in`) rides with its first transaction and fails if they changed.
+    peeked_row: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def peeked(self) -> bool:
+        """Whether this order is only peeked at, not claimed yet."""
+        return self.peeked_row is not None
 
 
 def _due(now: datetime | object) -> object:
@@ -214,6 +223,15 @@ def _claim(
     actor: str,
     with_case: bool,
 ) -> ClaimedOrder | None:
+    order = _due_order(candidate, now)
+    if order is None:
+        return None
+    _move_to_dispatching(session, order, candidate, holder, now, actor)
+    return _snapshot(session, order, candidate, now, with_case)
+
+
+def _due_order(candidate: tuple[Any, ...], now: datetime) -> OrderRow | None:
+    """The candidate's order row if it is still due (else None: passed over)."""
     order = order_row(candidate[:_ORDER_FIELDS])
     if order.terminal or order.meter_id is None:
         return None
@@ -224,6 +242,17 @@ def _claim(
     )
     if order.state != due_state or (order.not_before is not None and order.not_before > now):
         return None
+    return order
+
+
+def _move_to_dispatching(
+    session: Session,
+    order: OrderRow,
+    candidate: tuple[Any, ...],
+    holder: str,
+    now: datetime,
+    actor: str,
+) -> None:
     order.claimed_by = holder
     order.claimed_at = now
     move_row(
@@ -236,7 +265,18 @@ def _claim(
         now=now,
         detail={"bus": candidate[_M_LINK], "meter": candidate[_M_ADDRESS], "worker": holder},
     )
-    assert order.id is not None
+
+
+def _snapshot(
+    session: Session,
+    order: OrderRow,
+    candidate: tuple[Any, ...],
+    now: datetime,
+    with_case: bool,
+    *,
+    peeked: bool = False,
+) -> ClaimedOrder:
+    assert order.id is not None and order.meter_id is not None
     last_attempt = int(candidate[_LAST_ATTEMPT] or 0)
     return ClaimedOrder(
         id=order.id,
@@ -256,7 +296,41 @@ def _claim(
         last_attempt=last_attempt,
         case=case_for(session, order.account_no, now) if with_case else None,
         phone=candidate[_PHONE],
+        peeked_row=tuple(candidate) if peeked else None,
     )
+
+
+def peek_in(session: Session, bus_key: str, now: datetime) -> ClaimedOrder | None:
+    """The order :func:`claim_in` would claim next on ``bus_key``, without claiming it.
+
+    With its case (for the first policy re-check). Nothing is written: the dispatcher
+    peeks at the next order in the transaction of the order in flight, and claims it in
+    the first transaction of its own (:func:`claim_peeked_in`), so an order is claimed by
+    the same commit that carries its first record (one transaction an order less). Until
+    then it stays ``ready``: a payment or a supervisor may still move it, and then the
+    claim fails and the dispatcher asks the queue again.
+    """
+    for candidate in rows(session, _CANDIDATES, {"bus": bus_key, "now": now}):
+        order = _due_order(candidate, now)
+        if order is not None:
+            return _snapshot(session, order, candidate, now, True, peeked=True)
+    return None
+
+
+def claim_peeked_in(
+    session: Session, peeked: ClaimedOrder, holder: str, now: datetime, *, actor: str
+) -> ClaimedOrder:
+    """Claim an order :func:`peek_in` returned, inside ``session``'s transaction.
+
+    The compare-and-set on the version read by the peek: raises :class:`StaleOrder`
+    (having written nothing) when the order changed since (a payment cancelled it, a
+    supervisor held it). Returns the order as claimed.
+    """
+    if peeked.peeked_row is None:
+        raise ValueError(f"order {peeked.id} was not peeked at")
+    order = order_row(peeked.peeked_row[:_ORDER_FIELDS])
+    _move_to_dispatching(session, order, peeked.peeked_row, holder, now, actor)
+    return dataclasses.replace(peeked, peeked_row=None)
 
 
 def recover_stale(

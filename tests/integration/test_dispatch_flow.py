@@ -1,0 +1,178 @@
+"""One commit per order on a bus (engine.dispatch.flow): the claim rides with the order's
+first transaction and the outcome with the next order's, and neither rule of safety moves.
+
+- Still a commit, holding the trip's write-ahead, between each meter-number read and its trip.
+- A peeked order that a payment cancels before its claim is never tripped, and the bus goes
+  on with the rest.
+- When the bus stops, the last outcome is written (nothing left dispatching).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select
+
+from engine.audit import verify
+from engine.db.models import SWITCH_ORDERS
+from engine.payments import record_payment
+from simulator.fleet import Fleet
+from simulator.state import RelayState
+from tests.integration.harness import EngineWorld, account_no_for
+
+METERS = 6
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[EngineWorld]:
+    with Fleet.generate(meters=METERS, buses=1, time_scale=0, seed=11) as fleet:
+        yield EngineWorld(tmp_path, fleet)
+
+
+class _LoggedDriver:
+    """The real driver, each call to the meter written into ``events`` as (call, address)."""
+
+    def __init__(
+        self,
+        driver: Any,
+        address: str,
+        events: list[tuple[str, str]],
+        after: dict[tuple[str, str], Callable[[], None]],
+    ) -> None:
+        self._driver, self._address, self._events, self._after = driver, address, events, after
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._driver, name)
+        if name not in ("read_meter_number", "read_relay", "trip", "close"):
+            return value
+
+        async def logged(*args: Any, **kwargs: Any) -> Any:
+            self._events.append((name, self._address))
+            result = await value(*args, **kwargs)
+            hook = self._after.pop((name, self._address), None)
+            if hook is not None:
+                hook()
+            return result
+
+        return logged
+
+
+def _dispatch_logged(
+    world: EngineWorld,
+    events: list[tuple[str, str]],
+    after: dict[tuple[str, str], Callable[[], None]] | None = None,
+) -> None:
+    after = {} if after is None else after
+
+    async def run() -> None:
+        dispatcher = world.dispatcher()
+        real_open = dispatcher.open_driver
+
+        async def open_logged(**kwargs: Any) -> Any:
+            driver = await real_open(**kwargs)
+            return _LoggedDriver(driver, kwargs["address"], events, after)
+
+        dispatcher.open_driver = open_logged  # type: ignore[method-assign]
+        try:
+            await dispatcher.run_until_idle()
+        finally:
+            await dispatcher.close()
+
+    asyncio.run(run())
+
+
+def _commits(world: EngineWorld, events: list[tuple[str, str]]) -> Callable[[], None]:
+    def on_commit(_connection: Any) -> None:
+        events.append(("commit", ""))
+
+    event.listen(world.engine, "commit", on_commit)
+    return lambda: event.remove(world.engine, "commit", on_commit)
+
+
+def test_a_bus_commits_once_per_order_and_before_every_trip(world: EngineWorld) -> None:
+    world.import_fleet()
+    assert len(world.plan_and_create().ready) == METERS
+    events: list[tuple[str, str]] = []
+    stop_counting = _commits(world, events)
+    _dispatch_logged(world, events)
+    stop_counting()
+
+    trips = [i for i, (name, _) in enumerate(events) if name == "trip"]
+    assert len(trips) == METERS
+    for i in trips:  # the write-ahead: a commit since the meter-number read before this trip
+        identity = max(j for j in range(i) if events[j][0] == "read_meter_number")
+        assert events[identity][1] == events[i][1]
+        assert ("commit", "") in events[identity:i]
+    # From the first meter-number read to the last read-back: one commit per order (the one
+    # before each trip), where there were two (re-check, then outcome and next claim).
+    first = next(i for i, (name, _) in enumerate(events) if name == "read_meter_number")
+    last = max(i for i, (name, _) in enumerate(events) if name == "read_relay")
+    assert sum(1 for name, _ in events[first:last] if name == "commit") == METERS
+    # Every order ended verified (the last outcome was written when the bus stopped), every
+    # meter is open, and the audit chain verifies.
+    assert {o["state"] for o in world.orders().values()} == {"verified"}
+    assert all(world.fleet.relay(a) is RelayState.OPEN for a in world.fleet.addresses)
+    assert verify(world.engine).ok
+
+
+def test_a_peeked_order_a_payment_cancels_before_its_claim_is_never_tripped(
+    world: EngineWorld,
+) -> None:
+    world.import_fleet()
+    assert len(world.plan_and_create().ready) == METERS
+    events: list[tuple[str, str]] = []
+    first_trip: list[str] = []
+
+    # The second order's meter is peeked at in the first order's transaction; its customer
+    # pays right after the first trip, before the second order's own transaction claims it.
+    def pay_for_the_next() -> None:
+        tripped = first_trip[0]
+        with world.engine.connect() as conn:
+            ready = conn.execute(
+                select(SWITCH_ORDERS.c.account_no)
+                .where(SWITCH_ORDERS.c.state == "ready")
+                .order_by(SWITCH_ORDERS.c.id)
+            ).scalars()
+            account = next(a for a in ready if a != account_no_for(tripped))
+        record_payment(
+            world.engine,
+            account_no=account,
+            amount=Decimal("500.00"),
+            ref="paid-while-peeked",
+            actor="billing",
+            now=datetime.now(UTC),
+            config=world.config,
+        )
+        paid.append(account)
+
+    paid: list[str] = []
+
+    class _FirstTrip(dict[tuple[str, str], Callable[[], None]]):
+        def pop(self, key: Any, default: Any = None) -> Any:
+            if key[0] == "trip" and not first_trip:
+                first_trip.append(key[1])
+                return pay_for_the_next
+            return default
+
+    _dispatch_logged(world, events, after=_FirstTrip())
+    assert len(paid) == 1
+    address = next(a for a in world.fleet.addresses if account_no_for(a) == paid[0])
+    assert ("trip", address) not in events
+    assert world.fleet.relay(address) is RelayState.CLOSED
+    orders = world.orders()
+    assert orders[paid[0]]["state"] != "verified"
+    others = [a for a in world.fleet.addresses if a != address]
+    assert all(world.fleet.relay(a) is RelayState.OPEN for a in others)
+    assert all(orders[account_no_for(a)]["state"] == "verified" for a in others)
+    with world.engine.connect() as conn:
+        left = conn.execute(
+            select(func.count()).where(SWITCH_ORDERS.c.state == "dispatching")
+        ).scalar_one()
+    assert left == 0
+    assert verify(world.engine).ok
