@@ -374,8 +374,8 @@ class Dispatcher:
             result = await self._committer(bus, kind).run(job, read_only=read_only)
             claims = _claims(job)
         else:
+            claims = flow.peek  # the peek takes a reconnection first, if there is one
             result = await self._ride(flow, bus, kind, job)
-            claims = True  # the peek (or a claim) took the reconnection first, if any
         waiting = self._reconnection_waits.get(bus)
         if waiting is not None and waiting <= asked_at and claims:
             del self._reconnection_waits[bus]
