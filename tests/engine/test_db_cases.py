@@ -9,13 +9,15 @@ from typing import Any
 from sqlalchemy import Engine, event, update
 
 from engine.db import transaction
+from engine.db.hot import HotStatement
 from engine.db.models import METERS, Approval, Exemption, Notice, SwitchOrder
+from engine.store import cases as cases_module
 from engine.store import load_cases
 from engine.store.cases import case_for
 from policies.facts import CustomerClass, ExemptionStatus
-from tests.engine.store_helpers import MONDAY_10_SHANGHAI, add_account, db_engine
+from tests.engine.store_helpers import MONDAY_10_SHANGHAI, add_account, db_engine, sqlite_engine
 
-__all__ = ["db_engine"]
+__all__ = ["db_engine", "sqlite_engine"]
 
 NOW = MONDAY_10_SHANGHAI
 DAY = timedelta(days=1)
@@ -60,6 +62,20 @@ def _populate(engine: Engine) -> None:
                 updated_at=NOW,
                 notice_time=NOW + DAY,
                 warned_at=NOW,
+                recipients=["energy-office"],
+            )
+        )
+        # A closed (terminal) order's timeline is no timeline: A2 has none.
+        session.add(
+            SwitchOrder(
+                kind="disconnect",
+                account_no="A2",
+                state="verified",
+                terminal=True,
+                created_at=NOW,
+                updated_at=NOW,
+                notice_time=NOW - DAY,
+                warned_at=NOW - DAY,
                 recipients=["energy-office"],
             )
         )
@@ -149,3 +165,29 @@ def test_one_account_case_skips_the_tables_without_its_rows(db_engine: Engine) -
     assert plain == 1
     assert important is not None and important.timeline is not None and important.approvals
     assert rich == 3
+
+
+def test_one_account_statements_search_by_account(sqlite_engine: Engine) -> None:
+    """Every table the re-check's statements read is searched by the account's number, never
+    scanned nor read through the open-orders index (which holds every open order of the
+    county: with ``terminal IS false`` in its EXISTS, SQLite chose it and case_for cost
+    140 µs instead of 14 with 2,000 open orders)."""
+    statements = {
+        name: value for name, value in vars(cases_module).items() if isinstance(value, HotStatement)
+    }
+    assert "_ONE_ACCOUNT" in statements and "_TIMELINES" in statements
+    with sqlite_engine.connect() as conn:
+        for name, hot in statements.items():
+            compiled = hot.compiled(conn.dialect)
+            values = {"account": "A1", "low": "A1", "now": NOW}
+            plan = [
+                str(row[3])
+                for row in conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN " + compiled.sql, compiled.bind(values)
+                )
+            ]
+            reads = [step for step in plan if step.startswith(("SEARCH", "SCAN"))]
+            assert reads, (name, plan)
+            for step in reads:
+                assert step.startswith("SEARCH"), (name, step)
+                assert "account_no=?" in step or "meter_no=?" in step, (name, step)
