@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -10,7 +11,7 @@ from sqlalchemy import Engine, event, update
 
 from engine.db import transaction
 from engine.db.hot import HotStatement
-from engine.db.models import METERS, Approval, Exemption, Notice, SwitchOrder
+from engine.db.models import ACCOUNTS, METERS, Approval, Exemption, Notice, SwitchOrder
 from engine.store import cases as cases_module
 from engine.store import load_cases
 from engine.store.cases import case_for
@@ -81,6 +82,10 @@ def _populate(engine: Engine) -> None:
         )
         # A4's meter record is bound to another account (rule 4 must see the mismatch).
         session.execute(update(METERS).where(METERS.c.meter_no == "MA4").values(account_no="A5"))
+        # A5 signed no cost-control agreement (both flags read both ways).
+        session.execute(
+            update(ACCOUNTS).where(ACCOUNTS.c.account_no == "A5").values(agreement=False)
+        )
 
 
 def test_cases_carry_every_fact(db_engine: Engine) -> None:
@@ -105,6 +110,7 @@ def test_cases_carry_every_fact(db_engine: Engine) -> None:
     assert important.timeline.notice_time == NOW + DAY
     assert important.timeline.recipients == ("energy-office",)
     assert cases["A2"].notices == () and cases["A2"].timeline is None
+    assert cases["A5"].account.agreement_signed is False and not cases["A5"].account.humanitarian
 
 
 def test_without_now_every_exemption_comes_along(db_engine: Engine) -> None:
@@ -137,7 +143,12 @@ def test_one_account_case_equals_the_bulk_one(db_engine: Engine) -> None:
         bulk = {c.account.account_no: c for c in load_cases(db_engine, now=now, chunk_size=2)}
         with transaction(db_engine) as session:
             for number, case in bulk.items():
-                assert case_for(session, number, now) == case, number
+                one = case_for(session, number, now)
+                assert one == case, number
+                assert one is not None
+                flags = (one.account.agreement_signed, one.account.humanitarian)
+                assert flags == (case.account.agreement_signed, case.account.humanitarian)
+                assert all(type(flag) is bool for flag in flags), number
             assert case_for(session, "nobody", now) is None
 
 
@@ -191,3 +202,22 @@ def test_one_account_statements_search_by_account(sqlite_engine: Engine) -> None
             for step in reads:
                 assert step.startswith("SEARCH"), (name, step)
                 assert "account_no=?" in step or "meter_no=?" in step, (name, step)
+
+
+def test_the_observed_meter_number_goes_into_the_case(db_engine: Engine) -> None:
+    """case_for(..., observed_meter_no) is the case with the meter's reported number put in
+    its meter (what the dispatcher did with dataclasses.replace), and nothing without one."""
+    _populate(db_engine)
+    add_account(db_engine, "A9")
+    with transaction(db_engine) as session:
+        session.execute(update(METERS).where(METERS.c.meter_no == "MA9").values(meter_no="X"))
+    with transaction(db_engine) as session:
+        for number in ("A1", "A3", "I1", "A9"):
+            plain = case_for(session, number, NOW)
+            observed = case_for(session, number, NOW, "M-REPORTED")
+            assert plain is not None and observed is not None
+            if plain.meter is None:
+                assert observed == plain, number  # A9: no meter record
+                continue
+            meter = dataclasses.replace(plain.meter, observed_meter_no="M-REPORTED")
+            assert observed == dataclasses.replace(plain, meter=meter), number
