@@ -31,3 +31,11 @@ def age_text(age: timedelta) -> Msg:
         return Msg(N_("{n} day"), n=days) if days == 1 else Msg(N_("{n} days"), n=days)
     hours = max(int(age.total_seconds() // 3600), 0)
     return Msg(N_("{n} hour"), n=hours) if hours == 1 else Msg(N_("{n} hours"), n=hours)
+
+
+def age_key(age: timedelta) -> int:
+    """What :func:`age_text` shows of ``age``: its days from one day on, else its hours
+    (as ``-1 - hours``). Equal keys, equal texts (tests/policies/test_rule_memos.py)."""
+    if age >= timedelta(days=1):
+        return age.days
+    return -1 - max(int(age.total_seconds() // 3600), 0)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from base.i18n import N_, Msg
-from policies._text import age_text, local_text
+from policies._text import age_key, age_text, local_text
 from policies.facts import Case, PolicySettings, Reason, Verdict
 
 RULE = "notice"
@@ -35,29 +35,31 @@ _PENDING = N_("notice delivered {delivered}; the {days}-day notice period ends {
 
 
 class _Limits:
-    """What the rule derives from (settings, now), computed once per batch, not per account."""
+    """What the rule derives from the settings, computed once per settings object (a batch
+    shares one; the dispatcher's changes only with the weather days), not per account."""
 
-    __slots__ = ("max_age", "min_age", "now", "served", "settings", "stale")
+    __slots__ = ("max_age", "min_age", "served", "settings", "stale")
 
-    def __init__(self, settings: PolicySettings, now: datetime) -> None:
+    def __init__(self, settings: PolicySettings) -> None:
         self.settings = settings
-        self.now = now
         self.min_age = timedelta(days=settings.notice_days)
         self.max_age = timedelta(days=settings.notice_max_age_days)
-        # The served and stale answers only vary with the notice's age in whole days.
+        # The served and stale answers only vary with the notice's age as shown (in whole
+        # days, or hours under a day: _text.age_key), whatever ``now`` is.
         self.served: dict[int, Reason] = {}
         self.stale: dict[int, Reason] = {}
 
 
 _last: _Limits | None = None
+_KEPT = 10_000  # answers kept per kind at most (ages in days: a few hundred in practice)
 
 
-def _limits(settings: PolicySettings, now: datetime) -> _Limits:
+def _limits(settings: PolicySettings) -> _Limits:
     global _last
     last = _last
-    if last is not None and last.settings is settings and last.now == now:
+    if last is not None and last.settings is settings:
         return last
-    _last = last = _Limits(settings, now)
+    _last = last = _Limits(settings)
     return last
 
 
@@ -106,7 +108,7 @@ def check_notice(case: Case, settings: PolicySettings, now: datetime) -> Reason:
                 ),
             )
         return _NONE
-    limits = _limits(settings, now)
+    limits = _limits(settings)
     age = now - delivered
     if age < limits.min_age:
         matures = delivered + timedelta(days=settings.notice_days)
@@ -120,10 +122,13 @@ def check_notice(case: Case, settings: PolicySettings, now: datetime) -> Reason:
             not_before=matures,
             text=(_PENDING, {"delivered": given, "days": days, "ends": ends}),
         )
+    shown_age = age_key(age)
     if age > limits.max_age:
-        stale = limits.stale.get(age.days)
+        stale = limits.stale.get(shown_age)
         if stale is None:
-            stale = limits.stale[age.days] = Reason(
+            if len(limits.stale) >= _KEPT:
+                limits.stale.clear()
+            stale = limits.stale[shown_age] = Reason(
                 RULE,
                 Verdict.BLOCK,
                 NOTICE_STALE,
@@ -137,13 +142,14 @@ def check_notice(case: Case, settings: PolicySettings, now: datetime) -> Reason:
                 ),
             )
         return stale
-    served = limits.served.get(age.days)
+    served = limits.served.get(shown_age)
     if served is None:
-        served = Reason(
+        if len(limits.served) >= _KEPT:
+            limits.served.clear()
+        served = limits.served[shown_age] = Reason(
             RULE,
             Verdict.ALLOW,
             NOTICE_SERVED,
             Msg(N_("notice delivered {age} ago"), age=age_text(age)),
         )
-        limits.served[age.days] = served
     return served

@@ -277,18 +277,83 @@ def region_of(case: Case, settings: PolicySettings) -> str | None:
     return case.account.station
 
 
-# One-entry memo: a batch asks the same question (same settings object, same instant, same
-# region) for every account, and the answer costs a date computation and three strings.
-_last: tuple[PolicySettings, datetime, str | None, Reason] | None = None
+# The window's answer for one minute of the site's wall clock, by region: a batch asks the
+# same question (same settings object, same instant) for every account, and the dispatcher
+# asks it twice per order with a fresh ``now`` each time, while the answer (a date
+# computation and a few sentences: tens of µs) only changes from one minute to the next.
+_MINUTE = timedelta(minutes=1)
+_TICK = timedelta(microseconds=1)  # datetime's resolution: [now, now + _TICK) is now alone
+
+
+class _Answers:
+    """The window's answers for ``settings`` at every instant in ``[low, high)``, by region."""
+
+    __slots__ = ("by_region", "high", "low", "settings")
+
+    def __init__(self, settings: PolicySettings, low: datetime, high: datetime) -> None:
+        self.settings = settings
+        self.low = low
+        self.high = high
+        self.by_region: dict[str | None, Reason] = {}
+
+
+def _whole_minute(clock: time | None) -> bool:
+    return clock is None or (clock.second == 0 and clock.microsecond == 0)
+
+
+def same_answer_span(settings: PolicySettings, now: datetime) -> tuple[datetime, datetime]:
+    """The instants ``[low, high)`` (UTC) around ``now`` whose window answer is ``now``'s.
+
+    :func:`window_reason` depends on ``now`` only through the site's wall clock read to the
+    minute (the date, ``start <= clock < end`` and the sentences, which show minutes) when
+    the window's times are whole minutes (as the config writes them): so its answer holds
+    for the whole wall-clock minute of ``now``, provided the site's UTC offset does not
+    change within it. Otherwise (a time with seconds, an offset change inside the minute):
+    ``now`` alone.
+    """
+    window = settings.window
+    alone = now, now + _TICK
+    if not (
+        _whole_minute(window.start)
+        and _whole_minute(window.end)
+        and _whole_minute(window.holiday_eve_after)
+    ):
+        return alone
+    tz = settings.timezone
+    local = now.astimezone(tz)
+    offset = local.utcoffset()
+    low = now.astimezone(UTC) - timedelta(seconds=local.second, microseconds=local.microsecond)
+    high = low + _MINUTE
+    # One offset over [low, high): the wall clock (UTC + offset) runs through one minute.
+    if low.astimezone(tz).utcoffset() != offset or (high - _TICK).astimezone(tz).utcoffset() != (
+        offset
+    ):
+        return alone
+    return low, high
+
+
+_answers: _Answers | None = None
 
 
 def check_window(case: Case, settings: PolicySettings, now: datetime) -> Reason:
-    """Allow only inside the configured window (weekday, not a holiday, ``start <= t < end``)."""
-    global _last
+    """Allow only inside the configured window (weekday, not a holiday, ``start <= t < end``).
+
+    The answer is :func:`window_reason`'s, kept for the rest of the wall-clock minute
+    (:func:`same_answer_span`; tests/policies/test_window_memo.py proves them equal).
+    """
+    global _answers
     region = region_of(case, settings)
-    last = _last
-    if last is not None and last[0] is settings and last[1] == now and last[2] == region:
-        return last[3]
-    reason = window_reason(settings, now, region)
-    _last = (settings, now, region, reason)
+    if now.tzinfo is None:  # compared with the span's aware ends below: not kept
+        return window_reason(settings, now, region)
+    answers = _answers
+    if (
+        answers is None
+        or answers.settings is not settings
+        or not (answers.low <= now < answers.high)
+    ):
+        answers = _Answers(settings, *same_answer_span(settings, now))
+        _answers = answers
+    reason = answers.by_region.get(region)
+    if reason is None:
+        reason = answers.by_region[region] = window_reason(settings, now, region)
     return reason

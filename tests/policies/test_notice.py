@@ -73,7 +73,7 @@ def test_configured_days() -> None:
 
 
 def test_answers_follow_the_settings_in_use() -> None:
-    # The rule derives its limits once per (settings, now); other settings get their own.
+    # The rule derives its limits once per settings object; other settings get their own.
     short = dataclasses.replace(SETTINGS, notice_days=1, notice_max_age_days=3)
     notice = case(notices=(delivered(5 * DAY),))
     for _ in range(2):
