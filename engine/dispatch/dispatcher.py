@@ -980,9 +980,8 @@ class Dispatcher:
         """The policy chain on fresh data read inside ``session`` (and the meter number the
         meter just reported)."""
         now = self.clock.now()
-        return self.evaluate_case(
-            case_for(session, account_no, now), account_no, observed_meter_no, now
-        )
+        case = case_for(session, account_no, now, observed_meter_no)
+        return self.evaluate_case(case, account_no, None, now)
 
     def evaluate_case(
         self,
