@@ -42,7 +42,7 @@ class Link(ABC):
         # The receivers waiting for a frame, the end of input or a backend's news (_wake):
         # a bare future each, resolved from the read callback (no Event, no wait_for task).
         self._waiters: list[asyncio.Future[None]] = []
-        self._timer: asyncio.TimerHandle | None = None  # see _wait
+        self._timer: asyncio.TimerHandle | None = None  # see _waiter
         self._timer_at = 0.0
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._eof: str | None = None  # why the input ended, once it has
@@ -94,9 +94,11 @@ class Link(ABC):
                     waiter.set_result(None)
             waiters.clear()
 
-    async def _wait(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-        """Wait for :meth:`_wake`, or until about ``deadline`` (loop time): the caller
-        compares the time with its deadline after each wake-up.
+    def _waiter(self, loop: asyncio.AbstractEventLoop, deadline: float) -> asyncio.Future[None]:
+        """A future to await until :meth:`_wake`, or until about ``deadline`` (loop time):
+        the caller compares the time with its deadline after each wake-up. (A plain
+        function returning the future rather than a coroutine awaiting it: one coroutine
+        fewer for every frame.)
 
         The link keeps ONE timer at a time, left running when a receive ends early (the
         usual case: a reply in tens of milliseconds, a deadline over a second away). The
@@ -114,7 +116,7 @@ class Link(ABC):
             self._timer_loop = loop
         waiter = loop.create_future()
         self._waiters.append(waiter)
-        await waiter
+        return waiter
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -160,7 +162,7 @@ class Link(ABC):
         Raises:
             LinkError: the write failed.
         """
-        if not self.is_open:
+        if not (self._open and self._eof is None):  # not self.is_open
             await self.open()
         await self._write(bytes(data))
 
@@ -177,11 +179,14 @@ class Link(ABC):
         """
         if not self._open:
             raise LinkClosed(Msg(N_("link {url} is not open"), url=self.url))
+        frames = self._frames
+        if frames:  # already here (the loop below would return it first thing)
+            return frames.popleft()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            if self._frames:
-                return self._frames.popleft()
+            if frames:
+                return frames.popleft()
             if self._eof is not None:
                 partial = self._deframer.pending
                 detail = f" after {partial} bytes of a frame" if partial else ""
@@ -211,12 +216,17 @@ class Link(ABC):
                         timeout=timeout,
                     )
                 )
-            await self._wait(loop, deadline)
+            await self._waiter(loop, deadline)
 
     async def discard_input(self) -> None:
         """Forget everything received so far (stale replies, echoes, partial frames)."""
+        self.discard_input_now()
+
+    def discard_input_now(self) -> None:
+        """:meth:`discard_input` without a coroutine (it never waits): what a client calls
+        before every request."""
         self._reset_input()
-        if self.is_open:
+        if self._open and self._eof is None:  # self.is_open
             self._drop_pending_input()
 
     async def close(self) -> None:
