@@ -19,6 +19,7 @@ from protocols.client.dlt645 import Dlt645Client
 from protocols.dlt645 import identifiers
 from protocols.dlt645.codes import FunctionCode
 from protocols.dlt645.frame import (
+    BROADCAST,
     Frame,
     address_from_wire,
     address_to_wire,
@@ -181,7 +182,7 @@ def test_the_one_test_of_the_control_byte_is_the_three_checks(
     assert one_test is three
 
 
-@given(nameplate, st.integers(0, 0xFFFFFFFF), st.integers(0, 4))
+@given(nameplate.filter(lambda a: a != BROADCAST), st.integers(0, 0xFFFFFFFF), st.integers(0, 4))
 @settings(max_examples=50, deadline=None)
 async def test_a_read_sends_the_read_request_frame(address: str, di: int, preamble: int) -> None:
     """The bytes a read puts on the wire are ReadRequest's frame, preamble and all."""
