@@ -96,7 +96,7 @@ class TestMemoryLink:
 
 
 class TestReceiveDeadline:
-    """One timer per link serves successive receives (base.Link._wait): each receive still
+    """One timer per link serves successive receives (base.Link._waiter): each receive still
     times out at its own deadline, whichever receives came before it."""
 
     async def test_a_short_receive_after_a_long_one_times_out_at_its_own_deadline(
@@ -132,6 +132,35 @@ class TestReceiveDeadline:
                 with pytest.raises(LinkTimeout):
                     await link.receive(timeout)
                 assert timeout <= loop.time() - started < timeout + 0.5
+
+    async def test_the_timer_of_an_answered_receive_wakes_nobody_before_their_deadline(
+        self,
+    ) -> None:
+        """The timer left by an answered receive fires while the next one still waits: it
+        moves on to that receive's deadline instead of waking it for nothing."""
+        link = MemoryLink(lambda _: None)
+        loop = asyncio.get_running_loop()
+        wakes = 0
+        wake = link._wake
+
+        def counting_wake() -> None:
+            nonlocal wakes
+            wakes += 1
+            wake()
+
+        async with link:
+            loop.call_later(0.01, link._feed_input, REPLY)
+            assert (await link.receive(0.1)).encode() == REPLY  # leaves its timer 0.1 s out
+            link._wake = counting_wake  # type: ignore[method-assign]
+            started = loop.time()
+            receiving = asyncio.create_task(link.receive(0.4))
+            await asyncio.sleep(0.25)  # past the old timer, before this receive's deadline
+            assert not receiving.done()
+            assert wakes == 0
+            with pytest.raises(LinkTimeout, match="no reply"):
+                await receiving
+            assert 0.4 <= loop.time() - started < 1.0
+            assert wakes == 1  # at its own deadline only
 
     async def test_a_receiver_is_woken_by_whole_frames_not_by_each_chunk(self) -> None:
         link = MemoryLink(lambda _: None)
