@@ -234,6 +234,9 @@ class BusPool:
 
     async def _client(self, link_url: str, protocol: str) -> Any:
         key = f"{protocol}|{link_url}"
+        client = self._clients.get(key)
+        if client is not None:  # the usual case, every order but a bus's first: no lock
+            return client
         async with self._guard:
             client = self._clients.get(key)
             if client is None:
