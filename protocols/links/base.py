@@ -46,6 +46,10 @@ class Link(ABC):
         self._timer_at = 0.0
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._waiters_due = 0.0  # the earliest deadline of the receives in _waiters
+        # The event loop a backend's connection is bound to (a transport, a reader), set
+        # by backends that have one: receive() then need not ask for the running loop,
+        # which on Python 3.11 makes a getpid() system call each time.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._eof: str | None = None  # why the input ended, once it has
         self._open = False
         self._lock: asyncio.Lock | None = None
@@ -196,7 +200,9 @@ class Link(ABC):
         frames = self._frames
         if frames:  # already here (the loop below would return it first thing)
             return frames.popleft()
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None or not loop.is_running():  # e.g. a link kept from an earlier run
+            loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             if frames:

@@ -135,8 +135,10 @@ class SocketLink(Link):
                     exc=exc,
                 )
             ) from exc
-        assert isinstance(transport, asyncio.Transport)
+        # No isinstance(transport, asyncio.Transport) check: another event loop's transport
+        # (uvloop's) has the same methods without being a subclass.
         self._transport, self._protocol = transport, protocol
+        self._loop = loop  # the transport's: see Link._loop
 
     async def send(self, data: bytes) -> None:
         """As :meth:`Link.send`, in one coroutine: the write itself never waits unless the
@@ -187,6 +189,7 @@ class SocketLink(Link):
         )
 
     async def _disconnect(self) -> None:
+        self._loop = None
         transport, self._transport = self._transport, None
         protocol, self._protocol = self._protocol, None
         if protocol is not None:

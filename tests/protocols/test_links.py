@@ -162,6 +162,22 @@ class TestReceiveDeadline:
             assert 0.4 <= loop.time() - started < 1.0
             assert wakes == 1  # at its own deadline only
 
+    async def test_a_link_bound_to_a_loop_no_longer_running_waits_on_the_running_one(
+        self,
+    ) -> None:
+        """A backend's loop (Link._loop) spares receive() the running-loop look-up; one
+        kept from an earlier run is not used."""
+        link = MemoryLink(lambda _: None)
+        earlier = asyncio.new_event_loop()
+        earlier.close()
+        loop = asyncio.get_running_loop()
+        async with link:
+            link._loop = earlier
+            loop.call_later(0.01, link._feed_input, REPLY)
+            assert (await link.receive(1.0)).encode() == REPLY
+            with pytest.raises(LinkTimeout, match="no reply"):
+                await link.receive(0.02)
+
     async def test_a_receiver_is_woken_by_whole_frames_not_by_each_chunk(self) -> None:
         link = MemoryLink(lambda _: None)
         wakes = 0
@@ -234,6 +250,8 @@ async def test_socket_round_trip(tcp_server: Callable[[Serve], Awaitable[int]]) 
         client = Dlt645Client(link, margin_s=0.2)
         assert (await client.read("123456789012", 0x00010000)).value == Decimal("42.00")
         assert await client.read_address() == "123456789012"
+        assert link._loop is asyncio.get_running_loop()  # the transport's, for receive()
+    assert link._loop is None
 
 
 async def test_socket_peer_closes_mid_frame(tcp_server: Callable[[Serve], Awaitable[int]]) -> None:
