@@ -348,9 +348,11 @@ async def test_serial_link_on_pty(pty_pair: tuple[int, str]) -> None:
             client = Dlt645Client(link, margin_s=0.2)
             result = await client.read("123456789012", 0x00010000)
             assert result.value == Decimal("42.00")
+            assert link._loop is loop  # the reader's, for receive()
             # exclusive=True: a second process (or link) cannot open the same bus
             with pytest.raises(LinkError, match="cannot open"):
                 await open_link(f"serial://{name}?parity=N").open()
+        assert link._loop is None
     finally:
         loop.remove_reader(master)
 
