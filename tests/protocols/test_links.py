@@ -291,6 +291,66 @@ async def test_socket_reconnects_after_drop(tcp_server: Callable[[Serve], Awaita
     assert connections == 2
 
 
+async def test_socket_send_waits_while_a_stalled_gateway_reads_nothing(
+    tcp_server: Callable[[Serve], Awaitable[int]],
+) -> None:
+    """Flow control: once the transport's buffer is full, send() waits for room instead
+    of letting the buffer grow, and finishes when the gateway reads again."""
+    resume = asyncio.Event()
+    received = 0
+
+    async def stalled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal received
+        await resume.wait()
+        while chunk := await reader.read(1 << 20):
+            received += len(chunk)
+        writer.close()
+
+    port = await tcp_server(stalled)
+    chunk = b"\xfe" * (1 << 20)
+    sent = 0
+    async with open_link(f"socket://127.0.0.1:{port}") as link:
+        for _ in range(64):  # far beyond what the kernel's buffers hold
+            sending = asyncio.ensure_future(link.send(chunk))
+            await asyncio.sleep(0.01)
+            if not sending.done():
+                break
+            await sending
+            sent += len(chunk)
+        else:
+            pytest.fail("send() never waited for a gateway that reads nothing")
+        await asyncio.sleep(0.1)
+        assert not sending.done()  # still waiting for room
+        resume.set()
+        await asyncio.wait_for(sending, 10)
+        sent += len(chunk)
+    await asyncio.sleep(0.1)
+    assert received <= sent
+
+
+async def test_socket_write_on_a_closing_connection_fails_and_the_next_send_reconnects(
+    tcp_server: Callable[[Serve], Awaitable[int]],
+) -> None:
+    connections = 0
+    inner = meter_server(make_meter(), split=False)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await inner(reader, writer)
+
+    port = await tcp_server(serve)
+    async with open_link(f"socket://127.0.0.1:{port}") as link:
+        assert isinstance(link, SocketLink) and link._transport is not None
+        link._transport.close()  # the connection is going away under the link
+        with pytest.raises(LinkError, match=r"write to gateway .* failed"):
+            await link.send(REPLY)
+        assert not link.is_open
+        client = Dlt645Client(link, margin_s=0.2)
+        assert (await client.read("123456789012", 0x00010000)).value == Decimal("42.00")
+    assert connections == 2
+
+
 async def test_socket_partial_frame_timeout(tcp_server: Callable[[Serve], Awaitable[int]]) -> None:
     async def partial(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(1024)
