@@ -51,6 +51,8 @@ class RelayReading:
         return self.open and self.command_open is False
 
 
+_SCALARS = (bool, int, str)  # a tuple: isinstance with ``bool | int | str`` is slower
+
 SIGNAL_ACTIONS = frozenset(
     {
         ControlAction.ALARM,
@@ -138,7 +140,7 @@ class Dlt645Driver:
         result = await self.client.read(self.address, StatusWord3.DI)
         self._note(result)
         word: dict[str, Any] = result.require_value("status word 3")
-        raw: dict[str, Any] = {k: v for k, v in word.items() if isinstance(v, bool | int | str)}
+        raw: dict[str, Any] = {k: v for k, v in word.items() if isinstance(v, _SCALARS)}
         if result.deviations:
             raw["deviations"] = "; ".join(str(d) for d in result.deviations)
         return RelayReading(
@@ -232,6 +234,9 @@ class BusPool:
 
     async def _client(self, link_url: str, protocol: str) -> Any:
         key = f"{protocol}|{link_url}"
+        client = self._clients.get(key)
+        if client is not None:  # the usual case, every order but a bus's first: no lock
+            return client
         async with self._guard:
             client = self._clients.get(key)
             if client is None:

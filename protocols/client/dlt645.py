@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import structlog
@@ -36,7 +37,14 @@ import structlog
 from base.errors import InputError
 from base.i18n import N_, Msg
 from protocols.dlt645 import identifiers, v1997
-from protocols.dlt645.codes import ControlAction
+from protocols.dlt645.codes import (
+    ABNORMAL,
+    DIRECTION_REPLY,
+    FOLLOW_UP,
+    FUNCTION_MASK,
+    ControlAction,
+    FunctionCode,
+)
 from protocols.dlt645.decoding import decode_message
 from protocols.dlt645.frame import (
     BROADCAST,
@@ -44,6 +52,7 @@ from protocols.dlt645.frame import (
     OVERHEAD,
     WILDCARD,
     Frame,
+    encode_frame,
     normalize_address,
 )
 from protocols.dlt645.messages import (
@@ -52,11 +61,11 @@ from protocols.dlt645.messages import (
     Credentials,
     ReadAddressRequest,
     ReadFollowUpRequest,
-    ReadRequest,
     RemoteControlReply,
     RemoteControlRequest,
     WriteRequest,
     di_from_wire,
+    di_to_wire,
 )
 from protocols.dlt645.tolerant import Deviation, decode_value_lenient
 from protocols.errors import AddressMismatch, FrameError, LinkClosed, LinkTimeout
@@ -86,6 +95,27 @@ TD_MAX_S = 0.5  # longest reply delay the standard allows
 INTER_BYTE_S = 0.5  # longest gap between reply bytes the standard allows
 REPLY_PREAMBLE = 4  # some meters prefix replies with FEH too
 MAX_FOLLOW_UPS = 255  # SEQ is one byte
+
+# A normal reply to function F has control byte 80H | F, with or without the follow-up bit.
+_MATCH_MASK = DIRECTION_REPLY | ABNORMAL | FUNCTION_MASK
+
+
+def _accepts(accept: Callable[[Frame], bool] | bytes, frame: Frame) -> bool:
+    """Whether ``frame`` passes a transaction's refinement: its data starts with the bytes
+    (a read's DI: the same test as comparing the first four data bytes as a DI), or the test
+    says so."""
+    if type(accept) is bytes:
+        return frame.data.startswith(accept)
+    assert callable(accept)
+    return accept(frame)
+
+
+@lru_cache(maxsize=1024)
+def _expected_read_reply(di: int) -> int:
+    """The longest reply to a read of ``di``: its format's size, or a whole frame."""
+    entry = identifiers.lookup(di)
+    size = entry.fmt.size if entry is not None else None
+    return OVERHEAD + 4 + size if size is not None else OVERHEAD + MAX_DATA
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,10 +215,11 @@ class Dlt645Client:
 
     def reply_timeout(self, request_bytes: int, reply_bytes: int) -> float:
         """Deadline for a reply of up to ``reply_bytes`` to a request of ``request_bytes``."""
+        baud = self.baud  # wire_time() of both, written out: once per transaction
         return (
-            self.wire_time(request_bytes)
+            request_bytes * BITS_PER_BYTE / baud
             + self.reply_delay_max_s
-            + self.wire_time(reply_bytes + REPLY_PREAMBLE)
+            + (reply_bytes + REPLY_PREAMBLE) * BITS_PER_BYTE / baud
             + self.inter_byte_max_s
             + self.margin_s
         )
@@ -206,17 +237,36 @@ class Dlt645Client:
                 departs from the DI's format is decoded leniently, see :class:`ReadResult`).
         """
         address = self._unicast(address, "read")
-        entry = identifiers.lookup(di)
-        size = entry.fmt.size if entry is not None else None
-        expected = OVERHEAD + 4 + size if size is not None else OVERHEAD + MAX_DATA
-        request = ReadRequest(address, di).to_frame()
-
-        def same_di(frame: Frame) -> bool:
-            return len(frame.data) >= 4 and di_from_wire(frame.data) == di
-
-        first = await self._with_retries(request, expected, same_di, f"read {di:08X}")
-        raw = bytearray(first.data[4:])
+        di_wire = di_to_wire(di)
+        first = await self._transaction(
+            address,
+            FunctionCode.READ,
+            # ReadRequest(address, di).to_frame().encode(...) without the two objects
+            encode_frame(address, FunctionCode.READ, di_wire, self.wake_preamble),
+            _expected_read_reply(di),
+            di_wire,
+            f"read {di:08X}",
+            1 + max(0, self.read_retries),
+        )
         replied = first.address
+        if first.control & FOLLOW_UP:
+            raw = await self._follow_ups(address, di, first)
+        else:
+            raw = first.data[4:]
+        lenient = decode_value_lenient(di, raw)
+        if lenient.deviations:
+            log.info(
+                "dlt645.deviation",
+                bus=self.link.bus_key,
+                address=replied,
+                di=f"{di:08X}",
+                deviations=[str(d) for d in lenient.deviations],
+            )
+        return ReadResult(replied, di, raw, lenient.value, lenient.deviations)
+
+    async def _follow_ups(self, address: str, di: int, first: Frame) -> bytes:
+        """The value bytes of a read answered in several frames (B1H, then 12H for each)."""
+        raw = bytearray(first.data[4:])
         frame, seq = first, 0
         while frame.has_follow_up:
             seq += 1
@@ -233,20 +283,17 @@ class Dlt645Client:
             def same_seq(f: Frame, seq: int = seq) -> bool:
                 return len(f.data) >= 5 and di_from_wire(f.data) == di and f.data[-1] == seq
 
-            frame = await self._with_retries(
-                follow, OVERHEAD + MAX_DATA, same_seq, f"read {di:08X} frame {seq}"
+            frame = await self._transaction(
+                follow.address,
+                follow.function,
+                follow.encode(self.wake_preamble),
+                OVERHEAD + MAX_DATA,
+                same_seq,
+                f"read {di:08X} frame {seq}",
+                1 + max(0, self.read_retries),
             )
             raw += frame.data[4:-1]
-        lenient = decode_value_lenient(di, bytes(raw))
-        if lenient.deviations:
-            log.info(
-                "dlt645.deviation",
-                bus=self.link.bus_key,
-                address=replied,
-                di=f"{di:08X}",
-                deviations=[str(d) for d in lenient.deviations],
-            )
-        return ReadResult(replied, di, bytes(raw), lenient.value, lenient.deviations)
+        return bytes(raw)
 
     async def read_1997(self, address: str, di: int) -> ReadResult:
         """Read a DL/T 645-1997 2-byte identifier (01H).
@@ -260,7 +307,15 @@ class Dlt645Client:
         def same_di(frame: Frame) -> bool:
             return len(frame.data) >= 2 and int.from_bytes(frame.data[:2], "little") == di
 
-        reply = await self._with_retries(request, OVERHEAD + MAX_DATA, same_di, f"read {di:04X}")
+        reply = await self._transaction(
+            request.address,
+            request.function,
+            request.encode(self.wake_preamble),
+            OVERHEAD + MAX_DATA,
+            same_di,
+            f"read {di:04X}",
+            1 + max(0, self.read_retries),
+        )
         raw = reply.data[2:]
         return ReadResult(reply.address, di, raw, v1997.decode_value(di, raw))
 
@@ -271,7 +326,15 @@ class Dlt645Client:
             LinkTimeout: no reply (or several meters answering at once, garbling it).
         """
         request = ReadAddressRequest(normalize_address(address)).to_frame()
-        reply = await self._with_retries(request, OVERHEAD + 6, None, "read address")
+        reply = await self._transaction(
+            request.address,
+            request.function,
+            request.encode(self.wake_preamble),
+            OVERHEAD + 6,
+            None,
+            "read address",
+            1 + max(0, self.read_retries),
+        )
         if len(reply.data) < 6:
             raise FrameError(
                 Msg(N_("read-address reply has {data} data bytes, not 6"), data=len(reply.data))
@@ -308,7 +371,14 @@ class Dlt645Client:
         """
         address = self._unicast(address, "write")
         request = WriteRequest(address, di, credentials, bytes(data)).to_frame()
-        await self._transaction(request, OVERHEAD + 2, None, f"write {di:08X}")
+        await self._transaction(
+            request.address,
+            request.function,
+            request.encode(self.wake_preamble),
+            OVERHEAD + 2,
+            None,
+            f"write {di:08X}",
+        )
 
     async def control(
         self,
@@ -331,7 +401,14 @@ class Dlt645Client:
         address = self._unicast(address, "control")
         request = RemoteControlRequest(address, credentials, action, valid_until).to_frame()
         try:
-            reply = await self._transaction(request, OVERHEAD + 2, None, f"control {action.name}")
+            reply = await self._transaction(
+                address,
+                FunctionCode.REMOTE_CONTROL,
+                request.encode(self.wake_preamble),
+                OVERHEAD + 2,
+                None,
+                f"control {action.name}",
+            )
         except LinkTimeout as exc:
             raise LinkTimeout(
                 Msg(
@@ -373,7 +450,12 @@ class Dlt645Client:
                 await self.link.send(frame.encode(self.wake_preamble))
             return None
         reply = await self._transaction(
-            frame, OVERHEAD + MAX_DATA, None, f"function {frame.function:02X}H"
+            frame.address,
+            frame.function,
+            frame.encode(self.wake_preamble),
+            OVERHEAD + MAX_DATA,
+            None,
+            f"function {frame.function:02X}H",
         )
         return decode_message(reply)
 
@@ -392,126 +474,153 @@ class Dlt645Client:
             )
         return text
 
-    async def _with_retries(
+    async def _transaction(
         self,
-        request: Frame,
+        address: str,
+        function: int,
+        wire: bytes,
         expected_reply: int,
-        accept: Callable[[Frame], bool] | None,
+        accept: Callable[[Frame], bool] | bytes | None,
         what: str,
+        attempts: int = 1,
     ) -> Frame:
-        attempts = 1 + max(0, self.read_retries)
-        for attempt in range(1, attempts + 1):
+        """Send ``wire`` (a request to ``address`` for ``function``) and return the frame
+        that answers it.
+
+        ``accept`` refines matching: the bytes the reply's data must start with (a read's
+        DI), or a test (same DI and SEQ); frames failing it are stale. ``attempts`` above 1
+        (reads only) sends the request again after a timeout, a dropped link or a corrupted
+        reply, each attempt a transaction of its own (the lock is released in between).
+
+        One coroutine for the whole exchange, retries included: the usual reply (the
+        addressed meter, this function, not a refusal, the DI asked for) is recognised by
+        one test of the control byte, the address and the DI; anything else takes the
+        full checks below.
+        """
+        timeout = self.reply_timeout(len(wire), expected_reply)
+        link = self.link
+        clock = self.clock
+        debug = _debug_logged()
+        reply_control = DIRECTION_REPLY | function
+        attempt = 0
+        while True:
+            attempt += 1
+            skipped: list[str] = []
+            lock = link.lock
             try:
-                return await self._transaction(request, expected_reply, accept, what)
+                await lock.acquire()
+                try:
+                    link.discard_input_now()
+                    if debug:
+                        # Never log ``wire``: a write or 1CH frame carries the password
+                        # (merely +33H).
+                        log.debug(
+                            "dlt645.request",
+                            bus=link.bus_key,
+                            address=address,
+                            function=f"{function:02X}",
+                            what=what,
+                            timeout_s=round(timeout, 3),
+                        )
+                    await link.send(wire)
+                    deadline = clock() + timeout
+                    while True:
+                        remaining = deadline - clock()
+                        if remaining <= 0:
+                            raise LinkTimeout(
+                                self._timeout_message(what, address, timeout, skipped)
+                            )
+                        try:
+                            frame = await link.receive(remaining)
+                        except LinkTimeout as exc:
+                            raise LinkTimeout(
+                                self._timeout_message(what, address, timeout, skipped, str(exc))
+                            ) from exc
+                        if (
+                            frame.control & _MATCH_MASK == reply_control
+                            and frame.address == address
+                            and (accept is None or _accepts(accept, frame))
+                        ):
+                            if debug:
+                                log.debug(
+                                    "dlt645.reply",
+                                    bus=link.bus_key,
+                                    address=frame.address,
+                                    control=f"{frame.control:02X}",
+                                    length=len(frame.data),
+                                )
+                            return frame
+                        reason = self._stale(function, frame, accept)
+                        if reason is not None:
+                            skipped.append(reason)
+                            if debug:
+                                log.debug("dlt645.skip", bus=link.bus_key, reason=reason)
+                            continue
+                        if not address_matches(address, frame.address):
+                            raise AddressMismatch(
+                                Msg(
+                                    N_(
+                                        "{what}: reply from meter {address}, but meter {address2} was addressed"
+                                    ),
+                                    what=what,
+                                    address=frame.address,
+                                    address2=address,
+                                )
+                            )
+                        if frame.is_abnormal:
+                            refusal = decode_message(frame)
+                            assert isinstance(refusal, AbnormalReply)
+                            log.info(
+                                "dlt645.refused",
+                                bus=self.link.bus_key,
+                                address=frame.address,
+                                what=what,
+                                errors=list(refusal.error_names),
+                            )
+                            raise refusal.exception()
+                        if debug:
+                            log.debug(
+                                "dlt645.reply",
+                                bus=link.bus_key,
+                                address=frame.address,
+                                control=f"{frame.control:02X}",
+                                length=len(frame.data),
+                            )
+                        return frame
+                finally:
+                    lock.release()
             except (LinkTimeout, LinkClosed, FrameError) as exc:
-                if attempt == attempts:
+                if attempt >= attempts:
                     raise
                 log.info(
                     "dlt645.retry",
                     bus=self.link.bus_key,
-                    address=request.address,
+                    address=address,
                     what=what,
                     attempt=attempt,
                     error=str(exc),
                 )
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _transaction(
-        self,
-        request: Frame,
-        expected_reply: int,
-        accept: Callable[[Frame], bool] | None,
-        what: str,
-    ) -> Frame:
-        """Send ``request`` once and return the frame that answers it.
-
-        ``accept`` refines matching (same DI, same SEQ); frames failing it are stale.
-        """
-        wire = request.encode(self.wake_preamble)
-        timeout = self.reply_timeout(len(wire), expected_reply)
-        skipped: list[str] = []
-        link = self.link
-        debug = _debug_logged()
-        async with link.lock:
-            await link.discard_input()
-            if debug:
-                # Never log ``wire``: a write or 1CH frame carries the password (merely +33H).
-                log.debug(
-                    "dlt645.request",
-                    bus=link.bus_key,
-                    address=request.address,
-                    function=f"{request.function:02X}",
-                    what=what,
-                    timeout_s=round(timeout, 3),
-                )
-            await link.send(wire)
-            deadline = self.clock() + timeout
-            while True:
-                remaining = deadline - self.clock()
-                if remaining <= 0:
-                    raise LinkTimeout(self._timeout_message(what, request, timeout, skipped))
-                try:
-                    frame = await link.receive(remaining)
-                except LinkTimeout as exc:
-                    raise LinkTimeout(
-                        self._timeout_message(what, request, timeout, skipped, str(exc))
-                    ) from exc
-                reason = self._stale(request, frame, accept)
-                if reason is not None:
-                    skipped.append(reason)
-                    if debug:
-                        log.debug("dlt645.skip", bus=link.bus_key, reason=reason)
-                    continue
-                if not address_matches(request.address, frame.address):
-                    raise AddressMismatch(
-                        Msg(
-                            N_(
-                                "{what}: reply from meter {address}, but meter {address2} was addressed"
-                            ),
-                            what=what,
-                            address=frame.address,
-                            address2=request.address,
-                        )
-                    )
-                if frame.is_abnormal:
-                    refusal = decode_message(frame)
-                    assert isinstance(refusal, AbnormalReply)
-                    log.info(
-                        "dlt645.refused",
-                        bus=self.link.bus_key,
-                        address=frame.address,
-                        what=what,
-                        errors=list(refusal.error_names),
-                    )
-                    raise refusal.exception()
-                if debug:
-                    log.debug(
-                        "dlt645.reply",
-                        bus=link.bus_key,
-                        address=frame.address,
-                        control=f"{frame.control:02X}",
-                        length=len(frame.data),
-                    )
-                return frame
 
     @staticmethod
-    def _stale(request: Frame, frame: Frame, accept: Callable[[Frame], bool] | None) -> str | None:
-        """Why ``frame`` does not answer ``request`` (None: it does)."""
+    def _stale(
+        function: int, frame: Frame, accept: Callable[[Frame], bool] | bytes | None
+    ) -> str | None:
+        """Why ``frame`` does not answer a request for ``function`` (None: it does)."""
         if not frame.is_reply:
             return f"master-direction frame {frame.control:02X}H (echo or another master)"
-        if frame.function != request.function:
+        if frame.function != function:
             return f"reply {frame.control:02X}H to another function"
         if frame.is_abnormal:
             return None  # a refusal carries no DI to compare
-        if accept is not None and not accept(frame):
+        if accept is not None and not _accepts(accept, frame):
             return f"reply {frame.control:02X}H to another data identifier or sequence"
         return None
 
     @staticmethod
     def _timeout_message(
-        what: str, request: Frame, timeout: float, skipped: list[str], detail: str = ""
+        what: str, address: str, timeout: float, skipped: list[str], detail: str = ""
     ) -> str:
-        text = f"{what}: meter {request.address} did not reply within {timeout:.2f} s"
+        text = f"{what}: meter {address} did not reply within {timeout:.2f} s"
         # Keep what the link knows beyond "nothing came" (a partial frame; a concentrator
         # saying the meter was silent, or being silent itself).
         if detail and not detail.startswith("no reply on "):

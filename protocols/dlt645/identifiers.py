@@ -323,7 +323,16 @@ class StatusWord:
     def to_dict(self, raw: int) -> dict[str, Any]:
         out: dict[str, Any] = {"raw": raw}
         for f in self.fields:
-            out[f.name] = f.get(raw)
+            # Bits.get written out (a status word 3 read-back has 14 fields: one call
+            # for the word rather than two for each field); tests prove them equal.
+            value = (raw >> f.shift) & ((1 << f.width) - 1)
+            names = f.names
+            if names:
+                out[f.name] = names[value] if value < len(names) else f"reserved_{value}"
+            elif f.width == 1:
+                out[f.name] = value == 1
+            else:
+                out[f.name] = value
         return out
 
     def from_value(self, value: Any) -> int:

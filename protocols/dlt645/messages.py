@@ -96,6 +96,8 @@ def _digits_to_bcd(text: str, width: int, what: str) -> bytes:
         raise FrameStructureError(
             Msg(N_("{what} must be {value} digits"), what=what, value=width * 2)
         )
+    if text.isascii():  # the usual case: each pair of digits read as hex is its BCD byte
+        return bytes.fromhex(text)[::-1]
     return bytes(int(text[i : i + 2], 16) for i in range(len(text) - 2, -2, -2))
 
 
@@ -109,10 +111,20 @@ def encode_datetime(when: datetime) -> bytes:
         raise FrameStructureError(
             Msg(N_("year {year} cannot be expressed (2000-2099)"), year=when.year)
         )
+    bcd = _BCD_BYTE
     return bytes(
-        int(f"{v:02d}", 16)
-        for v in (when.second, when.minute, when.hour, when.day, when.month, when.year % 100)
+        (
+            bcd[when.second],
+            bcd[when.minute],
+            bcd[when.hour],
+            bcd[when.day],
+            bcd[when.month],
+            bcd[when.year % 100],
+        )
     )
+
+
+_BCD_BYTE = [int(f"{v:02d}", 16) for v in range(100)]  # 0..99 as one BCD byte (37 -> 37H)
 
 
 def decode_datetime(raw: bytes) -> datetime:

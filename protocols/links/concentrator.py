@@ -641,4 +641,4 @@ class ConcentratorLink(Link):
                         wait=wait,
                     )
                 )
-            await self._wait(loop, deadline)
+            await self._waiter(loop, deadline)

@@ -105,7 +105,9 @@ class SerialLink(Link):
             ) from exc
         self._port = port
         self._fd = port.fileno()
-        asyncio.get_running_loop().add_reader(self._fd, self._on_readable)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._fd, self._on_readable)
+        self._loop = loop  # the reader's: see Link._loop
 
     def _on_readable(self) -> None:
         fd = self._fd
@@ -159,6 +161,7 @@ class SerialLink(Link):
 
     async def _disconnect(self) -> None:
         self._stop_reading()
+        self._loop = None
         port, self._port = self._port, None
         if port is not None:
             with contextlib.suppress(serial.SerialException, OSError):

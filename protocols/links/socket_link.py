@@ -135,10 +135,31 @@ class SocketLink(Link):
                     exc=exc,
                 )
             ) from exc
-        assert isinstance(transport, asyncio.Transport)
+        # No isinstance(transport, asyncio.Transport) check: another event loop's transport
+        # (uvloop's) has the same methods without being a subclass.
         self._transport, self._protocol = transport, protocol
+        self._loop = loop  # the transport's: see Link._loop
+
+    async def send(self, data: bytes) -> None:
+        """As :meth:`Link.send`, in one coroutine: the write itself never waits unless the
+        transport's buffer is full (a dead gateway), so it is not a coroutine of its own."""
+        if not (self._open and self._eof is None):  # not self.is_open
+            await self.open()
+        paused = self._put(bytes(data))
+        if paused is not None:
+            await self._drain(paused)
 
     async def _write(self, data: bytes) -> None:
+        paused = self._put(data)
+        if paused is not None:
+            await self._drain(paused)
+
+    def _put(self, data: bytes) -> _GatewayProtocol | None:
+        """Hand ``data`` to the transport; the protocol when it asks to wait (flow control).
+
+        Raises:
+            LinkError: not open, or the connection is closing or failed.
+        """
         transport, protocol = self._transport, self._protocol
         if transport is None or protocol is None:
             raise LinkError(Msg(N_("link {url} is not open"), url=self.url))
@@ -146,19 +167,29 @@ class SocketLink(Link):
             if transport.is_closing():
                 raise ConnectionResetError("the connection is closing")
             transport.write(data)
+        except (OSError, RuntimeError) as exc:
+            raise self._write_failed(exc) from exc
+        return protocol if protocol._paused else None
+
+    async def _drain(self, protocol: _GatewayProtocol) -> None:
+        try:
             await protocol.drain()
         except (OSError, RuntimeError) as exc:
-            self._input_ended(f"write failed: {exc}")
-            raise LinkError(
-                Msg(
-                    N_("write to gateway {host}:{port} failed: {exc}"),
-                    host=self.host,
-                    port=self.port,
-                    exc=exc,
-                )
-            ) from exc
+            raise self._write_failed(exc) from exc
+
+    def _write_failed(self, exc: BaseException) -> LinkError:
+        self._input_ended(f"write failed: {exc}")
+        return LinkError(
+            Msg(
+                N_("write to gateway {host}:{port} failed: {exc}"),
+                host=self.host,
+                port=self.port,
+                exc=exc,
+            )
+        )
 
     async def _disconnect(self) -> None:
+        self._loop = None
         transport, self._transport = self._transport, None
         protocol, self._protocol = self._protocol, None
         if protocol is not None:

@@ -96,7 +96,7 @@ class TestMemoryLink:
 
 
 class TestReceiveDeadline:
-    """One timer per link serves successive receives (base.Link._wait): each receive still
+    """One timer per link serves successive receives (base.Link._waiter): each receive still
     times out at its own deadline, whichever receives came before it."""
 
     async def test_a_short_receive_after_a_long_one_times_out_at_its_own_deadline(
@@ -132,6 +132,51 @@ class TestReceiveDeadline:
                 with pytest.raises(LinkTimeout):
                     await link.receive(timeout)
                 assert timeout <= loop.time() - started < timeout + 0.5
+
+    async def test_the_timer_of_an_answered_receive_wakes_nobody_before_their_deadline(
+        self,
+    ) -> None:
+        """The timer left by an answered receive fires while the next one still waits: it
+        moves on to that receive's deadline instead of waking it for nothing."""
+        link = MemoryLink(lambda _: None)
+        loop = asyncio.get_running_loop()
+        wakes = 0
+        wake = link._wake
+
+        def counting_wake() -> None:
+            nonlocal wakes
+            wakes += 1
+            wake()
+
+        async with link:
+            loop.call_later(0.01, link._feed_input, REPLY)
+            assert (await link.receive(0.1)).encode() == REPLY  # leaves its timer 0.1 s out
+            link._wake = counting_wake  # type: ignore[method-assign]
+            started = loop.time()
+            receiving = asyncio.create_task(link.receive(0.4))
+            await asyncio.sleep(0.25)  # past the old timer, before this receive's deadline
+            assert not receiving.done()
+            assert wakes == 0
+            with pytest.raises(LinkTimeout, match="no reply"):
+                await receiving
+            assert 0.4 <= loop.time() - started < 1.0
+            assert wakes == 1  # at its own deadline only
+
+    async def test_a_link_bound_to_a_loop_no_longer_running_waits_on_the_running_one(
+        self,
+    ) -> None:
+        """A backend's loop (Link._loop) spares receive() the running-loop look-up; one
+        kept from an earlier run is not used."""
+        link = MemoryLink(lambda _: None)
+        earlier = asyncio.new_event_loop()
+        earlier.close()
+        loop = asyncio.get_running_loop()
+        async with link:
+            link._loop = earlier
+            loop.call_later(0.01, link._feed_input, REPLY)
+            assert (await link.receive(1.0)).encode() == REPLY
+            with pytest.raises(LinkTimeout, match="no reply"):
+                await link.receive(0.02)
 
     async def test_a_receiver_is_woken_by_whole_frames_not_by_each_chunk(self) -> None:
         link = MemoryLink(lambda _: None)
@@ -205,6 +250,8 @@ async def test_socket_round_trip(tcp_server: Callable[[Serve], Awaitable[int]]) 
         client = Dlt645Client(link, margin_s=0.2)
         assert (await client.read("123456789012", 0x00010000)).value == Decimal("42.00")
         assert await client.read_address() == "123456789012"
+        assert link._loop is asyncio.get_running_loop()  # the transport's, for receive()
+    assert link._loop is None
 
 
 async def test_socket_peer_closes_mid_frame(tcp_server: Callable[[Serve], Awaitable[int]]) -> None:
@@ -239,6 +286,66 @@ async def test_socket_reconnects_after_drop(tcp_server: Callable[[Serve], Awaita
     async with link:
         await asyncio.sleep(0.05)
         assert not link.is_open  # the drop was noticed
+        client = Dlt645Client(link, margin_s=0.2)
+        assert (await client.read("123456789012", 0x00010000)).value == Decimal("42.00")
+    assert connections == 2
+
+
+async def test_socket_send_waits_while_a_stalled_gateway_reads_nothing(
+    tcp_server: Callable[[Serve], Awaitable[int]],
+) -> None:
+    """Flow control: once the transport's buffer is full, send() waits for room instead
+    of letting the buffer grow, and finishes when the gateway reads again."""
+    resume = asyncio.Event()
+    received = 0
+
+    async def stalled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal received
+        await resume.wait()
+        while chunk := await reader.read(1 << 20):
+            received += len(chunk)
+        writer.close()
+
+    port = await tcp_server(stalled)
+    chunk = b"\xfe" * (1 << 20)
+    sent = 0
+    async with open_link(f"socket://127.0.0.1:{port}") as link:
+        for _ in range(64):  # far beyond what the kernel's buffers hold
+            sending = asyncio.ensure_future(link.send(chunk))
+            await asyncio.sleep(0.01)
+            if not sending.done():
+                break
+            await sending
+            sent += len(chunk)
+        else:
+            pytest.fail("send() never waited for a gateway that reads nothing")
+        await asyncio.sleep(0.1)
+        assert not sending.done()  # still waiting for room
+        resume.set()
+        await asyncio.wait_for(sending, 10)
+        sent += len(chunk)
+    await asyncio.sleep(0.1)
+    assert received <= sent
+
+
+async def test_socket_write_on_a_closing_connection_fails_and_the_next_send_reconnects(
+    tcp_server: Callable[[Serve], Awaitable[int]],
+) -> None:
+    connections = 0
+    inner = meter_server(make_meter(), split=False)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await inner(reader, writer)
+
+    port = await tcp_server(serve)
+    async with open_link(f"socket://127.0.0.1:{port}") as link:
+        assert isinstance(link, SocketLink) and link._transport is not None
+        link._transport.close()  # the connection is going away under the link
+        with pytest.raises(LinkError, match=r"write to gateway .* failed"):
+            await link.send(REPLY)
+        assert not link.is_open
         client = Dlt645Client(link, margin_s=0.2)
         assert (await client.read("123456789012", 0x00010000)).value == Decimal("42.00")
     assert connections == 2
@@ -301,9 +408,11 @@ async def test_serial_link_on_pty(pty_pair: tuple[int, str]) -> None:
             client = Dlt645Client(link, margin_s=0.2)
             result = await client.read("123456789012", 0x00010000)
             assert result.value == Decimal("42.00")
+            assert link._loop is loop  # the reader's, for receive()
             # exclusive=True: a second process (or link) cannot open the same bus
             with pytest.raises(LinkError, match="cannot open"):
                 await open_link(f"serial://{name}?parity=N").open()
+        assert link._loop is None
     finally:
         loop.remove_reader(master)
 
