@@ -412,8 +412,9 @@ class Dispatcher:
                 raise CarriedFailed(f"order {carried.claimed.id}: {exc}") from exc
             return await self._run_for(bus, kind, job)
         except BaseException:
-            if carried is not None:
-                carried.rolled_back()
+            # Cancelled while the database thread may still commit it: not written again
+            # (if it did not commit, the order stays dispatching and recovery reads the relay).
+            flow.carried = None
             raise
         flow.carried = None
         flow.claim = None
@@ -716,13 +717,18 @@ class Dispatcher:
                 self._deliver(flow, summary)
                 claimed, look = following, False
                 continue
-            applied, claimed_next, look = await self._run_for(
-                claimed.link,
-                claimed.kind,
-                self._outcome_job(
-                    claimed, outcome, journal, lease, claim_following=going_on and not following
-                ),
-            )
+            try:
+                applied, claimed_next, look = await self._run_for(
+                    claimed.link,
+                    claimed.kind,
+                    self._outcome_job(
+                        claimed, outcome, journal, lease, claim_following=going_on and not following
+                    ),
+                )
+            except OrderTaken:  # peeked, no transaction of its own before this one: not ours
+                self._deliver(flow, summary)
+                claimed, look = None, True
+                continue
             if lease.due and applied.lease_kept:
                 self._lease_written[bus] = lease.written
             flow.delivered.append(applied)

@@ -176,3 +176,56 @@ def test_a_peeked_order_a_payment_cancels_before_its_claim_is_never_tripped(
         ).scalar_one()
     assert left == 0
     assert verify(world.engine).ok
+
+
+def test_a_peeked_order_taken_before_its_outcome_is_claimed_is_left_to_the_payment(
+    world: EngineWorld,
+) -> None:
+    # The second order has no transaction before its outcome (its meter reports another
+    # number: a field order, no re-check), and its customer pays after it was peeked at.
+    # The outcome's transaction then finds it taken: no field order for a paid customer, no
+    # trip, and the bus goes on.
+    world.import_fleet()
+    assert len(world.plan_and_create().ready) == METERS
+    events: list[tuple[str, str]] = []
+    first_trip: list[str] = []
+    paid: list[str] = []
+
+    def swap_and_pay_the_next() -> None:
+        with world.engine.connect() as conn:
+            ready = conn.execute(
+                select(SWITCH_ORDERS.c.account_no)
+                .where(SWITCH_ORDERS.c.state == "ready")
+                .order_by(SWITCH_ORDERS.c.id)
+            ).scalars()
+            account = next(a for a in ready if a != account_no_for(first_trip[0]))
+        address = next(a for a in world.fleet.addresses if account_no_for(a) == account)
+        world.fleet.update(address, meter_no="SWAPPED-METER")
+        record_payment(
+            world.engine,
+            account_no=account,
+            amount=Decimal("500.00"),
+            ref="paid-while-peeked",
+            actor="billing",
+            now=datetime.now(UTC),
+            config=world.config,
+        )
+        paid.append(account)
+
+    class _FirstTrip(dict[tuple[str, str], Callable[[], None]]):
+        def pop(self, key: Any, default: Any = None) -> Any:
+            if key[0] == "trip" and not first_trip:
+                first_trip.append(key[1])
+                return swap_and_pay_the_next
+            return default
+
+    _dispatch_logged(world, events, after=_FirstTrip())
+    assert len(paid) == 1
+    address = next(a for a in world.fleet.addresses if account_no_for(a) == paid[0])
+    assert ("trip", address) not in events
+    assert world.field_orders() == []
+    orders = world.orders()
+    assert orders[paid[0]]["state"] not in ("verified", "field_order", "dispatching")
+    others = [a for a in world.fleet.addresses if a != address]
+    assert all(orders[account_no_for(a)]["state"] == "verified" for a in others)
+    assert verify(world.engine).ok
