@@ -114,9 +114,6 @@ class Meter(SQLModel, table=True):
             sqlite_where=text("account_no IS NOT NULL"),
             postgresql_where=text("account_no IS NOT NULL"),
         ),
-        # The bus's meters, bound or not: the partial index above serves only queries that
-        # repeat its condition, and the dispatcher looks orders up by bus (migration 0010).
-        Index("ix_meters_link", "link"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
