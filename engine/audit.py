@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import hmac
 import json
 import logging
@@ -71,12 +70,27 @@ def _is_secret_name(name: str) -> bool:
     return lowered in _SECRET_NAMES or lowered.endswith(("_password", "_secret", "_key", "_token"))
 
 
+# Values scrub returns as they are, recognised by their exact type without a call.
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def scrub(value: Any) -> Any:
     """A copy of ``value`` with the value of every secret-looking key replaced by ``***``."""
+    if type(value) is dict:
+        # The common case (a flat record of names and numbers) without a call per value:
+        # the same result as the general case below (a hypothesis property holds them equal).
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            name = k if type(k) is str else str(k)
+            if _is_secret_name(name):
+                out[name] = "***"
+            else:
+                out[name] = v if type(v) in _PLAIN else scrub(v)
+        return out
     if isinstance(value, Mapping):
         return {str(k): ("***" if _is_secret_name(str(k)) else scrub(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [scrub(v) for v in value]
+        return [v if type(v) in _PLAIN else scrub(v) for v in value]
     return value
 
 
@@ -98,16 +112,26 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot put {type(value).__name__} in an audit record")
 
 
+# json.dumps with these arguments builds this encoder at every call; built once, its encode
+# gives the same text.
+_CANONICAL = json.JSONEncoder(
+    default=_json_default, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+)
+
+
 def canonical_json(value: Any) -> str:
     """Deterministic JSON: sorted keys, no spaces, UTF-8 kept (the text that gets hashed)."""
-    return json.dumps(
-        value, default=_json_default, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    return _CANONICAL.encode(value)
+
+
+def _hmac(key: bytes, message: bytes) -> str:
+    """HMAC-SHA256 of ``message``, in hex (OpenSSL's one-shot: no Python HMAC object)."""
+    return hmac.digest(key, message, "sha256").hex()
 
 
 def _digest(key: bytes, prev_hash: str, record: Mapping[str, Any]) -> str:
     message = prev_hash.encode("ascii") + b"\n" + canonical_json(record).encode("utf-8")
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return _hmac(key, message)
 
 
 # json's own string encoder (the one json.dumps uses with ensure_ascii=False).
@@ -138,7 +162,7 @@ def _record_digest(
     """:func:`_digest` of the record's body (what :func:`verify_session` recomputes)."""
     body = _body_json(seq, at.astimezone(UTC).isoformat(), actor, action, subject, payload)
     message = prev_hash.encode("ascii") + b"\n" + body.encode("utf-8")
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return _hmac(key, message)
 
 
 def _record_body(
@@ -155,7 +179,7 @@ def _record_body(
 
 
 def _head_mac(key: bytes, seq: int, hash_: str) -> str:
-    return hmac.new(key, f"head|{seq}|{hash_}".encode("ascii"), hashlib.sha256).hexdigest()
+    return _hmac(key, f"head|{seq}|{hash_}".encode("ascii"))
 
 
 def _session_key(session: OrmSession, key: bytes | None) -> bytes:
@@ -249,7 +273,7 @@ def append(
     when = (at or datetime.now(UTC)).astimezone(UTC)
     # Secret-looking keys become ***, and any loaded secret value quoted in a text (an error
     # message) too (engine.logging.register_secret).
-    body_payload = scrub_text(canonical_json(scrub(dict(payload or {}))))
+    body_payload = scrub_text(canonical_json(scrub(payload) if payload else {}))
     chain_key = _session_key(session, key)
     current = innermost_transaction(session)
     tail = _known_tail(session, current)
