@@ -120,12 +120,19 @@ class HotStatement:
     _by_dialect: weakref.WeakKeyDictionary[Dialect, CompiledHot] = field(
         default_factory=weakref.WeakKeyDictionary, repr=False
     )
+    # The last one asked for, without the weak dictionary's lookup (a new weak reference
+    # each call). It holds its dialect, as ``_by_dialect``'s value already does.
+    _last: CompiledHot | None = field(default=None, repr=False)
 
     def compiled(self, dialect: Dialect) -> CompiledHot:
         """This statement's SQL and parameter plan for ``dialect`` (compiled on first use)."""
+        last = self._last
+        if last is not None and last.dialect is dialect:
+            return last  # the usual case: one dialect per process
         found = self._by_dialect.get(dialect)
         if found is None:
             found = self._by_dialect[dialect] = self._compile(dialect)
+        self._last = found
         return found
 
     def _compile(self, dialect: Dialect) -> CompiledHot:
@@ -175,6 +182,11 @@ class _Cursor:
     connection: Connection
     cursor: Any
     pooled_info: dict[str, Any]  # the pool's info of the DBAPI connection (holds the cursor)
+    # Whether anyone listens for the connection's cursor events (a statement counter) or
+    # echo is on, asked once per transaction and savepoint instead of twice per statement
+    # (each time through SQLAlchemy's joined event collections): a listener added inside a
+    # transaction hears its statements from its next savepoint or transaction on.
+    listened: bool
 
 
 def _cursor_for(session: OrmSession) -> _Cursor:
@@ -202,7 +214,11 @@ def _cursor_for(session: OrmSession) -> _Cursor:
         dbapi_connection = pooled.dbapi_connection
         assert dbapi_connection is not None  # a connection of an active transaction
         cursor = pooled.info[_CURSOR] = dbapi_connection.cursor()
-    held = _Cursor(current, connection, cursor, pooled.info)
+    dispatch = connection.dispatch
+    listened = bool(
+        dispatch.before_cursor_execute or dispatch.after_cursor_execute or connection._echo
+    )
+    held = _Cursor(current, connection, cursor, pooled.info, listened)
     session.info[_CURSOR] = held
     return held
 
@@ -213,9 +229,8 @@ def _execute(
     connection, cursor = held.connection, held.cursor
     compiled = hot.compiled(connection.dialect)
     parameters = compiled.bind(values)
-    dispatch = connection.dispatch
     try:
-        if dispatch.before_cursor_execute or dispatch.after_cursor_execute or connection._echo:
+        if held.listened:
             # Someone listens (a statement counter, echo): SQLAlchemy's path, which calls them.
             connection._cursor_execute(cursor, compiled.sql, parameters)
         else:
