@@ -37,6 +37,8 @@ from sqlmodel import Session
 
 from engine.config import AuditConfig, Config, audit_key
 from engine.db.database import (
+    AUDIT_TAIL,
+    ChainTail,
     audit_key_for,
     encloses,
     innermost_transaction,
@@ -203,7 +205,7 @@ _UPDATE_HEAD = HotStatement(
 
 # session.info keys: the chain's tail as this session last saw it, and the root transaction
 # whose commit must move the head anchor.
-_TAIL = "audit_tail"
+_TAIL = AUDIT_TAIL
 _HEAD_DUE = "audit_head_due"
 
 
@@ -221,16 +223,7 @@ class AppendedRecord:
     hash: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Tail:
-    """The chain's last record as seen inside ``transaction`` (with the chain locked)."""
-
-    transaction: SessionTransaction
-    seq: int
-    hash: str
-
-
-def _known_tail(session: OrmSession, current: SessionTransaction) -> _Tail | None:
+def _known_tail(session: OrmSession, current: SessionTransaction) -> ChainTail | None:
     """The cached tail if it is still the chain's tail inside ``current``.
 
     It is when it was seen in ``current`` or in a transaction enclosing it: nothing else can
@@ -238,7 +231,7 @@ def _known_tail(session: OrmSession, current: SessionTransaction) -> _Tail | Non
     since (released or rolled back), it is not trusted: the chain is read again.
     """
     tail = session.info.get(_TAIL)
-    if isinstance(tail, _Tail) and encloses(tail.transaction, current):
+    if isinstance(tail, ChainTail) and encloses(tail.transaction, current):
         return tail
     return None
 
@@ -295,7 +288,7 @@ def append(
             "hash": digest,
         },
     )
-    session.info[_TAIL] = _Tail(current, seq, digest)
+    session.info[_TAIL] = ChainTail(current, seq, digest)
     session.info[_HEAD_DUE] = (session.get_transaction(), chain_key)
     log.debug("audit.append seq=%s action=%s subject=%s", seq, action, subject)
     return record
@@ -315,8 +308,8 @@ def _move_head(session: OrmSession) -> None:
     committing = innermost_transaction(session)
     if committing.nested:
         tail = session.info.get(_TAIL)
-        if isinstance(tail, _Tail) and tail.transaction is committing and committing.parent:
-            session.info[_TAIL] = _Tail(committing.parent, tail.seq, tail.hash)
+        if isinstance(tail, ChainTail) and tail.transaction is committing and committing.parent:
+            session.info[_TAIL] = ChainTail(committing.parent, tail.seq, tail.hash)
         return
     due = session.info.pop(_HEAD_DUE, None)
     if due is None or due[0] is not committing:

@@ -15,6 +15,7 @@ import time
 import weakref
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ from sqlmodel import Session
 from base.errors import ConfigError, MeterctlError
 from base.i18n import N_, Msg
 from engine.config import Config, audit_key
-from engine.db.hot import execute_control
+from engine.db.hot import cursor_for as hot_cursor
+from engine.db.hot import execute_control, forget_hot_cursor
 
 _HERE = Path(__file__).resolve().parent
 ALEMBIC_INI = _HERE / "alembic.ini"
@@ -244,7 +246,25 @@ def encloses(outer: object, inner: SessionTransaction | None) -> bool:
     return False
 
 
-def lock_audit_chain(session: OrmSession) -> None:
+# session.info: the audit chain's last record as seen in a transaction (a ChainTail).
+AUDIT_TAIL = "audit_tail"
+
+
+@dataclass(frozen=True, slots=True)
+class ChainTail:
+    """The audit chain's last record as seen inside ``transaction`` (with the chain locked)."""
+
+    transaction: SessionTransaction
+    seq: int
+    hash: str
+
+
+# The chain's lock and its tail, sent together (one round trip with the BEGIN: a pipeline).
+_LOCK_CHAIN = f"SELECT pg_advisory_xact_lock({AUDIT_CHAIN_LOCK_ID})"
+_CHAIN_TAIL = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+
+
+def lock_audit_chain(session: OrmSession, *, read_tail: bool = False) -> None:
     """Take the audit chain's lock for the rest of the transaction (PostgreSQL; reentrant).
 
     Appends take it anyway; :func:`transaction` takes it *first*, before any row lock, so
@@ -252,14 +272,45 @@ def lock_audit_chain(session: OrmSession) -> None:
     append instead, a transaction holding the chain and waiting for an order row deadlocks
     with one holding that row and waiting for the chain (a payment against an outcome:
     tests/engine/test_audit.py).
+
+    ``read_tail``: read the chain's last record too, right after the lock, and keep it as
+    the transaction's :class:`ChainTail` (what the first append would read): psycopg sends
+    the ``BEGIN``, the lock and the read in one pipeline, one round trip instead of three
+    (issue 20). The read is its own statement after the lock's, so under READ COMMITTED it
+    sees every record committed before the lock was granted.
     """
     if session.get_bind().dialect.name != "postgresql":
         return
     current = innermost_transaction(session)
     if encloses(session.info.get(_CHAIN_LOCKED), current):
         return  # taken here or in an enclosing transaction
+    if read_tail and _lock_reading_tail(session, current):
+        return
     session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": AUDIT_CHAIN_LOCK_ID})
     session.info[_CHAIN_LOCKED] = current
+
+
+def _lock_reading_tail(session: OrmSession, current: SessionTransaction) -> bool:
+    """:func:`lock_audit_chain` with the tail, pipelined; False (nothing done) when
+    statement listeners or echo must see each statement through SQLAlchemy."""
+    held = hot_cursor(session)
+    if held.listened:
+        return False
+    connection = held.connection
+    dbapi_connection = connection.connection.dbapi_connection
+    cursor = held.cursor
+    try:
+        with dbapi_connection.pipeline():  # type: ignore[union-attr]
+            cursor.execute(_LOCK_CHAIN)
+            cursor.execute(_CHAIN_TAIL)
+        last = cursor.fetchone()
+    except BaseException as exc:  # the same sqlalchemy.exc error Session.execute raises
+        forget_hot_cursor(session, held)
+        connection._handle_dbapi_exception(exc, _CHAIN_TAIL, (), cursor, None)
+    session.info[_CHAIN_LOCKED] = current
+    seq, hash_ = (int(last[0]), str(last[1])) if last else (0, "0" * 64)
+    session.info[AUDIT_TAIL] = ChainTail(current, seq, hash_)
+    return True
 
 
 def lock_rows(session: OrmSession, key: Column[Any], keys: Collection[Any]) -> dict[Any, Row[Any]]:
@@ -290,7 +341,7 @@ def transaction(engine: Engine, *, audited: bool = True) -> Iterator[Session]:
             session.info["audit_key"] = key
         with session.begin():
             if audited:
-                lock_audit_chain(session)
+                lock_audit_chain(session, read_tail=True)
             yield session
             # A savepoint left open is part of the commit: close it first, so the commit's
             # hooks (the audit head anchor) see everything that is committed.

@@ -239,13 +239,24 @@ def _execute(
             except BaseException as exc:  # the same sqlalchemy.exc error Session.execute raises
                 connection._handle_dbapi_exception(exc, compiled.sql, parameters, cursor, None)
     except BaseException:
-        # SQLAlchemy closed the cursor with the error: the next statement (the group commit's
-        # next job, after this one's savepoint rolled back) takes a new one.
-        session.info.pop(_CURSOR, None)
-        if held.pooled_info.get(_CURSOR) is cursor:
-            del held.pooled_info[_CURSOR]
+        forget_hot_cursor(session, held)
         raise
     return compiled
+
+
+def forget_hot_cursor(session: OrmSession, held: _Cursor) -> None:
+    """Drop ``held`` after a DBAPI error on it: SQLAlchemy closed the cursor with the error,
+    so the next statement (the group commit's next job, after this one's savepoint rolled
+    back) takes a new one."""
+    session.info.pop(_CURSOR, None)
+    if held.pooled_info.get(_CURSOR) is held.cursor:
+        del held.pooled_info[_CURSOR]
+
+
+def cursor_for(session: OrmSession) -> _Cursor:
+    """The DBAPI cursor ``session``'s hot statements run on now, with its connection and
+    whether statement listeners must hear what runs on it (``listened``)."""
+    return _cursor_for(session)
 
 
 # pool record info: the cursor of the parameterless statements without results (BEGIN,
