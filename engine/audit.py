@@ -44,6 +44,7 @@ from engine.db.database import (
     innermost_transaction,
     lock_audit_chain,
     read_session,
+    send_with_commit,
     transaction,
 )
 from engine.db.hot import HotStatement, first, rowcount
@@ -203,6 +204,13 @@ _UPDATE_HEAD = HotStatement(
     update(AUDIT_HEADS).where(AUDIT_HEADS.c.id == 1), column_keys=("seq", "hash", "mac")
 )
 
+# The head anchor written in one statement whether or not its row exists yet (PostgreSQL,
+# sent with the COMMIT: engine.db.database.send_with_commit).
+_UPSERT_HEAD_PG = (
+    "INSERT INTO audit_head (id, seq, hash, mac) VALUES (1, %(seq)s, %(hash)s, %(mac)s) "
+    "ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash, mac = EXCLUDED.mac"
+)
+
 # session.info keys: the chain's tail as this session last saw it, and the root transaction
 # whose commit must move the head anchor.
 _TAIL = AUDIT_TAIL
@@ -321,6 +329,8 @@ def _move_head(session: OrmSession) -> None:
     if seq == 0:
         return  # every append was rolled back with its savepoint, on an empty chain
     head = {"seq": seq, "hash": last_hash, "mac": _head_mac(chain_key, seq, last_hash)}
+    if send_with_commit(session, _UPSERT_HEAD_PG, head):
+        return  # PostgreSQL: written in the commit's round trip
     if rowcount(session, _UPDATE_HEAD, head) == 0:
         session.execute(insert(AUDIT_HEADS).values(id=1, **head))
 

@@ -144,6 +144,60 @@ def _ping_when_idle(engine: Engine) -> None:
     event.listen(engine, "checkout", checkout)
 
 
+# pool record info: a statement (SQL, parameters) to send in one pipeline with the COMMIT.
+_WITH_COMMIT = "sent_with_commit"
+
+
+def _statements_with_commit(dialect: Any) -> None:
+    """Let :func:`send_with_commit` queue a statement for the commit's round trip (psycopg).
+
+    The dialect's commit sends the queued statement and the ``COMMIT`` in one pipeline: the
+    audit head anchor's write, the last statement of every audited transaction, costs no
+    round trip of its own (issue 20). If the statement fails, the commit fails and the
+    transaction rolls back, as when it was sent before the commit. A rollback forgets it.
+    """
+    plain_commit, plain_rollback = dialect.do_commit, dialect.do_rollback
+
+    def pop_pending(connection: Any) -> Any:
+        try:
+            info = connection.info
+        except (AttributeError, NotImplementedError):  # the first connect's bare connection
+            return None
+        return info.pop(_WITH_COMMIT, None)
+
+    def do_commit(connection: Any) -> None:
+        pending = pop_pending(connection)
+        if pending is None:
+            plain_commit(connection)
+            return
+        dbapi_connection = connection.dbapi_connection
+        with dbapi_connection.pipeline(), dbapi_connection.cursor() as cursor:
+            cursor.execute(*pending)
+            dbapi_connection.commit()
+
+    def do_rollback(connection: Any) -> None:
+        pop_pending(connection)
+        plain_rollback(connection)
+
+    dialect.do_commit = do_commit
+    dialect.do_rollback = do_rollback
+    dialect.meterctl_statements_with_commit = True
+
+
+def send_with_commit(session: OrmSession, sql: str, parameters: dict[str, Any]) -> bool:
+    """Queue ``sql`` (psycopg's ``%(name)s`` parameters) to be sent with the commit of
+    ``session``'s transaction, in the same round trip; False when it cannot be (SQLite,
+    statement listeners or echo that must see it, an engine not made by :func:`make_engine`):
+    then the caller runs it now."""
+    if not getattr(session.get_bind().dialect, "meterctl_statements_with_commit", False):
+        return False
+    held = hot_cursor(session)
+    if held.listened:
+        return False
+    held.pooled_info[_WITH_COMMIT] = (sql, parameters)
+    return True
+
+
 def _plain_savepoints(dialect: Any) -> None:
     """Emit ``SAVEPOINT`` / ``RELEASE SAVEPOINT`` / ``ROLLBACK TO SAVEPOINT`` as plain text.
 
@@ -190,6 +244,7 @@ def make_engine(url: str, *, audit_key: str | bytes | None = None, echo: bool = 
     else:
         engine = create_engine(url, **kwargs)
         _ping_when_idle(engine)
+        _statements_with_commit(engine.dialect)
     _plain_savepoints(engine.dialect)
     if audit_key is not None:
         set_audit_key(engine, audit_key)

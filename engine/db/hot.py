@@ -182,11 +182,24 @@ class _Cursor:
     connection: Connection
     cursor: Any
     pooled_info: dict[str, Any]  # the pool's info of the DBAPI connection (holds the cursor)
-    # Whether anyone listens for the connection's cursor events (a statement counter) or
-    # echo is on, asked once per transaction and savepoint instead of twice per statement
-    # (each time through SQLAlchemy's joined event collections): a listener added inside a
-    # transaction hears its statements from its next savepoint or transaction on.
-    listened: bool
+
+    @property
+    def listened(self) -> bool:
+        return listened(self.connection)
+
+
+def listened(connection: Connection) -> bool:
+    """Whether a statement on ``connection`` must go through SQLAlchemy's execution (someone
+    listens for ``before_cursor_execute`` / ``after_cursor_execute``, a statement counter,
+    or echo is on).
+
+    Asked of the engine's own event collections (listeners on the engine or on the Engine
+    class, where statement counters attach): two calls, against ten through the
+    connection's joined collections, twice per statement. Listeners attached to one
+    ``Connection`` object alone are not seen (nothing here does that).
+    """
+    dispatch = connection.engine.dispatch
+    return bool(dispatch.before_cursor_execute or dispatch.after_cursor_execute or connection._echo)
 
 
 def _cursor_for(session: OrmSession) -> _Cursor:
@@ -214,11 +227,7 @@ def _cursor_for(session: OrmSession) -> _Cursor:
         dbapi_connection = pooled.dbapi_connection
         assert dbapi_connection is not None  # a connection of an active transaction
         cursor = pooled.info[_CURSOR] = dbapi_connection.cursor()
-    dispatch = connection.dispatch
-    listened = bool(
-        dispatch.before_cursor_execute or dispatch.after_cursor_execute or connection._echo
-    )
-    held = _Cursor(current, connection, cursor, pooled.info, listened)
+    held = _Cursor(current, connection, cursor, pooled.info)
     session.info[_CURSOR] = held
     return held
 
@@ -230,7 +239,8 @@ def _execute(
     compiled = hot.compiled(connection.dialect)
     parameters = compiled.bind(values)
     try:
-        if held.listened:
+        dispatch = connection.engine.dispatch  # listened(connection), inline: per statement
+        if dispatch.before_cursor_execute or dispatch.after_cursor_execute or connection._echo:
             # Someone listens (a statement counter, echo): SQLAlchemy's path, which calls them.
             connection._cursor_execute(cursor, compiled.sql, parameters)
         else:
@@ -276,8 +286,7 @@ def execute_control(connection: Connection, sql: str) -> None:
     it goes through ``exec_driver_sql``. A DBAPI error becomes the ``sqlalchemy.exc`` error
     ``exec_driver_sql`` raises (a lost connection invalidated).
     """
-    dispatch = connection.dispatch
-    if dispatch.before_cursor_execute or dispatch.after_cursor_execute or connection._echo:
+    if listened(connection):
         connection.exec_driver_sql(sql)
         return
     pooled = connection.connection
