@@ -395,7 +395,7 @@ def transaction(engine: Engine, *, audited: bool = True) -> Iterator[Session]:
         if key is not None:
             session.info["audit_key"] = key
         with session.begin():
-            if audited:
+            if audited and engine.dialect.name == "postgresql":  # SQLite: BEGIN IMMEDIATE
                 lock_audit_chain(session, read_tail=True)
             yield session
             # A savepoint left open is part of the commit: close it first, so the commit's

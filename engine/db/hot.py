@@ -338,9 +338,18 @@ def execute_control(connection: Connection, sql: str) -> None:
         connection.exec_driver_sql(sql)
         return
     pooled = connection.connection
+    dbapi_connection = pooled.dbapi_connection
+    exec_command = getattr(dbapi_connection, "_exec_command", None)
+    if exec_command is not None:
+        # psycopg: the command as psycopg sends its own BEGIN and savepoints, without a
+        # cursor's query conversion (about 3 µs of 13 a statement; the round trip stays).
+        try:
+            dbapi_connection.wait(exec_command(sql.encode()))  # type: ignore[union-attr]
+        except BaseException as exc:
+            connection._handle_dbapi_exception(exc, sql, (), None, None)
+        return
     cursor = pooled.info.get(_CONTROL_CURSOR)
     if cursor is None:
-        dbapi_connection = pooled.dbapi_connection
         assert dbapi_connection is not None
         cursor = pooled.info[_CONTROL_CURSOR] = dbapi_connection.cursor()
     try:

@@ -102,3 +102,22 @@ def test_a_rolled_back_transaction_forgets_its_head(pg_engine: Engine) -> None:
         session.execute(sa.text("SELECT 1"))
     result = audit.verify(pg_engine)
     assert (result.ok, result.records) == (True, 1), result.problem
+
+
+def test_savepoints_go_as_commands_without_a_cursor(
+    pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with transaction(pg_engine) as session:
+        audit.append(session, "test", "warm")
+    seen = _record_executes(monkeypatch)
+    with transaction(pg_engine) as session:
+        with session.begin_nested():
+            audit.append(session, "test", "kept")
+        with pytest.raises(RuntimeError), session.begin_nested():
+            audit.append(session, "test", "rolled back")
+            raise RuntimeError("job failed")
+    assert not [s for s, _ in seen if "SAVEPOINT" in s.upper()]
+    with transaction(pg_engine, audited=False) as session:
+        actions = session.execute(sa.select(audit.AUDIT.c.action).order_by(audit.AUDIT.c.seq))
+        assert actions.scalars().all() == ["warm", "kept"]
+    assert audit.verify(pg_engine).ok
