@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import hmac
 import json
 import logging
@@ -38,11 +37,14 @@ from sqlmodel import Session
 
 from engine.config import AuditConfig, Config, audit_key
 from engine.db.database import (
+    AUDIT_TAIL,
+    ChainTail,
     audit_key_for,
     encloses,
     innermost_transaction,
     lock_audit_chain,
     read_session,
+    send_with_commit,
     transaction,
 )
 from engine.db.hot import HotStatement, first, rowcount
@@ -71,12 +73,27 @@ def _is_secret_name(name: str) -> bool:
     return lowered in _SECRET_NAMES or lowered.endswith(("_password", "_secret", "_key", "_token"))
 
 
+# Values scrub returns as they are, recognised by their exact type without a call.
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def scrub(value: Any) -> Any:
     """A copy of ``value`` with the value of every secret-looking key replaced by ``***``."""
+    if type(value) is dict:
+        # The common case (a flat record of names and numbers) without a call per value:
+        # the same result as the general case below (a hypothesis property holds them equal).
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            name = k if type(k) is str else str(k)
+            if _is_secret_name(name):
+                out[name] = "***"
+            else:
+                out[name] = v if type(v) in _PLAIN else scrub(v)
+        return out
     if isinstance(value, Mapping):
         return {str(k): ("***" if _is_secret_name(str(k)) else scrub(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [scrub(v) for v in value]
+        return [v if type(v) in _PLAIN else scrub(v) for v in value]
     return value
 
 
@@ -98,16 +115,26 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot put {type(value).__name__} in an audit record")
 
 
+# json.dumps with these arguments builds this encoder at every call; built once, its encode
+# gives the same text.
+_CANONICAL = json.JSONEncoder(
+    default=_json_default, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+)
+
+
 def canonical_json(value: Any) -> str:
     """Deterministic JSON: sorted keys, no spaces, UTF-8 kept (the text that gets hashed)."""
-    return json.dumps(
-        value, default=_json_default, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    return _CANONICAL.encode(value)
+
+
+def _hmac(key: bytes, message: bytes) -> str:
+    """HMAC-SHA256 of ``message``, in hex (OpenSSL's one-shot: no Python HMAC object)."""
+    return hmac.digest(key, message, "sha256").hex()
 
 
 def _digest(key: bytes, prev_hash: str, record: Mapping[str, Any]) -> str:
     message = prev_hash.encode("ascii") + b"\n" + canonical_json(record).encode("utf-8")
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return _hmac(key, message)
 
 
 # json's own string encoder (the one json.dumps uses with ensure_ascii=False).
@@ -138,7 +165,7 @@ def _record_digest(
     """:func:`_digest` of the record's body (what :func:`verify_session` recomputes)."""
     body = _body_json(seq, at.astimezone(UTC).isoformat(), actor, action, subject, payload)
     message = prev_hash.encode("ascii") + b"\n" + body.encode("utf-8")
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return _hmac(key, message)
 
 
 def _record_body(
@@ -155,7 +182,7 @@ def _record_body(
 
 
 def _head_mac(key: bytes, seq: int, hash_: str) -> str:
-    return hmac.new(key, f"head|{seq}|{hash_}".encode("ascii"), hashlib.sha256).hexdigest()
+    return _hmac(key, f"head|{seq}|{hash_}".encode("ascii"))
 
 
 def _session_key(session: OrmSession, key: bytes | None) -> bytes:
@@ -177,9 +204,16 @@ _UPDATE_HEAD = HotStatement(
     update(AUDIT_HEADS).where(AUDIT_HEADS.c.id == 1), column_keys=("seq", "hash", "mac")
 )
 
+# The head anchor written in one statement whether or not its row exists yet (PostgreSQL,
+# sent with the COMMIT: engine.db.database.send_with_commit).
+_UPSERT_HEAD_PG = (
+    "INSERT INTO audit_head (id, seq, hash, mac) VALUES (1, %(seq)s, %(hash)s, %(mac)s) "
+    "ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash, mac = EXCLUDED.mac"
+)
+
 # session.info keys: the chain's tail as this session last saw it, and the root transaction
 # whose commit must move the head anchor.
-_TAIL = "audit_tail"
+_TAIL = AUDIT_TAIL
 _HEAD_DUE = "audit_head_due"
 
 
@@ -197,16 +231,7 @@ class AppendedRecord:
     hash: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Tail:
-    """The chain's last record as seen inside ``transaction`` (with the chain locked)."""
-
-    transaction: SessionTransaction
-    seq: int
-    hash: str
-
-
-def _known_tail(session: OrmSession, current: SessionTransaction) -> _Tail | None:
+def _known_tail(session: OrmSession, current: SessionTransaction) -> ChainTail | None:
     """The cached tail if it is still the chain's tail inside ``current``.
 
     It is when it was seen in ``current`` or in a transaction enclosing it: nothing else can
@@ -214,7 +239,7 @@ def _known_tail(session: OrmSession, current: SessionTransaction) -> _Tail | Non
     since (released or rolled back), it is not trusted: the chain is read again.
     """
     tail = session.info.get(_TAIL)
-    if isinstance(tail, _Tail) and encloses(tail.transaction, current):
+    if isinstance(tail, ChainTail) and encloses(tail.transaction, current):
         return tail
     return None
 
@@ -249,7 +274,7 @@ def append(
     when = (at or datetime.now(UTC)).astimezone(UTC)
     # Secret-looking keys become ***, and any loaded secret value quoted in a text (an error
     # message) too (engine.logging.register_secret).
-    body_payload = scrub_text(canonical_json(scrub(dict(payload or {}))))
+    body_payload = scrub_text(canonical_json(scrub(payload) if payload else {}))
     chain_key = _session_key(session, key)
     current = innermost_transaction(session)
     tail = _known_tail(session, current)
@@ -271,7 +296,7 @@ def append(
             "hash": digest,
         },
     )
-    session.info[_TAIL] = _Tail(current, seq, digest)
+    session.info[_TAIL] = ChainTail(current, seq, digest)
     session.info[_HEAD_DUE] = (session.get_transaction(), chain_key)
     log.debug("audit.append seq=%s action=%s subject=%s", seq, action, subject)
     return record
@@ -291,8 +316,8 @@ def _move_head(session: OrmSession) -> None:
     committing = innermost_transaction(session)
     if committing.nested:
         tail = session.info.get(_TAIL)
-        if isinstance(tail, _Tail) and tail.transaction is committing and committing.parent:
-            session.info[_TAIL] = _Tail(committing.parent, tail.seq, tail.hash)
+        if isinstance(tail, ChainTail) and tail.transaction is committing and committing.parent:
+            session.info[_TAIL] = ChainTail(committing.parent, tail.seq, tail.hash)
         return
     due = session.info.pop(_HEAD_DUE, None)
     if due is None or due[0] is not committing:
@@ -304,6 +329,8 @@ def _move_head(session: OrmSession) -> None:
     if seq == 0:
         return  # every append was rolled back with its savepoint, on an empty chain
     head = {"seq": seq, "hash": last_hash, "mac": _head_mac(chain_key, seq, last_hash)}
+    if send_with_commit(session, _UPSERT_HEAD_PG, head):
+        return  # PostgreSQL: written in the commit's round trip
     if rowcount(session, _UPDATE_HEAD, head) == 0:
         session.execute(insert(AUDIT_HEADS).values(id=1, **head))
 

@@ -35,6 +35,9 @@ REDACTED = "***"
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
+# The registered values, longest first (what scrub_text replaces, in that order), rebuilt
+# when one is registered instead of sorted at every call (four audit records an order).
+_secrets_longest_first: tuple[str, ...] = ()
 
 
 def register_secret(value: str | bytes | None) -> None:
@@ -44,15 +47,15 @@ def register_secret(value: str | bytes | None) -> None:
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
     text = text.strip()
     if len(text) >= MIN_SCRUBBED_LENGTH:
+        global _secrets_longest_first
         with _secrets_lock:
             _secrets.add(text)
+            _secrets_longest_first = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def scrub_text(text: str) -> str:
     """``text`` with every registered secret value replaced by ``***``."""
-    with _secrets_lock:
-        known = sorted(_secrets, key=len, reverse=True)
-    for secret in known:
+    for secret in _secrets_longest_first:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text

@@ -11,9 +11,11 @@ Read-only work (plans, reports, ``audit verify``) uses :func:`read_session`, who
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Engine, Row, create_engine, event, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import SessionTransaction
 from sqlalchemy.pool import StaticPool
@@ -31,6 +34,8 @@ from sqlmodel import Session
 from base.errors import ConfigError, MeterctlError
 from base.i18n import N_, Msg
 from engine.config import Config, audit_key
+from engine.db.hot import cursor_for as hot_cursor
+from engine.db.hot import execute_control, forget_hot_cursor
 
 _HERE = Path(__file__).resolve().parent
 ALEMBIC_INI = _HERE / "alembic.ini"
@@ -102,7 +107,95 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
 
 def _sqlite_begin(conn: Any) -> None:
     mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-    conn.exec_driver_sql(f"BEGIN {mode}")
+    execute_control(conn, f"BEGIN {mode}")
+
+
+# A pooled PostgreSQL connection unused for longer than this is pinged before it is used.
+POOL_PING_IDLE_S = 1.0
+_IDLE_SINCE = "idle_since"  # pool record info: when the connection was made or checked in
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """``pool_pre_ping`` for connections that sat in the pool, not for busy ones.
+
+    ``pool_pre_ping`` sends an empty statement (a round trip) at every checkout, that is
+    every transaction: three to four an order in the dispatcher (issue 20). What it guards
+    against happens to idle connections (the server restarted, an idle timeout, a firewall
+    dropping the TCP session in a quiet spell); a connection checked in less than
+    :data:`POOL_PING_IDLE_S` ago is used as it is, and one that breaks all the same fails
+    its transaction with a disconnect error, as one that breaks during a transaction does
+    (SQLAlchemy invalidates it and the pool). An idle one is pinged as ``pool_pre_ping``
+    does, and a dead one replaced (the whole pool invalidated) before anyone sees it.
+    """
+    dialect = engine.dialect
+
+    def stamp(_dbapi_connection: Any, record: Any, *_: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is not None and time.monotonic() - since < POOL_PING_IDLE_S:
+            return
+        if not dialect._do_ping_w_event(dbapi_connection):
+            raise InvalidatePoolError()  # as pool_pre_ping: reconnect, invalidate the pool
+
+    event.listen(engine, "connect", stamp)
+    event.listen(engine, "checkin", stamp)
+    event.listen(engine, "checkout", checkout)
+
+
+# pool record info: a statement (SQL, parameters) to send in one pipeline with the COMMIT.
+_WITH_COMMIT = "sent_with_commit"
+
+
+def _statements_with_commit(dialect: Any) -> None:
+    """Let :func:`send_with_commit` queue a statement for the commit's round trip (psycopg).
+
+    The dialect's commit sends the queued statement and the ``COMMIT`` in one pipeline: the
+    audit head anchor's write, the last statement of every audited transaction, costs no
+    round trip of its own (issue 20). If the statement fails, the commit fails and the
+    transaction rolls back, as when it was sent before the commit. A rollback forgets it.
+    """
+    plain_commit, plain_rollback = dialect.do_commit, dialect.do_rollback
+
+    def pop_pending(connection: Any) -> Any:
+        try:
+            info = connection.info
+        except (AttributeError, NotImplementedError):  # the first connect's bare connection
+            return None
+        return info.pop(_WITH_COMMIT, None)
+
+    def do_commit(connection: Any) -> None:
+        pending = pop_pending(connection)
+        if pending is None:
+            plain_commit(connection)
+            return
+        dbapi_connection = connection.dbapi_connection
+        with dbapi_connection.pipeline(), dbapi_connection.cursor() as cursor:
+            cursor.execute(*pending)
+            dbapi_connection.commit()
+
+    def do_rollback(connection: Any) -> None:
+        pop_pending(connection)
+        plain_rollback(connection)
+
+    dialect.do_commit = do_commit
+    dialect.do_rollback = do_rollback
+    dialect.meterctl_statements_with_commit = True
+
+
+def send_with_commit(session: OrmSession, sql: str, parameters: dict[str, Any]) -> bool:
+    """Queue ``sql`` (psycopg's ``%(name)s`` parameters) to be sent with the commit of
+    ``session``'s transaction, in the same round trip; False when it cannot be (SQLite,
+    statement listeners or echo that must see it, an engine not made by :func:`make_engine`):
+    then the caller runs it now."""
+    if not getattr(session.get_bind().dialect, "meterctl_statements_with_commit", False):
+        return False
+    held = hot_cursor(session)
+    if held.listened:
+        return False
+    held.pooled_info[_WITH_COMMIT] = (sql, parameters)
+    return True
 
 
 def _plain_savepoints(dialect: Any) -> None:
@@ -110,20 +203,21 @@ def _plain_savepoints(dialect: Any) -> None:
 
     SQLAlchemy compiles each of them afresh (every savepoint has its own name, so its
     statement cache never hits): about 40 µs a savepoint and its release, against 13 µs as
-    text through ``exec_driver_sql`` (measured on SQLite). The dispatcher's group commit
-    runs most jobs in a savepoint of their own, about two an order. Same SQL, same
-    connection events (``savepoint``, ``release_savepoint``, ``rollback_savepoint``).
+    text through ``exec_driver_sql`` (measured on SQLite), and less again on a kept cursor
+    (:func:`engine.db.hot.execute_control`). The dispatcher's group commit runs most jobs in
+    a savepoint of their own, about two an order. Same SQL, same connection events
+    (``savepoint``, ``release_savepoint``, ``rollback_savepoint``).
     """
     quote = dialect.identifier_preparer.quote
 
     def do_savepoint(connection: Any, name: str) -> None:
-        connection.exec_driver_sql(f"SAVEPOINT {quote(name)}")
+        execute_control(connection, f"SAVEPOINT {quote(name)}")
 
     def do_release_savepoint(connection: Any, name: str) -> None:
-        connection.exec_driver_sql(f"RELEASE SAVEPOINT {quote(name)}")
+        execute_control(connection, f"RELEASE SAVEPOINT {quote(name)}")
 
     def do_rollback_to_savepoint(connection: Any, name: str) -> None:
-        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {quote(name)}")
+        execute_control(connection, f"ROLLBACK TO SAVEPOINT {quote(name)}")
 
     dialect.do_savepoint = do_savepoint
     dialect.do_release_savepoint = do_release_savepoint
@@ -148,7 +242,9 @@ def make_engine(url: str, *, audit_key: str | bytes | None = None, echo: bool = 
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
     else:
-        engine = create_engine(url, pool_pre_ping=True, **kwargs)
+        engine = create_engine(url, **kwargs)
+        _ping_when_idle(engine)
+        _statements_with_commit(engine.dialect)
     _plain_savepoints(engine.dialect)
     if audit_key is not None:
         set_audit_key(engine, audit_key)
@@ -205,7 +301,25 @@ def encloses(outer: object, inner: SessionTransaction | None) -> bool:
     return False
 
 
-def lock_audit_chain(session: OrmSession) -> None:
+# session.info: the audit chain's last record as seen in a transaction (a ChainTail).
+AUDIT_TAIL = "audit_tail"
+
+
+@dataclass(frozen=True, slots=True)
+class ChainTail:
+    """The audit chain's last record as seen inside ``transaction`` (with the chain locked)."""
+
+    transaction: SessionTransaction
+    seq: int
+    hash: str
+
+
+# The chain's lock and its tail, sent together (one round trip with the BEGIN: a pipeline).
+_LOCK_CHAIN = f"SELECT pg_advisory_xact_lock({AUDIT_CHAIN_LOCK_ID})"
+_CHAIN_TAIL = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+
+
+def lock_audit_chain(session: OrmSession, *, read_tail: bool = False) -> None:
     """Take the audit chain's lock for the rest of the transaction (PostgreSQL; reentrant).
 
     Appends take it anyway; :func:`transaction` takes it *first*, before any row lock, so
@@ -213,14 +327,45 @@ def lock_audit_chain(session: OrmSession) -> None:
     append instead, a transaction holding the chain and waiting for an order row deadlocks
     with one holding that row and waiting for the chain (a payment against an outcome:
     tests/engine/test_audit.py).
+
+    ``read_tail``: read the chain's last record too, right after the lock, and keep it as
+    the transaction's :class:`ChainTail` (what the first append would read): psycopg sends
+    the ``BEGIN``, the lock and the read in one pipeline, one round trip instead of three
+    (issue 20). The read is its own statement after the lock's, so under READ COMMITTED it
+    sees every record committed before the lock was granted.
     """
     if session.get_bind().dialect.name != "postgresql":
         return
     current = innermost_transaction(session)
     if encloses(session.info.get(_CHAIN_LOCKED), current):
         return  # taken here or in an enclosing transaction
+    if read_tail and _lock_reading_tail(session, current):
+        return
     session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": AUDIT_CHAIN_LOCK_ID})
     session.info[_CHAIN_LOCKED] = current
+
+
+def _lock_reading_tail(session: OrmSession, current: SessionTransaction) -> bool:
+    """:func:`lock_audit_chain` with the tail, pipelined; False (nothing done) when
+    statement listeners or echo must see each statement through SQLAlchemy."""
+    held = hot_cursor(session)
+    if held.listened:
+        return False
+    connection = held.connection
+    dbapi_connection = connection.connection.dbapi_connection
+    cursor = held.cursor
+    try:
+        with dbapi_connection.pipeline():  # type: ignore[union-attr]
+            cursor.execute(_LOCK_CHAIN)
+            cursor.execute(_CHAIN_TAIL)
+        last = cursor.fetchone()
+    except BaseException as exc:  # the same sqlalchemy.exc error Session.execute raises
+        forget_hot_cursor(session, held)
+        connection._handle_dbapi_exception(exc, _CHAIN_TAIL, (), cursor, None)
+    session.info[_CHAIN_LOCKED] = current
+    seq, hash_ = (int(last[0]), str(last[1])) if last else (0, "0" * 64)
+    session.info[AUDIT_TAIL] = ChainTail(current, seq, hash_)
+    return True
 
 
 def lock_rows(session: OrmSession, key: Column[Any], keys: Collection[Any]) -> dict[Any, Row[Any]]:
@@ -250,8 +395,8 @@ def transaction(engine: Engine, *, audited: bool = True) -> Iterator[Session]:
         if key is not None:
             session.info["audit_key"] = key
         with session.begin():
-            if audited:
-                lock_audit_chain(session)
+            if audited and engine.dialect.name == "postgresql":  # SQLite: BEGIN IMMEDIATE
+                lock_audit_chain(session, read_tail=True)
             yield session
             # A savepoint left open is part of the commit: close it first, so the commit's
             # hooks (the audit head anchor) see everything that is committed.

@@ -30,6 +30,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -38,6 +39,7 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import SessionTransaction
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 _Processor = Callable[[Any], Any] | None
 
@@ -101,7 +103,7 @@ class CompiledHot:
         processors = tuple(
             (i, process)
             for i, (type_, column) in enumerate(zip(self.result_types, description, strict=True))
-            if (process := type_._cached_result_processor(self.dialect, column[1])) is not None
+            if (process := result_processor(type_, self.dialect, column[1])) is not None
         )
         self.result_processors = processors
         return processors
@@ -120,12 +122,19 @@ class HotStatement:
     _by_dialect: weakref.WeakKeyDictionary[Dialect, CompiledHot] = field(
         default_factory=weakref.WeakKeyDictionary, repr=False
     )
+    # The last one asked for, without the weak dictionary's lookup (a new weak reference
+    # each call). It holds its dialect, as ``_by_dialect``'s value already does.
+    _last: CompiledHot | None = field(default=None, repr=False)
 
     def compiled(self, dialect: Dialect) -> CompiledHot:
         """This statement's SQL and parameter plan for ``dialect`` (compiled on first use)."""
+        last = self._last
+        if last is not None and last.dialect is dialect:
+            return last  # the usual case: one dialect per process
         found = self._by_dialect.get(dialect)
         if found is None:
             found = self._by_dialect[dialect] = self._compile(dialect)
+        self._last = found
         return found
 
     def _compile(self, dialect: Dialect) -> CompiledHot:
@@ -152,7 +161,8 @@ class HotStatement:
             # A parameter without a value is the caller's; one with a value is a literal of
             # the statement (a state name, the LIMIT), bound the same every time.
             key, constant = (name, None) if bind.required else (None, bind.value)
-            parameters.append((name, key, constant, processors.get(name)))  # type: ignore[arg-type]
+            process = bind_processor(bind.type, dialect, processors.get(name))  # type: ignore[arg-type]
+            parameters.append((name, key, constant, process))
         selected = getattr(self.statement, "selected_columns", None)
         returning = getattr(self.statement, "_returning", ())
         columns = list(selected) if selected is not None else list(returning)
@@ -165,6 +175,51 @@ class HotStatement:
         )
 
 
+# -- aware datetimes on SQLite, in one call ------------------------------------------------------
+# Every datetime column is sqlmodel's UTCDateTime: a TypeDecorator whose processors call its
+# own method around SQLite's DATETIME processor (three Python calls a value written, two a
+# value read, some forty-five values an order). The same conversions in one function each,
+# for the exact types they are written for; anything else takes SQLAlchemy's processor
+# (which raises the same errors). A hypothesis property in tests/engine/test_hot_sql.py holds
+# them equal to SQLAlchemy's.
+
+
+def bind_processor(type_: Any, dialect: Dialect, plain: _Processor) -> _Processor:
+    """``plain`` (SQLAlchemy's bind processor of ``type_``), or its one-call equivalent."""
+    if plain is None or type(type_) is not UTCDateTime or dialect.name != "sqlite":
+        return plain
+
+    def process(value: Any) -> Any:
+        if type(value) is not datetime or value.utcoffset() is None:
+            return plain(value)  # None, a naive value (refused), another type
+        # SQLite's DATETIME storage format: "%04d-%02d-%02d %02d:%02d:%02d.%06d"
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+    return process
+
+
+def result_processor(type_: Any, dialect: Dialect, coltype: Any) -> _Processor:
+    """SQLAlchemy's result processor of ``type_`` for ``dialect``, or its one-call
+    equivalent."""
+    plain = type_._cached_result_processor(dialect, coltype)
+    if plain is None or type(type_) is not UTCDateTime or dialect.name != "sqlite":
+        return plain  # type: ignore[no-any-return]
+    impl = type_.dialect_impl(dialect).impl_instance  # type: ignore[attr-defined]
+    parse = impl.result_processor(dialect, coltype)
+    if parse is None:
+        return plain  # type: ignore[no-any-return]
+
+    def process(value: Any) -> Any:
+        if type(value) is not str:
+            return plain(value)
+        parsed = parse(value)
+        if parsed.utcoffset() is None:
+            return parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+
+    return process
+
+
 # session.info: the cursor, and the transaction (or savepoint) it was last asked for in.
 _CURSOR = "hot_cursor"
 
@@ -175,6 +230,24 @@ class _Cursor:
     connection: Connection
     cursor: Any
     pooled_info: dict[str, Any]  # the pool's info of the DBAPI connection (holds the cursor)
+
+    @property
+    def listened(self) -> bool:
+        return listened(self.connection)
+
+
+def listened(connection: Connection) -> bool:
+    """Whether a statement on ``connection`` must go through SQLAlchemy's execution (someone
+    listens for ``before_cursor_execute`` / ``after_cursor_execute``, a statement counter,
+    or echo is on).
+
+    Asked of the engine's own event collections (listeners on the engine or on the Engine
+    class, where statement counters attach): two calls, against ten through the
+    connection's joined collections, twice per statement. Listeners attached to one
+    ``Connection`` object alone are not seen (nothing here does that).
+    """
+    dispatch = connection.engine.dispatch
+    return bool(dispatch.before_cursor_execute or dispatch.after_cursor_execute or connection._echo)
 
 
 def _cursor_for(session: OrmSession) -> _Cursor:
@@ -213,8 +286,8 @@ def _execute(
     connection, cursor = held.connection, held.cursor
     compiled = hot.compiled(connection.dialect)
     parameters = compiled.bind(values)
-    dispatch = connection.dispatch
     try:
+        dispatch = connection.engine.dispatch  # listened(connection), inline: per statement
         if dispatch.before_cursor_execute or dispatch.after_cursor_execute or connection._echo:
             # Someone listens (a statement counter, echo): SQLAlchemy's path, which calls them.
             connection._cursor_execute(cursor, compiled.sql, parameters)
@@ -224,13 +297,66 @@ def _execute(
             except BaseException as exc:  # the same sqlalchemy.exc error Session.execute raises
                 connection._handle_dbapi_exception(exc, compiled.sql, parameters, cursor, None)
     except BaseException:
-        # SQLAlchemy closed the cursor with the error: the next statement (the group commit's
-        # next job, after this one's savepoint rolled back) takes a new one.
-        session.info.pop(_CURSOR, None)
-        if held.pooled_info.get(_CURSOR) is cursor:
-            del held.pooled_info[_CURSOR]
+        forget_hot_cursor(session, held)
         raise
     return compiled
+
+
+def forget_hot_cursor(session: OrmSession, held: _Cursor) -> None:
+    """Drop ``held`` after a DBAPI error on it: SQLAlchemy closed the cursor with the error,
+    so the next statement (the group commit's next job, after this one's savepoint rolled
+    back) takes a new one."""
+    session.info.pop(_CURSOR, None)
+    if held.pooled_info.get(_CURSOR) is held.cursor:
+        del held.pooled_info[_CURSOR]
+
+
+def cursor_for(session: OrmSession) -> _Cursor:
+    """The DBAPI cursor ``session``'s hot statements run on now, with its connection and
+    whether statement listeners must hear what runs on it (``listened``)."""
+    return _cursor_for(session)
+
+
+# pool record info: the cursor of the parameterless statements without results (BEGIN,
+# SAVEPOINT, RELEASE), kept apart from the hot statements' so neither resets the other's
+# result (a caller reading ``rowcount`` after a savepoint was released).
+_CONTROL_CURSOR = "hot_control_cursor"
+
+
+def execute_control(connection: Connection, sql: str) -> None:
+    """Run ``sql`` (``BEGIN IMMEDIATE``, ``SAVEPOINT x``: no parameters, no rows) on a
+    cursor kept with ``connection``'s DBAPI connection.
+
+    ``Connection.exec_driver_sql`` builds an execution context, a result and a new DBAPI
+    cursor for each: about 15 µs of Python for a statement SQLite runs in 2 (measured, issue
+    20), three to five times a transaction of the group commit. Listeners of
+    ``before_cursor_execute`` (statement counters) and echo still see the statement: then
+    it goes through ``exec_driver_sql``. A DBAPI error becomes the ``sqlalchemy.exc`` error
+    ``exec_driver_sql`` raises (a lost connection invalidated).
+    """
+    if listened(connection):
+        connection.exec_driver_sql(sql)
+        return
+    pooled = connection.connection
+    dbapi_connection = pooled.dbapi_connection
+    exec_command = getattr(dbapi_connection, "_exec_command", None)
+    if exec_command is not None:
+        # psycopg: the command as psycopg sends its own BEGIN and savepoints, without a
+        # cursor's query conversion (about 3 µs of 13 a statement; the round trip stays).
+        try:
+            dbapi_connection.wait(exec_command(sql.encode()))  # type: ignore[union-attr]
+        except BaseException as exc:
+            connection._handle_dbapi_exception(exc, sql, (), None, None)
+        return
+    cursor = pooled.info.get(_CONTROL_CURSOR)
+    if cursor is None:
+        assert dbapi_connection is not None
+        cursor = pooled.info[_CONTROL_CURSOR] = dbapi_connection.cursor()
+    try:
+        cursor.execute(sql)
+    except BaseException as exc:
+        pooled.info.pop(_CONTROL_CURSOR, None)  # SQLAlchemy closes it with the error
+        connection._handle_dbapi_exception(exc, sql, (), cursor, None)
 
 
 def run(session: OrmSession, hot: HotStatement, values: Mapping[str, Any]) -> Any:

@@ -114,6 +114,9 @@ class Meter(SQLModel, table=True):
             sqlite_where=text("account_no IS NOT NULL"),
             postgresql_where=text("account_no IS NOT NULL"),
         ),
+        # The partial index above cannot serve ``link = ?`` alone (the claim's lookup of a
+        # bus's meters): without this one each claim scanned every order (migration 0010).
+        Index("ix_meters_link", "link"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -238,7 +241,9 @@ class SwitchOrder(SQLModel, table=True):
         ),
         CheckConstraint(_order_state_check(), name="ck_switch_orders_state"),
         Index("ix_switch_orders_open", "terminal", "not_before"),
-        Index("ix_switch_orders_account", "account_no", "kind"),
+        # ``terminal`` too: the re-check's "open order with a timeline" test is then served
+        # by this index, not by walking every open order through ix_switch_orders_open.
+        Index("ix_switch_orders_account", "account_no", "kind", "terminal"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -390,3 +390,59 @@ def test_savepoints_are_sent_as_text_and_still_roll_back(db_engine: Engine) -> N
     assert not any(compiled for _, compiled in sent)
     with read_session(db_engine) as session:
         assert session.execute(select(METERS.c.relay_state)).scalar_one() == "closed"
+
+
+# -- the one-call datetime processors (engine.db.hot.bind_processor / result_processor) ------
+
+
+def _sqlite_dialect() -> Any:
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.dialect()
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5, minutes=-30))]
+        ),
+    )
+    | st.none()
+)
+def test_the_one_call_datetime_processors_equal_sqlalchemys(value: datetime | None) -> None:
+    from sqlmodel.sql.sqltypes import UTCDateTime
+
+    from engine.db.hot import bind_processor, result_processor
+
+    dialect = _sqlite_dialect()
+    type_ = UTCDateTime()
+    plain_bind = type_._cached_bind_processor(dialect)
+    fused_bind = bind_processor(type_, dialect, plain_bind)
+    assert fused_bind is not plain_bind  # the one-call version is in use on SQLite
+    stored = fused_bind(value)
+    assert stored == plain_bind(value)
+    plain_result = type_._cached_result_processor(dialect, None)
+    fused_result = result_processor(type_, dialect, None)
+    assert fused_result is not plain_result
+    read = fused_result(stored)
+    assert read == plain_result(stored)
+    assert read is None or read.tzinfo is UTC
+    # Stored by another program with an offset in the text: still the same conversion.
+    if value is not None:
+        text = value.isoformat(" ")
+        assert fused_result(text) == plain_result(text)
+
+
+def test_a_naive_datetime_is_refused_as_before() -> None:
+    from sqlmodel.sql.sqltypes import UTCDateTime
+
+    from engine.db.hot import bind_processor
+
+    dialect = _sqlite_dialect()
+    type_ = UTCDateTime()
+    fused = bind_processor(type_, dialect, type_._cached_bind_processor(dialect))
+    assert fused is not None
+    with pytest.raises(ValueError, match="timezone"):
+        fused(datetime(2026, 1, 1, 12, 0))
