@@ -212,7 +212,12 @@ class Dispatcher:
         # of reconnections (and of the order a reconnection waits for) have their own
         # committer on the threads' urgent lane: they start before any waiting campaign job.
         self._lanes = Lanes(self._executor)
-        self.group = GroupCommitter(engine, self._lanes.normal, drainers=threads)
+        self.group = GroupCommitter(
+            engine,
+            self._lanes.normal,
+            drainers=threads,
+            delay_s=config.dispatch.group_commit_delay_ms / 1000,
+        )
         self.urgent_group = GroupCommitter(engine, self._lanes.urgent, drainers=threads)
         # Buses where a reconnection was just created (wake): loop time of the last wake.
         self._reconnection_waits: dict[str, float] = {}

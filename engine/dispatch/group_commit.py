@@ -21,6 +21,15 @@ transaction, each job in its own savepoint (a job alone runs in the bare transac
 Batches form by themselves: under light load each job runs alone, under a burst the jobs
 that arrived while the previous group ran share the next one. At most ``max_group`` jobs
 share a transaction, so none holds SQLite's write lock for long.
+
+Between the two, a hundred buses each finishing an order every 0.75 s send a job every
+7 ms or so, and most would run alone, each paying a whole commit (the fsync, the
+transaction's own bookkeeping: about 0.45 ms of CPU on SQLite). ``delay_s`` (PostgreSQL's
+``commit_delay``): while jobs arrive close together (the last one less than four delays
+before this one), a group waits that long for company before it starts. Measured with
+100 buses (docs/performance.md): 4 ms turns 1.2-1.3 jobs a transaction into 1.9 and saves
+0.1-0.2 ms of CPU an order, for 0.4 % more time on the buses. A lone job (one bus, a
+reconnection on the urgent committer) never waits.
 """
 
 from __future__ import annotations
@@ -71,9 +80,12 @@ class GroupCommitter:
         *,
         drainers: int = 1,
         max_group: int = DEFAULT_MAX_GROUP,
+        delay_s: float = 0.0,
     ) -> None:
         if drainers < 1 or max_group < 1:
             raise ValueError("drainers and max_group must be at least 1")
+        if delay_s < 0:
+            raise ValueError("delay_s must not be negative")
         self.engine = engine
         self.executor = executor
         self.drainers = drainers
@@ -84,6 +96,9 @@ class GroupCommitter:
         self.groups = 0  # transactions run (for tests and benchmarks)
         self.jobs = 0
         self._sqlite = is_sqlite(engine)
+        self.delay_s = delay_s
+        self._last_arrival = float("-inf")  # event-loop time of the last job (for delay_s)
+        self.delayed = 0  # groups that waited for company (for tests and benchmarks)
 
     async def run(self, job: Callable[[Session], T], *, read_only: bool = False) -> T:
         """Run ``job`` inside a transaction shared with other waiting jobs; its result once
@@ -102,8 +117,15 @@ class GroupCommitter:
             start = self._running < self.drainers
             if start:
                 self._running += 1
+        now = loop.time()
+        close_together = now - self._last_arrival < 4 * self.delay_s
+        self._last_arrival = now
         if start:
-            self._submit_drainer()
+            if close_together:
+                self.delayed += 1
+                loop.call_later(self.delay_s, self._submit_drainer)
+            else:
+                self._submit_drainer()
         return await future
 
     def _submit_drainer(self) -> None:

@@ -216,3 +216,43 @@ async def test_a_read_only_job_needs_no_savepoint_on_sqlite(
     assert len(savepoints) == (2 if db_engine.dialect.name == "sqlite" else 4)
     assert _actions(db_engine) == ["a", "b"]
     assert audit.verify(db_engine).ok
+
+
+async def test_jobs_arriving_close_together_wait_for_company(
+    db_engine: Engine, executor: ThreadPoolExecutor
+) -> None:
+    # Jobs a few milliseconds apart (the buses of a campaign): with a delay, the first one
+    # after a neighbour waits, and the ones arriving meanwhile share its transaction.
+    async def staggered(group: GroupCommitter, first: int) -> list[int]:
+        assert await group.run(_append("lead")) == first  # no neighbour yet: at once
+        tasks = []
+        for i in range(3):
+            tasks.append(asyncio.ensure_future(group.run(_append(f"job{i}"))))
+            await asyncio.sleep(0.003)
+        return list(await asyncio.gather(*tasks))
+
+    plain = GroupCommitter(db_engine, executor)
+    assert await staggered(plain, 1) == [2, 3, 4]
+    assert plain.delayed == 0
+
+    waiting = GroupCommitter(db_engine, executor, delay_s=0.2)
+    assert await staggered(waiting, 5) == [6, 7, 8]
+    assert waiting.delayed == 1
+    assert (waiting.groups, waiting.jobs) == (2, 4)  # the lead alone, then the three
+    assert audit.verify(db_engine).ok
+
+
+async def test_a_lone_job_never_waits_for_company(
+    db_engine: Engine, executor: ThreadPoolExecutor
+) -> None:
+    group = GroupCommitter(db_engine, executor, delay_s=0.05)
+    for i in range(3):
+        assert await group.run(_append(f"job{i}")) == i + 1
+        await asyncio.sleep(0.25)  # far apart: more than four delays (0.2 s)
+    assert group.delayed == 0
+    assert (group.groups, group.jobs) == (3, 3)
+
+
+def test_the_delay_must_not_be_negative(db_engine: Engine) -> None:
+    with pytest.raises(ValueError, match="delay_s"):
+        GroupCommitter(db_engine, ThreadPoolExecutor(max_workers=1), delay_s=-0.001)
