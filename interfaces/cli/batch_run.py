@@ -123,18 +123,26 @@ def _run(
     engine = open_store(st)
     config = st.config
 
-    def keep(decision: Decision) -> None:
-        assert spill is not None
-        spill.write(to_json_line(decision_to_dict(decision)) + "\n")
+    planning = _progress(_("planning"), as_json)
+    plan_task = planning.add_task("plan", total=None)
+    decided = 0
 
-    with store_errors(st, engine):
+    def keep(decision: Decision) -> None:
+        nonlocal decided
+        if spill is not None:
+            spill.write(to_json_line(decision_to_dict(decision)) + "\n")
+        decided += 1
+        if decided % 1000 == 0:
+            planning.update(plan_task, completed=decided)
+
+    with planning, store_errors(st, engine):
         selection = count_batch(
             engine,
             config,
             now=cli_db.clock.now(),
             station=station,
             limit=limit,
-            on_decision=keep if spill is not None else None,
+            on_decision=keep,
         )
     result = BatchResult(new_batch_id(cli_db.clock.now()), selection, dry_run=dry_run)
     planned = selection.planned
@@ -191,15 +199,7 @@ def _run(
         ):
             _refuse(st, engine, result, spill, Msg(N_("not confirmed")))
 
-    progress = Progress(
-        TextColumn(_("dispatching")),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        disable=as_json or not err_console.is_terminal,
-        transient=True,
-    )
+    progress = _progress(_("dispatching"), as_json)
     task = progress.add_task("orders", total=None)
 
     def created(orders: CreatedOrders) -> None:  # once, when every order is created
@@ -222,6 +222,19 @@ def _run(
             )
         )
     _finish(result, spill, ExitCode.PARTIAL if result.partial_failure else ExitCode.OK)
+
+
+def _progress(what: str, as_json: bool) -> Progress:
+    """A bar on stderr (on a terminal, without --json): planning a province takes minutes."""
+    return Progress(
+        TextColumn(what),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=as_json or not err_console.is_terminal,
+        transient=True,
+    )
 
 
 def _refuse(st: Any, engine: Any, result: BatchResult, spill: IO[str] | None, reason: str) -> None:
