@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,10 +35,11 @@ from engine.db.models import ACCOUNTS, METERS
 from engine.dispatch.dispatcher import Dispatcher, DispatchSummary
 from engine.dispatch.outcomes import Applied
 from engine.notify import Notifier, notifier_from_config
+from engine.store.cases import DEFAULT_CHUNK as CASES_PAGE
 from engine.store.cases import load_cases
 from engine.workcalendar import policy_settings
 from policies import BatchPlan, BatchPlanner, check_batch_limit, plan_batch
-from policies.facts import Decision, Outcome, Reason, Verdict
+from policies.facts import Case, Decision, Outcome, Reason, Verdict
 from policies.serialize import decision_to_dict, plan_summary_to_dict, reason_to_dict
 
 ELIGIBLE = (Outcome.DISCONNECT, Outcome.SCHEDULE)
@@ -191,7 +192,8 @@ def create_streamed(
     reads open already takes no budget (batch run counted it so). An account with an open
     order gets no second one (:func:`engine.batch.create_orders_in`), so a re-run after a
     crash between two chunks only creates what is left. ``on_chunk`` sees each chunk's
-    decisions before they are created (tests count what is held).
+    decisions before they are created (tests count what is held). No read transaction is
+    open while a chunk is written (:func:`cases_by_page`).
     """
     created = CreatedOrders(batch_id)
     if budget <= 0:
@@ -214,7 +216,7 @@ def create_streamed(
         return len(pending)
 
     pending: list[Decision] = []
-    for case in load_cases(engine, station, now=plan_at):
+    for case in cases_by_page(engine, station, now=plan_at):
         decision = planner.add(case)
         if decision.outcome in ELIGIBLE:
             pending.append(decision)
@@ -226,6 +228,33 @@ def create_streamed(
     if pending and budget > 0:
         create(pending)
     return created
+
+
+def cases_by_page(
+    engine: Engine, station: str | None, *, now: datetime, page_size: int | None = None
+) -> Iterator[Case]:
+    """Every case of the scope in account-number order, each page of accounts read in its
+    own short read transaction and closed before its cases are handed out.
+
+    For the creating pass, which writes between pages: :func:`load_cases` reads the whole
+    scope in one read transaction, and on SQLite a reader held open across the writes keeps
+    the WAL from being checkpointed (a province's batch grew it by every order written).
+    """
+    page_size = page_size or CASES_PAGE
+    after: str | None = None
+    while True:
+        query = select(ACCOUNTS.c.account_no).order_by(ACCOUNTS.c.account_no).limit(page_size)
+        if station is not None:
+            query = query.where(ACCOUNTS.c.station == station)
+        if after is not None:
+            query = query.where(ACCOUNTS.c.account_no > after)
+        with read_session(engine) as session:
+            page = list(session.execute(query).scalars())
+        if not page:
+            return
+        # Built in full before the first is handed out: the page's transaction ends here.
+        yield from list(load_cases(engine, station, accounts=page, now=now, chunk_size=page_size))
+        after = page[-1]
 
 
 def accounts_with_open_relay(engine: Engine, accounts: list[str]) -> set[str]:

@@ -239,6 +239,32 @@ def test_crash_between_chunks_then_rerun_finishes_without_duplicates(db_engine: 
     assert audit.verify(db_engine, AUDIT_KEY).ok
 
 
+def test_no_read_transaction_is_open_while_a_chunk_is_written(sqlite_engine: Engine) -> None:
+    """On SQLite a reader held across the writes keeps the WAL from being checkpointed: the
+    creating pass reads each page of accounts in a transaction closed before it writes."""
+    _scope(sqlite_engine)
+    open_readers = 0
+    real = batch_run.load_cases
+
+    def tracked(*args: Any, **kw: Any) -> Any:
+        nonlocal open_readers
+        open_readers += 1
+        try:
+            yield from real(*args, **kw)
+        finally:
+            open_readers -= 1
+
+    seen: list[int] = []
+    config = make_config()
+    selection = count_batch(sqlite_engine, config, now=T0, chunk_size=CHUNK)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(batch_run, "load_cases", tracked)
+        mp.setattr(batch_run, "CASES_PAGE", 5)  # pages smaller than the scope
+        _run(sqlite_engine, config, selection, on_chunk=lambda _chunk: seen.append(open_readers))
+    assert len(seen) >= 18 // CHUNK and set(seen) == {0}
+    assert sum(_disconnect_orders(sqlite_engine).values()) == 18
+
+
 DOCUMENT_KEYS = [
     "batch_id", "dry_run", "refused", "plan", "limit_check", "counts", "blocked_by_reason",
     "field_orders_by_cause", "orders", "busy_buses", "recovered_orders", "decisions",
