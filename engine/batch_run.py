@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from base.clock import Clock
-from engine.batch import CreatedOrders, create_orders, create_orders_in
+from engine.batch import CHUNK, CreatedOrders, create_orders, create_orders_in
 from engine.config import Config
 from engine.db.database import read_session, transaction
 from engine.db.models import ACCOUNTS, METERS
@@ -44,8 +44,8 @@ from policies.serialize import decision_to_dict, plan_summary_to_dict, reason_to
 
 ELIGIBLE = (Outcome.DISCONNECT, Outcome.SCHEDULE)
 # Eligible decisions per step of a streamed batch: one open-relay query and, when creating,
-# one transaction each (engine.batch.CHUNK, the size create_orders has always used).
-STREAM_CHUNK = 500
+# one transaction each (the size create_orders has always used).
+STREAM_CHUNK = CHUNK
 
 DecisionSink = Callable[[Decision], None]
 
