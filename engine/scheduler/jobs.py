@@ -9,7 +9,10 @@ at every start); everything that must survive a restart is in the database:
   calls and escalates late field work (:mod:`engine.fieldwork.overdue`);
 - ``batch`` (``[scheduler] batch_cron``, crontab syntax, site time zone): plans every account
   and creates the orders; over the batch limit it creates none and alerts the duty officer
-  and supervisors (only a human may override the limit, with ``batch run --override-limit``);
+  and supervisors (only a human may override the limit, with ``batch run --override-limit``).
+  Streamed, as ``batch run``: a counting pass judges the limit over the whole scope, then a
+  second pass creates the orders a chunk of accounts at a time (no more than counted), so a
+  province needs the memory of a chunk, not of every decision;
 - ``sweep-HHMM`` (each of ``[scheduler] sweep_times``; ``misfire_grace_time=None``): the
   sweeps of :mod:`engine.sweeps`. A sweep missed while no leader ran (the job store is not
   durable) is caught up when a leader starts, by comparing the last scheduled sweep time with
@@ -33,7 +36,7 @@ from sqlalchemy import Engine
 from base.clock import Clock
 from base.i18n import N_, Msg
 from engine import audit
-from engine.batch import create_orders
+from engine.batch_run import STREAM_CHUNK, create_streamed
 from engine.config import Config
 from engine.db.database import transaction
 from engine.dispatch.dispatcher import Dispatcher
@@ -54,6 +57,7 @@ from engine.sweeps import (
 from engine.timers import TimerResult, fire_due_timers
 from engine.workcalendar import policy_settings
 from policies import plan_batch
+from policies.facts import Decision
 
 log = structlog.get_logger("engine.scheduler")
 
@@ -97,11 +101,23 @@ class BatchJobResult:
 
 
 def run_batch_job(
-    engine: Engine, config: Config, *, now: datetime, actor: str, notifier: Notifier
+    engine: Engine,
+    config: Config,
+    *,
+    now: datetime,
+    actor: str,
+    notifier: Notifier,
+    chunk_size: int = STREAM_CHUNK,
+    on_chunk: Callable[[list[Decision]], None] | None = None,
 ) -> BatchJobResult:
-    """Plan every account and create the orders (the cron's ``batch``); audited."""
+    """Plan every account and create the orders (the cron's ``batch``); audited.
+
+    The plan is counted first (no decision kept), and the limit judged on the whole scope;
+    within it, :func:`engine.batch_run.create_streamed` plans again and creates the orders a
+    chunk at a time, ``plan.planned`` at most.
+    """
     settings = policy_settings(config, engine)
-    plan = plan_batch(load_cases(engine, now=now), settings, now)
+    plan = plan_batch(load_cases(engine, now=now), settings, now, keep_decisions=False)
     batch_id = f"cron:{now.astimezone(config.site.tz):%Y%m%d-%H%M}"
     if not plan.within_limit:
         reason = plan.limit.message
@@ -134,14 +150,19 @@ def run_batch_job(
             )
         log.warning("batch.refused_limit", batch=batch_id, planned=plan.planned)
         return BatchJobResult(batch_id, plan.in_scope, plan.planned, True, reason=reason)
-    created = create_orders(
+    created = create_streamed(
         engine,
-        plan.decisions,
+        config,
+        plan_at=now,
+        station=None,
+        budget=plan.planned,
+        skip_open=False,  # the limit counted them; create_orders_in tells them apart
         batch_id=batch_id,
         actor=actor,
         now=now,
-        config=config,
         notifier=notifier,
+        chunk_size=chunk_size,
+        on_chunk=on_chunk,
     )
     with transaction(engine) as session:
         audit.append(

@@ -125,6 +125,11 @@ def to_json(document: Any) -> str:
     return json.dumps(document, default=_default, ensure_ascii=False, indent=2)
 
 
+def to_json_line(document: Any) -> str:
+    """``document`` as JSON on one line (a line of a streamed document)."""
+    return json.dumps(document, default=_default, ensure_ascii=False)
+
+
 def print_json(document: Any) -> None:
     """Print one JSON document on stdout (the only thing on stdout with --json)."""
     sys.stdout.write(to_json(document) + "\n")
