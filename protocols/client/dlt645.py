@@ -111,6 +111,17 @@ def _accepts(accept: Callable[[Frame], bool] | bytes, frame: Frame) -> bool:
 
 
 @lru_cache(maxsize=1024)
+def _log_reply(bus: str, frame: Frame) -> None:
+    """The debug event of a reply taken (built only when debug events are kept)."""
+    log.debug(
+        "dlt645.reply",
+        bus=bus,
+        address=frame.address,
+        control=f"{frame.control:02X}",
+        length=len(frame.data),
+    )
+
+
 def _expected_read_reply(di: int) -> int:
     """The longest reply to a read of ``di``: its format's size, or a whole frame."""
     entry = identifiers.lookup(di)
@@ -542,13 +553,7 @@ class Dlt645Client:
                             and (accept is None or _accepts(accept, frame))
                         ):
                             if debug:
-                                log.debug(
-                                    "dlt645.reply",
-                                    bus=link.bus_key,
-                                    address=frame.address,
-                                    control=f"{frame.control:02X}",
-                                    length=len(frame.data),
-                                )
+                                _log_reply(link.bus_key, frame)
                             return frame
                         reason = self._stale(function, frame, accept)
                         if reason is not None:
@@ -579,13 +584,7 @@ class Dlt645Client:
                             )
                             raise refusal.exception()
                         if debug:
-                            log.debug(
-                                "dlt645.reply",
-                                bus=link.bus_key,
-                                address=frame.address,
-                                control=f"{frame.control:02X}",
-                                length=len(frame.data),
-                            )
+                            _log_reply(link.bus_key, frame)
                         return frame
                 finally:
                     lock.release()

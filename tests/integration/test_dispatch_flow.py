@@ -121,52 +121,57 @@ def test_a_bus_commits_once_per_order_and_before_every_trip(world: EngineWorld) 
     assert verify(world.engine).ok
 
 
-def test_a_peeked_order_a_payment_cancels_before_its_claim_is_never_tripped(
-    world: EngineWorld,
-) -> None:
-    world.import_fleet()
-    assert len(world.plan_and_create().ready) == METERS
-    events: list[tuple[str, str]] = []
-    first_trip: list[str] = []
+def _next_ready_account(world: EngineWorld, besides: str) -> str:
+    """The account of the oldest ready order, other than the meter ``besides``'s."""
+    with world.engine.connect() as conn:
+        ready = conn.execute(
+            select(SWITCH_ORDERS.c.account_no)
+            .where(SWITCH_ORDERS.c.state == "ready")
+            .order_by(SWITCH_ORDERS.c.id)
+        ).scalars()
+        return next(a for a in ready if a != account_no_for(besides))
 
-    # The second order's meter is peeked at in the first order's transaction; its customer
-    # pays right after the first trip, before the second order's own transaction claims it.
-    def pay_for_the_next() -> None:
-        tripped = first_trip[0]
-        with world.engine.connect() as conn:
-            ready = conn.execute(
-                select(SWITCH_ORDERS.c.account_no)
-                .where(SWITCH_ORDERS.c.state == "ready")
-                .order_by(SWITCH_ORDERS.c.id)
-            ).scalars()
-            account = next(a for a in ready if a != account_no_for(tripped))
-        record_payment(
-            world.engine,
-            account_no=account,
-            amount=Decimal("500.00"),
-            ref="paid-while-peeked",
-            actor="billing",
-            now=datetime.now(UTC),
-            config=world.config,
-        )
-        paid.append(account)
 
-    paid: list[str] = []
+def _pay(world: EngineWorld, account: str) -> None:
+    record_payment(
+        world.engine,
+        account_no=account,
+        amount=Decimal("500.00"),
+        ref="paid-while-peeked",
+        actor="billing",
+        now=datetime.now(UTC),
+        config=world.config,
+    )
 
-    class _FirstTrip(dict[tuple[str, str], Callable[[], None]]):
-        def pop(self, key: Any, default: Any = None) -> Any:
-            if key[0] == "trip" and not first_trip:
-                first_trip.append(key[1])
-                return pay_for_the_next
-            return default
 
-    _dispatch_logged(world, events, after=_FirstTrip())
+class _AfterFirstTrip(dict[tuple[str, str], Callable[[], None]]):
+    """Hooks for :class:`_LoggedDriver`: ``then(tripped_address)`` right after the first
+    trip of the run, nothing after any other call."""
+
+    def __init__(self, then: Callable[[str], None]) -> None:
+        super().__init__()
+        self.then = then
+        self.fired = False
+
+    def pop(self, key: Any, default: Any = None) -> Any:
+        if key[0] == "trip" and not self.fired:
+            self.fired = True
+            return lambda: self.then(key[1])
+        return default
+
+
+def _assert_only_the_paid_one_left_alone(
+    world: EngineWorld, events: list[tuple[str, str]], paid: list[str]
+) -> str:
+    """The one paid account's meter was never tripped and its order is not ``verified``;
+    every other order ended verified, none is left dispatching, the chain verifies.
+    Returns the paid meter's address."""
     assert len(paid) == 1
     address = next(a for a in world.fleet.addresses if account_no_for(a) == paid[0])
     assert ("trip", address) not in events
     assert world.fleet.relay(address) is RelayState.CLOSED
     orders = world.orders()
-    assert orders[paid[0]]["state"] != "verified"
+    assert orders[paid[0]]["state"] not in ("verified", "dispatching")
     others = [a for a in world.fleet.addresses if a != address]
     assert all(world.fleet.relay(a) is RelayState.OPEN for a in others)
     assert all(orders[account_no_for(a)]["state"] == "verified" for a in others)
@@ -176,6 +181,25 @@ def test_a_peeked_order_a_payment_cancels_before_its_claim_is_never_tripped(
         ).scalar_one()
     assert left == 0
     assert verify(world.engine).ok
+    return address
+
+
+def test_a_peeked_order_a_payment_cancels_before_its_claim_is_never_tripped(
+    world: EngineWorld,
+) -> None:
+    world.import_fleet()
+    assert len(world.plan_and_create().ready) == METERS
+    events: list[tuple[str, str]] = []
+    paid: list[str] = []
+
+    # The second order's meter is peeked at in the first order's transaction; its customer
+    # pays right after the first trip, before the second order's own transaction claims it.
+    def pay_for_the_next(tripped: str) -> None:
+        paid.append(_next_ready_account(world, tripped))
+        _pay(world, paid[0])
+
+    _dispatch_logged(world, events, after=_AfterFirstTrip(pay_for_the_next))
+    _assert_only_the_paid_one_left_alone(world, events, paid)
 
 
 def test_a_peeked_order_taken_before_its_outcome_is_claimed_is_left_to_the_payment(
@@ -188,44 +212,14 @@ def test_a_peeked_order_taken_before_its_outcome_is_claimed_is_left_to_the_payme
     world.import_fleet()
     assert len(world.plan_and_create().ready) == METERS
     events: list[tuple[str, str]] = []
-    first_trip: list[str] = []
     paid: list[str] = []
 
-    def swap_and_pay_the_next() -> None:
-        with world.engine.connect() as conn:
-            ready = conn.execute(
-                select(SWITCH_ORDERS.c.account_no)
-                .where(SWITCH_ORDERS.c.state == "ready")
-                .order_by(SWITCH_ORDERS.c.id)
-            ).scalars()
-            account = next(a for a in ready if a != account_no_for(first_trip[0]))
-        address = next(a for a in world.fleet.addresses if account_no_for(a) == account)
+    def swap_and_pay_the_next(tripped: str) -> None:
+        paid.append(_next_ready_account(world, tripped))
+        address = next(a for a in world.fleet.addresses if account_no_for(a) == paid[0])
         world.fleet.update(address, meter_no="SWAPPED-METER")
-        record_payment(
-            world.engine,
-            account_no=account,
-            amount=Decimal("500.00"),
-            ref="paid-while-peeked",
-            actor="billing",
-            now=datetime.now(UTC),
-            config=world.config,
-        )
-        paid.append(account)
+        _pay(world, paid[0])
 
-    class _FirstTrip(dict[tuple[str, str], Callable[[], None]]):
-        def pop(self, key: Any, default: Any = None) -> Any:
-            if key[0] == "trip" and not first_trip:
-                first_trip.append(key[1])
-                return swap_and_pay_the_next
-            return default
-
-    _dispatch_logged(world, events, after=_FirstTrip())
-    assert len(paid) == 1
-    address = next(a for a in world.fleet.addresses if account_no_for(a) == paid[0])
-    assert ("trip", address) not in events
-    assert world.field_orders() == []
-    orders = world.orders()
-    assert orders[paid[0]]["state"] not in ("verified", "field_order", "dispatching")
-    others = [a for a in world.fleet.addresses if a != address]
-    assert all(orders[account_no_for(a)]["state"] == "verified" for a in others)
-    assert verify(world.engine).ok
+    _dispatch_logged(world, events, after=_AfterFirstTrip(swap_and_pay_the_next))
+    _assert_only_the_paid_one_left_alone(world, events, paid)
+    assert world.field_orders() == []  # no field order for a customer who paid
