@@ -810,32 +810,6 @@ class Dispatcher:
         """The meters' local time (site time zone, naive), for the 1CH validity deadline."""
         return self.clock.now().astimezone(self.tz).replace(tzinfo=None)
 
-    async def process(self, claimed: ClaimedOrder, *, lease: LeaseRenewal | None = None) -> Applied:
-        """Run the switch procedure for one claimed order and record its outcome.
-
-        With ``lease`` the bus lease is renewed in the outcome's transaction.
-        """
-        applied, _following, _look = await self._process(
-            claimed, lease=lease, claim_following=False
-        )
-        return applied
-
-    async def _process(
-        self, claimed: ClaimedOrder, *, lease: LeaseRenewal | None, claim_following: bool
-    ) -> tuple[Applied, ClaimedOrder | None, bool]:
-        """:meth:`process`; with ``claim_following`` (and a lease) the outcome's transaction
-        also claims the bus's next order. Returns (applied, next order, ask the queue again).
-        """
-        outcome, journal = await self._switch_order(claimed)
-        applied, following, look = await self._run_for(
-            claimed.link,
-            claimed.kind,
-            self._outcome_job(claimed, outcome, journal, lease, claim_following=claim_following),
-        )
-        log.info("dispatch.order_done", order=claimed.id, kind=claimed.kind,
-                 state=applied.state, cause=applied.cause)  # fmt: skip
-        return applied, following, look
-
     async def _switch_order(self, claimed: ClaimedOrder) -> tuple[SwitchOutcome, DbJournal]:
         """Run the switch procedure for ``claimed``: its outcome (not written yet) and its
         journal (the command results buffered for the outcome's transaction)."""
