@@ -650,6 +650,8 @@ class Dispatcher:
         claimed: ClaimedOrder | None = None
         look = True  # whether the queue must be asked (the outcome's transaction may have)
         while True:
+            if claimed is not None and claimed.peeked and self._stopping():
+                return  # graceful stop: the peeked order was never claimed, it stays queued
             if claimed is None and look:
                 if self._stopping():
                     return  # graceful stop: the order in flight is done, leave the rest queued
