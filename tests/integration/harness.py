@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -181,3 +181,57 @@ def assert_tripped_once_each(fleet: Fleet, paid: set[str], disconnected: Iterabl
         else:
             assert len(trips) == 1, f"meter {address} received {len(trips)} trips"
             assert fleet.relay(address) is RelayState.OPEN
+
+
+# What a test hears of each call to a meter: record(call, address) before it goes out, and
+# after(call, address) may return a hook run once the call has returned (a payment "while
+# the meter was reporting its number").
+Record = Callable[[str, str], None]
+After = Callable[[str, str], Callable[[], None] | None]
+_METER_CALLS = ("read_meter_number", "read_relay", "trip", "close")
+
+
+class LoggedDriver:
+    """The real driver of one meter, each call to the meter reported (see ``Record``)."""
+
+    def __init__(self, driver: Any, address: str, record: Record, after: After) -> None:
+        self._driver, self._address, self._record, self._after = driver, address, record, after
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._driver, name)
+        if name not in _METER_CALLS:
+            return value
+
+        async def logged(*args: Any, **kwargs: Any) -> Any:
+            self._record(name, self._address)
+            result = await value(*args, **kwargs)
+            hook = self._after(name, self._address)
+            if hook is not None:
+                hook()
+            return result
+
+        return logged
+
+
+def dispatch_logged(world: EngineWorld, record: Record, after: After | None = None) -> None:
+    """Dispatch every due order (``run_until_idle``) with each meter call reported."""
+
+    async def run() -> None:
+        dispatcher = world.dispatcher()
+        real_open = dispatcher.open_driver
+
+        async def open_logged(**kwargs: Any) -> Any:
+            driver = await real_open(**kwargs)
+            return LoggedDriver(driver, kwargs["address"], record, after or _no_hook)
+
+        dispatcher.open_driver = open_logged  # type: ignore[method-assign]
+        try:
+            await dispatcher.run_until_idle()
+        finally:
+            await dispatcher.close()
+
+    asyncio.run(run())
+
+
+def _no_hook(_call: str, _address: str) -> None:
+    return None

@@ -9,7 +9,6 @@ first transaction and the outcome with the next order's, and neither rule of saf
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,7 +23,7 @@ from engine.db.models import SWITCH_ORDERS
 from engine.payments import record_payment
 from simulator.fleet import Fleet
 from simulator.state import RelayState
-from tests.integration.harness import EngineWorld, account_no_for
+from tests.integration.harness import EngineWorld, account_no_for, dispatch_logged
 
 METERS = 6
 
@@ -35,56 +34,8 @@ def world(tmp_path: Path) -> Iterator[EngineWorld]:
         yield EngineWorld(tmp_path, fleet)
 
 
-class _LoggedDriver:
-    """The real driver, each call to the meter written into ``events`` as (call, address)."""
-
-    def __init__(
-        self,
-        driver: Any,
-        address: str,
-        events: list[tuple[str, str]],
-        after: dict[tuple[str, str], Callable[[], None]],
-    ) -> None:
-        self._driver, self._address, self._events, self._after = driver, address, events, after
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._driver, name)
-        if name not in ("read_meter_number", "read_relay", "trip", "close"):
-            return value
-
-        async def logged(*args: Any, **kwargs: Any) -> Any:
-            self._events.append((name, self._address))
-            result = await value(*args, **kwargs)
-            hook = self._after.pop((name, self._address), None)
-            if hook is not None:
-                hook()
-            return result
-
-        return logged
-
-
-def _dispatch_logged(
-    world: EngineWorld,
-    events: list[tuple[str, str]],
-    after: dict[tuple[str, str], Callable[[], None]] | None = None,
-) -> None:
-    after = {} if after is None else after
-
-    async def run() -> None:
-        dispatcher = world.dispatcher()
-        real_open = dispatcher.open_driver
-
-        async def open_logged(**kwargs: Any) -> Any:
-            driver = await real_open(**kwargs)
-            return _LoggedDriver(driver, kwargs["address"], events, after)
-
-        dispatcher.open_driver = open_logged  # type: ignore[method-assign]
-        try:
-            await dispatcher.run_until_idle()
-        finally:
-            await dispatcher.close()
-
-    asyncio.run(run())
+def _into(events: list[tuple[str, str]]) -> Callable[[str, str], None]:
+    return lambda call, address: events.append((call, address))
 
 
 def _commits(world: EngineWorld, events: list[tuple[str, str]]) -> Callable[[], None]:
@@ -100,7 +51,7 @@ def test_a_bus_commits_once_per_order_and_before_every_trip(world: EngineWorld) 
     assert len(world.plan_and_create().ready) == METERS
     events: list[tuple[str, str]] = []
     stop_counting = _commits(world, events)
-    _dispatch_logged(world, events)
+    dispatch_logged(world, _into(events))
     stop_counting()
 
     trips = [i for i, (name, _) in enumerate(events) if name == "trip"]
@@ -144,20 +95,20 @@ def _pay(world: EngineWorld, account: str) -> None:
     )
 
 
-class _AfterFirstTrip(dict[tuple[str, str], Callable[[], None]]):
-    """Hooks for :class:`_LoggedDriver`: ``then(tripped_address)`` right after the first
-    trip of the run, nothing after any other call."""
+def _after_first_trip(
+    then: Callable[[str], None],
+) -> Callable[[str, str], Callable[[], None] | None]:
+    """A hook for ``dispatch_logged``: ``then(tripped_address)`` right after the first trip
+    of the run, nothing after any other call."""
+    fired: list[str] = []
 
-    def __init__(self, then: Callable[[str], None]) -> None:
-        super().__init__()
-        self.then = then
-        self.fired = False
+    def after(call: str, address: str) -> Callable[[], None] | None:
+        if call != "trip" or fired:
+            return None
+        fired.append(address)
+        return lambda: then(address)
 
-    def pop(self, key: Any, default: Any = None) -> Any:
-        if key[0] == "trip" and not self.fired:
-            self.fired = True
-            return lambda: self.then(key[1])
-        return default
+    return after
 
 
 def _assert_only_the_paid_one_left_alone(
@@ -198,7 +149,7 @@ def test_a_peeked_order_a_payment_cancels_before_its_claim_is_never_tripped(
         paid.append(_next_ready_account(world, tripped))
         _pay(world, paid[0])
 
-    _dispatch_logged(world, events, after=_AfterFirstTrip(pay_for_the_next))
+    dispatch_logged(world, _into(events), after=_after_first_trip(pay_for_the_next))
     _assert_only_the_paid_one_left_alone(world, events, paid)
 
 
@@ -220,6 +171,6 @@ def test_a_peeked_order_taken_before_its_outcome_is_claimed_is_left_to_the_payme
         world.fleet.update(address, meter_no="SWAPPED-METER")
         _pay(world, paid[0])
 
-    _dispatch_logged(world, events, after=_AfterFirstTrip(swap_and_pay_the_next))
+    dispatch_logged(world, _into(events), after=_after_first_trip(swap_and_pay_the_next))
     _assert_only_the_paid_one_left_alone(world, events, paid)
     assert world.field_orders() == []  # no field order for a customer who paid

@@ -8,9 +8,8 @@ the two are one atomic step, which also spares every disconnection a commit.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -23,36 +22,13 @@ from engine.db.models import AUDIT, COMMAND_ATTEMPTS, SWITCH_ORDERS
 from engine.payments import record_payment
 from simulator.fleet import Fleet
 from simulator.state import RelayState
-from tests.integration.harness import EngineWorld, account_no_for
+from tests.integration.harness import EngineWorld, account_no_for, dispatch_logged
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[EngineWorld]:
     with Fleet.generate(meters=1, buses=1, time_scale=0, seed=5) as fleet:
         yield EngineWorld(tmp_path, fleet)
-
-
-class _LoggedDriver:
-    """The real driver, with each call to the meter written into ``events`` first."""
-
-    def __init__(
-        self, driver: Any, events: list[str], after: dict[str, Callable[[], None]] | None = None
-    ) -> None:
-        self._driver, self._events, self._after = driver, events, after or {}
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._driver, name)
-        if name not in ("read_meter_number", "read_relay", "trip", "close"):
-            return value
-
-        async def logged(*args: Any, **kwargs: Any) -> Any:
-            self._events.append(name)
-            result = await value(*args, **kwargs)
-            if name in self._after:
-                self._after.pop(name)()
-            return result
-
-        return logged
 
 
 def test_the_recheck_allowing_a_trip_commits_its_write_ahead_in_one_transaction(
@@ -67,20 +43,7 @@ def test_the_recheck_allowing_a_trip_commits_its_write_ahead_in_one_transaction(
 
     event.listen(world.engine, "commit", on_commit)
 
-    async def run() -> None:
-        dispatcher = world.dispatcher()
-        real_open = dispatcher.open_driver
-
-        async def open_logged(**kwargs: Any) -> Any:
-            return _LoggedDriver(await real_open(**kwargs), events)
-
-        dispatcher.open_driver = open_logged  # type: ignore[method-assign]
-        try:
-            await dispatcher.run_until_idle()
-        finally:
-            await dispatcher.close()
-
-    asyncio.run(run())
+    dispatch_logged(world, lambda call, _address: events.append(call))
     event.remove(world.engine, "commit", on_commit)
 
     identity = events.index("read_meter_number")
@@ -118,22 +81,12 @@ def test_a_payment_between_the_identity_read_and_the_recheck_writes_no_write_ahe
             config=world.config,
         )
 
-    async def run() -> None:
-        dispatcher = world.dispatcher()
-        real_open = dispatcher.open_driver
-
-        async def open_logged(**kwargs: Any) -> Any:
-            return _LoggedDriver(
-                await real_open(**kwargs), events, after={"read_meter_number": pay}
-            )
-
-        dispatcher.open_driver = open_logged  # type: ignore[method-assign]
-        try:
-            await dispatcher.run_until_idle()
-        finally:
-            await dispatcher.close()
-
-    asyncio.run(run())
+    hooks = {"read_meter_number": pay}
+    dispatch_logged(
+        world,
+        lambda call, _address: events.append(call),
+        after=lambda call, _a: hooks.pop(call, None),
+    )
     with world.engine.connect() as conn:
         cut = conn.execute(
             select(SWITCH_ORDERS.c.id, SWITCH_ORDERS.c.state).where(
