@@ -28,9 +28,7 @@ Progress goes to stderr; the figures are one JSON object on the last line of std
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from plan import COUNTY, import_usage, write_county
-from support import ROOT, database, db_kind, emit, log, machine, write_config
+from support import ROOT, database, db_kind, emit, log, machine, run_measured, write_config
 
 PROVINCE = 3_000_000
 LIMIT = 5000
@@ -54,18 +52,8 @@ def batch_run(config: Path, root: Path, limit: int) -> dict[str, float]:
                "--config", str(config), "batch", "run", "--yes", "--json"]  # fmt: skip
     if limit:
         command += ["--limit", str(limit)]
-    started = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - started
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"batch run failed ({root}): {stderr[-2000:]}")
-    return {
-        "wall_s": elapsed,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-        "peak_rss_mb": usage.ru_maxrss / 1024,  # KiB on Linux
-    }
+    wall_s, peak_rss_mb, cpu_s = run_measured(command, root, f"batch run ({root})")
+    return {"wall_s": wall_s, "cpu_s": cpu_s, "peak_rss_mb": peak_rss_mb}
 
 
 def orders_and_audit(url: str) -> tuple[int, int]:

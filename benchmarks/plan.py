@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import random
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from support import ROOT, database, db_kind, emit, log, machine, write_config
+from support import ROOT, database, db_kind, emit, log, machine, run_measured, write_config
 
 from engine.importer import REQUIRED_COLUMNS
 
@@ -100,14 +98,7 @@ def import_usage(config: Path, csv_path: Path) -> tuple[float, float, float]:
     seconds, user + system: on a shared machine the figure to compare between formats)."""
     command = [sys.executable, "-m", "interfaces.cli.main", "--config", str(config),
                "accounts", "import", str(csv_path)]  # fmt: skip
-    started = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - started
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"the import failed: {stderr[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # KiB on Linux
+    return run_measured(command, ROOT, "the import")
 
 
 def read_floor(url: str) -> tuple[float, int]:
@@ -180,14 +171,8 @@ def plan_command(config: Path) -> tuple[float, float]:
     (seconds, its peak RSS in MB): the memory a province-sized plan needs."""
     command = [sys.executable, "-m", "interfaces.cli.main", "--config", str(config),
                "batch", "plan", "--json"]  # fmt: skip
-    started = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - started
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"batch plan failed: {stderr[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024  # KiB on Linux
+    elapsed, rss_mb, _cpu_s = run_measured(command, ROOT, "batch plan")
+    return elapsed, rss_mb
 
 
 def bench(accounts: int, db_url: str | None, repeat: int) -> dict[str, Any]:

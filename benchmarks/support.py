@@ -66,6 +66,23 @@ def machine() -> dict[str, Any]:
     }
 
 
+def run_measured(command: list[str], cwd: Path, what: str) -> tuple[float, float, float]:
+    """Run ``command`` in its own process, its stdout thrown away: (wall seconds, its peak
+    RSS in MB, its CPU seconds, user + system). Raises RuntimeError naming ``what`` with the
+    end of its stderr when it fails. Its stderr goes to a file, not a pipe: a chatty command
+    would otherwise block on a full pipe while we wait for it."""
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=errors)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - started
+        if os.waitstatus_to_exitcode(status) != 0:
+            errors.seek(0)
+            tail = errors.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"{what} failed: {tail}")
+    return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # KiB on Linux
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
