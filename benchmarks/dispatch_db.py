@@ -16,7 +16,7 @@ the jobs of many buses share transactions as in ``benchmarks/dispatch.py``.
 Usage::
 
     .venv/bin/python benchmarks/dispatch_db.py [--meters 2000] [--buses 100]
-        [--frame-ms 250] [--repeat 3]
+        [--frame-ms 250] [--repeat 3] [--db-url postgresql://...]
     .venv/bin/python benchmarks/dispatch_db.py --jobs-only 8 [--calls] [--dump FILE]
 
 The figures are one JSON object on the last line of stdout.
@@ -112,7 +112,7 @@ def _write_accounts(path: Path, meters: int, buses: int) -> dict[str, str]:
     return numbers
 
 
-def bench(meters: int, buses: int, frame_ms: float) -> dict[str, Any]:
+def bench(meters: int, buses: int, frame_ms: float, db_url: str | None = None) -> dict[str, Any]:
     from base.clock import SystemClock
     from engine.config import load_config
     from engine.db import engine_from_config
@@ -122,7 +122,7 @@ def bench(meters: int, buses: int, frame_ms: float) -> dict[str, Any]:
     configure_logging("WARNING", json=False)
     with (
         tempfile.TemporaryDirectory(prefix="meterctl-bench-dispatch-db-") as tmp,
-        database(None, Path(tmp)) as url,
+        database(db_url, Path(tmp)) as url,
     ):
         folder = Path(tmp)
         config_path = write_config(folder, url)
@@ -156,6 +156,7 @@ def bench(meters: int, buses: int, frame_ms: float) -> dict[str, Any]:
         "orders": int(prepared["orders"]),
         "buses": buses,
         "frame_ms": frame_ms,
+        "database": "postgresql" if db_url else "sqlite",
         "verified": verified,
         "cpu_ms_per_verified_order": round(1000 * cpu / max(verified, 1), 3),
         "wall_s": round(wall, 2),
@@ -346,6 +347,7 @@ def main() -> None:
     parser.add_argument("--buses", type=int, default=100)
     parser.add_argument("--frame-ms", type=float, default=250.0)
     parser.add_argument("--repeat", type=int, default=3, help="runs; the least CPU is kept")
+    parser.add_argument("--db-url", default=None, help="a PostgreSQL server (fresh database)")
     parser.add_argument(
         "--jobs-only", type=int, metavar="GROUP", help="only the database jobs, GROUP a commit"
     )
@@ -355,7 +357,10 @@ def main() -> None:
     if args.jobs_only:
         emit(jobs_only(args.meters, args.buses, args.jobs_only, args.calls, args.dump))
         return
-    runs = [bench(args.meters, args.buses, args.frame_ms) for _ in range(max(args.repeat, 1))]
+    runs = [
+        bench(args.meters, args.buses, args.frame_ms, args.db_url)
+        for _ in range(max(args.repeat, 1))
+    ]
     best = min(runs, key=lambda f: f["cpu_ms_per_verified_order"])
     best["runs_cpu_ms_per_verified_order"] = [f["cpu_ms_per_verified_order"] for f in runs]
     emit(best)

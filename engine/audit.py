@@ -30,7 +30,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Engine, event, func, insert, or_, select, update
+from sqlalchemy import Engine, bindparam, event, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session
@@ -199,10 +199,40 @@ def _session_key(session: OrmSession, key: bytes | None) -> bytes:
 # the database takes to run these statements.
 _RECORD_COLUMNS = ("seq", "at", "actor", "action", "subject", "payload", "prev_hash", "hash")
 _LAST_RECORD = HotStatement(select(AUDIT.c.seq, AUDIT.c.hash).order_by(AUDIT.c.seq.desc()).limit(1))
-_INSERT_RECORD = HotStatement(insert(AUDIT), column_keys=_RECORD_COLUMNS)
 _UPDATE_HEAD = HotStatement(
     update(AUDIT_HEADS).where(AUDIT_HEADS.c.id == 1), column_keys=("seq", "hash", "mac")
 )
+
+# Records written per INSERT on SQLite: 800 parameters, under every SQLite's limit (999
+# before 3.32). Also how many records wait in memory at most before they are written.
+_ROWS_PER_INSERT = 100
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
+def _insert_records(rows: int) -> HotStatement:
+    """``INSERT INTO audit_log ... VALUES (...), (...)`` for ``rows`` records (parameters
+    ``seq_0`` ... ``hash_{rows-1}``)."""
+    return HotStatement(
+        insert(AUDIT).values(
+            [
+                {c: bindparam(f"{c}_{i}", type_=AUDIT.c[c].type) for c in _RECORD_COLUMNS}
+                for i in range(rows)
+            ]
+        )
+    )
+
+
+# PostgreSQL: all the records of a transaction in one statement of constant text, however
+# many they are: one JSON text parameter. psycopg parses and prepares it once; a multi-row
+# VALUES of 8 parameters a record is a new text for each count of records, parsed again
+# each time once it has over 50 parameters (psycopg's cache limit), and costs a parameter
+# dump per value.
+_INSERT_RECORDS_PG = (
+    "INSERT INTO audit_log (seq, at, actor, action, subject, payload, prev_hash, hash) "
+    "SELECT seq, at, actor, action, subject, payload, prev_hash, hash "
+    "FROM json_populate_recordset(NULL::audit_log, CAST({records} AS json))"
+)
+_RECORDS_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 # The head anchor written in one statement whether or not its row exists yet (PostgreSQL,
 # sent with the COMMIT: engine.db.database.send_with_commit).
@@ -211,10 +241,27 @@ _UPSERT_HEAD_PG = (
     "ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash, mac = EXCLUDED.mac"
 )
 
-# session.info keys: the chain's tail as this session last saw it, and the root transaction
-# whose commit must move the head anchor.
+# session.info keys: the chain's tail as this session last saw it, the root transaction
+# whose commit must move the head anchor, and the records appended but not written yet.
 _TAIL = AUDIT_TAIL
 _HEAD_DUE = "audit_head_due"
+_PENDING = "audit_pending"
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A record appended in a transaction that has not committed yet.
+
+    ``transaction``: the one it belongs to, the savepoint it was appended in or, once that
+    was released, the one enclosing it. ``written_in``: the savepoint it was written in
+    ahead of the commit (:func:`write_pending`), or None while it waits: a record of the
+    enclosing transaction written inside a savepoint that is rolled back later is unwritten
+    again, and must be written again.
+    """
+
+    transaction: SessionTransaction
+    values: tuple[Any, ...]  # in _RECORD_COLUMNS order
+    written_in: SessionTransaction | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,11 +292,105 @@ def _known_tail(session: OrmSession, current: SessionTransaction) -> ChainTail |
 
 
 def _read_tail(session: OrmSession) -> tuple[int, str]:
+    """The chain's last record inside the transaction ``session`` works in now: the last
+    record appended and not written yet, else the database's."""
+    pending = _surviving(session)
+    if pending:
+        values = pending[-1].values
+        return int(values[0]), str(values[7])
     # PostgreSQL: usually locked already, first thing in engine.db.transaction. SQLite: the
     # transaction already holds the database write lock (BEGIN IMMEDIATE).
     lock_audit_chain(session)
     last = first(session, _LAST_RECORD, {})
     return (int(last[0]), str(last[1])) if last else (0, GENESIS_HASH)
+
+
+def _surviving(session: OrmSession) -> list[_Pending]:
+    """The records of ``session``'s transaction not committed yet that still belong to the
+    transaction it works in now (or to one enclosing it). Those of a savepoint rolled back
+    since, or of an earlier transaction, are dropped; those written in a savepoint rolled
+    back since wait to be written again."""
+    pending: list[_Pending] | None = session.info.get(_PENDING)
+    if not pending:
+        return []
+    current = innermost_transaction(session)
+    kept = [p for p in pending if encloses(p.transaction, current)]
+    for record in kept:
+        if record.written_in is not None and not encloses(record.written_in, current):
+            record.written_in = None
+    if len(kept) != len(pending):
+        session.info[_PENDING] = kept
+    return kept
+
+
+def _insert_statements(pending: list[_Pending]) -> list[tuple[HotStatement, dict[str, Any]]]:
+    """The INSERTs that write ``pending`` (SQLite), at most :data:`_ROWS_PER_INSERT`
+    records each."""
+    statements = []
+    for start in range(0, len(pending), _ROWS_PER_INSERT):
+        chunk = pending[start : start + _ROWS_PER_INSERT]
+        values = {
+            f"{column}_{i}": value
+            for i, record in enumerate(chunk)
+            for column, value in zip(_RECORD_COLUMNS, record.values, strict=True)
+        }
+        statements.append((_insert_records(len(chunk)), values))
+    return statements
+
+
+def _records_json(pending: list[_Pending]) -> str:
+    """``pending`` as the JSON text :data:`_INSERT_RECORDS_PG` takes."""
+    return _RECORDS_JSON.encode(
+        [
+            {
+                "seq": seq,
+                "at": at.isoformat(),
+                "actor": actor,
+                "action": action,
+                "subject": subject,
+                "payload": payload,
+                "prev_hash": prev_hash,
+                "hash": hash_,
+            }
+            for seq, at, actor, action, subject, payload, prev_hash, hash_ in (
+                p.values for p in pending
+            )
+        ]
+    )
+
+
+def _is_postgres(session: OrmSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _write_now(session: OrmSession, pending: list[_Pending]) -> None:
+    if _is_postgres(session):
+        insert_pg = text(_INSERT_RECORDS_PG.format(records=":records"))
+        session.execute(insert_pg, {"records": _records_json(pending)})
+        return
+    for hot, values in _insert_statements(pending):
+        run_hot(session, hot, values)
+
+
+def write_pending(session: OrmSession) -> None:
+    """Write now the records appended in ``session``'s transaction that wait for its commit
+    (:func:`append`), so a read of ``audit_log`` in the same transaction sees them.
+
+    Written inside a savepoint, they are kept in case it rolls back (a record of the
+    enclosing transaction must then be written again); written in the transaction itself,
+    they are done with.
+    """
+    pending = _surviving(session)
+    waiting = [p for p in pending if p.written_in is None]
+    if not waiting:
+        return
+    _write_now(session, waiting)
+    current = innermost_transaction(session)
+    if current.nested:
+        for record in waiting:
+            record.written_in = current
+    else:
+        session.info[_PENDING] = []  # every surviving record is written in the transaction
 
 
 def append(
@@ -267,9 +408,11 @@ def append(
     ``subject`` is what the record is about (an account number, an order id, a file name);
     ``payload`` any JSON-able detail, scrubbed of secret-looking keys. ``at`` defaults to now.
 
-    The chain's tail is read (and locked) once per transaction, and the head anchor is
-    written once, when the transaction commits (:func:`_move_head`): a dispatched order
-    appends four records in two transactions.
+    The chain's tail is read (and locked) once per transaction. The record is written with
+    the transaction's others when it commits (:func:`_move_head`: one multi-row INSERT, on
+    PostgreSQL in the commit's round trip, with the head anchor), or when
+    :data:`_ROWS_PER_INSERT` wait; a record of a savepoint rolled back is never written.
+    A dispatched order appends four records in one transaction.
     """
     when = (at or datetime.now(UTC)).astimezone(UTC)
     # Secret-looking keys become ***, and any loaded secret value quoted in a text (an error
@@ -282,55 +425,67 @@ def append(
     seq = last_seq + 1
     digest = _record_digest(chain_key, prev_hash, seq, when, actor, action, subject, body_payload)
     record = AppendedRecord(seq, when, actor, action, subject, body_payload, prev_hash, digest)
-    run_hot(
-        session,
-        _INSERT_RECORD,
-        {
-            "seq": seq,
-            "at": when,
-            "actor": actor,
-            "action": action,
-            "subject": subject,
-            "payload": body_payload,
-            "prev_hash": prev_hash,
-            "hash": digest,
-        },
+    pending: list[_Pending] | None = session.info.get(_PENDING)
+    if pending is None:
+        pending = session.info[_PENDING] = []
+    pending.append(
+        _Pending(current, (seq, when, actor, action, subject, body_payload, prev_hash, digest))
     )
     session.info[_TAIL] = ChainTail(current, seq, digest)
     session.info[_HEAD_DUE] = (session.get_transaction(), chain_key)
+    if len(pending) >= _ROWS_PER_INSERT and pending[-_ROWS_PER_INSERT].written_in is None:
+        write_pending(session)  # the last 100 appends wait: memory stays bounded
     log.debug("audit.append seq=%s action=%s subject=%s", seq, action, subject)
     return record
 
 
 @event.listens_for(OrmSession, "before_commit")
 def _move_head(session: OrmSession) -> None:
-    """Point the keyed head anchor at the chain's last record, just before the commit.
+    """Write the transaction's records and point the keyed head anchor at the chain's last
+    record, just before the commit.
 
     Once per transaction instead of once per record. SQLAlchemy calls this for savepoint
     releases too: the records of a released savepoint become its parent's, so the cached
-    tail moves up and the commit needs no second read. When the last append's savepoint was
-    rolled back, the tail is read again. A savepoint still open when its transaction commits
-    is committed first by :func:`engine.db.transaction` (SQLAlchemy would commit it after
-    this hook, when the head is already written).
+    tail and the records waiting to be written move up, and the commit needs no second
+    read. When the last append's savepoint was rolled back, the tail is read again. A
+    savepoint still open when its transaction commits is committed first by
+    :func:`engine.db.transaction` (SQLAlchemy would commit it after this hook, when the head
+    is already written).
     """
     committing = innermost_transaction(session)
     if committing.nested:
+        parent = committing.parent
         tail = session.info.get(_TAIL)
-        if isinstance(tail, ChainTail) and tail.transaction is committing and committing.parent:
-            session.info[_TAIL] = ChainTail(committing.parent, tail.seq, tail.hash)
+        if isinstance(tail, ChainTail) and tail.transaction is committing and parent:
+            session.info[_TAIL] = ChainTail(parent, tail.seq, tail.hash)
+        if parent is not None:
+            for record in session.info.get(_PENDING) or ():
+                if record.transaction is committing:
+                    record.transaction = parent
+                if record.written_in is committing:
+                    record.written_in = parent
         return
     due = session.info.pop(_HEAD_DUE, None)
     if due is None or due[0] is not committing:
+        session.info.pop(_PENDING, None)  # of an earlier transaction, rolled back
         return  # nothing appended in this transaction
     chain_key = due[1]
     tail = _known_tail(session, committing)
     seq, last_hash = (tail.seq, tail.hash) if tail is not None else _read_tail(session)
+    waiting = [p for p in _surviving(session) if p.written_in is None]
+    session.info.pop(_PENDING, None)
     session.info.pop(_TAIL, None)
     if seq == 0:
         return  # every append was rolled back with its savepoint, on an empty chain
     head = {"seq": seq, "hash": last_hash, "mac": _head_mac(chain_key, seq, last_hash)}
-    if send_with_commit(session, _UPSERT_HEAD_PG, head):
+    with_commit: list[tuple[str, Any]] = []
+    if waiting and _is_postgres(session):
+        insert_pg = _INSERT_RECORDS_PG.format(records="%(records)s")
+        with_commit.append((insert_pg, {"records": _records_json(waiting)}))
+    if send_with_commit(session, [*with_commit, (_UPSERT_HEAD_PG, head)]):
         return  # PostgreSQL: written in the commit's round trip
+    if waiting:
+        _write_now(session, waiting)
     if rowcount(session, _UPDATE_HEAD, head) == 0:
         session.execute(insert(AUDIT_HEADS).values(id=1, **head))
 
@@ -387,6 +542,7 @@ def verify_session(
     checked; the signed checkpoints (:mod:`engine.audit_anchor`) then vouch for content.
     """
     chain_key = _session_key(session, key)
+    write_pending(session)  # this transaction's own records, appended and not written yet
     expected, prev_hash, count = 1, GENESIS_HASH, 0
     for rows in _chunks(session, chunk):
         for seq, at, actor, action, subject, payload, stored_prev, stored_hash in rows:
@@ -454,6 +610,7 @@ def records(
     A record is about an account when its subject is the account number or its payload names
     it as a JSON string (bulk records list their accounts).
     """
+    write_pending(session)  # this transaction's own records, appended and not written yet
     query = select(AUDIT)
     if account is not None:
         pattern = f'%"{_escape_like(account)}"%'
@@ -481,6 +638,7 @@ def records(
 
 def count(session: Session) -> int:
     """Number of records in the trail."""
+    write_pending(session)
     return int(session.execute(select(func.count()).select_from(AUDIT)).scalar_one())
 
 

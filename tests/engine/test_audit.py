@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -11,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import DBAPIError
+from sqlmodel import Session
 
 from engine import audit
 from engine.db import read_session, transaction
@@ -185,11 +188,17 @@ def _chain(engine: Engine) -> list[tuple[int, str]]:
 
 
 def test_a_transaction_reads_the_tail_once_and_moves_the_head_once(db_engine: Engine) -> None:
+    """One tail read, and at the commit one INSERT for all of the transaction's records
+    (those of its released savepoint too) and one head write. On PostgreSQL the INSERT and
+    the head's upsert ride in the commit's pipeline, so the statement listener (which turns
+    that off) sees them run just before the commit."""
     _append(db_engine, 2)
     statements: list[str] = []
+    parameters: list[object] = []
 
-    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+    def seen(_conn: object, _cursor: object, statement: str, params: object, *_: object) -> None:
         statements.append(" ".join(statement.split()))
+        parameters.append(params)
 
     event.listen(db_engine, "before_cursor_execute", seen)
     try:
@@ -203,7 +212,12 @@ def test_a_transaction_reads_the_tail_once_and_moves_the_head_once(db_engine: En
     tail_reads = [s for s in statements if s.startswith("SELECT audit_log.seq, audit_log.hash")]
     head_writes = [s for s in statements if s.startswith("UPDATE audit_head")]
     inserts = [s for s in statements if s.startswith("INSERT INTO audit_log")]
-    assert (len(tail_reads), len(head_writes), len(inserts)) == (1, 1, 4)
+    assert (len(tail_reads), len(head_writes), len(inserts)) == (1, 1, 1)
+    written = parameters[statements.index(inserts[0])]
+    if db_engine.dialect.name == "postgresql":  # the records as one JSON text
+        assert len(json.loads(written["records"])) == 4  # type: ignore[index]
+    else:  # four records' VALUES
+        assert inserts[0].count("), (") == 3 and len(written) == 32  # type: ignore[arg-type]
     assert audit.verify(db_engine).ok
     assert [seq for seq, _ in _chain(db_engine)] == [1, 2, 3, 4, 5, 6]
 
@@ -248,12 +262,14 @@ def test_the_head_follows_a_rollback_of_the_last_append(db_engine: Engine) -> No
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(st.lists(st.sampled_from(["append", "begin", "release", "rollback"]), max_size=14))
+@given(st.lists(st.sampled_from(["append", "begin", "release", "rollback", "read"]), max_size=14))
 def test_any_mix_of_savepoints_and_appends_keeps_a_valid_chain(
     sqlite_engine: Engine, steps: list[str]
 ) -> None:
     """Whatever savepoints commit or roll back, the chain is contiguous and verifies, and it
-    holds exactly the records whose savepoints all committed."""
+    holds exactly the records whose savepoints all committed. A read inside the transaction
+    (which writes the records waiting for the commit) sees exactly the records appended in
+    it and not rolled back."""
     with read_session(sqlite_engine) as session:
         before = audit.count(session)
     expected: list[str] = []
@@ -267,6 +283,9 @@ def test_any_mix_of_savepoints_and_appends_keeps_a_valid_chain(
                 (stack[-1][1] if stack else pending).append(f"step{n}")
             elif step == "begin":
                 stack.append((session.begin_nested(), []))
+            elif step == "read":
+                visible = pending + [r for _, records in stack for r in records]
+                assert [r["action"] for r in audit.records(session)[before:]] == visible
             elif stack:
                 savepoint, records = stack.pop()
                 if step == "release":
@@ -283,6 +302,41 @@ def test_any_mix_of_savepoints_and_appends_keeps_a_valid_chain(
     assert [r["action"] for r in rows] == expected
     assert [r["seq"] for r in rows] == list(range(before + 1, before + 1 + len(expected)))
     assert audit.verify(sqlite_engine).ok
+
+
+def test_a_transaction_of_many_records_writes_them_all(db_engine: Engine) -> None:
+    """More records than one INSERT takes (100: SQLite's parameter limit), some in a
+    savepoint rolled back, some written early by a read inside the transaction."""
+    _append(db_engine, 1)
+    with transaction(db_engine) as session:
+        for i in range(150):
+            audit.append(session, "olga", "bulk", f"A{i}", {"i": i})
+        with pytest.raises(RuntimeError), session.begin_nested():
+            for i in range(120):
+                audit.append(session, "olga", "doomed", f"B{i}", {"i": i})
+            raise RuntimeError("the batch failed")
+        assert audit.count(session) == 151  # the 150 records and the first transaction's
+        for i in range(90):
+            audit.append(session, "olga", "bulk", f"C{i}", {"i": i})
+    chain = _chain(db_engine)
+    assert [seq for seq, _ in chain] == list(range(1, 242))
+    assert {action for _, action in chain} == {"test.event", "bulk"}
+    result = audit.verify(db_engine)
+    assert (result.ok, result.records) == (True, 241), result.problem
+
+
+def test_records_of_a_rolled_back_transaction_are_never_written(db_engine: Engine) -> None:
+    """A session used again after a rollback starts with nothing waiting from before."""
+    with Session(db_engine, expire_on_commit=False) as session:
+        session.info["audit_key"] = AUDIT_KEY
+        with pytest.raises(RuntimeError), session.begin():
+            audit.append(session, "olga", "doomed", "A1", {})
+            raise RuntimeError("no")
+        with session.begin():
+            audit.append(session, "olga", "kept", "A1", {})
+    assert _chain(db_engine) == [(1, "kept")]
+    result = audit.verify(db_engine, AUDIT_KEY)
+    assert result.ok, result.problem
 
 
 def test_a_savepoint_left_open_is_committed_with_the_head_on_it(db_engine: Engine) -> None:
@@ -331,6 +385,52 @@ def test_chain_then_row_does_not_deadlock_with_row_then_chain(db_engine: Engine)
         thread.join(30)
     assert not errors, errors
     assert [action for _seq, action in _chain(db_engine)] == ["command.result", "payment.recorded"]
+    assert audit.verify(db_engine).ok
+
+
+def _waits_for_the_chain(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        waiting = conn.execute(
+            text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        ).scalar_one()
+    return bool(waiting)
+
+
+def test_a_transaction_waiting_for_the_chain_reads_the_tail_committed_meanwhile(
+    db_engine: Engine,
+) -> None:
+    """The BEGIN, the chain's lock and the tail read go to PostgreSQL in one message. The
+    read must still see the record a transaction holding the lock committed while this one
+    waited for it (a snapshot taken before the wait would give the old tail: the next
+    append would reuse its seq and fail, or fork the chain)."""
+    if db_engine.dialect.name != "postgresql":
+        pytest.skip("SQLite takes the write lock at BEGIN IMMEDIATE")
+    _append(db_engine, 1)
+    holding, waiter_done = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            holding.wait(5)
+            with transaction(db_engine) as session:  # waits here for the chain's lock
+                audit.append(session, "olga", "second", "A1", {})
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            waiter_done.set()
+
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    with transaction(db_engine) as session:
+        audit.append(session, "olga", "first", "A1", {})
+        holding.set()
+        deadline = time.monotonic() + 10
+        while not _waits_for_the_chain(db_engine):
+            assert time.monotonic() < deadline, "the second transaction never waited"
+            time.sleep(0.01)
+    waiter.join(30)
+    assert waiter_done.is_set() and not errors, errors
+    assert _chain(db_engine) == [(1, "test.event"), (2, "first"), (3, "second")]
     assert audit.verify(db_engine).ok
 
 

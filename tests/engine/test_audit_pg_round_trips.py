@@ -1,6 +1,6 @@
-"""The round trips of an audited PostgreSQL transaction (issue 20): the BEGIN, the chain's lock
-and its tail in one pipeline, each record's INSERT, the head anchor in one pipeline with the
-COMMIT; and the head queued for the commit is written with it or not at all."""
+"""The messages of an audited PostgreSQL transaction (issue 20): the BEGIN, the chain's lock
+and its tail in one message; the records' INSERT, the head anchor and the COMMIT in another;
+and what is queued for the commit is written with it or not at all."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session as OrmSession
 
 from engine import audit
-from engine.db import transaction
+from engine.db import simple_query, transaction
 from tests.engine.store_helpers import _postgres
 
 pytestmark = pytest.mark.postgres
@@ -40,22 +40,41 @@ def _record_executes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
     return seen
 
 
-def test_an_audited_transaction_takes_three_round_trips(
+def _record_messages(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The first words of each statement of each message: several sent in one piece
+    (engine.db.simple_query), or one a psycopg cursor sends on its own."""
+    seen: list[list[str]] = []
+    plain_run, plain_execute = simple_query.run, psycopg.Cursor.execute
+
+    def run(dbapi_connection: Any, statements: Any) -> Any:
+        texts = [s if isinstance(s, str) else s[0] for s in statements]
+        seen.append([" ".join(t.split()[:3]) for t in texts])
+        return plain_run(dbapi_connection, statements)
+
+    def execute(self: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append([" ".join(str(query).split()[:3])])
+        return plain_execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(simple_query, "run", run)
+    monkeypatch.setattr(psycopg.Cursor, "execute", execute)
+    return seen
+
+
+def test_an_audited_transaction_takes_two_messages(
     pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with transaction(pg_engine) as session:
         audit.append(session, "test", "warm")  # the connection exists, its head row too
-    seen = _record_executes(monkeypatch)
+    seen = _record_messages(monkeypatch)
     with transaction(pg_engine) as session:
         audit.append(session, "test", "counted")
+        audit.append(session, "test", "counted too")
     assert seen == [
-        ("SELECT pg_advisory_xact_lock(7882834701841429860)", True),  # with the BEGIN
-        ("SELECT seq, hash", True),
-        ("INSERT INTO audit_log", False),
-        ("INSERT INTO audit_head", True),  # with the COMMIT
+        ["BEGIN", "SELECT pg_advisory_xact_lock(7882834701841429860)", "SELECT seq, hash"],
+        ["INSERT INTO audit_log", "INSERT INTO audit_head", "COMMIT"],
     ]
     result = audit.verify(pg_engine)
-    assert (result.ok, result.records) == (True, 2), result.problem
+    assert (result.ok, result.records) == (True, 3), result.problem
 
 
 def test_a_head_write_that_fails_fails_the_commit(pg_engine: Engine) -> None:
