@@ -18,8 +18,7 @@ from sqlalchemy import insert
 from sqlmodel import Session
 
 from engine.db.coordination import NOTIFICATIONS
-from engine.db.hot import HotStatement
-from engine.db.hot import run as run_hot
+from engine.db.hot import HotStatement, run_later
 
 
 class Notifier(Protocol):
@@ -63,7 +62,7 @@ class OutboxNotifier:
         order_id: int | None = None,
         recipients: tuple[str, ...] = (),
     ) -> None:
-        run_hot(
+        run_later(
             session,
             _INSERT,
             {

@@ -23,7 +23,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Engine, Row, create_engine, event, select, text
+from sqlalchemy import Column, Connection, Engine, Row, create_engine, event, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import Session as OrmSession
@@ -36,7 +36,12 @@ from base.i18n import N_, Msg
 from engine.config import Config, audit_key
 from engine.db import simple_query
 from engine.db.hot import cursor_for as hot_cursor
-from engine.db.hot import execute_control, listened
+from engine.db.hot import (
+    execute_control,
+    listened,
+    send_waiting_writes,
+    send_waiting_writes_of,
+)
 
 _HERE = Path(__file__).resolve().parent
 ALEMBIC_INI = _HERE / "alembic.ini"
@@ -173,8 +178,11 @@ def _statements_with_commit(dialect: Any) -> None:
 
     def do_commit(connection: Any) -> None:
         info = _pool_info(connection)
-        pending = info.pop(_WITH_COMMIT, None) if info is not None else None
+        pending: list[Any] = []
         if info is not None:
+            # The writes waiting for the next statement (engine.db.hot.run_later) first,
+            # then what was queued for the commit.
+            pending = [*simple_query.take_waiting(info), *(info.pop(_WITH_COMMIT, None) or ())]
             info.pop(_RELEASE_DUE, None)  # the COMMIT releases every savepoint
         dbapi_connection = connection.dbapi_connection
         if not pending or not simple_query.supported(dbapi_connection):
@@ -189,6 +197,7 @@ def _statements_with_commit(dialect: Any) -> None:
     def do_rollback(connection: Any) -> None:
         info = _pool_info(connection)
         if info is not None:
+            simple_query.take_waiting(info)
             info.pop(_WITH_COMMIT, None)
             info.pop(_RELEASE_DUE, None)
         plain_rollback(connection)
@@ -256,33 +265,69 @@ def _deferred_releases(dialect: Any) -> None:
     plain_rollback_to = dialect.do_rollback_to_savepoint
     quote = dialect.identifier_preparer.quote
 
+    def send(connection: Any, statements: list[Any]) -> None:
+        dbapi_connection = connection.connection.dbapi_connection
+        begin = simple_query.begin_command(dbapi_connection)
+        try:
+            simple_query.run(
+                dbapi_connection, statements if begin is None else [begin, *statements]
+            )
+        except BaseException as exc:
+            last = statements[-1]
+            connection._handle_dbapi_exception(exc, last, (), None, None)
+
     def do_release_savepoint(connection: Any, name: str) -> None:
+        info = connection.connection.info
+        release = f"RELEASE SAVEPOINT {quote(name)}"
+        if simple_query.waiting(info):
+            # Sent before, when the savepoint released through a Session (its before_commit):
+            # here only for one released on the Connection itself.
+            send(connection, [*simple_query.take_waiting(info), release])
+            return
         if listened(connection) or not simple_query.supported(
             connection.connection.dbapi_connection
         ):
             plain_release(connection, name)
             return
-        connection.connection.info[_RELEASE_DUE] = f"RELEASE SAVEPOINT {quote(name)}"
+        info[_RELEASE_DUE] = release
 
     def do_savepoint(connection: Any, name: str) -> None:
-        due = connection.connection.info.pop(_RELEASE_DUE, None)
-        if due is None:
+        info = connection.connection.info
+        waiting = simple_query.take_waiting(info)
+        due = info.pop(_RELEASE_DUE, None)
+        if not waiting and due is None:
             plain_savepoint(connection, name)
             return
-        dbapi_connection = connection.connection.dbapi_connection
-        statements = [due, f"SAVEPOINT {quote(name)}"]
-        try:
-            simple_query.run(dbapi_connection, statements)
-        except BaseException as exc:
-            connection._handle_dbapi_exception(exc, "; ".join(statements), (), None, None)
+        send(connection, [*waiting, *([due] if due else []), f"SAVEPOINT {quote(name)}"])
 
     def do_rollback_to_savepoint(connection: Any, name: str) -> None:
-        connection.connection.info.pop(_RELEASE_DUE, None)  # nested in the one rolled back to
+        info = connection.connection.info
+        # Both belong to the savepoint rolled back to (begun before them): undone with it.
+        simple_query.take_waiting(info)
+        info.pop(_RELEASE_DUE, None)
         plain_rollback_to(connection, name)
 
     dialect.do_savepoint = do_savepoint
     dialect.do_release_savepoint = do_release_savepoint
     dialect.do_rollback_to_savepoint = do_rollback_to_savepoint
+
+
+@event.listens_for(OrmSession, "before_commit")
+def _savepoint_sends_its_waiting_writes(session: OrmSession) -> None:
+    """A savepoint about to be released sends its waiting writes (:func:`engine.db.hot.
+    run_later`) first, while it can still be rolled back: a write that fails then fails the
+    savepoint's own job, as if it had been sent at once, and SQLAlchemy rolls the savepoint
+    back. (Sent with its ``RELEASE`` instead, the failure would come from the release, after
+    which SQLAlchemy can no longer roll back to it, and the whole transaction would be lost.)
+    A transaction's own commit carries them in its message."""
+    if session.get_nested_transaction() is not None:
+        send_waiting_writes_of(session)
+
+
+def _send_waiting_writes_first(connection: Connection, *_: Any) -> None:
+    """A statement through SQLAlchemy cannot carry the writes waiting for the connection's
+    next statement (:func:`engine.db.hot.run_later`): they go first, on their own."""
+    send_waiting_writes(connection)
 
 
 def make_engine(url: str, *, audit_key: str | bytes | None = None, echo: bool = False) -> Engine:
@@ -309,6 +354,7 @@ def make_engine(url: str, *, audit_key: str | bytes | None = None, echo: bool = 
         _statements_with_commit(engine.dialect)
         _plain_savepoints(engine.dialect)
         _deferred_releases(engine.dialect)
+        event.listen(engine, "before_execute", _send_waiting_writes_first)
     if audit_key is not None:
         set_audit_key(engine, audit_key)
     return engine
@@ -421,11 +467,13 @@ def _lock_reading_tail(session: OrmSession, current: SessionTransaction) -> bool
     if not simple_query.supported(dbapi_connection):
         return False
     begin = simple_query.begin_command(dbapi_connection)  # type: ignore[arg-type]
-    statements = [_LOCK_CHAIN, _CHAIN_TAIL] if begin is None else [begin, _LOCK_CHAIN, _CHAIN_TAIL]
+    statements: list[Any] = [*simple_query.take_waiting(held.pooled_info), _LOCK_CHAIN, _CHAIN_TAIL]
+    if begin is not None:
+        statements.insert(0, begin)
     try:
         results = simple_query.run(dbapi_connection, statements)  # type: ignore[arg-type]
     except BaseException as exc:  # the same sqlalchemy.exc error Session.execute raises
-        connection._handle_dbapi_exception(exc, "; ".join(statements), (), None, None)
+        connection._handle_dbapi_exception(exc, _CHAIN_TAIL, (), None, None)
     last = simple_query.first_row(dbapi_connection, results[-1])  # type: ignore[arg-type]
     session.info[_CHAIN_LOCKED] = current
     seq, hash_ = (int(last[0] or 0), str(last[1])) if last else (0, "0" * 64)

@@ -26,8 +26,9 @@ from typing import Any
 
 import psycopg
 from psycopg import errors, generators, pq
+from psycopg.adapt import Transformer
 
-Statement = tuple[str, Mapping[str, Any] | None]
+Statement = tuple[str, Mapping[str, Any] | Sequence[Any] | None]
 
 _COMMAND_OK, _TUPLES_OK = pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK
 _FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
@@ -101,3 +102,58 @@ def first_row(
     encoding = dbapi_connection.info.encoding
     values = (result.get_value(0, column) for column in range(result.nfields))
     return tuple(None if v is None else bytes(v).decode(encoding) for v in values)
+
+
+class MessageResult:
+    """One statement's result from a message, read as from a DBAPI cursor (``rowcount``,
+    ``description``, ``fetchall``, ``fetchone``): psycopg's own loaders convert the values,
+    as its cursors do (text format, the connection's adapters)."""
+
+    __slots__ = ("_rows", "description", "rowcount")
+
+    def __init__(self, dbapi_connection: psycopg.Connection[Any], result: pq.abc.PGresult):
+        tuples = result.command_tuples
+        self.rowcount = -1 if tuples is None else tuples
+        self.description: tuple[tuple[str, int], ...] | None = None
+        self._rows: list[tuple[Any, ...]] = []
+        if result.nfields:
+            encoding = dbapi_connection.info.encoding
+            self.description = tuple(
+                (bytes(result.fname(i) or b"").decode(encoding), result.ftype(i))
+                for i in range(result.nfields)
+            )
+            loader = Transformer(dbapi_connection)
+            loader.set_pgresult(result)
+            self._rows = loader.load_rows(0, result.ntuples, tuple)
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        found, self._rows = self._rows, []
+        return found
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self._rows.pop(0) if self._rows else None
+
+
+# -- writes waiting for the connection's next statement ------------------------------------------
+
+# pool record info: writes waiting to go in the message of the connection's next statement
+# (engine.db.hot.run_later), in the order they were asked for. Present only while some wait,
+# so ``WAITING in info`` (no call) is the check on every hot statement.
+WAITING = "writes_waiting"
+
+
+def wait_for_next(pooled_info: dict[str, Any], statement: Statement) -> int:
+    """Queue ``statement`` for the connection's next message; how many wait now."""
+    waiting: list[Statement] = pooled_info.setdefault(WAITING, [])
+    waiting.append(statement)
+    return len(waiting)
+
+
+def take_waiting(pooled_info: dict[str, Any]) -> list[Statement]:
+    """The writes waiting for the connection's next message (none wait any more)."""
+    waiting: list[Statement] | None = pooled_info.pop(WAITING, None)
+    return waiting or []
+
+
+def waiting(pooled_info: dict[str, Any]) -> bool:
+    return WAITING in pooled_info

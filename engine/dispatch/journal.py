@@ -23,8 +23,7 @@ from sqlmodel import Session
 from base.clock import Clock
 from engine import audit
 from engine.db.database import transaction
-from engine.db.hot import HotStatement, first
-from engine.db.hot import run as run_hot
+from engine.db.hot import HotStatement, first, run_later
 from engine.db.models import COMMAND_ATTEMPTS
 from engine.switching.drivers import RelayReading
 
@@ -134,7 +133,7 @@ class DbJournal:
             n = int(found[0] if found else 0) + 1
         else:
             n = self.last_attempt + 1
-        run_hot(
+        run_later(
             session,
             _INSERT_ATTEMPT,
             {
@@ -177,7 +176,7 @@ class DbJournal:
     def flush(self, session: Session) -> None:
         """Write the buffered results and read-backs inside ``session``."""
         for result in self.pending:
-            run_hot(
+            run_later(
                 session,
                 _UPDATE_ATTEMPT,
                 {

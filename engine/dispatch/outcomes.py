@@ -18,8 +18,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import Session
 
 from base.i18n import _
-from engine.db.hot import HotStatement
-from engine.db.hot import run as run_hot
+from engine.db.hot import HotStatement, run_later
 from engine.db.models import ACCOUNTS, FIELD_ORDERS, METER_DEVIATIONS, METERS, TIMERS
 from engine.dispatch.journal import DbJournal
 from engine.dispatch.leases import renew_bus
@@ -402,7 +401,7 @@ def _paid_meanwhile(session: Any, account_no: str, threshold: Decimal | None) ->
 
 
 def _set_relay(session: Any, meter_id: int, state: str, now: datetime) -> None:
-    run_hot(session, _SET_RELAY, {"b_meter": meter_id, "b_state": state, "b_at": now})
+    run_later(session, _SET_RELAY, {"b_meter": meter_id, "b_state": state, "b_at": now})
 
 
 def _customer(claimed: ClaimedOrder) -> tuple[str, ...]:

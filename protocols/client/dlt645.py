@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 import structlog
@@ -110,9 +109,10 @@ def _accepts(accept: Callable[[Frame], bool] | bytes, frame: Frame) -> bool:
     return accept(frame)
 
 
-@lru_cache(maxsize=1024)
 def _log_reply(bus: str, frame: Frame) -> None:
-    """The debug event of a reply taken (built only when debug events are kept)."""
+    """The debug event of a reply taken (called only when debug events are kept). Every
+    reply is logged, the same reply twice too: a cache of this call (there was one) logged
+    only the first of identical replies in the whole process."""
     log.debug(
         "dlt645.reply",
         bus=bus,

@@ -10,12 +10,24 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, text
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from engine import audit
-from engine.db import database, read_session, simple_query, transaction
+from engine.db import database, hot, read_session, simple_query, transaction
 from tests.engine.store_helpers import db_engine
 
 __all__ = ["db_engine"]
@@ -140,3 +152,84 @@ def test_quoted_values_arrive_exactly(db_engine: Engine) -> None:
     assert (record["actor"], record["action"], record["subject"]) == (awkward,) * 3
     assert record["payload"] == {"note": awkward}
     assert audit.verify(db_engine).ok
+
+
+# -- writes that wait for the next statement (engine.db.hot.run_later) ---------------------------
+
+_PROBE = Table("probe", MetaData(), Column("n", Integer, primary_key=True), Column("v", Text))
+_INSERT = hot.HotStatement(insert(_PROBE), column_keys=("n", "v"))
+_COUNT = hot.HotStatement(select(func.count()).select_from(_PROBE))
+_VALUE = hot.HotStatement(select(_PROBE.c.v).where(_PROBE.c.n == bindparam("n")))
+
+
+def _messages(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The first two words of each statement of each message sent in one piece."""
+    sent: list[list[str]] = []
+    plain_run = simple_query.run
+
+    def run(dbapi_connection: Any, statements: Any) -> Any:
+        texts = [s if isinstance(s, str) else s[0] for s in statements]
+        sent.append([" ".join(t.split()[:2]) for t in texts])
+        return plain_run(dbapi_connection, statements)
+
+    monkeypatch.setattr(simple_query, "run", run)
+    return sent
+
+
+def test_a_waiting_write_goes_with_the_next_statement_and_is_seen_by_it(
+    probe: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = _messages(monkeypatch)
+    with transaction(probe, audited=False) as session:
+        hot.run_later(session, _INSERT, {"n": 1, "v": "a"})
+        hot.run_later(session, _INSERT, {"n": 2, "v": "b"})
+        assert hot.first(session, _COUNT, {}) == (2,)
+        hot.run_later(session, _INSERT, {"n": 3, "v": "O'Reilly 中文"})
+        # Through SQLAlchemy: sent first, on their own, then the statement.
+        assert session.execute(text("SELECT v FROM probe WHERE n = 3")).scalar_one() == (
+            "O'Reilly 中文"
+        )
+        hot.run_later(session, _INSERT, {"n": 4, "v": "d"})  # with the COMMIT
+    with read_session(probe) as session:
+        assert _rows(session) == [1, 2, 3, 4]
+    if probe.dialect.name == "postgresql":
+        assert sent == [
+            ["BEGIN", "INSERT INTO", "INSERT INTO", "SELECT count(*)"],
+            ["INSERT INTO"],
+            ["INSERT INTO", "COMMIT"],
+        ]
+    else:
+        assert sent == []  # SQLite: every write at once
+
+
+def test_waiting_writes_are_undone_with_their_savepoint_or_transaction(probe: Engine) -> None:
+    with transaction(probe, audited=False) as session:
+        hot.run_later(session, _INSERT, {"n": 1, "v": "kept"})
+        with pytest.raises(RuntimeError), session.begin_nested():
+            hot.run_later(session, _INSERT, {"n": 2, "v": "undone"})
+            raise RuntimeError("the job failed")
+        with session.begin_nested():
+            hot.run_later(session, _INSERT, {"n": 3, "v": "released"})
+        assert hot.first(session, _VALUE, {"n": 2}) is None
+    with pytest.raises(RuntimeError), transaction(probe, audited=False) as session:
+        hot.run_later(session, _INSERT, {"n": 4, "v": "rolled back"})
+        raise RuntimeError("the transaction failed")
+    with transaction(probe, audited=False) as session:  # the same pooled connection
+        assert hot.first(session, _COUNT, {}) == (2,)
+    with read_session(probe) as session:
+        assert _rows(session) == [1, 3]
+
+
+def test_a_waiting_write_that_fails_fails_its_own_savepoint(probe: Engine) -> None:
+    """A job's waiting writes go with its savepoint's RELEASE: a failing one is the job's
+    failure (as if it had been sent at once), and the other jobs commit."""
+    with transaction(probe, audited=False) as session:
+        with session.begin_nested():
+            hot.run_later(session, _INSERT, {"n": 1, "v": "first"})
+        with pytest.raises(IntegrityError), session.begin_nested():
+            hot.run_later(session, _INSERT, {"n": 1, "v": "duplicate"})
+        with session.begin_nested():
+            hot.run_later(session, _INSERT, {"n": 2, "v": "second"})
+    with read_session(probe) as session:
+        assert _rows(session) == [1, 2]
+        assert session.execute(text("SELECT v FROM probe WHERE n = 1")).scalar_one() == "first"

@@ -284,3 +284,20 @@ async def test_request_and_reply_are_logged_at_debug_without_the_password() -> N
     events = [entry["event"] for entry in logs]
     assert events == ["dlt645.request", "dlt645.reply"]
     assert secret not in repr(logs)
+
+
+async def test_the_same_reply_twice_is_logged_twice() -> None:
+    """Polling a meter gets the very same reply frame again and again: each one is a debug
+    event of its own (a cached logging call once kept only the first in the process)."""
+    meter = FakeMeter(password="917253")
+    client = fast_client(MemoryLink(meter))
+    with capture_logs() as logs:
+        for _ in range(3):
+            await client.control(
+                "123456789012",
+                ControlAction.DIRECT_CLOSE,
+                Credentials(2, "917253"),
+                DEADLINE,
+            )
+    events = [entry["event"] for entry in logs]
+    assert events == ["dlt645.request", "dlt645.reply"] * 3
