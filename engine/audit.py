@@ -329,13 +329,16 @@ def _insert_statements(pending: list[_Pending]) -> list[tuple[HotStatement, dict
     statements = []
     for start in range(0, len(pending), _ROWS_PER_INSERT):
         chunk = pending[start : start + _ROWS_PER_INSERT]
-        values = {
-            f"{column}_{i}": value
-            for i, record in enumerate(chunk)
-            for column, value in zip(_RECORD_COLUMNS, record.values, strict=True)
-        }
+        flat = [value for record in chunk for value in record.values]
+        values = dict(zip(_insert_keys(len(chunk)), flat, strict=True))
         statements.append((_insert_records(len(chunk)), values))
     return statements
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
+def _insert_keys(rows: int) -> tuple[str, ...]:
+    """The parameter names of :func:`_insert_records`, record by record."""
+    return tuple(f"{column}_{i}" for i in range(rows) for column in _RECORD_COLUMNS)
 
 
 def _records_json(pending: list[_Pending]) -> str:

@@ -320,8 +320,7 @@ def _savepoint_sends_its_waiting_writes(session: OrmSession) -> None:
     back. (Sent with its ``RELEASE`` instead, the failure would come from the release, after
     which SQLAlchemy can no longer roll back to it, and the whole transaction would be lost.)
     A transaction's own commit carries them in its message."""
-    if session.get_nested_transaction() is not None:
-        send_waiting_writes_of(session)
+    send_waiting_writes_of(session, only_in_savepoint=True)
 
 
 def _send_waiting_writes_first(connection: Connection, *_: Any) -> None:

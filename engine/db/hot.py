@@ -346,11 +346,16 @@ def send_waiting_writes(connection: Connection) -> None:
         connection._handle_dbapi_exception(exc, waiting[0][0], waiting[0][1], None, None)
 
 
-def send_waiting_writes_of(session: OrmSession) -> None:
-    """:func:`send_waiting_writes` for ``session``'s connection, if it has any waiting."""
+def send_waiting_writes_of(session: OrmSession, *, only_in_savepoint: bool = False) -> None:
+    """:func:`send_waiting_writes` for ``session``'s connection, if it has any waiting
+    (``only_in_savepoint``: and works in a savepoint now). Asked at every commit, so the
+    usual answer (none wait: SQLite, or they went with a statement) costs one lookup."""
     held: _Cursor | None = session.info.get(_CURSOR)
-    if held is not None and simple_query.waiting(held.pooled_info):
-        send_waiting_writes(held.connection)
+    if held is None or simple_query.WAITING not in held.pooled_info:
+        return
+    if only_in_savepoint and session.get_nested_transaction() is None:
+        return
+    send_waiting_writes(held.connection)
 
 
 # Writes that may wait for a message at most (then they are sent on their own).
@@ -373,9 +378,11 @@ def run_later(session: OrmSession, hot: HotStatement, values: Mapping[str, Any])
     """
     held = _cursor_for(session)
     connection = held.connection
-    if not getattr(connection.dialect, "meterctl_statements_with_commit", False) or listened(
-        connection
-    ):
+    dialect = connection.dialect
+    if dialect.name == "sqlite" or not getattr(dialect, "meterctl_statements_with_commit", False):
+        _execute(session, held, hot, values)
+        return
+    if listened(connection):
         _execute(session, held, hot, values)
         return
     compiled = hot.compiled(connection.dialect)
