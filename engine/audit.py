@@ -223,10 +223,10 @@ def _insert_records(rows: int) -> HotStatement:
 
 
 # PostgreSQL: all the records of a transaction in one statement of constant text, however
-# many they are: one JSON text parameter. psycopg parses and prepares it once; a multi-row
-# VALUES of 8 parameters a record is a new text for each count of records, parsed again
-# each time once it has over 50 parameters (psycopg's cache limit), and costs a parameter
-# dump per value.
+# many they are: one JSON text parameter, one value to quote into the commit's message
+# (engine.db.simple_query) or to bind. A multi-row VALUES of 8 parameters a record is a new
+# text for each count of records (psycopg parses it again each time past 50 parameters, its
+# cache limit) and costs a conversion per value.
 _INSERT_RECORDS_PG = (
     "INSERT INTO audit_log (seq, at, actor, action, subject, payload, prev_hash, hash) "
     "SELECT seq, at, actor, action, subject, payload, prev_hash, hash "
