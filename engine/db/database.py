@@ -39,6 +39,7 @@ from engine.db.hot import cursor_for as hot_cursor
 from engine.db.hot import (
     execute_control,
     listened,
+    send_message,
     send_waiting_writes,
     send_waiting_writes_of,
 )
@@ -266,15 +267,7 @@ def _deferred_releases(dialect: Any) -> None:
     quote = dialect.identifier_preparer.quote
 
     def send(connection: Any, statements: list[Any]) -> None:
-        dbapi_connection = connection.connection.dbapi_connection
-        begin = simple_query.begin_command(dbapi_connection)
-        try:
-            simple_query.run(
-                dbapi_connection, statements if begin is None else [begin, *statements]
-            )
-        except BaseException as exc:
-            last = statements[-1]
-            connection._handle_dbapi_exception(exc, last, (), None, None)
+        send_message(connection, statements, failed=(statements[-1], ()))
 
     def do_release_savepoint(connection: Any, name: str) -> None:
         info = connection.connection.info
@@ -465,14 +458,10 @@ def _lock_reading_tail(session: OrmSession, current: SessionTransaction) -> bool
     dbapi_connection = connection.connection.dbapi_connection
     if not simple_query.supported(dbapi_connection):
         return False
-    begin = simple_query.begin_command(dbapi_connection)  # type: ignore[arg-type]
-    statements: list[Any] = [*simple_query.take_waiting(held.pooled_info), _LOCK_CHAIN, _CHAIN_TAIL]
-    if begin is not None:
-        statements.insert(0, begin)
-    try:
-        results = simple_query.run(dbapi_connection, statements)  # type: ignore[arg-type]
-    except BaseException as exc:  # the same sqlalchemy.exc error Session.execute raises
-        connection._handle_dbapi_exception(exc, _CHAIN_TAIL, (), None, None)
+    waiting = simple_query.take_waiting(held.pooled_info)
+    results = send_message(
+        connection, [*waiting, _LOCK_CHAIN, _CHAIN_TAIL], failed=(_CHAIN_TAIL, ())
+    )
     last = simple_query.first_row(dbapi_connection, results[-1])  # type: ignore[arg-type]
     session.info[_CHAIN_LOCKED] = current
     seq, hash_ = (int(last[0] or 0), str(last[1])) if last else (0, "0" * 64)

@@ -309,41 +309,42 @@ def _execute(
     return compiled, cursor
 
 
+def send_message(
+    connection: Connection,
+    statements: Sequence[str | simple_query.Statement],
+    *,
+    failed: tuple[str, Any],
+) -> list[Any]:
+    """Send ``statements`` in one message on ``connection`` (:mod:`engine.db.simple_query`),
+    after the transaction's ``BEGIN`` when psycopg has not sent it yet; their results.
+
+    A failure becomes the ``sqlalchemy.exc`` error ``Session.execute`` raises, naming the
+    statement ``failed`` (its SQL and parameters) as the one that was being run.
+    """
+    dbapi_connection: Any = connection.connection.dbapi_connection
+    begin = simple_query.begin_command(dbapi_connection)
+    message = list(statements) if begin is None else [begin, *statements]
+    try:
+        return simple_query.run(dbapi_connection, message)
+    except BaseException as exc:
+        connection._handle_dbapi_exception(exc, failed[0], failed[1], None, None)
+        raise  # not reached: the line above raises
+
+
 def _with_waiting_writes(held: _Cursor, sql: str, parameters: Any) -> simple_query.MessageResult:
     """Send the writes waiting for this connection's next statement and ``sql`` in one
     message; ``sql``'s result."""
-    connection = held.connection
-    dbapi_connection = connection.connection.dbapi_connection
-    statements: list[str | simple_query.Statement] = [
-        *simple_query.take_waiting(held.pooled_info),
-        (sql, parameters),
-    ]
-    begin = simple_query.begin_command(dbapi_connection)  # type: ignore[arg-type]
-    if begin is not None:
-        statements.insert(0, begin)
-    try:
-        results = simple_query.run(dbapi_connection, statements)  # type: ignore[arg-type]
-    except BaseException as exc:  # the same sqlalchemy.exc error Session.execute raises
-        connection._handle_dbapi_exception(exc, sql, parameters, None, None)
-    return simple_query.MessageResult(dbapi_connection, results[-1])  # type: ignore[arg-type]
+    waiting = simple_query.take_waiting(held.pooled_info)
+    results = send_message(held.connection, [*waiting, (sql, parameters)], failed=(sql, parameters))
+    return simple_query.MessageResult(held.connection.connection.dbapi_connection, results[-1])  # type: ignore[arg-type]
 
 
 def send_waiting_writes(connection: Connection) -> None:
     """Send the writes waiting for ``connection``'s next statement now, on their own (a
     statement is about to go through SQLAlchemy, which cannot carry them)."""
-    pooled = connection.connection
-    waiting = simple_query.take_waiting(pooled.info)
-    if not waiting:
-        return
-    dbapi_connection = pooled.dbapi_connection
-    statements: list[str | simple_query.Statement] = list(waiting)
-    begin = simple_query.begin_command(dbapi_connection)  # type: ignore[arg-type]
-    if begin is not None:
-        statements.insert(0, begin)
-    try:
-        simple_query.run(dbapi_connection, statements)  # type: ignore[arg-type]
-    except BaseException as exc:
-        connection._handle_dbapi_exception(exc, waiting[0][0], waiting[0][1], None, None)
+    waiting = simple_query.take_waiting(connection.connection.info)
+    if waiting:
+        send_message(connection, waiting, failed=(waiting[0][0], waiting[0][1]))
 
 
 def send_waiting_writes_of(session: OrmSession, *, only_in_savepoint: bool = False) -> None:
@@ -434,12 +435,11 @@ def execute_control(connection: Connection, sql: str) -> None:
         # cursor's query conversion (about 3 µs of 13 a statement; the round trip stays).
         # A transaction whose first statement is a SAVEPOINT has not sent its BEGIN yet
         # (psycopg sends it before a cursor's first statement): both go in one message.
-        begin = simple_query.begin_command(dbapi_connection)  # type: ignore[arg-type]
+        if simple_query.begin_command(dbapi_connection) is not None:  # type: ignore[arg-type]
+            send_message(connection, [sql], failed=(sql, ()))
+            return
         try:
-            if begin is None:
-                dbapi_connection.wait(exec_command(sql.encode()))  # type: ignore[union-attr]
-            else:
-                simple_query.run(dbapi_connection, [begin, sql])  # type: ignore[arg-type]
+            dbapi_connection.wait(exec_command(sql.encode()))  # type: ignore[union-attr]
         except BaseException as exc:
             connection._handle_dbapi_exception(exc, sql, (), None, None)
         return
