@@ -278,11 +278,14 @@ class Dispatcher:
             while True:
                 due = await self.db(due_buses, self.engine, self.clock.now())
                 await self._refresh_members()
-                todo = [
-                    bus
-                    for bus in due
-                    if bus not in busy and bus not in self._driving and self.owns(bus)
-                ]
+                todo = self._share(due, busy)
+                if not todo and any(bus not in busy for bus in due):
+                    # Due buses, none ours: judged on a fresh view of the live dispatchers,
+                    # not on one up to MEMBERS_TTL_S old. A dispatcher that died since the
+                    # last refresh still owns its buses in the old view, and every survivor
+                    # would stop and leave them undone.
+                    await self._refresh_members(force=True)
+                    todo = self._share(due, busy)
                 if not todo or idle_passes >= MAX_IDLE_PASSES:
                     return summary
                 done_before = len(summary.results)
@@ -446,6 +449,13 @@ class Dispatcher:
         flow.delivered.append(applied)
 
     # -- sharing the buses with other engine processes -------------------------------------
+
+    def _share(self, due: Iterable[str], busy: Collection[str]) -> list[str]:
+        """The buses of ``due`` this dispatcher drives next: its own share, neither busy
+        elsewhere nor driven already."""
+        return [
+            bus for bus in due if bus not in busy and bus not in self._driving and self.owns(bus)
+        ]
 
     def owns(self, bus: str) -> bool:
         """Whether ``bus`` is this dispatcher's share (as of the last membership refresh)."""

@@ -17,6 +17,8 @@ import pytest
 from sqlalchemy import select, text
 
 from engine.db.models import AUDIT, SWITCH_ORDERS
+from engine.dispatch import dispatcher as dispatcher_module
+from engine.dispatch import membership
 from engine.dispatch.identity import HOST, new_worker_id
 from engine.dispatch.leases import bus_holder, try_acquire_bus, try_acquire_buses
 from engine.dispatch.membership import announce, live_dispatchers, owner, withdraw
@@ -184,6 +186,40 @@ def test_two_dispatchers_share_the_buses_and_each_order_is_done_once(world: Engi
             select(AUDIT.c.subject).where(AUDIT.c.action == "order.dispatching")
         ).scalars()
         assert max(Counter(claims).values()) == 1  # no order claimed twice
+
+
+def test_a_dispatcher_that_dies_after_the_last_view_leaves_no_bus_undone(
+    world: EngineWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other dispatcher dies after this one last read the live dispatchers (the view is
+    kept for MEMBERS_TTL_S). Once its own share is done, this one sees due buses it does
+    not own: it reads the view again before it stops, finds the other dead, and drives its
+    buses too. (It used to stop at once, leaving every order of the dead one's buses for
+    the next batch. The three-process SIGKILL test failed once in a full run with 26
+    orders left on the victim's buses; this race is one way that can happen.)"""
+    buses = {world.fleet.link_of(a) for a in world.fleet.addresses}
+    while True:
+        me, other = new_worker_id(), f"{HOST}:{2**22 + 9}:{new_worker_id()[-8:]}"
+        if min(Counter(owner(bus, (me, other)) for bus in buses)[i] for i in (me, other)) >= 2:
+            break
+    for holder in (me, other):
+        announce(world.engine, holder, datetime.now(UTC), LEASE)
+    real_alive = membership.holder_alive
+    asked: list[str] = []
+
+    def alive_until_asked_twice(holder: str | None) -> bool | None:
+        if holder != other:
+            return real_alive(holder)
+        asked.append(holder)
+        return len(asked) == 1  # alive at the first view, dead from then on
+
+    monkeypatch.setattr(membership, "holder_alive", alive_until_asked_twice)
+    monkeypatch.setattr(dispatcher_module, "MEMBERS_TTL_S", 3600.0)  # no routine refresh
+    summary = world.dispatch(worker_id=me)
+    assert len(asked) >= 2  # the view was read again
+    assert len(summary.results) == len(world.fleet.addresses)
+    for address in world.fleet.addresses:
+        assert world.fleet.relay(address) is RelayState.OPEN
 
 
 def test_two_planners_at_once_create_one_order_per_account(
