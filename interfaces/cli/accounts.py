@@ -12,14 +12,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from base.i18n import _, ngettext
 from engine.importer import ImportRejected, import_accounts
 from engine.importer import Problem as ImportProblem
 from engine.roles import Role
 from engine.store.accounts import arrears_threshold
-from interfaces.cli.context import err_console, fail, note, print_json, require_role, state
+from interfaces.cli.context import (
+    fail,
+    note,
+    print_json,
+    progress_bar,
+    require_role,
+    state,
+)
 from interfaces.cli.db import now, open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
 
@@ -80,15 +86,7 @@ def import_(
             _("FILE: {file} does not exist or is not a file").format(file=file), ExitCode.BAD_INPUT
         )
     engine = open_store(st)
-    progress = Progress(
-        TextColumn(_("importing {task.description}")),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,
-    )
+    progress = progress_bar(_("importing {task.description}"))
     task_ids: list[Any] = []
 
     def scanned(rows: int) -> None:

@@ -19,7 +19,6 @@ from contextlib import ExitStack
 from typing import IO, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from base.i18n import N_, Msg, _
@@ -35,6 +34,7 @@ from interfaces.cli.context import (
     err_console,
     fail,
     note,
+    progress_bar,
     require_role,
     state,
     to_json,
@@ -123,7 +123,7 @@ def _run(
     engine = open_store(st)
     config = st.config
 
-    planning = _progress(_("planning"), as_json)
+    planning = progress_bar(_("planning"), quiet=as_json)
     plan_task = planning.add_task("plan", total=None)
     decided = 0
 
@@ -199,7 +199,7 @@ def _run(
         ):
             _refuse(st, engine, result, spill, Msg(N_("not confirmed")))
 
-    progress = _progress(_("dispatching"), as_json)
+    progress = progress_bar(_("dispatching"), quiet=as_json)
     task = progress.add_task("orders", total=None)
 
     def created(orders: CreatedOrders) -> None:  # once, when every order is created
@@ -222,19 +222,6 @@ def _run(
             )
         )
     _finish(result, spill, ExitCode.PARTIAL if result.partial_failure else ExitCode.OK)
-
-
-def _progress(what: str, as_json: bool) -> Progress:
-    """A bar on stderr (on a terminal, without --json): planning a province takes minutes."""
-    return Progress(
-        TextColumn(what),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        disable=as_json or not err_console.is_terminal,
-        transient=True,
-    )
 
 
 def _refuse(st: Any, engine: Any, result: BatchResult, spill: IO[str] | None, reason: str) -> None:

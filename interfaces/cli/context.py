@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine
 
 from base.errors import MeterctlError
@@ -22,6 +23,21 @@ from interfaces.cli.exitcodes import ExitCode
 
 # Humans read stderr; stdout carries data (one JSON document with --json).
 err_console = Console(stderr=True, highlight=False)
+
+
+def progress_bar(text: str, *, quiet: bool = False) -> Progress:
+    """The progress bar of a long command: ``text`` (a rich column format: it may name
+    ``{task.description}``), a bar, done / total and the time taken, on stderr. Shown only
+    on a terminal, and not when ``quiet`` (``--json``); gone once finished."""
+    return Progress(
+        TextColumn(text),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet or not err_console.is_terminal,
+        transient=True,
+    )
 
 
 @dataclass

@@ -13,7 +13,6 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import func, select
 
 from base.errors import MeterctlError
@@ -25,7 +24,7 @@ from engine.store.cases import load_cases
 from engine.store.timeinput import local, parse_timestamp
 from engine.workcalendar import policy_settings
 from interfaces.cli.batch import batch_app
-from interfaces.cli.context import err_console, fail, note, require_role, state
+from interfaces.cli.context import fail, note, progress_bar, require_role, state
 from interfaces.cli.db import now, open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
 from interfaces.labels import OUTCOME_TEXT, REASON_TEXT, VERDICT_TEXT, label
@@ -106,15 +105,7 @@ def plan(
     with store_errors(st, engine):
         total = _count_in_scope(engine, station)
         planner = BatchPlanner(settings, when, keep_decisions=False, execution_lead=lead)
-        progress = Progress(
-            TextColumn(_("planning")),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-            disable=not err_console.is_terminal,
-        )
+        progress = progress_bar(_("planning"))
         with progress:
             task = progress.add_task("plan", total=total)
             if as_json:

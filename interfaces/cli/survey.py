@@ -17,7 +17,6 @@ import asyncio
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from base.i18n import _
@@ -25,7 +24,7 @@ from engine.dispatch.dispatcher import Dispatcher
 from engine.roles import Role
 from engine.survey import MeterSurvey, run_survey, survey_report, survey_targets
 from interfaces.cli import db as cli_db
-from interfaces.cli.context import err_console, fail, print_json, require_role, state
+from interfaces.cli.context import err_console, fail, print_json, progress_bar, require_role, state
 from interfaces.cli.db import open_store, store_errors
 from interfaces.cli.exitcodes import ExitCode
 
@@ -115,15 +114,7 @@ def register(app: typer.Typer) -> None:
                 _("--link: no meter is on {links}").format(links=", ".join(links)),
                 ExitCode.BAD_INPUT,
             )
-        progress = Progress(
-            TextColumn(_("surveying")),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            disable=as_json or not err_console.is_terminal,
-            transient=True,
-        )
+        progress = progress_bar(_("surveying"), quiet=as_json)
         task = progress.add_task("meters", total=None)
 
         def started(count: int) -> None:
