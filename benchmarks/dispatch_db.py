@@ -26,11 +26,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import random
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -112,16 +115,29 @@ def _write_accounts(path: Path, meters: int, buses: int) -> dict[str, str]:
     return numbers
 
 
-def bench(meters: int, buses: int, frame_ms: float, db_url: str | None = None) -> dict[str, Any]:
-    from base.clock import SystemClock
+@dataclass
+class PreparedStore:
+    """A benchmark's store: its config and engine, the meters (address -> meter number) and
+    what ``dispatch._prepare`` reports (the orders created)."""
+
+    config: Any
+    engine: Any
+    numbers: dict[str, str]
+    prepared: dict[str, Any]
+
+
+@contextlib.contextmanager
+def prepared_store(
+    name: str, meters: int, buses: int, db_url: str | None = None
+) -> Iterator[PreparedStore]:
+    """A fresh store (SQLite in a temporary folder, or a new database on the PostgreSQL
+    server ``db_url``) with ``meters`` accounts in arrears on ``buses`` buses and their
+    orders created; disposed of and removed afterwards."""
     from engine.config import load_config
     from engine.db import engine_from_config
-    from engine.dispatch.dispatcher import Dispatcher
-    from engine.logging import configure_logging
 
-    configure_logging("WARNING", json=False)
     with (
-        tempfile.TemporaryDirectory(prefix="meterctl-bench-dispatch-db-") as tmp,
+        tempfile.TemporaryDirectory(prefix=f"meterctl-bench-{name}-") as tmp,
         database(db_url, Path(tmp)) as url,
     ):
         folder = Path(tmp)
@@ -131,7 +147,21 @@ def bench(meters: int, buses: int, frame_ms: float, db_url: str | None = None) -
         prepared = _prepare(url, config_path, accounts)
         config = load_config(config_path)
         engine = engine_from_config(config)
-        pool = InstantPool(numbers, frame_ms / 1000)
+        try:
+            yield PreparedStore(config, engine, numbers, prepared)
+        finally:
+            engine.dispose()
+
+
+def bench(meters: int, buses: int, frame_ms: float, db_url: str | None = None) -> dict[str, Any]:
+    from base.clock import SystemClock
+    from engine.dispatch.dispatcher import Dispatcher
+    from engine.logging import configure_logging
+
+    configure_logging("WARNING", json=False)
+    with prepared_store("dispatch-db", meters, buses, db_url) as store:
+        engine, config, prepared = store.engine, store.config, store.prepared
+        pool = InstantPool(store.numbers, frame_ms / 1000)
         dispatcher = Dispatcher(
             engine,
             config,
@@ -149,7 +179,6 @@ def bench(meters: int, buses: int, frame_ms: float, db_url: str | None = None) -
         started, cpu_before = time.perf_counter(), process_cpu_s()
         summary = asyncio.run(run())
         wall, cpu = time.perf_counter() - started, process_cpu_s() - cpu_before
-        engine.dispose()
     states = Counter(r.state for r in summary.results)
     verified = states.get("verified", 0)
     figures = {
@@ -201,8 +230,6 @@ def jobs_only(
     import pstats
 
     from base.clock import SystemClock
-    from engine.config import load_config
-    from engine.db import engine_from_config
     from engine.db.database import transaction
     from engine.dispatch.dispatcher import Dispatcher
     from engine.dispatch.journal import DbJournal
@@ -212,17 +239,8 @@ def jobs_only(
     from engine.switching.procedure import SwitchOutcome, SwitchStatus
 
     configure_logging("WARNING", json=False)
-    with (
-        tempfile.TemporaryDirectory(prefix="meterctl-bench-dispatch-db-") as tmp,
-        database(None, Path(tmp)) as url,
-    ):
-        folder = Path(tmp)
-        config_path = write_config(folder, url)
-        accounts = folder / "accounts.csv"
-        _write_accounts(accounts, meters, buses)
-        _prepare(url, config_path, accounts)
-        config = load_config(config_path)
-        engine = engine_from_config(config)
+    with prepared_store("dispatch-db", meters, buses) as store:
+        engine, config = store.engine, store.config
         clock = SystemClock()
         dispatcher = Dispatcher(engine, config, clock=clock, actor="bench")
         links = [f"tcp://127.0.0.1:{30000 + b}" for b in range(buses)]
@@ -319,7 +337,6 @@ def jobs_only(
             profiler.disable()
             if dump:
                 profiler.dump_stats(dump)
-        engine.dispose()
     per_round.sort()
     figures = {
         "mode": "jobs-only",

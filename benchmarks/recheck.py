@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from dispatch import _prepare
-from dispatch_db import _write_accounts
-from support import database, emit, log, machine, write_config
+from dispatch_db import prepared_store
+from support import emit, log, machine
 
 
 def _least(passes: int, count: int, body: Callable[[], object]) -> float:
@@ -44,8 +41,6 @@ def _least(passes: int, count: int, body: Callable[[], object]) -> float:
 
 def bench(meters: int, repeat: int, profile: str) -> dict[str, Any]:
     from base.clock import SystemClock
-    from engine.config import load_config
-    from engine.db import engine_from_config
     from engine.db.database import transaction
     from engine.logging import configure_logging
     from engine.store.cases import case_for
@@ -53,17 +48,8 @@ def bench(meters: int, repeat: int, profile: str) -> dict[str, Any]:
     from policies import Outcome, evaluate
 
     configure_logging("WARNING", json=False)
-    with (
-        tempfile.TemporaryDirectory(prefix="meterctl-bench-recheck-") as tmp,
-        database(None, Path(tmp)) as url,
-    ):
-        folder = Path(tmp)
-        config_path = write_config(folder, url)
-        accounts_csv = folder / "accounts.csv"
-        numbers = _write_accounts(accounts_csv, meters, 1)
-        _prepare(url, config_path, accounts_csv)
-        config = load_config(config_path)
-        engine = engine_from_config(config)
+    with prepared_store("recheck", meters, 1) as store:
+        engine, config, numbers = store.engine, store.config, store.numbers
         policy = policy_settings(config)
         clock = SystemClock()
         accounts = [(f"A{address}", meter_no) for address, meter_no in numbers.items()]
@@ -107,7 +93,6 @@ def bench(meters: int, repeat: int, profile: str) -> dict[str, Any]:
                 profiler = cProfile.Profile(time.process_time)
                 profiler.runcall(recheck)
                 profiler.dump_stats(profile)
-        engine.dispose()
     figures["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     figures["machine"] = machine()
     log(
