@@ -157,17 +157,26 @@ class GroupCommitter:
         group = self._take()
         if not group:
             return
+        outcomes: list[tuple[bool, Any]] | None = None
         try:
-            self._run_group(group)
+            outcomes = self._run_group(group)
         finally:
             with self._lock:
                 more = bool(self._waiting)
                 if not more:
                     self._running -= 1
+            # The callers are answered only once this drainer has given its place back: a
+            # caller that sends its next job at once must find the committer free (and wait
+            # for company if jobs come close together), not queue behind a drainer that is
+            # about to stop and would start that job alone.
+            if outcomes is not None:
+                self._settle_all(group, outcomes)
             if more:
                 self._submit_drainer()
 
-    def _run_group(self, group: list[_Job[Any]]) -> None:
+    def _run_group(self, group: list[_Job[Any]]) -> list[tuple[bool, Any]]:
+        """Run the group; each job's outcome, to be settled by the caller. On an interpreter
+        exit the jobs are settled here and the exception goes on."""
         # A job alone needs no savepoint: the transaction is its own (two statements less).
         alone = len(group) == 1
         outcomes: list[tuple[bool, Any]] = []
@@ -197,7 +206,7 @@ class GroupCommitter:
             if not isinstance(exc, Exception):  # interpreter exit: settle, then go on
                 self._settle_all(group, outcomes)
                 raise
-        self._settle_all(group, outcomes)
+        return outcomes
 
     def _settle_all(self, group: list[_Job[Any]], outcomes: list[tuple[bool, Any]]) -> None:
         with self._lock:  # several drainers on PostgreSQL

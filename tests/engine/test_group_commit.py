@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, text
@@ -251,6 +253,32 @@ async def test_jobs_arriving_close_together_wait_for_company(
     assert waiting.delayed == 1
     assert (waiting.groups, waiting.jobs) == (2, 4)  # the lead alone, then the three
     assert audit.verify(db_engine).ok
+
+
+class _SlowToLetGo(GroupCommitter):
+    """A committer whose thread lingers after answering a group (a busy machine: the thread
+    is descheduled right after the answer went to the event loop)."""
+
+    def _settle_all(self, group: list[Any], outcomes: list[tuple[bool, Any]]) -> None:
+        super()._settle_all(group, outcomes)
+        time.sleep(0.05)
+
+
+async def test_a_caller_answered_finds_the_committer_free_and_waits_for_company(
+    db_engine: Engine, executor: ThreadPoolExecutor
+) -> None:
+    # The answer reaches the caller while the drainer thread still lingers. A job sent at
+    # once must not queue behind that drainer (which would then run it alone, at once): it
+    # starts a group of its own that waits for company, and the jobs just after share it.
+    group = _SlowToLetGo(db_engine, executor, delay_s=0.2)
+    assert await group.run(_append("lead")) == 1
+    tasks = []
+    for i in range(3):
+        tasks.append(asyncio.ensure_future(group.run(_append(f"job{i}"))))
+        await asyncio.sleep(0.003)
+    assert await asyncio.gather(*tasks) == [2, 3, 4]
+    assert group.delayed == 1
+    assert (group.groups, group.jobs) == (2, 4)
 
 
 async def test_a_lone_job_never_waits_for_company(
