@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
@@ -19,6 +21,7 @@ from sqlalchemy import select, text
 from engine.db.models import AUDIT, SWITCH_ORDERS
 from engine.dispatch import dispatcher as dispatcher_module
 from engine.dispatch import membership
+from engine.dispatch.group_commit import GroupCommitter
 from engine.dispatch.identity import HOST, new_worker_id
 from engine.dispatch.leases import bus_holder, try_acquire_bus, try_acquire_buses
 from engine.dispatch.membership import announce, live_dispatchers, owner, withdraw
@@ -220,6 +223,34 @@ def test_a_dispatcher_that_dies_after_the_last_view_leaves_no_bus_undone(
     assert len(summary.results) == len(world.fleet.addresses)
     for address in world.fleet.addresses:
         assert world.fleet.relay(address) is RelayState.OPEN
+
+
+def test_a_dispatcher_runs_one_campaign_transaction_at_a_time(
+    world: EngineWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audited transactions take the audit chain's lock first and hold it to their commit,
+    so two groups of one dispatcher side by side only queue for it, each paying its own
+    commit. The campaign's jobs share one group at a time, though the dispatcher has
+    several database threads on PostgreSQL."""
+    lock = threading.Lock()
+    running = [0, 0]  # now, most at once
+    real_run_group = GroupCommitter._run_group
+
+    def counted(self: GroupCommitter, group: list[Any]) -> Any:
+        with lock:
+            running[0] += 1
+            running[1] = max(running)
+        try:
+            time.sleep(0.002)  # long enough for jobs of other buses to arrive meanwhile
+            return real_run_group(self, group)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(GroupCommitter, "_run_group", counted)
+    summary = world.dispatch()
+    assert len(summary.results) == len(world.fleet.addresses)
+    assert running == [0, 1]
 
 
 def test_two_planners_at_once_create_one_order_per_account(
