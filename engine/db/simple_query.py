@@ -9,8 +9,13 @@ CPU than the statements sent one by one (173 against 150 µs for two INSERTs and
 The simple-query protocol carries several statements in one message: the server runs them
 in order and stops at the first error (the transaction is then aborted, as when they were
 sent one by one). It has no bind parameters, so any values are quoted into the text by
-psycopg itself (:meth:`psycopg.ClientCursor.mogrify`, the library's connection-aware literal
-quoting), never by string formatting here. For the two places the engine sends statements
+psycopg itself, never by string formatting here: psycopg's client-side query
+(``PostgresClientQuery``, what :meth:`psycopg.ClientCursor.mogrify` and ``execute`` use) splits
+the statement at its placeholders and quotes each value with the connection's dumpers
+(``Transformer.as_literal``). ``mogrify`` builds a new ``Transformer`` per call, looking every
+dumper up again; one kept per connection, as a cursor keeps its own between executions of
+one query, costs a third of it (issue 20). tests/engine/test_simple_query.py holds the text
+equal to ``mogrify``'s. For the two places the engine sends statements
 back to back without looking at the results in between: a transaction's ``BEGIN``, audit
 chain lock and tail read (:func:`engine.db.database.lock_audit_chain`), and its audit
 records, head anchor and ``COMMIT``. Three statements cost about what one does.
@@ -25,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
-from psycopg import errors, generators, pq
+from psycopg import abc, errors, generators, pq
 from psycopg.adapt import Transformer
 
 Statement = tuple[str, Mapping[str, Any] | Sequence[Any] | None]
@@ -33,10 +38,22 @@ Statement = tuple[str, Mapping[str, Any] | Sequence[Any] | None]
 _COMMAND_OK, _TUPLES_OK = pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK
 _FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
 
-# One quoting cursor per connection (it holds the connection's adapters and encoding).
-_QUOTERS: weakref.WeakKeyDictionary[psycopg.Connection[Any], psycopg.ClientCursor[Any]] = (
+# psycopg's client-side query: what ClientCursor uses to merge values into the text.
+_ClientQuery = psycopg.ClientCursor._query_cls
+
+# One Transformer per connection (the connection's adapters, its dumpers and loaders as they
+# are looked up): quotes the values sent and loads the rows read. A connection is used by
+# one thread at a time, as a cursor is.
+_TRANSFORMERS: weakref.WeakKeyDictionary[psycopg.Connection[Any], abc.Transformer] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def _transformer(dbapi_connection: psycopg.Connection[Any]) -> abc.Transformer:
+    found = _TRANSFORMERS.get(dbapi_connection)
+    if found is None:
+        found = _TRANSFORMERS[dbapi_connection] = Transformer(dbapi_connection)
+    return found
 
 
 def supported(dbapi_connection: Any) -> bool:
@@ -55,16 +72,18 @@ def begin_command(dbapi_connection: psycopg.Connection[Any]) -> str | None:
     return dbapi_connection._get_tx_start_command().decode("ascii")
 
 
-def _text(dbapi_connection: psycopg.Connection[Any], statement: str | Statement) -> str:
+def text_of(
+    dbapi_connection: psycopg.Connection[Any], statement: str | Statement, encoding: str
+) -> bytes:
+    """``statement``'s text as sent, its values quoted by psycopg (``mogrify``'s text)."""
     if isinstance(statement, str):
-        return statement
+        return statement.encode(encoding)
     sql, parameters = statement
     if not parameters:
-        return sql
-    quoter = _QUOTERS.get(dbapi_connection)
-    if quoter is None:
-        quoter = _QUOTERS[dbapi_connection] = psycopg.ClientCursor(dbapi_connection)
-    return quoter.mogrify(sql, parameters)
+        return sql.encode(encoding)
+    query = _ClientQuery(_transformer(dbapi_connection))
+    query.convert(sql, parameters)
+    return query.query
 
 
 def run(
@@ -76,10 +95,9 @@ def run(
     Raises the psycopg error of the first statement that failed (the later ones did not
     run); the caller turns it into SQLAlchemy's error as for any statement.
     """
-    query = "; ".join(_text(dbapi_connection, s) for s in statements)
     pgconn = dbapi_connection.pgconn
     encoding = dbapi_connection.info.encoding
-    pgconn.send_query(query.encode(encoding))
+    pgconn.send_query(b"; ".join([text_of(dbapi_connection, s, encoding) for s in statements]))
     results: list[pq.abc.PGresult] = dbapi_connection.wait(generators.execute(pgconn))
     for n, result in enumerate(results, 1):
         if result.status == _FATAL_ERROR:
@@ -109,22 +127,30 @@ class MessageResult:
     ``description``, ``fetchall``, ``fetchone``): psycopg's own loaders convert the values,
     as its cursors do (text format, the connection's adapters)."""
 
-    __slots__ = ("_rows", "description", "rowcount")
+    __slots__ = ("_encoding", "_result", "_rows", "rowcount")
 
     def __init__(self, dbapi_connection: psycopg.Connection[Any], result: pq.abc.PGresult):
         tuples = result.command_tuples
         self.rowcount = -1 if tuples is None else tuples
-        self.description: tuple[tuple[str, int], ...] | None = None
+        self._result = result
+        self._encoding = dbapi_connection.info.encoding
         self._rows: list[tuple[Any, ...]] = []
         if result.nfields:
-            encoding = dbapi_connection.info.encoding
-            self.description = tuple(
-                (bytes(result.fname(i) or b"").decode(encoding), result.ftype(i))
-                for i in range(result.nfields)
-            )
-            loader = Transformer(dbapi_connection)
+            loader = _transformer(dbapi_connection)
             loader.set_pgresult(result)
             self._rows = loader.load_rows(0, result.ntuples, tuple)
+
+    @property
+    def description(self) -> tuple[tuple[str, int], ...] | None:
+        """(name, type oid) per column, None for a statement without rows (asked once per
+        statement: engine.db.hot keeps the column conversions it decides from it)."""
+        result = self._result
+        if not result.nfields:
+            return None
+        return tuple(
+            (bytes(result.fname(i) or b"").decode(self._encoding), result.ftype(i))
+            for i in range(result.nfields)
+        )
 
     def fetchall(self) -> list[tuple[Any, ...]]:
         found, self._rows = self._rows, []
