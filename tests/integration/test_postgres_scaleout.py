@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
+from engine.db import transaction
 from engine.db.models import AUDIT, SWITCH_ORDERS
 from engine.dispatch import dispatcher as dispatcher_module
 from engine.dispatch import membership
@@ -25,7 +26,7 @@ from engine.dispatch.group_commit import GroupCommitter
 from engine.dispatch.identity import HOST, new_worker_id
 from engine.dispatch.leases import bus_holder, try_acquire_bus, try_acquire_buses
 from engine.dispatch.membership import announce, live_dispatchers, owner, withdraw
-from engine.dispatch.queue import claim_next
+from engine.dispatch.queue import claim_next, peek_in
 from simulator.fleet import Fleet
 from simulator.state import RelayState
 from tests.integration.databases import postgres_db_url
@@ -93,6 +94,44 @@ def test_a_claim_skips_an_order_locked_by_another_transaction(world: EngineWorld
     finally:
         trans.rollback()
         locker.close()
+
+
+def test_a_peek_locks_only_the_order_it_returns(world: EngineWorld) -> None:
+    """The peek at a bus's next order (in the transaction of the order before it) holds that
+    order alone until its commit: a payment cancelling any other order of the bus meanwhile
+    does not wait for it."""
+    bus = world.fleet.link_of(world.fleet.addresses[0])
+    free_query = text(
+        "SELECT o.id FROM switch_orders o JOIN meters m ON m.id = o.meter_id "
+        "WHERE m.link = :bus AND o.state = 'ready' FOR UPDATE OF o SKIP LOCKED"
+    )
+    with world.engine.connect() as other:
+        ready = set(other.execute(free_query, {"bus": bus}).scalars())
+        other.rollback()
+    assert len(ready) >= 4
+    with transaction(world.engine, audited=False) as session:
+        peeked = peek_in(session, bus, datetime.now(UTC))
+        assert peeked is not None
+        with world.engine.connect() as other:
+            free = set(other.execute(free_query, {"bus": bus}).scalars())
+            other.rollback()
+    assert free == ready - {peeked.id}
+
+
+def test_a_peek_passes_over_a_row_that_contradicts_itself(world: EngineWorld) -> None:
+    """A due state on a terminal order (never written by the engine; a hand edit): the peek
+    looks past it to the next due order rather than stopping the bus."""
+    bus = world.fleet.link_of(world.fleet.addresses[0])
+    with transaction(world.engine, audited=False) as session:
+        first = peek_in(session, bus, datetime.now(UTC))
+    assert first is not None
+    with world.engine.begin() as conn:
+        conn.execute(
+            SWITCH_ORDERS.update().where(SWITCH_ORDERS.c.id == first.id).values(terminal=True)
+        )
+    with transaction(world.engine, audited=False) as session:
+        second = peek_in(session, bus, datetime.now(UTC))
+    assert second is not None and second.id != first.id and second.link == bus
 
 
 def test_racing_processes_never_both_get_a_bus_lease(world: EngineWorld) -> None:
