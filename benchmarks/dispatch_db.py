@@ -8,7 +8,9 @@ process, so its process CPU time is the engine's database and procedure work alo
 run starts from a fresh database; the run with the least CPU is kept (background load only
 ever adds CPU time). On a busy shared machine CPU time still moves by 20 % between
 identical runs: ``--jobs-only GROUP --calls`` counts the Python calls per order of the
-database jobs instead, a figure load cannot move (docs/performance.md, issue 20).
+database jobs instead, a figure load cannot move (docs/performance.md, issue 20). Without
+``--jobs-only`` (SQLite or PostgreSQL), ``--calls`` counts those of the real dispatcher's
+group commit: every group it runs, on its database thread.
 
 ``--frame-ms`` shapes the group commit: with 100 buses and frames of about the real length,
 the jobs of many buses share transactions as in ``benchmarks/dispatch.py``.
@@ -16,7 +18,7 @@ the jobs of many buses share transactions as in ``benchmarks/dispatch.py``.
 Usage::
 
     .venv/bin/python benchmarks/dispatch_db.py [--meters 2000] [--buses 100]
-        [--frame-ms 250] [--repeat 3] [--db-url postgresql://...]
+        [--frame-ms 250] [--repeat 3] [--db-url postgresql://...] [--calls [--dump FILE]]
     .venv/bin/python benchmarks/dispatch_db.py --jobs-only 8 [--calls] [--dump FILE]
 
 The figures are one JSON object on the last line of stdout.
@@ -153,7 +155,32 @@ def prepared_store(
             engine.dispose()
 
 
-def bench(meters: int, buses: int, frame_ms: float, db_url: str | None = None) -> dict[str, Any]:
+def _profiled_groups(group: Any, profiler: Any) -> None:
+    """Profile every group ``group`` (a GroupCommitter) runs: its drainer, wrapped on the
+    instance (the committer submits ``self._drain``). One group at a time per committer."""
+    drain = group._drain
+
+    def profiled() -> None:
+        profiler.enable()
+        try:
+            drain()
+        finally:
+            profiler.disable()
+
+    group._drain = profiled
+
+
+def bench(
+    meters: int,
+    buses: int,
+    frame_ms: float,
+    db_url: str | None = None,
+    calls: bool = False,
+    dump: str = "",
+) -> dict[str, Any]:
+    import cProfile
+    import pstats
+
     from base.clock import SystemClock
     from engine.dispatch.dispatcher import Dispatcher
     from engine.logging import configure_logging
@@ -169,6 +196,10 @@ def bench(meters: int, buses: int, frame_ms: float, db_url: str | None = None) -
             actor="bench",
             pool=pool,  # type: ignore[arg-type]
         )
+        # Timed by the thread's CPU clock, as in jobs_only.
+        profiler = cProfile.Profile(time.thread_time) if calls else None
+        if profiler is not None:
+            _profiled_groups(dispatcher.group, profiler)
 
         async def run() -> Any:
             try:
@@ -195,6 +226,13 @@ def bench(meters: int, buses: int, frame_ms: float, db_url: str | None = None) -
         "states": dict(states),
         "machine": machine(),
     }
+    if profiler is not None:
+        stats = pstats.Stats(profiler)
+        figures["group_commit_python_calls_per_order"] = round(
+            stats.total_calls / max(verified, 1)  # type: ignore[attr-defined]
+        )
+        if dump:
+            stats.dump_stats(dump)
     log(f"{verified} verified; {figures['cpu_ms_per_verified_order']} ms CPU per order; "
         f"{figures['db_jobs_per_transaction']} jobs per transaction")  # fmt: skip
     return figures
@@ -368,14 +406,14 @@ def main() -> None:
     parser.add_argument(
         "--jobs-only", type=int, metavar="GROUP", help="only the database jobs, GROUP a commit"
     )
-    parser.add_argument("--calls", action="store_true", help="with --jobs-only: count calls")
+    parser.add_argument("--calls", action="store_true", help="count the Python calls per order")
     parser.add_argument("--dump", default="", help="with --calls: write the cProfile stats")
     args = parser.parse_args()
     if args.jobs_only:
         emit(jobs_only(args.meters, args.buses, args.jobs_only, args.calls, args.dump))
         return
     runs = [
-        bench(args.meters, args.buses, args.frame_ms, args.db_url)
+        bench(args.meters, args.buses, args.frame_ms, args.db_url, args.calls, args.dump)
         for _ in range(max(args.repeat, 1))
     ]
     best = min(runs, key=lambda f: f["cpu_ms_per_verified_order"])
