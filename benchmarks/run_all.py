@@ -50,6 +50,27 @@ def run(script: str, *args: str) -> dict[str, Any]:
     return figures
 
 
+# Runs of each dispatch configuration; the one with the least engine CPU is kept (below).
+DISPATCH_RUNS = 2
+
+
+def least_cpu_of(runs: int, script: str, *args: str) -> dict[str, Any]:
+    """Run ``benchmarks/<script>`` ``runs`` times; the figures of the run with the least
+    engine CPU per verified order, with every run's ratio and CPU (``runs``).
+
+    Background load on a shared machine only ever adds CPU time, so the least of a few runs
+    is the engine's own cost (``timeit`` keeps the least for the same reason); every run is
+    listed next to it in the docs, and every run must pass (faster than physics, an order
+    not verified: the script fails and so does this)."""
+    done = [run(script, *args) for _ in range(runs)]
+    best = dict(min(done, key=lambda f: f["cpu_ms_per_verified_order"]))
+    best["runs"] = [
+        {"ratio": f["ratio"], "cpu_ms_per_verified_order": f["cpu_ms_per_verified_order"]}
+        for f in done
+    ]
+    return best
+
+
 def command(script: str, *args: str) -> str:
     return " ".join([PY, f"benchmarks/{script}", *args])
 
@@ -171,8 +192,9 @@ def dispatch_block(runs: list[tuple[str, dict[str, Any]]], m: dict[str, Any]) ->
         "| store, processes | orders / buses | wall | bus limit | ratio (goal <= 1.15) "
         "| engine CPU / verified order (goal <= 1.5 ms SQLite, 2 ms PostgreSQL) "
         "| of which event loop / database threads | engine CPU / bus limit "
-        "| DB server CPU / order | busiest bus idle between frames | DB jobs / transaction |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| DB server CPU / order | busiest bus idle between frames | DB jobs / transaction "
+        "| every run: ratio, CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     commands = []
     for cmd, f in runs:
@@ -188,7 +210,8 @@ def dispatch_block(runs: list[tuple[str, dict[str, Any]]], m: dict[str, Any]) ->
             f"| {f.get('cpu_share_of_bus_limit', '-')} "
             f"| {f'{db_cpu} ms' if db_cpu is not None else '-'} "
             f"| {busiest.get('idle_between_frames_s', '-')} s "
-            f"| {f.get('db_jobs_per_transaction', '-')} |"
+            f"| {f.get('db_jobs_per_transaction', '-')} "
+            f"| {'; '.join(_run_figures(r) for r in f.get('runs', [f]))} |"
         )
     first = runs[0][1]
     body += [
@@ -200,12 +223,19 @@ def dispatch_block(runs: list[tuple[str, dict[str, Any]]], m: dict[str, Any]) ->
         "than that limit fails. Engine CPU: process CPU time of the engine processes from "
         "the start of the dispatch to idle (the simulator and the database server are other "
         "processes); engine CPU / bus limit is how much of one core the engine needed to "
-        "keep up with its buses. Every order ended verified "
+        "keep up with its buses. Each configuration ran "
+        f"{len(first.get('runs', [first]))} times; the run with the least engine CPU is "
+        "shown (background load only adds CPU time), every run in the last column. "
+        "Every order ended verified "
         "by read-back in every run: "
         + "; ".join(f"{f['db']} x{f['processes']}: {_counts(f['order_states'])}" for _c, f in runs)
         + ".",
     ]
     return _block("dispatch", commands, body, m)
+
+
+def _run_figures(f: dict[str, Any]) -> str:
+    return f"{f['ratio']}, {f['cpu_ms_per_verified_order']} ms"
 
 
 def reconnect_block(f: dict[str, Any], m: dict[str, Any]) -> str:
@@ -328,20 +358,23 @@ def main() -> None:
         blocks["import_formats"] = import_formats_block(figures["import_formats"], m)
     if wanted("dispatch"):
         size = ("--meters", "400", "--buses", "20") if quick else ()
-        runs = [(command("dispatch.py", *size), run("dispatch.py", *size))]
+        n = 1 if quick else DISPATCH_RUNS
+        runs = [(command("dispatch.py", *size), least_cpu_of(n, "dispatch.py", *size))]
         # A county's share of a head-end: 300 buses from one process (issue 20).
         big = (
             ("--meters", "900", "--buses", "60")
             if quick
             else ("--meters", "6000", "--buses", "300")
         )
-        runs.append((command("dispatch.py", *big), run("dispatch.py", *big)))
+        runs.append((command("dispatch.py", *big), least_cpu_of(n, "dispatch.py", *big)))
         try:
             with throwaway_postgres() as server:
                 shown = "--db-url postgresql://postgres@127.0.0.1:PORT/postgres"
-                for n in ("1", "3"):
-                    f = run("dispatch.py", *size, "--db-url", server, "--processes", n)
-                    runs.append((command("dispatch.py", *size, shown, "--processes", n), f))
+                for processes in ("1", "3"):
+                    f = least_cpu_of(
+                        n, "dispatch.py", *size, "--db-url", server, "--processes", processes
+                    )
+                    runs.append((command("dispatch.py", *size, shown, "--processes", processes), f))
         except RuntimeError as exc:  # no PostgreSQL on this machine: SQLite only
             log(f"PostgreSQL runs skipped: {exc}")
         figures["dispatch"] = [f for _c, f in runs]
