@@ -323,6 +323,11 @@ def _surviving(session: OrmSession) -> list[_Pending]:
     return kept
 
 
+def _not_written(session: OrmSession) -> list[_Pending]:
+    """The surviving records (:func:`_surviving`) that are not in the database yet."""
+    return [p for p in _surviving(session) if p.written_in is None]
+
+
 def _insert_statements(pending: list[_Pending]) -> list[tuple[HotStatement, dict[str, Any]]]:
     """The INSERTs that write ``pending`` (SQLite), at most :data:`_ROWS_PER_INSERT`
     records each."""
@@ -383,8 +388,7 @@ def write_pending(session: OrmSession) -> None:
     enclosing transaction must then be written again); written in the transaction itself,
     they are done with.
     """
-    pending = _surviving(session)
-    waiting = [p for p in pending if p.written_in is None]
+    waiting = _not_written(session)
     if not waiting:
         return
     _write_now(session, waiting)
@@ -475,7 +479,7 @@ def _move_head(session: OrmSession) -> None:
     chain_key = due[1]
     tail = _known_tail(session, committing)
     seq, last_hash = (tail.seq, tail.hash) if tail is not None else _read_tail(session)
-    waiting = [p for p in _surviving(session) if p.written_in is None]
+    waiting = _not_written(session)
     session.info.pop(_PENDING, None)
     session.info.pop(_TAIL, None)
     if seq == 0:

@@ -195,9 +195,24 @@ class ModbusMeterClient:
             raise LinkClosed(Msg(N_("Modbus link {bus_key} was closed"), bus_key=self.bus_key))
         if self.connected:
             return
-        if not await self._client.connect():
+        client = self._client
+        # pymodbus has one timeout for connecting and for each request: the connection gets
+        # connect_timeout (a gateway may take longer to accept than a meter to answer; with
+        # the request's 0.3 s a connect failed under load), the requests keep ``timeout``.
+        # No request is in flight while connecting (one at a time per client).
+        params = client.ctx.comm_params
+        params.timeout_connect = self._spec.connect_timeout_s
+        try:
+            connected = await client.connect()
+        finally:
+            params.timeout_connect = self._spec.timeout_s
+        if not connected:
             raise LinkClosed(
-                Msg(N_("cannot connect to Modbus link {bus_key}"), bus_key=self.bus_key)
+                Msg(
+                    N_("cannot connect to Modbus link {bus_key} within {connect_timeout:g} s"),
+                    bus_key=self.bus_key,
+                    connect_timeout=self._spec.connect_timeout_s,
+                )
             )
 
     async def close(self) -> None:

@@ -7,8 +7,10 @@
     modbus-rtu:///dev/ttyUSB0?baud=9600&parity=E&stopbits=1
                                         RTU frames on a local RS-485 serial port
 
-Common query options: ``timeout`` (seconds per request, default 1.0) and ``retries``
-(extra attempts for *reads* after a timeout, default 1; writes are never retried).
+Common query options: ``timeout`` (seconds per request, default 1.0), ``retries``
+(extra attempts for *reads* after a timeout, default 1; writes are never retried) and
+``connect_timeout`` (seconds to open the connection or port, default 5, as the DL/T 645
+links: a gateway across a utility's WAN may take longer to accept than a meter to answer).
 Serial options: ``baud`` (9600), ``parity`` (N/E/O, default E: Modbus RTU's 8E1),
 ``stopbits`` (1), ``bytesize`` (8).
 
@@ -34,10 +36,11 @@ _SCHEMES: dict[str, Transport] = {
 SCHEMES = frozenset(_SCHEMES)
 DEFAULT_TCP_PORT = 502
 DEFAULT_TIMEOUT_S = 1.0
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_READ_RETRIES = 1
 _PARITIES = frozenset({"N", "E", "O"})
 _SERIAL_KEYS = frozenset({"baud", "parity", "stopbits", "bytesize"})
-_COMMON_KEYS = frozenset({"timeout", "retries"})
+_COMMON_KEYS = frozenset({"timeout", "retries", "connect_timeout"})
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class ModbusLinkSpec:
     bytesize: int = 8
     timeout_s: float = DEFAULT_TIMEOUT_S
     read_retries: int = DEFAULT_READ_RETRIES
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
 
     @property
     def bus_key(self) -> str:
@@ -132,8 +136,10 @@ def parse_modbus_url(url: str) -> ModbusLinkSpec:
 
     timeout = _number(url, "timeout", _one(query, "timeout"), float)
     retries = _number(url, "retries", _one(query, "retries"), int)
+    connect = _number(url, "connect_timeout", _one(query, "connect_timeout"), float)
     timeout_s = DEFAULT_TIMEOUT_S if timeout is None else float(timeout)
     read_retries = DEFAULT_READ_RETRIES if retries is None else int(retries)
+    connect_timeout_s = DEFAULT_CONNECT_TIMEOUT_S if connect is None else float(connect)
 
     if transport == "rtu":
         device = parts.path or ""
@@ -166,6 +172,7 @@ def parse_modbus_url(url: str) -> ModbusLinkSpec:
             bytesize=8 if bytesize is None else int(bytesize),
             timeout_s=timeout_s,
             read_retries=read_retries,
+            connect_timeout_s=connect_timeout_s,
         )
 
     if parts.path not in ("", "/"):
@@ -188,5 +195,10 @@ def parse_modbus_url(url: str) -> ModbusLinkSpec:
             )
         port = DEFAULT_TCP_PORT
     return ModbusLinkSpec(
-        transport, host=host, port=port, timeout_s=timeout_s, read_retries=read_retries
+        transport,
+        host=host,
+        port=port,
+        timeout_s=timeout_s,
+        read_retries=read_retries,
+        connect_timeout_s=connect_timeout_s,
     )

@@ -78,6 +78,10 @@ def test_tcp_urls() -> None:
     )
     rtu = parse_modbus_url("modbus-rtu-tcp://GW.local:4196?timeout=0.5&retries=0")
     assert rtu.rtu_framing and rtu.timeout_s == 0.5 and rtu.read_retries == 0
+    # Connecting has its own timeout (as the DL/T 645 links'), not the request's.
+    assert rtu.connect_timeout_s == 5.0
+    assert parse_modbus_url("modbus-tcp://h?connect_timeout=12.5").connect_timeout_s == 12.5
+    assert parse_modbus_url("modbus-rtu:///dev/ttyS1?connect_timeout=2").connect_timeout_s == 2
     # Framing does not change which bus it is: the gateway port is the bus.
     assert parse_modbus_url("modbus-tcp://gw.local:4196").bus_key == rtu.bus_key
 
@@ -98,6 +102,7 @@ def test_serial_url() -> None:
         ("modbus-tcp://h:1?baud=9600", "'baud'"),
         ("modbus-rtu:///dev/ttyS0?parity=X", "parity"),
         ("modbus-tcp://h:1?timeout=abc", "timeout"),
+        ("modbus-tcp://h:1?connect_timeout=0", "connect_timeout"),
         ("modbus-tcp://h:99999", "port"),
     ],
 )

@@ -69,6 +69,34 @@ async def test_reads_meter_number_balance_energy_and_relay(rig: Rig) -> None:
     assert reading.closed and reading.commanded_closed
 
 
+async def test_connecting_waits_connect_timeout_and_requests_keep_their_timeout(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pymodbus has one timeout for both. A connect given the request's 0.3 s failed under
+    # load in CI (a gateway across a WAN may take seconds to accept); it gets
+    # connect_timeout (5 s by default), and the requests after it still time out at 0.3 s.
+    pymodbus_client = rig.client._client
+    params = pymodbus_client.ctx.comm_params
+    seen: list[float] = []
+    real_connect = pymodbus_client.connect
+
+    async def connect() -> bool:
+        seen.append(params.timeout_connect)
+        return await real_connect()
+
+    monkeypatch.setattr(pymodbus_client, "connect", connect)
+    assert await rig.client.read_meter_number(17) == "000012345678"
+    assert seen == [5.0]
+    assert params.timeout_connect == 0.3  # what each request waits for its reply
+
+
+async def test_a_failed_connect_names_the_link_and_the_wait() -> None:
+    client = ModbusMeterClient.from_url("modbus-tcp://127.0.0.1:9?timeout=0.3&connect_timeout=0.5")
+    with pytest.raises(LinkClosed, match=r"within 0\.5 s"):
+        await client.read_meter_number(17)
+    await client.close()
+
+
 async def test_trip_then_close_moves_the_relay_and_logs_it(rig: Rig) -> None:
     await rig.client.set_relay(17, False)
     assert rig.meters["17"].relay is RelayState.OPEN
