@@ -232,6 +232,9 @@ _INSERT_RECORDS_PG = (
     "SELECT seq, at, actor, action, subject, payload, prev_hash, hash "
     "FROM json_populate_recordset(NULL::audit_log, CAST({records} AS json))"
 )
+# With the commit (psycopg's parameter style), and on its own (SQLAlchemy's).
+_INSERT_RECORDS_WITH_COMMIT = _INSERT_RECORDS_PG.format(records="%(records)s")
+_INSERT_RECORDS_NOW = text(_INSERT_RECORDS_PG.format(records=":records"))
 _RECORDS_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 # The head anchor written in one statement whether or not its row exists yet (PostgreSQL,
@@ -373,8 +376,7 @@ def _is_postgres(session: OrmSession) -> bool:
 
 def _write_now(session: OrmSession, pending: list[_Pending]) -> None:
     if _is_postgres(session):
-        insert_pg = text(_INSERT_RECORDS_PG.format(records=":records"))
-        session.execute(insert_pg, {"records": _records_json(pending)})
+        session.execute(_INSERT_RECORDS_NOW, {"records": _records_json(pending)})
         return
     for hot, values in _insert_statements(pending):
         run_hot(session, hot, values)
@@ -487,8 +489,7 @@ def _move_head(session: OrmSession) -> None:
     head = {"seq": seq, "hash": last_hash, "mac": _head_mac(chain_key, seq, last_hash)}
     with_commit: list[tuple[str, Any]] = []
     if waiting and _is_postgres(session):
-        insert_pg = _INSERT_RECORDS_PG.format(records="%(records)s")
-        with_commit.append((insert_pg, {"records": _records_json(waiting)}))
+        with_commit.append((_INSERT_RECORDS_WITH_COMMIT, {"records": _records_json(waiting)}))
     if send_with_commit(session, [*with_commit, (_UPSERT_HEAD_PG, head)]):
         return  # PostgreSQL: written in the commit's round trip
     if waiting:
